@@ -1,0 +1,2 @@
+//! The standalone Toka node (placeholder while the CLI is written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Journal benchmarks (placeholder while the bench harness is written).
+fn main() {}

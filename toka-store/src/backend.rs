@@ -1,0 +1,82 @@
+//! Storage engines under the journal: an ordered key-value space with atomic batches.
+//!
+//! The journal keeps all of its logic (positions, chain, encryption, limits, group commit)
+//! above this trait, so every engine gets the same semantics and the same conformance
+//! tests. An engine only has to provide:
+//! - **atomic batches**: after a crash, either every write of a [`WriteBatch`] is there or
+//!   none is;
+//! - **read-your-writes**: once [`Backend::apply`] returns, reads see the batch;
+//! - **durable flush**: once [`Backend::flush`] returns `Ok`, every applied batch survives
+//!   a crash of the process or the machine.
+
+use crate::Error;
+
+mod memory;
+#[cfg(feature = "sled")]
+mod sled;
+
+pub use memory::MemoryBackend;
+#[cfg(feature = "sled")]
+pub use self::sled::SledBackend;
+
+/// A key-value pair read from a [`Backend`].
+pub type Entry<V> = (V, V);
+
+/// An ordered set of writes applied all-or-nothing by [`Backend::apply`].
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub(crate) ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    /// An empty batch with room for `n` writes.
+    pub fn with_capacity(n: usize) -> Self {
+        WriteBatch {
+            ops: Vec::with_capacity(n),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        self.ops.push((key.into(), Some(value)));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.ops.push((key.into(), None));
+    }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch has no writes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// An ordered key-value store the journal runs on. See the module docs for the contract.
+pub trait Backend: Send + Sync + 'static {
+    /// The engine's byte buffer for values it returns.
+    type Value: AsRef<[u8]> + Send + 'static;
+    /// A forward range iterator that owns what it needs (no borrow of the backend).
+    type Range: Iterator<Item = Result<Entry<Self::Value>, Error>> + Send + 'static;
+
+    /// Applies every write of `batch` atomically.
+    fn apply(&self, batch: WriteBatch) -> Result<(), Error>;
+
+    /// Reads one key.
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, Error>;
+
+    /// Iterates `start..end` in key order, lazily (never the whole range in memory).
+    fn range(&self, start: &[u8], end: &[u8]) -> Self::Range;
+
+    /// The last entry of `start..end`, if any.
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry<Self::Value>>, Error>;
+
+    /// Makes every applied batch durable. Blocking; the journal calls it from its commit
+    /// thread only.
+    fn flush(&self) -> Result<(), Error>;
+}

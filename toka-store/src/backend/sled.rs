@@ -1,0 +1,112 @@
+//! The [`sled`] back-end: the embedded default.
+//!
+//! All journal keys live in sled's default tree, so one `apply_batch` makes a whole append
+//! (records + stream index entry) atomic. sled's own timer-driven flushing is turned off;
+//! the journal's commit thread decides when to flush (group commit).
+
+use std::path::Path;
+
+use super::{Backend, Entry, WriteBatch};
+use crate::Error;
+
+/// sled storage for [`SledJournal`](crate::SledJournal).
+#[derive(Clone, Debug)]
+pub struct SledBackend {
+    db: sled::Db,
+}
+
+impl SledBackend {
+    /// Opens (or creates) the database in directory `path`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if sled cannot open it (missing permissions, another process
+    /// holds its lock, damaged files).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| Error::backend("opening the sled database", e))?;
+        Ok(SledBackend { db })
+    }
+
+    /// Wraps an already open database (its flush settings are left as they are).
+    pub fn from_db(db: sled::Db) -> Self {
+        SledBackend { db }
+    }
+
+    /// The underlying database, for tests and tools that inspect stored bytes.
+    #[doc(hidden)]
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+}
+
+/// The range iterator of [`SledBackend`].
+pub struct SledRange(sled::Iter);
+
+impl std::fmt::Debug for SledRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SledRange")
+    }
+}
+
+impl Iterator for SledRange {
+    type Item = Result<Entry<sled::IVec>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next()
+            .map(|r| r.map_err(|e| Error::backend("scanning a range", e)))
+    }
+}
+
+impl Backend for SledBackend {
+    type Value = sled::IVec;
+    type Range = SledRange;
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), Error> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.ops {
+            match value {
+                Some(value) => sled_batch.insert(key, value),
+                None => sled_batch.remove(key),
+            }
+        }
+        self.db
+            .apply_batch(sled_batch)
+            .map_err(|e| Error::backend("applying a batch", e))
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, Error> {
+        self.db
+            .get(key)
+            .map_err(|e| Error::backend("reading a key", e))
+    }
+
+    fn range(&self, start: &[u8], end: &[u8]) -> Self::Range {
+        if start >= end {
+            // sled panics on an inverted range; an empty range of the same type instead.
+            return SledRange(self.db.range(start..start));
+        }
+        SledRange(self.db.range(start..end))
+    }
+
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry<Self::Value>>, Error> {
+        if start >= end {
+            return Ok(None);
+        }
+        self.db
+            .range(start..end)
+            .next_back()
+            .transpose()
+            .map_err(|e| Error::backend("reading the last key of a range", e))
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|e| Error::backend("flushing to disk", e))
+    }
+}

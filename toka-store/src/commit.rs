@@ -1,0 +1,261 @@
+//! Group commit: one thread flushes the back-end for every appender waiting on it.
+//!
+//! Appenders publish the highest position they wrote ([`Committer::written`]) and, in
+//! [`Durability::Fsync`](crate::Durability::Fsync) mode, ask for it to be made durable
+//! ([`Committer::wait_durable`]). The commit thread wakes, takes the highest written
+//! position at that moment, calls [`Backend::flush`] once, and publishes the flushed
+//! position through a `watch` channel that wakes every waiter covered by it. While a flush
+//! runs, new appends pile up and share the next flush: the number of flushes grows with
+//! time spent flushing, not with the number of appenders.
+//!
+//! In `Buffered` mode the thread flushes at most once per configured interval, and on
+//! explicit [`Committer::flush_all`].
+//!
+//! # Failure
+//! If a flush fails, the data it covered may or may not be on disk, and retrying `fsync`
+//! cannot tell (its error state is consumed). The committer therefore turns *poisoned*:
+//! every waiter and every later append gets [`Error::Poisoned`]; reopening the journal
+//! recovers what reached the disk.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::backend::Backend;
+
+/// Writes are counted by *tickets*: every batch applied to the back-end takes the next
+/// ticket, and a flush covers every ticket issued before it started.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Last ticket issued (writes applied to the back-end).
+    written: u64,
+    /// Highest log position among the written batches.
+    written_position: u64,
+    /// Highest ticket someone waits to see flushed.
+    requested: u64,
+    /// Highest ticket known flushed.
+    flushed: u64,
+    closing: bool,
+}
+
+/// What the commit thread publishes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Durable {
+    flushed: u64,
+    failure: Option<Arc<str>>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    durable: watch::Sender<Durable>,
+    /// The acknowledged log head that subscribers may read up to.
+    visible: watch::Sender<u64>,
+    /// Buffered mode: the head becomes visible when written, not when flushed.
+    visible_when_written: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // The lock guards plain integers; a panic elsewhere cannot leave them torn.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Owner of the commit thread. Dropping it flushes once more and joins the thread.
+pub(crate) struct Committer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Starts the commit thread. `interval` is the background flush period for buffered
+    /// writes (`None`: flush only on request).
+    ///
+    /// `head` is the log position already on disk. With `visible_when_written`, appended
+    /// positions become visible to subscribers as soon as they are written (buffered
+    /// mode); otherwise once they are flushed.
+    pub(crate) fn start<B: Backend>(
+        backend: Arc<B>,
+        head: u64,
+        interval: Option<Duration>,
+        visible_when_written: bool,
+    ) -> Result<Self, Error> {
+        let (durable, _) = watch::channel(Durable::default());
+        let (visible, _) = watch::channel(head);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                written_position: head,
+                ..Pending::default()
+            }),
+            wake: Condvar::new(),
+            durable,
+            visible,
+            visible_when_written,
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("toka-journal-commit".into())
+            .spawn(move || commit_loop(&*backend, &thread_shared, interval))
+            .map_err(|e| Error::backend("starting the commit thread", e))?;
+        Ok(Committer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Records that a batch was applied to the back-end, reaching log `position` (pass the
+    /// current head for writes that add no record, like snapshots). Returns the batch's
+    /// ticket for [`Committer::wait_durable`].
+    pub(crate) fn written(&self, position: u64) -> u64 {
+        let (ticket, was_clean) = {
+            let mut pending = self.shared.lock();
+            let was_clean = pending.written <= pending.flushed;
+            pending.written += 1;
+            pending.written_position = pending.written_position.max(position);
+            (pending.written, was_clean)
+        };
+        if self.shared.visible_when_written {
+            publish_max(&self.shared.visible, position);
+        }
+        if was_clean {
+            // Starts the background flush timer of a buffered journal.
+            self.shared.wake.notify_one();
+        }
+        ticket
+    }
+
+    /// Returns once the write with this ticket is durable (or the committer is poisoned).
+    pub(crate) async fn wait_durable(&self, ticket: u64) -> Result<(), Error> {
+        let mut durable = self.shared.durable.subscribe();
+        {
+            let mut pending = self.shared.lock();
+            if pending.flushed >= ticket {
+                return Ok(());
+            }
+            pending.requested = pending.requested.max(ticket);
+        }
+        self.shared.wake.notify_one();
+        let state = durable
+            .wait_for(|d| d.flushed >= ticket || d.failure.is_some())
+            .await
+            .map_err(|_| Error::Poisoned("the commit thread stopped".into()))?;
+        match &state.failure {
+            Some(reason) if state.flushed < ticket => Err(Error::Poisoned(reason.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Flushes every write applied so far.
+    pub(crate) async fn flush_all(&self) -> Result<(), Error> {
+        let written = self.shared.lock().written;
+        self.wait_durable(written).await
+    }
+
+    /// The failure that poisoned the committer, if any.
+    pub(crate) fn failure(&self) -> Option<Error> {
+        self.shared
+            .durable
+            .borrow()
+            .failure
+            .as_ref()
+            .map(|r| Error::Poisoned(r.to_string()))
+    }
+
+    /// A receiver of the acknowledged head position, for subscriptions.
+    pub(crate) fn visible(&self) -> watch::Receiver<u64> {
+        self.shared.visible.subscribe()
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("journal commit thread panicked");
+            }
+        }
+    }
+}
+
+fn commit_loop<B: Backend>(backend: &B, shared: &Shared, interval: Option<Duration>) {
+    let mut last_flush = Instant::now();
+    loop {
+        let (target, closing) = {
+            let mut pending = shared.lock();
+            loop {
+                if pending.closing || pending.requested > pending.flushed {
+                    break;
+                }
+                let due = interval.map(|i| last_flush + i);
+                if pending.written > pending.flushed && due.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                pending = match due {
+                    Some(due) if pending.written > pending.flushed => {
+                        let wait = due.saturating_duration_since(Instant::now());
+                        shared
+                            .wake
+                            .wait_timeout(pending, wait)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                    _ => shared.wake.wait(pending).unwrap_or_else(|e| e.into_inner()),
+                };
+            }
+            (
+                (pending.written, pending.written_position),
+                pending.closing,
+            )
+        };
+        let (ticket, position) = target;
+        let started = Instant::now();
+        let result = backend.flush();
+        last_flush = Instant::now();
+        match result {
+            Ok(()) => {
+                tracing::trace!(
+                    ticket,
+                    position,
+                    micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "journal flushed"
+                );
+                shared.lock().flushed = ticket;
+                shared.durable.send_modify(|d| d.flushed = d.flushed.max(ticket));
+                if !shared.visible_when_written {
+                    publish_max(&shared.visible, position);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "journal flush failed; the journal is poisoned");
+                let reason: Arc<str> = Arc::from(error.to_string());
+                shared.durable.send_modify(|d| d.failure = Some(reason));
+                // Park until closed: nothing more can be promised.
+                let mut pending = shared.lock();
+                while !pending.closing {
+                    pending = shared.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+                }
+                return;
+            }
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
+/// Raises a watched head to `position` (never lowers it).
+fn publish_max(head: &watch::Sender<u64>, position: u64) {
+    head.send_if_modified(|h| {
+        let raise = position > *h;
+        if raise {
+            *h = position;
+        }
+        raise
+    });
+}

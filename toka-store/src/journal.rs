@@ -1,0 +1,912 @@
+//! The [`Journal`] trait and [`EventJournal`], its implementation over any [`Backend`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::backend::{Backend, MemoryBackend, WriteBatch};
+use crate::codec::{self, GENESIS, Hash, RecordBody, SnapshotBody, StoredRecord, keys};
+use crate::commit::Committer;
+use crate::crypto::Sealer;
+use crate::event::validate_stream_id;
+use crate::subscription::{LogSource, Subscription};
+use crate::verify::{BadRecord, VerifyReport};
+use crate::{
+    Appended, Durability, Error, ExpectedVersion, JournalConfig, NewEvent, RecordedEvent,
+    Retention, Snapshot, Timestamp, VersionConflict,
+};
+
+/// The outcome of an append that reached the storage: either where it landed, or the
+/// version conflict that stopped it (nothing was written).
+///
+/// ```
+/// # async fn demo(journal: &dyn toka_store::Journal) -> Result<(), toka_store::Error> {
+/// use toka_store::{ExpectedVersion, NewEvent};
+/// // `??`: the outer `?` is storage failure, the inner one a conflict (both are `Error`).
+/// let appended = journal
+///     .append("order-7", ExpectedVersion::NoStream, &[NewEvent::new("placed", vec![])])
+///     .await??;
+/// assert_eq!(appended.last_seq, 1);
+/// # Ok(()) }
+/// ```
+pub type AppendResult = Result<Appended, VersionConflict>;
+
+/// A lazy iterator of recorded events. It owns what it needs (no borrow of the journal) and
+/// stops after the first error.
+pub type EventIter = Box<dyn Iterator<Item = Result<RecordedEvent, Error>> + Send>;
+
+/// The event journal: Toka's source of truth.
+///
+/// # Semantics
+/// - **Positions.** Every event gets a global position: 1, 2, 3, … with no gaps, in
+///   append order across all streams. Events of one append get contiguous positions.
+/// - **Streams.** Every event belongs to one stream and gets the next sequence number of
+///   that stream: 1, 2, 3, … with no gaps. A stream's *version* is its last sequence
+///   number (0 before its first event).
+/// - **Appends are atomic** (all events of the batch or none, also across a crash) and
+///   checked against an [`ExpectedVersion`] under the same lock that assigns positions.
+/// - **Durability** follows the journal's [`Durability`]: with `Fsync`, `append` returns
+///   after the batch is on disk, and concurrent appends share one flush (group commit);
+///   with `Buffered`, after the write, with a flush in the background.
+/// - **Reads** are bounded (`limit`) or lazy iterators; both see every event whose append
+///   returned, and report a corrupt or missing record as an error naming its position.
+/// - **Subscriptions** deliver events from a position: first those already stored, then
+///   new ones as they are acknowledged. They read from the store, so a slow subscriber falls
+///   behind but never loses an event.
+/// - **Tamper evidence.** Records are hash-chained; [`Journal::verify`] walks the chain.
+///
+/// Reads, `verify` and snapshot loads are synchronous: they touch the local store only
+/// (with sled, mostly its page cache). Run long replays on a blocking thread.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically if its version matches `expected`.
+    ///
+    /// # Errors
+    /// Outer: [`Error::EmptyBatch`], [`Error::InvalidStreamId`],
+    /// [`Error::RecordTooLarge`] (nothing written), [`Error::Backend`],
+    /// [`Error::Poisoned`]. Inner: [`VersionConflict`] (nothing written).
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, Error>;
+
+    /// Makes every acknowledged append durable (a no-op for `Fsync` journals, where that
+    /// already holds); call before a graceful shutdown of a `Buffered` journal.
+    async fn flush(&self) -> Result<(), Error>;
+
+    /// The position of the last appended event; 0 for an empty journal.
+    fn head_position(&self) -> u64;
+
+    /// The version of `stream`: its last sequence number, 0 if it has no events.
+    fn stream_version(&self, stream: &str) -> Result<u64, Error>;
+
+    /// The events of `stream` with sequence number `from_seq` or higher, in order.
+    fn iter_stream(&self, stream: &str, from_seq: u64) -> Result<EventIter, Error>;
+
+    /// At most `limit` events of `stream` from sequence number `from_seq`.
+    fn read_stream(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        self.iter_stream(stream, from_seq)?.take(limit).collect()
+    }
+
+    /// Every event at position `from_position` or later, in position order.
+    fn iter_all(&self, from_position: u64) -> EventIter;
+
+    /// At most `limit` events from position `from_position`.
+    fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>, Error> {
+        self.iter_all(from_position).take(limit).collect()
+    }
+
+    /// Subscribes to every event from `from_position` on: catch-up, then live.
+    fn subscribe(&self, from_position: u64) -> Subscription;
+
+    /// Stores `state` as the snapshot of `stream` at sequence number `seq` if it is at
+    /// least as recent as the stored one; returns whether it was stored. Durable like an
+    /// append. With [`Retention::PruneCoveredBySnapshot`] the covered events are erased.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotAhead`] if `seq` exceeds the stream's version,
+    /// [`Error::SnapshotTooLarge`], [`Error::Backend`].
+    async fn save_snapshot(&self, stream: &str, seq: u64, state: &[u8]) -> Result<bool, Error>;
+
+    /// The latest snapshot of `stream`, if any.
+    fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, Error>;
+
+    /// Walks the whole log, checking checksums, decoding, gap-free positions and the hash
+    /// chain. A damaged log is reported in [`VerifyReport::first_bad`], not as an `Err`,
+    /// which is kept for failures to read at all.
+    fn verify(&self) -> Result<VerifyReport, Error>;
+}
+
+/// The journal over a [`Backend`]; cheap to clone (clones share one journal).
+///
+/// The journal closes when its last clone, iterator and subscription are dropped: the
+/// commit thread flushes once more and the back-end is released.
+pub struct EventJournal<B: Backend> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: Backend> Clone for EventJournal<B> {
+    fn clone(&self) -> Self {
+        EventJournal {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<B: Backend> std::fmt::Debug for EventJournal<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventJournal")
+            .field("head_position", &self.head_position())
+            .field("durability", &self.inner.durability)
+            .field("encrypted", &self.inner.sealer.is_some())
+            .finish()
+    }
+}
+
+/// A journal kept in memory, for tests and ephemeral use.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), toka_store::Error> {
+/// use toka_store::{ExpectedVersion, Journal, JournalConfig, MemoryJournal, NewEvent};
+/// let journal = MemoryJournal::new(JournalConfig::default())?;
+/// journal.append("greetings", ExpectedVersion::Any, &[NewEvent::new("hello", b"hi".to_vec())]).await??;
+/// let events = journal.read_stream("greetings", 1, 10)?;
+/// assert_eq!(events[0].payload, b"hi");
+/// # Ok(()) }
+/// ```
+pub type MemoryJournal = EventJournal<MemoryBackend>;
+
+impl EventJournal<MemoryBackend> {
+    /// An empty in-memory journal.
+    ///
+    /// # Errors
+    /// Only if the commit thread cannot start or the OS random generator fails.
+    pub fn new(config: JournalConfig) -> Result<Self, Error> {
+        Self::with_backend(MemoryBackend::new(), config)
+    }
+}
+
+/// A journal stored with [`sled`](https://docs.rs/sled) in a directory: the embedded
+/// default.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use toka_store::{ExpectedVersion, Journal, JournalConfig, NewEvent, SledJournal};
+/// let dir = tempfile::tempdir()?;
+/// let journal = SledJournal::open(dir.path(), JournalConfig::default())?;
+/// journal.append("a", ExpectedVersion::NoStream, &[NewEvent::new("created", vec![])]).await??;
+/// drop(journal);
+/// let reopened = SledJournal::open(dir.path(), JournalConfig::default())?;
+/// assert_eq!(reopened.stream_version("a")?, 1);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "sled")]
+pub type SledJournal = EventJournal<crate::backend::SledBackend>;
+
+#[cfg(feature = "sled")]
+impl EventJournal<crate::backend::SledBackend> {
+    /// Opens (or creates) a sled journal in directory `path`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if sled cannot open the directory (e.g. another process has it
+    /// open); the key errors of [`EventJournal::with_backend`]; [`Error::Corrupt`] if the
+    /// last record is damaged.
+    pub fn open(path: impl AsRef<std::path::Path>, config: JournalConfig) -> Result<Self, Error> {
+        Self::with_backend(crate::backend::SledBackend::open(path)?, config)
+    }
+}
+
+struct WriterState {
+    next_position: u64,
+    chain: Hash,
+    /// Versions of the streams appended to or looked up since opening.
+    versions: HashMap<String, u64>,
+}
+
+struct Inner<B: Backend> {
+    backend: Arc<B>,
+    sealer: Option<Sealer>,
+    durability: Durability,
+    max_record_bytes: usize,
+    retention: Retention,
+    writer: Mutex<WriterState>,
+    head: AtomicU64,
+    committer: Committer,
+}
+
+const KEY_CHECK_PLAINTEXT: &[u8] = b"toka-journal key check v1";
+
+impl<B: Backend> EventJournal<B> {
+    /// Opens a journal over `backend`, recovering its head from the stored records.
+    ///
+    /// # Errors
+    /// [`Error::KeyRequired`] / [`Error::WrongKey`] / [`Error::NotEncrypted`] when the
+    /// configured key does not fit the journal; [`Error::Corrupt`] if the last record is
+    /// damaged; [`Error::Backend`].
+    pub fn with_backend(backend: B, config: JournalConfig) -> Result<Self, Error> {
+        let backend = Arc::new(backend);
+        let sealer = open_key_check(&*backend, config.encryption.as_ref())?;
+        let (head, chain) = match backend.last_in(&keys::log(0), &keys::LOG_END)? {
+            None => (0, GENESIS),
+            Some((key, value)) => {
+                let position =
+                    keys::log_position(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
+                        what: "log key".into(),
+                        reason: "malformed".into(),
+                    })?;
+                let record = codec::decode_record(position, value.as_ref())?;
+                (position, *record.chain())
+            }
+        };
+        let buffered = config.durability == Durability::Buffered;
+        let committer = Committer::start(
+            Arc::clone(&backend),
+            head,
+            buffered.then_some(config.flush_interval),
+            buffered,
+        )?;
+        tracing::debug!(head, encrypted = sealer.is_some(), durability = ?config.durability, "journal opened");
+        Ok(EventJournal {
+            inner: Arc::new(Inner {
+                backend,
+                sealer,
+                durability: config.durability,
+                max_record_bytes: config.max_record_bytes,
+                retention: config.retention,
+                writer: Mutex::new(WriterState {
+                    next_position: head + 1,
+                    chain,
+                    versions: HashMap::new(),
+                }),
+                head: AtomicU64::new(head),
+                committer,
+            }),
+        })
+    }
+
+    /// The storage engine (e.g. to inspect raw bytes in tests).
+    pub fn backend(&self) -> &B {
+        &self.inner.backend
+    }
+}
+
+/// Checks (or, on a new journal, creates) the sealed key check.
+fn open_key_check<B: Backend>(
+    backend: &B,
+    key: Option<&crate::EncryptionKey>,
+) -> Result<Option<Sealer>, Error> {
+    let stored = backend.get(keys::KEY_CHECK)?;
+    match (stored, key) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::KeyRequired),
+        (Some(stored), Some(key)) => {
+            let sealer = Sealer::new(key)?;
+            let stored = stored.as_ref();
+            match stored.split_first() {
+                Some((&codec::FORMAT_VERSION, sealed)) => {
+                    match sealer.open(keys::KEY_CHECK, sealed) {
+                        Some(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(Some(sealer)),
+                        _ => Err(Error::WrongKey),
+                    }
+                }
+                Some((&found, _)) => Err(Error::UnsupportedFormat {
+                    what: "key check".into(),
+                    found,
+                    supported: codec::FORMAT_VERSION,
+                }),
+                None => Err(Error::CorruptMetadata {
+                    what: "key check".into(),
+                    reason: "empty".into(),
+                }),
+            }
+        }
+        (None, Some(key)) => {
+            if backend.last_in(&[], &[u8::MAX; 2])?.is_some() {
+                return Err(Error::NotEncrypted);
+            }
+            let sealer = Sealer::new(key)?;
+            let mut value = vec![codec::FORMAT_VERSION];
+            sealer.seal_into(keys::KEY_CHECK, KEY_CHECK_PLAINTEXT, &mut value);
+            let mut batch = WriteBatch::with_capacity(1);
+            batch.put(keys::KEY_CHECK, value);
+            backend.apply(batch)?;
+            backend.flush()?;
+            Ok(Some(sealer))
+        }
+    }
+}
+
+/// Associated data binding a sealed payload to its record.
+fn record_aad(position: u64, seq: u64, stream: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(17 + stream.len());
+    aad.push(b'L');
+    aad.extend_from_slice(&position.to_be_bytes());
+    aad.extend_from_slice(&seq.to_be_bytes());
+    aad.extend_from_slice(stream.as_bytes());
+    aad
+}
+
+/// Associated data binding a sealed snapshot to its stream and sequence number.
+fn snapshot_aad(seq: u64, stream: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(9 + stream.len());
+    aad.push(b'N');
+    aad.extend_from_slice(&seq.to_be_bytes());
+    aad.extend_from_slice(stream.as_bytes());
+    aad
+}
+
+impl<B: Backend> Inner<B> {
+    fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
+        // Writer state is only committed after a successful apply, so a panic while the
+        // lock was held cannot leave it describing writes that did not happen.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load_version(&self, stream: &str) -> Result<u64, Error> {
+        let prefix = keys::stream_prefix(stream);
+        match self.backend.last_in(&prefix, &keys::prefix_end(&prefix))? {
+            None => Ok(0),
+            Some((key, _)) => {
+                keys::index_last_seq(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
+                    what: format!("index of stream {stream:?}"),
+                    reason: "malformed key".into(),
+                })
+            }
+        }
+    }
+
+    fn version_locked(&self, writer: &mut WriterState, stream: &str) -> Result<u64, Error> {
+        if let Some(&version) = writer.versions.get(stream) {
+            return Ok(version);
+        }
+        let version = self.load_version(stream)?;
+        writer.versions.insert(stream.to_owned(), version);
+        Ok(version)
+    }
+
+    /// Assigns positions, encodes, chains and applies one batch. Returns the ticket of the
+    /// write for durability waits.
+    fn write_batch(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Result<(Appended, u64), VersionConflict>, Error> {
+        let timestamp = Timestamp::now();
+        let mut writer = self.lock_writer();
+        let version = self.version_locked(&mut writer, stream)?;
+        if !expected.matches(version) {
+            return Ok(Err(VersionConflict {
+                stream: stream.to_owned(),
+                expected,
+                actual: version,
+            }));
+        }
+        let first_position = writer.next_position;
+        let first_seq = version + 1;
+        let mut chain = writer.chain;
+        let mut batch = WriteBatch::with_capacity(events.len() + 1);
+        let mut sealed = Vec::new();
+        for (index, (event, offset)) in events.iter().zip(0u64..).enumerate() {
+            let too_large = |size| Error::RecordTooLarge {
+                stream: stream.to_owned(),
+                index,
+                size,
+                max: self.max_record_bytes,
+            };
+            if event.payload.len() > self.max_record_bytes {
+                return Err(too_large(event.payload.len()));
+            }
+            let (position, seq) = (first_position + offset, first_seq + offset);
+            let payload = match &self.sealer {
+                Some(sealer) => {
+                    sealed.clear();
+                    sealer.seal_into(&record_aad(position, seq, stream), &event.payload, &mut sealed);
+                    sealed.as_slice()
+                }
+                None => event.payload.as_slice(),
+            };
+            let body = RecordBody {
+                position,
+                stream,
+                seq,
+                id: event.id,
+                kind: &event.kind,
+                timestamp,
+                causation_id: event.causation_id,
+                correlation_id: event.correlation_id,
+                sealed: self.sealer.is_some(),
+                payload,
+            };
+            let mut value = Vec::with_capacity(96 + stream.len() + event.kind.len() + payload.len());
+            chain = codec::encode_event(&body, &chain, &mut value)
+                .map_err(|e| Error::backend("encoding a record", e))?;
+            if value.len() > self.max_record_bytes {
+                return Err(too_large(value.len()));
+            }
+            batch.put(keys::log(position), value);
+        }
+        let count = events.len() as u64;
+        let appended = Appended {
+            first_position,
+            last_position: first_position + count - 1,
+            first_seq,
+            last_seq: first_seq + count - 1,
+        };
+        batch.put(
+            keys::stream_index(stream, appended.last_seq),
+            codec::encode_index(first_position, first_seq).to_vec(),
+        );
+        self.backend.apply(batch)?;
+        writer.next_position = appended.last_position + 1;
+        writer.chain = chain;
+        match writer.versions.get_mut(stream) {
+            Some(v) => *v = appended.last_seq,
+            None => {
+                writer.versions.insert(stream.to_owned(), appended.last_seq);
+            }
+        }
+        self.head.store(appended.last_position, Ordering::Release);
+        let ticket = self.committer.written(appended.last_position);
+        Ok(Ok((appended, ticket)))
+    }
+
+    /// Turns stored bytes into an event; `None` for a pruned record.
+    fn decode_event(&self, position: u64, value: &[u8]) -> Result<Option<RecordedEvent>, Error> {
+        let body = match codec::decode_record(position, value)? {
+            StoredRecord::Pruned { .. } => return Ok(None),
+            StoredRecord::Event { body, .. } => body,
+        };
+        let payload = match (&self.sealer, body.sealed) {
+            (None, false) => body.payload.to_vec(),
+            (Some(sealer), true) => sealer
+                .open(&record_aad(position, body.seq, body.stream), body.payload)
+                .ok_or_else(|| Error::Decrypt {
+                    what: format!("record at position {position}"),
+                })?,
+            (None, true) => return Err(Error::KeyRequired),
+            (Some(_), false) => {
+                return Err(Error::corrupt(
+                    position,
+                    "payload is not sealed although the journal is encrypted",
+                ));
+            }
+        };
+        Ok(Some(RecordedEvent {
+            position,
+            stream: body.stream.to_owned(),
+            seq: body.seq,
+            id: body.id,
+            kind: body.kind.to_owned(),
+            timestamp: body.timestamp,
+            causation_id: body.causation_id,
+            correlation_id: body.correlation_id,
+            payload,
+        }))
+    }
+
+    fn snapshot_seq(&self, stream: &str) -> Result<Option<u64>, Error> {
+        match self.backend.get(&keys::snapshot(stream))? {
+            None => Ok(None),
+            Some(value) => Ok(Some(codec::decode_snapshot(stream, value.as_ref())?.seq)),
+        }
+    }
+
+    fn write_snapshot(&self, stream: &str, seq: u64, state: &[u8]) -> Result<Option<u64>, Error> {
+        let mut writer = self.lock_writer();
+        let version = self.version_locked(&mut writer, stream)?;
+        if seq > version {
+            return Err(Error::SnapshotAhead {
+                stream: stream.to_owned(),
+                seq,
+                version,
+            });
+        }
+        let previous = self.snapshot_seq(stream)?;
+        if previous.is_some_and(|p| p > seq) {
+            return Ok(None);
+        }
+        let mut sealed = Vec::new();
+        let state = match &self.sealer {
+            Some(sealer) => {
+                sealer.seal_into(&snapshot_aad(seq, stream), state, &mut sealed);
+                sealed.as_slice()
+            }
+            None => state,
+        };
+        if state.len() > self.max_record_bytes {
+            return Err(Error::SnapshotTooLarge {
+                stream: stream.to_owned(),
+                size: state.len(),
+                max: self.max_record_bytes,
+            });
+        }
+        let body = SnapshotBody {
+            stream,
+            seq,
+            timestamp: Timestamp::now(),
+            sealed: self.sealer.is_some(),
+            state,
+        };
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.put(
+            keys::snapshot(stream),
+            codec::encode_snapshot(&body).map_err(|e| Error::backend("encoding a snapshot", e))?,
+        );
+        if self.retention == Retention::PruneCoveredBySnapshot {
+            let from_seq = previous.map_or(1, |p| p + 1);
+            for entry in StreamPositions::new(self, stream, from_seq) {
+                let (position, entry_seq) = entry?;
+                if entry_seq > seq {
+                    break;
+                }
+                let key = keys::log(position);
+                let value = self
+                    .backend
+                    .get(&key)?
+                    .ok_or_else(|| Error::corrupt(position, "record missing"))?;
+                let record = codec::decode_record(position, value.as_ref())?;
+                if let StoredRecord::Event { chain, .. } = &record {
+                    batch.put(key, codec::encode_pruned(chain, &record.digest()));
+                }
+            }
+        }
+        self.backend.apply(batch)?;
+        let head = self.head.load(Ordering::Acquire);
+        Ok(Some(self.committer.written(head)))
+    }
+
+    fn verify(&self) -> Result<VerifyReport, Error> {
+        let mut report = VerifyReport {
+            records: 0,
+            pruned: 0,
+            head_position: 0,
+            head_hash: GENESIS,
+            first_bad: None,
+        };
+        let log = self.backend.range(&keys::log(1), &keys::LOG_END);
+        for (expected, entry) in (1u64..).zip(log) {
+            let (key, value) = entry?;
+            let bad = |position: u64, reason: String| Some(BadRecord { position, reason });
+            let Some(position) = keys::log_position(key.as_ref()) else {
+                report.first_bad = bad(expected, "malformed log key".into());
+                break;
+            };
+            if position != expected {
+                report.first_bad = bad(
+                    expected,
+                    format!("record missing (next stored record is at position {position})"),
+                );
+                break;
+            }
+            let record = match codec::decode_record(position, value.as_ref()) {
+                Ok(record) => record,
+                Err(Error::Corrupt { reason, .. }) => {
+                    report.first_bad = bad(position, reason);
+                    break;
+                }
+                Err(e @ Error::UnsupportedFormat { .. }) => {
+                    report.first_bad = bad(position, e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let linked = codec::link(&report.head_hash, &record.digest());
+            if &linked != record.chain() {
+                report.first_bad = bad(
+                    position,
+                    "hash chain broken: the record or its predecessor was altered".into(),
+                );
+                break;
+            }
+            if matches!(record, StoredRecord::Pruned { .. }) {
+                report.pruned += 1;
+            }
+            report.records += 1;
+            report.head_position = position;
+            report.head_hash = linked;
+        }
+        Ok(report)
+    }
+}
+
+/// Positions and sequence numbers of a stream's events from `from_seq`, read from the
+/// stream index (one entry per appended batch).
+struct StreamPositions<B: Backend> {
+    stream: String,
+    index: B::Range,
+    from_seq: u64,
+    /// (next position, next seq, last seq) of the batch being walked.
+    current: Option<(u64, u64, u64)>,
+    failed: bool,
+}
+
+impl<B: Backend> StreamPositions<B> {
+    fn new(inner: &Inner<B>, stream: &str, from_seq: u64) -> Self {
+        let prefix = keys::stream_prefix(stream);
+        let from_seq = from_seq.max(1);
+        StreamPositions {
+            stream: stream.to_owned(),
+            index: inner
+                .backend
+                .range(&keys::stream_index(stream, from_seq), &keys::prefix_end(&prefix)),
+            from_seq,
+            current: None,
+            failed: false,
+        }
+    }
+}
+
+impl<B: Backend> Iterator for StreamPositions<B> {
+    type Item = Result<(u64, u64), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if let Some((position, seq, last_seq)) = self.current {
+                if seq <= last_seq {
+                    self.current = Some((position + 1, seq + 1, last_seq));
+                    return Some(Ok((position, seq)));
+                }
+            }
+            let step = self.index.next()?.and_then(|(key, value)| {
+                let last_seq =
+                    keys::index_last_seq(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
+                        what: format!("index of stream {:?}", self.stream),
+                        reason: "malformed key".into(),
+                    })?;
+                let (first_position, first_seq) = codec::decode_index(&self.stream, value.as_ref())?;
+                if first_seq > last_seq || first_seq == 0 {
+                    return Err(Error::CorruptMetadata {
+                        what: format!("index of stream {:?}", self.stream),
+                        reason: format!("entry covers seq {first_seq}..={last_seq}"),
+                    });
+                }
+                let start = first_seq.max(self.from_seq);
+                Ok((first_position + (start - first_seq), start, last_seq))
+            });
+            match step {
+                Ok(batch) => self.current = Some(batch),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Events of one stream: index walk + one point read per event.
+struct StreamIter<B: Backend> {
+    inner: Arc<Inner<B>>,
+    positions: StreamPositions<B>,
+    failed: bool,
+}
+
+impl<B: Backend> Iterator for StreamIter<B> {
+    type Item = Result<RecordedEvent, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.failed {
+            let step = self.positions.next()?.and_then(|(position, seq)| {
+                let value = self
+                    .inner
+                    .backend
+                    .get(&keys::log(position))?
+                    .ok_or_else(|| Error::corrupt(position, "record missing"))?;
+                let event = self.inner.decode_event(position, value.as_ref())?;
+                match event {
+                    Some(e) if e.stream != self.positions.stream || e.seq != seq => {
+                        Err(Error::corrupt(
+                            position,
+                            format!(
+                                "stream index expects {:?} seq {seq}, record holds {:?} seq {}",
+                                self.positions.stream, e.stream, e.seq
+                            ),
+                        ))
+                    }
+                    other => Ok(other),
+                }
+            });
+            match step {
+                Ok(Some(event)) => return Some(Ok(event)),
+                Ok(None) => continue, // pruned
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The whole log in position order, checking that positions have no gaps. Yields
+/// `(position, None)` for pruned records so callers can track their position.
+struct LogIter<B: Backend> {
+    inner: Arc<Inner<B>>,
+    range: B::Range,
+    expected: u64,
+    failed: bool,
+}
+
+impl<B: Backend> LogIter<B> {
+    fn new(inner: Arc<Inner<B>>, from_position: u64, to_position: Option<u64>) -> Self {
+        let from = from_position.max(1);
+        let range = match to_position.and_then(|p| p.checked_add(1)) {
+            Some(end) => inner.backend.range(&keys::log(from), &keys::log(end)),
+            None => inner.backend.range(&keys::log(from), &keys::LOG_END),
+        };
+        LogIter {
+            inner,
+            range,
+            expected: from,
+            failed: false,
+        }
+    }
+}
+
+impl<B: Backend> Iterator for LogIter<B> {
+    type Item = Result<(u64, Option<RecordedEvent>), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let step = self.range.next()?.and_then(|(key, value)| {
+            let position = keys::log_position(key.as_ref())
+                .ok_or_else(|| Error::corrupt(self.expected, "malformed log key"))?;
+            if position != self.expected {
+                return Err(Error::corrupt(self.expected, "record missing"));
+            }
+            self.expected += 1;
+            Ok((position, self.inner.decode_event(position, value.as_ref())?))
+        });
+        if step.is_err() {
+            self.failed = true;
+        }
+        Some(step)
+    }
+}
+
+impl<B: Backend> LogSource for Inner<B> {
+    fn read_page(
+        self: Arc<Self>,
+        from_position: u64,
+        to_position: u64,
+        limit: usize,
+        out: &mut std::collections::VecDeque<RecordedEvent>,
+    ) -> Result<u64, Error> {
+        let mut next = from_position.max(1);
+        for step in LogIter::new(self, next, Some(to_position)).take(limit) {
+            let (position, event) = step?;
+            out.extend(event);
+            next = position + 1;
+        }
+        Ok(next)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Journal for EventJournal<B> {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, Error> {
+        validate_stream_id(stream)?;
+        if events.is_empty() {
+            return Err(Error::EmptyBatch {
+                stream: stream.to_owned(),
+            });
+        }
+        if let Some(error) = self.inner.committer.failure() {
+            return Err(error);
+        }
+        let (appended, ticket) = match self.inner.write_batch(stream, expected, events)? {
+            Ok(done) => done,
+            Err(conflict) => return Ok(Err(conflict)),
+        };
+        if self.inner.durability == Durability::Fsync {
+            self.inner.committer.wait_durable(ticket).await?;
+        }
+        Ok(Ok(appended))
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        self.inner.committer.flush_all().await
+    }
+
+    fn head_position(&self) -> u64 {
+        self.inner.head.load(Ordering::Acquire)
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<u64, Error> {
+        validate_stream_id(stream)?;
+        if let Some(&version) = self.inner.lock_writer().versions.get(stream) {
+            return Ok(version);
+        }
+        self.inner.load_version(stream)
+    }
+
+    fn iter_stream(&self, stream: &str, from_seq: u64) -> Result<EventIter, Error> {
+        validate_stream_id(stream)?;
+        Ok(Box::new(StreamIter {
+            positions: StreamPositions::new(&self.inner, stream, from_seq),
+            inner: Arc::clone(&self.inner),
+            failed: false,
+        }))
+    }
+
+    fn iter_all(&self, from_position: u64) -> EventIter {
+        Box::new(
+            LogIter::new(Arc::clone(&self.inner), from_position, None)
+                .filter_map(|step| step.map(|(_, event)| event).transpose()),
+        )
+    }
+
+    fn subscribe(&self, from_position: u64) -> Subscription {
+        let inner: Arc<dyn LogSource> = self.inner.clone();
+        Subscription::new(
+            Arc::downgrade(&inner),
+            self.inner.committer.visible(),
+            from_position,
+        )
+    }
+
+    async fn save_snapshot(&self, stream: &str, seq: u64, state: &[u8]) -> Result<bool, Error> {
+        validate_stream_id(stream)?;
+        let Some(ticket) = self.inner.write_snapshot(stream, seq, state)? else {
+            return Ok(false);
+        };
+        if self.inner.durability == Durability::Fsync {
+            self.inner.committer.wait_durable(ticket).await?;
+        }
+        Ok(true)
+    }
+
+    fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, Error> {
+        validate_stream_id(stream)?;
+        let Some(value) = self.inner.backend.get(&keys::snapshot(stream))? else {
+            return Ok(None);
+        };
+        let body = codec::decode_snapshot(stream, value.as_ref())?;
+        let state = match (&self.inner.sealer, body.sealed) {
+            (None, false) => body.state.to_vec(),
+            (Some(sealer), true) => sealer
+                .open(&snapshot_aad(body.seq, stream), body.state)
+                .ok_or_else(|| Error::Decrypt {
+                    what: format!("snapshot of stream {stream:?}"),
+                })?,
+            (None, true) => return Err(Error::KeyRequired),
+            (Some(_), false) => {
+                return Err(Error::CorruptMetadata {
+                    what: format!("snapshot of stream {stream:?}"),
+                    reason: "not sealed although the journal is encrypted".into(),
+                });
+            }
+        };
+        Ok(Some(Snapshot {
+            stream: stream.to_owned(),
+            seq: body.seq,
+            timestamp: body.timestamp,
+            state,
+        }))
+    }
+
+    fn verify(&self) -> Result<VerifyReport, Error> {
+        self.inner.verify()
+    }
+}

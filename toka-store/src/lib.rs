@@ -1,0 +1,103 @@
+//! Toka's event journal: the append-only source of truth that actor recovery, journaled
+//! tool effects and audit are built on.
+//!
+//! # What it gives you
+//! - **Streams** of events (one per actor, say) inside one **global log** with gap-free
+//!   positions; see [`Journal`] for the exact semantics.
+//! - **Atomic appends** with an [`ExpectedVersion`] check, **bounded reads and lazy
+//!   iterators**, **catch-up-then-live [`Subscription`]s** that never lose events,
+//!   **snapshots** with optional [`Retention`].
+//! - **Durability** chosen per journal ([`Durability::Fsync`] with group commit, or
+//!   [`Durability::Buffered`]).
+//! - **Tamper evidence**: every record is chained to the previous one with blake3;
+//!   [`Journal::verify`] names the first bad position.
+//! - **Encryption at rest** (opt-in): payloads and snapshots sealed with
+//!   XChaCha20-Poly1305 under a caller-supplied [`EncryptionKey`].
+//! - Back-ends: [`MemoryJournal`] and [`SledJournal`] (feature `sled`, on by default), the
+//!   same logic over two [`Backend`]s, checked by one conformance suite.
+//!
+//! # Durability contract
+//! An append goes through these steps, in this order:
+//! 1. Under the journal's writer lock, the stream's version is checked against the
+//!    expected version; on mismatch nothing is written.
+//! 2. Positions and sequence numbers are assigned; each event is encoded (postcard, behind
+//!    a format-version byte), its payload sealed if encryption is on, and chained to the
+//!    previous record's hash.
+//! 3. All records of the batch and one stream-index entry are applied to the back-end as
+//!    **one atomic batch**: after any crash, either all of them exist or none does.
+//! 4. `Buffered`: `append` returns here. The commit thread flushes within
+//!    [`JournalConfig::flush_interval`]; a crash before that loses the latest acknowledged
+//!    batches (whole batches, newest first), never older ones, never part of a batch.
+//! 5. `Fsync`: the appender waits for the commit thread, which flushes the back-end
+//!    (sled: writes its log and fsyncs) once for every write applied before the flush
+//!    started. `append` returns only after that flush succeeded: **an acknowledged append
+//!    survives a crash of the process or the machine.**
+//!
+//! If a flush fails, the journal refuses further appends ([`Error::Poisoned`]); reopening
+//! it recovers what reached the disk.
+//!
+//! # Bad input
+//! Oversized records ([`JournalConfig::max_record_bytes`], 1 MiB by default), empty or
+//! over-long stream ids, and damaged bytes on disk are reported as errors that name the
+//! stream or position. Nothing in this crate panics on stored or caller data.
+//!
+//! # Example
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use toka_store::{Durability, ExpectedVersion, Journal, JournalConfig, NewEvent, SledJournal};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let journal = SledJournal::open(dir.path(), JournalConfig::default().durability(Durability::Fsync))?;
+//!
+//! let done = journal
+//!     .append("agent-1", ExpectedVersion::NoStream, &[
+//!         NewEvent::new("spawned", b"{}".to_vec()),
+//!         NewEvent::new("message", b"{\"add\":2}".to_vec()),
+//!     ])
+//!     .await??; // storage error, then version conflict
+//! assert_eq!((done.first_position, done.last_seq), (1, 2));
+//!
+//! for event in journal.iter_stream("agent-1", 1)? {
+//!     let event = event?;
+//!     println!("{} #{}: {}", event.stream, event.seq, event.kind);
+//! }
+//! assert!(journal.verify()?.is_intact());
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//! | Name | Description | Default |
+//! |---|---|---|
+//! | `sled` | The [`SledJournal`] back-end | yes |
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backend;
+mod codec;
+mod commit;
+mod config;
+mod crypto;
+mod error;
+mod event;
+mod journal;
+mod subscription;
+mod verify;
+
+pub use backend::{Backend, MemoryBackend, WriteBatch};
+#[cfg(feature = "sled")]
+pub use backend::SledBackend;
+pub use config::{DEFAULT_MAX_RECORD_BYTES, Durability, JournalConfig, Retention};
+pub use crypto::EncryptionKey;
+pub use error::{Error, VersionConflict};
+pub use event::{
+    Appended, EventId, ExpectedVersion, MAX_STREAM_ID_BYTES, NewEvent, RecordedEvent, Snapshot,
+    Timestamp,
+};
+pub use journal::{AppendResult, EventIter, EventJournal, Journal, MemoryJournal};
+#[cfg(feature = "sled")]
+pub use journal::SledJournal;
+pub use subscription::Subscription;
+pub use verify::{BadRecord, VerifyReport};
+
+/// The on-disk format version this build reads and writes.
+pub const FORMAT_VERSION: u8 = codec::FORMAT_VERSION;
