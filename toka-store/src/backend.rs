@@ -17,7 +17,7 @@ mod sled;
 
 pub use memory::MemoryBackend;
 #[cfg(feature = "sled")]
-pub use self::sled::SledBackend;
+pub use self::sled::{LOCK_RETRY_FOR, SledBackend};
 
 /// A key-value pair read from a [`Backend`].
 pub type Entry<V> = (V, V);

@@ -5,9 +5,14 @@
 //! the journal's commit thread decides when to flush (group commit).
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::{Backend, Entry, WriteBatch};
 use crate::Error;
+
+/// How long [`SledBackend::open`] waits for a lock that another handle in this process is
+/// still releasing.
+pub const LOCK_RETRY_FOR: Duration = Duration::from_secs(2);
 
 /// sled storage for [`SledJournal`](crate::SledJournal).
 #[derive(Clone, Debug)]
@@ -21,13 +26,25 @@ impl SledBackend {
     /// # Errors
     /// [`Error::Backend`] if sled cannot open it (missing permissions, another process
     /// holds its lock, damaged files).
+    ///
+    /// sled releases its directory lock from its own background threads shortly after the
+    /// last handle is dropped, so a reopen right after a close in the same process can find
+    /// the lock still held; `open` retries that case for up to [`LOCK_RETRY_FOR`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| Error::backend("opening the sled database", e))?;
-        Ok(SledBackend { db })
+        let config = sled::Config::new().path(path).flush_every_ms(None);
+        let deadline = Instant::now() + LOCK_RETRY_FOR;
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(SledBackend { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(Error::backend("opening the sled database", e)),
+            }
+        }
     }
 
     /// Wraps an already open database (its flush settings are left as they are).
