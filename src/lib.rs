@@ -11,6 +11,11 @@
 
 pub use toka_store as store;
 
+// Compile-check the README's code blocks.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The types most programs need, in one import: `use toka::prelude::*;`.
 pub mod prelude {
     #[cfg(feature = "sled")]
