@@ -37,7 +37,7 @@ const TASKS: u32 = 4;
 /// Largest batch a child appends.
 const MAX_BATCH: u32 = 4;
 /// Kill rounds of the parent.
-const ROUNDS: u32 = 24;
+const ROUNDS: u32 = 30;
 /// A child that was never killed gives up after this long (e.g. its parent died).
 const CHILD_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -103,11 +103,7 @@ fn stream_of(task: u32) -> String {
 
 /// Payload of event `index` of a batch of `n` events of `op`.
 fn payload(op: OpId, n: u32, index: u32) -> Vec<u8> {
-    format!(
-        "r{}:t{}:c{}:n{n}:i{index}",
-        op.round, op.task, op.counter
-    )
-    .into_bytes()
+    format!("r{}:t{}:c{}:n{n}:i{index}", op.round, op.task, op.counter).into_bytes()
 }
 
 /// Parses a payload back into `(op, n, index)`; `None` if it is not one we produce.
@@ -333,21 +329,25 @@ fn check(history: &History, log: &[Observed], previously_present: &BTreeSet<OpId
                 ack.first_position, ack.last_position
             )),
             Some(events) => {
-                let acked_n = ack.last_position - ack.first_position + 1;
-                if events.len() as u64 != acked_n {
+                let invoked_n = history.invoked.get(op).copied().unwrap_or(0);
+                if events.len() != invoked_n as usize {
                     report.lost.push(format!(
-                        "op {op} acknowledged with {acked_n} events, {} read back",
+                        "op {op} acknowledged with {invoked_n} events, {} read back",
                         events.len()
                     ));
                 }
                 let (_, _, first) = events[0];
-                if first.position != ack.first_position
-                    || first.seq != ack.first_seq
-                    || ack.last_seq - ack.first_seq != acked_n - 1
-                {
+                let (_, _, last) = events[events.len() - 1];
+                let read = (first.position, last.position, first.seq, last.seq);
+                let acked = (
+                    ack.first_position,
+                    ack.last_position,
+                    ack.first_seq,
+                    ack.last_seq,
+                );
+                if read != acked {
                     report.misplaced.push(format!(
-                        "op {op} acknowledged at position {} seq {}, read back at position {} seq {}",
-                        ack.first_position, ack.first_seq, first.position, first.seq
+                        "op {op} acknowledged at (first, last position, first, last seq) {acked:?}, read back at {read:?}"
                     ));
                 }
             }
@@ -460,8 +460,9 @@ fn crash_child() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let journal = SledJournal::open(&dir, config())
-            .unwrap_or_else(|e| child_fail(&format!("open: {e}")));
+        emit("START");
+        let journal =
+            SledJournal::open(&dir, config()).unwrap_or_else(|e| child_fail(&format!("open: {e}")));
         emit(&format!("OPEN {}", journal.head_position()));
         let tasks: Vec<_> = (0..TASKS)
             .map(|task| tokio::spawn(child_task(journal.clone(), round, task, seed)))
@@ -478,18 +479,30 @@ fn crash_child() {
 /// What one child printed before it died.
 #[derive(Debug, Default)]
 struct ChildOutput {
-    opened: bool,
+    /// When (after spawning) the child said it starts opening the journal.
+    started: Option<Duration>,
+    /// When (after spawning) the child said the journal is open.
+    opened: Option<Duration>,
     invoked: Vec<(OpId, u32)>,
     acked: Vec<(OpId, u32, Ack)>,
     errors: Vec<String>,
 }
 
-fn parse_child_line(line: &str, out: &mut ChildOutput) {
+const TAGS: [&str; 5] = ["START", "OPEN", "INV", "ACK", "ERR"];
+
+fn parse_child_line(line: &str, at: Duration, out: &mut ChildOutput) {
     let words: Vec<&str> = line.split_whitespace().collect();
+    // libtest prints "test crash_child ... " without a newline, so the first line of the
+    // child's own output is glued to it: start at the first tag.
+    let Some(skip) = words.iter().position(|w| TAGS.contains(w)) else {
+        return; // libtest's own chatter ("running 1 test", …)
+    };
+    let words = &words[skip..];
     let num = |i: usize| -> u64 { words[i].parse().unwrap() };
-    match words.first().copied() {
-        Some("OPEN") => out.opened = true,
-        Some("INV") => {
+    match words[0] {
+        "START" => out.started = Some(at),
+        "OPEN" => out.opened = Some(at),
+        "INV" => {
             let op = OpId {
                 round: num(1) as u32,
                 task: num(2) as u32,
@@ -497,7 +510,7 @@ fn parse_child_line(line: &str, out: &mut ChildOutput) {
             };
             out.invoked.push((op, num(4) as u32));
         }
-        Some("ACK") => {
+        "ACK" => {
             let op = OpId {
                 round: num(1) as u32,
                 task: num(2) as u32,
@@ -512,14 +525,24 @@ fn parse_child_line(line: &str, out: &mut ChildOutput) {
             };
             out.acked.push((op, num(4) as u32, ack));
         }
-        Some("ERR") => out.errors.push(line.to_owned()),
-        // libtest's own chatter ("running 1 test", …).
-        _ => {}
+        _ => out.errors.push(line.to_owned()),
     }
 }
 
 /// Runs one child for `delay`, then SIGKILLs it and returns what it printed.
-fn run_child(dir: &Path, round: u32, seed: u64, delay: Duration) -> ChildOutput {
+/// When the parent kills a child.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// This long after spawning it (lands in start-up, open or recovery).
+    AfterSpawn(Duration),
+    /// This long after it reported the journal open (lands in the append loop, however
+    /// slow opening is on a loaded machine).
+    AfterOpen(Duration),
+}
+
+/// Runs one child, SIGKILLs it at `kill_at` and returns what it printed.
+fn run_child(dir: &Path, round: u32, seed: u64, kill_at: KillAt) -> ChildOutput {
+    let spawned = Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir)
@@ -532,14 +555,25 @@ fn run_child(dir: &Path, round: u32, seed: u64, delay: Duration) -> ChildOutput 
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut out = ChildOutput::default();
         for line in BufReader::new(stdout).lines() {
-            parse_child_line(&line.unwrap(), &mut out);
+            parse_child_line(&line.unwrap(), spawned.elapsed(), &mut out);
+            if out.opened.is_some() {
+                let _ = opened_tx.send(());
+            }
         }
         out
     });
-    std::thread::sleep(delay);
+    match kill_at {
+        KillAt::AfterSpawn(delay) => std::thread::sleep(delay),
+        KillAt::AfterOpen(delay) => {
+            // Returns early if the child dies without opening; the checks below report it.
+            let _ = opened_rx.recv_timeout(Duration::from_secs(20));
+            std::thread::sleep(delay);
+        }
+    }
     child.kill().unwrap();
     let status = child.wait().unwrap();
     let out = reader.join().unwrap();
@@ -562,7 +596,9 @@ fn reopen(dir: &Path, context: &str) -> SledJournal {
     loop {
         match SledJournal::open(dir, config()) {
             Ok(journal) => return journal,
-            Err(e) if started.elapsed() < Duration::from_secs(5) && e.to_string().contains("lock") => {
+            Err(e)
+                if started.elapsed() < Duration::from_secs(5) && e.to_string().contains("lock") =>
+            {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("{context}: reopening the journal failed: {e}"),
@@ -583,20 +619,36 @@ fn acknowledged_appends_survive_sigkill() {
     let mut previously_present = BTreeSet::new();
     let mut previous_head = 0u64;
     let mut rounds_with_acks = 0u32;
-    let mut rounds_killed_before_open = 0u32;
-    let mut recovered_total = 0usize;
+    // Where the kills landed: before the child started opening, while it opened/recovered,
+    // after the journal was open.
+    let (mut killed_before_start, mut killed_during_open) = (0u32, 0u32);
+    let mut unacked_present = 0usize;
+    // Time from spawn to "journal open" in the last round that got there; early kills aim
+    // at [0, this + 5 ms] so that some land inside open/recovery.
+    let mut open_latency = Duration::from_millis(60);
+    // Time from spawn to "opening the journal" in the same round.
+    let mut start_latency = Duration::from_millis(5);
 
     for round in 0..ROUNDS {
         let context = format!("TOKA_SEED={seed} round {round}");
-        // One round in five dies early: during start-up, open or recovery.
-        let delay = if rng.range(0, 4) == 0 {
-            Duration::from_millis(rng.range(0, 10))
+        // One round in four dies early: during start-up, or inside open/recovery; the
+        // others 5..=300 ms into the append loop.
+        let kill_at = if round % 4 == 1 {
+            let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap();
+            let (start, open) = (micros(start_latency), micros(open_latency) + 5_000);
+            KillAt::AfterSpawn(Duration::from_micros(if rng.range(0, 2) == 0 {
+                rng.range(0, start)
+            } else {
+                rng.range(start, open.max(start))
+            }))
         } else {
-            Duration::from_millis(rng.range(20, 400))
+            KillAt::AfterOpen(Duration::from_millis(rng.range(5, 300)))
         };
-        let out = run_child(&dir, round, rng.next(), delay);
-        if !out.opened {
-            rounds_killed_before_open += 1;
+        let out = run_child(&dir, round, rng.next(), kill_at);
+        match (out.started, out.opened) {
+            (None, _) => killed_before_start += 1,
+            (Some(_), None) => killed_during_open += 1,
+            (Some(s), Some(o)) => (start_latency, open_latency) = (s, o),
         }
         for (op, n) in &out.invoked {
             assert!(
@@ -680,13 +732,20 @@ fn acknowledged_appends_survive_sigkill() {
 
         let observed: Vec<Observed> = log.iter().map(Observed::from).collect();
         let verdict = check(&history, &observed, &previously_present);
-        assert!(verdict.is_valid(), "{context}: checker found anomalies:\n{verdict}");
-        recovered_total += verdict.recovered;
+        assert!(
+            verdict.is_valid(),
+            "{context}: checker found anomalies:\n{verdict}"
+        );
+        unacked_present = verdict.recovered;
         previously_present = verdict.present;
         drop(journal);
         println!(
-            "round {round:2}: kill after {:3} ms, {:4} invoked, {:4} acked, head {head}",
-            delay.as_millis(),
+            "round {round:2}: kill {kill_at:?} ({}), {:4} invoked, {:4} acked, head {head}",
+            match (out.started, out.opened) {
+                (None, _) => "before open".to_owned(),
+                (Some(_), None) => "during open".to_owned(),
+                (Some(s), Some(o)) => format!("open took {} ms", (o - s).as_millis()),
+            },
             out.invoked.len(),
             out.acked.len(),
         );
@@ -699,8 +758,8 @@ fn acknowledged_appends_survive_sigkill() {
         .sum();
     println!(
         "{ROUNDS} rounds in {:?}: {} appends invoked, {} acknowledged ({acked_events} events), \
-         {recovered_total} unacknowledged-but-present observations, {rounds_with_acks} rounds with acks, \
-         {rounds_killed_before_open} killed before open completed, final head {previous_head}",
+         {unacked_present} unacknowledged appends present at the end, {rounds_with_acks} rounds with acks, \
+         {killed_before_start} kills before open, {killed_during_open} during open, final head {previous_head}",
         started.elapsed(),
         history.invoked.len(),
         history.acked.len(),
@@ -710,7 +769,10 @@ fn acknowledged_appends_survive_sigkill() {
         rounds_with_acks >= ROUNDS / 2,
         "only {rounds_with_acks} of {ROUNDS} rounds acknowledged an append (seed {seed})"
     );
-    assert!(acked_events >= 100, "only {acked_events} events acknowledged (seed {seed})");
+    assert!(
+        acked_events >= 100,
+        "only {acked_events} events acknowledged (seed {seed})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -798,7 +860,10 @@ fn checker_flags_a_lost_ack() {
     assert!(!report.is_valid());
     assert_eq!(report.lost.len(), 1, "{report}");
     assert!(report.lost[0].contains("r0/t0/c1"), "{report}");
-    assert!(report.gap.is_empty() && report.phantom.is_empty(), "{report}");
+    assert!(
+        report.gap.is_empty() && report.phantom.is_empty(),
+        "{report}"
+    );
 }
 
 #[test]
