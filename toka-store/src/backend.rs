@@ -8,6 +8,11 @@
 //! - **read-your-writes**: once [`Backend::apply`] returns, reads see the batch;
 //! - **durable flush**: once [`Backend::flush`] returns `Ok`, every applied batch survives
 //!   a crash of the process or the machine.
+//!
+//! An engine may also keep the journal's *anchor* ([`Backend::write_anchor`]) outside its own
+//! files: the last flushed head position and its chain hash. When the engine later recovers
+//! less than that (sled, for one, silently drops the tail of its log after a damaged
+//! message), the journal notices instead of carrying on with acknowledged events missing.
 
 use crate::Error;
 
@@ -15,9 +20,9 @@ mod memory;
 #[cfg(feature = "sled")]
 mod sled;
 
-pub use memory::MemoryBackend;
 #[cfg(feature = "sled")]
-pub use self::sled::{LOCK_RETRY_FOR, SledBackend};
+pub use self::sled::{ANCHOR_FILE, LOCK_RETRY_FOR, SledBackend};
+pub use memory::MemoryBackend;
 
 /// A key-value pair read from a [`Backend`].
 pub type Entry<V> = (V, V);
@@ -79,4 +84,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes every applied batch durable. Blocking; the journal calls it from its commit
     /// thread only.
     fn flush(&self) -> Result<(), Error>;
+
+    /// Stores the anchor (a few dozen opaque bytes), replacing the previous one. Called by
+    /// the commit thread after a successful flush. The default keeps nothing.
+    fn write_anchor(&self, anchor: &[u8]) -> Result<(), Error> {
+        let _ = anchor;
+        Ok(())
+    }
+
+    /// The last anchor stored, if any.
+    fn read_anchor(&self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(None)
+    }
 }

@@ -211,7 +211,10 @@ pub(crate) fn decode_record(position: u64, value: &[u8]) -> Result<StoredRecord<
     if value.len() < BODY_AT {
         return Err(Error::corrupt(
             position,
-            format!("truncated: {} bytes, shorter than the record header", value.len()),
+            format!(
+                "truncated: {} bytes, shorter than the record header",
+                value.len()
+            ),
         ));
     }
     if value[0] != FORMAT_VERSION {
@@ -253,7 +256,10 @@ pub(crate) fn decode_record(position: u64, value: &[u8]) -> Result<StoredRecord<
                 .map_err(|_| Error::corrupt(position, "pruned stub has a bad length"))?;
             Ok(StoredRecord::Pruned { chain, digest })
         }
-        other => Err(Error::corrupt(position, format!("unknown record kind {other}"))),
+        other => Err(Error::corrupt(
+            position,
+            format!("unknown record kind {other}"),
+        )),
     }
 }
 
@@ -276,7 +282,10 @@ pub(crate) fn encode_snapshot(body: &SnapshotBody<'_>) -> Result<Vec<u8>, postca
     Ok(out)
 }
 
-pub(crate) fn decode_snapshot<'a>(stream: &str, value: &'a [u8]) -> Result<SnapshotBody<'a>, Error> {
+pub(crate) fn decode_snapshot<'a>(
+    stream: &str,
+    value: &'a [u8],
+) -> Result<SnapshotBody<'a>, Error> {
     let bad = |reason: String| Error::CorruptMetadata {
         what: format!("snapshot of stream {stream:?}"),
         reason,
@@ -291,7 +300,8 @@ pub(crate) fn decode_snapshot<'a>(stream: &str, value: &'a [u8]) -> Result<Snaps
             supported: FORMAT_VERSION,
         });
     }
-    if crc32fast::hash(&value[5..]) != u32::from_le_bytes([value[1], value[2], value[3], value[4]]) {
+    if crc32fast::hash(&value[5..]) != u32::from_le_bytes([value[1], value[2], value[3], value[4]])
+    {
         return Err(bad("checksum mismatch".into()));
     }
     let body: SnapshotBody<'a> =
@@ -300,6 +310,32 @@ pub(crate) fn decode_snapshot<'a>(stream: &str, value: &'a [u8]) -> Result<Snaps
         return Err(bad(format!("names stream {:?}", body.stream)));
     }
     Ok(body)
+}
+
+/// Bytes of an encoded anchor.
+pub(crate) const ANCHOR_LEN: usize = 45;
+
+/// The anchor: `[version][crc32 LE of the rest][head position u64 BE][chain hash at it]`.
+pub(crate) fn encode_anchor(position: u64, chain: &Hash) -> [u8; ANCHOR_LEN] {
+    let mut out = [0u8; ANCHOR_LEN];
+    out[0] = FORMAT_VERSION;
+    out[5..13].copy_from_slice(&position.to_be_bytes());
+    out[13..].copy_from_slice(chain);
+    let crc = crc32fast::hash(&out[5..]);
+    out[1..5].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes an anchor; `None` if it is damaged or of another version.
+pub(crate) fn decode_anchor(bytes: &[u8]) -> Option<(u64, Hash)> {
+    let bytes: &[u8; ANCHOR_LEN] = bytes.try_into().ok()?;
+    if bytes[0] != FORMAT_VERSION
+        || crc32fast::hash(&bytes[5..]) != u32::from_le_bytes(bytes[1..5].try_into().ok()?)
+    {
+        return None;
+    }
+    let position = u64::from_be_bytes(bytes[5..13].try_into().ok()?);
+    Some((position, bytes[13..].try_into().ok()?))
 }
 
 /// Stream index value: `first position ‖ first seq` of a batch.

@@ -11,6 +11,10 @@
 //! In `Buffered` mode the thread flushes at most once per configured interval, and on
 //! explicit [`Committer::flush_all`].
 //!
+//! After each successful flush the thread stores the *anchor* (flushed head position and
+//! its chain hash) through [`Backend::write_anchor`], so that opening the journal can tell
+//! when the engine recovered less than it had flushed.
+//!
 //! # Failure
 //! If a flush fails, the data it covered may or may not be on disk, and retrying `fsync`
 //! cannot tell (its error state is consumed). The committer therefore turns *poisoned*:
@@ -25,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::Error;
 use crate::backend::Backend;
+use crate::codec::{self, Hash};
 
 /// Writes are counted by *tickets*: every batch applied to the back-end takes the next
 /// ticket, and a flush covers every ticket issued before it started.
@@ -32,8 +37,9 @@ use crate::backend::Backend;
 struct Pending {
     /// Last ticket issued (writes applied to the back-end).
     written: u64,
-    /// Highest log position among the written batches.
+    /// Highest log position among the written batches, and the chain hash there.
     written_position: u64,
+    written_chain: Hash,
     /// Highest ticket someone waits to see flushed.
     requested: u64,
     /// Highest ticket known flushed.
@@ -78,17 +84,23 @@ impl Committer {
     /// `head` is the log position already on disk. With `visible_when_written`, appended
     /// positions become visible to subscribers as soon as they are written (buffered
     /// mode); otherwise once they are flushed.
+    ///
+    /// `head` / `chain` are the recovered head position and its chain hash. Without
+    /// `keep_anchor` (a journal opened read-only because it is damaged) the anchor is
+    /// never rewritten.
     pub(crate) fn start<B: Backend>(
         backend: Arc<B>,
-        head: u64,
+        (head, chain): (u64, Hash),
         interval: Option<Duration>,
         visible_when_written: bool,
+        keep_anchor: bool,
     ) -> Result<Self, Error> {
         let (durable, _) = watch::channel(Durable::default());
         let (visible, _) = watch::channel(head);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 written_position: head,
+                written_chain: chain,
                 ..Pending::default()
             }),
             wake: Condvar::new(),
@@ -99,7 +111,7 @@ impl Committer {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("toka-journal-commit".into())
-            .spawn(move || commit_loop(&*backend, &thread_shared, interval))
+            .spawn(move || commit_loop(&*backend, &thread_shared, interval, keep_anchor))
             .map_err(|e| Error::backend("starting the commit thread", e))?;
         Ok(Committer {
             shared,
@@ -110,12 +122,15 @@ impl Committer {
     /// Records that a batch was applied to the back-end, reaching log `position` (pass the
     /// current head for writes that add no record, like snapshots). Returns the batch's
     /// ticket for [`Committer::wait_durable`].
-    pub(crate) fn written(&self, position: u64) -> u64 {
+    ///
+    /// Callers hold the journal's writer lock, so positions arrive in order.
+    pub(crate) fn written(&self, position: u64, chain: &Hash) -> u64 {
         let (ticket, was_clean) = {
             let mut pending = self.shared.lock();
             let was_clean = pending.written <= pending.flushed;
             pending.written += 1;
-            pending.written_position = pending.written_position.max(position);
+            pending.written_position = position;
+            pending.written_chain = *chain;
             (pending.written, was_clean)
         };
         if self.shared.visible_when_written {
@@ -183,7 +198,12 @@ impl Drop for Committer {
     }
 }
 
-fn commit_loop<B: Backend>(backend: &B, shared: &Shared, interval: Option<Duration>) {
+fn commit_loop<B: Backend>(
+    backend: &B,
+    shared: &Shared,
+    interval: Option<Duration>,
+    keep_anchor: bool,
+) {
     let mut last_flush = Instant::now();
     loop {
         let (target, closing) = {
@@ -209,11 +229,15 @@ fn commit_loop<B: Backend>(backend: &B, shared: &Shared, interval: Option<Durati
                 };
             }
             (
-                (pending.written, pending.written_position),
+                (
+                    pending.written,
+                    pending.written_position,
+                    pending.written_chain,
+                ),
                 pending.closing,
             )
         };
-        let (ticket, position) = target;
+        let (ticket, position, chain) = target;
         let started = Instant::now();
         let result = backend.flush();
         last_flush = Instant::now();
@@ -225,8 +249,18 @@ fn commit_loop<B: Backend>(backend: &B, shared: &Shared, interval: Option<Durati
                     micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     "journal flushed"
                 );
+                if keep_anchor && position > 0 {
+                    // Best effort: a missing anchor only weakens a later check.
+                    if let Err(error) =
+                        backend.write_anchor(&codec::encode_anchor(position, &chain))
+                    {
+                        tracing::warn!(%error, "could not update the journal anchor");
+                    }
+                }
                 shared.lock().flushed = ticket;
-                shared.durable.send_modify(|d| d.flushed = d.flushed.max(ticket));
+                shared
+                    .durable
+                    .send_modify(|d| d.flushed = d.flushed.max(ticket));
                 if !shared.visible_when_written {
                     publish_max(&shared.visible, position);
                 }

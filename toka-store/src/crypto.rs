@@ -105,9 +105,11 @@ impl Sealer {
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(plaintext);
-        let tag = self
-            .cipher
-            .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[start..]).into());
+        let tag = self.cipher.encrypt_inout_detached(
+            &XNonce::from(nonce),
+            aad,
+            (&mut out[start..]).into(),
+        );
         match tag {
             Ok(tag) => out.extend_from_slice(&tag),
             // Only fails for messages beyond ChaCha20's 256 GiB limit, far past the record
@@ -143,8 +145,15 @@ mod tests {
         let mut sealed = Vec::new();
         sealer.seal_into(b"place-1", b"secret", &mut sealed);
         assert_eq!(sealed.len(), 6 + SEAL_OVERHEAD);
-        assert_eq!(sealer.open(b"place-1", &sealed).as_deref(), Some(&b"secret"[..]));
-        assert_eq!(sealer.open(b"place-2", &sealed), None, "moved value must not open");
+        assert_eq!(
+            sealer.open(b"place-1", &sealed).as_deref(),
+            Some(&b"secret"[..])
+        );
+        assert_eq!(
+            sealer.open(b"place-2", &sealed),
+            None,
+            "moved value must not open"
+        );
         let mut flipped = sealed.clone();
         flipped[30] ^= 1;
         assert_eq!(sealer.open(b"place-1", &flipped), None);

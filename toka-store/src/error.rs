@@ -88,7 +88,9 @@ pub enum Error {
         stream: String,
     },
     /// A snapshot was offered for a sequence number the stream has not reached.
-    #[error("snapshot for stream {stream:?} at seq {seq} is ahead of the stream's version {version}")]
+    #[error(
+        "snapshot for stream {stream:?} at seq {seq} is ahead of the stream's version {version}"
+    )]
     SnapshotAhead {
         /// Stream of the snapshot.
         stream: String,
@@ -119,6 +121,18 @@ pub enum Error {
     /// journal (recovery re-reads what reached the disk).
     #[error("journal is unusable after a failed flush: {0}")]
     Poisoned(String),
+    /// The journal found damage when it opened (a bad last record, fewer records than it
+    /// had flushed, or history that differs from its anchor). It can still be read and
+    /// verified, but refuses writes: appending on top of damage would bury it.
+    #[error(
+        "journal is damaged at position {position} ({reason}); it can be read and verified but refuses writes"
+    )]
+    Damaged {
+        /// The first damaged position.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A version conflict, converted from [`VersionConflict`] by `?`.
     #[error(transparent)]
     Conflict(#[from] VersionConflict),
@@ -147,7 +161,9 @@ impl Error {
 ///
 /// Returned in the inner `Result` of [`Journal::append`](crate::Journal::append).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("version conflict on stream {stream:?}: expected {expected}, but the stream is at version {actual}")]
+#[error(
+    "version conflict on stream {stream:?}: expected {expected}, but the stream is at version {actual}"
+)]
 pub struct VersionConflict {
     /// The stream appended to.
     pub stream: String,

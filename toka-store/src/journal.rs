@@ -220,6 +220,8 @@ struct Inner<B: Backend> {
     retention: Retention,
     writer: Mutex<WriterState>,
     head: AtomicU64,
+    /// Damage found at open: the journal is then read-only.
+    damage: Option<BadRecord>,
     committer: Committer,
 }
 
@@ -235,24 +237,17 @@ impl<B: Backend> EventJournal<B> {
     pub fn with_backend(backend: B, config: JournalConfig) -> Result<Self, Error> {
         let backend = Arc::new(backend);
         let sealer = open_key_check(&*backend, config.encryption.as_ref())?;
-        let (head, chain) = match backend.last_in(&keys::log(0), &keys::LOG_END)? {
-            None => (0, GENESIS),
-            Some((key, value)) => {
-                let position =
-                    keys::log_position(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
-                        what: "log key".into(),
-                        reason: "malformed".into(),
-                    })?;
-                let record = codec::decode_record(position, value.as_ref())?;
-                (position, *record.chain())
-            }
-        };
+        let (head, chain, damage) = recover_head(&*backend)?;
+        if let Some(bad) = &damage {
+            tracing::error!(position = bad.position, reason = %bad.reason, "journal is damaged; opened read-only");
+        }
         let buffered = config.durability == Durability::Buffered;
         let committer = Committer::start(
             Arc::clone(&backend),
-            head,
+            (head, chain),
             buffered.then_some(config.flush_interval),
             buffered,
+            damage.is_none(),
         )?;
         tracing::debug!(head, encrypted = sealer.is_some(), durability = ?config.durability, "journal opened");
         Ok(EventJournal {
@@ -268,6 +263,7 @@ impl<B: Backend> EventJournal<B> {
                     versions: HashMap::new(),
                 }),
                 head: AtomicU64::new(head),
+                damage,
                 committer,
             }),
         })
@@ -277,6 +273,72 @@ impl<B: Backend> EventJournal<B> {
     pub fn backend(&self) -> &B {
         &self.inner.backend
     }
+}
+
+/// The anchor stored by the back-end, if it is readable.
+fn read_anchor<B: Backend>(backend: &B) -> Result<Option<(u64, Hash)>, Error> {
+    let Some(bytes) = backend.read_anchor()? else {
+        return Ok(None);
+    };
+    let anchor = codec::decode_anchor(&bytes);
+    if anchor.is_none() {
+        tracing::warn!("the journal anchor is unreadable; ignoring it");
+    }
+    Ok(anchor)
+}
+
+/// The chain hash stored with the record at `position`, if it decodes.
+fn chain_at<B: Backend>(backend: &B, position: u64) -> Result<Option<Hash>, Error> {
+    Ok(match backend.get(&keys::log(position))? {
+        Some(value) => codec::decode_record(position, value.as_ref())
+            .ok()
+            .map(|r| *r.chain()),
+        None => None,
+    })
+}
+
+/// Finds the head position and chain hash to continue from, and any damage that makes
+/// continuing unsafe: an undecodable last record, or a log shorter than (or different
+/// from) what the anchor says was flushed.
+fn recover_head<B: Backend>(backend: &B) -> Result<(u64, Hash, Option<BadRecord>), Error> {
+    let (head, chain) = match backend.last_in(&keys::log(0), &keys::LOG_END)? {
+        None => (0, GENESIS),
+        Some((key, value)) => {
+            let position =
+                keys::log_position(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
+                    what: "log key".into(),
+                    reason: "malformed".into(),
+                })?;
+            match codec::decode_record(position, value.as_ref()) {
+                Ok(record) => (position, *record.chain()),
+                Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
+                    let reason = match e {
+                        Error::Corrupt { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    let bad = BadRecord { position, reason };
+                    return Ok((position, GENESIS, Some(bad)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let damage = match read_anchor(backend)? {
+        Some((anchored, _)) if anchored > head => Some(BadRecord {
+            position: head + 1,
+            reason: format!(
+                "record missing: the journal had flushed up to position {anchored} but its log ends at {head}"
+            ),
+        }),
+        Some((anchored, anchored_chain)) if anchored > 0 => {
+            (chain_at(backend, anchored)? != Some(anchored_chain)).then(|| BadRecord {
+                position: anchored,
+                reason: "chain hash differs from the anchored one: history was rewritten".into(),
+            })
+        }
+        _ => None,
+    };
+    Ok((head, chain, damage))
 }
 
 /// Checks (or, on a new journal, creates) the sealed key check.
@@ -345,6 +407,17 @@ fn snapshot_aad(seq: u64, stream: &str) -> Vec<u8> {
 }
 
 impl<B: Backend> Inner<B> {
+    /// Refuses writes to a journal found damaged at open.
+    fn writable(&self) -> Result<(), Error> {
+        match &self.damage {
+            None => Ok(()),
+            Some(bad) => Err(Error::Damaged {
+                position: bad.position,
+                reason: bad.reason.clone(),
+            }),
+        }
+    }
+
     fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
         // Writer state is only committed after a successful apply, so a panic while the
         // lock was held cannot leave it describing writes that did not happen.
@@ -381,6 +454,7 @@ impl<B: Backend> Inner<B> {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<Result<(Appended, u64), VersionConflict>, Error> {
+        self.writable()?;
         let timestamp = Timestamp::now();
         let mut writer = self.lock_writer();
         let version = self.version_locked(&mut writer, stream)?;
@@ -410,7 +484,11 @@ impl<B: Backend> Inner<B> {
             let payload = match &self.sealer {
                 Some(sealer) => {
                     sealed.clear();
-                    sealer.seal_into(&record_aad(position, seq, stream), &event.payload, &mut sealed);
+                    sealer.seal_into(
+                        &record_aad(position, seq, stream),
+                        &event.payload,
+                        &mut sealed,
+                    );
                     sealed.as_slice()
                 }
                 None => event.payload.as_slice(),
@@ -427,7 +505,8 @@ impl<B: Backend> Inner<B> {
                 sealed: self.sealer.is_some(),
                 payload,
             };
-            let mut value = Vec::with_capacity(96 + stream.len() + event.kind.len() + payload.len());
+            let mut value =
+                Vec::with_capacity(96 + stream.len() + event.kind.len() + payload.len());
             chain = codec::encode_event(&body, &chain, &mut value)
                 .map_err(|e| Error::backend("encoding a record", e))?;
             if value.len() > self.max_record_bytes {
@@ -456,7 +535,7 @@ impl<B: Backend> Inner<B> {
             }
         }
         self.head.store(appended.last_position, Ordering::Release);
-        let ticket = self.committer.written(appended.last_position);
+        let ticket = self.committer.written(appended.last_position, &chain);
         Ok(Ok((appended, ticket)))
     }
 
@@ -502,6 +581,7 @@ impl<B: Backend> Inner<B> {
     }
 
     fn write_snapshot(&self, stream: &str, seq: u64, state: &[u8]) -> Result<Option<u64>, Error> {
+        self.writable()?;
         let mut writer = self.lock_writer();
         let version = self.version_locked(&mut writer, stream)?;
         if seq > version {
@@ -562,7 +642,7 @@ impl<B: Backend> Inner<B> {
         }
         self.backend.apply(batch)?;
         let head = self.head.load(Ordering::Acquire);
-        Ok(Some(self.committer.written(head)))
+        Ok(Some(self.committer.written(head, &writer.chain)))
     }
 
     fn verify(&self) -> Result<VerifyReport, Error> {
@@ -573,6 +653,8 @@ impl<B: Backend> Inner<B> {
             head_hash: GENESIS,
             first_bad: None,
         };
+        // Read before the walk: the anchor never runs ahead of what the walk will see.
+        let anchor = read_anchor(&*self.backend)?;
         let log = self.backend.range(&keys::log(1), &keys::LOG_END);
         for (expected, entry) in (1u64..).zip(log) {
             let (key, value) = entry?;
@@ -614,6 +696,26 @@ impl<B: Backend> Inner<B> {
             report.records += 1;
             report.head_position = position;
             report.head_hash = linked;
+            if let Some((anchored, anchored_chain)) = anchor {
+                if anchored == position && anchored_chain != linked {
+                    report.first_bad = bad(
+                        position,
+                        "chain hash differs from the anchored one: history was rewritten".into(),
+                    );
+                    break;
+                }
+            }
+        }
+        if let Some((anchored, _)) = anchor {
+            if report.first_bad.is_none() && anchored > report.head_position {
+                report.first_bad = Some(BadRecord {
+                    position: report.head_position + 1,
+                    reason: format!(
+                        "record missing: the journal had flushed up to position {anchored} but its log ends at {}",
+                        report.head_position
+                    ),
+                });
+            }
         }
         Ok(report)
     }
@@ -636,9 +738,10 @@ impl<B: Backend> StreamPositions<B> {
         let from_seq = from_seq.max(1);
         StreamPositions {
             stream: stream.to_owned(),
-            index: inner
-                .backend
-                .range(&keys::stream_index(stream, from_seq), &keys::prefix_end(&prefix)),
+            index: inner.backend.range(
+                &keys::stream_index(stream, from_seq),
+                &keys::prefix_end(&prefix),
+            ),
             from_seq,
             current: None,
             failed: false,
@@ -666,7 +769,8 @@ impl<B: Backend> Iterator for StreamPositions<B> {
                         what: format!("index of stream {:?}", self.stream),
                         reason: "malformed key".into(),
                     })?;
-                let (first_position, first_seq) = codec::decode_index(&self.stream, value.as_ref())?;
+                let (first_position, first_seq) =
+                    codec::decode_index(&self.stream, value.as_ref())?;
                 if first_seq > last_seq || first_seq == 0 {
                     return Err(Error::CorruptMetadata {
                         what: format!("index of stream {:?}", self.stream),

@@ -83,9 +83,9 @@ mod journal;
 mod subscription;
 mod verify;
 
-pub use backend::{Backend, MemoryBackend, WriteBatch};
 #[cfg(feature = "sled")]
 pub use backend::SledBackend;
+pub use backend::{Backend, MemoryBackend, WriteBatch};
 pub use config::{DEFAULT_MAX_RECORD_BYTES, Durability, JournalConfig, Retention};
 pub use crypto::EncryptionKey;
 pub use error::{Error, VersionConflict};
@@ -93,9 +93,9 @@ pub use event::{
     Appended, EventId, ExpectedVersion, MAX_STREAM_ID_BYTES, NewEvent, RecordedEvent, Snapshot,
     Timestamp,
 };
-pub use journal::{AppendResult, EventIter, EventJournal, Journal, MemoryJournal};
 #[cfg(feature = "sled")]
 pub use journal::SledJournal;
+pub use journal::{AppendResult, EventIter, EventJournal, Journal, MemoryJournal};
 pub use subscription::Subscription;
 pub use verify::{BadRecord, VerifyReport};
 

@@ -403,9 +403,10 @@ fn deleted_record_is_reported_missing() {
     );
 }
 
-/// Damage to the last record: what opening, reading and verify do.
+/// Damage to the last record: the journal opens read-only, names the position, and keeps
+/// the good records readable.
 #[test]
-fn damaged_last_record_fails_open_with_its_position() {
+fn damaged_last_record_opens_read_only_and_names_its_position() {
     for (what, expect, edit) in [
         (
             "flipped body byte",
@@ -430,16 +431,46 @@ fn damaged_last_record_fails_open_with_its_position() {
     ] {
         let f = fixture();
         edit_record(&f.dir, EVENTS, |v| edit(v));
-        // Observed: opening decodes the last record to recover the head and its chain value,
-        // so the journal refuses to open (an Err naming position 50, no panic) and the good
-        // records 1..=49 are not reachable through the journal API.
-        match open(&f.dir) {
-            Ok(_) => panic!("{what}: opening a journal with a damaged last record succeeded"),
-            Err(error) => {
-                expect.assert_matches(&error, EVENTS);
-                assert!(error.to_string().contains("position 50"), "{what}: {error}");
-            }
-        }
+        let journal = open(&f.dir).unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
+        assert_eq!(journal.head_position(), EVENTS, "{what}");
+        let report = journal.verify().unwrap();
+        assert_eq!(
+            report.first_bad.as_ref().map(|b| b.position),
+            Some(EVENTS),
+            "{what}"
+        );
+        assert_eq!(report.records, EVENTS - 1, "{what}");
+        assert_eq!(journal.read_all(1, 49).unwrap(), f.events[..49], "{what}");
+        let error = journal.read_all(1, 100).unwrap_err();
+        expect.assert_matches(&error, EVENTS);
+        // Writing on top of damage would bury it: refused with the position.
+        let rt = runtime();
+        let refused = rt
+            .block_on(journal.append("a", ExpectedVersion::Any, &[NewEvent::new("k", vec![])]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::Damaged {
+                    position: EVENTS,
+                    ..
+                }
+            ),
+            "{what}: {refused:?}"
+        );
+        let refused = rt
+            .block_on(journal.save_snapshot("a", 1, b"s"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::Damaged {
+                    position: EVENTS,
+                    ..
+                }
+            ),
+            "{what}"
+        );
     }
 }
 
@@ -459,9 +490,9 @@ fn crc_fixed_tampering_of_the_last_record_is_caught_by_verify() {
 }
 
 #[test]
-fn deleted_last_record_is_only_visible_through_the_head_hash() {
-    // Truncating the tail leaves a log that is internally consistent: verify() cannot see
-    // it and reports intact. The only evidence is the head hash kept elsewhere.
+fn deleted_last_record_is_caught_by_the_anchor() {
+    // The log alone is internally consistent after its tail is cut; the anchor (last
+    // flushed head, kept beside sled's files) shows that position 50 had been flushed.
     let f = fixture();
     with_raw_db(&f.dir, |db| {
         assert!(db.remove(log_key(EVENTS)).unwrap().is_some());
@@ -469,14 +500,66 @@ fn deleted_last_record_is_only_visible_through_the_head_hash() {
     let journal = open(&f.dir).unwrap();
     assert_eq!(journal.head_position(), EVENTS - 1);
     let report = journal.verify().unwrap();
+    let bad = report.first_bad.expect("verify must see the lost tail");
+    assert_eq!(bad.position, EVENTS);
+    assert!(bad.reason.contains("record missing"), "{}", bad.reason);
+    assert_eq!(report.records, EVENTS - 1);
+    assert_eq!(journal.read_all(1, 100).unwrap(), f.events[..49]);
+    let refused = runtime()
+        .block_on(journal.append("a", ExpectedVersion::Any, &[NewEvent::new("k", vec![])]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::Damaged {
+                position: EVENTS,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn deleted_last_record_without_the_anchor_is_only_visible_through_the_head_hash() {
+    // The limit of the anchor: whoever can delete both the tail and the anchor file leaves
+    // a consistent log. The head hash kept elsewhere still tells.
+    let f = fixture();
+    with_raw_db(&f.dir, |db| {
+        assert!(db.remove(log_key(EVENTS)).unwrap().is_some());
+    });
+    std::fs::remove_file(f.dir.join(toka_store::backend::ANCHOR_FILE)).unwrap();
+    let journal = open(&f.dir).unwrap();
+    assert_eq!(journal.head_position(), EVENTS - 1);
+    let report = journal.verify().unwrap();
     assert!(report.is_intact());
     assert_eq!(report.records, EVENTS - 1);
     assert_ne!(report.head_hash, f.report.head_hash);
-    assert_eq!(journal.read_all(1, 100).unwrap(), f.events[..49]);
-    assert_eq!(
-        journal.stream_version(stream_at(EVENTS)).unwrap(),
-        seq_at(EVENTS)
-    );
+}
+
+#[test]
+fn rewritten_history_is_caught_by_the_anchor() {
+    // Replace the whole log by a different, internally consistent one of the same length:
+    // the chain verifies, but not against the anchor.
+    let f = fixture();
+    let other = tempfile::tempdir().unwrap();
+    populate(other.path(), EVENTS);
+    let replacement: Vec<(sled::IVec, sled::IVec)> = {
+        let db = sled::open(other.path()).unwrap();
+        db.scan_prefix(b"L").map(Result::unwrap).collect()
+    };
+    with_raw_db(&f.dir, |db| {
+        for (key, value) in replacement {
+            db.insert(key, value).unwrap();
+        }
+    });
+    let journal = open(&f.dir).unwrap();
+    let report = journal.verify().unwrap();
+    let bad = report
+        .first_bad
+        .expect("rewritten history must be reported");
+    assert_eq!(bad.position, EVENTS);
+    assert!(bad.reason.contains("anchored"), "{}", bad.reason);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -534,7 +617,7 @@ enum Outcome {
     OpenErr,
     /// Opened; reads and verify saw every original event.
     Intact,
-    /// Opened; a verifying prefix of the original log.
+    /// Opened; a verifying prefix of the original log (acknowledged events silently lost).
     Prefix,
     /// Opened; reads or verify reported the damage.
     Reported,
@@ -614,8 +697,8 @@ fn random_damage_to_sled_files_never_panics_or_invents_events() {
 
     let mut rng = Rng(SEED);
     let mut outcomes = std::collections::BTreeMap::<Outcome, u32>::new();
-    // Events that silently vanished in `Prefix` outcomes (sled's recovery stops at the
-    // first bad message of its log and drops the rest; the journal cannot tell).
+    // sled's recovery stops at the first bad message of its log and drops the rest; the
+    // journal's anchor must turn that into reported damage, never a silent `Prefix`.
     let mut lost_by_truncation = Vec::new();
     for trial in 0..TRIALS {
         let copy = tmp.path().join(format!("trial-{trial}"));
@@ -674,4 +757,8 @@ fn random_damage_to_sled_files_never_panics_or_invents_events() {
         "outcomes over {TRIALS} trials: {outcomes:?}; events silently lost per Prefix trial: {lost_by_truncation:?}"
     );
     assert_eq!(outcomes.values().sum::<u32>(), TRIALS as u32);
+    assert!(
+        lost_by_truncation.is_empty(),
+        "acknowledged events vanished without an error or a verify report: {lost_by_truncation:?}"
+    );
 }

@@ -25,6 +25,7 @@ type Map = BTreeMap<Vec<u8>, Arc<[u8]>>;
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBackend {
     map: Arc<RwLock<Map>>,
+    anchor: Arc<RwLock<Option<Vec<u8>>>>,
 }
 
 impl MemoryBackend {
@@ -127,5 +128,18 @@ impl Backend for MemoryBackend {
 
     fn flush(&self) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn write_anchor(&self, anchor: &[u8]) -> Result<(), Error> {
+        *self.anchor.write().unwrap_or_else(|e| e.into_inner()) = Some(anchor.to_vec());
+        Ok(())
+    }
+
+    fn read_anchor(&self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .anchor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
     }
 }

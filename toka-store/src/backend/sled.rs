@@ -3,8 +3,14 @@
 //! All journal keys live in sled's default tree, so one `apply_batch` makes a whole append
 //! (records + stream index entry) atomic. sled's own timer-driven flushing is turned off;
 //! the journal's commit thread decides when to flush (group commit).
+//!
+//! The anchor lives in the file `toka-anchor` beside sled's own files, so damage that makes
+//! sled recover less than was flushed is caught when the journal opens.
 
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Backend, Entry, WriteBatch};
@@ -14,10 +20,21 @@ use crate::Error;
 /// still releasing.
 pub const LOCK_RETRY_FOR: Duration = Duration::from_secs(2);
 
+/// Name of the anchor file inside the sled directory.
+pub const ANCHOR_FILE: &str = "toka-anchor";
+
 /// sled storage for [`SledJournal`](crate::SledJournal).
 #[derive(Clone, Debug)]
 pub struct SledBackend {
     db: sled::Db,
+    /// The anchor file; `None` for a database opened elsewhere ([`SledBackend::from_db`]).
+    anchor: Option<Arc<Mutex<AnchorFile>>>,
+}
+
+#[derive(Debug)]
+struct AnchorFile {
+    path: PathBuf,
+    file: Option<File>,
 }
 
 impl SledBackend {
@@ -31,11 +48,21 @@ impl SledBackend {
     /// last handle is dropped, so a reopen right after a close in the same process can find
     /// the lock still held; `open` retries that case for up to [`LOCK_RETRY_FOR`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
         let config = sled::Config::new().path(path).flush_every_ms(None);
         let deadline = Instant::now() + LOCK_RETRY_FOR;
         loop {
             match config.open() {
-                Ok(db) => return Ok(SledBackend { db }),
+                Ok(db) => {
+                    let anchor = AnchorFile {
+                        path: path.join(ANCHOR_FILE),
+                        file: None,
+                    };
+                    return Ok(SledBackend {
+                        db,
+                        anchor: Some(Arc::new(Mutex::new(anchor))),
+                    });
+                }
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock")
                         && Instant::now() < deadline =>
@@ -48,8 +75,9 @@ impl SledBackend {
     }
 
     /// Wraps an already open database (its flush settings are left as they are).
+    /// Without a directory of its own, it keeps no anchor.
     pub fn from_db(db: sled::Db) -> Self {
-        SledBackend { db }
+        SledBackend { db, anchor: None }
     }
 
     /// The underlying database, for tests and tools that inspect stored bytes.
@@ -125,5 +153,42 @@ impl Backend for SledBackend {
             .flush()
             .map(drop)
             .map_err(|e| Error::backend("flushing to disk", e))
+    }
+
+    /// Overwrites the anchor file in place. No fsync: the anchor is written only after
+    /// sled's flush returned, so even when a power loss keeps an older anchor (or tears it,
+    /// which its checksum reveals) it never claims more than the disk holds.
+    fn write_anchor(&self, anchor: &[u8]) -> Result<(), Error> {
+        let Some(slot) = &self.anchor else {
+            return Ok(());
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let AnchorFile { path, file } = &mut *slot;
+        let file = match file {
+            Some(file) => file,
+            None => file.insert(
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&*path)
+                    .map_err(|e| Error::backend("opening the anchor file", e))?,
+            ),
+        };
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(anchor))
+            .map_err(|e| Error::backend("writing the anchor file", e))
+    }
+
+    fn read_anchor(&self) -> Result<Option<Vec<u8>>, Error> {
+        let Some(slot) = &self.anchor else {
+            return Ok(None);
+        };
+        let path = slot.lock().unwrap_or_else(|e| e.into_inner()).path.clone();
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::backend("reading the anchor file", e)),
+        }
     }
 }

@@ -53,7 +53,10 @@ fn every_single_byte_flip_is_detected() {
     for i in 0..out.len() {
         let mut bad = out.clone();
         bad[i] ^= 0x01;
-        assert!(decode_record(5, &bad).is_err(), "flip at byte {i} went unnoticed");
+        assert!(
+            decode_record(5, &bad).is_err(),
+            "flip at byte {i} went unnoticed"
+        );
     }
 }
 
@@ -62,9 +65,15 @@ fn wrong_position_and_truncation_are_corrupt() {
     let b = body(5, "s", "k", b"p");
     let mut out = Vec::new();
     encode_event(&b, &GENESIS, &mut out).unwrap();
-    assert!(matches!(decode_record(6, &out), Err(Error::Corrupt { position: 6, .. })));
+    assert!(matches!(
+        decode_record(6, &out),
+        Err(Error::Corrupt { position: 6, .. })
+    ));
     for len in 0..out.len() {
-        assert!(decode_record(5, &out[..len]).is_err(), "truncation to {len} accepted");
+        assert!(
+            decode_record(5, &out[..len]).is_err(),
+            "truncation to {len} accepted"
+        );
     }
 }
 
