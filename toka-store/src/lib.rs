@@ -36,6 +36,13 @@
 //! If a flush fails, the journal refuses further appends ([`Error::Poisoned`]); reopening
 //! it recovers what reached the disk.
 //!
+//! After every flush the commit thread also records the journal's **anchor** (flushed head
+//! position and its chain hash) outside the engine's data (for sled, the file `toka-anchor`
+//! in its directory). On open, a log that ends before the anchor, or whose chain differs at
+//! the anchored position, or whose last record does not decode, is **damaged**: the journal
+//! opens read-only (reads and [`Journal::verify`] work and name the position, writes fail
+//! with [`Error::Damaged`]) instead of silently continuing without acknowledged events.
+//!
 //! # Bad input
 //! Oversized records ([`JournalConfig::max_record_bytes`], 1 MiB by default), empty or
 //! over-long stream ids, and damaged bytes on disk are reported as errors that name the
