@@ -49,7 +49,8 @@
 //! stream or position. Nothing in this crate panics on stored or caller data.
 //!
 //! # Example
-//! ```
+#![cfg_attr(feature = "sled", doc = "```")]
+#![cfg_attr(not(feature = "sled"), doc = "```ignore")]
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use toka_store::{Durability, ExpectedVersion, Journal, JournalConfig, NewEvent, SledJournal};
 //!

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use toka_store::{
-    Error, EventIter, Journal, JournalConfig, MemoryJournal, NewEvent, RecordedEvent, SledJournal,
-    Subscription, VerifyReport,
+    Error, EventIter, Journal, JournalConfig, MemoryJournal, NewEvent, RecordedEvent, Subscription,
+    VerifyReport,
 };
 
 fn is_send<T: Send>() {}
@@ -15,8 +15,11 @@ fn is_send_future<F: std::future::Future + Send>(_: &F) {}
 fn public_types_are_send_and_sync() {
     is_send::<MemoryJournal>();
     is_sync::<MemoryJournal>();
-    is_send::<SledJournal>();
-    is_sync::<SledJournal>();
+    #[cfg(feature = "sled")]
+    {
+        is_send::<toka_store::SledJournal>();
+        is_sync::<toka_store::SledJournal>();
+    }
     is_send::<Arc<dyn Journal>>();
     is_sync::<Arc<dyn Journal>>();
     is_send::<Subscription>();
