@@ -59,9 +59,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!("subscriber saw position {}", event.position);
     }
 
-    journal.save_snapshot("counter-1", 3, b"{\"value\":10}").await?;
+    journal
+        .save_snapshot("counter-1", 3, b"{\"value\":10}")
+        .await?;
     let snapshot = journal.load_snapshot("counter-1")?.ok_or("no snapshot")?;
-    println!("snapshot at seq {}: {}", snapshot.seq, String::from_utf8_lossy(&snapshot.state));
+    println!(
+        "snapshot at seq {}: {}",
+        snapshot.seq,
+        String::from_utf8_lossy(&snapshot.state)
+    );
 
     let report = journal.verify()?;
     println!(

@@ -121,8 +121,18 @@ mod tests {
     #[test]
     fn parses_events_list() {
         let cli = Cli::try_parse_from([
-            "toka-node", "events", "list", "--data-dir", "/d", "--stream", "s", "--from", "3",
-            "--limit", "9", "--json",
+            "toka-node",
+            "events",
+            "list",
+            "--data-dir",
+            "/d",
+            "--stream",
+            "s",
+            "--from",
+            "3",
+            "--limit",
+            "9",
+            "--json",
         ])
         .unwrap();
         let Command::Events(EventsCommand::List(args)) = cli.command else {
@@ -136,7 +146,10 @@ mod tests {
     #[test]
     fn parses_events_verify_and_run() {
         let cli = Cli::try_parse_from(["toka-node", "events", "verify", "--json"]).unwrap();
-        assert!(matches!(cli.command, Command::Events(EventsCommand::Verify(VerifyArgs { json: true, .. }))));
+        assert!(matches!(
+            cli.command,
+            Command::Events(EventsCommand::Verify(VerifyArgs { json: true, .. }))
+        ));
         let cli = Cli::try_parse_from(["toka-node", "run", "--data-dir", "x"]).unwrap();
         assert!(matches!(cli.command, Command::Run(_)));
     }

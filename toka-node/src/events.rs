@@ -45,7 +45,9 @@ pub(crate) fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
 fn event_json(event: &RecordedEvent) -> serde_json::Value {
     let payload = match std::str::from_utf8(&event.payload) {
         Ok(text) => json!({ "utf8": text }),
-        Err(_) => json!({ "hex": event.payload.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
+        Err(_) => {
+            json!({ "hex": event.payload.iter().map(|b| format!("{b:02x}")).collect::<String>() })
+        }
     };
     json!({
         "position": event.position,

@@ -21,7 +21,9 @@ fn stdout(output: &Output) -> String {
 /// A data dir whose journal holds 10 events: positions 1..=10, streams `a` and `b`.
 fn populated_data_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let journal =
             SledJournal::open(dir.path().join("journal"), JournalConfig::default()).unwrap();
@@ -53,7 +55,12 @@ fn corrupt_position(data_dir: &Path, position: u64) {
 #[test]
 fn verify_succeeds_on_an_intact_journal() {
     let dir = populated_data_dir();
-    let out = toka_node(&["events", "verify", "--data-dir", dir.path().to_str().unwrap()]);
+    let out = toka_node(&[
+        "events",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert!(
         stdout(&out).contains("journal intact: 10 records"),
@@ -108,7 +115,11 @@ fn list_prints_json_lines_and_filters_by_stream() {
     ]);
     let seqs: Vec<u64> = stdout(&out)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(seqs, [2, 3]);
 
@@ -134,7 +145,12 @@ fn list_reports_a_corrupt_record_as_an_error() {
 #[test]
 fn missing_data_dir_and_unimplemented_run_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let out = toka_node(&["events", "verify", "--data-dir", dir.path().to_str().unwrap()]);
+    let out = toka_node(&[
+        "events",
+        "verify",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no journal at"));
 
