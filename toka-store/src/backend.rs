@@ -1,12 +1,14 @@
 //! Storage engines under the journal: an ordered key-value space with atomic batches.
 //!
-//! The journal keeps all of its logic (positions, chain, encryption, limits, group commit)
-//! above this trait, so every engine gets the same semantics and the same conformance
-//! tests. An engine only has to provide:
-//! - **atomic batches**: after a crash, either every write of a [`WriteBatch`] is there or
-//!   none is;
-//! - **read-your-writes**: once [`Backend::apply`] returns, reads see the batch;
-//! - **durable flush**: once [`Backend::flush`] returns `Ok`, every applied batch survives
+//! The journal keeps all of its logic (positions, chain, encryption, limits, group commit,
+//! batch atomicity) above this trait, so every engine gets the same semantics and the same
+//! conformance tests. An engine only has to provide:
+//! - **ordered prefix recovery**: the writes of [`Backend::apply`] are applied in order, and
+//!   after a crash the engine holds a *prefix* of all writes ever applied: no write
+//!   survives without every write applied before it. (Batches need not be atomic: the
+//!   journal recognises a batch that a crash cut short by its records and removes it.)
+//! - **read-your-writes**: once [`Backend::apply`] returns, reads see the writes;
+//! - **durable flush**: once [`Backend::flush`] returns `Ok`, every applied write survives
 //!   a crash of the process or the machine.
 //!
 //! An engine may also keep the journal's *anchor* ([`Backend::write_anchor`]) outside its own
@@ -27,7 +29,7 @@ pub use memory::MemoryBackend;
 /// A key-value pair read from a [`Backend`].
 pub type Entry<V> = (V, V);
 
-/// An ordered set of writes applied all-or-nothing by [`Backend::apply`].
+/// An ordered list of writes for [`Backend::apply`].
 #[derive(Debug, Default)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -69,7 +71,8 @@ pub trait Backend: Send + Sync + 'static {
     /// A forward range iterator that owns what it needs (no borrow of the backend).
     type Range: Iterator<Item = Result<Entry<Self::Value>, Error>> + Send + 'static;
 
-    /// Applies every write of `batch` atomically.
+    /// Applies the writes of `batch` in order. If it fails, a prefix of them may have been
+    /// applied.
     fn apply(&self, batch: WriteBatch) -> Result<(), Error>;
 
     /// Reads one key.

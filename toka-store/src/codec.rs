@@ -4,9 +4,9 @@
 //! | key | value |
 //! |---|---|
 //! | `L` ‖ position (u64 BE) | a record (below) |
-//! | `S` ‖ len (u16 BE) ‖ stream ‖ last seq (u64 BE) | stream index: one entry per appended batch, `first position ‖ first seq` (u64 BE each) |
+//! | `S` ‖ len (u16 BE) ‖ stream ‖ last seq (u64 BE) | stream index: one entry per appended batch, `first position ‖ first seq` (u64 BE each), stored in bulk by checkpoints (see `index`) |
 //! | `N` ‖ len (u16 BE) ‖ stream | the stream's latest snapshot |
-//! | `M` ‖ name | journal metadata (the encryption key check) |
+//! | `M` ‖ name | journal metadata (the encryption key check, the index checkpoint) |
 //!
 //! Stream ids are length-prefixed so that a scan of stream `a` never sees stream `a1`.
 //!
@@ -50,6 +50,10 @@ pub(crate) mod keys {
 
     /// Key of the metadata entry holding the sealed key check.
     pub(crate) const KEY_CHECK: &[u8] = b"M/key-check";
+
+    /// Key of the stream-index checkpoint: every batch ending at or before this position
+    /// (u64 BE) has its index entry stored.
+    pub(crate) const INDEX_THROUGH: &[u8] = b"M/index-through";
 
     pub(crate) fn log(position: u64) -> [u8; 9] {
         let mut key = [LOG; 9];
@@ -123,6 +127,9 @@ pub(crate) struct RecordBody<'a> {
     pub(crate) timestamp: Timestamp,
     pub(crate) causation_id: Option<EventId>,
     pub(crate) correlation_id: Option<Uuid>,
+    /// Position of the last record of the batch this record was appended with; recovery
+    /// uses it to recognise a batch that was cut short by a crash.
+    pub(crate) batch_end: u64,
     /// Whether `payload` is sealed (`nonce ‖ ciphertext ‖ tag`).
     pub(crate) sealed: bool,
     #[serde(with = "serde_bytes")]

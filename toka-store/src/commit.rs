@@ -71,6 +71,10 @@ impl Shared {
     }
 }
 
+/// Work the commit thread does before each flush (the journal checkpoints its stream
+/// index); the flag says whether this is the last flush before closing.
+pub(crate) type BeforeFlush = Box<dyn Fn(bool) + Send>;
+
 /// Owner of the commit thread. Dropping it flushes once more and joins the thread.
 pub(crate) struct Committer {
     shared: Arc<Shared>,
@@ -94,6 +98,7 @@ impl Committer {
         interval: Option<Duration>,
         visible_when_written: bool,
         keep_anchor: bool,
+        before_flush: BeforeFlush,
     ) -> Result<Self, Error> {
         let (durable, _) = watch::channel(Durable::default());
         let (visible, _) = watch::channel(head);
@@ -111,7 +116,15 @@ impl Committer {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("toka-journal-commit".into())
-            .spawn(move || commit_loop(&*backend, &thread_shared, interval, keep_anchor))
+            .spawn(move || {
+                commit_loop(
+                    &*backend,
+                    &thread_shared,
+                    interval,
+                    keep_anchor,
+                    &*before_flush,
+                );
+            })
             .map_err(|e| Error::backend("starting the commit thread", e))?;
         Ok(Committer {
             shared,
@@ -203,6 +216,7 @@ fn commit_loop<B: Backend>(
     shared: &Shared,
     interval: Option<Duration>,
     keep_anchor: bool,
+    before_flush: &(dyn Fn(bool) + Send),
 ) {
     let mut last_flush = Instant::now();
     loop {
@@ -238,6 +252,7 @@ fn commit_loop<B: Backend>(
             )
         };
         let (ticket, position, chain) = target;
+        before_flush(closing);
         let started = Instant::now();
         let result = backend.flush();
         last_flush = Instant::now();

@@ -1,6 +1,5 @@
 //! The [`Journal`] trait and [`EventJournal`], its implementation over any [`Backend`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,6 +10,7 @@ use crate::codec::{self, GENESIS, Hash, RecordBody, SnapshotBody, StoredRecord, 
 use crate::commit::Committer;
 use crate::crypto::Sealer;
 use crate::event::validate_stream_id;
+use crate::index::{self, IndexEntry, Streams};
 use crate::subscription::{LogSource, Subscription};
 use crate::verify::{BadRecord, VerifyReport};
 use crate::{
@@ -205,11 +205,15 @@ impl EventJournal<crate::backend::SledBackend> {
     }
 }
 
-struct WriterState {
+/// What appends serialize on. Shared with the commit thread, which checkpoints the
+/// stream index from it.
+pub(crate) struct WriterState {
     next_position: u64,
     chain: Hash,
-    /// Versions of the streams appended to or looked up since opening.
-    versions: HashMap<String, u64>,
+    /// Versions and not-yet-stored index entries of the streams touched since opening.
+    pub(crate) streams: Streams,
+    /// Set when a write failed half-way: later writes could land on top of its remains.
+    broken: Option<String>,
 }
 
 struct Inner<B: Backend> {
@@ -218,7 +222,7 @@ struct Inner<B: Backend> {
     durability: Durability,
     max_record_bytes: usize,
     retention: Retention,
-    writer: Mutex<WriterState>,
+    writer: Arc<Mutex<WriterState>>,
     head: AtomicU64,
     /// Damage found at open: the journal is then read-only.
     damage: Option<BadRecord>,
@@ -237,17 +241,43 @@ impl<B: Backend> EventJournal<B> {
     pub fn with_backend(backend: B, config: JournalConfig) -> Result<Self, Error> {
         let backend = Arc::new(backend);
         let sealer = open_key_check(&*backend, config.encryption.as_ref())?;
-        let (head, chain, damage) = recover_head(&*backend)?;
+        let Recovered {
+            head,
+            chain,
+            damage,
+            streams,
+        } = recover(&*backend)?;
         if let Some(bad) = &damage {
             tracing::error!(position = bad.position, reason = %bad.reason, "journal is damaged; opened read-only");
         }
+        let writer = Arc::new(Mutex::new(WriterState {
+            next_position: head + 1,
+            chain,
+            streams,
+            broken: None,
+        }));
+        if damage.is_none() {
+            index::checkpoint(&*backend, &writer, true)?;
+        }
         let buffered = config.durability == Durability::Buffered;
+        let before_flush = {
+            let (backend, writer) = (Arc::clone(&backend), Arc::clone(&writer));
+            let writable = damage.is_none();
+            move |closing: bool| {
+                if writable {
+                    if let Err(error) = index::checkpoint(&*backend, &writer, closing) {
+                        tracing::warn!(%error, "stream index checkpoint failed; it will be rebuilt on open");
+                    }
+                }
+            }
+        };
         let committer = Committer::start(
             Arc::clone(&backend),
             (head, chain),
             buffered.then_some(config.flush_interval),
             buffered,
             damage.is_none(),
+            Box::new(before_flush),
         )?;
         tracing::debug!(head, encrypted = sealer.is_some(), durability = ?config.durability, "journal opened");
         Ok(EventJournal {
@@ -257,11 +287,7 @@ impl<B: Backend> EventJournal<B> {
                 durability: config.durability,
                 max_record_bytes: config.max_record_bytes,
                 retention: config.retention,
-                writer: Mutex::new(WriterState {
-                    next_position: head + 1,
-                    chain,
-                    versions: HashMap::new(),
-                }),
+                writer,
                 head: AtomicU64::new(head),
                 damage,
                 committer,
@@ -297,33 +323,114 @@ fn chain_at<B: Backend>(backend: &B, position: u64) -> Result<Option<Hash>, Erro
     })
 }
 
-/// Finds the head position and chain hash to continue from, and any damage that makes
+/// What opening found in the store.
+struct Recovered {
+    head: u64,
+    chain: Hash,
+    /// Damage that makes writing unsafe: the journal then opens read-only.
+    damage: Option<BadRecord>,
+    streams: Streams,
+}
+
+/// The chain hash and batch end of a record, or why it cannot be read.
+type TailRecord = Result<(Hash, u64), BadRecord>;
+
+/// The last record: its position and, if it decodes, the record's chain and batch end.
+fn last_record<B: Backend>(backend: &B) -> Result<Option<(u64, TailRecord)>, Error> {
+    let Some((key, value)) = backend.last_in(&keys::log(0), &keys::LOG_END)? else {
+        return Ok(None);
+    };
+    let position = keys::log_position(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
+        what: "log key".into(),
+        reason: "malformed".into(),
+    })?;
+    let decoded = match codec::decode_record(position, value.as_ref()) {
+        Ok(StoredRecord::Event { chain, body, .. }) => Ok((chain, body.batch_end)),
+        Ok(StoredRecord::Pruned { chain, .. }) => Ok((chain, position)),
+        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => Err(BadRecord {
+            position,
+            reason: match e {
+                Error::Corrupt { reason, .. } => reason,
+                other => other.to_string(),
+            },
+        }),
+        Err(e) => return Err(e),
+    };
+    Ok(Some((position, decoded)))
+}
+
+/// Removes the records of a batch that a crash cut short (its records name a last position
+/// past the log's end). Such a batch was never acknowledged as durable: `Fsync` appends
+/// return after a flush of the whole batch, and the back-end recovers a prefix of writes.
+/// Returns how many records were removed.
+fn drop_torn_batch<B: Backend>(
+    backend: &B,
+    head: u64,
+    batch_end: u64,
+    anchored: u64,
+) -> Result<Result<u64, BadRecord>, Error> {
+    let mut first = head;
+    while first > 1 {
+        let Some(value) = backend.get(&keys::log(first - 1))? else {
+            break;
+        };
+        match codec::decode_record(first - 1, value.as_ref()) {
+            Ok(StoredRecord::Event { body, .. }) if body.batch_end == batch_end => first -= 1,
+            _ => break,
+        }
+    }
+    if anchored >= first {
+        return Ok(Err(BadRecord {
+            position: head + 1,
+            reason: format!(
+                "batch {first}..={batch_end} is incomplete although position {anchored} was flushed"
+            ),
+        }));
+    }
+    let mut batch = WriteBatch::with_capacity(usize::try_from(head - first + 1).unwrap_or(0));
+    for position in (first..=head).rev() {
+        batch.remove(keys::log(position));
+    }
+    backend.apply(batch)?;
+    backend.flush()?;
+    tracing::warn!(
+        first,
+        last = head,
+        batch_end,
+        "removed a batch cut short by a crash"
+    );
+    Ok(Ok(head - first + 1))
+}
+
+/// Finds the head position and chain hash to continue from, drops a torn last batch,
+/// rebuilds the unstored part of the stream index, and detects damage that makes
 /// continuing unsafe: an undecodable last record, or a log shorter than (or different
 /// from) what the anchor says was flushed.
-fn recover_head<B: Backend>(backend: &B) -> Result<(u64, Hash, Option<BadRecord>), Error> {
-    let (head, chain) = match backend.last_in(&keys::log(0), &keys::LOG_END)? {
+fn recover<B: Backend>(backend: &B) -> Result<Recovered, Error> {
+    let anchor = read_anchor(backend)?;
+    let anchored = anchor.map_or(0, |(position, _)| position);
+    let read_only = |head, bad| Recovered {
+        head,
+        chain: GENESIS,
+        damage: Some(bad),
+        streams: Streams::default(),
+    };
+    let (head, chain) = match last_record(backend)? {
         None => (0, GENESIS),
-        Some((key, value)) => {
-            let position =
-                keys::log_position(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
-                    what: "log key".into(),
-                    reason: "malformed".into(),
-                })?;
-            match codec::decode_record(position, value.as_ref()) {
-                Ok(record) => (position, *record.chain()),
-                Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => {
-                    let reason = match e {
-                        Error::Corrupt { reason, .. } => reason,
-                        other => other.to_string(),
-                    };
-                    let bad = BadRecord { position, reason };
-                    return Ok((position, GENESIS, Some(bad)));
-                }
-                Err(e) => return Err(e),
+        Some((position, Err(bad))) => return Ok(read_only(position, bad)),
+        Some((position, Ok((_, batch_end)))) if batch_end > position => {
+            match drop_torn_batch(backend, position, batch_end, anchored)? {
+                Err(bad) => return Ok(read_only(position, bad)),
+                Ok(_) => match last_record(backend)? {
+                    None => (0, GENESIS),
+                    Some((position, Err(bad))) => return Ok(read_only(position, bad)),
+                    Some((position, Ok((chain, _)))) => (position, chain),
+                },
             }
         }
+        Some((position, Ok((chain, _)))) => (position, chain),
     };
-    let damage = match read_anchor(backend)? {
+    let damage = match anchor {
         Some((anchored, _)) if anchored > head => Some(BadRecord {
             position: head + 1,
             reason: format!(
@@ -338,7 +445,26 @@ fn recover_head<B: Backend>(backend: &B) -> Result<(u64, Hash, Option<BadRecord>
         }
         _ => None,
     };
-    Ok((head, chain, damage))
+    if let Some(bad) = damage {
+        return Ok(Recovered {
+            head,
+            chain,
+            damage: Some(bad),
+            streams: Streams::default(),
+        });
+    }
+    match index::rebuild(backend, head) {
+        Ok(streams) => Ok(Recovered {
+            head,
+            chain,
+            damage: None,
+            streams,
+        }),
+        Err(Error::Corrupt { position, reason }) => {
+            Ok(read_only(head, BadRecord { position, reason }))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Checks (or, on a new journal, creates) the sealed key check.
@@ -418,35 +544,17 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
-        // Writer state is only committed after a successful apply, so a panic while the
+    fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>, Error> {
+        // Writer state is only committed after a successful write, so a panic while the
         // lock was held cannot leave it describing writes that did not happen.
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn load_version(&self, stream: &str) -> Result<u64, Error> {
-        let prefix = keys::stream_prefix(stream);
-        match self.backend.last_in(&prefix, &keys::prefix_end(&prefix))? {
-            None => Ok(0),
-            Some((key, _)) => {
-                keys::index_last_seq(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
-                    what: format!("index of stream {stream:?}"),
-                    reason: "malformed key".into(),
-                })
-            }
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        match &writer.broken {
+            None => Ok(writer),
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
         }
     }
 
-    fn version_locked(&self, writer: &mut WriterState, stream: &str) -> Result<u64, Error> {
-        if let Some(&version) = writer.versions.get(stream) {
-            return Ok(version);
-        }
-        let version = self.load_version(stream)?;
-        writer.versions.insert(stream.to_owned(), version);
-        Ok(version)
-    }
-
-    /// Assigns positions, encodes, chains and applies one batch. Returns the ticket of the
+    /// Assigns positions, encodes, chains and writes one batch. Returns the ticket of the
     /// write for durability waits.
     fn write_batch(
         &self,
@@ -456,8 +564,10 @@ impl<B: Backend> Inner<B> {
     ) -> Result<Result<(Appended, u64), VersionConflict>, Error> {
         self.writable()?;
         let timestamp = Timestamp::now();
-        let mut writer = self.lock_writer();
-        let version = self.version_locked(&mut writer, stream)?;
+        let mut guard = self.lock_writer()?;
+        let writer = &mut *guard;
+        let (stream_key, state) = writer.streams.get_or_load(&*self.backend, stream)?;
+        let version = state.version;
         if !expected.matches(version) {
             return Ok(Err(VersionConflict {
                 stream: stream.to_owned(),
@@ -465,10 +575,15 @@ impl<B: Backend> Inner<B> {
                 actual: version,
             }));
         }
-        let first_position = writer.next_position;
-        let first_seq = version + 1;
+        let count = events.len() as u64;
+        let appended = Appended {
+            first_position: writer.next_position,
+            last_position: writer.next_position + count - 1,
+            first_seq: version + 1,
+            last_seq: version + count,
+        };
         let mut chain = writer.chain;
-        let mut batch = WriteBatch::with_capacity(events.len() + 1);
+        let mut batch = WriteBatch::with_capacity(events.len());
         let mut sealed = Vec::new();
         for (index, (event, offset)) in events.iter().zip(0u64..).enumerate() {
             let too_large = |size| Error::RecordTooLarge {
@@ -480,7 +595,10 @@ impl<B: Backend> Inner<B> {
             if event.payload.len() > self.max_record_bytes {
                 return Err(too_large(event.payload.len()));
             }
-            let (position, seq) = (first_position + offset, first_seq + offset);
+            let (position, seq) = (
+                appended.first_position + offset,
+                appended.first_seq + offset,
+            );
             let payload = match &self.sealer {
                 Some(sealer) => {
                     sealed.clear();
@@ -502,6 +620,7 @@ impl<B: Backend> Inner<B> {
                 timestamp,
                 causation_id: event.causation_id,
                 correlation_id: event.correlation_id,
+                batch_end: appended.last_position,
                 sealed: self.sealer.is_some(),
                 payload,
             };
@@ -514,26 +633,20 @@ impl<B: Backend> Inner<B> {
             }
             batch.put(keys::log(position), value);
         }
-        let count = events.len() as u64;
-        let appended = Appended {
-            first_position,
-            last_position: first_position + count - 1,
-            first_seq,
-            last_seq: first_seq + count - 1,
-        };
-        batch.put(
-            keys::stream_index(stream, appended.last_seq),
-            codec::encode_index(first_position, first_seq).to_vec(),
+        if let Err(error) = self.backend.apply(batch) {
+            writer.broken = Some(format!("a write failed half-way: {error}"));
+            return Err(error);
+        }
+        writer.streams.push(
+            stream_key,
+            IndexEntry {
+                first_position: appended.first_position,
+                first_seq: appended.first_seq,
+                last_seq: appended.last_seq,
+            },
         );
-        self.backend.apply(batch)?;
         writer.next_position = appended.last_position + 1;
         writer.chain = chain;
-        match writer.versions.get_mut(stream) {
-            Some(v) => *v = appended.last_seq,
-            None => {
-                writer.versions.insert(stream.to_owned(), appended.last_seq);
-            }
-        }
         self.head.store(appended.last_position, Ordering::Release);
         let ticket = self.committer.written(appended.last_position, &chain);
         Ok(Ok((appended, ticket)))
@@ -582,8 +695,12 @@ impl<B: Backend> Inner<B> {
 
     fn write_snapshot(&self, stream: &str, seq: u64, state: &[u8]) -> Result<Option<u64>, Error> {
         self.writable()?;
-        let mut writer = self.lock_writer();
-        let version = self.version_locked(&mut writer, stream)?;
+        let mut writer = self.lock_writer()?;
+        let version = writer
+            .streams
+            .get_or_load(&*self.backend, stream)?
+            .1
+            .version;
         if seq > version {
             return Err(Error::SnapshotAhead {
                 stream: stream.to_owned(),
@@ -624,7 +741,8 @@ impl<B: Backend> Inner<B> {
         );
         if self.retention == Retention::PruneCoveredBySnapshot {
             let from_seq = previous.map_or(1, |p| p + 1);
-            for entry in StreamPositions::new(self, stream, from_seq) {
+            let pending = writer.streams.pending_from(stream, from_seq);
+            for entry in StreamPositions::new(&*self.backend, stream, from_seq, pending) {
                 let (position, entry_seq) = entry?;
                 if entry_seq > seq {
                     break;
@@ -721,31 +839,52 @@ impl<B: Backend> Inner<B> {
     }
 }
 
-/// Positions and sequence numbers of a stream's events from `from_seq`, read from the
-/// stream index (one entry per appended batch).
+/// Positions and sequence numbers of a stream's events from `from_seq`: the stored index
+/// entries first, then the in-memory ones taken when the walk started (an entry found in
+/// both, because a checkpoint ran meanwhile, is walked once).
 struct StreamPositions<B: Backend> {
     stream: String,
-    index: B::Range,
-    from_seq: u64,
-    /// (next position, next seq, last seq) of the batch being walked.
-    current: Option<(u64, u64, u64)>,
+    stored: B::Range,
+    pending: std::vec::IntoIter<IndexEntry>,
+    /// The next sequence number owed.
+    next_seq: u64,
+    /// (next position, last seq) of the batch being walked.
+    current: Option<(u64, u64)>,
     failed: bool,
 }
 
 impl<B: Backend> StreamPositions<B> {
-    fn new(inner: &Inner<B>, stream: &str, from_seq: u64) -> Self {
+    fn new(backend: &B, stream: &str, from_seq: u64, pending: Vec<IndexEntry>) -> Self {
         let prefix = keys::stream_prefix(stream);
-        let from_seq = from_seq.max(1);
+        let next_seq = from_seq.max(1);
         StreamPositions {
             stream: stream.to_owned(),
-            index: inner.backend.range(
-                &keys::stream_index(stream, from_seq),
+            stored: backend.range(
+                &keys::stream_index(stream, next_seq),
                 &keys::prefix_end(&prefix),
             ),
-            from_seq,
+            pending: pending.into_iter(),
+            next_seq,
             current: None,
             failed: false,
         }
+    }
+
+    fn decode_stored(&self, key: &[u8], value: &[u8]) -> Result<IndexEntry, Error> {
+        let bad = |reason: String| Error::CorruptMetadata {
+            what: format!("index of stream {:?}", self.stream),
+            reason,
+        };
+        let last_seq = keys::index_last_seq(key).ok_or_else(|| bad("malformed key".into()))?;
+        let (first_position, first_seq) = codec::decode_index(&self.stream, value)?;
+        if first_seq > last_seq || first_seq == 0 {
+            return Err(bad(format!("entry covers seq {first_seq}..={last_seq}")));
+        }
+        Ok(IndexEntry {
+            first_position,
+            first_seq,
+            last_seq,
+        })
     }
 }
 
@@ -757,31 +896,29 @@ impl<B: Backend> Iterator for StreamPositions<B> {
             if self.failed {
                 return None;
             }
-            if let Some((position, seq, last_seq)) = self.current {
-                if seq <= last_seq {
-                    self.current = Some((position + 1, seq + 1, last_seq));
+            if let Some((position, last_seq)) = self.current {
+                if self.next_seq <= last_seq {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.current = Some((position + 1, last_seq));
                     return Some(Ok((position, seq)));
                 }
             }
-            let step = self.index.next()?.and_then(|(key, value)| {
-                let last_seq =
-                    keys::index_last_seq(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
-                        what: format!("index of stream {:?}", self.stream),
-                        reason: "malformed key".into(),
-                    })?;
-                let (first_position, first_seq) =
-                    codec::decode_index(&self.stream, value.as_ref())?;
-                if first_seq > last_seq || first_seq == 0 {
-                    return Err(Error::CorruptMetadata {
-                        what: format!("index of stream {:?}", self.stream),
-                        reason: format!("entry covers seq {first_seq}..={last_seq}"),
-                    });
+            let entry = match self.stored.next() {
+                Some(Ok((key, value))) => self.decode_stored(key.as_ref(), value.as_ref()),
+                Some(Err(e)) => Err(e),
+                None => Ok(self.pending.next()?),
+            };
+            match entry {
+                Ok(entry) if entry.last_seq < self.next_seq => continue,
+                Ok(entry) => {
+                    let start = entry.first_seq.max(self.next_seq);
+                    self.next_seq = start;
+                    self.current = Some((
+                        entry.first_position + (start - entry.first_seq),
+                        entry.last_seq,
+                    ));
                 }
-                let start = first_seq.max(self.from_seq);
-                Ok((first_position + (start - first_seq), start, last_seq))
-            });
-            match step {
-                Ok(batch) => self.current = Some(batch),
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(e));
@@ -939,16 +1076,24 @@ impl<B: Backend> Journal for EventJournal<B> {
 
     fn stream_version(&self, stream: &str) -> Result<u64, Error> {
         validate_stream_id(stream)?;
-        if let Some(&version) = self.inner.lock_writer().versions.get(stream) {
+        if let Some(version) = self.inner.lock_writer()?.streams.version(stream) {
             return Ok(version);
         }
-        self.inner.load_version(stream)
+        index::stored_version(&*self.inner.backend, stream)
     }
 
     fn iter_stream(&self, stream: &str, from_seq: u64) -> Result<EventIter, Error> {
         validate_stream_id(stream)?;
         Ok(Box::new(StreamIter {
-            positions: StreamPositions::new(&self.inner, stream, from_seq),
+            positions: StreamPositions::new(
+                &*self.inner.backend,
+                stream,
+                from_seq,
+                self.inner
+                    .lock_writer()?
+                    .streams
+                    .pending_from(stream, from_seq),
+            ),
             inner: Arc::clone(&self.inner),
             failed: false,
         }))

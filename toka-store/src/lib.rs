@@ -87,6 +87,7 @@ mod config;
 mod crypto;
 mod error;
 mod event;
+mod index;
 mod journal;
 mod subscription;
 mod verify;

@@ -13,6 +13,7 @@ fn body<'a>(position: u64, stream: &'a str, kind: &'a str, payload: &'a [u8]) ->
         timestamp: Timestamp::from_micros(42),
         causation_id: Some(EventId::new()),
         correlation_id: None,
+        batch_end: position,
         sealed: false,
         payload,
     }
@@ -131,6 +132,7 @@ proptest! {
         causation in proptest::option::of(arb_uuid()),
         correlation in proptest::option::of(arb_uuid()),
         sealed in any::<bool>(),
+        batch_end in any::<u64>(),
         payload in proptest::collection::vec(any::<u8>(), 0..2048),
         previous in any::<[u8; 32]>(),
     ) {
@@ -138,7 +140,7 @@ proptest! {
             position, stream: &stream, seq, id: EventId::from_uuid(id), kind: &kind,
             timestamp: Timestamp::from_micros(ts),
             causation_id: causation.map(EventId::from_uuid), correlation_id: correlation,
-            sealed, payload: &payload,
+            batch_end, sealed, payload: &payload,
         };
         let mut out = Vec::new();
         let chain = encode_event(&b, &previous, &mut out).unwrap();

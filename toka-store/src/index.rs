@@ -1,0 +1,278 @@
+//! The stream index: where a stream's events sit in the global log.
+//!
+//! One entry per appended batch: key `S ‖ len ‖ stream ‖ last seq` → `first position ‖
+//! first seq` (see [`codec`](crate::codec)). A batch's entry is **not** written with its
+//! records: that would double the writes of single-event appends. It is kept in memory
+//! ([`Streams`]) and *checkpointed* to the back-end in bulk by the commit thread, together
+//! with the metadata key `M/index-through` (every batch ending at or before that position
+//! has its entry stored). On open, the entries of batches after that position are rebuilt
+//! from the records themselves, which carry their stream, sequence number and the last
+//! position of their batch.
+//!
+//! # Invariants
+//! - Entries of one stream are kept in sequence order, and the in-memory entries of a
+//!   stream are always newer than its stored ones (an entry may briefly be in both while a
+//!   checkpoint runs; readers skip what they already walked).
+//! - A stream present in the in-memory map has its current version there; a stream
+//!   absent from it has its version in its last stored entry.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+use crate::backend::{Backend, WriteBatch};
+use crate::codec::{self, StoredRecord, keys};
+use crate::journal::WriterState;
+
+/// Checkpoint once this many entries are pending…
+const CHECKPOINT_ENTRIES: usize = 4096;
+/// …or once the oldest pending entry is this old.
+const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
+
+/// One appended batch of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub(crate) first_position: u64,
+    pub(crate) first_seq: u64,
+    pub(crate) last_seq: u64,
+}
+
+impl IndexEntry {
+    fn last_position(&self) -> u64 {
+        self.first_position + (self.last_seq - self.first_seq)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    pub(crate) version: u64,
+    /// Entries not yet checkpointed, oldest first.
+    pending: VecDeque<IndexEntry>,
+}
+
+/// Versions and unstored index entries of the streams touched since the journal opened.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    map: HashMap<Arc<str>, StreamState>,
+    /// Streams of the pending entries in position order, with each entry's last position.
+    order: VecDeque<(Arc<str>, u64)>,
+    /// When the oldest pending entry was added.
+    oldest: Option<Instant>,
+}
+
+impl Streams {
+    /// The interned id and state of `stream`, loading its version from the stored index
+    /// on first use.
+    pub(crate) fn get_or_load<B: Backend>(
+        &mut self,
+        backend: &B,
+        stream: &str,
+    ) -> Result<(Arc<str>, &mut StreamState), Error> {
+        let key = match self.map.get_key_value(stream) {
+            Some((key, _)) => Arc::clone(key),
+            None => {
+                let key: Arc<str> = Arc::from(stream);
+                let version = stored_version(backend, stream)?;
+                self.map.insert(
+                    Arc::clone(&key),
+                    StreamState {
+                        version,
+                        pending: VecDeque::new(),
+                    },
+                );
+                key
+            }
+        };
+        let state = self.map.get_mut(stream).ok_or_else(missing_state)?;
+        Ok((key, state))
+    }
+
+    /// The version of `stream` if it was touched since opening.
+    pub(crate) fn version(&self, stream: &str) -> Option<u64> {
+        self.map.get(stream).map(|s| s.version)
+    }
+
+    /// Records a batch just written to `stream` (whose state `get_or_load` returned).
+    pub(crate) fn push(&mut self, stream: Arc<str>, entry: IndexEntry) {
+        if let Some(state) = self.map.get_mut(&*stream) {
+            state.version = entry.last_seq;
+            state.pending.push_back(entry);
+            self.order.push_back((stream, entry.last_position()));
+            self.oldest.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// In-memory entries of `stream` that end at or after `from_seq`.
+    pub(crate) fn pending_from(&self, stream: &str, from_seq: u64) -> Vec<IndexEntry> {
+        self.map.get(stream).map_or_else(Vec::new, |state| {
+            state
+                .pending
+                .iter()
+                .filter(|e| e.last_seq >= from_seq)
+                .copied()
+                .collect()
+        })
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.order.len() >= CHECKPOINT_ENTRIES
+            || self.oldest.is_some_and(|t| t.elapsed() >= CHECKPOINT_AFTER)
+    }
+}
+
+fn missing_state() -> Error {
+    Error::CorruptMetadata {
+        what: "stream index".into(),
+        reason: "stream state vanished while locked".into(),
+    }
+}
+
+/// The version of `stream` according to the stored index.
+pub(crate) fn stored_version<B: Backend>(backend: &B, stream: &str) -> Result<u64, Error> {
+    let prefix = keys::stream_prefix(stream);
+    match backend.last_in(&prefix, &keys::prefix_end(&prefix))? {
+        None => Ok(0),
+        Some((key, _)) => {
+            keys::index_last_seq(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
+                what: format!("index of stream {stream:?}"),
+                reason: "malformed key".into(),
+            })
+        }
+    }
+}
+
+/// The position through which every batch's entry is stored.
+fn stored_through<B: Backend>(backend: &B) -> Result<u64, Error> {
+    match backend.get(keys::INDEX_THROUGH)? {
+        None => Ok(0),
+        Some(value) => {
+            let bytes: [u8; 8] = value
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::CorruptMetadata {
+                    what: "index checkpoint".into(),
+                    reason: format!("{} bytes, expected 8", value.as_ref().len()),
+                })?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+    }
+}
+
+/// Stores every pending entry, then the checkpoint position, and forgets the stored
+/// entries. With `force` false it only runs when enough entries are pending or the oldest
+/// is old enough. Takes the writer lock twice, briefly; the back-end writes run without it.
+pub(crate) fn checkpoint<B: Backend>(
+    backend: &B,
+    writer: &Mutex<WriterState>,
+    force: bool,
+) -> Result<(), Error> {
+    let (batch, through) = {
+        let mut guard = writer.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = &mut guard.streams;
+        let Some(&(_, through)) = streams.order.back() else {
+            return Ok(());
+        };
+        if !force && !streams.checkpoint_due() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::with_capacity(streams.order.len() + 1);
+        for (stream, state) in &streams.map {
+            for entry in &state.pending {
+                batch.put(
+                    keys::stream_index(stream, entry.last_seq),
+                    codec::encode_index(entry.first_position, entry.first_seq).to_vec(),
+                );
+            }
+        }
+        // Last: the checkpoint never claims entries that are not stored before it.
+        batch.put(keys::INDEX_THROUGH, through.to_be_bytes().to_vec());
+        (batch, through)
+    };
+    backend.apply(batch)?;
+    let mut guard = writer.lock().unwrap_or_else(|e| e.into_inner());
+    let streams = &mut guard.streams;
+    while let Some((stream, last_position)) = streams.order.front() {
+        if *last_position > through {
+            break;
+        }
+        if let Some(state) = streams.map.get_mut(&**stream) {
+            state.pending.pop_front();
+        }
+        streams.order.pop_front();
+    }
+    streams.oldest = (!streams.order.is_empty()).then(Instant::now);
+    Ok(())
+}
+
+/// Rebuilds the in-memory entries of the batches in `(checkpoint, head]` from the records.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the first record that cannot be read.
+pub(crate) fn rebuild<B: Backend>(backend: &B, head: u64) -> Result<Streams, Error> {
+    let mut streams = Streams::default();
+    let from = stored_through(backend)?.saturating_add(1);
+    if from > head {
+        return Ok(streams);
+    }
+    let mut current: Option<(Arc<str>, IndexEntry, u64)> = None;
+    let tail = backend.range(&keys::log(from), &keys::log(head.saturating_add(1)));
+    for (expected, step) in (from..).zip(tail) {
+        let (key, value) = step?;
+        let position = keys::log_position(key.as_ref())
+            .ok_or_else(|| Error::corrupt(expected, "malformed log key"))?;
+        if position != expected {
+            return Err(Error::corrupt(expected, "record missing"));
+        }
+        let StoredRecord::Event { body, .. } = codec::decode_record(position, value.as_ref())?
+        else {
+            // Pruned stubs only cover snapshotted (hence indexed) events.
+            continue;
+        };
+        match &mut current {
+            Some((stream, entry, batch_end))
+                if *batch_end == body.batch_end && **stream == *body.stream =>
+            {
+                if body.seq != entry.last_seq + 1 {
+                    return Err(Error::corrupt(
+                        position,
+                        format!(
+                            "seq {} follows seq {} inside one batch",
+                            body.seq, entry.last_seq
+                        ),
+                    ));
+                }
+                entry.last_seq = body.seq;
+            }
+            _ => {
+                if let Some((stream, entry, _)) = current.take() {
+                    push_rebuilt(backend, &mut streams, stream, entry)?;
+                }
+                current = Some((
+                    Arc::from(body.stream),
+                    IndexEntry {
+                        first_position: position,
+                        first_seq: body.seq,
+                        last_seq: body.seq,
+                    },
+                    body.batch_end,
+                ));
+            }
+        }
+    }
+    if let Some((stream, entry, _)) = current {
+        push_rebuilt(backend, &mut streams, stream, entry)?;
+    }
+    Ok(streams)
+}
+
+fn push_rebuilt<B: Backend>(
+    backend: &B,
+    streams: &mut Streams,
+    stream: Arc<str>,
+    entry: IndexEntry,
+) -> Result<(), Error> {
+    let (key, _) = streams.get_or_load(backend, &stream)?;
+    streams.push(key, entry);
+    Ok(())
+}
