@@ -23,8 +23,12 @@
 //! 2. Positions and sequence numbers are assigned; each event is encoded (postcard, behind
 //!    a format-version byte), its payload sealed if encryption is on, and chained to the
 //!    previous record's hash.
-//! 3. All records of the batch and one stream-index entry are applied to the back-end as
-//!    **one atomic batch**: after any crash, either all of them exist or none does.
+//! 3. The records are written to the back-end in position order, one key each. Every
+//!    record names the last position of its batch. The back-end recovers a *prefix* of its
+//!    writes after a crash, so only the last batch can be cut short, and opening the
+//!    journal removes such a torn batch: **after any crash, either all events of a batch
+//!    exist or none does.** (The batch's stream-index entry is kept in memory and stored
+//!    in bulk later; opening rebuilds missing entries from the records.)
 //! 4. `Buffered`: `append` returns here. The commit thread flushes within
 //!    [`JournalConfig::flush_interval`]; a crash before that loses the latest acknowledged
 //!    batches (whole batches, newest first), never older ones, never part of a batch.
@@ -35,6 +39,11 @@
 //!
 //! If a flush fails, the journal refuses further appends ([`Error::Poisoned`]); reopening
 //! it recovers what reached the disk.
+//!
+//! Recovery on open, in order: check the encryption key; find the last record; remove a
+//! torn last batch (unless the anchor says it had been flushed, which is damage); compare
+//! the log with the anchor; rebuild the stream-index entries the last checkpoint did not
+//! store, and store them.
 //!
 //! After every flush the commit thread also records the journal's **anchor** (flushed head
 //! position and its chain hash) outside the engine's data (for sled, the file `toka-anchor`

@@ -34,7 +34,18 @@ pub(crate) trait LogSource: Send + Sync {
     ) -> Result<u64, Error>;
 }
 
-/// A live feed of the journal from a position; see the [module docs](self).
+/// A live feed of the journal from a position: first the stored events, then new ones.
+///
+/// A subscription holds no event queue fed by writers. It remembers the next position it
+/// owes its reader and watches the journal's *acknowledged head*; when the head is past its
+/// position it reads the missing events from the store in pages. Hence:
+/// - **No event is ever lost or skipped**, however slow the reader: falling behind only
+///   means the next pages come from disk instead of cache. Writers never wait for readers.
+/// - **Order** is position order, the same as [`Journal::iter_all`](crate::Journal::iter_all).
+/// - **Visibility**: in `Fsync` journals a subscriber sees an event once it is flushed, so
+///   it never acts on an event a crash could take back; in `Buffered` journals once it is
+///   written.
+/// - **Closing**: when the journal is dropped, [`Subscription::next`] returns `None`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), toka_store::Error> {
