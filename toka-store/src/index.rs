@@ -143,7 +143,7 @@ pub(crate) fn stored_version<B: Backend>(backend: &B, stream: &str) -> Result<u6
 }
 
 /// The position through which every batch's entry is stored.
-fn stored_through<B: Backend>(backend: &B) -> Result<u64, Error> {
+pub(crate) fn stored_through<B: Backend>(backend: &B) -> Result<u64, Error> {
     match backend.get(keys::INDEX_THROUGH)? {
         None => Ok(0),
         Some(value) => {

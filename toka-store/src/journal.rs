@@ -369,15 +369,27 @@ fn drop_torn_batch<B: Backend>(
     batch_end: u64,
     anchored: u64,
 ) -> Result<Result<u64, BadRecord>, Error> {
+    // Walk back to the batch's first surviving record, remembering its stream and seq.
     let mut first = head;
-    while first > 1 {
-        let Some(value) = backend.get(&keys::log(first - 1))? else {
+    let mut first_event = None;
+    loop {
+        let Some(value) = backend.get(&keys::log(first))? else {
+            first += 1;
             break;
         };
-        match codec::decode_record(first - 1, value.as_ref()) {
-            Ok(StoredRecord::Event { body, .. }) if body.batch_end == batch_end => first -= 1,
-            _ => break,
+        match codec::decode_record(first, value.as_ref()) {
+            Ok(StoredRecord::Event { body, .. }) if body.batch_end == batch_end => {
+                first_event = Some((body.stream.to_owned(), body.seq));
+            }
+            _ => {
+                first += 1;
+                break;
+            }
         }
+        if first == 1 {
+            break;
+        }
+        first -= 1;
     }
     if anchored >= first {
         return Ok(Err(BadRecord {
@@ -387,9 +399,19 @@ fn drop_torn_batch<B: Backend>(
             ),
         }));
     }
-    let mut batch = WriteBatch::with_capacity(usize::try_from(head - first + 1).unwrap_or(0));
+    let mut batch = WriteBatch::with_capacity(usize::try_from(head - first + 3).unwrap_or(0));
     for position in (first..=head).rev() {
         batch.remove(keys::log(position));
+    }
+    // A crash cannot store the batch's index entry without all of its records, but a log
+    // that lost its tail by other means (with the anchor gone too) can: drop the entry and
+    // pull the index checkpoint back so the entry is not trusted or rebuilt.
+    if let Some((stream, first_seq)) = first_event {
+        let last_seq = first_seq + (batch_end - first);
+        batch.remove(keys::stream_index(&stream, last_seq));
+    }
+    if index::stored_through(backend)? >= first {
+        batch.put(keys::INDEX_THROUGH, (first - 1).to_be_bytes().to_vec());
     }
     backend.apply(batch)?;
     backend.flush()?;
@@ -544,10 +566,16 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>, Error> {
+    /// The writer state, for reading it.
+    fn lock_state(&self) -> MutexGuard<'_, WriterState> {
         // Writer state is only committed after a successful write, so a panic while the
         // lock was held cannot leave it describing writes that did not happen.
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writer state, for writing: refused once a write failed half-way.
+    fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>, Error> {
+        let writer = self.lock_state();
         match &writer.broken {
             None => Ok(writer),
             Some(reason) => Err(Error::Poisoned(reason.clone())),
@@ -1076,7 +1104,7 @@ impl<B: Backend> Journal for EventJournal<B> {
 
     fn stream_version(&self, stream: &str) -> Result<u64, Error> {
         validate_stream_id(stream)?;
-        if let Some(version) = self.inner.lock_writer()?.streams.version(stream) {
+        if let Some(version) = self.inner.lock_state().streams.version(stream) {
             return Ok(version);
         }
         index::stored_version(&*self.inner.backend, stream)

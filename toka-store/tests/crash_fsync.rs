@@ -10,6 +10,12 @@
 //! nothing is duplicated, positions and per-stream sequences have no gaps, batches are
 //! atomic, and nothing once observed disappears later.
 //!
+//! A second scenario, [`buffered_appends_lose_only_the_newest_whole_batches_on_sigkill`],
+//! runs the same child with `TOKA_CRASH_CHILD_MODE=buffered` ([`Durability::Buffered`],
+//! batches of up to 16 events). There acknowledged batches may be lost, but only whole and
+//! newest first ([`check_buffered`]); before every early kill the parent leaves the crashed
+//! journal to the next child, so that kills also land inside a first recovery.
+//!
 //! Replay a run with `TOKA_SEED=<seed> cargo test -p toka-store --test crash_fsync`.
 #![cfg(all(unix, feature = "sled"))]
 
@@ -31,11 +37,17 @@ const CHILD_DIR_ENV: &str = "TOKA_CRASH_CHILD_DIR";
 const CHILD_ROUND_ENV: &str = "TOKA_CRASH_CHILD_ROUND";
 /// Seed of the child's batch-size generator.
 const CHILD_SEED_ENV: &str = "TOKA_CRASH_CHILD_SEED";
+/// `buffered` for the [`Durability::Buffered`] scenario; unset (or anything else): `Fsync`.
+const CHILD_MODE_ENV: &str = "TOKA_CRASH_CHILD_MODE";
 
 /// Concurrent appending tasks in the child; task `k` appends to stream `t{k}`.
 const TASKS: u32 = 4;
 /// Largest batch a child appends.
 const MAX_BATCH: u32 = 4;
+/// Largest batch a child appends in the `Buffered` scenario.
+const BUFFERED_MAX_BATCH: u32 = 16;
+/// Kill rounds of the `Buffered` scenario.
+const BUFFERED_ROUNDS: u32 = 20;
 /// Kill rounds of the parent.
 const ROUNDS: u32 = 30;
 /// A child that was never killed gives up after this long (e.g. its parent died).
@@ -386,6 +398,83 @@ fn check(history: &History, log: &[Observed], previously_present: &BTreeSet<OpId
     report
 }
 
+/// The checker of the `Buffered` scenario. There a crash may lose acknowledged appends, but
+/// only the newest ones, as whole batches: sled recovers a prefix of the writes, and the
+/// journal writes records in position order. So within one round (one child's life) every
+/// append that survived was written before every acknowledged append that was lost
+/// (positions are the write order), and per task the surviving appends are its first ones
+/// (counters 0, 1, …, k): an acknowledged batch lost implies every later batch of that task
+/// is lost too. Everything else is checked by [`check`], where the lost acknowledged appends
+/// count as appends of unknown outcome.
+///
+/// Returns the report and the acknowledged appends that are missing.
+fn check_buffered(
+    history: &History,
+    log: &[Observed],
+    previously_present: &BTreeSet<OpId>,
+) -> (CheckReport, BTreeSet<OpId>) {
+    // Where each op read back starts (its first event in position order).
+    let mut first_position: BTreeMap<OpId, u64> = BTreeMap::new();
+    for event in log {
+        if let Some((op, _, _)) = parse_payload(&event.payload) {
+            first_position.entry(op).or_insert(event.position);
+        }
+    }
+    let missing: BTreeSet<OpId> = history
+        .acked
+        .keys()
+        .filter(|op| !first_position.contains_key(op))
+        .copied()
+        .collect();
+    let mut relaxed = history.clone();
+    relaxed.acked.retain(|op, _| !missing.contains(op));
+    let mut report = check(&relaxed, log, previously_present);
+
+    // Per round: nothing written after the oldest lost acknowledged append survived.
+    let mut oldest_lost: BTreeMap<u32, (u64, OpId)> = BTreeMap::new();
+    for op in &missing {
+        let position = history.acked[op].first_position;
+        let oldest = oldest_lost.entry(op.round).or_insert((position, *op));
+        if position < oldest.0 {
+            *oldest = (position, *op);
+        }
+    }
+    for (op, &read_at) in &first_position {
+        // Where it was written: the ack says, else where it is now (the same place, as
+        // nothing before it may be missing).
+        let position = history.acked.get(op).map_or(read_at, |a| a.first_position);
+        if let Some(&(lost_at, lost)) = oldest_lost.get(&op.round) {
+            if position > lost_at {
+                report.lost.push(format!(
+                    "op {lost} acknowledged at position {lost_at} is missing, but op {op} \
+                     written after it (position {position}) survived"
+                ));
+            }
+        }
+    }
+
+    // Per round and task: the surviving appends are the task's first ones.
+    let mut survivors: BTreeMap<(u32, u32), Vec<u64>> = BTreeMap::new();
+    for op in first_position.keys() {
+        survivors
+            .entry((op.round, op.task))
+            .or_default()
+            .push(op.counter);
+    }
+    for ((round, task), counters) in &survivors {
+        if let Some((expected, counter)) = (0u64..)
+            .zip(counters)
+            .find(|(expected, counter)| *expected != **counter)
+        {
+            report.lost.push(format!(
+                "op r{round}/t{task}/c{counter} survived, but the earlier op \
+                 r{round}/t{task}/c{expected} of the same task did not"
+            ));
+        }
+    }
+    (report, missing)
+}
+
 // ---------------------------------------------------------------------------------------
 // The child: appends forever until killed.
 
@@ -407,7 +496,38 @@ fn child_fail(what: &str) -> ! {
     std::process::exit(2);
 }
 
-async fn child_task(journal: SledJournal, round: u32, task: u32, seed: u64) {
+/// The child's durability mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Fsync,
+    Buffered,
+}
+
+impl Mode {
+    fn from_env() -> Self {
+        match std::env::var(CHILD_MODE_ENV).as_deref() {
+            Ok("buffered") => Mode::Buffered,
+            _ => Mode::Fsync,
+        }
+    }
+
+    /// The child's journal configuration (`Buffered`: the default 100 ms flush interval).
+    fn config(self) -> JournalConfig {
+        match self {
+            Mode::Fsync => config(),
+            Mode::Buffered => JournalConfig::default().durability(Durability::Buffered),
+        }
+    }
+
+    fn max_batch(self) -> u32 {
+        match self {
+            Mode::Fsync => MAX_BATCH,
+            Mode::Buffered => BUFFERED_MAX_BATCH,
+        }
+    }
+}
+
+async fn child_task(journal: SledJournal, round: u32, task: u32, seed: u64, mode: Mode) {
     let stream = stream_of(task);
     let mut rng = Rng::new(seed ^ (u64::from(round) << 32) ^ u64::from(task));
     let mut version = journal
@@ -419,7 +539,7 @@ async fn child_task(journal: SledJournal, round: u32, task: u32, seed: u64) {
             task,
             counter,
         };
-        let n = rng.range(1, u64::from(MAX_BATCH)) as u32;
+        let n = rng.range(1, u64::from(mode.max_batch())) as u32;
         let events: Vec<NewEvent> = (0..n)
             .map(|i| NewEvent::new("crash.test", payload(op, n, i)))
             .collect();
@@ -449,6 +569,7 @@ fn crash_child() {
     };
     let round: u32 = std::env::var(CHILD_ROUND_ENV).unwrap().parse().unwrap();
     let seed: u64 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
+    let mode = Mode::from_env();
     // Never outlive a parent that forgot to kill us.
     std::thread::spawn(|| {
         std::thread::sleep(CHILD_LIFETIME);
@@ -461,11 +582,11 @@ fn crash_child() {
         .unwrap();
     runtime.block_on(async move {
         emit("START");
-        let journal =
-            SledJournal::open(&dir, config()).unwrap_or_else(|e| child_fail(&format!("open: {e}")));
+        let journal = SledJournal::open(&dir, mode.config())
+            .unwrap_or_else(|e| child_fail(&format!("open: {e}")));
         emit(&format!("OPEN {}", journal.head_position()));
         let tasks: Vec<_> = (0..TASKS)
-            .map(|task| tokio::spawn(child_task(journal.clone(), round, task, seed)))
+            .map(|task| tokio::spawn(child_task(journal.clone(), round, task, seed, mode)))
             .collect();
         for task in tasks {
             task.await.unwrap();
@@ -542,10 +663,22 @@ enum KillAt {
 
 /// Runs one child, SIGKILLs it at `kill_at` and returns what it printed.
 fn run_child(dir: &Path, round: u32, seed: u64, kill_at: KillAt) -> ChildOutput {
+    run_child_in(Mode::Fsync, dir, round, seed, kill_at)
+}
+
+/// [`run_child`] with the child's durability mode.
+fn run_child_in(mode: Mode, dir: &Path, round: u32, seed: u64, kill_at: KillAt) -> ChildOutput {
     let spawned = Instant::now();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir)
+        .env(
+            CHILD_MODE_ENV,
+            match mode {
+                Mode::Fsync => "fsync",
+                Mode::Buffered => "buffered",
+            },
+        )
         .env(CHILD_ROUND_ENV, round.to_string())
         .env(CHILD_SEED_ENV, seed.to_string())
         .env_remove("TOKA_SEED")
@@ -768,6 +901,225 @@ fn acknowledged_appends_survive_sigkill() {
     assert!(
         rounds_with_acks >= ROUNDS / 2,
         "only {rounds_with_acks} of {ROUNDS} rounds acknowledged an append (seed {seed})"
+    );
+    assert!(
+        acked_events >= 100,
+        "only {acked_events} events acknowledged (seed {seed})"
+    );
+}
+
+/// Number of log records in a copy of the (crashed, closed) sled database at `dir`, before
+/// the journal's recovery ran on it. The copy keeps the real directory untouched, so that
+/// the journal's open is the first to recover it.
+fn raw_records(dir: &Path, scratch: &Path) -> u64 {
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    if !dir.exists() {
+        return 0; // killed before sled created anything
+    }
+    let _ = std::fs::remove_dir_all(scratch);
+    copy_dir(dir, scratch);
+    let db = sled::Config::new()
+        .path(scratch)
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    let records = db.scan_prefix(b"L").count() as u64;
+    drop(db);
+    std::fs::remove_dir_all(scratch).unwrap();
+    records
+}
+
+/// The `Buffered` scenario: batches of 1..=16 events, background flush every 100 ms,
+/// SIGKILL at random moments. Acknowledged batches may be lost, but only the newest ones of
+/// the crashed round, whole, and nothing else may go wrong (see [`check_buffered`]).
+#[test]
+fn buffered_appends_lose_only_the_newest_whole_batches_on_sigkill() {
+    let seed = seed_from_env_or_time();
+    println!("crash_fsync buffered seed: TOKA_SEED={seed}");
+    let mut rng = Rng::new(seed ^ 0xB0FF_E2ED);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("journal");
+    let scratch = tmp.path().join("scratch");
+
+    let started = Instant::now();
+    let mut history = History::default();
+    let mut previously_present = BTreeSet::new();
+    let mut lost_so_far: BTreeSet<OpId> = BTreeSet::new();
+    let mut previous_head = 0u64;
+    let mut rounds_with_acks = 0u32;
+    let (mut rounds_with_loss, mut lost_acked, mut torn_rounds, mut torn_records) =
+        (0u32, 0usize, 0u32, 0u64);
+    let mut open_latency = Duration::from_millis(60);
+    let mut start_latency = Duration::from_millis(5);
+    // The first round whose crash nobody recovered and checked yet.
+    let mut unchecked_since = 0u32;
+    // Kills that landed while a child was recovering a crash nobody else had opened.
+    let mut killed_in_recovery = 0u32;
+
+    for round in 0..BUFFERED_ROUNDS {
+        let context = format!("buffered, TOKA_SEED={seed} round {round}");
+        let kill_at = if round % 4 == 1 {
+            let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap();
+            let (start, open) = (micros(start_latency), micros(open_latency) + 5_000);
+            KillAt::AfterSpawn(Duration::from_micros(rng.range(start / 2, open.max(start))))
+        } else {
+            KillAt::AfterOpen(Duration::from_millis(rng.range(5, 300)))
+        };
+        let out = run_child_in(Mode::Buffered, &dir, round, rng.next(), kill_at);
+        if unchecked_since < round && out.started.is_some() && out.opened.is_none() {
+            killed_in_recovery += 1;
+        }
+        if let (Some(s), Some(o)) = (out.started, out.opened) {
+            (start_latency, open_latency) = (s, o);
+        }
+        for (op, n) in &out.invoked {
+            assert!(
+                history.invoked.insert(*op, *n).is_none(),
+                "{context}: op {op} invoked twice"
+            );
+        }
+        for (op, n, ack) in &out.acked {
+            assert_eq!(
+                history.invoked.get(op),
+                Some(n),
+                "{context}: op {op} acknowledged without a matching invocation"
+            );
+            assert_eq!(
+                ack.last_position - ack.first_position + 1,
+                u64::from(*n),
+                "{context}: op {op} acknowledged with a wrong position range"
+            );
+            history.acked.insert(*op, *ack);
+        }
+        if !out.acked.is_empty() {
+            rounds_with_acks += 1;
+        }
+
+        // Before each early kill the parent leaves the crashed journal alone, so that the
+        // next child is the first to recover it and may die while doing so.
+        if round % 4 == 0 && round + 1 < BUFFERED_ROUNDS {
+            println!(
+                "round {round:2}: kill {kill_at:?}, {:4} invoked, {:4} acked, left unrecovered",
+                out.invoked.len(),
+                out.acked.len(),
+            );
+            continue;
+        }
+
+        // What sled recovered before the journal looked at it.
+        let raw = raw_records(&dir, &scratch);
+
+        let journal = reopen(&dir, &context);
+        let head = journal.head_position();
+        assert!(
+            raw >= head && raw - head < u64::from(BUFFERED_MAX_BATCH),
+            "{context}: sled holds {raw} records, the journal recovered {head}: \
+             at most one torn batch (< {BUFFERED_MAX_BATCH} records) may be dropped"
+        );
+        if raw > head {
+            torn_rounds += 1;
+            torn_records += raw - head;
+        }
+        let log: Vec<RecordedEvent> = journal
+            .iter_all(1)
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{context}: reading the log failed: {e}"));
+        assert_eq!(log.len() as u64, head, "{context}: iter_all(1) vs head");
+        let report = journal.verify().unwrap();
+        assert!(
+            report.is_intact(),
+            "{context}: verify() found {:?}",
+            report.first_bad
+        );
+        assert_eq!(report.records, head, "{context}: verify() record count");
+        assert_eq!(report.head_position, head, "{context}: verify() head");
+        assert!(
+            head >= previous_head,
+            "{context}: head went back from {previous_head} to {head}"
+        );
+        previous_head = head;
+
+        for task in 0..TASKS {
+            let stream = stream_of(task);
+            let expected: Vec<&RecordedEvent> = log.iter().filter(|e| e.stream == stream).collect();
+            let read = journal
+                .read_stream(&stream, 1, usize::MAX)
+                .unwrap_or_else(|e| panic!("{context}: read_stream({stream}) failed: {e}"));
+            assert_eq!(
+                read.iter().collect::<Vec<_>>(),
+                expected,
+                "{context}: read_stream({stream}) disagrees with iter_all"
+            );
+            assert_eq!(
+                journal.stream_version(&stream).unwrap(),
+                expected.len() as u64,
+                "{context}: stream_version({stream})"
+            );
+        }
+
+        let observed: Vec<Observed> = log.iter().map(Observed::from).collect();
+        let (verdict, missing) = check_buffered(&history, &observed, &previously_present);
+        assert!(
+            verdict.is_valid(),
+            "{context}: checker found anomalies:\n{verdict}"
+        );
+        // Only the acknowledged appends of the rounds since the last check can be newly lost.
+        let newly_lost: Vec<&OpId> = missing.difference(&lost_so_far).collect();
+        assert!(
+            newly_lost.iter().all(|op| op.round >= unchecked_since),
+            "{context}: appends of rounds checked before got lost: {newly_lost:?}"
+        );
+        unchecked_since = round + 1;
+        if !newly_lost.is_empty() {
+            rounds_with_loss += 1;
+            lost_acked += newly_lost.len();
+        }
+        let lost_now = newly_lost.len();
+        lost_so_far = missing;
+        previously_present = verdict.present;
+        drop(journal);
+        println!(
+            "round {round:2}: kill {kill_at:?} ({}), {:4} invoked, {:4} acked, {lost_now:3} acked \
+             lost, {} torn records dropped, head {head}",
+            match (out.started, out.opened) {
+                (None, _) => "before open",
+                (Some(_), None) => "during open",
+                (Some(_), Some(_)) => "after open",
+            },
+            out.invoked.len(),
+            out.acked.len(),
+            raw - head,
+        );
+    }
+
+    let acked_events: u64 = history
+        .acked
+        .values()
+        .map(|a| a.last_position - a.first_position + 1)
+        .sum();
+    println!(
+        "{BUFFERED_ROUNDS} buffered rounds in {:?}: {} appends invoked, {} acknowledged \
+         ({acked_events} events), {lost_acked} acknowledged appends lost in {rounds_with_loss} \
+         rounds, torn batches dropped in {torn_rounds} rounds ({torn_records} records), \
+         {killed_in_recovery} kills during a child's recovery, final head {previous_head}",
+        started.elapsed(),
+        history.invoked.len(),
+        history.acked.len(),
+    );
+    assert!(
+        rounds_with_acks >= BUFFERED_ROUNDS / 2,
+        "only {rounds_with_acks} of {BUFFERED_ROUNDS} rounds acknowledged an append (seed {seed})"
     );
     assert!(
         acked_events >= 100,
@@ -998,4 +1350,68 @@ fn payloads_round_trip_and_reject_garbage() {
     assert_eq!(parse_payload(b"r1:t2:c3:n4:i0:x"), None);
     assert_eq!(parse_payload(b"r01:t2:c3:n4:i0"), None);
     assert_eq!(parse_payload(&[0xFF, 0x00]), None);
+}
+
+// The buffered checker.
+
+#[test]
+fn buffered_checker_accepts_the_loss_of_the_newest_acknowledged_appends() {
+    let (history, log) = good_history();
+    // op(0,0,1) at position 4 was the newest: losing it is allowed in buffered mode…
+    let (report, missing) = check_buffered(&history, &log[..3], &BTreeSet::new());
+    assert!(report.is_valid(), "{report}");
+    assert_eq!(missing, BTreeSet::from([op(0, 0, 1)]));
+    // …and so is losing everything after position 2.
+    let (report, missing) = check_buffered(&history, &log[..2], &BTreeSet::new());
+    assert!(report.is_valid(), "{report}");
+    assert_eq!(missing, BTreeSet::from([op(0, 1, 0), op(0, 0, 1)]));
+    // But not in Fsync mode.
+    assert!(!check(&history, &log[..3], &BTreeSet::new()).is_valid());
+}
+
+#[test]
+fn buffered_checker_flags_a_lost_append_followed_by_a_surviving_one() {
+    let (history, mut log) = good_history();
+    // op(0,1,0) (position 3) lost, op(0,0,1) written after it survived.
+    log.remove(2);
+    renumber(&mut log);
+    log[2].seq = 3;
+    let (report, _) = check_buffered(&history, &log, &BTreeSet::new());
+    assert!(!report.is_valid());
+    assert!(
+        report
+            .lost
+            .iter()
+            .any(|l| l.contains("r0/t1/c0") && l.contains("r0/t0/c1")),
+        "{report}"
+    );
+
+    // The same task: c0 lost, c1 survived.
+    let (mut history, mut log) = good_history();
+    history.acked.remove(&op(0, 0, 1));
+    log.drain(..2);
+    log[1].seq = 1;
+    renumber(&mut log);
+    let (report, _) = check_buffered(&history, &log, &BTreeSet::new());
+    assert!(
+        report
+            .lost
+            .iter()
+            .any(|l| l.contains("r0/t0/c1 survived") && l.contains("r0/t0/c0")),
+        "{report}"
+    );
+}
+
+#[test]
+fn buffered_checker_still_flags_torn_batches_and_flicker() {
+    let (history, mut log) = good_history();
+    log.truncate(1); // op(0,0,0) was a batch of 2
+    let (report, _) = check_buffered(&history, &log, &BTreeSet::new());
+    assert_eq!(report.torn.len(), 1, "{report}");
+
+    let (history, log) = good_history();
+    let (first, _) = check_buffered(&history, &log, &BTreeSet::new());
+    assert!(first.is_valid(), "{first}");
+    let (second, _) = check_buffered(&history, &log[..3], &first.present);
+    assert_eq!(second.flicker.len(), 1, "{second}");
 }
