@@ -4,7 +4,7 @@
 //! | key | value |
 //! |---|---|
 //! | `L` ‖ position (u64 BE) | a record (below) |
-//! | `S` ‖ len (u16 BE) ‖ stream ‖ last seq (u64 BE) | stream index: one entry per appended batch, `first position ‖ first seq` (u64 BE each), stored in bulk by checkpoints (see `index`) |
+//! | `S` ‖ len (u16 BE) ‖ stream ‖ last seq (u64 BE) | stream index: the runs of contiguous positions a checkpoint stored for the stream, each `first position ‖ first seq ‖ last seq` (u64 BE); the key holds the last run's last seq (see `index`) |
 //! | `N` ‖ len (u16 BE) ‖ stream | the stream's latest snapshot |
 //! | `M` ‖ name | journal metadata (the encryption key check, the index checkpoint) |
 //!
@@ -343,28 +343,6 @@ pub(crate) fn decode_anchor(bytes: &[u8]) -> Option<(u64, Hash)> {
     }
     let position = u64::from_be_bytes(bytes[5..13].try_into().ok()?);
     Some((position, bytes[13..].try_into().ok()?))
-}
-
-/// Stream index value: `first position ‖ first seq` of a batch.
-pub(crate) fn encode_index(first_position: u64, first_seq: u64) -> [u8; 16] {
-    let mut value = [0u8; 16];
-    value[..8].copy_from_slice(&first_position.to_be_bytes());
-    value[8..].copy_from_slice(&first_seq.to_be_bytes());
-    value
-}
-
-pub(crate) fn decode_index(stream: &str, value: &[u8]) -> Result<(u64, u64), Error> {
-    let bytes: &[u8; 16] = value.try_into().map_err(|_| Error::CorruptMetadata {
-        what: format!("index of stream {stream:?}"),
-        reason: format!("entry is {} bytes, expected 16", value.len()),
-    })?;
-    let (a, b) = bytes.split_at(8);
-    let word = |s: &[u8]| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(s);
-        u64::from_be_bytes(w)
-    };
-    Ok((word(a), word(b)))
 }
 
 #[cfg(test)]

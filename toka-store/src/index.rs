@@ -1,13 +1,14 @@
 //! The stream index: where a stream's events sit in the global log.
 //!
-//! One entry per appended batch: key `S ‖ len ‖ stream ‖ last seq` → `first position ‖
-//! first seq` (see [`codec`](crate::codec)). A batch's entry is **not** written with its
-//! records: that would double the writes of single-event appends. It is kept in memory
-//! ([`Streams`]) and *checkpointed* to the back-end in bulk by the commit thread, together
-//! with the metadata key `M/index-through` (every batch ending at or before that position
-//! has its entry stored). On open, the entries of batches after that position are rebuilt
-//! from the records themselves, which carry their stream, sequence number and the last
-//! position of their batch.
+//! An entry is a *run*: contiguous positions holding contiguous sequence numbers of one
+//! stream (`first position`, `first seq`, `last seq`). Entries are **not** written with the
+//! records: that would double the writes of single-event appends. They are kept in memory
+//! ([`Streams`], one per appended batch) and *checkpointed* to the back-end in bulk by the
+//! commit thread: **one value per stream per checkpoint**, key `S ‖ len ‖ stream ‖ last
+//! seq`, holding that stream's runs (adjacent runs merged), followed by the metadata key
+//! `M/index-through` (every batch ending at or before that position is stored). On open,
+//! the entries of batches after that position are rebuilt from the records themselves,
+//! which carry their stream, sequence number and the last position of their batch.
 //!
 //! # Invariants
 //! - Entries of one stream are kept in sequence order, and the in-memory entries of a
@@ -30,7 +31,7 @@ const CHECKPOINT_ENTRIES: usize = 4096;
 /// …or once the oldest pending entry is this old.
 const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 
-/// One appended batch of a stream.
+/// A run of contiguous positions holding contiguous sequence numbers of one stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct IndexEntry {
     pub(crate) first_position: u64,
@@ -176,12 +177,12 @@ pub(crate) fn checkpoint<B: Backend>(
         if !force && !streams.checkpoint_due() {
             return Ok(());
         }
-        let mut batch = WriteBatch::with_capacity(streams.order.len() + 1);
+        let mut batch = WriteBatch::with_capacity(streams.map.len() + 1);
         for (stream, state) in &streams.map {
-            for entry in &state.pending {
+            if let Some(last) = state.pending.back() {
                 batch.put(
-                    keys::stream_index(stream, entry.last_seq),
-                    codec::encode_index(entry.first_position, entry.first_seq).to_vec(),
+                    keys::stream_index(stream, last.last_seq),
+                    encode_runs(state.pending.iter().copied()),
                 );
             }
         }
@@ -275,4 +276,100 @@ fn push_rebuilt<B: Backend>(
     let (key, _) = streams.get_or_load(backend, &stream)?;
     streams.push(key, entry);
     Ok(())
+}
+
+/// Bytes of one encoded run.
+const RUN_BYTES: usize = 24;
+
+/// Encodes runs as `first position ‖ first seq ‖ last seq` (u64 BE each), merging runs
+/// that continue each other.
+pub(crate) fn encode_runs(entries: impl Iterator<Item = IndexEntry>) -> Vec<u8> {
+    let mut merged: Vec<IndexEntry> = Vec::new();
+    for entry in entries {
+        match merged.last_mut() {
+            Some(run)
+                if run.last_position() + 1 == entry.first_position
+                    && run.last_seq + 1 == entry.first_seq =>
+            {
+                run.last_seq = entry.last_seq;
+            }
+            _ => merged.push(entry),
+        }
+    }
+    let mut out = Vec::with_capacity(merged.len() * RUN_BYTES);
+    for run in merged {
+        out.extend_from_slice(&run.first_position.to_be_bytes());
+        out.extend_from_slice(&run.first_seq.to_be_bytes());
+        out.extend_from_slice(&run.last_seq.to_be_bytes());
+    }
+    out
+}
+
+/// Decodes a stored index value, checking that its runs are well-formed and ordered.
+pub(crate) fn decode_runs(stream: &str, value: &[u8]) -> Result<Vec<IndexEntry>, Error> {
+    let bad = |reason: String| Error::CorruptMetadata {
+        what: format!("index of stream {stream:?}"),
+        reason,
+    };
+    if value.is_empty() || value.len() % RUN_BYTES != 0 {
+        return Err(bad(format!("value of {} bytes", value.len())));
+    }
+    let word = |bytes: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(bytes);
+        u64::from_be_bytes(w)
+    };
+    let mut runs = Vec::with_capacity(value.len() / RUN_BYTES);
+    for chunk in value.chunks_exact(RUN_BYTES) {
+        let run = IndexEntry {
+            first_position: word(&chunk[..8]),
+            first_seq: word(&chunk[8..16]),
+            last_seq: word(&chunk[16..]),
+        };
+        let follows = runs
+            .last()
+            .is_none_or(|prev: &IndexEntry| run.first_seq > prev.last_seq);
+        if run.first_seq == 0 || run.first_seq > run.last_seq || !follows {
+            return Err(bad(format!(
+                "run covers seq {}..={} out of order",
+                run.first_seq, run.last_seq
+            )));
+        }
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(first_position: u64, first_seq: u64, last_seq: u64) -> IndexEntry {
+        IndexEntry {
+            first_position,
+            first_seq,
+            last_seq,
+        }
+    }
+
+    #[test]
+    fn runs_round_trip_and_merge_when_contiguous() {
+        let entries = [run(10, 1, 1), run(11, 2, 4), run(20, 5, 5), run(21, 6, 6)];
+        let encoded = encode_runs(entries.into_iter());
+        assert_eq!(
+            decode_runs("s", &encoded).unwrap(),
+            [run(10, 1, 4), run(20, 5, 6)]
+        );
+    }
+
+    #[test]
+    fn malformed_runs_are_errors() {
+        assert!(decode_runs("s", &[]).is_err());
+        assert!(decode_runs("s", &[0; 23]).is_err());
+        let backwards = encode_runs([run(5, 3, 3), run(1, 1, 1)].into_iter());
+        // Not contiguous, so not merged; out of order, so rejected.
+        assert!(decode_runs("s", &backwards).is_err());
+        let zero = encode_runs([run(5, 0, 3)].into_iter());
+        assert!(decode_runs("s", &zero).is_err());
+    }
 }

@@ -406,11 +406,25 @@ fn drop_torn_batch<B: Backend>(
     // A crash cannot store the batch's index entry without all of its records, but a log
     // that lost its tail by other means (with the anchor gone too) can: drop the entry and
     // pull the index checkpoint back so the entry is not trusted or rebuilt.
-    if let Some((stream, first_seq)) = first_event {
-        let last_seq = first_seq + (batch_end - first);
-        batch.remove(keys::stream_index(&stream, last_seq));
-    }
     if index::stored_through(backend)? >= first {
+        if let Some((stream, first_seq)) = first_event {
+            let key = keys::stream_index(&stream, first_seq + (batch_end - first));
+            if let Some(value) = backend.get(&key)? {
+                batch.remove(key);
+                let kept: Vec<IndexEntry> = index::decode_runs(&stream, value.as_ref())?
+                    .into_iter()
+                    .filter(|run| run.first_seq < first_seq)
+                    .map(|run| IndexEntry {
+                        last_seq: run.last_seq.min(first_seq - 1),
+                        ..run
+                    })
+                    .collect();
+                if let Some(last) = kept.last() {
+                    let key = keys::stream_index(&stream, last.last_seq);
+                    batch.put(key, index::encode_runs(kept.iter().copied()));
+                }
+            }
+        }
         batch.put(keys::INDEX_THROUGH, (first - 1).to_be_bytes().to_vec());
     }
     backend.apply(batch)?;
@@ -873,10 +887,12 @@ impl<B: Backend> Inner<B> {
 struct StreamPositions<B: Backend> {
     stream: String,
     stored: B::Range,
+    /// Runs of the stored value being walked.
+    stored_runs: std::vec::IntoIter<IndexEntry>,
     pending: std::vec::IntoIter<IndexEntry>,
     /// The next sequence number owed.
     next_seq: u64,
-    /// (next position, last seq) of the batch being walked.
+    /// (next position, last seq) of the run being walked.
     current: Option<(u64, u64)>,
     failed: bool,
 }
@@ -891,6 +907,7 @@ impl<B: Backend> StreamPositions<B> {
                 &keys::stream_index(stream, next_seq),
                 &keys::prefix_end(&prefix),
             ),
+            stored_runs: Vec::new().into_iter(),
             pending: pending.into_iter(),
             next_seq,
             current: None,
@@ -898,21 +915,21 @@ impl<B: Backend> StreamPositions<B> {
         }
     }
 
-    fn decode_stored(&self, key: &[u8], value: &[u8]) -> Result<IndexEntry, Error> {
-        let bad = |reason: String| Error::CorruptMetadata {
-            what: format!("index of stream {:?}", self.stream),
-            reason,
-        };
-        let last_seq = keys::index_last_seq(key).ok_or_else(|| bad("malformed key".into()))?;
-        let (first_position, first_seq) = codec::decode_index(&self.stream, value)?;
-        if first_seq > last_seq || first_seq == 0 {
-            return Err(bad(format!("entry covers seq {first_seq}..={last_seq}")));
+    /// The next run to walk: stored runs first, then the in-memory ones.
+    fn next_run(&mut self) -> Option<Result<IndexEntry, Error>> {
+        loop {
+            if let Some(run) = self.stored_runs.next() {
+                return Some(Ok(run));
+            }
+            match self.stored.next() {
+                Some(Ok((_, value))) => match index::decode_runs(&self.stream, value.as_ref()) {
+                    Ok(runs) => self.stored_runs = runs.into_iter(),
+                    Err(e) => return Some(Err(e)),
+                },
+                Some(Err(e)) => return Some(Err(e)),
+                None => return self.pending.next().map(Ok),
+            }
         }
-        Ok(IndexEntry {
-            first_position,
-            first_seq,
-            last_seq,
-        })
     }
 }
 
@@ -932,20 +949,13 @@ impl<B: Backend> Iterator for StreamPositions<B> {
                     return Some(Ok((position, seq)));
                 }
             }
-            let entry = match self.stored.next() {
-                Some(Ok((key, value))) => self.decode_stored(key.as_ref(), value.as_ref()),
-                Some(Err(e)) => Err(e),
-                None => Ok(self.pending.next()?),
-            };
-            match entry {
-                Ok(entry) if entry.last_seq < self.next_seq => continue,
-                Ok(entry) => {
-                    let start = entry.first_seq.max(self.next_seq);
+            match self.next_run()? {
+                Ok(run) if run.last_seq < self.next_seq => continue,
+                Ok(run) => {
+                    let start = run.first_seq.max(self.next_seq);
                     self.next_seq = start;
-                    self.current = Some((
-                        entry.first_position + (start - entry.first_seq),
-                        entry.last_seq,
-                    ));
+                    self.current =
+                        Some((run.first_position + (start - run.first_seq), run.last_seq));
                 }
                 Err(e) => {
                     self.failed = true;

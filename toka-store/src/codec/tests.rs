@@ -157,7 +157,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(position in any::<u64>(), bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_record(position, &bytes);
         let _ = decode_snapshot("s", &bytes);
-        let _ = decode_index("s", &bytes);
+        let _ = crate::index::decode_runs("s", &bytes);
     }
 
     #[test]
