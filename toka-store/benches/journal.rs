@@ -62,6 +62,9 @@ type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 const REPS: usize = 5;
 /// Payload size of every event / value.
 const PAYLOAD: usize = 256;
+/// Toka's default `flush_interval` for `Buffered` journals, in milliseconds.
+const TOKA_FLUSH_INTERVAL_MS: u64 = 100;
+
 /// Concurrent appenders of the group-commit workload.
 const APPENDERS: usize = 64;
 
@@ -324,10 +327,20 @@ fn toka_append_run(
 
 /// Raw sled: the same number of 256-byte values under 9-byte BE keys, `insert` for a
 /// batch of 1, one `apply_batch` per batch otherwise; events/s.
-fn raw_append_run(batch: usize, total: u64) -> BenchResult<AppendRates> {
+/// Raw sled inserting the same bytes. `flush_every_ms`: sled's own background flush
+/// (`None` for the baseline; `Some(100)` matches Toka's `Buffered` default, which
+/// flushes every 100 ms while appending).
+fn raw_append_run(
+    batch: usize,
+    total: u64,
+    flush_every_ms: Option<u64>,
+) -> BenchResult<AppendRates> {
     progress(format!("raw sled append-batch{batch}"));
     let dir = TempDir::new()?;
-    let db = open_raw_sled(dir.path())?;
+    let db = sled::Config::new()
+        .path(dir.path())
+        .flush_every_ms(flush_every_ms)
+        .open()?;
     let value = payload();
     let appends = total / batch as u64;
     let start = Instant::now();
@@ -365,7 +378,12 @@ fn bench_append(batch: usize, total: u64) -> BenchResult<()> {
     let rt = current_thread_runtime()?;
     let (t, b) = interleaved(
         || toka_append_run(&rt, batch, total),
-        || raw_append_run(batch, total),
+        || raw_append_run(batch, total, None),
+    )?;
+    // Like for like: raw sled flushing in the background as often as Toka's Buffered mode.
+    let (_, flushing) = interleaved(
+        || toka_append_run(&rt, batch, total),
+        || raw_append_run(batch, total, Some(TOKA_FLUSH_INTERVAL_MS)),
     )?;
     let pick = |runs: &[AppendRates], f: fn(&AppendRates) -> f64| -> Vec<f64> {
         runs.iter().map(f).collect()
@@ -381,6 +399,14 @@ fn bench_append(batch: usize, total: u64) -> BenchResult<()> {
         baseline_name: "raw sled",
         baseline: median(&b_appends),
         target: Some(0.7),
+    });
+    record(Row {
+        workload: format!("{name} vs sled flushing /100ms (context)"),
+        unit: "events/s",
+        toka: median(&t_appends),
+        baseline_name: "raw sled, bg flush",
+        baseline: median(&pick(&flushing, |r| r.appends)),
+        target: None,
     });
     record(Row {
         workload: format!("{name} +final flush (context)"),
@@ -589,6 +615,25 @@ fn toka_scan(journal: &SledJournal, expected: u64) -> BenchResult<f64> {
     Ok(count as f64 / elapsed.as_secs_f64())
 }
 
+/// Toka's borrowed replay (`Journal::replay`): no copy of any event.
+fn toka_replay_scan(journal: &SledJournal, expected: u64) -> BenchResult<f64> {
+    let start = Instant::now();
+    let (mut count, mut bytes) = (0u64, 0usize);
+    journal.replay(1, &mut |event| {
+        bytes += event.payload.len();
+        count += 1;
+        std::ops::ControlFlow::Continue(())
+    })?;
+    let elapsed = start.elapsed();
+    let bytes = std::hint::black_box(bytes);
+    if count != expected || bytes != expected as usize * PAYLOAD {
+        return Err(
+            format!("toka replay saw {count} events / {bytes} B, expected {expected}").into(),
+        );
+    }
+    Ok(count as f64 / elapsed.as_secs_f64())
+}
+
 fn raw_scan(db: &sled::Db, expected: u64) -> BenchResult<f64> {
     progress("raw sled replay scan");
     let start = Instant::now();
@@ -654,7 +699,20 @@ fn bench_replay(events: u64) -> BenchResult<()> {
     let (t, b) = interleaved(|| toka_scan(&journal, events), || raw_scan(&db, events))?;
     print_samples("replay", &t, &b);
     record(Row {
-        workload: "replay iter_all".into(),
+        workload: "replay iter_all (owned events)".into(),
+        unit: "events/s",
+        toka: median(&t),
+        baseline_name: "raw sled iter",
+        baseline: median(&b),
+        target: Some(0.7),
+    });
+    let (t, b) = interleaved(
+        || toka_replay_scan(&journal, events),
+        || raw_scan(&db, events),
+    )?;
+    print_samples("replay (borrowed)", &t, &b);
+    record(Row {
+        workload: "replay (borrowed, Journal::replay)".into(),
         unit: "events/s",
         toka: median(&t),
         baseline_name: "raw sled iter",

@@ -164,6 +164,47 @@ pub struct RecordedEvent {
     pub payload: Vec<u8>,
 }
 
+/// An event lent by [`Journal::replay`](crate::Journal::replay): the same fields as
+/// [`RecordedEvent`], borrowed from the store instead of copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// Global position.
+    pub position: u64,
+    /// The stream.
+    pub stream: &'a str,
+    /// Sequence number inside the stream.
+    pub seq: u64,
+    /// Unique id.
+    pub id: EventId,
+    /// What happened.
+    pub kind: &'a str,
+    /// When it was appended.
+    pub timestamp: Timestamp,
+    /// The event that caused this one, if any.
+    pub causation_id: Option<EventId>,
+    /// Correlation id, if any.
+    pub correlation_id: Option<Uuid>,
+    /// The payload: borrowed, or owned when it had to be decrypted.
+    pub payload: std::borrow::Cow<'a, [u8]>,
+}
+
+impl EventRef<'_> {
+    /// Copies the event out of the store.
+    pub fn into_owned(self) -> RecordedEvent {
+        RecordedEvent {
+            position: self.position,
+            stream: self.stream.to_owned(),
+            seq: self.seq,
+            id: self.id,
+            kind: self.kind.to_owned(),
+            timestamp: self.timestamp,
+            causation_id: self.causation_id,
+            correlation_id: self.correlation_id,
+            payload: self.payload.into_owned(),
+        }
+    }
+}
+
 /// The stream version an append expects, checked atomically with the write.
 ///
 /// A stream's *version* is its last sequence number, `0` when it has no events.

@@ -108,8 +108,8 @@ pub use config::{DEFAULT_MAX_RECORD_BYTES, Durability, JournalConfig, Retention}
 pub use crypto::EncryptionKey;
 pub use error::{Error, VersionConflict};
 pub use event::{
-    Appended, EventId, ExpectedVersion, MAX_STREAM_ID_BYTES, NewEvent, RecordedEvent, Snapshot,
-    Timestamp,
+    Appended, EventId, EventRef, ExpectedVersion, MAX_STREAM_ID_BYTES, NewEvent, RecordedEvent,
+    Snapshot, Timestamp,
 };
 #[cfg(feature = "sled")]
 pub use journal::SledJournal;
