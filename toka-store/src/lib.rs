@@ -4,8 +4,9 @@
 //! # What it gives you
 //! - **Streams** of events (one per actor, say) inside one **global log** with gap-free
 //!   positions; see [`Journal`] for the exact semantics.
-//! - **Atomic appends** with an [`ExpectedVersion`] check, **bounded reads and lazy
-//!   iterators**, **catch-up-then-live [`Subscription`]s** that never lose events,
+//! - **Atomic appends** with an [`ExpectedVersion`] check, **bounded reads, lazy
+//!   iterators and a zero-copy [`Journal::replay`]**, **catch-up-then-live
+//!   [`Subscription`]s** that never lose events,
 //!   **snapshots** with optional [`Retention`].
 //! - **Durability** chosen per journal ([`Durability::Fsync`] with group commit, or
 //!   [`Durability::Buffered`]).
