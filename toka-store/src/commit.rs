@@ -264,6 +264,14 @@ fn commit_loop<B: Backend>(
                     micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     "journal flushed"
                 );
+                shared.lock().flushed = ticket;
+                shared
+                    .durable
+                    .send_modify(|d| d.flushed = d.flushed.max(ticket));
+                if !shared.visible_when_written {
+                    publish_max(&shared.visible, position);
+                }
+                // After waking the appenders: the anchor is not part of their durability.
                 if keep_anchor && position > 0 {
                     // Best effort: a missing anchor only weakens a later check.
                     if let Err(error) =
@@ -271,13 +279,6 @@ fn commit_loop<B: Backend>(
                     {
                         tracing::warn!(%error, "could not update the journal anchor");
                     }
-                }
-                shared.lock().flushed = ticket;
-                shared
-                    .durable
-                    .send_modify(|d| d.flushed = d.flushed.max(ticket));
-                if !shared.visible_when_written {
-                    publish_max(&shared.visible, position);
                 }
             }
             Err(error) => {
