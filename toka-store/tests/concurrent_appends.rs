@@ -8,9 +8,12 @@
 //! and the hash chain intact.
 #![cfg(feature = "sled")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::{fsync_config, multi_thread_runtime};
 use proptest::prelude::*;
 use toka_store::{
     Appended, Durability, ExpectedVersion, Journal, JournalConfig, NewEvent, RecordedEvent,
@@ -193,13 +196,9 @@ fn run_plan(plan: &[Vec<Op>], buffered: bool) {
             .durability(Durability::Buffered)
             .flush_interval(Duration::from_millis(5))
     } else {
-        JournalConfig::default().durability(Durability::Fsync)
+        fsync_config()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = multi_thread_runtime(2);
     runtime.block_on(async {
         let journal = SledJournal::open(dir.path(), config.clone()).expect("open");
         let tasks: Vec<_> = plan

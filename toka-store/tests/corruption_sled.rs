@@ -6,13 +6,15 @@
 //! position 17 is event 6 of stream `b`.
 #![cfg(feature = "sled")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{Rng, copy_dir, files_under, fsync_config, log_key, runtime};
 use toka_store::{
-    Durability, Error, ExpectedVersion, Journal, JournalConfig, NewEvent, RecordedEvent,
-    SledJournal, VerifyReport,
+    Error, ExpectedVersion, Journal, NewEvent, RecordedEvent, SledJournal, VerifyReport,
 };
 
 const EVENTS: u64 = 50;
@@ -23,17 +25,6 @@ const BAD: u64 = 17;
 const CHAIN_AT: usize = 6;
 /// Offset of the postcard body.
 const BODY_AT: usize = 38;
-
-fn config() -> JournalConfig {
-    JournalConfig::default().durability(Durability::Fsync)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn stream_at(position: u64) -> &'static str {
     STREAMS[((position - 1) % 3) as usize]
@@ -51,33 +42,16 @@ fn payload_at(position: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The sled key of a log record.
-fn log_key(position: u64) -> [u8; 9] {
-    let mut key = [b'L'; 9];
-    key[1..].copy_from_slice(&position.to_be_bytes());
-    key
-}
-
-/// Opens the journal, retrying briefly while sled's file lock is still held by a handle
-/// that is being torn down.
+/// Opens the journal (`SledJournal::open` itself retries while sled's file lock is still
+/// held by a handle that is being torn down).
 fn open(dir: &Path) -> Result<SledJournal, Error> {
-    let started = Instant::now();
-    loop {
-        match SledJournal::open(dir, config()) {
-            Err(e)
-                if started.elapsed() < Duration::from_secs(5) && e.to_string().contains("lock") =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
+    SledJournal::open(dir, fsync_config())
 }
 
 /// Appends `count` single events (streams cycling a, b, c) to a new journal in `dir` and
 /// returns them as read back. The journal is closed on return.
 fn populate(dir: &Path, count: u64) -> Vec<RecordedEvent> {
-    let journal = SledJournal::open(dir, config()).unwrap();
+    let journal = SledJournal::open(dir, fsync_config()).unwrap();
     runtime().block_on(async {
         for position in 1..=count {
             let stream = stream_at(position);
@@ -565,51 +539,6 @@ fn rewritten_history_is_caught_by_the_anchor() {
 // ---------------------------------------------------------------------------------------
 // Random damage to sled's own files.
 
-/// xorshift64* with a fixed seed: the file-level trials are reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// What one damaged copy did.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
 enum Outcome {
@@ -695,7 +624,8 @@ fn random_damage_to_sled_files_never_panics_or_invents_events() {
     println!("sled files: {sizes:?}");
     assert!(!sizes.is_empty());
 
-    let mut rng = Rng(SEED);
+    // xorshift64* with a fixed seed: the file-level trials are reproducible.
+    let mut rng = Rng::with_state(SEED);
     let mut outcomes = std::collections::BTreeMap::<Outcome, u32>::new();
     // sled's recovery stops at the first bad message of its log and drops the rest; the
     // journal's anchor must turn that into reported damage, never a silent `Prefix`.

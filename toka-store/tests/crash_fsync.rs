@@ -19,14 +19,16 @@
 //! Replay a run with `TOKA_SEED=<seed> cargo test -p toka-store --test crash_fsync`.
 #![cfg(all(unix, feature = "sled"))]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{Rng, child_fail, copy_dir, emit, fsync_config, multi_thread_runtime, self_command};
 use toka_store::{
     Durability, ExpectedVersion, Journal, JournalConfig, NewEvent, RecordedEvent, SledJournal,
 };
@@ -54,33 +56,7 @@ const ROUNDS: u32 = 30;
 const CHILD_LIFETIME: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------
-// A tiny deterministic PRNG (xorshift64*), so the test needs no extra crate.
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // splitmix64 step so that small/similar seeds give unrelated streams, never 0.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
+// Seeds.
 
 fn seed_from_env_or_time() -> u64 {
     match std::env::var("TOKA_SEED") {
@@ -478,24 +454,6 @@ fn check_buffered(
 // ---------------------------------------------------------------------------------------
 // The child: appends forever until killed.
 
-fn config() -> JournalConfig {
-    JournalConfig::default().durability(Durability::Fsync)
-}
-
-/// Writes one line to stdout and flushes it; exits the child if the parent went away.
-fn emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        std::process::exit(3);
-    }
-}
-
-/// Fails the child loudly: the parent sees the `ERR` line and a non-SIGKILL exit.
-fn child_fail(what: &str) -> ! {
-    emit(&format!("ERR {what}"));
-    std::process::exit(2);
-}
-
 /// The child's durability mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -514,7 +472,7 @@ impl Mode {
     /// The child's journal configuration (`Buffered`: the default 100 ms flush interval).
     fn config(self) -> JournalConfig {
         match self {
-            Mode::Fsync => config(),
+            Mode::Fsync => fsync_config(),
             Mode::Buffered => JournalConfig::default().durability(Durability::Buffered),
         }
     }
@@ -529,7 +487,7 @@ impl Mode {
 
 async fn child_task(journal: SledJournal, round: u32, task: u32, seed: u64, mode: Mode) {
     let stream = stream_of(task);
-    let mut rng = Rng::new(seed ^ (u64::from(round) << 32) ^ u64::from(task));
+    let mut rng = Rng::splitmix(seed ^ (u64::from(round) << 32) ^ u64::from(task));
     let mut version = journal
         .stream_version(&stream)
         .unwrap_or_else(|e| child_fail(&format!("stream_version({stream}): {e}")));
@@ -575,11 +533,7 @@ fn crash_child() {
         std::thread::sleep(CHILD_LIFETIME);
         child_fail("was never killed");
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread_runtime(2);
     runtime.block_on(async move {
         emit("START");
         let journal = SledJournal::open(&dir, mode.config())
@@ -669,8 +623,7 @@ fn run_child(dir: &Path, round: u32, seed: u64, kill_at: KillAt) -> ChildOutput 
 /// [`run_child`] with the child's durability mode.
 fn run_child_in(mode: Mode, dir: &Path, round: u32, seed: u64, kill_at: KillAt) -> ChildOutput {
     let spawned = Instant::now();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+    let mut child = self_command("crash_child")
         .env(CHILD_DIR_ENV, dir)
         .env(
             CHILD_MODE_ENV,
@@ -682,9 +635,6 @@ fn run_child_in(mode: Mode, dir: &Path, round: u32, seed: u64, kill_at: KillAt) 
         .env(CHILD_ROUND_ENV, round.to_string())
         .env(CHILD_SEED_ENV, seed.to_string())
         .env_remove("TOKA_SEED")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -723,27 +673,18 @@ fn run_child_in(mode: Mode, dir: &Path, round: u32, seed: u64, kill_at: KillAt) 
     out
 }
 
-/// Opens the journal in the parent, retrying briefly if sled's lock is still held.
+/// Opens the journal in the parent (`SledJournal::open` itself retries briefly if sled's
+/// lock is still held).
 fn reopen(dir: &Path, context: &str) -> SledJournal {
-    let started = Instant::now();
-    loop {
-        match SledJournal::open(dir, config()) {
-            Ok(journal) => return journal,
-            Err(e)
-                if started.elapsed() < Duration::from_secs(5) && e.to_string().contains("lock") =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("{context}: reopening the journal failed: {e}"),
-        }
-    }
+    SledJournal::open(dir, fsync_config())
+        .unwrap_or_else(|e| panic!("{context}: reopening the journal failed: {e}"))
 }
 
 #[test]
 fn acknowledged_appends_survive_sigkill() {
     let seed = seed_from_env_or_time();
     println!("crash_fsync seed: TOKA_SEED={seed}");
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::splitmix(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("journal");
 
@@ -912,18 +853,6 @@ fn acknowledged_appends_survive_sigkill() {
 /// the journal's recovery ran on it. The copy keeps the real directory untouched, so that
 /// the journal's open is the first to recover it.
 fn raw_records(dir: &Path, scratch: &Path) -> u64 {
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy_dir(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
-        }
-    }
     if !dir.exists() {
         return 0; // killed before sled created anything
     }
@@ -947,7 +876,7 @@ fn raw_records(dir: &Path, scratch: &Path) -> u64 {
 fn buffered_appends_lose_only_the_newest_whole_batches_on_sigkill() {
     let seed = seed_from_env_or_time();
     println!("crash_fsync buffered seed: TOKA_SEED={seed}");
-    let mut rng = Rng::new(seed ^ 0xB0FF_E2ED);
+    let mut rng = Rng::splitmix(seed ^ 0xB0FF_E2ED);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("journal");
     let scratch = tmp.path().join("scratch");

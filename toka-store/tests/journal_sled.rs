@@ -2,11 +2,13 @@
 //! temporary directories.
 #![cfg(feature = "sled")]
 
+mod common;
 #[macro_use]
 mod conformance;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use common::{copy_dir, files_under};
 use conformance::Harness;
 use tempfile::TempDir;
 use toka_store::{Error, JournalConfig, SledBackend, SledJournal};
@@ -26,30 +28,6 @@ impl SledHarness {
 
     fn db_path(&self) -> PathBuf {
         self.dir.path().join("journal")
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            files_under(&entry.path(), out);
-        } else {
-            out.push(entry.path());
-        }
     }
 }
 
@@ -81,9 +59,7 @@ impl Harness for SledHarness {
     }
 
     fn stored_files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        files_under(self.dir.path(), &mut files);
-        files
+        files_under(self.dir.path())
     }
 }
 

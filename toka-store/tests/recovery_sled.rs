@@ -7,15 +7,19 @@
 //! torn batches are cut out of a closed database through `sled` itself.
 #![cfg(all(unix, feature = "sled"))]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{
+    Rng, child_fail, emit, fsync_config, log_key, multi_thread_runtime, runtime, self_command,
+};
 use toka_store::backend::ANCHOR_FILE;
 use toka_store::{
     Appended, Durability, Error, ExpectedVersion, Journal, JournalConfig, NewEvent, RecordedEvent,
@@ -24,24 +28,6 @@ use toka_store::{
 
 /// The metadata key of the stream-index checkpoint (u64 BE position).
 const INDEX_THROUGH: &[u8] = b"M/index-through";
-
-fn fsync() -> JournalConfig {
-    JournalConfig::default().durability(Durability::Fsync)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The sled key of a log record.
-fn log_key(position: u64) -> [u8; 9] {
-    let mut key = [b'L'; 9];
-    key[1..].copy_from_slice(&position.to_be_bytes());
-    key
-}
 
 /// The sled key prefix of the stored index entries of `stream`.
 fn index_prefix(stream: &str) -> Vec<u8> {
@@ -56,21 +42,10 @@ fn through_value(value: Option<sled::IVec>) -> Option<u64> {
     value.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap()))
 }
 
-/// Opens the journal, retrying briefly while sled's file lock is still held by a handle
-/// (or a killed process) that is going away.
+/// Opens the journal (`SledJournal::open` itself retries briefly while sled's file lock is
+/// still held by a handle that is going away).
 fn open(dir: &Path, config: JournalConfig) -> SledJournal {
-    let started = Instant::now();
-    loop {
-        match SledJournal::open(dir, config.clone()) {
-            Ok(journal) => return journal,
-            Err(e)
-                if started.elapsed() < Duration::from_secs(5) && e.to_string().contains("lock") =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("opening the journal failed: {e}"),
-        }
-    }
+    SledJournal::open(dir, config).unwrap_or_else(|e| panic!("opening the journal failed: {e}"))
 }
 
 /// Runs `edit` on the raw sled database of a closed journal, then flushes and closes it.
@@ -151,7 +126,7 @@ struct TornFixture {
 fn torn_fixture() -> TornFixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("journal");
-    let journal = open(&dir, fsync());
+    let journal = open(&dir, fsync_config());
     runtime().block_on(async {
         let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
         for (position, stream) in (1u64..).zip(["s", "o", "s", "o", "s"]) {
@@ -192,7 +167,7 @@ fn torn_fixture() -> TornFixture {
 /// writable from position 6 / seq 4 on, and consistent across another reopen.
 fn assert_torn_batch_dropped(f: &TornFixture) {
     let before = &f.events[..(BATCH_FIRST - 1) as usize];
-    let journal = open(&f.dir, fsync());
+    let journal = open(&f.dir, fsync_config());
     assert_eq!(
         journal.head_position(),
         BATCH_FIRST - 1,
@@ -257,7 +232,7 @@ fn assert_torn_batch_dropped(f: &TornFixture) {
         (8, "s".to_owned(), 6),
         (9, "o".to_owned(), 3),
     ];
-    let journal = open(&f.dir, fsync());
+    let journal = open(&f.dir, fsync_config());
     assert_eq!(journal.head_position(), 9);
     let all = journal.read_all(1, usize::MAX).unwrap();
     assert_eq!(shape(&all), expected);
@@ -343,7 +318,7 @@ fn torn_batch_that_had_been_flushed_opens_read_only() {
     let last_kept = BATCH_FIRST + BATCH_KEPT - 1; // 8
     let anchored = BATCH_FIRST + BATCH_LEN - 1; // 10
     for attempt in 0..2 {
-        let journal = open(&f.dir, fsync());
+        let journal = open(&f.dir, fsync_config());
         assert_eq!(journal.head_position(), last_kept, "attempt {attempt}");
 
         let report = journal.verify().unwrap();
@@ -476,18 +451,6 @@ fn model<'a>(appends: impl IntoIterator<Item = &'a (&'static str, u64)>) -> Vec<
     log
 }
 
-fn child_emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        std::process::exit(3);
-    }
-}
-
-fn child_fail(what: &str) -> ! {
-    child_emit(&format!("ERR {what}"));
-    std::process::exit(2);
-}
-
 async fn child_run_phase(
     journal: &SledJournal,
     plan: &[(&'static str, u64)],
@@ -539,7 +502,7 @@ fn child_index_rebuild() {
             .flush()
             .await
             .unwrap_or_else(|e| child_fail(&format!("flush: {e}")));
-        child_emit(&format!(
+        emit(&format!(
             "DONE {head_a} {} {}",
             journal.head_position(),
             started.elapsed().as_millis()
@@ -550,17 +513,8 @@ fn child_index_rebuild() {
 
 /// What the index-rebuild child reported: (head after phase A, final head, phase C in ms).
 fn run_index_child(dir: &Path) -> (u64, u64, u64) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_index_rebuild",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = self_command("child_index_rebuild")
         .env(CHILD_DIR_ENV, dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -703,7 +657,7 @@ fn stream_index_is_rebuilt_after_a_crash_lost_it() {
         assert!(db.scan_prefix(index_prefix("c")).count() > 0);
     });
 
-    let journal = open(&dir, fsync());
+    let journal = open(&dir, fsync_config());
     // The open stored the rebuilt entries and moved the checkpoint to the head.
     assert_eq!(
         through_value(journal.backend().db().get(INDEX_THROUGH).unwrap()),
@@ -718,7 +672,7 @@ fn stream_index_is_rebuilt_after_a_crash_lost_it() {
     });
 
     // Appends continue with the right versions, and another reopen agrees.
-    let journal = open(&dir, fsync());
+    let journal = open(&dir, fsync_config());
     runtime().block_on(async {
         for stream in ["a", "b", "c", "d"] {
             let version = expected.iter().filter(|(s, _)| s == stream).count() as u64;
@@ -734,33 +688,12 @@ fn stream_index_is_rebuilt_after_a_crash_lost_it() {
     });
     assert_matches_model(&journal, &expected, "after appending");
     drop(journal);
-    let journal = open(&dir, fsync());
+    let journal = open(&dir, fsync_config());
     assert_matches_model(&journal, &expected, "after another reopen");
 }
 
 // ---------------------------------------------------------------------------------------
 // Stream reads racing index checkpoints.
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const RACE_WRITERS: u64 = 4;
 const RACE_READERS: u64 = 3;
@@ -811,12 +744,8 @@ fn stream_reads_stay_contiguous_while_the_index_is_checkpointed() {
     println!("race seed {seed}");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("journal");
-    let journal = open(&dir, fsync());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    let journal = open(&dir, fsync_config());
+    let rt = multi_thread_runtime(4);
     let stop = Arc::new(AtomicBool::new(false));
     let appends = Arc::new(AtomicU64::new(0));
     // Every checkpoint position the readers saw.
@@ -828,7 +757,7 @@ fn stream_reads_stay_contiguous_while_the_index_is_checkpointed() {
                 (journal.clone(), Arc::clone(&stop), Arc::clone(&appends));
             rt.spawn(async move {
                 let stream = format!("w{w}");
-                let mut rng = Rng::new(seed ^ w);
+                let mut rng = Rng::golden(seed ^ w);
                 let mut version = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let a = append(&journal, &stream, version, 1 + rng.below(4)).await;
@@ -846,7 +775,7 @@ fn stream_reads_stay_contiguous_while_the_index_is_checkpointed() {
                 (journal.clone(), Arc::clone(&stop), Arc::clone(&checkpoints));
             // (checked reads, reads during which the checkpoint moved)
             std::thread::spawn(move || -> Result<(u64, u64), String> {
-                let mut rng = Rng::new(seed ^ (r + 100));
+                let mut rng = Rng::golden(seed ^ (r + 100));
                 let (mut reads, mut spanning) = (0u64, 0u64);
                 let through = || through_value(journal.backend().db().get(INDEX_THROUGH).unwrap());
                 while !stop.load(Ordering::Relaxed) {
@@ -923,7 +852,7 @@ fn stream_reads_stay_contiguous_while_the_index_is_checkpointed() {
     // Everything is still there after a close (which checkpoints the rest) and a reopen.
     drop(journal);
     rt.shutdown_timeout(Duration::from_secs(5));
-    let journal = open(&dir, fsync());
+    let journal = open(&dir, fsync_config());
     for (stream, version) in &versions {
         assert_eq!(journal.stream_version(stream).unwrap(), *version);
         let events = journal.read_stream(stream, 1, usize::MAX).unwrap();

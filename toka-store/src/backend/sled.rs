@@ -20,7 +20,7 @@ use crate::Error;
 
 /// How long [`SledBackend::open`] waits for a lock that another handle in this process is
 /// still releasing.
-pub const LOCK_RETRY_FOR: Duration = Duration::from_secs(2);
+pub const LOCK_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// Name of the anchor file inside the sled directory.
 pub const ANCHOR_FILE: &str = "toka-anchor";
