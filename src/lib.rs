@@ -12,7 +12,7 @@
 pub use toka_store as store;
 
 // Compile-check the README's code blocks.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "sled"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
