@@ -750,24 +750,7 @@ fn acknowledged_appends_survive_sigkill() {
         // Recover in the parent and check.
         let journal = reopen(&dir, &context);
         let head = journal.head_position();
-        let log: Vec<RecordedEvent> = journal
-            .iter_all(1)
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("{context}: reading the log failed: {e}"));
-        assert_eq!(
-            log.len() as u64,
-            head,
-            "{context}: iter_all(1) yields {} events but head_position() is {head}",
-            log.len()
-        );
-        let report = journal.verify().unwrap();
-        assert!(
-            report.is_intact(),
-            "{context}: verify() found {:?}",
-            report.first_bad
-        );
-        assert_eq!(report.records, head, "{context}: verify() record count");
-        assert_eq!(report.head_position, head, "{context}: verify() head");
+        let log = recovered_log(&journal, head, &context);
 
         let highest_acked = history
             .acked
@@ -784,25 +767,6 @@ fn acknowledged_appends_survive_sigkill() {
             "{context}: head went back from {previous_head} to {head}"
         );
         previous_head = head;
-
-        // Stream views agree with the global log.
-        for task in 0..TASKS {
-            let stream = stream_of(task);
-            let expected: Vec<&RecordedEvent> = log.iter().filter(|e| e.stream == stream).collect();
-            let read = journal
-                .read_stream(&stream, 1, usize::MAX)
-                .unwrap_or_else(|e| panic!("{context}: read_stream({stream}) failed: {e}"));
-            assert_eq!(
-                read.iter().collect::<Vec<_>>(),
-                expected,
-                "{context}: read_stream({stream}) disagrees with iter_all"
-            );
-            assert_eq!(
-                journal.stream_version(&stream).unwrap(),
-                expected.len() as u64,
-                "{context}: stream_version({stream})"
-            );
-        }
 
         let observed: Vec<Observed> = log.iter().map(Observed::from).collect();
         let verdict = check(&history, &observed, &previously_present);
@@ -960,42 +924,12 @@ fn buffered_appends_lose_only_the_newest_whole_batches_on_sigkill() {
             torn_rounds += 1;
             torn_records += raw - head;
         }
-        let log: Vec<RecordedEvent> = journal
-            .iter_all(1)
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("{context}: reading the log failed: {e}"));
-        assert_eq!(log.len() as u64, head, "{context}: iter_all(1) vs head");
-        let report = journal.verify().unwrap();
-        assert!(
-            report.is_intact(),
-            "{context}: verify() found {:?}",
-            report.first_bad
-        );
-        assert_eq!(report.records, head, "{context}: verify() record count");
-        assert_eq!(report.head_position, head, "{context}: verify() head");
+        let log = recovered_log(&journal, head, &context);
         assert!(
             head >= previous_head,
             "{context}: head went back from {previous_head} to {head}"
         );
         previous_head = head;
-
-        for task in 0..TASKS {
-            let stream = stream_of(task);
-            let expected: Vec<&RecordedEvent> = log.iter().filter(|e| e.stream == stream).collect();
-            let read = journal
-                .read_stream(&stream, 1, usize::MAX)
-                .unwrap_or_else(|e| panic!("{context}: read_stream({stream}) failed: {e}"));
-            assert_eq!(
-                read.iter().collect::<Vec<_>>(),
-                expected,
-                "{context}: read_stream({stream}) disagrees with iter_all"
-            );
-            assert_eq!(
-                journal.stream_version(&stream).unwrap(),
-                expected.len() as u64,
-                "{context}: stream_version({stream})"
-            );
-        }
 
         let observed: Vec<Observed> = log.iter().map(Observed::from).collect();
         let (verdict, missing) = check_buffered(&history, &observed, &previously_present);
@@ -1343,4 +1277,46 @@ fn buffered_checker_still_flags_torn_batches_and_flicker() {
     assert!(first.is_valid(), "{first}");
     let (second, _) = check_buffered(&history, &log[..3], &first.present);
     assert_eq!(second.flicker.len(), 1, "{second}");
+}
+
+/// Reads back a recovered journal and checks what every round checks, whatever the
+/// durability: `iter_all` yields exactly `head` events, `verify()` is intact up to `head`,
+/// and each task's stream (`read_stream`, `stream_version`) agrees with the global log.
+fn recovered_log(journal: &SledJournal, head: u64, context: &str) -> Vec<RecordedEvent> {
+    let log: Vec<RecordedEvent> = journal
+        .iter_all(1)
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{context}: reading the log failed: {e}"));
+    assert_eq!(
+        log.len() as u64,
+        head,
+        "{context}: iter_all(1) yields {} events but head_position() is {head}",
+        log.len()
+    );
+    let report = journal.verify().unwrap();
+    assert!(
+        report.is_intact(),
+        "{context}: verify() found {:?}",
+        report.first_bad
+    );
+    assert_eq!(report.records, head, "{context}: verify() record count");
+    assert_eq!(report.head_position, head, "{context}: verify() head");
+    for task in 0..TASKS {
+        let stream = stream_of(task);
+        let expected: Vec<&RecordedEvent> = log.iter().filter(|e| e.stream == stream).collect();
+        let read = journal
+            .read_stream(&stream, 1, usize::MAX)
+            .unwrap_or_else(|e| panic!("{context}: read_stream({stream}) failed: {e}"));
+        assert_eq!(
+            read.iter().collect::<Vec<_>>(),
+            expected,
+            "{context}: read_stream({stream}) disagrees with iter_all"
+        );
+        assert_eq!(
+            journal.stream_version(&stream).unwrap(),
+            expected.len() as u64,
+            "{context}: stream_version({stream})"
+        );
+    }
+    log
 }
