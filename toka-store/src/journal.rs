@@ -722,28 +722,40 @@ impl<B: Backend> Inner<B> {
         Ok(Ok((appended, ticket)))
     }
 
+    /// Opens a stored payload or snapshot state (`sealed` as its record says), borrowing it
+    /// when the journal is not encrypted. `Ok(None)`: stored in clear although the journal
+    /// is encrypted; the caller reports that as damage to the item it names.
+    fn unseal<'a>(
+        &self,
+        sealed: bool,
+        aad: impl FnOnce() -> Vec<u8>,
+        bytes: &'a [u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<Cow<'a, [u8]>>, Error> {
+        match (&self.sealer, sealed) {
+            (None, false) => Ok(Some(Cow::Borrowed(bytes))),
+            (Some(sealer), true) => match sealer.open(&aad(), bytes) {
+                Some(plain) => Ok(Some(Cow::Owned(plain))),
+                None => Err(Error::Decrypt { what: what() }),
+            },
+            (None, true) => Err(Error::KeyRequired),
+            (Some(_), false) => Ok(None),
+        }
+    }
+
     /// Borrows an event from its stored bytes; `None` for a pruned record.
     fn event_ref<'a>(&self, position: u64, value: &'a [u8]) -> Result<Option<EventRef<'a>>, Error> {
         let body = match codec::decode_record(position, value)? {
             StoredRecord::Pruned { .. } => return Ok(None),
             StoredRecord::Event { body, .. } => body,
         };
-        let payload = match (&self.sealer, body.sealed) {
-            (None, false) => Cow::Borrowed(body.payload),
-            (Some(sealer), true) => Cow::Owned(
-                sealer
-                    .open(&record_aad(position, body.seq, body.stream), body.payload)
-                    .ok_or_else(|| Error::Decrypt {
-                        what: format!("record at position {position}"),
-                    })?,
-            ),
-            (None, true) => return Err(Error::KeyRequired),
-            (Some(_), false) => {
-                return Err(Error::corrupt(
-                    position,
-                    "payload is not sealed although the journal is encrypted",
-                ));
-            }
+        let what = || format!("record at position {position}");
+        let aad = || record_aad(position, body.seq, body.stream);
+        let Some(payload) = self.unseal(body.sealed, aad, body.payload, what)? else {
+            return Err(Error::corrupt(
+                position,
+                "payload is not sealed although the journal is encrypted",
+            ));
         };
         Ok(Some(EventRef {
             position,
@@ -1235,21 +1247,15 @@ impl<B: Backend> Journal for EventJournal<B> {
             return Ok(None);
         };
         let body = codec::decode_snapshot(stream, value.as_ref())?;
-        let state = match (&self.inner.sealer, body.sealed) {
-            (None, false) => body.state.to_vec(),
-            (Some(sealer), true) => sealer
-                .open(&snapshot_aad(body.seq, stream), body.state)
-                .ok_or_else(|| Error::Decrypt {
-                    what: format!("snapshot of stream {stream:?}"),
-                })?,
-            (None, true) => return Err(Error::KeyRequired),
-            (Some(_), false) => {
-                return Err(Error::CorruptMetadata {
-                    what: format!("snapshot of stream {stream:?}"),
-                    reason: "not sealed although the journal is encrypted".into(),
-                });
-            }
+        let what = || format!("snapshot of stream {stream:?}");
+        let aad = || snapshot_aad(body.seq, stream);
+        let Some(state) = self.inner.unseal(body.sealed, aad, body.state, what)? else {
+            return Err(Error::CorruptMetadata {
+                what: what(),
+                reason: "not sealed although the journal is encrypted".into(),
+            });
         };
+        let state = state.into_owned();
         Ok(Some(Snapshot {
             stream: stream.to_owned(),
             seq: body.seq,
