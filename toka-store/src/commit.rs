@@ -51,6 +51,8 @@ struct Pending {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Durable {
     flushed: u64,
+    /// Highest log position covered by a successful flush.
+    flushed_position: u64,
     failure: Option<Arc<str>>,
 }
 
@@ -100,7 +102,10 @@ impl Committer {
         keep_anchor: bool,
         before_flush: BeforeFlush,
     ) -> Result<Self, Error> {
-        let (durable, _) = watch::channel(Durable::default());
+        let (durable, _) = watch::channel(Durable {
+            flushed_position: head,
+            ..Durable::default()
+        });
         let (visible, _) = watch::channel(head);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
@@ -175,6 +180,16 @@ impl Committer {
             Some(reason) if state.flushed < ticket => Err(Error::Poisoned(reason.to_string())),
             _ => Ok(()),
         }
+    }
+
+    /// Returns once log `position` is durable: like [`Committer::wait_durable`] for the
+    /// ticket of the batch that wrote it (any ticket issued so far covers it).
+    pub(crate) async fn wait_durable_position(&self, position: u64) -> Result<(), Error> {
+        if self.shared.durable.borrow().flushed_position >= position {
+            return Ok(());
+        }
+        let written = self.shared.lock().written;
+        self.wait_durable(written).await
     }
 
     /// Flushes every write applied so far.
@@ -267,7 +282,10 @@ fn commit_loop<B: Backend>(
                 shared.lock().flushed = ticket;
                 shared
                     .durable
-                    .send_modify(|d| d.flushed = d.flushed.max(ticket));
+                    .send_modify(|d| {
+                        d.flushed = d.flushed.max(ticket);
+                        d.flushed_position = d.flushed_position.max(position);
+                    });
                 if !shared.visible_when_written {
                     publish_max(&shared.visible, position);
                 }

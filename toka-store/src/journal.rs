@@ -76,6 +76,28 @@ pub trait Journal: Send + Sync + 'static {
         events: &[NewEvent],
     ) -> Result<AppendResult, Error>;
 
+    /// Appends like [`Journal::append`] but returns as soon as the batch is written, without
+    /// waiting for it to be durable, even in `Fsync` mode. Pair it with
+    /// [`Journal::wait_durable`]: a single writer can then order many appends (and hand
+    /// them on in that order) while one flush makes them all durable.
+    ///
+    /// # Errors
+    /// As [`Journal::append`].
+    async fn append_unsynced(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, Error>;
+
+    /// Returns once every event up to log `position` has the durability the journal
+    /// promises for an acknowledged append: flushed in `Fsync` mode (sharing one flush with
+    /// every other waiter), at once in `Buffered` mode.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a flush failed.
+    async fn wait_durable(&self, position: u64) -> Result<(), Error>;
+
     /// Makes every acknowledged append durable (a no-op for `Fsync` journals, where that
     /// already holds); call before a graceful shutdown of a `Buffered` journal.
     async fn flush(&self) -> Result<(), Error>;
@@ -1171,6 +1193,38 @@ impl<B: Backend> Journal for EventJournal<B> {
             self.inner.committer.wait_durable(ticket).await?;
         }
         Ok(Ok(appended))
+    }
+
+    async fn append_unsynced(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, Error> {
+        validate_stream_id(stream)?;
+        if events.is_empty() {
+            return Err(Error::EmptyBatch {
+                stream: stream.to_owned(),
+            });
+        }
+        if let Some(error) = self.inner.committer.failure() {
+            return Err(error);
+        }
+        Ok(self
+            .inner
+            .write_batch(stream, expected, events)?
+            .map(|(appended, _ticket)| appended))
+    }
+
+    async fn wait_durable(&self, position: u64) -> Result<(), Error> {
+        if self.inner.durability == Durability::Fsync {
+            self.inner.committer.wait_durable_position(position).await
+        } else {
+            match self.inner.committer.failure() {
+                Some(error) => Err(error),
+                None => Ok(()),
+            }
+        }
     }
 
     async fn flush(&self) -> Result<(), Error> {

@@ -1,0 +1,270 @@
+//! What a handler can do: [`Context`] (and [`StartContext`] for `on_start`).
+//!
+//! Every outward act of a handler is an *effect* with a deterministic id: the sequence
+//! number of the message being handled and the act's index within the handling
+//! ([`EffectId`]). While an agent replays messages it had already handled, effects are
+//! not performed again: sends and publishes are dropped, spawns return the recorded
+//! child, timers take their recorded due time, asks return the recorded reply. A message
+//! that was journaled but not marked handled before a crash is handled again *live*; its
+//! effects then run again, and are made idempotent by their ids: receivers drop messages
+//! whose effect id they have already seen from that sender, spawns of an existing child
+//! return it, and recorded timers and replies are reused.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use toka_store::Timestamp;
+
+use crate::agent_actor::Core;
+use crate::record::{self, Origin, ReplyRecord, TimerRecord};
+use crate::runtime::{AgentRef, await_reply};
+use crate::{Agent, AgentId, EffectId, Error, SpawnSpec, TimerId, Topic};
+
+/// The handler's view of the runtime while it handles one message.
+pub struct Context<'a, A: Agent> {
+    pub(crate) core: &'a mut Core<A>,
+    pub(crate) seq: u64,
+    pub(crate) effects: u32,
+    pub(crate) replaying: bool,
+    pub(crate) now: Timestamp,
+}
+
+impl<A: Agent> Context<'_, A> {
+    /// The agent's id.
+    pub fn id(&self) -> &AgentId {
+        &self.core.id
+    }
+
+    /// A reference to this agent (to hand to others).
+    pub fn myself(&self) -> AgentRef<A> {
+        AgentRef::new(self.core.id.clone(), self.core.shared.clone())
+    }
+
+    /// The message's sequence number in the agent's stream (0 for transient agents).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether the agent is replaying an already-handled message (effects suppressed).
+    pub fn is_replaying(&self) -> bool {
+        self.replaying
+    }
+
+    /// When the message was journaled: the same on replay, so use it instead of the clock.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    fn next_effect(&mut self) -> EffectId {
+        self.effects += 1;
+        EffectId {
+            seq: self.seq,
+            n: self.effects,
+        }
+    }
+
+    fn origin(&self, effect: EffectId) -> Origin {
+        if self.core.durable {
+            Origin::Agent {
+                from: self.core.id.clone(),
+                effect,
+            }
+        } else {
+            Origin::External
+        }
+    }
+
+    /// Sends `msg` to `to`; returns once it is journaled (durable targets).
+    ///
+    /// # Errors
+    /// As [`AgentRef::send`].
+    pub async fn send<B: Agent>(&mut self, to: &AgentRef<B>, msg: B::Msg) -> Result<(), Error> {
+        let effect = self.next_effect();
+        if self.replaying {
+            return Ok(());
+        }
+        let shared = &self.core.shared;
+        if shared.is_durable(to.id())? {
+            let body = record::encode("a message", &msg)?;
+            shared
+                .send_record(to.id(), self.origin(effect), None, &body, None)
+                .await
+        } else {
+            shared.send_local(to.id(), Box::new(msg), None)
+        }
+    }
+
+    /// Asks `to` and waits up to `timeout` for the reply. The outcome (reply or error) is
+    /// journaled, so a replay gets the same answer without asking again.
+    ///
+    /// # Errors
+    /// As [`AgentRef::ask`].
+    pub async fn ask<B: Agent>(
+        &mut self,
+        to: &AgentRef<B>,
+        msg: B::Msg,
+        timeout: Duration,
+    ) -> Result<B::Reply, Error> {
+        let effect = self.next_effect();
+        if let Some(recorded) = self.core.recorded_replies.remove(&effect) {
+            return match recorded {
+                Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
+                Err(reason) => Err(Error::Handler {
+                    id: to.id().clone(),
+                    reason,
+                }),
+            };
+        }
+        let shared = self.core.shared.clone();
+        let (reply, answer) = oneshot::channel();
+        let outcome = async {
+            if shared.is_durable(to.id())? {
+                let body = record::encode("a message", &msg)?;
+                shared
+                    .send_record(to.id(), self.origin(effect), None, &body, Some(reply))
+                    .await?;
+            } else {
+                shared.send_local(to.id(), Box::new(msg), Some(reply))?;
+            }
+            let reply = await_reply(to.id(), answer, timeout).await?;
+            reply.downcast::<B::Reply>().map(|r| *r).map_err(|_| {
+                Error::Internal(format!("a reply of kind {} has another type", B::KIND))
+            })
+        }
+        .await;
+        if self.core.durable {
+            let body = match &outcome {
+                Ok(reply) => Ok(record::encode("a reply", reply)?),
+                Err(error) => Err(error.to_string()),
+            };
+            let payload = record::encode("a reply record", &ReplyRecord { effect, body })?;
+            self.core.append_own(record::REPLY, payload).await?;
+        }
+        outcome
+    }
+
+    /// Spawns a child of kind `B` supervised by this agent (per this agent's
+    /// [`SupervisorSpec`](crate::SupervisorSpec)). Spawning an id that is already this
+    /// agent's child of kind `B` returns it (so a re-run handler does not fail).
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if the id belongs to another agent; as
+    /// [`Runtime::spawn`](crate::Runtime::spawn).
+    pub async fn spawn<B: Agent>(&mut self, spec: SpawnSpec, args: B::Args) -> Result<AgentRef<B>, Error> {
+        self.next_effect();
+        let id = spec.id.clone();
+        let shared = self.core.shared.clone();
+        let existing = shared
+            .tree()
+            .get(&id)
+            .map(|n| n.parent == self.core.tree_key && n.kind == B::KIND);
+        match existing {
+            Some(true) => return Ok(AgentRef::new(id, shared)),
+            Some(false) => return Err(Error::AlreadyExists(id)),
+            None if self.replaying => return Ok(AgentRef::new(id, shared)),
+            None => {}
+        }
+        let args = record::encode("arguments", &args)?;
+        shared
+            .record_spawn(self.core.tree_key.as_ref(), B::KIND, args, spec)
+            .await?;
+        self.core.start_child(&id).await?;
+        Ok(AgentRef::new(id, shared))
+    }
+
+    /// Stops child `id` and its subtree, children first; journaled.
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`] if `id` is not this agent's child; [`Error::Journal`].
+    pub async fn stop_child(&mut self, id: &AgentId) -> Result<(), Error> {
+        self.next_effect();
+        if self.replaying {
+            return Ok(());
+        }
+        let is_child = self
+            .core
+            .shared
+            .tree()
+            .get(id)
+            .is_some_and(|n| n.parent == self.core.tree_key);
+        if !is_child {
+            return Err(Error::UnknownAgent(id.clone()));
+        }
+        self.core.shared.record_stop(id).await?;
+        self.core.stop_child_actor(id).await;
+        Ok(())
+    }
+
+    /// Publishes `msg` to `topic`'s subscribers.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], [`Error::Journal`].
+    pub async fn publish<M: Serialize>(&mut self, topic: &Topic<M>, msg: &M) -> Result<(), Error> {
+        let effect = self.next_effect();
+        if self.replaying {
+            return Ok(());
+        }
+        let body = record::encode("a topic message", msg)?;
+        let origin = self.origin(effect);
+        self.core.shared.publish(topic.name(), origin, &body).await?;
+        Ok(())
+    }
+
+    /// Delivers `msg` to this agent after `delay`. Durable agents journal the timer: it
+    /// fires after a restart too (at once if it came due meanwhile), exactly once.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], [`Error::Journal`].
+    pub async fn schedule(&mut self, delay: Duration, msg: A::Msg) -> Result<TimerId, Error> {
+        let id = self.next_effect();
+        if let Some(recorded) = self.core.recorded_timers.get(&id).cloned() {
+            self.core.pending_timer(recorded, !self.replaying);
+            return Ok(id);
+        }
+        let due = if self.replaying {
+            self.now.as_micros()
+        } else {
+            Timestamp::now().as_micros()
+        }
+        .saturating_add(u64::try_from(delay.as_micros()).unwrap_or(u64::MAX));
+        let timer = TimerRecord {
+            id,
+            due_micros: due,
+            body: record::encode("a timer message", &msg)?,
+        };
+        if self.core.durable && !self.replaying {
+            let payload = record::encode("a timer record", &timer)?;
+            self.core.append_own(record::TIMER, payload).await?;
+        }
+        self.core.pending_timer(timer, !self.replaying);
+        Ok(id)
+    }
+}
+
+/// What `on_start` can do: learn its id and subscribe to topics.
+pub struct StartContext<'a, A: Agent> {
+    pub(crate) core: &'a mut Core<A>,
+}
+
+impl<A: Agent> StartContext<'_, A> {
+    /// The agent's id.
+    pub fn id(&self) -> &AgentId {
+        &self.core.id
+    }
+
+    /// Subscribes to `topic`: its messages arrive converted into this agent's `Msg`.
+    pub fn subscribe<M>(&mut self, topic: &Topic<M>)
+    where
+        M: DeserializeOwned + 'static,
+        A::Msg: From<M>,
+    {
+        self.core.subscribe(topic.name(), decode_into::<M, A::Msg>);
+    }
+}
+
+/// Decodes a topic message and converts it into the subscriber's message type.
+fn decode_into<M: DeserializeOwned, T: From<M>>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes::<M>(bytes).map(T::from)
+}

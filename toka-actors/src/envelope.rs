@@ -1,0 +1,47 @@
+//! What agent actors receive (the ractor message type shared by every agent kind).
+
+use std::any::Any;
+
+use tokio::sync::oneshot;
+
+use crate::{AgentId, Error, TimerId};
+
+/// A value of the agent's own message or reply type, type-erased for transport.
+pub(crate) type AnyBox = Box<dyn Any + Send>;
+
+/// Where the reply to an ask goes.
+pub(crate) type ReplyPort = oneshot::Sender<Result<AnyBox, Error>>;
+
+/// A request to start a child under an agent (from outside its handler).
+pub(crate) struct ChildStart {
+    pub(crate) id: AgentId,
+    pub(crate) ack: oneshot::Sender<Result<(), Error>>,
+}
+
+/// The messages of every agent actor.
+pub(crate) enum Envelope {
+    /// A journaled message, in stream order (durable agents).
+    Deliver {
+        seq: u64,
+        position: u64,
+        payload: Vec<u8>,
+        reply: Option<ReplyPort>,
+    },
+    /// A message for a transient agent: its `Msg`, boxed.
+    Local { msg: AnyBox, reply: Option<ReplyPort> },
+    /// A topic message for a transient agent: the topic's type, encoded.
+    LocalTopic { topic: String, body: Vec<u8> },
+    /// A durable timer is due.
+    TimerDue(TimerId),
+    /// A backoff elapsed: restart these children, in order.
+    RestartChildren(Vec<AgentId>),
+    /// Start a child already recorded in the tree.
+    StartChild(ChildStart),
+    /// Stop a child (already removed from the tree) and its subtree.
+    StopChild {
+        id: AgentId,
+        ack: oneshot::Sender<()>,
+    },
+    /// Answer once every message queued before this one has been handled.
+    Drain(oneshot::Sender<()>),
+}

@@ -1,0 +1,151 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+use crate::AgentId;
+
+/// Everything that can go wrong in the runtime, with the agent or record it concerns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The journal failed (I/O, corruption, poisoned after a failed flush...).
+    #[error("journal: {0}")]
+    Journal(#[from] toka_store::Error),
+    /// A malformed agent id.
+    #[error("invalid agent id {id:?}: {reason}")]
+    InvalidId {
+        /// The id (cut to 64 characters).
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No agent with this id is in the tree.
+    #[error("no agent {0}")]
+    UnknownAgent(AgentId),
+    /// No agent kind with this name is registered.
+    #[error("no agent kind {0:?} is registered")]
+    UnknownKind(String),
+    /// The id is taken.
+    #[error("agent {0} already exists")]
+    AlreadyExists(AgentId),
+    /// The agent exists but is of another kind than the reference asked for.
+    #[error("agent {id} is a {actual:?}, not a {expected:?}")]
+    WrongKind {
+        /// The agent.
+        id: AgentId,
+        /// The kind asked for.
+        expected: &'static str,
+        /// Its kind.
+        actual: String,
+    },
+    /// A value could not be encoded.
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why it failed.
+        source: postcard::Error,
+    },
+    /// A stored or received record does not decode.
+    #[error("record {seq} of stream {stream:?} does not decode: {source}")]
+    Decode {
+        /// The stream.
+        stream: String,
+        /// The record's sequence number.
+        seq: u64,
+        /// Why it failed.
+        source: postcard::Error,
+    },
+    /// Arguments or a message given as JSON do not fit the kind's types.
+    #[error("{what} does not fit kind {kind:?}: {reason}")]
+    BadJson {
+        /// The kind.
+        kind: String,
+        /// "arguments", "message"...
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// An ask got no reply in time.
+    #[error("agent {id} did not reply within {after:?}")]
+    Timeout {
+        /// The agent asked.
+        id: AgentId,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The agent failed while handling the message (the ask's reply).
+    #[error("agent {id} failed handling the message: {reason}")]
+    Handler {
+        /// The agent.
+        id: AgentId,
+        /// Its error.
+        reason: String,
+    },
+    /// The agent stopped before it replied.
+    #[error("agent {0} stopped before replying")]
+    NoReply(AgentId),
+    /// The agent could not be started.
+    #[error("agent {id} could not start: {reason}")]
+    Spawn {
+        /// The agent.
+        id: AgentId,
+        /// Why.
+        reason: String,
+    },
+    /// The runtime is shutting down (or has failed) and takes no new work.
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
+    /// A broken internal invariant (a bug): reported rather than panicking.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The runtime's root supervisor gave up (restart intensity exceeded at the top).
+    #[error("the runtime failed: {0}")]
+    Failed(String),
+}
+
+/// The error an agent's handler returns: any error, boxed, or a message.
+///
+/// `?` converts any `std::error::Error` into it, as with `anyhow`.
+///
+/// ```
+/// use toka_actors::AgentError;
+/// fn parse(s: &str) -> Result<u32, AgentError> {
+///     if s.is_empty() {
+///         return Err(AgentError::msg("empty input"));
+///     }
+///     Ok(s.parse::<u32>()?)
+/// }
+/// assert!(parse("x").is_err());
+/// ```
+pub struct AgentError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl AgentError {
+    /// An error with a message.
+    pub fn msg(message: impl std::fmt::Display) -> Self {
+        AgentError(message.to_string().into())
+    }
+
+    /// The underlying error.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for AgentError {
+    fn from(error: E) -> Self {
+        AgentError(Box::new(error))
+    }
+}
+
+impl std::fmt::Debug for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}

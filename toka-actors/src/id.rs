@@ -1,0 +1,152 @@
+//! Agent ids: stable names chosen by whoever spawns the agent, valid across restarts.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Error;
+
+/// The prefix of every agent's journal stream.
+const STREAM_PREFIX: &str = "agent/";
+
+/// Longest accepted agent id, in bytes.
+pub const MAX_AGENT_ID_BYTES: usize = 128;
+
+/// The stable id of an agent: unique in a runtime, kept across restarts, and the name of
+/// the agent's journal stream (`agent/<id>`).
+///
+/// Ids are 1 to [`MAX_AGENT_ID_BYTES`] bytes of ASCII letters, digits and `-_.:@`. Cloning
+/// is cheap (a shared string).
+///
+/// ```
+/// use toka_actors::AgentId;
+/// let id = AgentId::new("billing.worker-7")?;
+/// assert_eq!(id.as_str(), "billing.worker-7");
+/// assert!(AgentId::new("../etc").is_err());
+/// # Ok::<(), toka_actors::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentId {
+    /// `agent/<id>`: the journal stream, so that appends borrow it without formatting.
+    stream: Arc<str>,
+}
+
+impl AgentId {
+    /// Validates and wraps `id`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] if `id` is empty, too long or has other characters.
+    pub fn new(id: impl AsRef<str>) -> Result<Self, Error> {
+        let id = id.as_ref();
+        let reason = if id.is_empty() {
+            Some("agent ids must not be empty")
+        } else if id.len() > MAX_AGENT_ID_BYTES {
+            Some("agent ids are at most 128 bytes")
+        } else if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+        {
+            Some("agent ids use only ASCII letters, digits and -_.:@")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidId {
+                id: id.chars().take(64).collect(),
+                reason,
+            }),
+            None => Ok(AgentId {
+                stream: Arc::from(format!("{STREAM_PREFIX}{id}")),
+            }),
+        }
+    }
+
+    /// The runtime's root supervisor (not a valid user id, never journaled).
+    pub(crate) fn root() -> Self {
+        AgentId {
+            stream: Arc::from(format!("{STREAM_PREFIX}$root")),
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.stream[STREAM_PREFIX.len()..]
+    }
+
+    /// The journal stream holding this agent's messages and records.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The id of the agent whose stream is `stream`, if it is an agent stream.
+    pub fn from_stream(stream: &str) -> Option<Self> {
+        stream
+            .strip_prefix(STREAM_PREFIX)
+            .and_then(|id| AgentId::new(id).ok())
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentId({:?})", self.as_str())
+    }
+}
+
+impl std::str::FromStr for AgentId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        AgentId::new(s)
+    }
+}
+
+impl Serialize for AgentId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AgentId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        AgentId::new(&*text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Names the `n`-th outward effect (send, spawn, timer, ask, publish) of the handling of
+/// message `seq`: the deterministic id that lets recovery recognise effects already done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EffectId {
+    /// Sequence number of the message being handled (0: the agent's start).
+    pub seq: u64,
+    /// 1-based index of the effect within that handling.
+    pub n: u32,
+}
+
+/// The id of a durable timer: the effect that scheduled it.
+pub type TimerId = EffectId;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated_and_round_trip() {
+        for bad in ["", "a/b", "a b", "é", &"x".repeat(129)] {
+            assert!(AgentId::new(bad).is_err(), "{bad:?} accepted");
+        }
+        let id = AgentId::new("a-1.b_c:d@e").unwrap();
+        assert_eq!(id.stream(), "agent/a-1.b_c:d@e");
+        assert_eq!(AgentId::from_stream(id.stream()), Some(id.clone()));
+        let bytes = postcard::to_allocvec(&id).unwrap();
+        assert_eq!(postcard::from_bytes::<AgentId>(&bytes).unwrap(), id);
+        let forged = postcard::to_allocvec("a/../b").unwrap();
+        assert!(postcard::from_bytes::<AgentId>(&forged).is_err());
+    }
+}

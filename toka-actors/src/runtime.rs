@@ -1,0 +1,874 @@
+//! The [`Runtime`]: built with [`RuntimeBuilder`], it recovers the tree from the journal,
+//! runs it, and shuts it down gracefully.
+
+use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorRef};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
+use toka_store::{Appended, Journal, NewEvent};
+
+use crate::agent_actor::{AgentActor, Root, StartArgs};
+use crate::envelope::{AnyBox, ChildStart, Envelope, ReplyPort};
+use crate::kind::{Kind, KindOf};
+use crate::record::{self, MsgRecord, Origin, ProgressRecord, TreeRecord};
+use crate::tree::{AgentInfo, Tree};
+use crate::writer::{Writer, WriterMsg};
+use crate::{Agent, AgentId, Error, SpawnSpec, SupervisorSpec, Topic};
+
+/// Limits and defaults of a runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Default snapshot interval, in handled messages, for agents that make snapshots and
+    /// whose spec sets none. Default: 1,000.
+    pub snapshot_every: u64,
+    /// Default failed attempts at one message before it is dead-lettered. Default: 3.
+    pub max_attempts: u32,
+    /// Agents recovering (replaying their journal) at once. Default: 16.
+    pub recovery_concurrency: usize,
+    /// How the root supervises top-level agents. Default: one-for-one, 3 restarts in 5 s.
+    pub root_supervision: SupervisorSpec,
+    /// How long [`Runtime::shutdown`] waits for agents to drain their mailboxes. Default:
+    /// 10 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            snapshot_every: 1_000,
+            max_attempts: 3,
+            recovery_concurrency: 16,
+            root_supervision: SupervisorSpec::default(),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running agent's actor.
+pub(crate) struct Live {
+    pub(crate) actor: ActorRef<Envelope>,
+    pub(crate) durable: bool,
+}
+
+/// State shared by the runtime handle, the writer and every agent actor.
+pub(crate) struct Shared {
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) config: RuntimeConfig,
+    kinds: HashMap<&'static str, Arc<dyn Kind>>,
+    tree: Mutex<Tree>,
+    /// Running agents by id.
+    pub(crate) live: DashMap<AgentId, Live>,
+    /// Highest message sequence each durable agent has handled.
+    pub(crate) handled: DashMap<AgentId, Arc<AtomicU64>>,
+    pub(crate) progress_dirty: AtomicBool,
+    writer: RwLock<Option<ActorRef<WriterMsg>>>,
+    root: OnceLock<ActorRef<Envelope>>,
+    pub(crate) recovery: Semaphore,
+    /// Agents whose first recovery has not finished.
+    recovering: Mutex<HashSet<AgentId>>,
+    recovered: Notify,
+    accepting: AtomicBool,
+    failure: watch::Sender<Option<String>>,
+    /// Subscribers by topic.
+    pub(crate) topics: DashMap<String, Vec<AgentId>>,
+}
+
+impl Shared {
+    pub(crate) fn tree(&self) -> MutexGuard<'_, Tree> {
+        // Tree updates are single inserts/removes; a panic cannot leave one half-done.
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn kind(&self, name: &str) -> Result<Arc<dyn Kind>, Error> {
+        self.kinds
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownKind(name.to_owned()))
+    }
+
+    pub(crate) fn writer(&self) -> Result<ActorRef<WriterMsg>, Error> {
+        self.writer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::ShuttingDown)
+    }
+
+    pub(crate) fn set_writer(&self, writer: Option<ActorRef<WriterMsg>>) {
+        *self.writer.write().unwrap_or_else(|e| e.into_inner()) = writer;
+    }
+
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn check_accepting(&self) -> Result<(), Error> {
+        if self.accepting.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(Error::ShuttingDown)
+        }
+    }
+
+    /// The handled-progress cell of a durable agent.
+    pub(crate) fn handled_cell(&self, id: &AgentId) -> Arc<AtomicU64> {
+        Arc::clone(
+            self.handled
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(AtomicU64::new(0)))
+                .value(),
+        )
+    }
+
+    pub(crate) fn note_recovered(&self, id: &AgentId) {
+        let mut recovering = self.recovering.lock().unwrap_or_else(|e| e.into_inner());
+        if recovering.remove(id) && recovering.is_empty() {
+            self.recovered.notify_waiters();
+        }
+    }
+
+    pub(crate) fn fail(&self, reason: String) {
+        tracing::error!(%reason, "the runtime's root supervisor gave up");
+        self.accepting.store(false, Ordering::Release);
+        self.failure.send_replace(Some(reason));
+        self.recovered.notify_waiters();
+    }
+
+    /// Appends one record to `id`'s stream through the writer; with `deliver`, the writer
+    /// hands it to the agent. Returns once written (not yet durable).
+    pub(crate) async fn append(
+        &self,
+        id: &AgentId,
+        kind: &'static str,
+        payload: Vec<u8>,
+        deliver: bool,
+        reply: Option<ReplyPort>,
+    ) -> Result<Appended, Error> {
+        let (ack, done) = oneshot::channel();
+        self.writer()?
+            .send_message(WriterMsg::Append {
+                id: id.clone(),
+                event: NewEvent::new(kind, payload),
+                deliver,
+                reply,
+                ack,
+            })
+            .map_err(|_| Error::ShuttingDown)?;
+        done.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Appends a record to a runtime stream and waits until it is durable.
+    pub(crate) async fn append_runtime(
+        &self,
+        stream: &'static str,
+        kind: &'static str,
+        payload: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (ack, done) = oneshot::channel();
+        self.writer()?
+            .send_message(WriterMsg::AppendTo {
+                stream,
+                event: NewEvent::new(kind, payload),
+                ack,
+            })
+            .map_err(|_| Error::ShuttingDown)?;
+        let appended = done.await.map_err(|_| Error::ShuttingDown)??;
+        self.journal.wait_durable(appended.last_position).await?;
+        Ok(())
+    }
+
+    /// Journals a message for durable agent `to` and waits until it is durable.
+    pub(crate) async fn send_record(
+        &self,
+        to: &AgentId,
+        origin: Origin,
+        topic: Option<&str>,
+        body: &[u8],
+        reply: Option<ReplyPort>,
+    ) -> Result<(), Error> {
+        let payload = record::encode(
+            "a message",
+            &MsgRecord {
+                origin,
+                sent_micros: toka_store::Timestamp::now().as_micros(),
+                topic,
+                body,
+            },
+        )?;
+        let appended = self.append(to, record::MSG, payload, true, reply).await?;
+        self.journal.wait_durable(appended.last_position).await?;
+        Ok(())
+    }
+
+    /// Whether `id` is a durable agent; an error if it is not in the tree.
+    pub(crate) fn is_durable(&self, id: &AgentId) -> Result<bool, Error> {
+        if let Some(live) = self.live.get(id) {
+            return Ok(live.durable);
+        }
+        self.tree()
+            .get(id)
+            .map(|n| n.spec.durable)
+            .ok_or_else(|| Error::UnknownAgent(id.clone()))
+    }
+
+    /// The kind of `id`, checked against `expected`.
+    pub(crate) fn check_kind(&self, id: &AgentId, expected: &'static str) -> Result<(), Error> {
+        let tree = self.tree();
+        let node = tree.get(id).ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+        if node.kind == expected {
+            Ok(())
+        } else {
+            Err(Error::WrongKind {
+                id: id.clone(),
+                expected,
+                actual: node.kind.clone(),
+            })
+        }
+    }
+
+    /// Sends a message to a transient agent's mailbox.
+    pub(crate) fn send_local(&self, id: &AgentId, msg: AnyBox, reply: Option<ReplyPort>) -> Result<(), Error> {
+        let live = self.live.get(id).ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+        live.actor
+            .send_message(Envelope::Local { msg, reply })
+            .map_err(|_| Error::UnknownAgent(id.clone()))
+    }
+
+    /// Records a new agent in the tree (journaled if durable). The caller starts it.
+    pub(crate) async fn record_spawn(
+        &self,
+        parent: Option<&AgentId>,
+        kind: &str,
+        args: Vec<u8>,
+        spec: SpawnSpec,
+    ) -> Result<(), Error> {
+        self.check_accepting()?;
+        self.kind(kind)?;
+        let id = spec.id.clone();
+        if let Some(p) = parent {
+            if self.tree().get(p).is_none() {
+                return Err(Error::UnknownAgent(p.clone()));
+            }
+        }
+        let record = TreeRecord::Spawned {
+            parent: parent.cloned(),
+            kind: kind.to_owned(),
+            args: args.clone(),
+            spec: spec.clone(),
+        };
+        // Reserve the id first, so that two racing spawns cannot both journal it.
+        if !self
+            .tree()
+            .insert(parent.cloned(), kind.to_owned(), args, spec.clone())
+        {
+            return Err(Error::AlreadyExists(id));
+        }
+        if spec.durable {
+            let journaled = async {
+                let payload = record::encode("a spawn record", &record)?;
+                self.append_runtime(record::TREE_STREAM, record::SPAWN, payload)
+                    .await
+            }
+            .await;
+            if let Err(error) = journaled {
+                self.tree().remove(&id);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `id` and its subtree from the tree, journaling the stop; returns the
+    /// removed ids, children first.
+    pub(crate) async fn record_stop(&self, id: &AgentId) -> Result<Vec<AgentId>, Error> {
+        let (ids, durable) = {
+            let tree = self.tree();
+            let ids = tree.subtree_bottom_up(id);
+            if ids.is_empty() {
+                return Err(Error::UnknownAgent(id.clone()));
+            }
+            let durable = ids
+                .iter()
+                .any(|i| tree.get(i).is_some_and(|n| n.spec.durable));
+            (ids, durable)
+        };
+        if durable {
+            let payload = record::encode("a stop record", &TreeRecord::Stopped { ids: ids.clone() })?;
+            self.append_runtime(record::TREE_STREAM, record::STOP, payload)
+                .await?;
+        }
+        let mut tree = self.tree();
+        for i in &ids {
+            tree.remove(i);
+        }
+        drop(tree);
+        for mut subscribers in self.topics.iter_mut() {
+            subscribers.retain(|s| !ids.contains(s));
+        }
+        Ok(ids)
+    }
+
+    /// The actor supervising `id`'s children: its own, or the root's for `None`.
+    pub(crate) fn supervisor_of(&self, parent: Option<&AgentId>) -> Result<ActorRef<Envelope>, Error> {
+        match parent {
+            None => self.root.get().cloned().ok_or(Error::ShuttingDown),
+            Some(p) => self
+                .live
+                .get(p)
+                .map(|l| l.actor.clone())
+                .ok_or_else(|| Error::UnknownAgent(p.clone())),
+        }
+    }
+
+    /// Publishes encoded `body` to every subscriber of `topic`.
+    pub(crate) async fn publish(&self, topic: &str, origin: Origin, body: &[u8]) -> Result<usize, Error> {
+        let subscribers = self
+            .topics
+            .get(topic)
+            .map(|s| s.value().clone())
+            .unwrap_or_default();
+        for id in &subscribers {
+            if self.is_durable(id)? {
+                self.send_record(id, origin.clone(), Some(topic), body, None)
+                    .await?;
+            } else if let Some(live) = self.live.get(id) {
+                let _ = live.actor.send_message(Envelope::LocalTopic {
+                    topic: topic.to_owned(),
+                    body: body.to_vec(),
+                });
+            }
+        }
+        Ok(subscribers.len())
+    }
+}
+
+/// Builds a [`Runtime`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), toka_actors::Error> {
+/// use std::sync::Arc;
+/// use toka_actors::Runtime;
+/// use toka_store::{JournalConfig, MemoryJournal};
+///
+/// let journal = Arc::new(MemoryJournal::new(JournalConfig::default())?);
+/// let runtime = Runtime::builder(journal).start().await?;
+/// runtime.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct RuntimeBuilder {
+    journal: Arc<dyn Journal>,
+    kinds: HashMap<&'static str, Arc<dyn Kind>>,
+    config: RuntimeConfig,
+}
+
+impl RuntimeBuilder {
+    /// Registers agent kind `A` (the value is shared by every agent of the kind). A
+    /// journal that names a kind not registered fails [`RuntimeBuilder::start`].
+    #[must_use]
+    pub fn register<A: Agent>(mut self, agent: A) -> Self {
+        self.kinds.insert(A::KIND, Arc::new(KindOf::new(agent)));
+        self
+    }
+
+    /// Replaces the configuration.
+    #[must_use]
+    pub fn config(mut self, config: RuntimeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets how many agents recover at once.
+    #[must_use]
+    pub fn recovery_concurrency(mut self, agents: usize) -> Self {
+        self.config.recovery_concurrency = agents.max(1);
+        self
+    }
+
+    /// Sets how the root supervises top-level agents.
+    #[must_use]
+    pub fn root_supervision(mut self, spec: SupervisorSpec) -> Self {
+        self.config.root_supervision = spec;
+        self
+    }
+
+    /// Recovers the tree recorded in the journal and starts it. Returns once every
+    /// recorded agent has recovered its state; messages sent meanwhile wait.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for an unreadable tree record, [`Error::UnknownKind`] for a
+    /// recorded kind that is not registered, [`Error::Journal`], and [`Error::Failed`]
+    /// if recovery kept failing until the root gave up.
+    pub async fn start(self) -> Result<Runtime, Error> {
+        let started = Instant::now();
+        let journal = self.journal;
+        let mut tree = Tree::default();
+        for event in journal.iter_stream(record::TREE_STREAM, 1)? {
+            let event = event?;
+            tree.apply(record::decode(record::TREE_STREAM, event.seq, &event.payload)?);
+        }
+        let walked: Vec<(AgentId, String, bool)> = tree
+            .walk()
+            .into_iter()
+            .map(|(id, node)| (id, node.kind.clone(), node.spec.durable))
+            .collect();
+        for (_, kind, _) in &walked {
+            if !self.kinds.contains_key(kind.as_str()) {
+                return Err(Error::UnknownKind(kind.clone()));
+            }
+        }
+        let handled = DashMap::new();
+        for event in journal.iter_stream(record::PROGRESS_STREAM, 1)? {
+            let event = event?;
+            let progress: ProgressRecord =
+                record::decode(record::PROGRESS_STREAM, event.seq, &event.payload)?;
+            for (id, seq) in progress.handled {
+                handled.insert(id, Arc::new(AtomicU64::new(seq)));
+            }
+        }
+        let recovering: HashSet<AgentId> = walked
+            .iter()
+            .filter(|(_, _, durable)| *durable)
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        let agents = walked.len();
+        let shared = Arc::new(Shared {
+            journal,
+            recovery: Semaphore::new(self.config.recovery_concurrency.max(1)),
+            config: self.config,
+            kinds: self.kinds,
+            tree: Mutex::new(tree),
+            live: DashMap::new(),
+            handled,
+            progress_dirty: AtomicBool::new(false),
+            writer: RwLock::new(None),
+            root: OnceLock::new(),
+            recovering: Mutex::new(recovering),
+            recovered: Notify::new(),
+            accepting: AtomicBool::new(true),
+            failure: watch::channel(None).0,
+            topics: DashMap::new(),
+        });
+        let root_actor = AgentActor::<Root>::new(Arc::new(Root), Arc::clone(&shared));
+        let (root, _) = Actor::spawn(None, root_actor, StartArgs::root(&shared.config))
+            .await
+            .map_err(|e| Error::Internal(format!("starting the root supervisor: {e}")))?;
+        let (writer, _) = Actor::spawn_linked(None, Writer, Arc::clone(&shared), root.get_cell())
+            .await
+            .map_err(|e| Error::Internal(format!("starting the journal writer: {e}")))?;
+        shared.set_writer(Some(writer));
+        let _ = shared.root.set(root.clone());
+        let top = shared.tree().children_of(None);
+        root.send_message(Envelope::RestartChildren(top))
+            .map_err(|_| Error::Internal("the root supervisor stopped".into()))?;
+        let runtime = Runtime { shared };
+        runtime.wait_recovered().await?;
+        tracing::info!(
+            agents,
+            millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "runtime recovered"
+        );
+        Ok(runtime)
+    }
+}
+
+/// A running Toka runtime: the supervision tree of agents over a journal.
+///
+/// Cheap to clone; every clone controls the same runtime. See the crate docs for the
+/// semantics it keeps.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("agents", &self.shared.tree().len())
+            .field("running", &self.shared.live.len())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Starts building a runtime over `journal`.
+    pub fn builder(journal: Arc<dyn Journal>) -> RuntimeBuilder {
+        RuntimeBuilder {
+            journal,
+            kinds: HashMap::new(),
+            config: RuntimeConfig::default(),
+        }
+    }
+
+    async fn wait_recovered(&self) -> Result<(), Error> {
+        loop {
+            let notified = self.shared.recovered.notified();
+            if let Some(reason) = self.shared.failure.borrow().clone() {
+                return Err(Error::Failed(reason));
+            }
+            if self
+                .shared
+                .recovering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                return Ok(());
+            }
+            // Re-check now and then: an agent removed from the tree while recovering
+            // never reports.
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+            let tree = self.shared.tree();
+            self.shared
+                .recovering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|id| tree.get(id).is_some());
+        }
+    }
+
+    /// The journal under the runtime.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.shared.journal
+    }
+
+    /// Spawns a top-level agent of kind `A`; returns once it is journaled (durable agents)
+    /// and started.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], [`Error::UnknownKind`] if `A` is not registered,
+    /// [`Error::Encode`], [`Error::Journal`], [`Error::Spawn`], [`Error::ShuttingDown`].
+    pub async fn spawn<A: Agent>(&self, spec: SpawnSpec, args: A::Args) -> Result<AgentRef<A>, Error> {
+        self.spawn_under::<A>(None, spec, args).await
+    }
+
+    /// Spawns an agent of kind `A` as a child of `parent` (`None`: top level).
+    ///
+    /// # Errors
+    /// As [`Runtime::spawn`], and [`Error::UnknownAgent`] if `parent` is not running.
+    pub async fn spawn_under<A: Agent>(
+        &self,
+        parent: Option<&AgentId>,
+        spec: SpawnSpec,
+        args: A::Args,
+    ) -> Result<AgentRef<A>, Error> {
+        let id = spec.id.clone();
+        let args = record::encode("arguments", &args)?;
+        self.spawn_encoded(parent, A::KIND, spec, args).await?;
+        Ok(AgentRef::new(id, Arc::clone(&self.shared)))
+    }
+
+    /// Spawns an agent of a kind named at run time, with JSON arguments (for APIs).
+    ///
+    /// # Errors
+    /// As [`Runtime::spawn_under`], and [`Error::BadJson`].
+    pub async fn spawn_json(
+        &self,
+        parent: Option<&AgentId>,
+        kind: &str,
+        spec: SpawnSpec,
+        args: serde_json::Value,
+    ) -> Result<(), Error> {
+        let args = self.shared.kind(kind)?.args_from_json(args)?;
+        self.spawn_encoded(parent, kind, spec, args).await
+    }
+
+    async fn spawn_encoded(
+        &self,
+        parent: Option<&AgentId>,
+        kind: &str,
+        spec: SpawnSpec,
+        args: Vec<u8>,
+    ) -> Result<(), Error> {
+        let supervisor = self.shared.supervisor_of(parent)?;
+        let id = spec.id.clone();
+        self.shared.record_spawn(parent, kind, args, spec).await?;
+        let (ack, started) = oneshot::channel();
+        supervisor
+            .send_message(Envelope::StartChild(ChildStart { id: id.clone(), ack }))
+            .map_err(|_| Error::ShuttingDown)?;
+        started.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Stops agent `id` and its subtree (children first) and removes them from the tree;
+    /// the stop is journaled. Their journal streams are kept.
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::Journal`].
+    pub async fn stop(&self, id: &AgentId) -> Result<(), Error> {
+        let parent = self
+            .shared
+            .tree()
+            .get(id)
+            .ok_or_else(|| Error::UnknownAgent(id.clone()))?
+            .parent
+            .clone();
+        self.shared.record_stop(id).await?;
+        let supervisor = self.shared.supervisor_of(parent.as_ref())?;
+        let (ack, stopped) = oneshot::channel();
+        if supervisor
+            .send_message(Envelope::StopChild { id: id.clone(), ack })
+            .is_ok()
+        {
+            let _ = stopped.await;
+        }
+        Ok(())
+    }
+
+    /// A typed reference to agent `id`, if it is in the tree and of kind `A`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::WrongKind`].
+    pub fn agent<A: Agent>(&self, id: &AgentId) -> Result<AgentRef<A>, Error> {
+        self.shared.check_kind(id, A::KIND)?;
+        Ok(AgentRef::new(id.clone(), Arc::clone(&self.shared)))
+    }
+
+    /// Every agent in the tree, parents before children, in start order.
+    pub fn tree(&self) -> Vec<AgentInfo> {
+        let tree = self.shared.tree();
+        tree.walk()
+            .into_iter()
+            .map(|(id, node)| AgentInfo {
+                running: self.shared.live.contains_key(&id),
+                kind: node.kind.clone(),
+                parent: node.parent.clone(),
+                durable: node.spec.durable,
+                id,
+            })
+            .collect()
+    }
+
+    /// Sends a JSON message to agent `id` (durable: returns once journaled).
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::BadJson`], [`Error::Journal`].
+    pub async fn send_json(&self, id: &AgentId, msg: serde_json::Value) -> Result<(), Error> {
+        self.shared.check_accepting()?;
+        let kind = self.kind_of(id)?;
+        if self.shared.is_durable(id)? {
+            let body = kind.msg_from_json(msg)?;
+            self.shared
+                .send_record(id, Origin::External, None, &body, None)
+                .await
+        } else {
+            self.shared.send_local(id, kind.boxed_msg_from_json(msg)?, None)
+        }
+    }
+
+    /// Asks agent `id` with a JSON message; the reply as JSON.
+    ///
+    /// # Errors
+    /// As [`Runtime::send_json`], and [`Error::Timeout`], [`Error::Handler`].
+    pub async fn ask_json(
+        &self,
+        id: &AgentId,
+        msg: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, Error> {
+        self.shared.check_accepting()?;
+        let kind = self.kind_of(id)?;
+        let (reply, answer) = oneshot::channel();
+        if self.shared.is_durable(id)? {
+            let body = kind.msg_from_json(msg)?;
+            self.shared
+                .send_record(id, Origin::External, None, &body, Some(reply))
+                .await?;
+        } else {
+            self.shared
+                .send_local(id, kind.boxed_msg_from_json(msg)?, Some(reply))?;
+        }
+        let reply = await_reply(id, answer, timeout).await?;
+        kind.reply_to_json(reply)
+    }
+
+    fn kind_of(&self, id: &AgentId) -> Result<Arc<dyn Kind>, Error> {
+        let kind = self
+            .shared
+            .tree()
+            .get(id)
+            .map(|n| n.kind.clone())
+            .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+        self.shared.kind(&kind)
+    }
+
+    /// Publishes `msg` to every agent subscribed to `topic`; returns how many there were.
+    ///
+    /// # Errors
+    /// [`Error::Encode`], [`Error::Journal`].
+    pub async fn publish<M: serde::Serialize>(&self, topic: &Topic<M>, msg: &M) -> Result<usize, Error> {
+        self.shared.check_accepting()?;
+        let body = record::encode("a topic message", msg)?;
+        self.shared
+            .publish(topic.name(), Origin::External, &body)
+            .await
+    }
+
+    /// The messages agent `id` set aside after they kept failing.
+    ///
+    /// # Errors
+    /// [`Error::Journal`], [`Error::Decode`].
+    pub fn dead_letters(&self, id: &AgentId) -> Result<Vec<record::DeadLetter>, Error> {
+        let mut out = Vec::new();
+        for event in self.shared.journal.iter_stream(id.stream(), 1)? {
+            let event = event?;
+            if event.kind == record::DEAD {
+                out.push(record::decode(id.stream(), event.seq, &event.payload)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the root supervisor gave up (the runtime then takes no new work).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.borrow().clone()
+    }
+
+    /// Shuts down gracefully: stops taking new work, lets every agent handle what its
+    /// mailbox holds (up to [`RuntimeConfig::drain_timeout`]), stops the tree children
+    /// first, records progress and flushes the journal.
+    ///
+    /// # Errors
+    /// [`Error::Journal`] if the final flush fails.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let shared = &self.shared;
+        if !shared.accepting.swap(false, Ordering::AcqRel) && shared.root.get().is_none() {
+            return Ok(());
+        }
+        let drains: Vec<_> = shared
+            .live
+            .iter()
+            .filter_map(|live| {
+                let (ack, drained) = oneshot::channel();
+                live.actor.send_message(Envelope::Drain(ack)).ok().map(|_| drained)
+            })
+            .collect();
+        let drained = tokio::time::timeout(shared.config.drain_timeout, async {
+            for drained in drains {
+                let _ = drained.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("agents did not drain in time; stopping them anyway");
+        }
+        if let Ok(writer) = shared.writer() {
+            let (ack, recorded) = oneshot::channel();
+            if writer
+                .send_message(WriterMsg::FlushProgress { ack: Some(ack) })
+                .is_ok()
+            {
+                let _ = recorded.await;
+            }
+        }
+        if let Some(root) = shared.root.get() {
+            // The root stops its agents children-first, then the writer (see Root).
+            let _ = root.stop_and_wait(None, Some(shared.config.drain_timeout)).await;
+        }
+        shared.set_writer(None);
+        shared.journal.flush().await?;
+        tracing::info!("runtime shut down");
+        Ok(())
+    }
+}
+
+/// Waits for an ask's reply.
+pub(crate) async fn await_reply(
+    id: &AgentId,
+    answer: oneshot::Receiver<Result<AnyBox, Error>>,
+    timeout: Duration,
+) -> Result<AnyBox, Error> {
+    match tokio::time::timeout(timeout, answer).await {
+        Err(_) => Err(Error::Timeout {
+            id: id.clone(),
+            after: timeout,
+        }),
+        Ok(Err(_)) => Err(Error::NoReply(id.clone())),
+        Ok(Ok(reply)) => reply,
+    }
+}
+
+/// A typed reference to an agent of kind `A`: send it messages or ask it.
+///
+/// References name the agent by id, so they stay valid across the agent's restarts and
+/// the runtime's (look them up again with [`Runtime::agent`]).
+pub struct AgentRef<A: Agent> {
+    id: AgentId,
+    shared: Arc<Shared>,
+    _kind: PhantomData<fn(A)>,
+}
+
+impl<A: Agent> Clone for AgentRef<A> {
+    fn clone(&self) -> Self {
+        AgentRef::new(self.id.clone(), Arc::clone(&self.shared))
+    }
+}
+
+impl<A: Agent> std::fmt::Debug for AgentRef<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AgentRef<{}>({})", A::KIND, self.id)
+    }
+}
+
+impl<A: Agent> AgentRef<A> {
+    pub(crate) fn new(id: AgentId, shared: Arc<Shared>) -> Self {
+        AgentRef {
+            id,
+            shared,
+            _kind: PhantomData,
+        }
+    }
+
+    /// The agent's id.
+    pub fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    /// Sends `msg`. To a durable agent: returns once the message is journaled with the
+    /// journal's durability (flushed, for an `Fsync` journal); it is then handled exactly
+    /// once into the agent's state, even across crashes. To a transient agent: returns
+    /// once it is in the mailbox.
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::Encode`], [`Error::Journal`],
+    /// [`Error::ShuttingDown`].
+    pub async fn send(&self, msg: A::Msg) -> Result<(), Error> {
+        self.shared.check_accepting()?;
+        if self.shared.is_durable(&self.id)? {
+            let body = record::encode("a message", &msg)?;
+            self.shared
+                .send_record(&self.id, Origin::External, None, &body, None)
+                .await
+        } else {
+            self.shared.send_local(&self.id, Box::new(msg), None)
+        }
+    }
+
+    /// Sends `msg` and waits up to `timeout` for the handler's reply.
+    ///
+    /// # Errors
+    /// As [`AgentRef::send`], and [`Error::Timeout`], [`Error::Handler`] (the handler
+    /// failed), [`Error::NoReply`] (the agent stopped first). A durable message stays
+    /// journaled after a timeout and is still handled.
+    pub async fn ask(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply, Error> {
+        self.shared.check_accepting()?;
+        let (reply, answer) = oneshot::channel();
+        if self.shared.is_durable(&self.id)? {
+            let body = record::encode("a message", &msg)?;
+            self.shared
+                .send_record(&self.id, Origin::External, None, &body, Some(reply))
+                .await?;
+        } else {
+            self.shared.send_local(&self.id, Box::new(msg), Some(reply))?;
+        }
+        let reply = await_reply(&self.id, answer, timeout).await?;
+        reply
+            .downcast::<A::Reply>()
+            .map(|r| *r)
+            .map_err(|_| Error::Internal(format!("a reply of kind {} has another type", A::KIND)))
+    }
+}

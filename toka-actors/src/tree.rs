@@ -1,0 +1,199 @@
+//! The supervision tree as the journal records it: the model recovery rebuilds from.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::TreeRecord;
+use crate::{AgentId, SpawnSpec};
+
+/// One agent in the tree.
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub(crate) parent: Option<AgentId>,
+    pub(crate) kind: String,
+    pub(crate) args: Vec<u8>,
+    pub(crate) spec: SpawnSpec,
+    /// In start order.
+    pub(crate) children: Vec<AgentId>,
+}
+
+/// Where an agent sits in the tree; what [`Runtime::tree`](crate::Runtime::tree) lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Its id.
+    pub id: AgentId,
+    /// Its kind.
+    pub kind: String,
+    /// Its parent (`None`: top level).
+    pub parent: Option<AgentId>,
+    /// Whether it is journaled.
+    pub durable: bool,
+    /// Whether an actor is running for it now.
+    pub running: bool,
+}
+
+/// The tree: nodes by id, plus the top-level agents in start order.
+#[derive(Debug, Default)]
+pub(crate) struct Tree {
+    nodes: HashMap<AgentId, Node>,
+    top: Vec<AgentId>,
+}
+
+impl Tree {
+    /// Applies a journaled change. Unknown parents make a node top-level (its parent was
+    /// stopped while the spawn was in flight), so a replay never fails on ordering.
+    pub(crate) fn apply(&mut self, record: TreeRecord) {
+        match record {
+            TreeRecord::Spawned {
+                parent,
+                kind,
+                args,
+                spec,
+            } => {
+                self.insert(parent, kind, args, spec);
+            }
+            TreeRecord::Stopped { ids } => {
+                for id in ids {
+                    self.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Adds a node; `false` if the id is taken.
+    pub(crate) fn insert(
+        &mut self,
+        parent: Option<AgentId>,
+        kind: String,
+        args: Vec<u8>,
+        spec: SpawnSpec,
+    ) -> bool {
+        let id = spec.id.clone();
+        if self.nodes.contains_key(&id) {
+            return false;
+        }
+        let parent = parent.filter(|p| self.nodes.contains_key(p));
+        match &parent {
+            Some(p) => {
+                if let Some(node) = self.nodes.get_mut(p) {
+                    node.children.push(id.clone());
+                }
+            }
+            None => self.top.push(id.clone()),
+        }
+        self.nodes.insert(
+            id,
+            Node {
+                parent,
+                kind,
+                args,
+                spec,
+                children: Vec::new(),
+            },
+        );
+        true
+    }
+
+    /// Removes one node (its children must be removed separately, first).
+    pub(crate) fn remove(&mut self, id: &AgentId) -> Option<Node> {
+        let node = self.nodes.remove(id)?;
+        match &node.parent {
+            Some(p) => {
+                if let Some(parent) = self.nodes.get_mut(p) {
+                    parent.children.retain(|c| c != id);
+                }
+            }
+            None => self.top.retain(|c| c != id),
+        }
+        Some(node)
+    }
+
+    /// `id` and its descendants, children before parents.
+    pub(crate) fn subtree_bottom_up(&self, id: &AgentId) -> Vec<AgentId> {
+        let mut out = Vec::new();
+        let mut stack = vec![(id.clone(), false)];
+        while let Some((next, expanded)) = stack.pop() {
+            if expanded {
+                out.push(next);
+                continue;
+            }
+            let Some(node) = self.nodes.get(&next) else {
+                continue;
+            };
+            stack.push((next, true));
+            for child in node.children.iter().rev() {
+                stack.push((child.clone(), false));
+            }
+        }
+        out
+    }
+
+    pub(crate) fn get(&self, id: &AgentId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// The children of `parent` (`None`: the top level), in start order.
+    pub(crate) fn children_of(&self, parent: Option<&AgentId>) -> Vec<AgentId> {
+        match parent {
+            None => self.top.clone(),
+            Some(p) => self
+                .nodes
+                .get(p)
+                .map(|n| n.children.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Every node, parents before children.
+    pub(crate) fn walk(&self) -> Vec<(AgentId, &Node)> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut stack: Vec<AgentId> = self.top.iter().rev().cloned().collect();
+        while let Some(id) = stack.pop() {
+            if let Some(node) = self.nodes.get(&id) {
+                stack.extend(node.children.iter().rev().cloned());
+                out.push((id, node));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn(tree: &mut Tree, parent: Option<&str>, id: &str) {
+        let spec = SpawnSpec::new(id).unwrap();
+        let parent = parent.map(|p| AgentId::new(p).unwrap());
+        tree.apply(TreeRecord::Spawned {
+            parent,
+            kind: "k".into(),
+            args: vec![],
+            spec,
+        });
+    }
+
+    #[test]
+    fn subtrees_and_walks_keep_order() {
+        let mut tree = Tree::default();
+        spawn(&mut tree, None, "r");
+        spawn(&mut tree, Some("r"), "a");
+        spawn(&mut tree, Some("a"), "a1");
+        spawn(&mut tree, Some("r"), "b");
+        let names = |v: Vec<AgentId>| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        let root = AgentId::new("r").unwrap();
+        assert_eq!(names(tree.subtree_bottom_up(&root)), ["a1", "a", "b", "r"]);
+        let walked: Vec<_> = tree.walk().into_iter().map(|(i, _)| i).collect();
+        assert_eq!(names(walked), ["r", "a", "a1", "b"]);
+        tree.apply(TreeRecord::Stopped {
+            ids: tree.subtree_bottom_up(&AgentId::new("a").unwrap()),
+        });
+        assert_eq!(tree.len(), 2);
+        assert_eq!(names(tree.children_of(Some(&root))), ["b"]);
+    }
+}

@@ -1,0 +1,213 @@
+//! The journal actor: the single writer of the runtime's records.
+//!
+//! Every append of the runtime goes through this actor, one at a time, so that the order
+//! in which messages enter an agent's stream is the order in which they reach its
+//! mailbox: after appending a message the writer forwards it to the agent's live actor
+//! (if one is registered) before taking the next append. It never waits for a flush: the
+//! caller does ([`Journal::wait_durable`]), so concurrent senders share one flush (group
+//! commit) while the writer keeps ordering.
+//!
+//! It also group-commits progress: agents note the last message they handled in a shared
+//! counter, and the writer periodically records every counter that moved in one
+//! [`ProgressRecord`].
+//!
+//! # Failure
+//! A journal error is returned to the caller of that append. If the actor itself fails,
+//! the root supervisor restarts it; its routing table lives in the runtime, so nothing is
+//! lost but the appends queued in its mailbox, whose callers get an error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+use toka_store::{Appended, ExpectedVersion, NewEvent};
+
+use crate::envelope::{Envelope, ReplyPort};
+use crate::record::{self, ProgressRecord};
+use crate::runtime::{Live, Shared};
+use crate::{AgentId, Error};
+
+/// How often progress is recorded.
+pub(crate) const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Requests to the writer.
+pub(crate) enum WriterMsg {
+    /// Append one event to an agent's stream; with `deliver`, hand it to the agent's live
+    /// actor (with `reply` for an ask).
+    Append {
+        id: AgentId,
+        event: NewEvent,
+        deliver: bool,
+        reply: Option<ReplyPort>,
+        ack: oneshot::Sender<Result<Appended, Error>>,
+    },
+    /// Append a record to a runtime stream (tree).
+    AppendTo {
+        stream: &'static str,
+        event: NewEvent,
+        ack: oneshot::Sender<Result<Appended, Error>>,
+    },
+    /// Route later appends for `id` to `actor`; answers the stream version at that point,
+    /// which is what the agent must recover up to.
+    Register {
+        id: AgentId,
+        actor: ActorRef<Envelope>,
+        ack: oneshot::Sender<Result<u64, Error>>,
+    },
+    /// Record progress now (periodic, and before shutdown).
+    FlushProgress {
+        ack: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+}
+
+/// The writer actor.
+pub(crate) struct Writer;
+
+/// Its state: the progress last recorded.
+pub(crate) struct WriterState {
+    shared: Arc<Shared>,
+    recorded: HashMap<AgentId, u64>,
+}
+
+impl Actor for Writer {
+    type Msg = WriterMsg;
+    type State = WriterState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WriterMsg>,
+        shared: Arc<Shared>,
+    ) -> Result<WriterState, ActorProcessingErr> {
+        let recorded = shared
+            .handled
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load(Ordering::Acquire)))
+            .collect();
+        myself.send_interval(PROGRESS_INTERVAL, || WriterMsg::FlushProgress { ack: None });
+        Ok(WriterState { shared, recorded })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<WriterMsg>,
+        msg: WriterMsg,
+        state: &mut WriterState,
+    ) -> Result<(), ActorProcessingErr> {
+        let journal = &state.shared.journal;
+        match msg {
+            WriterMsg::Append {
+                id,
+                event,
+                deliver,
+                reply,
+                ack,
+            } => {
+                let result = journal
+                    .append_unsynced(id.stream(), ExpectedVersion::Any, std::slice::from_ref(&event))
+                    .await;
+                match result {
+                    Ok(Ok(appended)) => {
+                        if deliver {
+                            state.route(&id, appended, event.payload, reply);
+                        }
+                        let _ = ack.send(Ok(appended));
+                    }
+                    Ok(Err(conflict)) => {
+                        // `Any` never conflicts; report it rather than trust that.
+                        let _ = ack.send(Err(Error::Internal(conflict.to_string())));
+                    }
+                    Err(error) => {
+                        let _ = ack.send(Err(error.into()));
+                    }
+                }
+            }
+            WriterMsg::AppendTo { stream, event, ack } => {
+                let result = journal
+                    .append_unsynced(stream, ExpectedVersion::Any, std::slice::from_ref(&event))
+                    .await;
+                let _ = ack.send(match result {
+                    Ok(Ok(appended)) => Ok(appended),
+                    Ok(Err(conflict)) => Err(Error::Internal(conflict.to_string())),
+                    Err(error) => Err(error.into()),
+                });
+            }
+            WriterMsg::Register { id, actor, ack } => {
+                let version = journal.stream_version(id.stream());
+                if version.is_ok() {
+                    state.shared.live.insert(
+                        id,
+                        Live {
+                            actor,
+                            durable: true,
+                        },
+                    );
+                }
+                let _ = ack.send(version.map_err(Error::from));
+            }
+            WriterMsg::FlushProgress { ack } => {
+                let result = state.record_progress().await;
+                if let Err(error) = &result {
+                    tracing::warn!(%error, "could not record agent progress");
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(result);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WriterState {
+    /// Hands an appended message to the agent's live actor, if any. A dead or missing
+    /// actor is fine: the agent recovers the message from the journal when it starts.
+    fn route(&self, id: &AgentId, appended: Appended, payload: Vec<u8>, reply: Option<ReplyPort>) {
+        let Some(live) = self.shared.live.get(id) else {
+            return;
+        };
+        let envelope = Envelope::Deliver {
+            seq: appended.first_seq,
+            position: appended.first_position,
+            payload,
+            reply,
+        };
+        if let Err(error) = live.actor.send_message(envelope) {
+            tracing::trace!(agent = %id, %error, "agent not running; its message waits in the journal");
+        }
+    }
+
+    /// Records the handled counters that moved since the last record.
+    async fn record_progress(&mut self) -> Result<(), Error> {
+        if !self.shared.progress_dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut record = ProgressRecord::default();
+        for entry in self.shared.handled.iter() {
+            let seq = entry.value().load(Ordering::Acquire);
+            if self.recorded.get(entry.key()) != Some(&seq) {
+                record.handled.push((entry.key().clone(), seq));
+            }
+        }
+        if record.handled.is_empty() {
+            return Ok(());
+        }
+        let payload = record::encode("progress", &record)?;
+        self.shared
+            .journal
+            .append_unsynced(
+                record::PROGRESS_STREAM,
+                ExpectedVersion::Any,
+                &[NewEvent::new(record::PROGRESS, payload)],
+            )
+            .await?
+            .map_err(|c| Error::Internal(c.to_string()))?;
+        for (id, seq) in record.handled {
+            self.recorded.insert(id, seq);
+        }
+        Ok(())
+    }
+}
