@@ -530,7 +530,8 @@ impl<A: Agent> AgentActor<A> {
                 ack,
             })
             .map_err(failure)?;
-        let version = registered.await.map_err(failure)?.map_err(failure)?;
+        let registered = registered.await.map_err(failure)?.map_err(failure)?;
+        let (version, mut replies) = (registered.version, registered.replies);
         if let Some(snapshot) = shared.journal.load_snapshot(stream).map_err(failure)? {
             let saved: SnapshotState = record::decode(stream, snapshot.seq, &snapshot.state).map_err(failure)?;
             state.user = self.agent.restore(&state.core.args, &saved.user).map_err(failure)?;
@@ -600,7 +601,8 @@ impl<A: Agent> AgentActor<A> {
                     continue;
                 }
             }
-            self.handle_record(state, event.seq, &event.payload, mode, None)
+            let reply = replies.remove(&event.seq);
+            self.handle_record(state, event.seq, &event.payload, mode, reply)
                 .await?;
         }
         drop(permit);

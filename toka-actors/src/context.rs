@@ -42,6 +42,15 @@ impl<A: Agent> Context<'_, A> {
         AgentRef::new(self.core.id.clone(), self.core.shared.clone())
     }
 
+    /// A typed reference to agent `id` (to send to or ask).
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::WrongKind`].
+    pub fn agent<B: Agent>(&self, id: &AgentId) -> Result<AgentRef<B>, Error> {
+        self.core.shared.check_kind(id, B::KIND)?;
+        Ok(AgentRef::new(id.clone(), self.core.shared.clone()))
+    }
+
     /// The message's sequence number in the agent's stream (0 for transient agents).
     pub fn seq(&self) -> u64 {
         self.seq

@@ -51,11 +51,12 @@ pub(crate) enum WriterMsg {
         ack: oneshot::Sender<Result<Appended, Error>>,
     },
     /// Route later appends for `id` to `actor`; answers the stream version at that point,
-    /// which is what the agent must recover up to.
+    /// which is what the agent must recover up to, and the reply ports of asks that
+    /// arrived while it was not running.
     Register {
         id: AgentId,
         actor: ActorRef<Envelope>,
-        ack: oneshot::Sender<Result<u64, Error>>,
+        ack: oneshot::Sender<Result<Registered, Error>>,
     },
     /// Record progress now (periodic, and before shutdown).
     FlushProgress {
@@ -63,13 +64,23 @@ pub(crate) enum WriterMsg {
     },
 }
 
+/// What a registering agent learns.
+pub(crate) struct Registered {
+    /// The stream version: recover up to here from the journal.
+    pub(crate) version: u64,
+    /// Asks journaled while the agent was not running, by message sequence number.
+    pub(crate) replies: HashMap<u64, ReplyPort>,
+}
+
 /// The writer actor.
 pub(crate) struct Writer;
 
-/// Its state: the progress last recorded.
+/// Its state: the progress last recorded, and the reply ports of asks to agents that
+/// were not running.
 pub(crate) struct WriterState {
     shared: Arc<Shared>,
     recorded: HashMap<AgentId, u64>,
+    parked: HashMap<AgentId, HashMap<u64, ReplyPort>>,
 }
 
 impl Actor for Writer {
@@ -88,7 +99,11 @@ impl Actor for Writer {
             .map(|e| (e.key().clone(), e.value().load(Ordering::Acquire)))
             .collect();
         myself.send_interval(PROGRESS_INTERVAL, || WriterMsg::FlushProgress { ack: None });
-        Ok(WriterState { shared, recorded })
+        Ok(WriterState {
+            shared,
+            recorded,
+            parked: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -136,8 +151,8 @@ impl Actor for Writer {
                 });
             }
             WriterMsg::Register { id, actor, ack } => {
-                let version = journal.stream_version(id.stream());
-                if version.is_ok() {
+                let registered = journal.stream_version(id.stream()).map(|version| {
+                    let replies = state.parked.remove(&id).unwrap_or_default();
                     state.shared.live.insert(
                         id,
                         Live {
@@ -145,8 +160,9 @@ impl Actor for Writer {
                             durable: true,
                         },
                     );
-                }
-                let _ = ack.send(version.map_err(Error::from));
+                    Registered { version, replies }
+                });
+                let _ = ack.send(registered.map_err(Error::from));
             }
             WriterMsg::FlushProgress { ack } => {
                 let result = state.record_progress().await;
@@ -164,19 +180,32 @@ impl Actor for Writer {
 
 impl WriterState {
     /// Hands an appended message to the agent's live actor, if any. A dead or missing
-    /// actor is fine: the agent recovers the message from the journal when it starts.
-    fn route(&self, id: &AgentId, appended: Appended, payload: Vec<u8>, reply: Option<ReplyPort>) {
-        let Some(live) = self.shared.live.get(id) else {
-            return;
-        };
+    /// actor is fine: the agent recovers the message from the journal when it starts,
+    /// and gets the reply port of an ask when it registers.
+    fn route(&mut self, id: &AgentId, appended: Appended, payload: Vec<u8>, reply: Option<ReplyPort>) {
+        let seq = appended.first_seq;
         let envelope = Envelope::Deliver {
-            seq: appended.first_seq,
+            seq,
             position: appended.first_position,
             payload,
             reply,
         };
-        if let Err(error) = live.actor.send_message(envelope) {
-            tracing::trace!(agent = %id, %error, "agent not running; its message waits in the journal");
+        let undelivered = match self.shared.live.get(id) {
+            Some(live) => match live.actor.send_message(envelope) {
+                Ok(()) => return,
+                Err(ractor::MessagingErr::SendErr(envelope)) => envelope,
+                Err(_) => return,
+            },
+            None => envelope,
+        };
+        tracing::trace!(agent = %id, seq, "agent not running; its message waits in the journal");
+        if let Envelope::Deliver {
+            reply: Some(port), ..
+        } = undelivered
+        {
+            let parked = self.parked.entry(id.clone()).or_default();
+            parked.retain(|_, p| !p.is_closed());
+            parked.insert(seq, port);
         }
     }
 
