@@ -415,9 +415,17 @@ impl<A: Agent> AgentActor<A> {
         seq: u64,
         payload: &[u8],
         mode: Mode,
-        reply: Option<ReplyPort>,
+        asked: bool,
     ) -> Result<(), ActorProcessingErr> {
         let core = &mut state.core;
+        let reply = if asked {
+            core.shared
+                .asks
+                .remove(&(core.id.clone(), seq))
+                .map(|(_, port)| port)
+        } else {
+            None
+        };
         let stream = core.id.stream();
         let record: MsgRecord<'_> = match record::decode(stream, seq, payload) {
             Ok(record) => record,
@@ -530,8 +538,7 @@ impl<A: Agent> AgentActor<A> {
                 ack,
             })
             .map_err(failure)?;
-        let registered = registered.await.map_err(failure)?.map_err(failure)?;
-        let (version, mut replies) = (registered.version, registered.replies);
+        let version = registered.await.map_err(failure)?.map_err(failure)?;
         if let Some(snapshot) = shared.journal.load_snapshot(stream).map_err(failure)? {
             let saved: SnapshotState = record::decode(stream, snapshot.seq, &snapshot.state).map_err(failure)?;
             state.user = self.agent.restore(&state.core.args, &saved.user).map_err(failure)?;
@@ -601,8 +608,7 @@ impl<A: Agent> AgentActor<A> {
                     continue;
                 }
             }
-            let reply = replies.remove(&event.seq);
-            self.handle_record(state, event.seq, &event.payload, mode, reply)
+            self.handle_record(state, event.seq, &event.payload, mode, mode == Mode::Live)
                 .await?;
         }
         drop(permit);
@@ -637,7 +643,7 @@ impl<A: Agent> AgentActor<A> {
             .map_err(failure)?;
         for event in events {
             if event.kind == record::MSG && !state.core.own.contains(&event.seq) {
-                self.handle_record(state, event.seq, &event.payload, Mode::Live, None)
+                self.handle_record(state, event.seq, &event.payload, Mode::Live, true)
                     .await?;
             }
             state.core.own.remove(&event.seq);
@@ -743,12 +749,13 @@ impl<A: Agent> Actor for AgentActor<A> {
             .on_start(&mut StartContext { core: &mut core }, &mut user)
             .await
             .map_err(failure)?;
-        if !durable && core.tree_key.is_some() {
+        if core.tree_key.is_some() {
             core.shared.live.insert(
                 core.id.clone(),
                 crate::runtime::Live {
                     actor: myself,
-                    durable: false,
+                    durable,
+                    routed: false,
                 },
             );
         }
@@ -780,7 +787,7 @@ impl<A: Agent> Actor for AgentActor<A> {
                 seq,
                 position,
                 payload,
-                reply,
+                asked,
             } => {
                 state.core.skip_own();
                 if seq <= state.core.applied {
@@ -797,7 +804,7 @@ impl<A: Agent> Actor for AgentActor<A> {
                     .await
                     .map_err(failure)?;
                 state.core.applied = seq;
-                self.handle_record(state, seq, &payload, Mode::Live, reply)
+                self.handle_record(state, seq, &payload, Mode::Live, asked)
                     .await
             }
             Envelope::Local { msg, reply } => {

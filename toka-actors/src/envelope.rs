@@ -25,7 +25,8 @@ pub(crate) enum Envelope {
         seq: u64,
         position: u64,
         payload: Vec<u8>,
-        reply: Option<ReplyPort>,
+        /// An ask: its reply port is in the runtime's ask table.
+        asked: bool,
     },
     /// A message for a transient agent: its `Msg`, boxed.
     Local { msg: AnyBox, reply: Option<ReplyPort> },

@@ -53,6 +53,9 @@ impl Default for RuntimeConfig {
 pub(crate) struct Live {
     pub(crate) actor: ActorRef<Envelope>,
     pub(crate) durable: bool,
+    /// Whether the writer forwards journaled messages to it (durable agents, once they
+    /// registered for recovery).
+    pub(crate) routed: bool,
 }
 
 /// State shared by the runtime handle, the writer and every agent actor.
@@ -76,6 +79,8 @@ pub(crate) struct Shared {
     failure: watch::Sender<Option<String>>,
     /// Subscribers by topic.
     pub(crate) topics: DashMap<String, Vec<AgentId>>,
+    /// Reply ports of asks to durable agents, by agent and message sequence number.
+    pub(crate) asks: DashMap<(AgentId, u64), ReplyPort>,
 }
 
 impl Shared {
@@ -310,6 +315,7 @@ impl Shared {
         for mut subscribers in self.topics.iter_mut() {
             subscribers.retain(|s| !ids.contains(s));
         }
+        self.asks.retain(|(agent, _), _| !ids.contains(agent));
         Ok(ids)
     }
 
@@ -452,6 +458,7 @@ impl RuntimeBuilder {
             accepting: AtomicBool::new(true),
             failure: watch::channel(None).0,
             topics: DashMap::new(),
+            asks: DashMap::new(),
         });
         let root_actor = AgentActor::<Root>::new(Arc::new(Root), Arc::clone(&shared));
         let (root, _) = Actor::spawn(None, root_actor, StartArgs::root(&shared.config))

@@ -51,12 +51,11 @@ pub(crate) enum WriterMsg {
         ack: oneshot::Sender<Result<Appended, Error>>,
     },
     /// Route later appends for `id` to `actor`; answers the stream version at that point,
-    /// which is what the agent must recover up to, and the reply ports of asks that
-    /// arrived while it was not running.
+    /// which is what the agent must recover up to.
     Register {
         id: AgentId,
         actor: ActorRef<Envelope>,
-        ack: oneshot::Sender<Result<Registered, Error>>,
+        ack: oneshot::Sender<Result<u64, Error>>,
     },
     /// Record progress now (periodic, and before shutdown).
     FlushProgress {
@@ -64,23 +63,13 @@ pub(crate) enum WriterMsg {
     },
 }
 
-/// What a registering agent learns.
-pub(crate) struct Registered {
-    /// The stream version: recover up to here from the journal.
-    pub(crate) version: u64,
-    /// Asks journaled while the agent was not running, by message sequence number.
-    pub(crate) replies: HashMap<u64, ReplyPort>,
-}
-
 /// The writer actor.
 pub(crate) struct Writer;
 
-/// Its state: the progress last recorded, and the reply ports of asks to agents that
-/// were not running.
+/// Its state: the progress last recorded.
 pub(crate) struct WriterState {
     shared: Arc<Shared>,
     recorded: HashMap<AgentId, u64>,
-    parked: HashMap<AgentId, HashMap<u64, ReplyPort>>,
 }
 
 impl Actor for Writer {
@@ -99,11 +88,7 @@ impl Actor for Writer {
             .map(|e| (e.key().clone(), e.value().load(Ordering::Acquire)))
             .collect();
         myself.send_interval(PROGRESS_INTERVAL, || WriterMsg::FlushProgress { ack: None });
-        Ok(WriterState {
-            shared,
-            recorded,
-            parked: HashMap::new(),
-        })
+        Ok(WriterState { shared, recorded })
     }
 
     async fn handle(
@@ -151,18 +136,18 @@ impl Actor for Writer {
                 });
             }
             WriterMsg::Register { id, actor, ack } => {
-                let registered = journal.stream_version(id.stream()).map(|version| {
-                    let replies = state.parked.remove(&id).unwrap_or_default();
+                let version = journal.stream_version(id.stream());
+                if version.is_ok() {
                     state.shared.live.insert(
                         id,
                         Live {
                             actor,
                             durable: true,
+                            routed: true,
                         },
                     );
-                    Registered { version, replies }
-                });
-                let _ = ack.send(registered.map_err(Error::from));
+                }
+                let _ = ack.send(version.map_err(Error::from));
             }
             WriterMsg::FlushProgress { ack } => {
                 let result = state.record_progress().await;
@@ -179,33 +164,27 @@ impl Actor for Writer {
 }
 
 impl WriterState {
-    /// Hands an appended message to the agent's live actor, if any. A dead or missing
-    /// actor is fine: the agent recovers the message from the journal when it starts,
-    /// and gets the reply port of an ask when it registers.
-    fn route(&mut self, id: &AgentId, appended: Appended, payload: Vec<u8>, reply: Option<ReplyPort>) {
+    /// Hands an appended message to the agent's live actor, if one is registered. A dead
+    /// or missing actor is fine: the agent recovers the message from the journal when it
+    /// starts. The reply port of an ask waits in the runtime's ask table, keyed by the
+    /// message, so it survives the agent's restarts.
+    fn route(&self, id: &AgentId, appended: Appended, payload: Vec<u8>, reply: Option<ReplyPort>) {
         let seq = appended.first_seq;
+        let asked = reply.is_some();
+        if let Some(port) = reply {
+            self.shared.asks.insert((id.clone(), seq), port);
+        }
+        let Some(live) = self.shared.live.get(id).filter(|l| l.routed) else {
+            return;
+        };
         let envelope = Envelope::Deliver {
             seq,
             position: appended.first_position,
             payload,
-            reply,
+            asked,
         };
-        let undelivered = match self.shared.live.get(id) {
-            Some(live) => match live.actor.send_message(envelope) {
-                Ok(()) => return,
-                Err(ractor::MessagingErr::SendErr(envelope)) => envelope,
-                Err(_) => return,
-            },
-            None => envelope,
-        };
-        tracing::trace!(agent = %id, seq, "agent not running; its message waits in the journal");
-        if let Envelope::Deliver {
-            reply: Some(port), ..
-        } = undelivered
-        {
-            let parked = self.parked.entry(id.clone()).or_default();
-            parked.retain(|_, p| !p.is_closed());
-            parked.insert(seq, port);
+        if live.actor.send_message(envelope).is_err() {
+            tracing::trace!(agent = %id, seq, "agent not running; its message waits in the journal");
         }
     }
 
