@@ -73,6 +73,7 @@ macro_rules! journal_conformance {
             encryption_hides_plaintext_at_rest,
             encryption_never_repeats_ciphertext,
             concurrent_single_event_appends_fsync,
+            unsynced_appends_order_then_wait_durable,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {
@@ -2408,4 +2409,58 @@ pub(crate) async fn concurrent_single_event_appends_fsync<H: Harness>(make: impl
     }
     let j = h.reopen(j, cfg);
     check(&j);
+}
+
+/// `append_unsynced` writes in order and returns before any flush; `wait_durable` then
+/// makes everything up to a position durable (a crash image keeps it). Buffered journals
+/// return from `wait_durable` at once.
+pub(crate) async fn unsynced_appends_order_then_wait_durable<H: Harness>(make: impl Fn() -> H) {
+    let h = make();
+    let cfg = config().durability(Durability::Fsync);
+    let j = h.open(cfg.clone()).unwrap();
+    let mut last = None;
+    for i in 0..20u8 {
+        let stream = if i % 2 == 0 { "even" } else { "odd" };
+        let appended = j
+            .append_unsynced(stream, ExpectedVersion::Any, &[ev("n", vec![i])])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(appended.first_position, u64::from(i) + 1);
+        last = Some(appended);
+    }
+    let last = last.unwrap();
+    // Readable at once, in order.
+    let payloads: Vec<u8> = all_events(&j).iter().map(|e| e.payload[0]).collect();
+    assert_eq!(payloads, (0..20).collect::<Vec<u8>>());
+    // Conflicts are reported as with `append`.
+    let conflict = j
+        .append_unsynced("even", ExpectedVersion::NoStream, &[ev("n", vec![0])])
+        .await
+        .unwrap();
+    assert!(conflict.is_err());
+    j.wait_durable(last.last_position).await.unwrap();
+    j.wait_durable(0).await.unwrap();
+    let image = h.crash_image();
+    {
+        let copy = image.open(cfg.clone()).unwrap();
+        assert_eq!(
+            copy.head_position(),
+            20,
+            "waited-for appends lost in a crash"
+        );
+    }
+    // Buffered journals promise nothing more on wait: it returns at once.
+    drop(j);
+    let b = make();
+    let j = b.open(buffered(Duration::from_secs(3600))).unwrap();
+    let appended = j
+        .append_unsynced("s", ExpectedVersion::Any, &[ev("n", vec![1])])
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, j.wait_durable(appended.last_position))
+        .await
+        .expect("buffered wait_durable returns at once")
+        .unwrap();
 }
