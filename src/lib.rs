@@ -1,7 +1,8 @@
 //! Toka: a runtime for long-lived, secure AI agents.
 //!
-//! This meta crate re-exports the workspace crates and a [`prelude`]. Today it carries the
-//! event journal ([`store`]); the actor runtime, tools and node land in later releases.
+//! This meta crate re-exports the workspace crates and a [`prelude`]: the event journal
+//! ([`store`]) and the actor runtime ([`actors`]); tools and the node land in later
+//! releases.
 //!
 //! ```
 //! use toka::prelude::*;
@@ -9,6 +10,7 @@
 //! assert_eq!(journal.head_position(), 0);
 //! ```
 
+pub use toka_actors as actors;
 pub use toka_store as store;
 
 // Compile-check the README's code blocks.
@@ -18,6 +20,10 @@ struct ReadmeDoctests;
 
 /// The types most programs need, in one import: `use toka::prelude::*;`.
 pub mod prelude {
+    pub use toka_actors::{
+        Agent, AgentError, AgentId, AgentRef, Backoff, Context, Error as RuntimeError, Intensity,
+        Restart, Runtime, RuntimeConfig, SpawnSpec, StartContext, Strategy, SupervisorSpec, Topic,
+    };
     #[cfg(feature = "sled")]
     pub use toka_store::SledJournal;
     pub use toka_store::{
