@@ -27,15 +27,18 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
-use tokio::task::AbortHandle;
 use toka_store::{RecordedEvent, Timestamp};
+use tokio::task::AbortHandle;
 
 use crate::envelope::{AnyBox, ChildStart, Envelope, ReplyPort};
 use crate::record::{self, AttemptRecord, DeadLetter, MsgRecord, Origin, ReplyRecord, TimerRecord};
 use crate::runtime::{RuntimeConfig, Shared};
 use crate::supervision::{self, Plan, RestartWindow};
 use crate::writer::{Writer, WriterMsg};
-use crate::{Agent, AgentError, AgentId, Context, EffectId, Error, SpawnSpec, StartContext, SupervisorSpec, TimerId};
+use crate::{
+    Agent, AgentError, AgentId, Context, EffectId, Error, SpawnSpec, StartContext, SupervisorSpec,
+    TimerId,
+};
 
 /// How long a stopping child may take before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,7 +168,11 @@ fn failure(error: impl std::fmt::Display) -> ActorProcessingErr {
 
 impl<A: Agent> Core<A> {
     /// Appends one of the agent's own records (not delivered) and waits until durable.
-    pub(crate) async fn append_own(&mut self, kind: &'static str, payload: Vec<u8>) -> Result<(), Error> {
+    pub(crate) async fn append_own(
+        &mut self,
+        kind: &'static str,
+        payload: Vec<u8>,
+    ) -> Result<(), Error> {
         let appended = self
             .shared
             .append(&self.id, kind, payload, false, None)
@@ -215,7 +222,9 @@ impl<A: Agent> Core<A> {
         }
         let (kind, start) = {
             let tree = self.shared.tree();
-            let node = tree.get(id).ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+            let node = tree
+                .get(id)
+                .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
             (
                 node.kind.clone(),
                 StartArgs {
@@ -264,7 +273,11 @@ impl<A: Agent> Core<A> {
     }
 
     /// Applies the supervision strategy to a failed (or exited permanent) child.
-    async fn child_failed(&mut self, child: AgentId, reason: String) -> Result<(), ActorProcessingErr> {
+    async fn child_failed(
+        &mut self,
+        child: AgentId,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
         let mut pending = vec![(child, reason)];
         while let Some((child, reason)) = pending.pop() {
             if !self.shared.is_accepting() {
@@ -486,11 +499,7 @@ impl<A: Agent> AgentActor<A> {
                 reason: error.clone(),
             }));
         }
-        state
-            .core
-            .dead_letter(seq, 0, error)
-            .await
-            .map_err(failure)
+        state.core.dead_letter(seq, 0, error).await.map_err(failure)
     }
 
     async fn maybe_snapshot(&self, state: &mut AgentState<A>, seq: u64) {
@@ -505,7 +514,11 @@ impl<A: Agent> AgentActor<A> {
         core.since_snapshot = 0;
         let snapshot = SnapshotState {
             user,
-            watermarks: core.watermarks.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            watermarks: core
+                .watermarks
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             timers: core.timers.values().cloned().collect(),
         };
         let saved = match record::encode("a snapshot", &snapshot) {
@@ -540,8 +553,12 @@ impl<A: Agent> AgentActor<A> {
             .map_err(failure)?;
         let version = registered.await.map_err(failure)?.map_err(failure)?;
         if let Some(snapshot) = shared.journal.load_snapshot(stream).map_err(failure)? {
-            let saved: SnapshotState = record::decode(stream, snapshot.seq, &snapshot.state).map_err(failure)?;
-            state.user = self.agent.restore(&state.core.args, &saved.user).map_err(failure)?;
+            let saved: SnapshotState =
+                record::decode(stream, snapshot.seq, &snapshot.state).map_err(failure)?;
+            state.user = self
+                .agent
+                .restore(&state.core.args, &saved.user)
+                .map_err(failure)?;
             state.core.watermarks = saved.watermarks.into_iter().collect();
             for timer in saved.timers {
                 state.core.pending_timer(timer, false);
@@ -561,21 +578,25 @@ impl<A: Agent> AgentActor<A> {
         for event in &events {
             match event.kind.as_str() {
                 record::TIMER => {
-                    let timer: TimerRecord = record::decode(stream, event.seq, &event.payload).map_err(failure)?;
+                    let timer: TimerRecord =
+                        record::decode(stream, event.seq, &event.payload).map_err(failure)?;
                     state.core.recorded_timers.insert(timer.id, timer);
                 }
                 record::REPLY => {
-                    let reply: ReplyRecord = record::decode(stream, event.seq, &event.payload).map_err(failure)?;
+                    let reply: ReplyRecord =
+                        record::decode(stream, event.seq, &event.payload).map_err(failure)?;
                     state.core.recorded_replies.insert(reply.effect, reply.body);
                 }
                 record::ATTEMPT => {
-                    let attempt: AttemptRecord = record::decode(stream, event.seq, &event.payload).map_err(failure)?;
+                    let attempt: AttemptRecord =
+                        record::decode(stream, event.seq, &event.payload).map_err(failure)?;
                     let entry = attempts.entry(attempt.seq).or_default();
                     entry.0 += 1;
                     entry.1 = attempt.error;
                 }
                 record::DEAD => {
-                    let letter: DeadLetter = record::decode(stream, event.seq, &event.payload).map_err(failure)?;
+                    let letter: DeadLetter =
+                        record::decode(stream, event.seq, &event.payload).map_err(failure)?;
                     dead.insert(letter.seq);
                 }
                 _ => {}
@@ -589,7 +610,11 @@ impl<A: Agent> AgentActor<A> {
         let mut permit = Some(permit);
         let mut children_started = false;
         for event in events.iter().filter(|e| e.kind == record::MSG) {
-            let mode = if event.seq <= done { Mode::Replay } else { Mode::Live };
+            let mode = if event.seq <= done {
+                Mode::Replay
+            } else {
+                Mode::Live
+            };
             if mode == Mode::Live && !children_started {
                 permit.take();
                 state.core.start_recorded_children().await?;
@@ -620,7 +645,8 @@ impl<A: Agent> AgentActor<A> {
         core.own.retain(|s| *s > version);
         core.recorded_timers.clear();
         core.recorded_replies.clear();
-        let pending: Vec<(TimerId, u64)> = core.timers.values().map(|t| (t.id, t.due_micros)).collect();
+        let pending: Vec<(TimerId, u64)> =
+            core.timers.values().map(|t| (t.id, t.due_micros)).collect();
         for (timer, due) in pending {
             core.arm(timer, due);
         }
@@ -680,9 +706,10 @@ impl<A: Agent> AgentActor<A> {
     /// Restarts the journal writer (root only).
     async fn restart_writer(&self, myself: &ActorRef<Envelope>) -> Result<(), ActorProcessingErr> {
         tracing::warn!("the journal writer failed; restarting it");
-        let (writer, _) = Actor::spawn_linked(None, Writer, Arc::clone(&self.shared), myself.get_cell())
-            .await
-            .map_err(failure)?;
+        let (writer, _) =
+            Actor::spawn_linked(None, Writer, Arc::clone(&self.shared), myself.get_cell())
+                .await
+                .map_err(failure)?;
         self.shared.set_writer(Some(writer));
         Ok(())
     }
@@ -841,7 +868,8 @@ impl<A: Agent> Actor for AgentActor<A> {
                 } else {
                     state.core.timers.remove(&id);
                     state.core.timer_tasks.remove(&id);
-                    let msg = postcard::from_bytes::<A::Msg>(&timer.body).map_err(|e| e.to_string());
+                    let msg =
+                        postcard::from_bytes::<A::Msg>(&timer.body).map_err(|e| e.to_string());
                     self.handle_local(state, msg, None).await
                 }
             }

@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
+use serde::de::DeserializeOwned;
 use toka_store::Timestamp;
+use tokio::sync::oneshot;
 
 use crate::agent_actor::Core;
 use crate::record::{self, Origin, ReplyRecord, TimerRecord};
@@ -161,7 +161,11 @@ impl<A: Agent> Context<'_, A> {
     /// # Errors
     /// [`Error::AlreadyExists`] if the id belongs to another agent; as
     /// [`Runtime::spawn`](crate::Runtime::spawn).
-    pub async fn spawn<B: Agent>(&mut self, spec: SpawnSpec, args: B::Args) -> Result<AgentRef<B>, Error> {
+    pub async fn spawn<B: Agent>(
+        &mut self,
+        spec: SpawnSpec,
+        args: B::Args,
+    ) -> Result<AgentRef<B>, Error> {
         self.next_effect();
         let id = spec.id.clone();
         let shared = self.core.shared.clone();
@@ -217,7 +221,10 @@ impl<A: Agent> Context<'_, A> {
         }
         let body = record::encode("a topic message", msg)?;
         let origin = self.origin(effect);
-        self.core.shared.publish(topic.name(), origin, &body).await?;
+        self.core
+            .shared
+            .publish(topic.name(), origin, &body)
+            .await?;
         Ok(())
     }
 

@@ -29,7 +29,10 @@ pub(crate) enum Envelope {
         asked: bool,
     },
     /// A message for a transient agent: its `Msg`, boxed.
-    Local { msg: AnyBox, reply: Option<ReplyPort> },
+    Local {
+        msg: AnyBox,
+        reply: Option<ReplyPort>,
+    },
     /// A topic message for a transient agent: the topic's type, encoded.
     LocalTopic { topic: String, body: Vec<u8> },
     /// A durable timer is due.

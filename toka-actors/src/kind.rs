@@ -98,9 +98,9 @@ impl<A: Agent> Kind for KindOf<A> {
     }
 
     fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error> {
-        let reply = reply
-            .downcast::<A::Reply>()
-            .map_err(|_| Error::Internal(format!("a reply of kind {} has another type", A::KIND)))?;
+        let reply = reply.downcast::<A::Reply>().map_err(|_| {
+            Error::Internal(format!("a reply of kind {} has another type", A::KIND))
+        })?;
         serde_json::to_value(*reply).map_err(|e| bad_json("reply", A::KIND, e))
     }
 }

@@ -142,7 +142,10 @@ pub struct ProgressRecord {
 }
 
 /// Encodes a record.
-pub(crate) fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, Error> {
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, Error> {
     postcard::to_allocvec(value).map_err(|source| Error::Encode { what, source })
 }
 
@@ -177,6 +180,9 @@ mod tests {
         };
         let bytes = encode("a message", &record).unwrap();
         let back: MsgRecord<'_> = decode("agent/x", 1, &bytes).unwrap();
-        assert_eq!((back.origin, back.topic, back.body), (record.origin, Some("t"), &b"hi"[..]));
+        assert_eq!(
+            (back.origin, back.topic, back.body),
+            (record.origin, Some("t"), &b"hi"[..])
+        );
     }
 }

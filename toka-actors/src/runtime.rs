@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorRef};
-use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use toka_store::{Appended, Journal, NewEvent};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
 
 use crate::agent_actor::{AgentActor, Root, StartArgs};
 use crate::envelope::{AnyBox, ChildStart, Envelope, ReplyPort};
@@ -224,7 +224,9 @@ impl Shared {
     /// The kind of `id`, checked against `expected`.
     pub(crate) fn check_kind(&self, id: &AgentId, expected: &'static str) -> Result<(), Error> {
         let tree = self.tree();
-        let node = tree.get(id).ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+        let node = tree
+            .get(id)
+            .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
         if node.kind == expected {
             Ok(())
         } else {
@@ -237,8 +239,16 @@ impl Shared {
     }
 
     /// Sends a message to a transient agent's mailbox.
-    pub(crate) fn send_local(&self, id: &AgentId, msg: AnyBox, reply: Option<ReplyPort>) -> Result<(), Error> {
-        let live = self.live.get(id).ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+    pub(crate) fn send_local(
+        &self,
+        id: &AgentId,
+        msg: AnyBox,
+        reply: Option<ReplyPort>,
+    ) -> Result<(), Error> {
+        let live = self
+            .live
+            .get(id)
+            .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
         live.actor
             .send_message(Envelope::Local { msg, reply })
             .map_err(|_| Error::UnknownAgent(id.clone()))
@@ -303,7 +313,8 @@ impl Shared {
             (ids, durable)
         };
         if durable {
-            let payload = record::encode("a stop record", &TreeRecord::Stopped { ids: ids.clone() })?;
+            let payload =
+                record::encode("a stop record", &TreeRecord::Stopped { ids: ids.clone() })?;
             self.append_runtime(record::TREE_STREAM, record::STOP, payload)
                 .await?;
         }
@@ -320,7 +331,10 @@ impl Shared {
     }
 
     /// The actor supervising `id`'s children: its own, or the root's for `None`.
-    pub(crate) fn supervisor_of(&self, parent: Option<&AgentId>) -> Result<ActorRef<Envelope>, Error> {
+    pub(crate) fn supervisor_of(
+        &self,
+        parent: Option<&AgentId>,
+    ) -> Result<ActorRef<Envelope>, Error> {
         match parent {
             None => self.root.get().cloned().ok_or(Error::ShuttingDown),
             Some(p) => self
@@ -332,7 +346,12 @@ impl Shared {
     }
 
     /// Publishes encoded `body` to every subscriber of `topic`.
-    pub(crate) async fn publish(&self, topic: &str, origin: Origin, body: &[u8]) -> Result<usize, Error> {
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        origin: Origin,
+        body: &[u8],
+    ) -> Result<usize, Error> {
         let subscribers = self
             .topics
             .get(topic)
@@ -415,7 +434,11 @@ impl RuntimeBuilder {
         let mut tree = Tree::default();
         for event in journal.iter_stream(record::TREE_STREAM, 1)? {
             let event = event?;
-            tree.apply(record::decode(record::TREE_STREAM, event.seq, &event.payload)?);
+            tree.apply(record::decode(
+                record::TREE_STREAM,
+                event.seq,
+                &event.payload,
+            )?);
         }
         let walked: Vec<(AgentId, String, bool)> = tree
             .walk()
@@ -549,7 +572,11 @@ impl Runtime {
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::UnknownKind`] if `A` is not registered,
     /// [`Error::Encode`], [`Error::Journal`], [`Error::Spawn`], [`Error::ShuttingDown`].
-    pub async fn spawn<A: Agent>(&self, spec: SpawnSpec, args: A::Args) -> Result<AgentRef<A>, Error> {
+    pub async fn spawn<A: Agent>(
+        &self,
+        spec: SpawnSpec,
+        args: A::Args,
+    ) -> Result<AgentRef<A>, Error> {
         self.spawn_under::<A>(None, spec, args).await
     }
 
@@ -596,7 +623,10 @@ impl Runtime {
         self.shared.record_spawn(parent, kind, args, spec).await?;
         let (ack, started) = oneshot::channel();
         supervisor
-            .send_message(Envelope::StartChild(ChildStart { id: id.clone(), ack }))
+            .send_message(Envelope::StartChild(ChildStart {
+                id: id.clone(),
+                ack,
+            }))
             .map_err(|_| Error::ShuttingDown)?;
         started.await.map_err(|_| Error::ShuttingDown)?
     }
@@ -618,7 +648,10 @@ impl Runtime {
         let supervisor = self.shared.supervisor_of(parent.as_ref())?;
         let (ack, stopped) = oneshot::channel();
         if supervisor
-            .send_message(Envelope::StopChild { id: id.clone(), ack })
+            .send_message(Envelope::StopChild {
+                id: id.clone(),
+                ack,
+            })
             .is_ok()
         {
             let _ = stopped.await;
@@ -663,7 +696,8 @@ impl Runtime {
                 .send_record(id, Origin::External, None, &body, None)
                 .await
         } else {
-            self.shared.send_local(id, kind.boxed_msg_from_json(msg)?, None)
+            self.shared
+                .send_local(id, kind.boxed_msg_from_json(msg)?, None)
         }
     }
 
@@ -707,7 +741,11 @@ impl Runtime {
     ///
     /// # Errors
     /// [`Error::Encode`], [`Error::Journal`].
-    pub async fn publish<M: serde::Serialize>(&self, topic: &Topic<M>, msg: &M) -> Result<usize, Error> {
+    pub async fn publish<M: serde::Serialize>(
+        &self,
+        topic: &Topic<M>,
+        msg: &M,
+    ) -> Result<usize, Error> {
         self.shared.check_accepting()?;
         let body = record::encode("a topic message", msg)?;
         self.shared
@@ -751,7 +789,10 @@ impl Runtime {
             .iter()
             .filter_map(|live| {
                 let (ack, drained) = oneshot::channel();
-                live.actor.send_message(Envelope::Drain(ack)).ok().map(|_| drained)
+                live.actor
+                    .send_message(Envelope::Drain(ack))
+                    .ok()
+                    .map(|_| drained)
             })
             .collect();
         let drained = tokio::time::timeout(shared.config.drain_timeout, async {
@@ -774,7 +815,9 @@ impl Runtime {
         }
         if let Some(root) = shared.root.get() {
             // The root stops its agents children-first, then the writer (see Root).
-            let _ = root.stop_and_wait(None, Some(shared.config.drain_timeout)).await;
+            let _ = root
+                .stop_and_wait(None, Some(shared.config.drain_timeout))
+                .await;
         }
         shared.set_writer(None);
         shared.journal.flush().await?;
@@ -870,7 +913,8 @@ impl<A: Agent> AgentRef<A> {
                 .send_record(&self.id, Origin::External, None, &body, Some(reply))
                 .await?;
         } else {
-            self.shared.send_local(&self.id, Box::new(msg), Some(reply))?;
+            self.shared
+                .send_local(&self.id, Box::new(msg), Some(reply))?;
         }
         let reply = await_reply(&self.id, answer, timeout).await?;
         reply

@@ -102,7 +102,13 @@ mod tests {
         ];
         for (strategy, stop, restart) in cases {
             let spec = SupervisorSpec::new(strategy);
-            let got = plan(&spec, &mut RestartWindow::default(), now, &children, &children[1]);
+            let got = plan(
+                &spec,
+                &mut RestartWindow::default(),
+                now,
+                &children,
+                &children[1],
+            );
             assert_eq!(
                 got,
                 Plan::Restart {
@@ -129,7 +135,13 @@ mod tests {
             ));
         }
         assert!(matches!(
-            plan(&spec, &mut window, t0 + Duration::from_secs(3), &children, &children[0]),
+            plan(
+                &spec,
+                &mut window,
+                t0 + Duration::from_secs(3),
+                &children,
+                &children[0]
+            ),
             Plan::Escalate { restarts: 3, .. }
         ));
         // Once the oldest restart leaves the window, one more is allowed.
@@ -137,7 +149,10 @@ mod tests {
         for i in 0..3 {
             window.admit(t0 + Duration::from_secs(i), spec.intensity);
         }
-        assert_eq!(window.admit(t0 + Duration::from_secs(5), spec.intensity), Some(2));
+        assert_eq!(
+            window.admit(t0 + Duration::from_secs(5), spec.intensity),
+            Some(2)
+        );
     }
 
     #[test]
@@ -150,10 +165,12 @@ mod tests {
         let mut window = RestartWindow::default();
         let now = Instant::now();
         let delays: Vec<_> = (0..3)
-            .map(|_| match plan(&spec, &mut window, now, &children, &children[0]) {
-                Plan::Restart { delay, .. } => delay.as_millis(),
-                other => panic!("{other:?}"),
-            })
+            .map(
+                |_| match plan(&spec, &mut window, now, &children, &children[0]) {
+                    Plan::Restart { delay, .. } => delay.as_millis(),
+                    other => panic!("{other:?}"),
+                },
+            )
             .collect();
         assert_eq!(delays, [100, 200, 400]);
     }

@@ -22,8 +22,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
 use toka_store::{Appended, ExpectedVersion, NewEvent};
+use tokio::sync::oneshot;
 
 use crate::envelope::{Envelope, ReplyPort};
 use crate::record::{self, ProgressRecord};
@@ -107,7 +107,11 @@ impl Actor for Writer {
                 ack,
             } => {
                 let result = journal
-                    .append_unsynced(id.stream(), ExpectedVersion::Any, std::slice::from_ref(&event))
+                    .append_unsynced(
+                        id.stream(),
+                        ExpectedVersion::Any,
+                        std::slice::from_ref(&event),
+                    )
                     .await;
                 match result {
                     Ok(Ok(appended)) => {

@@ -10,7 +10,10 @@ use toka_actors::{Error, SpawnSpec};
 async fn send_and_ask_a_durable_agent() {
     let log = Log::default();
     let rt = builder(memory_journal(), &log).start().await.unwrap();
-    let c = rt.spawn::<Counter>(SpawnSpec::new("c").unwrap(), "c".into()).await.unwrap();
+    let c = rt
+        .spawn::<Counter>(SpawnSpec::new("c").unwrap(), "c".into())
+        .await
+        .unwrap();
     for n in 1..=10 {
         c.send(Cmd::Add(n)).await.unwrap();
     }
@@ -29,10 +32,17 @@ async fn transient_agents_work_and_are_not_recovered() {
         .unwrap();
     t.send(Cmd::Add(4)).await.unwrap();
     assert_eq!(t.ask(Cmd::Get, T).await.unwrap(), 4);
-    assert_eq!(journal.head_position(), 0, "transient agents journal nothing");
+    assert_eq!(
+        journal.head_position(),
+        0,
+        "transient agents journal nothing"
+    );
     rt.shutdown().await.unwrap();
     let rt = builder(journal, &log).start().await.unwrap();
-    assert!(matches!(rt.agent::<Counter>(&id("t")), Err(Error::UnknownAgent(_))));
+    assert!(matches!(
+        rt.agent::<Counter>(&id("t")),
+        Err(Error::UnknownAgent(_))
+    ));
     rt.shutdown().await.unwrap();
 }
 
@@ -40,7 +50,10 @@ async fn transient_agents_work_and_are_not_recovered() {
 async fn agents_send_ask_and_spawn_through_their_context() {
     let log = Log::default();
     let rt = builder(memory_journal(), &log).start().await.unwrap();
-    let a = rt.spawn::<Counter>(SpawnSpec::new("a").unwrap(), "a".into()).await.unwrap();
+    let a = rt
+        .spawn::<Counter>(SpawnSpec::new("a").unwrap(), "a".into())
+        .await
+        .unwrap();
     a.send(Cmd::Spawn("kid".into())).await.unwrap();
     a.send(Cmd::SendTo("kid".into(), 7)).await.unwrap();
     a.send(Cmd::AskAndAdd("kid".into())).await.unwrap();
@@ -60,7 +73,10 @@ async fn agents_send_ask_and_spawn_through_their_context() {
 async fn topics_reach_durable_and_transient_subscribers() {
     let log = Log::default();
     let rt = builder(memory_journal(), &log).start().await.unwrap();
-    let d = rt.spawn::<Counter>(SpawnSpec::new("d").unwrap(), "d".into()).await.unwrap();
+    let d = rt
+        .spawn::<Counter>(SpawnSpec::new("d").unwrap(), "d".into())
+        .await
+        .unwrap();
     let t = rt
         .spawn::<Counter>(SpawnSpec::new("t").unwrap().transient(), "t".into())
         .await
@@ -78,17 +94,35 @@ async fn topics_reach_durable_and_transient_subscribers() {
 async fn errors_name_what_went_wrong() {
     let log = Log::default();
     let rt = builder(memory_journal(), &log).start().await.unwrap();
-    rt.spawn::<Counter>(SpawnSpec::new("x").unwrap(), "x".into()).await.unwrap();
-    let again = rt.spawn::<Counter>(SpawnSpec::new("x").unwrap(), "x".into()).await;
+    rt.spawn::<Counter>(SpawnSpec::new("x").unwrap(), "x".into())
+        .await
+        .unwrap();
+    let again = rt
+        .spawn::<Counter>(SpawnSpec::new("x").unwrap(), "x".into())
+        .await;
     assert!(matches!(again, Err(Error::AlreadyExists(i)) if i == id("x")));
-    assert!(matches!(rt.agent::<Counter>(&id("nope")), Err(Error::UnknownAgent(_))));
     assert!(matches!(
-        rt.spawn_json(None, "no-such-kind", SpawnSpec::new("y").unwrap(), serde_json::json!(null)).await,
+        rt.agent::<Counter>(&id("nope")),
+        Err(Error::UnknownAgent(_))
+    ));
+    assert!(matches!(
+        rt.spawn_json(
+            None,
+            "no-such-kind",
+            SpawnSpec::new("y").unwrap(),
+            serde_json::json!(null)
+        )
+        .await,
         Err(Error::UnknownKind(_))
     ));
     assert!(matches!(
-        rt.spawn_json(None, "counter", SpawnSpec::new("y").unwrap(), serde_json::json!({"not": "a string"}))
-            .await,
+        rt.spawn_json(
+            None,
+            "counter",
+            SpawnSpec::new("y").unwrap(),
+            serde_json::json!({"not": "a string"})
+        )
+        .await,
         Err(Error::BadJson { .. })
     ));
     let x = rt.agent::<Counter>(&id("x")).unwrap();
@@ -101,11 +135,21 @@ async fn errors_name_what_went_wrong() {
 async fn json_messages_for_apis() {
     let log = Log::default();
     let rt = builder(memory_journal(), &log).start().await.unwrap();
-    rt.spawn_json(None, "counter", SpawnSpec::new("j").unwrap(), serde_json::json!("j"))
+    rt.spawn_json(
+        None,
+        "counter",
+        SpawnSpec::new("j").unwrap(),
+        serde_json::json!("j"),
+    )
+    .await
+    .unwrap();
+    rt.send_json(&id("j"), serde_json::json!({"Add": 3}))
         .await
         .unwrap();
-    rt.send_json(&id("j"), serde_json::json!({"Add": 3})).await.unwrap();
-    let v = rt.ask_json(&id("j"), serde_json::json!("Get"), T).await.unwrap();
+    let v = rt
+        .ask_json(&id("j"), serde_json::json!("Get"), T)
+        .await
+        .unwrap();
     assert_eq!(v, serde_json::json!(3));
     rt.shutdown().await.unwrap();
 }

@@ -32,7 +32,10 @@ async fn tree_and_states_come_back_after_a_restart() {
     let log = Log::default();
     let mut before = Vec::new();
     with_runtime(dir.path(), &log, |rt| async move {
-        let top = rt.spawn::<Counter>(SpawnSpec::new("top").unwrap(), "top".into()).await.unwrap();
+        let top = rt
+            .spawn::<Counter>(SpawnSpec::new("top").unwrap(), "top".into())
+            .await
+            .unwrap();
         top.ask(Cmd::Spawn("mid".into()), T).await.unwrap();
         let mid = rt.agent::<Counter>(&id("mid")).unwrap();
         mid.ask(Cmd::Spawn("leaf".into()), T).await.unwrap();
@@ -41,14 +44,20 @@ async fn tree_and_states_come_back_after_a_restart() {
             leaf.send(Cmd::Add(n)).await.unwrap();
         }
         top.send(Cmd::Add(7)).await.unwrap();
-        rt.spawn::<Counter>(SpawnSpec::new("gone").unwrap(), "gone".into()).await.unwrap();
+        rt.spawn::<Counter>(SpawnSpec::new("gone").unwrap(), "gone".into())
+            .await
+            .unwrap();
         rt.stop(&id("gone")).await.unwrap();
     })
     .await;
     with_runtime(dir.path(), &log, |rt| {
         before = rt.tree();
         async move {
-            let names: Vec<_> = rt.tree().into_iter().map(|i| (i.id.to_string(), i.parent.map(|p| p.to_string()), i.kind)).collect();
+            let names: Vec<_> = rt
+                .tree()
+                .into_iter()
+                .map(|i| (i.id.to_string(), i.parent.map(|p| p.to_string()), i.kind))
+                .collect();
             assert_eq!(
                 names,
                 [
@@ -73,8 +82,13 @@ async fn replay_does_not_repeat_effects() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::default();
     with_runtime(dir.path(), &log, |rt| async move {
-        let a = rt.spawn::<Counter>(SpawnSpec::new("a").unwrap(), "a".into()).await.unwrap();
-        rt.spawn::<Counter>(SpawnSpec::new("b").unwrap(), "b".into()).await.unwrap();
+        let a = rt
+            .spawn::<Counter>(SpawnSpec::new("a").unwrap(), "a".into())
+            .await
+            .unwrap();
+        rt.spawn::<Counter>(SpawnSpec::new("b").unwrap(), "b".into())
+            .await
+            .unwrap();
         for _ in 0..5 {
             a.send(Cmd::SendTo("b".into(), 1)).await.unwrap();
         }
@@ -86,13 +100,22 @@ async fn replay_does_not_repeat_effects() {
     log.take();
     with_runtime(dir.path(), &log, |rt| async move {
         let b = rt.agent::<Counter>(&id("b")).unwrap();
-        assert_eq!(b.ask(Cmd::Get, T).await.unwrap(), 5, "a's replay sent nothing again");
+        assert_eq!(
+            b.ask(Cmd::Get, T).await.unwrap(),
+            5,
+            "a's replay sent nothing again"
+        );
         let a = rt.agent::<Counter>(&id("a")).unwrap();
         // a's recorded ask reply (5) is replayed, not asked again.
         assert_eq!(a.ask(Cmd::Get, T).await.unwrap(), 5);
     })
     .await;
-    assert_eq!(log.count("handled:b"), 1, "b only handled the test's Get: {:?}", log.take());
+    assert_eq!(
+        log.count("handled:b"),
+        1,
+        "b only handled the test's Get: {:?}",
+        log.take()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +131,11 @@ async fn snapshots_bound_replay_and_keep_the_state() {
             s.send(Cmd::Add(n)).await.unwrap();
         }
         assert_eq!(s.ask(Cmd::Get, T).await.unwrap(), 325);
-        let snapshot = rt.journal().load_snapshot(id("s").stream()).unwrap().unwrap();
+        let snapshot = rt
+            .journal()
+            .load_snapshot(id("s").stream())
+            .unwrap()
+            .unwrap();
         assert_eq!(snapshot.seq, 20);
     })
     .await;
@@ -124,11 +151,18 @@ async fn durable_timers_fire_once_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::default();
     with_runtime(dir.path(), &log, |rt| async move {
-        let t = rt.spawn::<Counter>(SpawnSpec::new("t").unwrap(), "t".into()).await.unwrap();
+        let t = rt
+            .spawn::<Counter>(SpawnSpec::new("t").unwrap(), "t".into())
+            .await
+            .unwrap();
         t.ask(Cmd::Schedule(50, 1), T).await.unwrap();
         t.ask(Cmd::Schedule(600, 100), T).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(t.ask(Cmd::Get, T).await.unwrap(), 1, "the short timer fired");
+        assert_eq!(
+            t.ask(Cmd::Get, T).await.unwrap(),
+            1,
+            "the short timer fired"
+        );
     })
     .await;
     // Down across the long timer's due time: it fires late, after the restart, once.
@@ -147,7 +181,11 @@ async fn durable_timers_fire_once_even_across_a_restart() {
     with_runtime(dir.path(), &log, |rt| async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let t = rt.agent::<Counter>(&id("t")).unwrap();
-        assert_eq!(t.ask(Cmd::Get, T).await.unwrap(), 101, "fired timers stay fired");
+        assert_eq!(
+            t.ask(Cmd::Get, T).await.unwrap(),
+            101,
+            "fired timers stay fired"
+        );
     })
     .await;
 }
@@ -157,7 +195,9 @@ async fn a_journal_naming_an_unregistered_kind_does_not_start() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::default();
     with_runtime(dir.path(), &log, |rt| async move {
-        rt.spawn::<Counter>(SpawnSpec::new("c").unwrap(), "c".into()).await.unwrap();
+        rt.spawn::<Counter>(SpawnSpec::new("c").unwrap(), "c".into())
+            .await
+            .unwrap();
     })
     .await;
     let journal = open(dir.path());
@@ -170,11 +210,21 @@ async fn shutdown_drains_mailboxes_and_refuses_new_work() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::default();
     let rt = builder(open(dir.path()), &log).start().await.unwrap();
-    let c = rt.spawn::<Counter>(SpawnSpec::new("c").unwrap(), "c".into()).await.unwrap();
+    let c = rt
+        .spawn::<Counter>(SpawnSpec::new("c").unwrap(), "c".into())
+        .await
+        .unwrap();
     for n in 0..200 {
         c.send(Cmd::Add(n)).await.unwrap();
     }
     rt.clone().shutdown().await.unwrap();
-    assert_eq!(log.count("handled:c"), 200, "every queued message was handled before stop");
-    assert!(matches!(c.send(Cmd::Add(1)).await, Err(Error::ShuttingDown)));
+    assert_eq!(
+        log.count("handled:c"),
+        200,
+        "every queued message was handled before stop"
+    );
+    assert!(matches!(
+        c.send(Cmd::Add(1)).await,
+        Err(Error::ShuttingDown)
+    ));
 }

@@ -14,9 +14,13 @@ async fn family(rt: &toka_actors::Runtime, spec: SupervisorSpec) {
         .await
         .unwrap();
     for child in ["a", "b", "c"] {
-        rt.spawn_under::<Counter>(Some(&id("sup")), SpawnSpec::new(child).unwrap(), child.into())
-            .await
-            .unwrap();
+        rt.spawn_under::<Counter>(
+            Some(&id("sup")),
+            SpawnSpec::new(child).unwrap(),
+            child.into(),
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -105,7 +109,10 @@ async fn exceeding_intensity_escalates_to_the_parent() {
     // Second failure of the same poison message exceeds sup's intensity.
     eventually(|| log.count("start:sup") >= 1).await;
     let entries = log.take();
-    assert!(entries.iter().filter(|e| *e == "fail:a").count() >= 2, "{entries:?}");
+    assert!(
+        entries.iter().filter(|e| *e == "fail:a").count() >= 2,
+        "{entries:?}"
+    );
     // The whole family came back and still works.
     a.send(Cmd::Add(2)).await.unwrap();
     assert_eq!(a.ask(Cmd::Get, Duration::from_secs(10)).await.unwrap(), 2);
@@ -117,18 +124,26 @@ async fn exceeding_intensity_escalates_to_the_parent() {
 async fn escalation_past_the_root_fails_the_runtime() {
     let log = Log::default();
     let rt = builder(memory_journal(), &log)
-        .root_supervision(SupervisorSpec::new(Strategy::OneForOne).intensity(Intensity {
-            max_restarts: 0,
-            within: Duration::from_secs(5),
-        }))
+        .root_supervision(
+            SupervisorSpec::new(Strategy::OneForOne).intensity(Intensity {
+                max_restarts: 0,
+                within: Duration::from_secs(5),
+            }),
+        )
         .start()
         .await
         .unwrap();
-    let x = rt.spawn::<Counter>(SpawnSpec::new("x").unwrap(), "x".into()).await.unwrap();
+    let x = rt
+        .spawn::<Counter>(SpawnSpec::new("x").unwrap(), "x".into())
+        .await
+        .unwrap();
     x.send(Cmd::Fail).await.unwrap();
     eventually(|| rt.failure().is_some()).await;
     assert!(rt.failure().unwrap().contains("restart intensity"));
-    assert!(matches!(x.send(Cmd::Add(1)).await, Err(toka_actors::Error::ShuttingDown)));
+    assert!(matches!(
+        x.send(Cmd::Add(1)).await,
+        Err(toka_actors::Error::ShuttingDown)
+    ));
     rt.shutdown().await.unwrap();
 }
 
@@ -150,7 +165,11 @@ async fn backoff_delays_restarts_and_messages_wait_in_order() {
         b.send(Cmd::Add(n)).await.unwrap();
     }
     eventually(|| log.count("start:b") >= 1).await;
-    assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(b.ask(Cmd::Get, Duration::from_secs(10)).await.unwrap(), 15);
     rt.shutdown().await.unwrap();
 }

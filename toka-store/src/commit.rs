@@ -280,12 +280,10 @@ fn commit_loop<B: Backend>(
                     "journal flushed"
                 );
                 shared.lock().flushed = ticket;
-                shared
-                    .durable
-                    .send_modify(|d| {
-                        d.flushed = d.flushed.max(ticket);
-                        d.flushed_position = d.flushed_position.max(position);
-                    });
+                shared.durable.send_modify(|d| {
+                    d.flushed = d.flushed.max(ticket);
+                    d.flushed_position = d.flushed_position.max(position);
+                });
                 if !shared.visible_when_written {
                     publish_max(&shared.visible, position);
                 }

@@ -1,11 +1,13 @@
 //! Agents and helpers shared by the runtime's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toka_actors::{Agent, AgentError, AgentId, AgentRef, Context, Runtime, RuntimeBuilder, StartContext, Topic};
+use toka_actors::{
+    Agent, AgentError, AgentId, AgentRef, Context, Runtime, RuntimeBuilder, StartContext, Topic,
+};
 use toka_store::{Journal, JournalConfig, MemoryJournal};
 
 pub const T: Duration = Duration::from_secs(5);
@@ -22,7 +24,12 @@ impl Log {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
     pub fn count(&self, entry: &str) -> usize {
-        self.0.lock().unwrap().iter().filter(|e| *e == entry).count()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| *e == entry)
+            .count()
     }
 }
 
@@ -81,12 +88,21 @@ impl Agent for Counter {
         Ok(0)
     }
 
-    async fn on_start(&self, ctx: &mut StartContext<'_, Self>, _: &mut i64) -> Result<(), AgentError> {
+    async fn on_start(
+        &self,
+        ctx: &mut StartContext<'_, Self>,
+        _: &mut i64,
+    ) -> Result<(), AgentError> {
         ctx.subscribe(&ticks());
         Ok(())
     }
 
-    async fn handle(&self, ctx: &mut Context<'_, Self>, value: &mut i64, msg: Cmd) -> Result<i64, AgentError> {
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        value: &mut i64,
+        msg: Cmd,
+    ) -> Result<i64, AgentError> {
         match msg {
             Cmd::Add(n) => *value += n,
             Cmd::Get => {}
@@ -131,7 +147,9 @@ impl Agent for Counter {
     }
 
     fn restore(&self, _: &String, bytes: &[u8]) -> Result<i64, AgentError> {
-        let bytes: [u8; 8] = bytes.try_into().map_err(|_| AgentError::msg("bad snapshot"))?;
+        let bytes: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| AgentError::msg("bad snapshot"))?;
         Ok(i64::from_le_bytes(bytes))
     }
 }
@@ -156,7 +174,10 @@ pub fn id(s: &str) -> AgentId {
 pub async fn eventually(mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + T;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
