@@ -149,6 +149,7 @@ pub(crate) struct Core<A: Agent> {
     subscriptions: HashMap<String, TopicDecoder<A::Msg>>,
     pub(crate) recorded_timers: HashMap<TimerId, TimerRecord>,
     pub(crate) recorded_replies: HashMap<EffectId, Result<Vec<u8>, String>>,
+    pub(crate) recorded_intents: HashSet<EffectId>,
     since_snapshot: u64,
     children: Children,
 }
@@ -582,7 +583,12 @@ impl<A: Agent> AgentActor<A> {
                         record::decode(stream, event.seq, &event.payload).map_err(failure)?;
                     state.core.recorded_timers.insert(timer.id, timer);
                 }
-                record::REPLY => {
+                record::INTENT => {
+                    let intent: record::IntentRecord =
+                        record::decode(stream, event.seq, &event.payload).map_err(failure)?;
+                    state.core.recorded_intents.insert(intent.effect);
+                }
+                record::REPLY | record::RESULT => {
                     let reply: ReplyRecord =
                         record::decode(stream, event.seq, &event.payload).map_err(failure)?;
                     state.core.recorded_replies.insert(reply.effect, reply.body);
@@ -645,6 +651,7 @@ impl<A: Agent> AgentActor<A> {
         core.own.retain(|s| *s > version);
         core.recorded_timers.clear();
         core.recorded_replies.clear();
+        core.recorded_intents.clear();
         let pending: Vec<(TimerId, u64)> =
             core.timers.values().map(|t| (t.id, t.due_micros)).collect();
         for (timer, due) in pending {
@@ -768,6 +775,7 @@ impl<A: Agent> Actor for AgentActor<A> {
             subscriptions: HashMap::new(),
             recorded_timers: HashMap::new(),
             recorded_replies: HashMap::new(),
+            recorded_intents: HashSet::new(),
             since_snapshot: 0,
             children: Children::default(),
         };

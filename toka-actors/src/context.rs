@@ -18,9 +18,12 @@ use toka_store::Timestamp;
 use tokio::sync::oneshot;
 
 use crate::agent_actor::Core;
-use crate::record::{self, Origin, ReplyRecord, TimerRecord};
+use crate::record::{self, IntentRecord, Origin, ReplyRecord, TimerRecord};
 use crate::runtime::{AgentRef, await_reply};
-use crate::{Agent, AgentId, EffectId, Error, SpawnSpec, TimerId, Topic};
+use crate::{Agent, AgentError, AgentId, EffectId, Error, SpawnSpec, TimerId, Topic};
+
+/// The recorded outcome of an effect found in doubt.
+const IN_DOUBT: &str = "in doubt: the effect may or may not have happened before a crash";
 
 /// The handler's view of the runtime while it handles one message.
 pub struct Context<'a, A: Agent> {
@@ -228,6 +231,80 @@ impl<A: Agent> Context<'_, A> {
         Ok(())
     }
 
+    /// Runs a side effect at most once across crashes and replays (the primitive tool
+    /// calls are built on). The intent is journaled before `run` starts and its outcome
+    /// after it ends; a replay, or a re-run after a crash, returns the recorded outcome
+    /// instead of running it again. If a crash fell between intent and outcome, `on_doubt`
+    /// decides: run again, or fail with [`Error::InDoubt`] (recorded, so every later
+    /// replay sees the same).
+    ///
+    /// Transient agents journal nothing: `run` simply runs.
+    ///
+    /// # Errors
+    /// [`Error::Effect`] if `run` failed (now or when recorded), [`Error::InDoubt`],
+    /// [`Error::Encode`], [`Error::Journal`].
+    pub async fn effect<T, F, Fut>(
+        &mut self,
+        name: &str,
+        on_doubt: OnDoubt,
+        run: F,
+    ) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T, AgentError>> + Send,
+    {
+        let effect = self.next_effect();
+        let failed = |reason: String| Error::Effect {
+            name: name.to_owned(),
+            reason,
+        };
+        if let Some(recorded) = self.core.recorded_replies.remove(&effect) {
+            return match recorded {
+                Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
+                Err(reason) if reason == IN_DOUBT => Err(Error::InDoubt {
+                    name: name.to_owned(),
+                    effect,
+                }),
+                Err(reason) => Err(failed(reason)),
+            };
+        }
+        if !self.core.durable {
+            return run().await.map_err(|e| failed(e.to_string()));
+        }
+        if self.core.recorded_intents.remove(&effect) && on_doubt == OnDoubt::Fail {
+            tracing::warn!(agent = %self.core.id, name, ?effect, "side effect in doubt; not run again");
+            let payload = record::encode(
+                "an effect outcome",
+                &ReplyRecord {
+                    effect,
+                    body: Err(IN_DOUBT.to_owned()),
+                },
+            )?;
+            self.core.append_own(record::RESULT, payload).await?;
+            return Err(Error::InDoubt {
+                name: name.to_owned(),
+                effect,
+            });
+        }
+        let intent = record::encode(
+            "an effect intent",
+            &IntentRecord {
+                effect,
+                name: name.to_owned(),
+            },
+        )?;
+        self.core.append_own(record::INTENT, intent).await?;
+        let outcome = run().await;
+        let body = match &outcome {
+            Ok(value) => Ok(record::encode("an effect outcome", value)?),
+            Err(error) => Err(error.to_string()),
+        };
+        let payload = record::encode("an effect outcome", &ReplyRecord { effect, body })?;
+        self.core.append_own(record::RESULT, payload).await?;
+        outcome.map_err(|e| failed(e.to_string()))
+    }
+
     /// Delivers `msg` to this agent after `delay`. Durable agents journal the timer: it
     /// fires after a restart too (at once if it came due meanwhile), exactly once.
     ///
@@ -257,6 +334,16 @@ impl<A: Agent> Context<'_, A> {
         self.core.pending_timer(timer, !self.replaying);
         Ok(id)
     }
+}
+
+/// What to do with a side effect found *in doubt* on recovery: its intent was journaled
+/// but not its outcome, so it may or may not have happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDoubt {
+    /// Run it again: for effects that are safe to repeat (pure, read-only, idempotent).
+    Retry,
+    /// Do not: [`Context::effect`] returns [`Error::InDoubt`] and the journal records it.
+    Fail,
 }
 
 /// What `on_start` can do: learn its id and subscribe to topics.

@@ -82,6 +82,25 @@ pub enum Error {
         /// Its error.
         reason: String,
     },
+    /// A side effect run through [`Context::effect`](crate::Context::effect) failed.
+    #[error("effect {name:?} failed: {reason}")]
+    Effect {
+        /// The effect's name.
+        name: String,
+        /// Its error.
+        reason: String,
+    },
+    /// A side effect's intent was journaled but not its outcome before a crash, and it is
+    /// not safe to run again: it may or may not have happened.
+    #[error(
+        "effect {name:?} ({effect:?}) is in doubt: it may or may not have happened before a crash"
+    )]
+    InDoubt {
+        /// The effect's name.
+        name: String,
+        /// Its id.
+        effect: crate::EffectId,
+    },
     /// The agent stopped before it replied.
     #[error("agent {0} stopped before replying")]
     NoReply(AgentId),

@@ -96,7 +96,7 @@ mod tree;
 mod writer;
 
 pub use agent::Agent;
-pub use context::{Context, StartContext};
+pub use context::{Context, OnDoubt, StartContext};
 pub use error::{AgentError, Error};
 pub use id::{AgentId, EffectId, MAX_AGENT_ID_BYTES, TimerId};
 pub use record::DeadLetter;

@@ -27,6 +27,10 @@ pub const MSG: &str = "toka.msg";
 pub const TIMER: &str = "toka.timer";
 /// Kind of a recorded reply to an ask made by an agent.
 pub const REPLY: &str = "toka.reply";
+/// Kind of the intent to run a side effect ([`Context::effect`](crate::Context::effect)).
+pub const INTENT: &str = "toka.intent";
+/// Kind of a side effect's outcome (a [`ReplyRecord`]).
+pub const RESULT: &str = "toka.result";
 /// Kind of a failed attempt at handling a message.
 pub const ATTEMPT: &str = "toka.attempt";
 /// Kind of a dead-lettered message.
@@ -83,13 +87,23 @@ pub struct TimerRecord {
     pub body: Vec<u8>,
 }
 
-/// The reply an agent got to an ask, so that replay returns it again.
+/// The reply an agent got to an ask, or the outcome of a side effect, so that replay
+/// returns it again.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReplyRecord {
     /// The ask.
     pub effect: EffectId,
     /// The postcard-encoded reply, or the error the ask ended with.
     pub body: Result<Vec<u8>, String>,
+}
+
+/// The intent to run side effect `effect`, journaled before it runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IntentRecord {
+    /// The effect.
+    pub effect: EffectId,
+    /// What it is (e.g. a tool name), for audit.
+    pub name: String,
 }
 
 /// A failed attempt at handling message `seq`.

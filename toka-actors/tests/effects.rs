@@ -1,0 +1,167 @@
+//! Journaled side effects (`Context::effect`): recorded outcomes are returned instead of
+//! running again, and effects in doubt are retried or refused as asked.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::{T, id, memory_journal};
+use serde::{Deserialize, Serialize};
+use toka_actors::{Agent, AgentError, Context, Error, OnDoubt, Runtime, SpawnSpec};
+
+/// Runs an effect that counts its runs, then fails the handler the first `crash_after`
+/// times (after the effect completed), or panics inside the effect.
+struct Effector {
+    runs: Arc<AtomicU32>,
+    handler_failures: Arc<AtomicU32>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Op {
+    /// Effect succeeds, then the handler fails once: the re-run must reuse the outcome.
+    ThenFail,
+    /// The effect itself panics once (intent journaled, no outcome): in doubt.
+    PanicInside(bool),
+}
+
+impl Agent for Effector {
+    const KIND: &'static str = "effector";
+    type Args = ();
+    type Msg = Op;
+    type Reply = String;
+    type State = ();
+
+    fn init(&self, _: &()) -> Result<(), AgentError> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        _: &mut (),
+        op: Op,
+    ) -> Result<String, AgentError> {
+        let runs = self.runs.clone();
+        match op {
+            Op::ThenFail => {
+                let n: u32 = ctx
+                    .effect("count", OnDoubt::Fail, || async move {
+                        Ok(runs.fetch_add(1, Ordering::SeqCst) + 1)
+                    })
+                    .await?;
+                if self.handler_failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(AgentError::msg("crash after the effect"));
+                }
+                Ok(format!("run {n}"))
+            }
+            Op::PanicInside(retry) => {
+                let on_doubt = if retry { OnDoubt::Retry } else { OnDoubt::Fail };
+                let outcome: Result<u32, Error> = ctx
+                    .effect("flaky", on_doubt, || async move {
+                        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                            panic!("crash inside the effect");
+                        }
+                        Ok(7)
+                    })
+                    .await;
+                Ok(match outcome {
+                    Ok(v) => format!("ok {v}"),
+                    Err(Error::InDoubt { .. }) => "in doubt".into(),
+                    Err(e) => format!("error {e}"),
+                })
+            }
+        }
+    }
+}
+
+async fn runtime() -> (Runtime, Arc<AtomicU32>) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let rt = Runtime::builder(memory_journal())
+        .register(Effector {
+            runs: runs.clone(),
+            handler_failures: Arc::new(AtomicU32::new(0)),
+        })
+        .start()
+        .await
+        .unwrap();
+    (rt, runs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_handler_gets_the_recorded_outcome() {
+    let (rt, runs) = runtime().await;
+    let e = rt
+        .spawn::<Effector>(SpawnSpec::new("e").unwrap(), ())
+        .await
+        .unwrap();
+    e.send(Op::ThenFail).await.unwrap();
+    // The handler failed once after the effect; the restarted agent re-ran the message.
+    let journal = rt.journal().clone();
+    common::eventually(|| {
+        journal
+            .read_stream(id("e").stream(), 1, 100)
+            .unwrap()
+            .iter()
+            .filter(|ev| ev.kind == "toka.result")
+            .count()
+            == 1
+    })
+    .await;
+    assert_eq!(e.ask(Op::ThenFail, T).await.unwrap(), "run 2");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "one run per message, none repeated"
+    );
+    rt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_in_doubt_is_refused_or_retried() {
+    let (rt, runs) = runtime().await;
+    let e = rt
+        .spawn::<Effector>(SpawnSpec::new("e").unwrap(), ())
+        .await
+        .unwrap();
+    assert_eq!(
+        e.ask(Op::PanicInside(false), T).await.ok(),
+        None,
+        "the first attempt crashed"
+    );
+    let dead = rt.dead_letters(&id("e")).unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    // The re-run found the intent without an outcome: refused, and recorded as such.
+    let journal = rt.journal().clone();
+    let outcomes = move || -> Vec<toka_actors::record::ReplyRecord> {
+        journal
+            .read_stream(id("e").stream(), 1, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|ev| ev.kind == toka_actors::record::RESULT)
+            .map(|ev| postcard::from_bytes(&ev.payload).unwrap())
+            .collect()
+    };
+    common::eventually(|| !outcomes().is_empty()).await;
+    let recorded = outcomes();
+    assert_eq!(recorded.len(), 1);
+    assert!(
+        matches!(&recorded[0].body, Err(reason) if reason.contains("in doubt")),
+        "{recorded:?}"
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "an external effect never runs twice"
+    );
+
+    let (rt2, runs2) = runtime().await;
+    let r = rt2
+        .spawn::<Effector>(SpawnSpec::new("r").unwrap(), ())
+        .await
+        .unwrap();
+    let _ = r.ask(Op::PanicInside(true), T).await;
+    common::eventually(|| runs2.load(Ordering::SeqCst) == 2).await;
+    rt.shutdown().await.unwrap();
+    rt2.shutdown().await.unwrap();
+}
