@@ -357,6 +357,12 @@ impl<A: Agent> Core<A> {
         )?;
         self.append_own(record::DEAD, payload).await?;
         self.mark_handled(seq);
+        if let Some((_, port)) = self.shared.asks.remove(&(self.id.clone(), seq)) {
+            let _ = port.send(Err(Error::Handler {
+                id: self.id.clone(),
+                reason: format!("dead-lettered after {attempts} failed attempts"),
+            }));
+        }
         Ok(())
     }
 
