@@ -48,7 +48,9 @@
 //! crash and dropped by the leaf), to show that deduplication was exercised. A run takes
 //! about 50 s in a debug build on 2 cores.
 //!
-//! Replay a run with `TOKA_SEED=<seed> cargo test -p toka-actors --test crash_tree`.
+//! Replay a run with `TOKA_SEED=<seed> cargo test -p toka-actors --test crash_tree`: the
+//! seed fixes the schedule (which kills, in which order, and where in the build, the
+//! recovery or the traffic they are aimed); timing inside the children still varies.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
