@@ -28,6 +28,8 @@ use futures_util::FutureExt;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use toka_store::{RecordedEvent, Timestamp};
+
+use crate::runtime::Rec;
 use tokio::task::AbortHandle;
 
 use crate::envelope::{AnyBox, ChildStart, Envelope, ReplyPort};
@@ -572,18 +574,29 @@ impl<A: Agent> AgentActor<A> {
             }
             state.core.applied = snapshot.seq;
         }
-        let from = state.core.applied + 1;
-        let events: Vec<RecordedEvent> = shared
-            .journal
-            .iter_stream(stream, from)
-            .map_err(failure)?
-            .take_while(|e| e.as_ref().map_or(true, |e| e.seq <= version))
-            .collect::<Result<_, _>>()
-            .map_err(failure)?;
+        // Records read ahead by the runtime's start-up pass (one sequential scan instead
+        // of a random read per record), then whatever followed them.
+        let applied = state.core.applied;
+        let mut events: Vec<Rec> = shared
+            .preloaded
+            .remove(&id)
+            .map(|(_, recs)| recs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.seq > applied && r.seq <= version)
+            .collect();
+        let next = events.last().map_or(applied, |r| r.seq) + 1;
+        for event in shared.journal.iter_stream(stream, next).map_err(failure)? {
+            let event = event.map_err(failure)?;
+            if event.seq > version {
+                break;
+            }
+            events.push(Rec::from_event(event.seq, &event.kind, event.payload));
+        }
         let mut attempts: HashMap<u64, (u32, String)> = HashMap::new();
         let mut dead: HashSet<u64> = HashSet::new();
         for event in &events {
-            match event.kind.as_str() {
+            match event.kind {
                 record::TIMER => {
                     let timer: TimerRecord =
                         record::decode(stream, event.seq, &event.payload).map_err(failure)?;

@@ -33,6 +33,10 @@ use crate::{AgentId, Error};
 /// How often progress is recorded.
 pub(crate) const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Every this many progress records, the whole progress map is saved as the progress
+/// stream's snapshot, so start-up reads a bounded tail of the stream.
+pub(crate) const PROGRESS_SNAPSHOT_EVERY: u64 = 64;
+
 /// Requests to the writer.
 pub(crate) enum WriterMsg {
     /// Append one event to an agent's stream; with `deliver`, hand it to the agent's live
@@ -208,7 +212,8 @@ impl WriterState {
             return Ok(());
         }
         let payload = record::encode("progress", &record)?;
-        self.shared
+        let appended = self
+            .shared
             .journal
             .append_unsynced(
                 record::PROGRESS_STREAM,
@@ -219,6 +224,16 @@ impl WriterState {
             .map_err(|c| Error::Internal(c.to_string()))?;
         for (id, seq) in record.handled {
             self.recorded.insert(id, seq);
+        }
+        if appended.last_seq % PROGRESS_SNAPSHOT_EVERY == 0 {
+            let all = ProgressRecord {
+                handled: self.recorded.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            };
+            let state = record::encode("the progress snapshot", &all)?;
+            self.shared
+                .journal
+                .save_snapshot(record::PROGRESS_STREAM, appended.last_seq, &state)
+                .await?;
         }
         Ok(())
     }
