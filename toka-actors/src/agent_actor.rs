@@ -384,7 +384,7 @@ impl<A: Agent> AgentActor<A> {
         state: &mut AgentState<A>,
         seq: u64,
         mode: Mode,
-        sent: Timestamp,
+        sent: Option<Timestamp>,
         msg: A::Msg,
         reply: Option<ReplyPort>,
     ) -> Result<(), ActorProcessingErr> {
@@ -425,7 +425,7 @@ impl<A: Agent> AgentActor<A> {
                     error: reason.clone(),
                 },
             )?;
-            core.append_own(record::ATTEMPT, payload).await?;
+            Box::pin(core.append_own(record::ATTEMPT, payload)).await?;
         }
         Err(reason.into())
     }
@@ -451,7 +451,7 @@ impl<A: Agent> AgentActor<A> {
         let stream = core.id.stream();
         let record: MsgRecord<'_> = match record::decode(stream, seq, payload) {
             Ok(record) => record,
-            Err(error) => return self.undecodable(state, seq, error, reply).await,
+            Err(error) => return Box::pin(self.undecodable(state, seq, error, reply)).await,
         };
         match &record.origin {
             Origin::External => {}
@@ -483,13 +483,14 @@ impl<A: Agent> AgentActor<A> {
         let sent = Timestamp::from_micros(record.sent_micros);
         match decoded {
             Ok(msg) => {
-                self.run_handler(state, seq, mode, sent, msg, reply).await?;
+                self.run_handler(state, seq, mode, Some(sent), msg, reply)
+                    .await?;
                 if mode == Mode::Live {
-                    self.maybe_snapshot(state, seq).await;
+                    Box::pin(self.maybe_snapshot(state, seq)).await;
                 }
                 Ok(())
             }
-            Err(error) => self.undecodable(state, seq, error, reply).await,
+            Err(error) => Box::pin(self.undecodable(state, seq, error, reply)).await,
         }
     }
 
@@ -713,7 +714,7 @@ impl<A: Agent> AgentActor<A> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             Ok(msg) => {
-                self.run_handler(state, 0, Mode::Live, Timestamp::now(), msg, reply)
+                self.run_handler(state, 0, Mode::Live, None, msg, reply)
                     .await
             }
             Err(error) => {
@@ -727,6 +728,53 @@ impl<A: Agent> AgentActor<A> {
                 Ok(())
             }
         }
+    }
+
+    /// A durable timer came due: journal its firing (durable agents) or handle it.
+    async fn timer_due(
+        &self,
+        state: &mut AgentState<A>,
+        id: TimerId,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(timer) = state.core.timers.get(&id).cloned() else {
+            return Ok(());
+        };
+        if state.core.durable {
+            // Journal the firing; it comes back as a message, handled once.
+            let core = &state.core;
+            if let Err(error) = core
+                .shared
+                .send_record(&core.id, Origin::Timer(id), None, &timer.body, None)
+                .await
+            {
+                tracing::warn!(agent = %core.id, %error, "could not fire a timer; retrying in 1 s");
+                let due = Timestamp::now().as_micros() + 1_000_000;
+                state.core.arm(id, due);
+            }
+            Ok(())
+        } else {
+            state.core.timers.remove(&id);
+            state.core.timer_tasks.remove(&id);
+            let msg = postcard::from_bytes::<A::Msg>(&timer.body).map_err(|e| e.to_string());
+            self.handle_local(state, msg, None).await
+        }
+    }
+
+    /// Starts children after a restart backoff.
+    async fn restart_children(
+        &self,
+        state: &mut AgentState<A>,
+        ids: Vec<AgentId>,
+    ) -> Result<(), ActorProcessingErr> {
+        for id in ids {
+            if self.shared.tree().get(&id).is_none() {
+                continue;
+            }
+            if let Err(error) = state.core.start_child(&id).await {
+                state.core.child_failed(id, error.to_string()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Restarts the journal writer (root only).
@@ -848,7 +896,7 @@ impl<A: Agent> Actor for AgentActor<A> {
                     return Ok(());
                 }
                 if seq > state.core.applied + 1 {
-                    self.catch_up(state, seq - 1).await?;
+                    Box::pin(self.catch_up(state, seq - 1)).await?;
                 }
                 state
                     .core
@@ -875,52 +923,22 @@ impl<A: Agent> Actor for AgentActor<A> {
                 };
                 self.handle_local(state, msg, None).await
             }
-            Envelope::TimerDue(id) => {
-                let Some(timer) = state.core.timers.get(&id).cloned() else {
-                    return Ok(());
-                };
-                if state.core.durable {
-                    // Journal the firing; it comes back as a message, handled once.
-                    let core = &state.core;
-                    if let Err(error) = core
-                        .shared
-                        .send_record(&core.id, Origin::Timer(id), None, &timer.body, None)
-                        .await
-                    {
-                        tracing::warn!(agent = %core.id, %error, "could not fire a timer; retrying in 1 s");
-                        let due = Timestamp::now().as_micros() + 1_000_000;
-                        state.core.arm(id, due);
-                    }
-                    Ok(())
-                } else {
-                    state.core.timers.remove(&id);
-                    state.core.timer_tasks.remove(&id);
-                    let msg =
-                        postcard::from_bytes::<A::Msg>(&timer.body).map_err(|e| e.to_string());
-                    self.handle_local(state, msg, None).await
-                }
-            }
-            Envelope::RestartChildren(ids) => {
-                for id in ids {
-                    if self.shared.tree().get(&id).is_none() {
-                        continue;
-                    }
-                    if let Err(error) = state.core.start_child(&id).await {
-                        state.core.child_failed(id, error.to_string()).await?;
-                    }
-                }
-                Ok(())
-            }
+            // Rare arms are boxed so that the common message path keeps a small future.
+            Envelope::TimerDue(id) => Box::pin(self.timer_due(state, id)).await,
+            Envelope::RestartChildren(ids) => Box::pin(self.restart_children(state, ids)).await,
             Envelope::StartChild(ChildStart { id, ack }) => {
-                let started = state.core.start_child(&id).await;
-                if started.is_err() {
-                    let _ = self.shared.record_stop(&id).await;
-                }
-                let _ = ack.send(started);
+                Box::pin(async {
+                    let started = state.core.start_child(&id).await;
+                    if started.is_err() {
+                        let _ = self.shared.record_stop(&id).await;
+                    }
+                    let _ = ack.send(started);
+                })
+                .await;
                 Ok(())
             }
             Envelope::StopChild { id, ack } => {
-                state.core.stop_child_actor(&id).await;
+                Box::pin(state.core.stop_child_actor(&id)).await;
                 let _ = ack.send(());
                 Ok(())
             }

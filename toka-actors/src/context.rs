@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::agent_actor::Core;
 use crate::record::{self, IntentRecord, Origin, ReplyRecord, TimerRecord};
-use crate::runtime::{AgentRef, await_reply};
+use crate::runtime::{AgentRef, Target, await_reply};
 use crate::{Agent, AgentError, AgentId, EffectId, Error, SpawnSpec, TimerId, Topic};
 
 /// The recorded outcome of an effect found in doubt.
@@ -31,7 +31,8 @@ pub struct Context<'a, A: Agent> {
     pub(crate) seq: u64,
     pub(crate) effects: u32,
     pub(crate) replaying: bool,
-    pub(crate) now: Timestamp,
+    /// When the message was sent; `None` (transient agents): read the clock on demand.
+    pub(crate) now: Option<Timestamp>,
 }
 
 impl<A: Agent> Context<'_, A> {
@@ -64,9 +65,10 @@ impl<A: Agent> Context<'_, A> {
         self.replaying
     }
 
-    /// When the message was journaled: the same on replay, so use it instead of the clock.
+    /// When the message was sent: the same on replay, so use it instead of the clock
+    /// (transient agents, which never replay, get the clock).
     pub fn now(&self) -> Timestamp {
-        self.now
+        self.now.unwrap_or_else(Timestamp::now)
     }
 
     fn next_effect(&mut self) -> EffectId {
@@ -98,13 +100,14 @@ impl<A: Agent> Context<'_, A> {
             return Ok(());
         }
         let shared = &self.core.shared;
-        if shared.is_durable(to.id())? {
-            let body = record::encode("a message", &msg)?;
-            shared
-                .send_record(to.id(), self.origin(effect), None, &body, None)
-                .await
-        } else {
-            shared.send_local(to.id(), Box::new(msg), None)
+        match shared.target(to.id())? {
+            Target::Journal => {
+                let body = record::encode("a message", &msg)?;
+                shared
+                    .send_record(to.id(), self.origin(effect), None, &body, None)
+                    .await
+            }
+            Target::Mailbox(actor) => Target::send_local(&actor, to.id(), Box::new(msg), None),
         }
     }
 
@@ -132,13 +135,16 @@ impl<A: Agent> Context<'_, A> {
         let shared = self.core.shared.clone();
         let (reply, answer) = oneshot::channel();
         let outcome = async {
-            if shared.is_durable(to.id())? {
-                let body = record::encode("a message", &msg)?;
-                shared
-                    .send_record(to.id(), self.origin(effect), None, &body, Some(reply))
-                    .await?;
-            } else {
-                shared.send_local(to.id(), Box::new(msg), Some(reply))?;
+            match shared.target(to.id())? {
+                Target::Journal => {
+                    let body = record::encode("a message", &msg)?;
+                    shared
+                        .send_record(to.id(), self.origin(effect), None, &body, Some(reply))
+                        .await?;
+                }
+                Target::Mailbox(actor) => {
+                    Target::send_local(&actor, to.id(), Box::new(msg), Some(reply))?;
+                }
             }
             let reply = await_reply(to.id(), answer, timeout).await?;
             reply.downcast::<B::Reply>().map(|r| *r).map_err(|_| {
@@ -317,7 +323,7 @@ impl<A: Agent> Context<'_, A> {
             return Ok(id);
         }
         let due = if self.replaying {
-            self.now.as_micros()
+            self.now().as_micros()
         } else {
             Timestamp::now().as_micros()
         }

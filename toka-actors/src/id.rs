@@ -26,10 +26,50 @@ pub const MAX_AGENT_ID_BYTES: usize = 128;
 /// assert!(AgentId::new("../etc").is_err());
 /// # Ok::<(), toka_actors::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone)]
 pub struct AgentId {
     /// `agent/<id>`: the journal stream, so that appends borrow it without formatting.
     stream: Arc<str>,
+    /// A hash of `stream`, computed once: ids are hashed on every message routed.
+    hash: u64,
+}
+
+impl AgentId {
+    fn from_stream_string(stream: String) -> Self {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(stream.as_str());
+        AgentId {
+            stream: Arc::from(stream),
+            hash,
+        }
+    }
+}
+
+impl PartialEq for AgentId {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.stream == other.stream
+    }
+}
+
+impl Eq for AgentId {}
+
+impl std::hash::Hash for AgentId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for AgentId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AgentId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.stream.cmp(&other.stream)
+    }
 }
 
 impl AgentId {
@@ -56,17 +96,13 @@ impl AgentId {
                 id: id.chars().take(64).collect(),
                 reason,
             }),
-            None => Ok(AgentId {
-                stream: Arc::from(format!("{STREAM_PREFIX}{id}")),
-            }),
+            None => Ok(AgentId::from_stream_string(format!("{STREAM_PREFIX}{id}"))),
         }
     }
 
     /// The runtime's root supervisor (not a valid user id, never journaled).
     pub(crate) fn root() -> Self {
-        AgentId {
-            stream: Arc::from(format!("{STREAM_PREFIX}$root")),
-        }
+        AgentId::from_stream_string(format!("{STREAM_PREFIX}$root"))
     }
 
     /// The id as text.

@@ -54,6 +54,28 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// Where messages for an agent go.
+pub(crate) enum Target {
+    /// Journal them (a durable agent).
+    Journal,
+    /// Put them in this transient agent's mailbox.
+    Mailbox(ActorRef<Envelope>),
+}
+
+impl Target {
+    /// Sends a transient agent's message.
+    pub(crate) fn send_local(
+        actor: &ActorRef<Envelope>,
+        id: &AgentId,
+        msg: AnyBox,
+        reply: Option<ReplyPort>,
+    ) -> Result<(), Error> {
+        actor
+            .send_message(Envelope::Local { msg, reply })
+            .map_err(|_| Error::UnknownAgent(id.clone()))
+    }
+}
+
 /// One record of an agent's stream, as recovery needs it.
 pub(crate) struct Rec {
     pub(crate) seq: u64,
@@ -243,17 +265,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Whether `id` is a durable agent; an error if it is not in the tree.
-    pub(crate) fn is_durable(&self, id: &AgentId) -> Result<bool, Error> {
-        if let Some(live) = self.live.get(id) {
-            return Ok(live.durable);
-        }
-        self.tree()
-            .get(id)
-            .map(|n| n.spec.durable)
-            .ok_or_else(|| Error::UnknownAgent(id.clone()))
-    }
-
     /// The kind of `id`, checked against `expected`.
     pub(crate) fn check_kind(&self, id: &AgentId, expected: &'static str) -> Result<(), Error> {
         let tree = self.tree();
@@ -271,20 +282,20 @@ impl Shared {
         }
     }
 
-    /// Sends a message to a transient agent's mailbox.
-    pub(crate) fn send_local(
-        &self,
-        id: &AgentId,
-        msg: AnyBox,
-        reply: Option<ReplyPort>,
-    ) -> Result<(), Error> {
-        let live = self
-            .live
-            .get(id)
-            .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
-        live.actor
-            .send_message(Envelope::Local { msg, reply })
-            .map_err(|_| Error::UnknownAgent(id.clone()))
+    /// Where messages for `id` go, in one lookup: the journal (durable agents, running or
+    /// not), or the mailbox of a running transient agent.
+    pub(crate) fn target(&self, id: &AgentId) -> Result<Target, Error> {
+        if let Some(live) = self.live.get(id) {
+            return Ok(if live.durable {
+                Target::Journal
+            } else {
+                Target::Mailbox(live.actor.clone())
+            });
+        }
+        match self.tree().get(id) {
+            Some(node) if node.spec.durable => Ok(Target::Journal),
+            _ => Err(Error::UnknownAgent(id.clone())),
+        }
     }
 
     /// Records a new agent in the tree (journaled if durable). The caller starts it.
@@ -391,14 +402,17 @@ impl Shared {
             .map(|s| s.value().clone())
             .unwrap_or_default();
         for id in &subscribers {
-            if self.is_durable(id)? {
-                self.send_record(id, origin.clone(), Some(topic), body, None)
-                    .await?;
-            } else if let Some(live) = self.live.get(id) {
-                let _ = live.actor.send_message(Envelope::LocalTopic {
-                    topic: topic.to_owned(),
-                    body: body.to_vec(),
-                });
+            match self.target(id)? {
+                Target::Journal => {
+                    self.send_record(id, origin.clone(), Some(topic), body, None)
+                        .await?;
+                }
+                Target::Mailbox(actor) => {
+                    let _ = actor.send_message(Envelope::LocalTopic {
+                        topic: topic.to_owned(),
+                        body: body.to_vec(),
+                    });
+                }
             }
         }
         Ok(subscribers.len())
@@ -419,7 +433,8 @@ fn preload(
         return Ok(preloaded);
     }
     let started = Instant::now();
-    let mut wanted: HashMap<String, (AgentId, u64, Vec<Rec>)> = HashMap::with_capacity(agents.len());
+    let mut wanted: HashMap<String, (AgentId, u64, Vec<Rec>)> =
+        HashMap::with_capacity(agents.len());
     for id in agents {
         let from = journal
             .load_snapshot(id.stream())?
@@ -433,7 +448,11 @@ fn preload(
             if event.seq >= *from {
                 bytes += event.payload.len() + 64;
                 records += 1;
-                recs.push(Rec::from_event(event.seq, event.kind, event.payload.into_owned()));
+                recs.push(Rec::from_event(
+                    event.seq,
+                    event.kind,
+                    event.payload.into_owned(),
+                ));
                 if bytes > budget {
                     return std::ops::ControlFlow::Break(());
                 }
@@ -784,14 +803,16 @@ impl Runtime {
     pub async fn send_json(&self, id: &AgentId, msg: serde_json::Value) -> Result<(), Error> {
         self.shared.check_accepting()?;
         let kind = self.kind_of(id)?;
-        if self.shared.is_durable(id)? {
-            let body = kind.msg_from_json(msg)?;
-            self.shared
-                .send_record(id, Origin::External, None, &body, None)
-                .await
-        } else {
-            self.shared
-                .send_local(id, kind.boxed_msg_from_json(msg)?, None)
+        match self.shared.target(id)? {
+            Target::Journal => {
+                let body = kind.msg_from_json(msg)?;
+                self.shared
+                    .send_record(id, Origin::External, None, &body, None)
+                    .await
+            }
+            Target::Mailbox(actor) => {
+                Target::send_local(&actor, id, kind.boxed_msg_from_json(msg)?, None)
+            }
         }
     }
 
@@ -808,14 +829,16 @@ impl Runtime {
         self.shared.check_accepting()?;
         let kind = self.kind_of(id)?;
         let (reply, answer) = oneshot::channel();
-        if self.shared.is_durable(id)? {
-            let body = kind.msg_from_json(msg)?;
-            self.shared
-                .send_record(id, Origin::External, None, &body, Some(reply))
-                .await?;
-        } else {
-            self.shared
-                .send_local(id, kind.boxed_msg_from_json(msg)?, Some(reply))?;
+        match self.shared.target(id)? {
+            Target::Journal => {
+                let body = kind.msg_from_json(msg)?;
+                self.shared
+                    .send_record(id, Origin::External, None, &body, Some(reply))
+                    .await?;
+            }
+            Target::Mailbox(actor) => {
+                Target::send_local(&actor, id, kind.boxed_msg_from_json(msg)?, Some(reply))?;
+            }
         }
         let reply = await_reply(id, answer, timeout).await?;
         kind.reply_to_json(reply)
@@ -982,13 +1005,14 @@ impl<A: Agent> AgentRef<A> {
     /// [`Error::ShuttingDown`].
     pub async fn send(&self, msg: A::Msg) -> Result<(), Error> {
         self.shared.check_accepting()?;
-        if self.shared.is_durable(&self.id)? {
-            let body = record::encode("a message", &msg)?;
-            self.shared
-                .send_record(&self.id, Origin::External, None, &body, None)
-                .await
-        } else {
-            self.shared.send_local(&self.id, Box::new(msg), None)
+        match self.shared.target(&self.id)? {
+            Target::Journal => {
+                let body = record::encode("a message", &msg)?;
+                self.shared
+                    .send_record(&self.id, Origin::External, None, &body, None)
+                    .await
+            }
+            Target::Mailbox(actor) => Target::send_local(&actor, &self.id, Box::new(msg), None),
         }
     }
 
@@ -1001,14 +1025,16 @@ impl<A: Agent> AgentRef<A> {
     pub async fn ask(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply, Error> {
         self.shared.check_accepting()?;
         let (reply, answer) = oneshot::channel();
-        if self.shared.is_durable(&self.id)? {
-            let body = record::encode("a message", &msg)?;
-            self.shared
-                .send_record(&self.id, Origin::External, None, &body, Some(reply))
-                .await?;
-        } else {
-            self.shared
-                .send_local(&self.id, Box::new(msg), Some(reply))?;
+        match self.shared.target(&self.id)? {
+            Target::Journal => {
+                let body = record::encode("a message", &msg)?;
+                self.shared
+                    .send_record(&self.id, Origin::External, None, &body, Some(reply))
+                    .await?;
+            }
+            Target::Mailbox(actor) => {
+                Target::send_local(&actor, &self.id, Box::new(msg), Some(reply))?;
+            }
         }
         let reply = await_reply(&self.id, answer, timeout).await?;
         reply
