@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::agent_actor::Core;
 use crate::record::{self, IntentRecord, Origin, ReplyRecord, TimerRecord};
-use crate::runtime::{AgentRef, Target, await_reply};
+use crate::runtime::{AgentRef, await_reply};
 use crate::{Agent, AgentError, AgentId, EffectId, Error, SpawnSpec, TimerId, Topic};
 
 /// The recorded outcome of an effect found in doubt.
@@ -100,15 +100,13 @@ impl<A: Agent> Context<'_, A> {
             return Ok(());
         }
         let shared = &self.core.shared;
-        match shared.target(to.id())? {
-            Target::Journal => {
-                let body = record::encode("a message", &msg)?;
-                shared
-                    .send_record(to.id(), self.origin(effect), None, &body, None)
-                    .await
-            }
-            Target::Mailbox(actor) => Target::send_local(&actor, to.id(), Box::new(msg), None),
+        if let Some((msg, _)) = shared.send_or_return(to.id(), msg, None)? {
+            let body = record::encode("a message", &msg)?;
+            shared
+                .send_record(to.id(), self.origin(effect), None, &body, None)
+                .await?;
         }
+        Ok(())
     }
 
     /// Asks `to` and waits up to `timeout` for the reply. The outcome (reply or error) is
@@ -135,16 +133,11 @@ impl<A: Agent> Context<'_, A> {
         let shared = self.core.shared.clone();
         let (reply, answer) = oneshot::channel();
         let outcome = async {
-            match shared.target(to.id())? {
-                Target::Journal => {
-                    let body = record::encode("a message", &msg)?;
-                    shared
-                        .send_record(to.id(), self.origin(effect), None, &body, Some(reply))
-                        .await?;
-                }
-                Target::Mailbox(actor) => {
-                    Target::send_local(&actor, to.id(), Box::new(msg), Some(reply))?;
-                }
+            if let Some((msg, reply)) = shared.send_or_return(to.id(), msg, Some(reply))? {
+                let body = record::encode("a message", &msg)?;
+                shared
+                    .send_record(to.id(), self.origin(effect), None, &body, reply)
+                    .await?;
             }
             let reply = await_reply(to.id(), answer, timeout).await?;
             reply.downcast::<B::Reply>().map(|r| *r).map_err(|_| {

@@ -282,6 +282,34 @@ impl Shared {
         }
     }
 
+    /// Sends `msg` to `id` if it is a running transient agent (under the registry's read
+    /// lock: no reference counting on the hot path); gives it back if `id` is durable, for
+    /// the caller to journal.
+    pub(crate) fn send_or_return<M: Send + 'static>(
+        &self,
+        id: &AgentId,
+        msg: M,
+        reply: Option<ReplyPort>,
+    ) -> Result<Option<(M, Option<ReplyPort>)>, Error> {
+        if let Some(live) = self.live.get(id) {
+            if live.durable {
+                return Ok(Some((msg, reply)));
+            }
+            return live
+                .actor
+                .send_message(Envelope::Local {
+                    msg: Box::new(msg),
+                    reply,
+                })
+                .map(|()| None)
+                .map_err(|_| Error::UnknownAgent(id.clone()));
+        }
+        match self.tree().get(id) {
+            Some(node) if node.spec.durable => Ok(Some((msg, reply))),
+            _ => Err(Error::UnknownAgent(id.clone())),
+        }
+    }
+
     /// Where messages for `id` go, in one lookup: the journal (durable agents, running or
     /// not), or the mailbox of a running transient agent.
     pub(crate) fn target(&self, id: &AgentId) -> Result<Target, Error> {
@@ -1005,15 +1033,13 @@ impl<A: Agent> AgentRef<A> {
     /// [`Error::ShuttingDown`].
     pub async fn send(&self, msg: A::Msg) -> Result<(), Error> {
         self.shared.check_accepting()?;
-        match self.shared.target(&self.id)? {
-            Target::Journal => {
-                let body = record::encode("a message", &msg)?;
-                self.shared
-                    .send_record(&self.id, Origin::External, None, &body, None)
-                    .await
-            }
-            Target::Mailbox(actor) => Target::send_local(&actor, &self.id, Box::new(msg), None),
+        if let Some((msg, _)) = self.shared.send_or_return(&self.id, msg, None)? {
+            let body = record::encode("a message", &msg)?;
+            self.shared
+                .send_record(&self.id, Origin::External, None, &body, None)
+                .await?;
         }
+        Ok(())
     }
 
     /// Sends `msg` and waits up to `timeout` for the handler's reply.
@@ -1025,16 +1051,11 @@ impl<A: Agent> AgentRef<A> {
     pub async fn ask(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply, Error> {
         self.shared.check_accepting()?;
         let (reply, answer) = oneshot::channel();
-        match self.shared.target(&self.id)? {
-            Target::Journal => {
-                let body = record::encode("a message", &msg)?;
-                self.shared
-                    .send_record(&self.id, Origin::External, None, &body, Some(reply))
-                    .await?;
-            }
-            Target::Mailbox(actor) => {
-                Target::send_local(&actor, &self.id, Box::new(msg), Some(reply))?;
-            }
+        if let Some((msg, reply)) = self.shared.send_or_return(&self.id, msg, Some(reply))? {
+            let body = record::encode("a message", &msg)?;
+            self.shared
+                .send_record(&self.id, Origin::External, None, &body, reply)
+                .await?;
         }
         let reply = await_reply(&self.id, answer, timeout).await?;
         reply
