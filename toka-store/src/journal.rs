@@ -90,6 +90,20 @@ pub trait Journal: Send + Sync + 'static {
         events: &[NewEvent],
     ) -> Result<AppendResult, Error>;
 
+    /// Appends several streams' batches as **one atomic write**, without waiting for
+    /// durability (pair it with [`Journal::wait_durable`]). Each batch gets its own
+    /// result: a batch whose expected version does not match is not written and comes
+    /// back as a [`VersionConflict`], the others are written (in the order given; later
+    /// batches to a stream see earlier ones). One lock and one back-end write for all:
+    /// the way for a single writer to group many small appends.
+    ///
+    /// # Errors
+    /// As [`Journal::append`]; then nothing is written.
+    async fn append_many_unsynced(
+        &self,
+        batches: &[StreamBatch<'_>],
+    ) -> Result<Vec<AppendResult>, Error>;
+
     /// Returns once every event up to log `position` has the durability the journal
     /// promises for an acknowledged append: flushed in `Fsync` mode (sharing one flush with
     /// every other waiter), at once in `Buffered` mode.
@@ -174,6 +188,17 @@ pub trait Journal: Send + Sync + 'static {
     /// chain. A damaged log is reported in [`VerifyReport::first_bad`], not as an `Err`,
     /// which is kept for failures to read at all.
     fn verify(&self) -> Result<VerifyReport, Error>;
+}
+
+/// One stream's part of a [`Journal::append_many_unsynced`] write.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamBatch<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// The version it must have (counting earlier batches of the same write).
+    pub expected: ExpectedVersion,
+    /// Its events (at least one).
+    pub events: &'a [NewEvent],
 }
 
 /// The journal over a [`Backend`]; cheap to clone (clones share one journal).
@@ -654,94 +679,163 @@ impl<B: Backend> Inner<B> {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<Result<(Appended, u64), VersionConflict>, Error> {
+        let (mut results, ticket) = self.write_batches(&[StreamBatch {
+            stream,
+            expected,
+            events,
+        }])?;
+        Ok(results
+            .pop()
+            .unwrap_or_else(|| {
+                Err(VersionConflict {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual: 0,
+                })
+            })
+            .map(|appended| (appended, ticket)))
+    }
+
+    /// Writes several streams' batches as one atomic write (one lock, one back-end write,
+    /// one ticket). A batch whose expected version does not match is skipped and reported;
+    /// the others are written. Later batches to the same stream see the earlier ones.
+    fn write_batches(
+        &self,
+        items: &[StreamBatch<'_>],
+    ) -> Result<(Vec<Result<Appended, VersionConflict>>, u64), Error> {
         self.writable()?;
         let timestamp = Timestamp::now();
         let mut guard = self.lock_writer()?;
         let writer = &mut *guard;
-        let (stream_key, state) = writer.streams.get_or_load(&*self.backend, stream)?;
-        let version = state.version;
-        if !expected.matches(version) {
-            return Ok(Err(VersionConflict {
-                stream: stream.to_owned(),
-                expected,
-                actual: version,
-            }));
+        // Pass 1: check versions and assign positions.
+        let mut planned = Vec::with_capacity(items.len());
+        // Versions as this write leaves them (needed only when it has several batches).
+        let mut versions: std::collections::HashMap<Arc<str>, u64> = Default::default();
+        let several = items.len() > 1;
+        let mut next_position = writer.next_position;
+        for item in items {
+            if item.events.is_empty() {
+                return Err(Error::EmptyBatch {
+                    stream: item.stream.to_owned(),
+                });
+            }
+            let (stream_key, state) = writer.streams.get_or_load(&*self.backend, item.stream)?;
+            let version = if several {
+                *versions.entry(stream_key.clone()).or_insert(state.version)
+            } else {
+                state.version
+            };
+            if !item.expected.matches(version) {
+                planned.push(Err(VersionConflict {
+                    stream: item.stream.to_owned(),
+                    expected: item.expected,
+                    actual: version,
+                }));
+                continue;
+            }
+            let count = item.events.len() as u64;
+            let appended = Appended {
+                first_position: next_position,
+                last_position: next_position + count - 1,
+                first_seq: version + 1,
+                last_seq: version + count,
+            };
+            next_position += count;
+            if several {
+                versions.insert(stream_key.clone(), appended.last_seq);
+            }
+            planned.push(Ok((stream_key, appended)));
         }
-        let count = events.len() as u64;
-        let appended = Appended {
-            first_position: writer.next_position,
-            last_position: writer.next_position + count - 1,
-            first_seq: version + 1,
-            last_seq: version + count,
-        };
+        let batch_end = next_position - 1;
+        // Pass 2: encode and chain.
         let mut chain = writer.chain;
-        let mut batch = WriteBatch::with_capacity(events.len());
+        let mut batch = WriteBatch::with_capacity((batch_end + 1 - writer.next_position) as usize);
         let mut sealed = Vec::new();
-        for (index, (event, offset)) in events.iter().zip(0u64..).enumerate() {
-            let too_large = |size| Error::RecordTooLarge {
-                stream: stream.to_owned(),
-                index,
-                size,
-                max: self.max_record_bytes,
-            };
-            if event.payload.len() > self.max_record_bytes {
-                return Err(too_large(event.payload.len()));
-            }
-            let (position, seq) = (
-                appended.first_position + offset,
-                appended.first_seq + offset,
-            );
-            let payload = match &self.sealer {
-                Some(sealer) => {
-                    sealed.clear();
-                    sealer.seal_into(
-                        &record_aad(position, seq, stream),
-                        &event.payload,
-                        &mut sealed,
-                    );
-                    sealed.as_slice()
+        for (item, plan) in items.iter().zip(&planned) {
+            let Ok((_, appended)) = plan else { continue };
+            let stream = item.stream;
+            for (index, (event, offset)) in item.events.iter().zip(0u64..).enumerate() {
+                let too_large = |size| Error::RecordTooLarge {
+                    stream: stream.to_owned(),
+                    index,
+                    size,
+                    max: self.max_record_bytes,
+                };
+                if event.payload.len() > self.max_record_bytes {
+                    return Err(too_large(event.payload.len()));
                 }
-                None => event.payload.as_slice(),
-            };
-            let body = RecordBody {
-                position,
-                stream,
-                seq,
-                id: event.id,
-                kind: &event.kind,
-                timestamp,
-                causation_id: event.causation_id,
-                correlation_id: event.correlation_id,
-                batch_end: appended.last_position,
-                sealed: self.sealer.is_some(),
-                payload,
-            };
-            let mut value =
-                Vec::with_capacity(96 + stream.len() + event.kind.len() + payload.len());
-            chain = codec::encode_event(&body, &chain, &mut value)
-                .map_err(|e| Error::backend("encoding a record", e))?;
-            if value.len() > self.max_record_bytes {
-                return Err(too_large(value.len()));
+                let (position, seq) = (
+                    appended.first_position + offset,
+                    appended.first_seq + offset,
+                );
+                let payload = match &self.sealer {
+                    Some(sealer) => {
+                        sealed.clear();
+                        sealer.seal_into(
+                            &record_aad(position, seq, stream),
+                            &event.payload,
+                            &mut sealed,
+                        );
+                        sealed.as_slice()
+                    }
+                    None => event.payload.as_slice(),
+                };
+                let body = RecordBody {
+                    position,
+                    stream,
+                    seq,
+                    id: event.id,
+                    kind: &event.kind,
+                    timestamp,
+                    causation_id: event.causation_id,
+                    correlation_id: event.correlation_id,
+                    batch_end,
+                    sealed: self.sealer.is_some(),
+                    payload,
+                };
+                let mut value =
+                    Vec::with_capacity(96 + stream.len() + event.kind.len() + payload.len());
+                chain = codec::encode_event(&body, &chain, &mut value)
+                    .map_err(|e| Error::backend("encoding a record", e))?;
+                if value.len() > self.max_record_bytes {
+                    return Err(too_large(value.len()));
+                }
+                batch.put(keys::log(position), value);
             }
-            batch.put(keys::log(position), value);
+        }
+        if batch_end < writer.next_position {
+            // Every batch conflicted: nothing to write.
+            let ticket = self
+                .committer
+                .written(writer.next_position - 1, &writer.chain);
+            return Ok((
+                planned.into_iter().map(|p| p.map(|(_, a)| a)).collect(),
+                ticket,
+            ));
         }
         if let Err(error) = self.backend.apply(batch) {
             writer.broken = Some(format!("a write failed half-way: {error}"));
             return Err(error);
         }
-        writer.streams.push(
-            stream_key,
-            IndexEntry {
-                first_position: appended.first_position,
-                first_seq: appended.first_seq,
-                last_seq: appended.last_seq,
-            },
-        );
-        writer.next_position = appended.last_position + 1;
+        let mut results = Vec::with_capacity(planned.len());
+        for plan in planned {
+            results.push(plan.map(|(stream_key, appended)| {
+                writer.streams.push(
+                    stream_key,
+                    IndexEntry {
+                        first_position: appended.first_position,
+                        first_seq: appended.first_seq,
+                        last_seq: appended.last_seq,
+                    },
+                );
+                appended
+            }));
+        }
+        writer.next_position = batch_end + 1;
         writer.chain = chain;
-        self.head.store(appended.last_position, Ordering::Release);
-        let ticket = self.committer.written(appended.last_position, &chain);
-        Ok(Ok((appended, ticket)))
+        self.head.store(batch_end, Ordering::Release);
+        let ticket = self.committer.written(batch_end, &chain);
+        Ok((results, ticket))
     }
 
     /// Opens a stored payload or snapshot state (`sealed` as its record says), borrowing it
@@ -1214,6 +1308,22 @@ impl<B: Backend> Journal for EventJournal<B> {
             .inner
             .write_batch(stream, expected, events)?
             .map(|(appended, _ticket)| appended))
+    }
+
+    async fn append_many_unsynced(
+        &self,
+        batches: &[StreamBatch<'_>],
+    ) -> Result<Vec<AppendResult>, Error> {
+        for batch in batches {
+            validate_stream_id(batch.stream)?;
+        }
+        if let Some(error) = self.inner.committer.failure() {
+            return Err(error);
+        }
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.inner.write_batches(batches)?.0)
     }
 
     async fn wait_durable(&self, position: u64) -> Result<(), Error> {

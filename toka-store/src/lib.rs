@@ -114,7 +114,7 @@ pub use event::{
 };
 #[cfg(feature = "sled")]
 pub use journal::SledJournal;
-pub use journal::{AppendResult, EventIter, EventJournal, Journal, MemoryJournal};
+pub use journal::{AppendResult, EventIter, EventJournal, Journal, MemoryJournal, StreamBatch};
 pub use subscription::Subscription;
 pub use verify::{BadRecord, VerifyReport};
 

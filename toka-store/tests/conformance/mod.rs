@@ -21,7 +21,7 @@ use std::time::Duration;
 use toka_store::{
     Appended, Backend, DEFAULT_MAX_RECORD_BYTES, Durability, EncryptionKey, Error, EventId,
     EventJournal, ExpectedVersion, Journal, JournalConfig, MAX_STREAM_ID_BYTES, NewEvent,
-    RecordedEvent, Retention, Subscription, Timestamp, VerifyReport, VersionConflict,
+    RecordedEvent, Retention, StreamBatch, Subscription, Timestamp, VerifyReport, VersionConflict,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case. `$make` is an expression that
@@ -74,6 +74,7 @@ macro_rules! journal_conformance {
             encryption_never_repeats_ciphertext,
             concurrent_single_event_appends_fsync,
             unsynced_appends_order_then_wait_durable,
+            multi_stream_appends_are_one_ordered_write,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {
@@ -2463,4 +2464,92 @@ pub(crate) async fn unsynced_appends_order_then_wait_durable<H: Harness>(make: i
         .await
         .expect("buffered wait_durable returns at once")
         .unwrap();
+}
+
+/// `append_many_unsynced` writes several streams' batches in order as one write; a batch
+/// with the wrong expected version is reported and skipped, the rest land; later batches
+/// to a stream see earlier ones; everything survives a reopen.
+pub(crate) async fn multi_stream_appends_are_one_ordered_write<H: Harness>(make: impl Fn() -> H) {
+    let h = make();
+    let cfg = config();
+    let j = h.open(cfg.clone()).unwrap();
+    let a1 = [ev("a", b"1".to_vec()), ev("a", b"2".to_vec())];
+    let b1 = [ev("b", b"3".to_vec())];
+    let a2 = [ev("a", b"4".to_vec())];
+    let bad = [ev("x", b"never".to_vec())];
+    let results = j
+        .append_many_unsynced(&[
+            StreamBatch {
+                stream: "a",
+                expected: ExpectedVersion::NoStream,
+                events: &a1,
+            },
+            StreamBatch {
+                stream: "b",
+                expected: ExpectedVersion::Any,
+                events: &b1,
+            },
+            StreamBatch {
+                stream: "a",
+                expected: ExpectedVersion::Exact(5),
+                events: &bad,
+            },
+            StreamBatch {
+                stream: "a",
+                expected: ExpectedVersion::Exact(2),
+                events: &a2,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 4);
+    let ok: Vec<_> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+    assert_eq!(
+        ok[0],
+        Some(Appended {
+            first_position: 1,
+            last_position: 2,
+            first_seq: 1,
+            last_seq: 2
+        })
+    );
+    assert_eq!(
+        ok[1],
+        Some(Appended {
+            first_position: 3,
+            last_position: 3,
+            first_seq: 1,
+            last_seq: 1
+        })
+    );
+    assert!(matches!(&results[2], Err(c) if c.actual == 2 && c.stream == "a"));
+    assert_eq!(
+        ok[3],
+        Some(Appended {
+            first_position: 4,
+            last_position: 4,
+            first_seq: 3,
+            last_seq: 3
+        })
+    );
+    assert!(j.append_many_unsynced(&[]).await.unwrap().is_empty());
+    assert!(matches!(
+        j.append_many_unsynced(&[StreamBatch {
+            stream: "c",
+            expected: ExpectedVersion::Any,
+            events: &[]
+        }])
+        .await,
+        Err(Error::EmptyBatch { .. })
+    ));
+    assert_eq!(j.head_position(), 4, "a failed write adds nothing");
+    j.flush().await.unwrap();
+    let j = h.reopen(j, cfg);
+    let payloads: Vec<Vec<u8>> = all_events(&j).into_iter().map(|e| e.payload).collect();
+    assert_eq!(
+        payloads,
+        [b"1".to_vec(), b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]
+    );
+    assert_eq!(j.stream_version("a").unwrap(), 3);
+    assert!(j.verify().unwrap().first_bad.is_none());
 }
