@@ -11,6 +11,10 @@ pub enum Error {
     /// The journal failed (I/O, corruption, poisoned after a failed flush...).
     #[error("journal: {0}")]
     Journal(#[from] toka_store::Error),
+    /// The journal write that carried this append together with others failed (the
+    /// first append of the group gets the journal's own error as [`Error::Journal`]).
+    #[error("journal: a group write failed: {0}")]
+    GroupWrite(String),
     /// A malformed agent id.
     #[error("invalid agent id {id:?}: {reason}")]
     InvalidId {

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use toka_store::{Appended, ExpectedVersion, NewEvent};
+use toka_store::{Appended, ExpectedVersion, NewEvent, StreamBatch};
 use tokio::sync::oneshot;
 
 use crate::envelope::{Envelope, ReplyPort};
@@ -65,15 +65,30 @@ pub(crate) enum WriterMsg {
     FlushProgress {
         ack: Option<oneshot::Sender<Result<(), Error>>>,
     },
+    /// Write the appends gathered so far (queued behind them by the first of them).
+    Commit,
 }
+
+/// An append gathered for the next group write.
+struct PendingAppend {
+    id: AgentId,
+    event: NewEvent,
+    deliver: bool,
+    reply: Option<ReplyPort>,
+    ack: oneshot::Sender<Result<Appended, Error>>,
+}
+
+/// Appends gathered into one write at most (bounds the latency of the first).
+const MAX_GROUP: usize = 512;
 
 /// The writer actor.
 pub(crate) struct Writer;
 
-/// Its state: the progress last recorded.
+/// Its state: the progress last recorded, and the appends gathered for the next write.
 pub(crate) struct WriterState {
     shared: Arc<Shared>,
     recorded: HashMap<AgentId, u64>,
+    pending: Vec<PendingAppend>,
 }
 
 impl Actor for Writer {
@@ -92,15 +107,23 @@ impl Actor for Writer {
             .map(|e| (e.key().clone(), e.value().load(Ordering::Acquire)))
             .collect();
         myself.send_interval(PROGRESS_INTERVAL, || WriterMsg::FlushProgress { ack: None });
-        Ok(WriterState { shared, recorded })
+        Ok(WriterState {
+            shared,
+            recorded,
+            pending: Vec::new(),
+        })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<WriterMsg>,
+        myself: ActorRef<WriterMsg>,
         msg: WriterMsg,
         state: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
+        if !matches!(msg, WriterMsg::Append { .. } | WriterMsg::Commit) {
+            // Keep order: what was asked before this is written before it.
+            state.commit().await;
+        }
         let journal = &state.shared.journal;
         match msg {
             WriterMsg::Append {
@@ -110,29 +133,25 @@ impl Actor for Writer {
                 reply,
                 ack,
             } => {
-                let result = journal
-                    .append_unsynced(
-                        id.stream(),
-                        ExpectedVersion::Any,
-                        std::slice::from_ref(&event),
-                    )
-                    .await;
-                match result {
-                    Ok(Ok(appended)) => {
-                        if deliver {
-                            state.route(&id, appended, event.payload, reply);
-                        }
-                        let _ = ack.send(Ok(appended));
-                    }
-                    Ok(Err(conflict)) => {
-                        // `Any` never conflicts; report it rather than trust that.
-                        let _ = ack.send(Err(Error::Internal(conflict.to_string())));
-                    }
-                    Err(error) => {
-                        let _ = ack.send(Err(error.into()));
-                    }
+                // Gather appends that queue up while the writer is busy, and write them
+                // together when the `Commit` queued behind the first one comes up.
+                if state.pending.is_empty() {
+                    myself
+                        .send_message(WriterMsg::Commit)
+                        .map_err(|e| format!("the writer cannot reach itself: {e}"))?;
+                }
+                state.pending.push(PendingAppend {
+                    id,
+                    event,
+                    deliver,
+                    reply,
+                    ack,
+                });
+                if state.pending.len() >= MAX_GROUP {
+                    state.commit().await;
                 }
             }
+            WriterMsg::Commit => state.commit().await,
             WriterMsg::AppendTo { stream, event, ack } => {
                 let result = journal
                     .append_unsynced(stream, ExpectedVersion::Any, std::slice::from_ref(&event))
@@ -172,6 +191,59 @@ impl Actor for Writer {
 }
 
 impl WriterState {
+    /// Writes the gathered appends as one journal write, then hands each message to its
+    /// agent and acknowledges each caller, in order.
+    async fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let batches: Vec<StreamBatch<'_>> = pending
+            .iter()
+            .map(|p| StreamBatch {
+                stream: p.id.stream(),
+                expected: ExpectedVersion::Any,
+                events: std::slice::from_ref(&p.event),
+            })
+            .collect();
+        let written = self.shared.journal.append_many_unsynced(&batches).await;
+        drop(batches);
+        match written {
+            Ok(results) => {
+                for (append, result) in pending.into_iter().zip(results) {
+                    match result {
+                        Ok(appended) => {
+                            if append.deliver {
+                                self.route(
+                                    &append.id,
+                                    appended,
+                                    append.event.payload,
+                                    append.reply,
+                                );
+                            }
+                            let _ = append.ack.send(Ok(appended));
+                        }
+                        // `Any` never conflicts; report it rather than trust that.
+                        Err(conflict) => {
+                            let _ = append.ack.send(Err(Error::Internal(conflict.to_string())));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::warn!(%reason, appends = pending.len(), "a group write failed");
+                let mut error = Some(error);
+                for append in pending {
+                    let e = error
+                        .take()
+                        .map_or_else(|| Error::GroupWrite(reason.clone()), Error::from);
+                    let _ = append.ack.send(Err(e));
+                }
+            }
+        }
+    }
+
     /// Hands an appended message to the agent's live actor, if one is registered. A dead
     /// or missing actor is fine: the agent recovers the message from the journal when it
     /// starts. The reply port of an ask waits in the runtime's ask table, keyed by the
