@@ -671,6 +671,25 @@ impl<B: Backend> Inner<B> {
         }
     }
 
+    /// Validates an append (stream id, non-empty, journal not poisoned), then writes it.
+    fn checked_write(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Result<(Appended, u64), VersionConflict>, Error> {
+        validate_stream_id(stream)?;
+        if events.is_empty() {
+            return Err(Error::EmptyBatch {
+                stream: stream.to_owned(),
+            });
+        }
+        if let Some(error) = self.committer.failure() {
+            return Err(error);
+        }
+        self.write_batch(stream, expected, events)
+    }
+
     /// Assigns positions, encodes, chains and writes one batch. Returns the ticket of the
     /// write for durability waits.
     fn write_batch(
@@ -1270,16 +1289,7 @@ impl<B: Backend> Journal for EventJournal<B> {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult, Error> {
-        validate_stream_id(stream)?;
-        if events.is_empty() {
-            return Err(Error::EmptyBatch {
-                stream: stream.to_owned(),
-            });
-        }
-        if let Some(error) = self.inner.committer.failure() {
-            return Err(error);
-        }
-        let (appended, ticket) = match self.inner.write_batch(stream, expected, events)? {
+        let (appended, ticket) = match self.inner.checked_write(stream, expected, events)? {
             Ok(done) => done,
             Err(conflict) => return Ok(Err(conflict)),
         };
@@ -1295,18 +1305,9 @@ impl<B: Backend> Journal for EventJournal<B> {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult, Error> {
-        validate_stream_id(stream)?;
-        if events.is_empty() {
-            return Err(Error::EmptyBatch {
-                stream: stream.to_owned(),
-            });
-        }
-        if let Some(error) = self.inner.committer.failure() {
-            return Err(error);
-        }
         Ok(self
             .inner
-            .write_batch(stream, expected, events)?
+            .checked_write(stream, expected, events)?
             .map(|(appended, _ticket)| appended))
     }
 
