@@ -19,3 +19,20 @@ fn journal_example_runs() {
     assert!(stdout.contains("snapshot at seq 3"), "{stdout}");
     assert!(stdout.contains("verify: intact=true records=3"), "{stdout}");
 }
+
+#[test]
+fn supervised_example_recovers_its_tree() {
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--example", "supervised"])
+        .output()
+        .expect("cargo run --example supervised");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("before restart: alice=8 bob=4"), "{stdout}");
+    assert!(stdout.contains("dead letters of alice: 1"), "{stdout}");
+    assert!(stdout.contains("after restart: alice=8 bob=4"), "{stdout}");
+    assert!(
+        stdout.contains("alice (worker) parent=team running=true"),
+        "{stdout}"
+    );
+}
