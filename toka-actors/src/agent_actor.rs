@@ -342,7 +342,10 @@ impl<A: Agent> Core<A> {
     fn mark_handled(&mut self, seq: u64) {
         if let Some(cell) = &self.handled {
             cell.store(seq, Ordering::Release);
-            self.shared.progress_dirty.store(true, Ordering::Release);
+            // Read first: a store on every message would bounce the line between cores.
+            if !self.shared.progress_dirty.load(Ordering::Relaxed) {
+                self.shared.progress_dirty.store(true, Ordering::Release);
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 //! every waiter and every later append gets [`Error::Poisoned`]; reopening the journal
 //! recovers what reached the disk.
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -64,6 +65,9 @@ struct Shared {
     visible: watch::Sender<u64>,
     /// Buffered mode: the head becomes visible when written, not when flushed.
     visible_when_written: bool,
+    /// Set (after `durable.failure`) when a flush failed: lets the hot path check for
+    /// poisoning without touching the watch channel's lock.
+    poisoned: AtomicBool,
 }
 
 impl Shared {
@@ -117,6 +121,7 @@ impl Committer {
             durable,
             visible,
             visible_when_written,
+            poisoned: AtomicBool::new(false),
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -200,6 +205,9 @@ impl Committer {
 
     /// The failure that poisoned the committer, if any.
     pub(crate) fn failure(&self) -> Option<Error> {
+        if !self.shared.poisoned.load(AtomicOrdering::Acquire) {
+            return None;
+        }
         self.shared
             .durable
             .borrow()
@@ -301,6 +309,7 @@ fn commit_loop<B: Backend>(
                 tracing::error!(%error, "journal flush failed; the journal is poisoned");
                 let reason: Arc<str> = Arc::from(error.to_string());
                 shared.durable.send_modify(|d| d.failure = Some(reason));
+                shared.poisoned.store(true, AtomicOrdering::Release);
                 // Park until closed: nothing more can be promised.
                 let mut pending = shared.lock();
                 while !pending.closing {
