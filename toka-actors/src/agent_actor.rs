@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
-use toka_store::{RecordedEvent, Timestamp};
+use toka_store::Timestamp;
 
 use crate::runtime::Rec;
 use tokio::task::AbortHandle;
@@ -554,17 +554,14 @@ impl<A: Agent> AgentActor<A> {
         let permit = shared.recovery.acquire().await.map_err(failure)?;
         let id = state.core.id.clone();
         let stream = id.stream();
-        let (ack, registered) = tokio::sync::oneshot::channel();
-        shared
-            .writer()
-            .map_err(failure)?
-            .send_message(WriterMsg::Register {
+        let version = shared
+            .ask_writer(|ack| WriterMsg::Register {
                 id: id.clone(),
                 actor: state.core.myself.clone(),
                 ack,
             })
+            .await
             .map_err(failure)?;
-        let version = registered.await.map_err(failure)?.map_err(failure)?;
         if let Some(snapshot) = shared.journal.load_snapshot(stream).map_err(failure)? {
             let saved: SnapshotState =
                 record::decode(stream, snapshot.seq, &snapshot.state).map_err(failure)?;
@@ -590,13 +587,7 @@ impl<A: Agent> AgentActor<A> {
             .filter(|r| r.seq > applied && r.seq <= version)
             .collect();
         let next = events.last().map_or(applied, |r| r.seq) + 1;
-        for event in shared.journal.iter_stream(stream, next).map_err(failure)? {
-            let event = event.map_err(failure)?;
-            if event.seq > version {
-                break;
-            }
-            events.push(Rec::from_event(event.seq, &event.kind, event.payload));
-        }
+        events.extend(shared.read_records(&id, next, version).map_err(failure)?);
         let mut attempts: HashMap<u64, (u32, String)> = HashMap::new();
         let mut dead: HashSet<u64> = HashSet::new();
         for event in &events {
@@ -688,14 +679,10 @@ impl<A: Agent> AgentActor<A> {
     /// Handles messages `applied + 1 ..= to` from the journal (a gap in deliveries).
     async fn catch_up(&self, state: &mut AgentState<A>, to: u64) -> Result<(), ActorProcessingErr> {
         let from = state.core.applied + 1;
-        let events: Vec<RecordedEvent> = state
+        let events = state
             .core
             .shared
-            .journal
-            .iter_stream(state.core.id.stream(), from)
-            .map_err(failure)?
-            .take_while(|e| e.as_ref().map_or(true, |e| e.seq <= to))
-            .collect::<Result<_, _>>()
+            .read_records(&state.core.id, from, to)
             .map_err(failure)?;
         for event in events {
             if event.kind == record::MSG && !state.core.own.contains(&event.seq) {

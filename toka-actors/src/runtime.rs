@@ -209,17 +209,39 @@ impl Shared {
         deliver: bool,
         reply: Option<ReplyPort>,
     ) -> Result<Appended, Error> {
+        self.ask_writer(|ack| WriterMsg::Append {
+            id: id.clone(),
+            event: NewEvent::new(kind, payload),
+            deliver,
+            reply,
+            ack,
+        })
+        .await
+    }
+
+    /// Sends the writer a request built around a reply port and waits for the answer.
+    pub(crate) async fn ask_writer<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> WriterMsg,
+    ) -> Result<T, Error> {
         let (ack, done) = oneshot::channel();
         self.writer()?
-            .send_message(WriterMsg::Append {
-                id: id.clone(),
-                event: NewEvent::new(kind, payload),
-                deliver,
-                reply,
-                ack,
-            })
+            .send_message(request(ack))
             .map_err(|_| Error::ShuttingDown)?;
         done.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// The records of `id`'s stream with sequence numbers `from..=to`.
+    pub(crate) fn read_records(&self, id: &AgentId, from: u64, to: u64) -> Result<Vec<Rec>, Error> {
+        let mut records = Vec::new();
+        for event in self.journal.iter_stream(id.stream(), from)? {
+            let event = event?;
+            if event.seq > to {
+                break;
+            }
+            records.push(Rec::from_event(event.seq, &event.kind, event.payload));
+        }
+        Ok(records)
     }
 
     /// Appends a record to a runtime stream and waits until it is durable.
@@ -229,15 +251,13 @@ impl Shared {
         kind: &'static str,
         payload: Vec<u8>,
     ) -> Result<(), Error> {
-        let (ack, done) = oneshot::channel();
-        self.writer()?
-            .send_message(WriterMsg::AppendTo {
+        let appended = self
+            .ask_writer(|ack| WriterMsg::AppendTo {
                 stream,
                 event: NewEvent::new(kind, payload),
                 ack,
             })
-            .map_err(|_| Error::ShuttingDown)?;
-        let appended = done.await.map_err(|_| Error::ShuttingDown)??;
+            .await?;
         self.journal.wait_durable(appended.last_position).await?;
         Ok(())
     }
