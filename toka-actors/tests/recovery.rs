@@ -228,3 +228,78 @@ async fn shutdown_drains_mailboxes_and_refuses_new_work() {
         Err(Error::ShuttingDown)
     ));
 }
+
+/// Replays slowly and counts how many agents replay at once.
+struct SlowReplay {
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    max: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl toka_actors::Agent for SlowReplay {
+    const KIND: &'static str = "slow-replay";
+    type Args = ();
+    type Msg = u8;
+    type Reply = ();
+    type State = ();
+
+    fn init(&self, _: &()) -> Result<(), toka_actors::AgentError> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        ctx: &mut toka_actors::Context<'_, Self>,
+        _: &mut (),
+        _: u8,
+    ) -> Result<(), toka_actors::AgentError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if ctx.is_replaying() {
+            let at_once = self.now.fetch_add(1, SeqCst) + 1;
+            self.max.fetch_max(at_once, SeqCst);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            self.now.fetch_sub(1, SeqCst);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recoveries_run_at_most_recovery_concurrency_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = || SlowReplay {
+        now: Arc::default(),
+        max: Arc::default(),
+    };
+    {
+        let rt = Runtime::builder(open(dir.path()))
+            .register(counters())
+            .start()
+            .await
+            .unwrap();
+        for i in 0..8 {
+            let a = rt
+                .spawn::<SlowReplay>(SpawnSpec::new(format!("s{i}")).unwrap(), ())
+                .await
+                .unwrap();
+            a.ask(1, T).await.unwrap();
+        }
+        rt.shutdown().await.unwrap();
+    }
+    let agent = counters();
+    let max = agent.max.clone();
+    let started = std::time::Instant::now();
+    let rt = Runtime::builder(open(dir.path()))
+        .register(agent)
+        .recovery_concurrency(2)
+        .start()
+        .await
+        .unwrap();
+    // `start` returned only once all 8 had replayed, 2 at a time: at least 4 × 40 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(160),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(max.load(std::sync::atomic::Ordering::SeqCst), 2);
+    rt.shutdown().await.unwrap();
+}
