@@ -67,7 +67,6 @@
 //! durable workloads). The output ends with a summary table: Toka's value, the baseline's,
 //! their ratio, the target and PASS/MISS.
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -86,7 +85,10 @@ use toka_store::{
     Timestamp,
 };
 
-type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
+#[path = "../../toka-store/benches/support/mod.rs"]
+mod support;
+
+use support::{BenchResult, fmt_rate, log_key, median, progress, start_watchdog};
 
 /// Timed repetitions per measurement (the median is reported).
 const REPS: usize = 5;
@@ -243,69 +245,6 @@ fn record(
         baseline,
         target,
     });
-}
-
-/// What is running and since when, for the watchdog.
-static CURRENT: Mutex<Option<(String, Instant)>> = Mutex::new(None);
-
-/// Tells the watchdog that a new run started.
-fn progress(label: impl Into<String>) {
-    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some((label.into(), Instant::now()));
-}
-
-/// Ends the process (exit code 3) when a run makes no progress for [`HANG_AFTER`] (or
-/// `TOKA_BENCH_HANG_SECS`): a benchmark should report a hang, not sit in it.
-fn start_watchdog(started: Instant, quick: bool) -> BenchResult<()> {
-    let hang_after = std::env::var("TOKA_BENCH_HANG_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(HANG_AFTER, Duration::from_secs);
-    std::thread::Builder::new()
-        .name("bench-watchdog".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-                let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some((label, since)) = current {
-                    if since.elapsed() > hang_after {
-                        println!(
-                            "\nHANG: `{label}` made no progress for {} s (pid {}; `gdb -p` shows \
-                             where); giving up",
-                            since.elapsed().as_secs(),
-                            std::process::id()
-                        );
-                        let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
-                        print_summary(&rows, started.elapsed(), quick);
-                        std::process::exit(3);
-                    }
-                }
-            }
-        })?;
-    Ok(())
-}
-
-fn median(samples: &[f64]) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
-fn fmt_rate(rate: f64) -> String {
-    if rate >= 1e6 {
-        format!("{:.2}M", rate / 1e6)
-    } else if rate >= 1e3 {
-        format!("{:.1}k", rate / 1e3)
-    } else {
-        format!("{rate:.0}")
-    }
 }
 
 fn fmt_value(unit: Unit, value: f64) -> String {
@@ -513,12 +452,6 @@ fn loadavg() -> String {
 /// A value of `len` bytes that is not all one byte.
 fn value_of_len(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + 7) as u8).collect()
-}
-
-fn log_key(position: u64) -> [u8; 9] {
-    let mut key = [b'L'; 9];
-    key[1..].copy_from_slice(&position.to_be_bytes());
-    key
 }
 
 /// Waits until `counter` reaches `target` (polling every millisecond), up to `limit`.
@@ -1857,7 +1790,11 @@ fn main() -> BenchResult<()> {
     );
 
     let started = Instant::now();
-    start_watchdog(started, scale.quick)?;
+    let quick = scale.quick;
+    start_watchdog(HANG_AFTER, move || {
+        let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
+        print_summary(&rows, started.elapsed(), quick);
+    })?;
     let rt = tokio_runtime()?;
     if selected("request-reply") {
         bench_request_reply(&rt, scale)?;
@@ -1880,7 +1817,7 @@ fn main() -> BenchResult<()> {
     if selected("memory") {
         bench_memory(scale)?;
     }
-    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    support::finished();
     let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
     if rows.is_empty() {
         println!("no workload matches {filters:?}");

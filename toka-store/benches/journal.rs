@@ -56,7 +56,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use toka_store::{Durability, ExpectedVersion, Journal, JournalConfig, NewEvent, SledJournal};
 
-type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
+mod support;
+
+use support::{BenchResult, fmt_rate, log_key, median, progress, start_watchdog};
 
 /// Timed repetitions per measurement (the median is reported).
 const REPS: usize = 5;
@@ -137,72 +139,6 @@ fn record(row: Row) {
     ROWS.lock().unwrap_or_else(|e| e.into_inner()).push(row);
 }
 
-/// What is running and since when, for the watchdog.
-static CURRENT: Mutex<Option<(String, Instant)>> = Mutex::new(None);
-
-/// Tells the watchdog that a new run started.
-fn progress(label: impl Into<String>) {
-    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some((label.into(), Instant::now()));
-}
-
-/// Ends the process (exit code 3) when a run makes no progress for [`HANG_AFTER`] (or
-/// `TOKA_BENCH_HANG_SECS`). sled 0.34.7 can deadlock for good under a backlog of
-/// `apply_batch` writes (its segment accountant waits, holding its lock, for a file
-/// truncation queued on its own I/O pool, whose threads all wait for that lock); a
-/// benchmark should report that, not hang.
-fn start_watchdog(started: Instant, quick: bool) -> BenchResult<()> {
-    let hang_after = std::env::var("TOKA_BENCH_HANG_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(HANG_AFTER, Duration::from_secs);
-    std::thread::Builder::new()
-        .name("bench-watchdog".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-                let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some((label, since)) = current {
-                    if since.elapsed() > hang_after {
-                        println!(
-                            "\nHANG: `{label}` made no progress for {} s (pid {}; `gdb -p` shows \
-                             where); giving up",
-                            since.elapsed().as_secs(),
-                            std::process::id()
-                        );
-                        let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
-                        print_summary(&rows, started.elapsed(), quick);
-                        std::process::exit(3);
-                    }
-                }
-            }
-        })?;
-    Ok(())
-}
-
-fn median(samples: &[f64]) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
-fn fmt_rate(rate: f64) -> String {
-    if rate >= 1e6 {
-        format!("{:.2}M", rate / 1e6)
-    } else if rate >= 1e3 {
-        format!("{:.1}k", rate / 1e3)
-    } else {
-        format!("{rate:.0}")
-    }
-}
-
 fn fmt_samples(samples: &[f64]) -> String {
     samples
         .iter()
@@ -214,12 +150,6 @@ fn fmt_samples(samples: &[f64]) -> String {
 /// A 256-byte payload that is not all one byte (so nothing compresses it away).
 fn payload() -> Vec<u8> {
     (0..PAYLOAD).map(|i| (i * 31 + 7) as u8).collect()
-}
-
-fn log_key(position: u64) -> [u8; 9] {
-    let mut key = [b'L'; 9];
-    key[1..].copy_from_slice(&position.to_be_bytes());
-    key
 }
 
 /// Raw sled opened the way the journal's back-end opens it.
@@ -787,7 +717,11 @@ fn main() -> BenchResult<()> {
     );
 
     let started = Instant::now();
-    start_watchdog(started, scale.quick)?;
+    let quick = scale.quick;
+    start_watchdog(HANG_AFTER, move || {
+        let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
+        print_summary(&rows, started.elapsed(), quick);
+    })?;
     for (batch, total) in [
         (1, scale.append_batch1),
         (64, scale.append_batched),
@@ -803,7 +737,7 @@ fn main() -> BenchResult<()> {
     if selected("replay") {
         bench_replay(scale.replay_events)?;
     }
-    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    support::finished();
     let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
     if rows.is_empty() {
         println!("no workload matches {filters:?}");
