@@ -56,10 +56,9 @@ pub(crate) struct StartArgs {
 
 impl StartArgs {
     pub(crate) fn root(config: &RuntimeConfig) -> Self {
-        let mut spec = SpawnSpec::with_id(AgentId::root())
+        let spec = SpawnSpec::with_id(AgentId::root())
             .transient()
             .supervise(config.root_supervision);
-        spec.snapshot_every = None;
         StartArgs {
             id: AgentId::root(),
             tree_key: None,
