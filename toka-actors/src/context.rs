@@ -36,6 +36,12 @@ pub struct Context<'a, A: Agent> {
 }
 
 impl<A: Agent> Context<'_, A> {
+    /// The service of type `T` given to
+    /// [`RuntimeBuilder::extension`](crate::RuntimeBuilder::extension), if any.
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<std::sync::Arc<T>> {
+        self.core.shared.extensions.get::<T>()
+    }
+
     /// The agent's id.
     pub fn id(&self) -> &AgentId {
         &self.core.id
@@ -253,6 +259,27 @@ impl<A: Agent> Context<'_, A> {
         F: FnOnce() -> Fut + Send,
         Fut: std::future::Future<Output = Result<T, AgentError>> + Send,
     {
+        self.effect_with_input(name, None, on_doubt, run).await
+    }
+
+    /// [`Context::effect`], with a digest of the effect's input (e.g. BLAKE3 of a tool
+    /// call's arguments) written in its intent record, so the journal shows what was
+    /// about to be done, not only its name.
+    ///
+    /// # Errors
+    /// As [`Context::effect`].
+    pub async fn effect_with_input<T, F, Fut>(
+        &mut self,
+        name: &str,
+        input_digest: Option<[u8; 32]>,
+        on_doubt: OnDoubt,
+        run: F,
+    ) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T, AgentError>> + Send,
+    {
         let effect = self.next_effect();
         let failed = |reason: String| Error::Effect {
             name: name.to_owned(),
@@ -291,6 +318,7 @@ impl<A: Agent> Context<'_, A> {
             &IntentRecord {
                 effect,
                 name: name.to_owned(),
+                input_digest,
             },
         )?;
         self.core.append_own(record::INTENT, intent).await?;

@@ -85,6 +85,7 @@ mod agent_actor;
 mod context;
 mod envelope;
 mod error;
+mod extensions;
 mod id;
 mod kind;
 pub mod record;

@@ -104,6 +104,8 @@ pub struct IntentRecord {
     pub effect: EffectId,
     /// What it is (e.g. a tool name), for audit.
     pub name: String,
+    /// A digest of the effect's input (e.g. BLAKE3 of a tool call's input), for audit.
+    pub input_digest: Option<[u8; 32]>,
 }
 
 /// A failed attempt at handling message `seq`.

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, Semaphore, oneshot, watch};
 
 use crate::agent_actor::{AgentActor, Root, StartArgs};
 use crate::envelope::{AnyBox, ChildStart, Envelope, ReplyPort};
+use crate::extensions::Extensions;
 use crate::kind::{Kind, KindOf};
 use crate::record::{self, MsgRecord, Origin, ProgressRecord, TreeRecord};
 use crate::tree::{AgentInfo, Tree};
@@ -136,6 +137,8 @@ pub(crate) struct Shared {
     pub(crate) asks: DashMap<(AgentId, u64), ReplyPort>,
     /// Records read ahead for each agent's first recovery.
     pub(crate) preloaded: DashMap<AgentId, Vec<Rec>>,
+    /// Services handed to handlers ([`RuntimeBuilder::extension`]).
+    pub(crate) extensions: Extensions,
 }
 
 impl Shared {
@@ -539,9 +542,32 @@ pub struct RuntimeBuilder {
     journal: Arc<dyn Journal>,
     kinds: HashMap<&'static str, Arc<dyn Kind>>,
     config: RuntimeConfig,
+    extensions: Extensions,
 }
 
 impl RuntimeBuilder {
+    /// Hands `value` to every handler: [`Context::extension`](crate::Context::extension)
+    /// returns it by type. Use it for services agents need but cannot receive in their
+    /// serialized arguments (a tool host, a model client). One value per type; a later
+    /// call with the same type replaces the earlier value.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use toka_actors::Runtime;
+    /// # use toka_store::{JournalConfig, MemoryJournal};
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// struct Greeting(&'static str);
+    /// let journal = Arc::new(MemoryJournal::new(JournalConfig::default())?);
+    /// let runtime = Runtime::builder(journal).extension(Greeting("hello")).start().await?;
+    /// assert_eq!(runtime.extension::<Greeting>().map(|g| g.0), Some("hello"));
+    /// # runtime.shutdown().await?; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
     /// Registers agent kind `A` (the value is shared by every agent of the kind). A
     /// journal that names a kind not registered fails [`RuntimeBuilder::start`].
     #[must_use]
@@ -643,6 +669,7 @@ impl RuntimeBuilder {
             topics: DashMap::new(),
             asks: DashMap::new(),
             preloaded,
+            extensions: self.extensions,
         });
         let root_actor = AgentActor::<Root>::new(Arc::new(Root), Arc::clone(&shared));
         let (root, _) = Actor::spawn(None, root_actor, StartArgs::root(&shared.config))
@@ -692,7 +719,14 @@ impl Runtime {
             journal,
             kinds: HashMap::new(),
             config: RuntimeConfig::default(),
+            extensions: Extensions::default(),
         }
+    }
+
+    /// The service of type `T` given to
+    /// [`RuntimeBuilder::extension`], if any.
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.shared.extensions.get::<T>()
     }
 
     async fn wait_recovered(&self) -> Result<(), Error> {
