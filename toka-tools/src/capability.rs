@@ -1,0 +1,427 @@
+//! Capability tokens (macaroons) and the authority that mints and checks them.
+//!
+//! A [`Capability`] is a macaroon: an identifier, a chain of first-party caveats and an
+//! HMAC signature over both, keyed by the node's root key. Anyone holding a token can
+//! [`attenuate`](Capability::attenuate) it (add a caveat) without the key; nobody can
+//! remove one without breaking the signature. The [`Authority`] holds the root key,
+//! checks the signature chain with the `macaroon` crate, then evaluates every caveat
+//! against the concrete request with Toka's checker ([`crate::caveat`]).
+//!
+//! Tokens travel as standard macaroon **V2 binary, base64url-encoded** (no padding), so
+//! other macaroon libraries (pymacaroons, libmacaroons, go-macaroon) read and verify them
+//! with the same root key: the key is derived from the raw root secret with
+//! `MacaroonKey::generate` (HMAC-SHA256 with the `macaroons-key-generator` key), as they do.
+//!
+//! # Invariants
+//! - **Fail closed**: an unreadable token, a third-party caveat (discharges are not
+//!   supported), an unknown or malformed caveat, a bad signature or a revoked identifier
+//!   all deny.
+//! - Oversize tokens are rejected before any decoding or HMAC work
+//!   ([`MAX_TOKEN_BYTES`]).
+//! - Revocations and denials are journaled (streams [`REVOCATION_STREAM`] and
+//!   [`AUDIT_STREAM`]); revocations are read back when the authority opens, so they
+//!   survive crashes.
+//! - Neither the root key nor a token's signature is ever logged: `Debug` shows the
+//!   identifier only.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use jiff::Timestamp;
+use macaroon::{Format, Macaroon, MacaroonKey, Verifier};
+use serde::{Deserialize, Serialize};
+use toka_store::{ExpectedVersion, Journal, NewEvent};
+
+use crate::caveat::{self, Caveat, Grant, Request};
+use crate::{Denial, Error, keyfile};
+
+/// Longest accepted token text, in bytes; longer ones are refused before decoding.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Journal stream of revoked token identifiers.
+pub const REVOCATION_STREAM: &str = "toka/revocations";
+
+/// Journal stream of capability denials (the audit trail).
+pub const AUDIT_STREAM: &str = "toka/audit";
+
+/// Record kind of a revocation.
+pub const REVOKED: &str = "toka.revoked";
+
+/// Record kind of a denial.
+pub const DENIED: &str = "toka.denied";
+
+/// base64url that accepts tokens with or without padding (other libraries differ).
+const LENIENT_URL_SAFE: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A capability token: what its holder may do, signed by the node's root key.
+///
+/// ```
+/// use toka_tools::{Authority, Caveat};
+/// let authority = Authority::from_secret(b"a 32-byte or longer root secret!");
+/// let token = authority.mint([Caveat::Tool("fs.*".parse().unwrap())]).unwrap();
+/// // Anyone may narrow it further, without the root key:
+/// let narrower = token.attenuate(&Caveat::PathPrefix("/notes".into()));
+/// let text = narrower.to_string(); // base64url V2, for headers, files, other libraries
+/// let back: toka_tools::Capability = text.parse().unwrap();
+/// assert_eq!(back.identifier(), token.identifier());
+/// assert_eq!(back.caveats().unwrap().len(), 2);
+/// ```
+#[derive(Clone)]
+pub struct Capability {
+    macaroon: Macaroon,
+    identifier: String,
+}
+
+impl Capability {
+    fn from_macaroon(macaroon: Macaroon) -> Result<Self, Denial> {
+        let identifier = String::from_utf8(macaroon.identifier().0)
+            .map_err(|_| Denial::new("token identifier is not UTF-8"))?;
+        Ok(Capability {
+            macaroon,
+            identifier,
+        })
+    }
+
+    /// Parses a token: base64url (padded or not) of a V2 (or V1) binary macaroon.
+    ///
+    /// # Errors
+    /// A [`Denial`] if the text is oversize, not base64url, or not a macaroon.
+    pub fn parse(text: &str) -> Result<Self, Denial> {
+        let text = text.trim();
+        if text.len() > MAX_TOKEN_BYTES {
+            return Err(Denial::new(format!(
+                "token of {} bytes exceeds {MAX_TOKEN_BYTES}",
+                text.len()
+            )));
+        }
+        let binary = LENIENT_URL_SAFE
+            .decode(text)
+            .map_err(|_| Denial::new("token is not base64url text"))?;
+        let macaroon = Macaroon::deserialize_binary(&binary)
+            .map_err(|e| Denial::new(format!("token is not a macaroon: {e}")))?;
+        Self::from_macaroon(macaroon)
+    }
+
+    /// The token's identifier (what [`Authority::revoke`] names).
+    pub fn identifier(&self) -> &str {
+        &self.identifier
+    }
+
+    /// The token's caveats, parsed.
+    ///
+    /// # Errors
+    /// A [`Denial`] for a third-party caveat or a caveat Toka does not understand.
+    pub fn caveats(&self) -> Result<Vec<Caveat>, Denial> {
+        if !self.macaroon.third_party_caveats().is_empty() {
+            return Err(Denial::new(
+                "token has third-party caveats, which Toka does not accept",
+            ));
+        }
+        self.macaroon
+            .first_party_caveats()
+            .iter()
+            .map(|c| match c {
+                macaroon::Caveat::FirstParty(fp) => Caveat::parse(fp.predicate().as_ref()),
+                macaroon::Caveat::ThirdParty(_) => Err(Denial::new("third-party caveat")),
+            })
+            .collect()
+    }
+
+    /// A copy of this token with one more caveat: it allows at most what this one does.
+    #[must_use]
+    pub fn attenuate(&self, caveat: &Caveat) -> Capability {
+        let mut macaroon = self.macaroon.clone();
+        macaroon.add_first_party_caveat(caveat.to_string().into());
+        Capability {
+            macaroon,
+            identifier: self.identifier.clone(),
+        }
+    }
+
+    /// Adds a raw first-party caveat, bypassing Toka's caveat grammar (for tests and for
+    /// interoperating with other issuers; the checker refuses what it cannot parse).
+    #[must_use]
+    pub fn attenuate_raw(&self, predicate: &[u8]) -> Capability {
+        let mut macaroon = self.macaroon.clone();
+        macaroon.add_first_party_caveat(predicate.to_vec().into());
+        Capability {
+            macaroon,
+            identifier: self.identifier.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    /// The base64url (no padding) V2 binary form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The crate emits padded base64url; re-encode without padding.
+        let padded = self
+            .macaroon
+            .serialize(Format::V2)
+            .map_err(|_| fmt::Error)?;
+        let binary = LENIENT_URL_SAFE.decode(padded).map_err(|_| fmt::Error)?;
+        f.write_str(&URL_SAFE_NO_PAD.encode(binary))
+    }
+}
+
+impl std::str::FromStr for Capability {
+    type Err = Denial;
+
+    fn from_str(s: &str) -> Result<Self, Denial> {
+        Capability::parse(s)
+    }
+}
+
+impl fmt::Debug for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capability")
+            .field("identifier", &self.identifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for Capability {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Capability {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Capability::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A revoked token, as journaled in [`REVOCATION_STREAM`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// The token identifier.
+    pub identifier: String,
+    /// Why it was revoked.
+    pub reason: String,
+    /// When (microseconds since the Unix epoch).
+    pub at_micros: i64,
+}
+
+/// A denied request, as journaled in [`AUDIT_STREAM`]. Holds no token and no secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenialRecord {
+    /// When (microseconds since the Unix epoch).
+    pub at_micros: i64,
+    /// The tool asked for.
+    pub tool: String,
+    /// The calling agent, if any.
+    pub agent: Option<String>,
+    /// The token's identifier, if the token was readable.
+    pub token: Option<String>,
+    /// Why it was denied.
+    pub reason: String,
+}
+
+/// The node's root of trust: mints tokens, checks them, revokes them, and journals
+/// every denial.
+///
+/// Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Authority {
+    inner: Arc<AuthorityInner>,
+}
+
+struct AuthorityInner {
+    key: MacaroonKey,
+    revoked: RwLock<HashSet<String>>,
+    journal: Option<Arc<dyn Journal>>,
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authority")
+            .field("key", &"<redacted>")
+            .field("revoked", &self.read_revoked().len())
+            .field("journaled", &self.inner.journal.is_some())
+            .finish()
+    }
+}
+
+impl Authority {
+    /// Opens the authority of a node: the root key in `key_file` (created with `0600`
+    /// permissions on first use; refused if others can read it), and the revocations
+    /// recorded in `journal`, which also receives revocations and denials from now on.
+    ///
+    /// # Errors
+    /// [`Error::KeyFile`], [`Error::Journal`], [`Error::Decode`].
+    pub fn open(key_file: &Path, journal: Arc<dyn Journal>) -> Result<Self, Error> {
+        let secret = zeroize::Zeroizing::new(keyfile::read_or_create(key_file)?);
+        let mut revoked = HashSet::new();
+        for event in journal.iter_stream(REVOCATION_STREAM, 1)? {
+            let event = event?;
+            let record: RevocationRecord =
+                crate::decode(REVOCATION_STREAM, event.seq, &event.payload)?;
+            revoked.insert(record.identifier);
+        }
+        Ok(Authority {
+            inner: Arc::new(AuthorityInner {
+                key: MacaroonKey::generate(secret.as_slice()),
+                revoked: RwLock::new(revoked),
+                journal: Some(journal),
+            }),
+        })
+    }
+
+    /// An authority over a root secret held elsewhere, journaling nothing (revocations
+    /// live in memory only). For tests and for embedding where the app keeps the key.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        Authority {
+            inner: Arc::new(AuthorityInner {
+                key: MacaroonKey::generate(secret),
+                revoked: RwLock::new(HashSet::new()),
+                journal: None,
+            }),
+        }
+    }
+
+    /// Mints a token with a fresh identifier and these caveats.
+    ///
+    /// # Errors
+    /// A [`Denial`] if the macaroon cannot be built (it always can with a UUID id).
+    pub fn mint(&self, caveats: impl IntoIterator<Item = Caveat>) -> Result<Capability, Denial> {
+        let identifier = uuid::Uuid::now_v7().to_string();
+        let mut macaroon = Macaroon::create(None, &self.inner.key, identifier.as_str().into())
+            .map_err(|e| Denial::new(format!("minting: {e}")))?;
+        for caveat in caveats {
+            macaroon.add_first_party_caveat(caveat.to_string().into());
+        }
+        Ok(Capability {
+            macaroon,
+            identifier,
+        })
+    }
+
+    /// Checks `token` for `request`: not revoked, signature chain intact, every caveat
+    /// satisfied. Returns what the tool must still enforce while it runs.
+    ///
+    /// # Errors
+    /// A [`Denial`] naming the failed check.
+    pub fn check(&self, token: &Capability, request: &Request<'_>) -> Result<Grant, Denial> {
+        let caveats = self.verify(token)?;
+        caveat::admit_all(&caveats, request)
+    }
+
+    /// Checks what does not depend on a request: the token is not revoked, its signature
+    /// chain is intact and every caveat is one Toka understands. Returns the caveats, to
+    /// evaluate against requests.
+    ///
+    /// # Errors
+    /// A [`Denial`] naming the failed check.
+    pub fn verify(&self, token: &Capability) -> Result<Vec<Caveat>, Denial> {
+        if self.is_revoked(token.identifier()) {
+            return Err(Denial::new(format!(
+                "token {} is revoked",
+                token.identifier()
+            )));
+        }
+        // The crate checks the chain; every first-party predicate is accepted here and
+        // evaluated by `caveat::admit_all` against the request (its verifier takes only
+        // `fn` pointers, which cannot see the request).
+        let mut verifier = Verifier::default();
+        verifier.satisfy_general(|_| true);
+        verifier
+            .verify(&token.macaroon, &self.inner.key, Vec::new())
+            .map_err(|_| Denial::new("token signature does not verify"))?;
+        token.caveats()
+    }
+
+    /// Whether the token identifier `identifier` is revoked.
+    pub fn is_revoked(&self, identifier: &str) -> bool {
+        self.read_revoked().contains(identifier)
+    }
+
+    fn read_revoked(&self) -> std::sync::RwLockReadGuard<'_, HashSet<String>> {
+        // Inserts cannot panic half-way; a poisoned lock still holds a valid set.
+        self.inner.revoked.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Revokes every token with this identifier (and every attenuation of it). Journaled
+    /// before it takes effect, so it survives a crash once this returns.
+    ///
+    /// # Errors
+    /// [`Error::Journal`].
+    pub async fn revoke(&self, identifier: &str, reason: &str) -> Result<(), Error> {
+        if let Some(journal) = &self.inner.journal {
+            let record = RevocationRecord {
+                identifier: identifier.to_owned(),
+                reason: reason.to_owned(),
+                at_micros: Timestamp::now().as_microsecond(),
+            };
+            let payload = crate::encode(REVOCATION_STREAM, &record)?;
+            journal
+                .append(
+                    REVOCATION_STREAM,
+                    ExpectedVersion::Any,
+                    &[NewEvent::new(REVOKED, payload)],
+                )
+                .await?
+                .map_err(toka_store::Error::from)?;
+        }
+        self.inner
+            .revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(identifier.to_owned());
+        tracing::info!(token = identifier, reason, "capability revoked");
+        Ok(())
+    }
+
+    /// Journals a denial in the audit stream and logs it (without the token).
+    pub(crate) async fn audit(&self, record: DenialRecord) {
+        tracing::warn!(
+            tool = %record.tool,
+            agent = ?record.agent,
+            token = ?record.token,
+            reason = %record.reason,
+            "capability denied"
+        );
+        let Some(journal) = &self.inner.journal else {
+            return;
+        };
+        let payload = match crate::encode(AUDIT_STREAM, &record) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, "could not encode a capability denial");
+                return;
+            }
+        };
+        let event = NewEvent::new(DENIED, payload);
+        if let Err(error) = journal
+            .append(AUDIT_STREAM, ExpectedVersion::Any, &[event])
+            .await
+        {
+            tracing::error!(%error, "could not journal a capability denial");
+        }
+    }
+
+    /// The denials journaled so far, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Journal`], [`Error::Decode`].
+    pub fn denials(&self) -> Result<Vec<DenialRecord>, Error> {
+        let Some(journal) = &self.inner.journal else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for event in journal.iter_stream(AUDIT_STREAM, 1)? {
+            let event = event?;
+            out.push(crate::decode(AUDIT_STREAM, event.seq, &event.payload)?);
+        }
+        Ok(out)
+    }
+}

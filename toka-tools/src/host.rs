@@ -1,0 +1,570 @@
+//! The tool host: every registered tool as a supervised actor, and the call path
+//! (capability check → bounded, timed run → JSON result).
+//!
+//! ```text
+//! ToolHost (handle)
+//! └── tool supervisor            restarts a failed tool actor (intensity-limited)
+//!     └── one actor per tool     checks the capability, runs calls as tasks under a
+//!                                per-tool semaphore and timeout
+//! ```
+//!
+//! # Invariants
+//! - **Every call ends.** The caller waits at most the tool's timeout plus a margin; a
+//!   call queued on a dying actor, a panic, or a stuck tool all come back as errors.
+//! - **Every call is checked.** The token is verified (revocation, signature, caveats)
+//!   against the concrete request before the tool runs; a denial is journaled in the
+//!   audit stream before the caller hears of it.
+//! - A panic in a tool is caught, the caller gets [`ToolErrorKind::Crashed`], and the
+//!   tool's actor fails so its supervisor restarts it from the registered template.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use jiff::Timestamp;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use toka_actors::Intensity;
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::capability::{Authority, Capability, DenialRecord};
+use crate::caveat::{self, Request};
+use crate::tool::{DynTool, Erased, Tool, ToolContext, ToolSpec};
+use crate::vault::Vault;
+use crate::{Error, ToolError, ToolErrorKind};
+
+/// How long a caller waits beyond a tool's own timeout before giving up on its actor.
+const REPLY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Per-tool limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToolLimits {
+    /// Calls of this tool running at once; more wait their turn (within their timeout).
+    pub concurrency: usize,
+    /// Longest a call may take, waiting for its turn included.
+    pub timeout: Duration,
+    /// Restarts of the tool's actor allowed within a window; past it the tool is
+    /// unavailable until the host restarts.
+    pub restarts: Intensity,
+}
+
+impl Default for ToolLimits {
+    /// 16 concurrent calls, 30 s per call, 10 restarts within 10 s.
+    fn default() -> Self {
+        ToolLimits {
+            concurrency: 16,
+            timeout: Duration::from_secs(30),
+            restarts: Intensity {
+                max_restarts: 10,
+                within: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+/// One registered tool.
+struct Slot {
+    spec: ToolSpec,
+    limits: ToolLimits,
+    template: Arc<dyn DynTool>,
+    actor: RwLock<Option<ActorRef<ToolMsg>>>,
+    restarts: Mutex<VecDeque<Instant>>,
+}
+
+impl Slot {
+    fn actor(&self) -> Option<ActorRef<ToolMsg>> {
+        self.actor.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_actor(&self, actor: Option<ActorRef<ToolMsg>>) {
+        *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+    }
+
+    /// Records a restart; `false` if it would exceed the restart intensity.
+    fn may_restart(&self) -> bool {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        while restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.limits.restarts.within)
+        {
+            restarts.pop_front();
+        }
+        if restarts.len() >= self.limits.restarts.max_restarts as usize {
+            return false;
+        }
+        restarts.push_back(now);
+        true
+    }
+}
+
+struct Shared {
+    slots: HashMap<String, Arc<Slot>>,
+    authority: Authority,
+    vault: Option<Arc<Vault>>,
+    supervisor: OnceLock<ActorRef<()>>,
+}
+
+/// Registers tools, then starts the host.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), toka_tools::Error> {
+/// use toka_tools::{Authority, FsRead, ToolHost};
+/// let authority = Authority::from_secret(b"root secret kept somewhere safe");
+/// let host = ToolHost::builder(authority)
+///     .tool(FsRead::new("/srv/notes")?)
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ToolHostBuilder {
+    authority: Authority,
+    vault: Option<Arc<Vault>>,
+    tools: Vec<(Arc<dyn DynTool>, ToolLimits)>,
+}
+
+impl ToolHostBuilder {
+    /// Registers `tool` with default [`ToolLimits`].
+    #[must_use]
+    pub fn tool<T: Tool>(self, tool: T) -> Self {
+        self.tool_with_limits(tool, ToolLimits::default())
+    }
+
+    /// Registers `tool` with these limits.
+    #[must_use]
+    pub fn tool_with_limits<T: Tool>(mut self, tool: T, limits: ToolLimits) -> Self {
+        self.tools.push((Arc::new(Erased(tool)), limits));
+        self
+    }
+
+    /// Gives tools the secrets in `vault` (each read checked against the call's
+    /// capability).
+    #[must_use]
+    pub fn vault(mut self, vault: Vault) -> Self {
+        self.vault = Some(Arc::new(vault));
+        self
+    }
+
+    /// Starts the tool supervisor and one actor per tool.
+    ///
+    /// # Errors
+    /// [`Error::Registration`] for a duplicate or malformed name, [`Error::Actor`].
+    pub async fn start(self) -> Result<ToolHost, Error> {
+        let mut slots = HashMap::new();
+        for (tool, limits) in self.tools {
+            let spec = tool.spec();
+            if spec.name.parse::<caveat::NamePattern>().ok()
+                != Some(caveat::NamePattern::Exact(spec.name.clone()))
+            {
+                return Err(Error::Registration {
+                    name: spec.name,
+                    reason: "a tool name is letters, digits and `.-_:@`".into(),
+                });
+            }
+            if limits.concurrency == 0 {
+                return Err(Error::Registration {
+                    name: spec.name,
+                    reason: "concurrency must be at least 1".into(),
+                });
+            }
+            let slot = Slot {
+                spec: spec.clone(),
+                limits,
+                template: tool,
+                actor: RwLock::new(None),
+                restarts: Mutex::new(VecDeque::new()),
+            };
+            if slots.insert(spec.name.clone(), Arc::new(slot)).is_some() {
+                return Err(Error::Registration {
+                    name: spec.name,
+                    reason: "registered twice".into(),
+                });
+            }
+        }
+        let shared = Arc::new(Shared {
+            slots,
+            authority: self.authority,
+            vault: self.vault,
+            supervisor: OnceLock::new(),
+        });
+        let (supervisor, _) = Actor::spawn(None, ToolSupervisor, Arc::clone(&shared))
+            .await
+            .map_err(|e| Error::Actor(format!("starting the tool supervisor: {e}")))?;
+        let _ = shared.supervisor.set(supervisor);
+        tracing::info!(tools = shared.slots.len(), "tool host started");
+        Ok(ToolHost { shared })
+    }
+}
+
+/// The running tools: call them (checked, bounded, timed), list them, stop them.
+///
+/// Cheap to clone. Agents reach it through the runtime's extensions
+/// ([`RuntimeBuilder::extension`](toka_actors::RuntimeBuilder::extension)) and call tools
+/// with [`ToolCalls::call_tool`](crate::ToolCalls::call_tool), which journals each call.
+#[derive(Clone)]
+pub struct ToolHost {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ToolHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.shared.slots.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("ToolHost").field("tools", &names).finish()
+    }
+}
+
+impl ToolHost {
+    /// Starts building a host whose calls are checked by `authority`.
+    pub fn builder(authority: Authority) -> ToolHostBuilder {
+        ToolHostBuilder {
+            authority,
+            vault: None,
+            tools: Vec::new(),
+        }
+    }
+
+    /// The authority checking calls (to mint or revoke tokens).
+    pub fn authority(&self) -> &Authority {
+        &self.shared.authority
+    }
+
+    /// The registered tools' descriptions, by name.
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        let mut specs: Vec<ToolSpec> = self.shared.slots.values().map(|s| s.spec.clone()).collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+
+    /// The description of tool `name`.
+    pub fn spec(&self, name: &str) -> Option<&ToolSpec> {
+        self.shared.slots.get(name).map(|s| &s.spec)
+    }
+
+    /// Calls tool `name` with a typed input; see [`ToolHost::call_json`]. This call is
+    /// not journaled; agents use [`ToolCalls::call_tool`](crate::ToolCalls::call_tool).
+    ///
+    /// # Errors
+    /// As [`ToolHost::call_json`], and [`ToolErrorKind::InvalidInput`]/`Failed` if the
+    /// input or output do not convert.
+    pub async fn call<I: Serialize, O: DeserializeOwned>(
+        &self,
+        token: &Capability,
+        caller: Option<&str>,
+        name: &str,
+        input: &I,
+    ) -> Result<O, ToolError> {
+        let input = serde_json::to_vec(input)
+            .map_err(|e| ToolError::invalid_input(format!("{name}: input: {e}")))?;
+        let output = self.call_json(token, caller, name, &input).await?;
+        decode_output(name, &output)
+    }
+
+    /// Calls tool `name` with JSON `input` on behalf of `caller` (an agent id, or `None`
+    /// for a non-agent caller such as an API client), holding `token`.
+    ///
+    /// # Errors
+    /// A [`ToolError`]: `UnknownTool`, `Denied` (journaled in the audit stream),
+    /// `InvalidInput`, `Failed`, `Timeout`, `Crashed`, `Unavailable`, `Limit`.
+    pub async fn call_json(
+        &self,
+        token: &Capability,
+        caller: Option<&str>,
+        name: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, ToolError> {
+        let slot = self.shared.slots.get(name).ok_or_else(|| {
+            ToolError::new(
+                ToolErrorKind::UnknownTool,
+                format!("no tool named {name:?}"),
+            )
+        })?;
+        let unavailable = || {
+            ToolError::new(
+                ToolErrorKind::Unavailable,
+                format!("{name}: the tool's actor is not running"),
+            )
+        };
+        let actor = slot.actor().ok_or_else(unavailable)?;
+        let (reply, answer) = oneshot::channel();
+        actor
+            .send_message(ToolMsg::Call(Call {
+                input: input.to_vec(),
+                token: token.clone(),
+                caller: caller.map(str::to_owned),
+                reply,
+            }))
+            .map_err(|_| unavailable())?;
+        match tokio::time::timeout(slot.limits.timeout + REPLY_MARGIN, answer).await {
+            Ok(Ok(result)) => result,
+            // The actor died with the call in its mailbox.
+            Ok(Err(_)) => Err(ToolError::new(
+                ToolErrorKind::Crashed,
+                format!("{name}: the tool's actor stopped before answering"),
+            )),
+            Err(_) => Err(ToolError::new(
+                ToolErrorKind::Timeout,
+                format!(
+                    "{name}: no answer within {:?}",
+                    slot.limits.timeout + REPLY_MARGIN
+                ),
+            )),
+        }
+    }
+
+    /// Stops every tool actor (calls in flight finish or time out).
+    pub async fn shutdown(&self) {
+        if let Some(supervisor) = self.shared.supervisor.get() {
+            let _ = supervisor
+                .stop_and_wait(
+                    Some("tool host shutdown".into()),
+                    Some(Duration::from_secs(5)),
+                )
+                .await;
+        }
+    }
+}
+
+pub(crate) fn decode_output<O: DeserializeOwned>(
+    name: &str,
+    output: &[u8],
+) -> Result<O, ToolError> {
+    serde_json::from_slice(output)
+        .map_err(|e| ToolError::failed(format!("{name}: unexpected output: {e}")))
+}
+
+/// A call on its way to a tool actor.
+struct Call {
+    input: Vec<u8>,
+    token: Capability,
+    caller: Option<String>,
+    reply: oneshot::Sender<Result<Vec<u8>, ToolError>>,
+}
+
+enum ToolMsg {
+    Call(Call),
+    /// A call's task panicked: fail, so the supervisor restarts the actor.
+    Crashed(String),
+}
+
+struct ToolActor;
+
+struct ToolState {
+    slot: Arc<Slot>,
+    shared: Arc<Shared>,
+    tool: Arc<dyn DynTool>,
+    permits: Arc<Semaphore>,
+}
+
+impl Actor for ToolActor {
+    type Msg = ToolMsg;
+    type State = ToolState;
+    type Arguments = (Arc<Slot>, Arc<Shared>);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ToolMsg>,
+        (slot, shared): (Arc<Slot>, Arc<Shared>),
+    ) -> Result<ToolState, ActorProcessingErr> {
+        Ok(ToolState {
+            tool: slot.template.fresh(),
+            permits: Arc::new(Semaphore::new(slot.limits.concurrency)),
+            slot,
+            shared,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ToolMsg>,
+        msg: ToolMsg,
+        state: &mut ToolState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ToolMsg::Call(call) => {
+                state.start_call(myself, call);
+                Ok(())
+            }
+            ToolMsg::Crashed(reason) => Err(format!("{}: {reason}", state.slot.spec.name).into()),
+        }
+    }
+}
+
+impl ToolState {
+    /// Checks the call and, if allowed, runs it as a task; never blocks the actor.
+    fn start_call(&self, myself: ActorRef<ToolMsg>, call: Call) {
+        let name = &self.slot.spec.name;
+        let Call {
+            input,
+            token,
+            caller,
+            reply,
+        } = call;
+        let authority = &self.shared.authority;
+        let admitted = authority.verify(&token).and_then(|caveats| {
+            let prepared = match self.tool.prepare(&input) {
+                Ok(prepared) => prepared,
+                Err(error) => return Ok(Err(error)),
+            };
+            let request = Request {
+                tool: name,
+                agent: caller.as_deref(),
+                path: prepared.scope.path.as_deref(),
+                bytes: prepared.scope.bytes,
+                now: Timestamp::now(),
+            };
+            caveat::admit_all(&caveats, &request).map(|grant| Ok((prepared, grant)))
+        });
+        match admitted {
+            Err(denial) => {
+                let authority = authority.clone();
+                let record = DenialRecord {
+                    at_micros: Timestamp::now().as_microsecond(),
+                    tool: name.clone(),
+                    agent: caller,
+                    token: Some(token.identifier().to_owned()),
+                    reason: denial.reason.clone(),
+                };
+                tokio::spawn(async move {
+                    authority.audit(record).await;
+                    let _ = reply.send(Err(ToolError::denied(&denial)));
+                });
+            }
+            Ok(Err(invalid)) => {
+                let _ = reply.send(Err(invalid));
+            }
+            Ok(Ok((prepared, grant))) => {
+                let cx = ToolContext::new(name.as_str().into(), grant, self.shared.vault.clone());
+                let permits = Arc::clone(&self.permits);
+                let timeout = self.slot.limits.timeout;
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let run = async {
+                        let _permit = permits.acquire_owned().await;
+                        AssertUnwindSafe((prepared.run)(cx)).catch_unwind().await
+                    };
+                    let result = match tokio::time::timeout(timeout, run).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(panic)) => {
+                            let what = panic_message(&panic);
+                            tracing::error!(tool = %name, panic = %what, "tool panicked; restarting it");
+                            let _ = myself.send_message(ToolMsg::Crashed(what.clone()));
+                            Err(ToolError::new(
+                                ToolErrorKind::Crashed,
+                                format!("{name} panicked: {what}"),
+                            ))
+                        }
+                        Err(_) => Err(ToolError::new(
+                            ToolErrorKind::Timeout,
+                            format!("{name}: no result within {timeout:?}"),
+                        )),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// Starts one actor per tool and restarts those that fail.
+struct ToolSupervisor;
+
+struct SupervisorState {
+    shared: Arc<Shared>,
+    /// Which tool each running actor serves.
+    children: HashMap<ActorId, String>,
+}
+
+impl ToolSupervisor {
+    async fn start_child(
+        myself: &ActorRef<()>,
+        state: &mut SupervisorState,
+        name: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(slot) = state.shared.slots.get(name) else {
+            return Ok(());
+        };
+        let cell: ActorCell = myself.get_cell();
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            ToolActor,
+            (Arc::clone(slot), Arc::clone(&state.shared)),
+            cell,
+        )
+        .await?;
+        state.children.insert(actor.get_id(), name.to_owned());
+        slot.set_actor(Some(actor));
+        Ok(())
+    }
+}
+
+impl Actor for ToolSupervisor {
+    type Msg = ();
+    type State = SupervisorState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        shared: Arc<Shared>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            shared,
+            children: HashMap::new(),
+        };
+        let names: Vec<String> = state.shared.slots.keys().cloned().collect();
+        for name in names {
+            Self::start_child(&myself, &mut state, &name).await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some(name) = state.children.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let Some(slot) = state.shared.slots.get(&name).cloned() else {
+                    return Ok(());
+                };
+                slot.set_actor(None);
+                if slot.may_restart() {
+                    tracing::warn!(tool = %name, %error, "tool actor failed; restarting");
+                    Self::start_child(&myself, state, &name).await?;
+                } else {
+                    tracing::error!(
+                        tool = %name,
+                        %error,
+                        "tool actor failed too often; it stays unavailable"
+                    );
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(name) = state.children.remove(&cell.get_id())
+                    && let Some(slot) = state.shared.slots.get(&name)
+                {
+                    slot.set_actor(None);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
