@@ -32,7 +32,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::capability::{Authority, Capability, DenialRecord};
 use crate::caveat::{self, Request};
-use crate::tool::{DynTool, Erased, Tool, ToolContext, ToolSpec};
+use crate::tool::{AuditTrail, DynTool, Erased, Tool, ToolContext, ToolSpec};
 use crate::vault::Vault;
 use crate::{Error, ToolError, ToolErrorKind};
 
@@ -437,17 +437,23 @@ impl ToolState {
                 let _ = reply.send(Err(invalid));
             }
             Ok(Ok((prepared, grant))) => {
-                let cx = ToolContext::new(name.as_str().into(), grant, self.shared.vault.clone());
+                let cx = ToolContext::new(name.as_str().into(), grant, self.shared.vault.clone())
+                    .with_audit(AuditTrail {
+                        authority: authority.clone(),
+                        caller,
+                        token: token.identifier().to_owned(),
+                    });
                 let permits = Arc::clone(&self.permits);
                 let timeout = self.slot.limits.timeout;
                 let name = name.clone();
                 tokio::spawn(async move {
+                    let guard = cx.clone();
                     let run = async {
                         let _permit = permits.acquire_owned().await;
                         AssertUnwindSafe((prepared.run)(cx)).catch_unwind().await
                     };
                     let result = match tokio::time::timeout(timeout, run).await {
-                        Ok(Ok(result)) => result,
+                        Ok(Ok(result)) => withhold_secrets(&name, &guard, result),
                         Ok(Err(panic)) => {
                             let what = panic_message(&panic);
                             tracing::error!(tool = %name, panic = %what, "tool panicked; restarting it");
@@ -467,6 +473,26 @@ impl ToolState {
             }
         }
     }
+}
+
+/// Replaces a result that would carry a secret the call read (into the journal, the
+/// caller's logs, a model's context) with an error naming no value.
+fn withhold_secrets(
+    name: &str,
+    cx: &ToolContext,
+    result: Result<Vec<u8>, ToolError>,
+) -> Result<Vec<u8>, ToolError> {
+    let leaks = match &result {
+        Ok(output) => cx.leaks_secret(output),
+        Err(error) => cx.leaks_secret(error.message.as_bytes()),
+    };
+    if leaks {
+        tracing::error!(tool = %name, "tool result contained a secret it read; withheld");
+        return Err(ToolError::failed(format!(
+            "{name}: the result contained a secret the call read; withheld"
+        )));
+    }
+    result
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -63,7 +63,9 @@ pub enum Landlock {
 pub struct SandboxPolicy {
     /// The working directory, and the only directory the process may write (with Landlock).
     pub jail: PathBuf,
-    /// Directories the process may read and execute from (with Landlock).
+    /// Directories and files the process may read and execute (with Landlock). The
+    /// default: `/usr`, `/bin`, `/sbin`, `/lib`, `/lib64` and the loader cache; not the
+    /// rest of `/etc`, `/home`, `/proc` or the host's data.
     pub system_paths: Vec<PathBuf>,
     /// The environment, exactly (the host's is never inherited).
     pub env: Vec<(String, String)>,
@@ -95,11 +97,19 @@ impl SandboxPolicy {
     pub fn new(jail: impl Into<PathBuf>) -> Self {
         SandboxPolicy {
             jail: jail.into(),
-            system_paths: ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc"]
-                .iter()
-                .map(PathBuf::from)
-                .filter(|p| p.exists())
-                .collect(),
+            system_paths: [
+                "/usr",
+                "/bin",
+                "/sbin",
+                "/lib",
+                "/lib64",
+                "/etc/ld.so.cache",
+                "/etc/localtime",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect(),
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             pass_env: vec!["LANG".into()],
             timeout: Duration::from_secs(10),

@@ -2,11 +2,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::capability::{Authority, DenialRecord};
 use crate::caveat::Grant;
 use crate::vault::{Secret, Vault};
 use crate::{ToolError, ToolErrorKind};
@@ -65,11 +66,66 @@ pub struct ToolContext {
     tool: Arc<str>,
     grant: Grant,
     vault: Option<Arc<Vault>>,
+    /// Secrets this call read, to keep them out of its output.
+    read_secrets: Arc<Mutex<Vec<Secret>>>,
+    /// Where denials during the call are journaled.
+    audit: Option<Arc<AuditTrail>>,
+}
+
+/// Who is calling with which token, for denials found while a call runs.
+#[derive(Debug)]
+pub(crate) struct AuditTrail {
+    pub(crate) authority: Authority,
+    pub(crate) caller: Option<String>,
+    pub(crate) token: String,
 }
 
 impl ToolContext {
     pub(crate) fn new(tool: Arc<str>, grant: Grant, vault: Option<Arc<Vault>>) -> Self {
-        ToolContext { tool, grant, vault }
+        ToolContext {
+            tool,
+            grant,
+            vault,
+            read_secrets: Arc::default(),
+            audit: None,
+        }
+    }
+
+    pub(crate) fn with_audit(mut self, trail: AuditTrail) -> Self {
+        self.audit = Some(Arc::new(trail));
+        self
+    }
+
+    /// Fails with a denial, journaled in the audit stream like the host's own.
+    fn deny(&self, reason: String) -> ToolError {
+        tracing::warn!(tool = %self.tool, %reason, "denied while running");
+        if let Some(trail) = &self.audit {
+            let record = DenialRecord {
+                at_micros: jiff::Timestamp::now().as_microsecond(),
+                tool: self.tool.to_string(),
+                agent: trail.caller.clone(),
+                token: Some(trail.token.clone()),
+                reason: reason.clone(),
+            };
+            let authority = trail.authority.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { authority.audit(record).await });
+            }
+        }
+        ToolError::new(ToolErrorKind::Denied, reason)
+    }
+
+    /// Whether `output` contains (raw or JSON-escaped) a secret this call read.
+    pub(crate) fn leaks_secret(&self, output: &[u8]) -> bool {
+        let read = self.read_secrets.lock().unwrap_or_else(|e| e.into_inner());
+        read.iter().any(|secret| {
+            let raw = secret.expose();
+            let escaped = secret
+                .expose_str()
+                .and_then(|s| serde_json::to_string(s).ok())
+                .map(|s| s.trim_matches('"').as_bytes().to_vec());
+            contains(output, raw) || escaped.is_some_and(|e| contains(output, &e))
+        })
     }
 
     /// A context with no limits and no vault, for calling a tool directly (tests,
@@ -109,23 +165,29 @@ impl ToolContext {
     /// [`ToolErrorKind::Failed`] if there is no vault or no such secret.
     pub fn secret(&self, name: &str) -> Result<Secret, ToolError> {
         if !self.grant.allows_secret(name) {
-            tracing::warn!(tool = %self.tool, secret = name, "secret denied by capability");
-            return Err(ToolError::new(
-                ToolErrorKind::Denied,
-                format!(
-                    "{}: the capability does not allow secret {name:?}",
-                    self.tool
-                ),
-            ));
+            return Err(self.deny(format!(
+                "{}: the capability does not allow secret {name:?}",
+                self.tool
+            )));
         }
         let vault = self
             .vault
             .as_ref()
             .ok_or_else(|| ToolError::failed(format!("{}: no secrets vault", self.tool)))?;
-        vault
+        let secret = vault
             .get(name)
-            .map_err(|e| ToolError::failed(format!("{}: {e}", self.tool)))
+            .map_err(|e| ToolError::failed(format!("{}: {e}", self.tool)))?;
+        self.read_secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(secret.clone());
+        Ok(secret)
     }
+}
+
+/// Whether `haystack` contains `needle` (empty needles never match).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A tool agents can call. Implement it for a small `Clone` value holding the tool's
