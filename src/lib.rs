@@ -1,8 +1,8 @@
 //! Toka: a runtime for long-lived, secure AI agents.
 //!
 //! This meta crate re-exports the workspace crates and a [`prelude`]: the event journal
-//! ([`store`]) and the actor runtime ([`actors`]); tools and the node land in later
-//! releases.
+//! ([`store`]), the actor runtime ([`actors`]) and tools with capabilities, sandbox and
+//! secrets ([`tools`]); the node lands in a later release.
 //!
 //! ```
 //! use toka::prelude::*;
@@ -12,6 +12,7 @@
 
 pub use toka_actors as actors;
 pub use toka_store as store;
+pub use toka_tools as tools;
 
 // Compile-check the README's code blocks.
 #[cfg(all(doctest, feature = "sled"))]
@@ -26,6 +27,11 @@ pub mod prelude {
     };
     #[cfg(feature = "sled")]
     pub use toka_store::SledJournal;
+    pub use toka_tools::{
+        Authority, Capability, Caveat, Error as ToolsError, FsList, FsRead, FsWrite, Sandbox,
+        SandboxPolicy, ShellExec, SideEffect, Tool, ToolCalls, ToolContext, ToolError,
+        ToolErrorKind, ToolHost, ToolLimits, Vault,
+    };
     pub use toka_store::{
         Durability, EncryptionKey, Error as StoreError, EventId, ExpectedVersion, Journal,
         JournalConfig, MemoryJournal, NewEvent, RecordedEvent, Retention, Subscription,
