@@ -10,7 +10,11 @@
 //!
 //! # Invariants
 //! - **Every call ends.** The caller waits at most the tool's timeout plus a margin; a
-//!   call queued on a dying actor, a panic, or a stuck tool all come back as errors.
+//!   panic or a stuck tool comes back as an error. A call that never reached the tool
+//!   (queued on an actor that failed, or sent while it restarts) waits for the next
+//!   incarnation and is sent again, within the same deadline.
+//! - The concurrency limit spans restarts: calls still running from a failed incarnation
+//!   hold their permits.
 //! - **Every call is checked.** The token is verified (revocation, signature, caveats)
 //!   against the concrete request before the tool runs; a denial is journaled in the
 //!   audit stream before the caller hears of it.
@@ -19,7 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -28,7 +32,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use toka_actors::Intensity;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::capability::{Authority, Capability, DenialRecord};
 use crate::caveat::{self, Request};
@@ -70,17 +74,27 @@ struct Slot {
     spec: ToolSpec,
     limits: ToolLimits,
     template: Arc<dyn DynTool>,
-    actor: RwLock<Option<ActorRef<ToolMsg>>>,
+    /// The tool's current actor; callers wait on changes while it restarts.
+    actor: watch::Sender<ActorState>,
+    /// Shared by every incarnation of the tool's actor, so calls still running from a
+    /// failed one count against the limit of its successor.
+    permits: Arc<Semaphore>,
     restarts: Mutex<VecDeque<Instant>>,
 }
 
-impl Slot {
-    fn actor(&self) -> Option<ActorRef<ToolMsg>> {
-        self.actor.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
+/// Where a tool's actor is in its life.
+#[derive(Clone)]
+enum ActorState {
+    /// Starting or restarting: calls wait for it.
+    Starting,
+    Running(ActorRef<ToolMsg>),
+    /// Gave up (past its restart intensity) or the host shut down: calls fail at once.
+    Stopped,
+}
 
-    fn set_actor(&self, actor: Option<ActorRef<ToolMsg>>) {
-        *self.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+impl Slot {
+    fn set_actor(&self, state: ActorState) {
+        self.actor.send_replace(state);
     }
 
     /// Records a restart; `false` if it would exceed the restart intensity.
@@ -174,7 +188,8 @@ impl ToolHostBuilder {
                 spec: spec.clone(),
                 limits,
                 template: tool,
-                actor: RwLock::new(None),
+                actor: watch::Sender::new(ActorState::Starting),
+                permits: Arc::new(Semaphore::new(limits.concurrency)),
                 restarts: Mutex::new(VecDeque::new()),
             };
             if slots.insert(spec.name.clone(), Arc::new(slot)).is_some() {
@@ -288,30 +303,53 @@ impl ToolHost {
                 format!("{name}: the tool's actor is not running"),
             )
         };
-        let actor = slot.actor().ok_or_else(unavailable)?;
-        let (reply, answer) = oneshot::channel();
-        actor
-            .send_message(ToolMsg::Call(Call {
+        let patience = slot.limits.timeout + REPLY_MARGIN;
+        let timed_out = || {
+            ToolError::new(
+                ToolErrorKind::Timeout,
+                format!("{name}: no answer within {patience:?}"),
+            )
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut state = slot.actor.subscribe();
+        loop {
+            let current = state.borrow_and_update().clone();
+            let actor = match current {
+                ActorState::Running(actor) => actor,
+                ActorState::Stopped => return Err(unavailable()),
+                ActorState::Starting => {
+                    // Restarting after a failure: wait for the next incarnation.
+                    match tokio::time::timeout_at(deadline, state.changed()).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(_)) => return Err(unavailable()),
+                        Err(_) => return Err(timed_out()),
+                    }
+                }
+            };
+            let (reply, answer) = oneshot::channel();
+            let call = ToolMsg::Call(Call {
                 input: input.to_vec(),
                 token: token.clone(),
                 caller: caller.map(str::to_owned),
                 reply,
-            }))
-            .map_err(|_| unavailable())?;
-        match tokio::time::timeout(slot.limits.timeout + REPLY_MARGIN, answer).await {
-            Ok(Ok(result)) => result,
-            // The actor died with the call in its mailbox.
-            Ok(Err(_)) => Err(ToolError::new(
-                ToolErrorKind::Crashed,
-                format!("{name}: the tool's actor stopped before answering"),
-            )),
-            Err(_) => Err(ToolError::new(
-                ToolErrorKind::Timeout,
-                format!(
-                    "{name}: no answer within {:?}",
-                    slot.limits.timeout + REPLY_MARGIN
-                ),
-            )),
+            });
+            if actor.send_message(call).is_ok() {
+                match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(result)) => return result,
+                    // Dropped unanswered: the actor died with the call still in its
+                    // mailbox, so the call never reached the tool. Send it again.
+                    Ok(Err(_)) => {}
+                    Err(_) => return Err(timed_out()),
+                }
+            }
+            // The actor is gone; wait until the supervisor has replaced it.
+            if matches!(&*state.borrow(), ActorState::Running(a) if a.get_id() == actor.get_id()) {
+                match tokio::time::timeout_at(deadline, state.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(unavailable()),
+                    Err(_) => return Err(timed_out()),
+                }
+            }
         }
     }
 
@@ -371,7 +409,7 @@ impl Actor for ToolActor {
     ) -> Result<ToolState, ActorProcessingErr> {
         Ok(ToolState {
             tool: slot.template.fresh(),
-            permits: Arc::new(Semaphore::new(slot.limits.concurrency)),
+            permits: Arc::clone(&slot.permits),
             slot,
             shared,
         })
@@ -405,10 +443,21 @@ impl ToolState {
         } = call;
         let authority = &self.shared.authority;
         let admitted = authority.verify(&token).and_then(|caveats| {
-            let prepared = match self.tool.prepare(&input) {
-                Ok(prepared) => prepared,
-                Err(error) => return Ok(Err(error)),
-            };
+            // A panic here (in the tool's input parsing or `scope`) must not drop the
+            // reply unanswered: the caller would send the call again.
+            let prepared =
+                match std::panic::catch_unwind(AssertUnwindSafe(|| self.tool.prepare(&input))) {
+                    Ok(Ok(prepared)) => prepared,
+                    Ok(Err(error)) => return Ok(Err(error)),
+                    Err(panic) => {
+                        let what = panic_message(&panic);
+                        let _ = myself.send_message(ToolMsg::Crashed(what.clone()));
+                        return Ok(Err(ToolError::new(
+                            ToolErrorKind::Crashed,
+                            format!("{name} panicked reading its input: {what}"),
+                        )));
+                    }
+                };
             let request = Request {
                 tool: name,
                 agent: caller.as_deref(),
@@ -530,7 +579,7 @@ impl ToolSupervisor {
         )
         .await?;
         state.children.insert(actor.get_id(), name.to_owned());
-        slot.set_actor(Some(actor));
+        slot.set_actor(ActorState::Running(actor));
         Ok(())
     }
 }
@@ -570,11 +619,12 @@ impl Actor for ToolSupervisor {
                 let Some(slot) = state.shared.slots.get(&name).cloned() else {
                     return Ok(());
                 };
-                slot.set_actor(None);
                 if slot.may_restart() {
+                    slot.set_actor(ActorState::Starting);
                     tracing::warn!(tool = %name, %error, "tool actor failed; restarting");
                     Self::start_child(&myself, state, &name).await?;
                 } else {
+                    slot.set_actor(ActorState::Stopped);
                     tracing::error!(
                         tool = %name,
                         %error,
@@ -586,7 +636,7 @@ impl Actor for ToolSupervisor {
                 if let Some(name) = state.children.remove(&cell.get_id())
                     && let Some(slot) = state.shared.slots.get(&name)
                 {
-                    slot.set_actor(None);
+                    slot.set_actor(ActorState::Stopped);
                 }
             }
             _ => {}

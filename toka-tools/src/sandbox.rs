@@ -79,7 +79,10 @@ pub struct SandboxPolicy {
     pub address_space: u64,
     /// Open file descriptors (`RLIMIT_NOFILE`).
     pub open_files: u64,
-    /// Processes of the sandbox user (`RLIMIT_NPROC`).
+    /// Processes of the sandbox user (`RLIMIT_NPROC`). The kernel counts every process of
+    /// the child's user, so this bounds a fork bomb only per user: as root the child runs
+    /// as `run_as` (give tools that may fork distinct users); as another user, the limit
+    /// also counts that user's other processes.
     pub processes: u64,
     /// Largest file the process may write (`RLIMIT_FSIZE`).
     pub file_size: u64,
