@@ -36,6 +36,7 @@
 mod call;
 pub mod capability;
 pub mod caveat;
+mod cgroup;
 mod error;
 pub mod fs;
 mod host;

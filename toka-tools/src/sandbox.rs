@@ -13,8 +13,10 @@
 //! and [`Landlock::Require`] refuses to start without it.
 //!
 //! # Invariants
-//! - A child never outlives its run: after it exits, times out or floods its output, the
-//!   whole process group is killed; `PR_SET_PDEATHSIG` kills it if the host dies.
+//! - A child never outlives its run: after it exits, times out or floods its output, its
+//!   process group and its cgroup (one per run, which also holds processes that called
+//!   `setsid`; see `cgroup.rs`) are killed; `PR_SET_PDEATHSIG` kills it if the host dies.
+//! - With a cgroup, `pids.max` bounds each run's processes, whatever its user.
 //! - Limits are set in the child between `fork` and `exec`, so they hold from the first
 //!   instruction of the program.
 //!
@@ -25,8 +27,8 @@
 //! the program, costs a second `exec` per run (about 2× the spawn cost measured in
 //! `benches/tools.rs`, against a 1.5× budget). The closure below keeps `pre_exec`'s
 //! contract: it only makes async-signal-safe system calls (`setrlimit`, `prctl`,
-//! `landlock_restrict_self`) on values prepared before the fork; it allocates nothing
-//! and takes no locks.
+//! `landlock_restrict_self`, and one `write` to join the run's cgroup) on values prepared
+//! before the fork; it allocates nothing and takes no locks.
 #![allow(unsafe_code)]
 
 use std::ffi::OsString;
@@ -44,7 +46,11 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::cgroup::{CgroupBase, RunCgroup};
 use crate::{Error, ToolError, ToolErrorKind};
+
+/// How long output is drained after the program exits (its leftovers are killed first).
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// Whether the sandbox uses Landlock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,6 +158,7 @@ pub struct Sandbox {
     run_as: Option<(u32, u32)>,
     ruleset: Option<OwnedFd>,
     landlock_abi: Option<i32>,
+    cgroups: Option<CgroupBase>,
 }
 
 impl Sandbox {
@@ -193,12 +200,20 @@ impl Sandbox {
             run_as = ?run_as,
             "sandbox ready"
         );
+        let cgroups = CgroupBase::detect();
+        if cgroups.is_none() {
+            tracing::warn!(
+                "no writable cgroup with the pids controller: a sandboxed process that \
+                 calls setsid can outlive its run, and the process limit is per user only"
+            );
+        }
         Ok(Sandbox {
             policy,
             jail,
             run_as,
             ruleset,
             landlock_abi: abi,
+            cgroups,
         })
     }
 
@@ -246,12 +261,23 @@ impl Sandbox {
             (Resource::RLIMIT_FSIZE, self.policy.file_size),
             (Resource::RLIMIT_CORE, 0),
         ];
+        let cgroup = match &self.cgroups {
+            Some(base) => match base.create_run(self.policy.processes) {
+                Ok(cgroup) => Some(cgroup),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no cgroup for this run; process-group cleanup only");
+                    None
+                }
+            },
+            None => None,
+        };
+        let cgroup_fd = cgroup.as_ref().map(RunCgroup::join_fd);
         let ruleset: Option<RawFd> = self.ruleset.as_ref().map(AsRawFd::as_raw_fd);
         // SAFETY: see the module docs. The closure only calls async-signal-safe
         // syscalls on the copied `limits` array and the ruleset fd, which `self` keeps
         // open until `spawn` returns.
         unsafe {
-            cmd.pre_exec(move || confine(&limits, ruleset));
+            cmd.pre_exec(move || confine(&limits, cgroup_fd, ruleset));
         }
         let mut child = cmd.spawn().map_err(|e| {
             ToolError::failed(format!(
@@ -265,24 +291,47 @@ impl Sandbox {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
-        let _reaper = GroupReaper(group);
+        let reaper = Reaper { group, cgroup };
         let cap = self.policy.output_bytes;
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let collected = tokio::time::timeout(self.policy.timeout, async {
-            let (out, err) = tokio::join!(read_capped(stdout, cap), read_capped(stderr, cap));
-            // A flood ends the run at once: kill the group, then reap.
-            if out.1 || err.1 {
-                kill_group(group);
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let (out_pipe, err_pipe) = (child.stdout.take(), child.stderr.take());
+        let outcome = tokio::time::timeout(self.policy.timeout, async {
+            let reads = async {
+                let (out, err) = tokio::join!(
+                    read_capped(out_pipe, cap, &mut stdout),
+                    read_capped(err_pipe, cap, &mut stderr)
+                );
+                match (out, err) {
+                    (true, _) => Some("stdout"),
+                    (_, true) => Some("stderr"),
+                    _ => None,
+                }
+            };
+            tokio::pin!(reads);
+            tokio::select! {
+                flooded = &mut reads => {
+                    // Both pipes closed (the program is exiting), or one flooded: then
+                    // the run is killed at once.
+                    if flooded.is_some() {
+                        reaper.kill();
+                    }
+                    (child.wait().await, flooded)
+                }
+                status = child.wait() => {
+                    // The program is done: nothing it left behind may keep running or
+                    // hold the pipes open. Then drain what is already in them.
+                    reaper.kill();
+                    let flooded = tokio::time::timeout(DRAIN_GRACE, &mut reads).await.ok().flatten();
+                    (status, flooded)
+                }
             }
-            let status = child.wait().await;
-            (out, err, status)
         })
         .await;
-        let ((stdout, out_over), (stderr, err_over), status) = match collected {
+        let (status, flooded) = match outcome {
             Ok(done) => done,
             Err(_) => {
-                kill_group(group);
+                reaper.kill();
                 return Err(ToolError::new(
                     ToolErrorKind::Timeout,
                     format!(
@@ -293,6 +342,7 @@ impl Sandbox {
                 ));
             }
         };
+        let (out_over, err_over) = (flooded == Some("stdout"), flooded == Some("stderr"));
         if out_over || err_over {
             return Err(ToolError::new(
                 ToolErrorKind::Limit,
@@ -351,7 +401,14 @@ impl Sandbox {
 }
 
 /// Applies the limits and the Landlock domain to the calling (child) process.
-fn confine(limits: &[(Resource, u64)], ruleset: Option<RawFd>) -> std::io::Result<()> {
+fn confine(
+    limits: &[(Resource, u64)],
+    cgroup: Option<RawFd>,
+    ruleset: Option<RawFd>,
+) -> std::io::Result<()> {
+    if let Some(fd) = cgroup {
+        crate::cgroup::join(fd)?;
+    }
     for &(resource, value) in limits {
         // CPU: SIGXCPU at the soft limit, SIGKILL one second later if ignored.
         let hard = if resource == Resource::RLIMIT_CPU {
@@ -412,21 +469,24 @@ fn build_ruleset(abi: i32, jail: &Path, system: &[PathBuf]) -> Result<OwnedFd, E
     Option::<OwnedFd>::from(created).ok_or_else(|| fail(&"the kernel refused a ruleset"))
 }
 
-/// Reads up to `cap` bytes; returns them and whether the stream had more.
-async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>, cap: usize) -> (Vec<u8>, bool) {
+/// Reads up to `cap` bytes into `out`; returns whether the stream had more.
+async fn read_capped<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    cap: usize,
+    out: &mut Vec<u8>,
+) -> bool {
     let Some(mut reader) = reader else {
-        return (Vec::new(), false);
+        return false;
     };
-    let mut out = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
         match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => return (out, false),
+            Ok(0) | Err(_) => return false,
             Ok(n) => {
                 if out.len() + n > cap {
                     let room = cap - out.len();
                     out.extend_from_slice(&chunk[..room]);
-                    return (out, true);
+                    return true;
                 }
                 out.extend_from_slice(&chunk[..n]);
             }
@@ -434,19 +494,28 @@ async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>, cap: usize) -> (Ve
     }
 }
 
-fn kill_group(group: Option<Pid>) {
-    if let Some(group) = group {
-        // ESRCH (already gone) is the common, fine case.
-        let _ = killpg(group, Signal::SIGKILL);
+/// Kills what a run started, however the run ends (including the caller's future being
+/// dropped on a timeout): its process group, and its cgroup where there is one (which
+/// also holds processes that left the group with `setsid`).
+struct Reaper {
+    group: Option<Pid>,
+    cgroup: Option<RunCgroup>,
+}
+
+impl Reaper {
+    fn kill(&self) {
+        if let Some(group) = self.group {
+            // ESRCH (already gone) is the common, fine case.
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+        }
     }
 }
 
-/// Kills the run's process group when the run ends, however it ends (including the
-/// caller's future being dropped on a timeout): no background child survives.
-struct GroupReaper(Option<Pid>);
-
-impl Drop for GroupReaper {
+impl Drop for Reaper {
     fn drop(&mut self) {
-        kill_group(self.0);
+        self.kill();
     }
 }
