@@ -9,7 +9,6 @@
 //! by [`Sandbox::new`](crate::Sandbox::new)).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +20,8 @@ use nix::unistd::Pid;
 #[derive(Clone, Debug)]
 pub(crate) struct CgroupBase {
     dir: PathBuf,
+    /// Whether the kernel offers `cgroup.kill` here (v2, Linux ≥ 5.14).
+    has_kill: bool,
 }
 
 impl CgroupBase {
@@ -44,10 +45,11 @@ impl CgroupBase {
                 let _ = fs::write(dir.join("cgroup.subtree_control"), "+pids");
             }
             // A usable hierarchy lets us create a run cgroup with a pids limit.
-            let probe = dir.join(format!("probe-{}", std::process::id()));
+            let probe = dir.join(format!("probe-{}", uuid::Uuid::now_v7()));
             let usable = fs::create_dir(&probe).is_ok() && probe.join("pids.max").exists();
+            let has_kill = probe.join("cgroup.kill").exists();
             let _ = fs::remove_dir(&probe);
-            usable.then_some(CgroupBase { dir })
+            usable.then_some(CgroupBase { dir, has_kill })
         })
     }
 
@@ -61,7 +63,11 @@ impl CgroupBase {
                 .open(dir.join("cgroup.procs"))
         });
         match made {
-            Ok(procs) => Ok(RunCgroup { dir, procs }),
+            Ok(procs) => Ok(RunCgroup {
+                dir,
+                procs,
+                has_kill: self.has_kill,
+            }),
             Err(e) => {
                 let _ = fs::remove_dir(&dir);
                 Err(e)
@@ -76,6 +82,7 @@ pub(crate) struct RunCgroup {
     dir: PathBuf,
     /// `cgroup.procs`, opened before the fork: the child writes `0` to join.
     procs: File,
+    has_kill: bool,
 }
 
 impl RunCgroup {
@@ -87,7 +94,7 @@ impl RunCgroup {
     /// Kills every process in the cgroup (`cgroup.kill` where the kernel has it; else
     /// each listed pid, repeated until the list is empty, which `pids.max` bounds).
     pub(crate) fn kill_all(&self) {
-        if fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
+        if self.has_kill && fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
             return;
         }
         for _ in 0..64 {
@@ -108,25 +115,22 @@ impl RunCgroup {
 
 impl Drop for RunCgroup {
     fn drop(&mut self) {
-        self.kill_all();
-        // Killed processes leave the cgroup once reaped; retry briefly, then leave the
-        // empty directory to a later cleanup rather than block.
-        for _ in 0..50 {
-            if fs::remove_dir(&self.dir).is_ok() {
-                return;
+        // The run's reaper has killed the processes; they leave the cgroup once reaped.
+        // Remove it off the async threads, retrying briefly; a cgroup still busy after
+        // that is left in place (empty cgroups cost nothing) rather than block.
+        let dir = std::mem::take(&mut self.dir);
+        let remove = move || {
+            for _ in 0..50 {
+                if fs::remove_dir(&dir).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            tracing::debug!(cgroup = %dir.display(), "run cgroup still busy; left in place");
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
-        tracing::debug!(cgroup = %self.dir.display(), "run cgroup still busy; left in place");
     }
-}
-
-/// Joins the cgroup behind `fd` (in the child, between fork and exec): one `write`.
-pub(crate) fn join(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: `fd` is open for the whole spawn (the parent's `RunCgroup` owns it) and
-    // `ManuallyDrop` keeps this borrowed `File` from closing it.
-    #[allow(unsafe_code)]
-    let mut file =
-        std::mem::ManuallyDrop::new(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-    file.write_all(b"0")
 }

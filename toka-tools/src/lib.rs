@@ -43,6 +43,7 @@ mod host;
 mod keyfile;
 pub mod sandbox;
 pub mod shell;
+mod spawn;
 mod tool;
 mod vault;
 
@@ -52,7 +53,7 @@ pub use caveat::{Caveat, Grant, NamePattern, Request};
 pub use error::{Denial, Error, ToolError, ToolErrorKind};
 pub use fs::{FsList, FsRead, FsRoot, FsWrite, ListOutput, ReadOutput, WriteOutput};
 pub use host::{ToolHost, ToolHostBuilder, ToolLimits};
-pub use sandbox::{Landlock, RunOutput, Sandbox, SandboxPolicy};
+pub use sandbox::{Containment, Landlock, RunOutput, Sandbox, SandboxPolicy};
 pub use shell::{ExecOutput, ShellExec};
 pub use tool::{Scope, SideEffect, Tool, ToolContext, ToolSpec};
 pub use vault::{Secret, Vault};
