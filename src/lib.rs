@@ -27,13 +27,13 @@ pub mod prelude {
     };
     #[cfg(feature = "sled")]
     pub use toka_store::SledJournal;
+    pub use toka_store::{
+        Durability, EncryptionKey, Error as StoreError, EventId, ExpectedVersion, Journal,
+        JournalConfig, MemoryJournal, NewEvent, RecordedEvent, Retention, Subscription,
+    };
     pub use toka_tools::{
         Authority, Capability, Caveat, Error as ToolsError, FsList, FsRead, FsWrite, Sandbox,
         SandboxPolicy, ShellExec, SideEffect, Tool, ToolCalls, ToolContext, ToolError,
         ToolErrorKind, ToolHost, ToolLimits, Vault,
-    };
-    pub use toka_store::{
-        Durability, EncryptionKey, Error as StoreError, EventId, ExpectedVersion, Journal,
-        JournalConfig, MemoryJournal, NewEvent, RecordedEvent, Retention, Subscription,
     };
 }

@@ -48,7 +48,10 @@ mod tests {
         ext.insert(String::from("a"));
         ext.insert(7u32);
         ext.insert(String::from("b"));
-        assert_eq!(ext.get::<String>().as_deref().map(String::as_str), Some("b"));
+        assert_eq!(
+            ext.get::<String>().as_deref().map(String::as_str),
+            Some("b")
+        );
         assert_eq!(ext.get::<u32>().as_deref(), Some(&7));
         assert!(ext.get::<u64>().is_none());
     }
