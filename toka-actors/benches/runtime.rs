@@ -67,7 +67,6 @@
 //! durable workloads). The output ends with a summary table: Toka's value, the baseline's,
 //! their ratio, the target and PASS/MISS.
 
-use std::future::Future;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,7 +87,7 @@ use toka_store::{
 #[path = "../../toka-store/benches/support/mod.rs"]
 mod support;
 
-use support::{BenchResult, fmt_rate, log_key, median, progress, start_watchdog};
+use support::{BenchResult, fmt_rate, log_key, median, on_pool, progress, start_watchdog};
 
 /// Timed repetitions per measurement (the median is reported).
 const REPS: usize = 5;
@@ -324,22 +323,6 @@ fn print_summary(rows: &[Row], total: Duration, quick: bool) {
 // ---------------------------------------------------------------------------------------
 // Harness helpers
 // ---------------------------------------------------------------------------------------
-
-/// The tokio runtime of every workload: multi-thread, [`WORKERS`] workers.
-fn tokio_runtime() -> BenchResult<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()?)
-}
-
-/// Runs `fut` as a task on the runtime's workers and waits for it.
-fn on_pool<T: Send + 'static>(
-    rt: &tokio::runtime::Runtime,
-    fut: impl Future<Output = BenchResult<T>> + Send + 'static,
-) -> BenchResult<T> {
-    rt.block_on(async move { tokio::spawn(fut).await? })
-}
 
 /// One side of an interleaved measurement: a run returning its metrics.
 type Side<'a> = Box<dyn FnMut() -> BenchResult<Vec<f64>> + 'a>;
@@ -1637,7 +1620,7 @@ fn rss_bytes() -> BenchResult<u64> {
 /// In the child process: spawns `n` idle agents / actors of `kind` and prints the RSS
 /// growth per agent.
 fn memory_probe(kind: &str, n: usize) -> BenchResult<()> {
-    let rt = tokio_runtime()?;
+    let rt = support::tokio_runtime(WORKERS)?;
     let kind = kind.to_owned();
     let per_agent = on_pool(&rt, async move {
         let settle = || tokio::time::sleep(Duration::from_millis(300));
@@ -1795,7 +1778,7 @@ fn main() -> BenchResult<()> {
         let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
         print_summary(&rows, started.elapsed(), quick);
     })?;
-    let rt = tokio_runtime()?;
+    let rt = support::tokio_runtime(WORKERS)?;
     if selected("request-reply") {
         bench_request_reply(&rt, scale)?;
     }

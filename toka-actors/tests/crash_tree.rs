@@ -52,6 +52,7 @@
 //! seed fixes the schedule (which kills, in which order, and where in the build, the
 //! recovery or the traffic they are aimed); timing inside the children still varies.
 
+mod harness;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -1543,25 +1544,5 @@ fn main() {
         child_main(PathBuf::from(dir));
         return;
     }
-    // Behave enough like libtest for `--list` and name filters.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        println!("crash_tree: test");
-        return;
-    }
-    let exact = args.iter().any(|a| a == "--exact");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected = filters.is_empty()
-        || filters.iter().any(|f| {
-            if exact {
-                *f == "crash_tree"
-            } else {
-                "crash_tree".contains(f.as_str())
-            }
-        });
-    if !selected {
-        println!("crash_tree: filtered out");
-        return;
-    }
-    parent();
+    harness::run_as_test("crash_tree", parent);
 }

@@ -43,7 +43,6 @@
 //! ```
 //! The output ends with a summary and every result as a `key=value` line.
 
-use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -64,7 +63,7 @@ use toka_tools::{
 #[path = "../../toka-store/benches/support/mod.rs"]
 mod support;
 
-use support::{BenchResult, median, progress, start_watchdog};
+use support::{BenchResult, median, on_pool, progress, start_watchdog};
 
 /// Worker threads of the tokio runtime.
 const WORKERS: usize = 2;
@@ -227,22 +226,6 @@ fn rss_mib() -> f64 {
 // ---------------------------------------------------------------------------------------
 // Harness helpers
 // ---------------------------------------------------------------------------------------
-
-/// The tokio runtime of every workload: multi-thread, [`WORKERS`] workers.
-fn tokio_runtime() -> BenchResult<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()?)
-}
-
-/// Runs `fut` as a task on the runtime's workers and waits for it.
-fn on_pool<T: Send + 'static>(
-    rt: &tokio::runtime::Runtime,
-    fut: impl Future<Output = BenchResult<T>> + Send + 'static,
-) -> BenchResult<T> {
-    rt.block_on(async move { tokio::spawn(fut).await? })
-}
 
 /// One variant of an interleaved measurement: a run of `n` operations returning its
 /// samples.
@@ -1029,7 +1012,7 @@ fn main() -> BenchResult<()> {
     let started = Instant::now();
     let quick = scale.quick;
     start_watchdog(HANG_AFTER, move || print_summary(started.elapsed(), quick))?;
-    let rt = tokio_runtime()?;
+    let rt = support::tokio_runtime(WORKERS)?;
     if selected(WORKLOADS[0]) {
         bench_tool_call(&rt, scale)?;
     }

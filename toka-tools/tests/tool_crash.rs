@@ -28,6 +28,8 @@
 
 mod common;
 
+#[path = "../../toka-actors/tests/harness/mod.rs"]
+mod harness;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -617,25 +619,5 @@ fn main() {
         child_main(PathBuf::from(dir));
         return;
     }
-    // Behave enough like libtest for `--list` and name filters.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        println!("tool_crash: test");
-        return;
-    }
-    let exact = args.iter().any(|a| a == "--exact");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected = filters.is_empty()
-        || filters.iter().any(|f| {
-            if exact {
-                *f == "tool_crash"
-            } else {
-                "tool_crash".contains(f.as_str())
-            }
-        });
-    if !selected {
-        println!("tool_crash: filtered out");
-        return;
-    }
-    parent();
+    harness::run_as_test("tool_crash", parent);
 }

@@ -1,6 +1,7 @@
 //! Harness pieces shared by the workspace's bench binaries (`toka-store/benches/journal.rs`,
-//! `toka-actors/benches/runtime.rs`, which includes this file by path): a hang watchdog,
-//! medians, rate formatting and the journal's log-key layout for raw-sled baselines.
+//! `toka-actors/benches/runtime.rs` and `toka-tools/benches/tools.rs`, which include this
+//! file by path): a hang watchdog, medians, rate formatting, the tokio runtime the
+//! workloads run on, and the journal's log-key layout for raw-sled baselines.
 #![allow(dead_code)]
 
 use std::error::Error as StdError;
@@ -86,4 +87,20 @@ pub(crate) fn log_key(position: u64) -> [u8; 9] {
     let mut key = [b'L'; 9];
     key[1..].copy_from_slice(&position.to_be_bytes());
     key
+}
+
+/// A multi-thread tokio runtime with `workers` workers, every driver enabled.
+pub(crate) fn tokio_runtime(workers: usize) -> BenchResult<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?)
+}
+
+/// Runs `fut` as a task on the runtime's workers (not on the calling thread) and waits.
+pub(crate) fn on_pool<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl std::future::Future<Output = BenchResult<T>> + Send + 'static,
+) -> BenchResult<T> {
+    rt.block_on(async move { tokio::spawn(fut).await? })
 }
