@@ -1,10 +1,12 @@
 //! Command-line definitions (clap) and dispatch.
+//!
+//! The help text of every command and flag is written once, here, as doc comments.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use toka_store::{EncryptionKey, JournalConfig, SledJournal};
 
 /// The Toka node.
@@ -17,11 +19,27 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a data directory: its journal, root key and an admin token (printed once).
+    ///
+    /// Creates `DATA_DIR` (mode 0700), the journal, the root key `DATA_DIR/root.key` and
+    /// an admin token without caveats, saved in `DATA_DIR/admin.token` (both mode 0600)
+    /// and printed once on stdout. On an initialised directory it changes nothing and
+    /// prints no token. A directory with a root key but no admin token, or the reverse,
+    /// is an error that says what to do.
+    Init(InitArgs),
     /// Run the node (not implemented yet: the actor runtime and HTTP API come later).
     Run(DataDir),
     /// Inspect the event journal of a data directory (offline: the node must not be running).
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Inspect the agents recorded in a data directory (offline).
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Mint, attenuate, inspect and revoke capability tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print shell completions for toka-node (e.g. `toka-node completions bash`).
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,17 +48,56 @@ enum EventsCommand {
     List(ListArgs),
     /// Walk the hash chain; exit 0 if intact, 1 and the first bad position otherwise.
     Verify(VerifyArgs),
+    /// Export every event, oldest first, as JSON lines (payloads in standard base64).
+    ///
+    /// One JSON object per event and line: `position`, `stream`, `seq`, `id`, `kind`,
+    /// `timestamp` (RFC 3339, UTC), `timestamp_micros`, `causation_id`,
+    /// `correlation_id` and `payload_base64` (the payload bytes, decrypted, in standard
+    /// base64 with padding).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// The supervision tree as the journal records it (spawns and stops replayed in order).
+    Tree(TreeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Mint a new token signed by the data directory's root key.
+    Mint(MintArgs),
+    /// Narrow a token with more caveats (needs no key); prints the new token.
+    Attenuate(AttenuateArgs),
+    /// Show a token's identifier and caveats, and whether it verifies and is revoked.
+    ///
+    /// Exit status: 0 when nothing is wrong with the token as far as it could be checked;
+    /// 1 when it has expired, holds a caveat Toka does not understand, or (checked with a
+    /// data directory) its signature does not verify or it is revoked; 2 when the token
+    /// or the data directory cannot be read.
+    Inspect(InspectArgs),
+    /// Revoke a token, and every attenuation of it, by identifier (journaled).
+    Revoke(RevokeArgs),
 }
 
 /// Where the node keeps its state.
 #[derive(Debug, Args)]
 pub(crate) struct DataDir {
-    /// The data directory (the journal lives in `DATA_DIR/journal`).
+    /// The data directory (journal in `DATA_DIR/journal`, root key in `DATA_DIR/root.key`).
     #[arg(long, default_value = "./toka-data", env = "TOKA_DATA_DIR")]
     pub(crate) data_dir: PathBuf,
     /// A file holding the journal's 32-byte encryption key, if it is encrypted.
     #[arg(long, env = "TOKA_KEY_FILE")]
     pub(crate) key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    /// Print the outcome as JSON (`created`, `data_dir`, `admin_token_file`, `token`).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -70,48 +127,212 @@ pub(crate) struct VerifyArgs {
     pub(crate) json: bool,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    /// JSON lines: the only export format (accepted so scripts can say what they expect).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TreeArgs {
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    /// Print a JSON array of `{"id", "kind", "parent"}`, parents before children.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MintArgs {
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    /// A caveat, `KEY = VALUE` (repeatable): `tool = fs.read`, `tool = fs.*`,
+    /// `agent = ID`, `expires = RFC3339`, `path-prefix = /dir`, `max-bytes = N`,
+    /// `secret = NAME`. Without any, the token allows everything (an admin token).
+    #[arg(long = "caveat", value_name = "CAVEAT")]
+    pub(crate) caveats: Vec<String>,
+    /// Adds `expires = now + TTL`; e.g. `30s`, `15m`, `1h`, `2d`, `1w`, `1h30m`.
+    #[arg(long)]
+    pub(crate) ttl: Option<String>,
+    /// Print `{"token", "identifier", "caveats"}` as JSON instead of the bare token.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AttenuateArgs {
+    /// The token to narrow (`-`: read it from standard input).
+    pub(crate) token: String,
+    /// A caveat to add, `KEY = VALUE` (repeatable; see `token mint --help`).
+    #[arg(long = "caveat", value_name = "CAVEAT", required = true)]
+    pub(crate) caveats: Vec<String>,
+    /// Adds `expires = now + TTL`; e.g. `30s`, `15m`, `1h`, `2d`.
+    #[arg(long)]
+    pub(crate) ttl: Option<String>,
+    /// Print `{"token", "identifier", "caveats"}` as JSON instead of the bare token.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The token to inspect (`-`: read it from standard input).
+    pub(crate) token: String,
+    /// The data directory whose root key checks the signature and whose journal lists
+    /// revocations; it must be initialised. Without it, `./toka-data` is used if it
+    /// holds a root key, and otherwise the token is only decoded.
+    #[arg(long, env = "TOKA_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// A file holding the journal's 32-byte encryption key, if it is encrypted.
+    #[arg(long, env = "TOKA_KEY_FILE")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    /// The token's identifier (as `token inspect` shows it), or the token itself.
+    pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    /// Why, recorded with the revocation.
+    #[arg(long, default_value = "revoked with toka-node token revoke")]
+    pub(crate) reason: String,
+    /// Print `{"identifier", "already_revoked"}` as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to generate completions for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
 impl Cli {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
+            Command::Init(args) => crate::init::init(&args),
             Command::Run(_) => bail!(
                 "`run` is not implemented yet: the actor runtime and HTTP API are still being \
-                 built. The offline `events list` and `events verify` commands work today."
+                 built. The offline commands (`init`, `events`, `agents`, `token`) work today."
             ),
             Command::Events(EventsCommand::List(args)) => crate::events::list(&args),
             Command::Events(EventsCommand::Verify(args)) => crate::events::verify(&args),
+            Command::Events(EventsCommand::Export(args)) => crate::events::export(&args),
+            Command::Agents(AgentsCommand::Tree(args)) => crate::agents::tree(&args),
+            Command::Token(TokenCommand::Mint(args)) => crate::token::mint(&args),
+            Command::Token(TokenCommand::Attenuate(args)) => crate::token::attenuate(&args),
+            Command::Token(TokenCommand::Inspect(args)) => crate::token::inspect(&args),
+            Command::Token(TokenCommand::Revoke(args)) => crate::token::revoke(&args),
+            Command::Completions(args) => {
+                clap_complete::generate(
+                    args.shell,
+                    &mut Cli::command(),
+                    "toka-node",
+                    &mut std::io::stdout(),
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }
 
 impl DataDir {
+    /// The journal's directory.
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+
+    /// The root key file.
+    pub(crate) fn root_key_path(&self) -> PathBuf {
+        self.data_dir.join("root.key")
+    }
+
+    /// The admin token written by `init`.
+    pub(crate) fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+
     /// Opens the journal of this data directory, which must already exist.
     pub(crate) fn open_journal(&self) -> anyhow::Result<SledJournal> {
-        let path = self.data_dir.join("journal");
+        let path = self.journal_path();
         if !path.is_dir() {
             bail!("no journal at {} (is --data-dir right?)", path.display());
         }
+        self.open_or_create_journal()
+    }
+
+    /// Opens the journal of this data directory, creating it if it is absent.
+    pub(crate) fn open_or_create_journal(&self) -> anyhow::Result<SledJournal> {
+        let path = self.journal_path();
         let mut config = JournalConfig::default();
         if let Some(key_file) = &self.key_file {
-            let bytes = std::fs::read(key_file)
-                .with_context(|| format!("reading key file {}", key_file.display()))?;
-            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                anyhow::anyhow!(
-                    "key file {} holds {} bytes; a key is exactly 32 bytes",
-                    key_file.display(),
-                    bytes.len()
-                )
-            })?;
-            config = config.encryption(EncryptionKey::from_bytes(key));
+            config = config.encryption(read_encryption_key(key_file)?);
         }
-        SledJournal::open(&path, config)
-            .with_context(|| format!("opening the journal at {}", path.display()))
+        SledJournal::open(&path, config).with_context(|| {
+            format!(
+                "opening the journal at {} (is the node running?)",
+                path.display()
+            )
+        })
     }
+
+    /// Fails unless `init` has run here (the root key exists), without creating anything.
+    pub(crate) fn require_initialised(&self) -> anyhow::Result<()> {
+        let key = self.root_key_path();
+        if !key.is_file() {
+            bail!(
+                "{} is not initialised: no root key at {} (run `toka-node init --data-dir {}`)",
+                self.data_dir.display(),
+                key.display(),
+                self.data_dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_encryption_key(key_file: &Path) -> anyhow::Result<EncryptionKey> {
+    let bytes = std::fs::read(key_file)
+        .with_context(|| format!("reading key file {}", key_file.display()))?;
+    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "key file {} holds {} bytes; a key is exactly 32 bytes",
+            key_file.display(),
+            bytes.len()
+        )
+    })?;
+    Ok(EncryptionKey::from_bytes(key))
+}
+
+/// Runs `future` to completion on a single-threaded runtime (the offline commands need
+/// one only for the journal's async append).
+pub(crate) fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(future))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Command {
+        let mut full = vec!["toka-node"];
+        full.extend_from_slice(args);
+        match Cli::try_parse_from(full) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
 
     #[test]
     fn definitions_are_consistent() {
@@ -152,5 +373,124 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["toka-node", "run", "--data-dir", "x"]).unwrap();
         assert!(matches!(cli.command, Command::Run(_)));
+    }
+
+    #[test]
+    fn parses_init() {
+        let Command::Init(args) = parse(&["init", "--data-dir", "/d", "--json"]) else {
+            panic!()
+        };
+        assert_eq!(args.dir.data_dir, PathBuf::from("/d"));
+        assert!(args.json);
+        let Command::Init(args) = parse(&["init"]) else {
+            panic!()
+        };
+        // The default, unless the test runs with TOKA_DATA_DIR set.
+        if std::env::var_os("TOKA_DATA_DIR").is_none() {
+            assert_eq!(args.dir.data_dir, PathBuf::from("./toka-data"));
+        }
+        assert!(!args.json);
+    }
+
+    #[test]
+    fn parses_events_export() {
+        let Command::Events(EventsCommand::Export(args)) =
+            parse(&["events", "export", "--json", "--data-dir", "/d"])
+        else {
+            panic!()
+        };
+        assert!(args.json);
+        assert_eq!(args.dir.data_dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn parses_agents_tree() {
+        let Command::Agents(AgentsCommand::Tree(args)) =
+            parse(&["agents", "tree", "--data-dir", "/d", "--json"])
+        else {
+            panic!()
+        };
+        assert_eq!((args.dir.data_dir, args.json), (PathBuf::from("/d"), true));
+    }
+
+    #[test]
+    fn parses_token_mint() {
+        let Command::Token(TokenCommand::Mint(args)) = parse(&[
+            "token",
+            "mint",
+            "--data-dir",
+            "/d",
+            "--caveat",
+            "tool = fs.read",
+            "--caveat",
+            "agent = a",
+            "--ttl",
+            "1h",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(args.caveats, ["tool = fs.read", "agent = a"]);
+        assert_eq!(args.ttl.as_deref(), Some("1h"));
+        assert!(!args.json);
+        let Command::Token(TokenCommand::Mint(args)) = parse(&["token", "mint"]) else {
+            panic!()
+        };
+        assert!(args.caveats.is_empty() && args.ttl.is_none());
+    }
+
+    #[test]
+    fn parses_token_attenuate_and_needs_a_caveat() {
+        let Command::Token(TokenCommand::Attenuate(args)) = parse(&[
+            "token",
+            "attenuate",
+            "TOKEN",
+            "--caveat",
+            "agent = a",
+            "--json",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(args.token, "TOKEN");
+        assert_eq!(args.caveats, ["agent = a"]);
+        assert!(args.json);
+        assert!(Cli::try_parse_from(["toka-node", "token", "attenuate", "TOKEN"]).is_err());
+    }
+
+    #[test]
+    fn parses_token_inspect() {
+        let Command::Token(TokenCommand::Inspect(args)) =
+            parse(&["token", "inspect", "TOKEN", "--data-dir", "/d", "--json"])
+        else {
+            panic!()
+        };
+        assert_eq!(args.token, "TOKEN");
+        assert_eq!(args.data_dir, Some(PathBuf::from("/d")));
+        assert!(args.json);
+    }
+
+    #[test]
+    fn parses_token_revoke() {
+        let Command::Token(TokenCommand::Revoke(args)) = parse(&[
+            "token",
+            "revoke",
+            "ID",
+            "--data-dir",
+            "/d",
+            "--reason",
+            "leaked",
+        ]) else {
+            panic!()
+        };
+        assert_eq!((args.id.as_str(), args.reason.as_str()), ("ID", "leaked"));
+        assert!(Cli::try_parse_from(["toka-node", "token", "revoke"]).is_err());
+    }
+
+    #[test]
+    fn parses_completions() {
+        let Command::Completions(args) = parse(&["completions", "zsh"]) else {
+            panic!()
+        };
+        assert_eq!(args.shell, clap_complete::Shell::Zsh);
+        assert!(Cli::try_parse_from(["toka-node", "completions", "cmd.exe"]).is_err());
     }
 }

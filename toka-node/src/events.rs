@@ -1,13 +1,15 @@
-//! The offline `events` commands.
+//! The offline `events` commands: `list`, `verify` and `export`.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 use toka_store::{Journal, RecordedEvent};
 
-use crate::cli::{ListArgs, VerifyArgs};
+use crate::cli::{ExportArgs, ListArgs, VerifyArgs};
 
 pub(crate) fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let journal = args.dir.open_journal()?;
@@ -40,6 +42,52 @@ pub(crate) fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `events export`: every event as one JSON object per line, the payload in standard
+/// base64 (lossless for any bytes, unlike `list --json`, which shows UTF-8 text or hex).
+pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let journal = args.dir.open_journal()?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for event in journal.iter_all(1) {
+        let event = event.context("reading the journal")?;
+        let line = json!({
+            "position": event.position,
+            "stream": event.stream,
+            "seq": event.seq,
+            "id": event.id.to_string(),
+            "kind": event.kind,
+            "timestamp": timestamp_rfc3339(event.timestamp.as_micros()),
+            "timestamp_micros": event.timestamp.as_micros(),
+            "causation_id": event.causation_id.map(|id| id.to_string()),
+            "correlation_id": event.correlation_id.map(|id| id.to_string()),
+            "payload_base64": STANDARD.encode(&event.payload),
+        });
+        if let Err(e) = writeln!(out, "{line}") {
+            return broken_pipe_is_success(e);
+        }
+    }
+    match out.flush() {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => broken_pipe_is_success(e),
+    }
+}
+
+/// A closed pipe (`| head`) is a normal way to stop reading.
+fn broken_pipe_is_success(e: io::Error) -> anyhow::Result<ExitCode> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(e.into())
+    }
+}
+
+/// RFC 3339 in UTC, or `null` for a time jiff cannot represent.
+fn timestamp_rfc3339(micros: u64) -> Option<String> {
+    let micros = i64::try_from(micros).ok()?;
+    jiff::Timestamp::from_microsecond(micros)
+        .ok()
+        .map(|t| t.to_string())
 }
 
 fn event_json(event: &RecordedEvent) -> serde_json::Value {

@@ -1,11 +1,17 @@
 //! `toka-node`: the standalone Toka node.
 //!
-//! Today it offers the offline journal commands (`events list`, `events verify`) on a data
-//! directory; `run` (the actor runtime and HTTP API) is not implemented yet and says so.
-//! `main` only parses, runs and maps the outcome to an exit code.
+//! Today it offers the offline commands on a data directory: `init` (journal, root key,
+//! admin token), `token mint|attenuate|inspect|revoke`, `events list|verify|export`,
+//! `agents tree`, and `completions SHELL`; `run` (the actor runtime and HTTP API) is not
+//! implemented yet and says so. `main` only parses, runs and maps the outcome to an exit
+//! code: 0 success, 1 a check that failed (`events verify`, `token inspect`), 2 an error
+//! (one line on stderr).
 
+mod agents;
 mod cli;
 mod events;
+mod init;
+mod token;
 
 use std::process::ExitCode;
 
