@@ -27,13 +27,13 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use jiff::Timestamp;
-use macaroon::{Format, Macaroon, MacaroonKey, Verifier};
+use macaroon::{Macaroon, MacaroonKey, Verifier};
 use serde::{Deserialize, Serialize};
 use toka_store::{ExpectedVersion, Journal, NewEvent};
 
@@ -76,18 +76,110 @@ const LENIENT_URL_SAFE: GeneralPurpose = GeneralPurpose::new(
 /// ```
 #[derive(Clone)]
 pub struct Capability {
-    macaroon: Macaroon,
     identifier: String,
+    location: Option<String>,
+    caveats: Vec<RawCaveat>,
+    signature: [u8; 32],
+    /// The token as the `macaroon` crate sees it, built once, for verification.
+    parsed: OnceLock<Option<Macaroon>>,
+}
+
+/// A caveat as it travels in the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RawCaveat {
+    FirstParty(Vec<u8>),
+    ThirdParty {
+        location: String,
+        id: Vec<u8>,
+        verifier_id: Vec<u8>,
+    },
+}
+
+/// HMAC-SHA256, the macaroon signature step.
+fn hmac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    // HMAC accepts keys of any length; 32 bytes never fails.
+    let mut mac = match <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return [0u8; 32],
+    };
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// Appends a V2 field: tag, varint length, bytes.
+fn put_field(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    let mut len = value.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(value);
 }
 
 impl Capability {
-    fn from_macaroon(macaroon: Macaroon) -> Result<Self, Denial> {
-        let identifier = String::from_utf8(macaroon.identifier().0)
-            .map_err(|_| Denial::new("token identifier is not UTF-8"))?;
-        Ok(Capability {
-            macaroon,
+    /// Builds the token from its parts. Toka builds tokens itself rather than through the
+    /// `macaroon` crate's `create`/`add_first_party_caveat`, which log the signature at
+    /// debug level: anyone reading such logs could forge an unrestricted token.
+    fn from_parts(
+        identifier: String,
+        location: Option<String>,
+        caveats: Vec<RawCaveat>,
+        signature: [u8; 32],
+    ) -> Self {
+        Capability {
             identifier,
-        })
+            location,
+            caveats,
+            signature,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The standard V2 binary form (as libmacaroons and pymacaroons write it).
+    fn to_binary(&self) -> Vec<u8> {
+        const EOS: u8 = 0;
+        const LOCATION: u8 = 1;
+        const IDENTIFIER: u8 = 2;
+        const VID: u8 = 4;
+        const SIGNATURE: u8 = 6;
+        let mut out = vec![2u8];
+        if let Some(location) = &self.location {
+            put_field(&mut out, LOCATION, location.as_bytes());
+        }
+        put_field(&mut out, IDENTIFIER, self.identifier.as_bytes());
+        out.push(EOS);
+        for caveat in &self.caveats {
+            match caveat {
+                RawCaveat::FirstParty(predicate) => put_field(&mut out, IDENTIFIER, predicate),
+                RawCaveat::ThirdParty {
+                    location,
+                    id,
+                    verifier_id,
+                } => {
+                    put_field(&mut out, LOCATION, location.as_bytes());
+                    put_field(&mut out, IDENTIFIER, id);
+                    put_field(&mut out, VID, verifier_id);
+                }
+            }
+            out.push(EOS);
+        }
+        out.push(EOS);
+        put_field(&mut out, SIGNATURE, &self.signature);
+        out
+    }
+
+    /// The token as the `macaroon` crate sees it (for verification).
+    fn macaroon(&self) -> Option<&Macaroon> {
+        self.parsed
+            .get_or_init(|| Macaroon::deserialize_binary(&self.to_binary()).ok())
+            .as_ref()
     }
 
     /// Parses a token: base64url (padded or not) of a V2 (or V1) binary macaroon.
@@ -107,7 +199,28 @@ impl Capability {
             .map_err(|_| Denial::new("token is not base64url text"))?;
         let macaroon = Macaroon::deserialize_binary(&binary)
             .map_err(|e| Denial::new(format!("token is not a macaroon: {e}")))?;
-        Self::from_macaroon(macaroon)
+        let identifier = String::from_utf8(macaroon.identifier().0)
+            .map_err(|_| Denial::new("token identifier is not UTF-8"))?;
+        let caveats = macaroon
+            .caveats()
+            .into_iter()
+            .map(|c| match c {
+                macaroon::Caveat::FirstParty(fp) => RawCaveat::FirstParty(fp.predicate().0),
+                macaroon::Caveat::ThirdParty(tp) => RawCaveat::ThirdParty {
+                    location: tp.location(),
+                    id: tp.id().0,
+                    verifier_id: tp.verifier_id().0,
+                },
+            })
+            .collect();
+        let signature: [u8; 32] = *AsRef::<[u8; 32]>::as_ref(&macaroon.signature());
+        Ok(Capability {
+            identifier,
+            location: macaroon.location(),
+            caveats,
+            signature,
+            parsed: OnceLock::from(Some(macaroon)),
+        })
     }
 
     /// The token's identifier (what [`Authority::revoke`] names).
@@ -120,17 +233,13 @@ impl Capability {
     /// # Errors
     /// A [`Denial`] for a third-party caveat or a caveat Toka does not understand.
     pub fn caveats(&self) -> Result<Vec<Caveat>, Denial> {
-        if !self.macaroon.third_party_caveats().is_empty() {
-            return Err(Denial::new(
-                "token has third-party caveats, which Toka does not accept",
-            ));
-        }
-        self.macaroon
-            .first_party_caveats()
+        self.caveats
             .iter()
             .map(|c| match c {
-                macaroon::Caveat::FirstParty(fp) => Caveat::parse(fp.predicate().as_ref()),
-                macaroon::Caveat::ThirdParty(_) => Err(Denial::new("third-party caveat")),
+                RawCaveat::FirstParty(predicate) => Caveat::parse(predicate),
+                RawCaveat::ThirdParty { .. } => Err(Denial::new(
+                    "token has third-party caveats, which Toka does not accept",
+                )),
             })
             .collect()
     }
@@ -138,37 +247,28 @@ impl Capability {
     /// A copy of this token with one more caveat: it allows at most what this one does.
     #[must_use]
     pub fn attenuate(&self, caveat: &Caveat) -> Capability {
-        let mut macaroon = self.macaroon.clone();
-        macaroon.add_first_party_caveat(caveat.to_string().into());
-        Capability {
-            macaroon,
-            identifier: self.identifier.clone(),
-        }
+        self.attenuate_raw(caveat.to_string().as_bytes())
     }
 
     /// Adds a raw first-party caveat, bypassing Toka's caveat grammar (for tests and for
     /// interoperating with other issuers; the checker refuses what it cannot parse).
     #[must_use]
     pub fn attenuate_raw(&self, predicate: &[u8]) -> Capability {
-        let mut macaroon = self.macaroon.clone();
-        macaroon.add_first_party_caveat(predicate.to_vec().into());
-        Capability {
-            macaroon,
-            identifier: self.identifier.clone(),
-        }
+        let mut caveats = self.caveats.clone();
+        caveats.push(RawCaveat::FirstParty(predicate.to_vec()));
+        Capability::from_parts(
+            self.identifier.clone(),
+            self.location.clone(),
+            caveats,
+            hmac(&self.signature, predicate),
+        )
     }
 }
 
 impl fmt::Display for Capability {
     /// The base64url (no padding) V2 binary form.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The crate emits padded base64url; re-encode without padding.
-        let padded = self
-            .macaroon
-            .serialize(Format::V2)
-            .map_err(|_| fmt::Error)?;
-        let binary = LENIENT_URL_SAFE.decode(padded).map_err(|_| fmt::Error)?;
-        f.write_str(&URL_SAFE_NO_PAD.encode(binary))
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.to_binary()))
     }
 }
 
@@ -295,15 +395,14 @@ impl Authority {
     /// A [`Denial`] if the macaroon cannot be built (it always can with a UUID id).
     pub fn mint(&self, caveats: impl IntoIterator<Item = Caveat>) -> Result<Capability, Denial> {
         let identifier = uuid::Uuid::now_v7().to_string();
-        let mut macaroon = Macaroon::create(None, &self.inner.key, identifier.as_str().into())
-            .map_err(|e| Denial::new(format!("minting: {e}")))?;
+        let mut signature = hmac(self.inner.key.as_ref(), identifier.as_bytes());
+        let mut raw = Vec::new();
         for caveat in caveats {
-            macaroon.add_first_party_caveat(caveat.to_string().into());
+            let predicate = caveat.to_string().into_bytes();
+            signature = hmac(&signature, &predicate);
+            raw.push(RawCaveat::FirstParty(predicate));
         }
-        Ok(Capability {
-            macaroon,
-            identifier,
-        })
+        Ok(Capability::from_parts(identifier, None, raw, signature))
     }
 
     /// Checks `token` for `request`: not revoked, signature chain intact, every caveat
@@ -334,8 +433,11 @@ impl Authority {
         // `fn` pointers, which cannot see the request).
         let mut verifier = Verifier::default();
         verifier.satisfy_general(|_| true);
+        let macaroon = token
+            .macaroon()
+            .ok_or_else(|| Denial::new("token is not a well-formed macaroon"))?;
         verifier
-            .verify(&token.macaroon, &self.inner.key, Vec::new())
+            .verify(macaroon, &self.inner.key, Vec::new())
             .map_err(|_| Denial::new("token signature does not verify"))?;
         token.caveats()
     }
