@@ -3,9 +3,14 @@
 //! Paths in inputs are relative to the root (a leading `/` means the root). They are
 //! checked twice: lexically (no `..`, no NUL; the normalized `/`-rooted form is what
 //! `path-prefix` caveats see), then by the kernel, which resolves every path with
-//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` against the root's directory
-//! handle: a symlink (absolute or relative) or `..` that would leave the root fails
-//! with `EXDEV`, with no window between check and use.
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` against the
+//! root's directory handle: `..` that would leave the root fails with `EXDEV`, and no
+//! symlink is followed at all (`ELOOP`), with no window between check and use. Following
+//! symlinks that stay inside the root would still let a path under an allowed
+//! `path-prefix` reach files outside that prefix.
+//!
+//! `fs.read` opens without blocking and reads regular files only, so a FIFO or device
+//! under the root cannot hold a thread.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -95,10 +100,19 @@ impl FsRoot {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
             .mode(mode)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
         openat2(&self.inner.dir, target, how).map_err(|e| match e {
-            Errno::EXDEV | Errno::ELOOP => ToolError::invalid_input(format!(
-                "{}: the path leaves the tool's root (symlink or `..`)",
+            Errno::EXDEV => ToolError::invalid_input(format!(
+                "{}: the path leaves the tool's root",
+                target.display()
+            )),
+            Errno::ELOOP => ToolError::invalid_input(format!(
+                "{}: the path goes through a symlink (the file tools do not follow symlinks, \
+                 so neither the root nor a path-prefix caveat can be left through one)",
                 target.display()
             )),
             Errno::ENOENT => {
@@ -217,9 +231,19 @@ impl Tool for FsRead {
             let path = check_path(&input.path)?;
             let fd = root.open(
                 &path.relative,
-                OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
                 Mode::empty(),
             )?;
+            let stat = nix::sys::stat::fstat(&fd)
+                .map_err(|e| ToolError::failed(format!("{}: {e}", path.logical)))?;
+            if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
+                return Err(ToolError::invalid_input(format!(
+                    "{}: not a regular file",
+                    path.logical
+                )));
+            }
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+                .map_err(|e| ToolError::failed(format!("{}: {e}", path.logical)))?;
             let mut file = std::fs::File::from(fd);
             let size = file
                 .metadata()
@@ -379,7 +403,7 @@ impl Tool for FsWrite {
                         | OFlag::O_NOFOLLOW,
                 )
                 .mode(Mode::from_bits_truncate(0o644))
-                .resolve(ResolveFlag::RESOLVE_BENEATH);
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
             let tmp = openat2(&dir, tmp_name.as_str(), how)
                 .map_err(|e| ToolError::failed(format!("{}: {e}", path.logical)))?;
             let mut file = std::fs::File::from(tmp);

@@ -327,12 +327,13 @@ impl ToolHost {
                 }
             };
             let (reply, answer) = oneshot::channel();
-            let call = ToolMsg::Call(Call {
+            let call = ToolMsg::Call(Box::new(Call {
                 input: input.to_vec(),
                 token: token.clone(),
                 caller: caller.map(str::to_owned),
+                deadline,
                 reply,
-            });
+            }));
             if actor.send_message(call).is_ok() {
                 match tokio::time::timeout_at(deadline, answer).await {
                     Ok(Ok(result)) => return result,
@@ -379,11 +380,37 @@ struct Call {
     input: Vec<u8>,
     token: Capability,
     caller: Option<String>,
+    /// When the caller stops waiting.
+    deadline: tokio::time::Instant,
     reply: oneshot::Sender<Result<Vec<u8>, ToolError>>,
 }
 
+/// The reply of a call that reached its tool: sent exactly once, `Crashed` if the task
+/// ends without an answer (so the caller never mistakes it for a call that never
+/// arrived, and never sends it again).
+struct ReplyGuard(Option<oneshot::Sender<Result<Vec<u8>, ToolError>>>);
+
+impl ReplyGuard {
+    fn send(mut self, result: Result<Vec<u8>, ToolError>) {
+        if let Some(reply) = self.0.take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl Drop for ReplyGuard {
+    fn drop(&mut self) {
+        if let Some(reply) = self.0.take() {
+            let _ = reply.send(Err(ToolError::new(
+                ToolErrorKind::Crashed,
+                "the call's task ended without an answer",
+            )));
+        }
+    }
+}
+
 enum ToolMsg {
-    Call(Call),
+    Call(Box<Call>),
     /// A call's task panicked: fail, so the supervisor restarts the actor.
     Crashed(String),
 }
@@ -423,7 +450,7 @@ impl Actor for ToolActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ToolMsg::Call(call) => {
-                state.start_call(myself, call);
+                state.start_call(myself, *call);
                 Ok(())
             }
             ToolMsg::Crashed(reason) => Err(format!("{}: {reason}", state.slot.spec.name).into()),
@@ -439,6 +466,7 @@ impl ToolState {
             input,
             token,
             caller,
+            deadline,
             reply,
         } = call;
         let authority = &self.shared.authority;
@@ -493,18 +521,30 @@ impl ToolState {
                         token: token.identifier().to_owned(),
                     });
                 let permits = Arc::clone(&self.permits);
-                let timeout = self.slot.limits.timeout;
+                // The call may run only while its caller still waits (minus the reply
+                // margin), so a caller told "timeout" never sees the call happen later.
+                let budget = deadline
+                    .checked_duration_since(tokio::time::Instant::now() + REPLY_MARGIN)
+                    .unwrap_or_default()
+                    .min(self.slot.limits.timeout);
                 let name = name.clone();
+                // From here the call has reached the tool: its reply is always sent (a
+                // dropped task answers `Crashed`), so the caller never sends it again.
+                let reply = ReplyGuard(Some(reply));
                 tokio::spawn(async move {
                     let guard = cx.clone();
                     let run = async {
                         let _permit = permits.acquire_owned().await;
                         AssertUnwindSafe((prepared.run)(cx)).catch_unwind().await
                     };
-                    let result = match tokio::time::timeout(timeout, run).await {
+                    let result = match tokio::time::timeout(budget, run).await {
                         Ok(Ok(result)) => withhold_secrets(&name, &guard, result),
                         Ok(Err(panic)) => {
-                            let what = panic_message(&panic);
+                            let mut what = panic_message(&panic);
+                            if guard.leaks_secret(what.as_bytes()) {
+                                what = "<message withheld: it contained a secret the call read>"
+                                    .to_owned();
+                            }
                             tracing::error!(tool = %name, panic = %what, "tool panicked; restarting it");
                             let _ = myself.send_message(ToolMsg::Crashed(what.clone()));
                             Err(ToolError::new(
@@ -514,10 +554,10 @@ impl ToolState {
                         }
                         Err(_) => Err(ToolError::new(
                             ToolErrorKind::Timeout,
-                            format!("{name}: no result within {timeout:?}"),
+                            format!("{name}: no result within {budget:?}"),
                         )),
                     };
-                    let _ = reply.send(result);
+                    reply.send(result);
                 });
             }
         }
@@ -605,6 +645,18 @@ impl Actor for ToolSupervisor {
         Ok(state)
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<()>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Nothing restarts tools any more: callers fail at once instead of waiting.
+        for slot in state.shared.slots.values() {
+            slot.set_actor(ActorState::Stopped);
+        }
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<()>,
@@ -622,7 +674,10 @@ impl Actor for ToolSupervisor {
                 if slot.may_restart() {
                     slot.set_actor(ActorState::Starting);
                     tracing::warn!(tool = %name, %error, "tool actor failed; restarting");
-                    Self::start_child(&myself, state, &name).await?;
+                    if let Err(error) = Self::start_child(&myself, state, &name).await {
+                        slot.set_actor(ActorState::Stopped);
+                        tracing::error!(tool = %name, %error, "tool actor could not restart");
+                    }
                 } else {
                     slot.set_actor(ActorState::Stopped);
                     tracing::error!(

@@ -635,6 +635,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn descriptors_the_host_leaves_open_do_not_reach_the_program() {
+        let (dir, jail) = jail();
+        let private = dir.path().join("host-only.txt");
+        std::fs::write(&private, "host only").unwrap();
+        // Opened without close-on-exec, as a C library or a parent process might leave it.
+        let fd = nix::fcntl::open(
+            &private,
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        let script = format!("cat <&{}", fd.as_raw_fd());
+        let sandbox = Sandbox::new(SandboxPolicy::new(&jail)).unwrap();
+        let out = sandbox
+            .run(Path::new("/bin/sh"), &["-c".to_owned(), script])
+            .await
+            .unwrap();
+        assert_ne!(out.code, Some(0));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("host only"));
+        drop(fd);
+    }
+
+    #[tokio::test]
     async fn arguments_arrive_verbatim_and_the_exit_code_is_reported() {
         let (_dir, jail) = jail();
         let sandbox = Sandbox::new(SandboxPolicy::new(&jail)).unwrap();

@@ -28,10 +28,10 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 /// The child's steps, reported with the errno of the one that failed.
-const STEPS: [&str; 11] = [
+const STEPS: [&str; 12] = [
     "resetting signals",
     "redirecting stdio",
-    "creating its process group",
+    "starting its own session",
     "dropping supplementary groups",
     "switching group",
     "switching user",
@@ -39,6 +39,7 @@ const STEPS: [&str; 11] = [
     "setting resource limits",
     "joining the run's cgroup",
     "restricting itself (prctl / Landlock)",
+    "closing inherited descriptors",
     "executing the program",
 ];
 
@@ -269,13 +270,24 @@ impl Spawn {
                     }
                 }
             }
-            if libc::dup2(self.stdin.as_raw_fd(), 0) < 0
-                || libc::dup2(self.stdout.as_raw_fd(), 1) < 0
-                || libc::dup2(self.stderr.as_raw_fd(), 2) < 0
-            {
-                return fail(1);
+            for (fd, target) in [
+                (self.stdin.as_raw_fd(), 0),
+                (self.stdout.as_raw_fd(), 1),
+                (self.stderr.as_raw_fd(), 2),
+            ] {
+                // `dup2` onto itself keeps close-on-exec set: clear it instead.
+                let done = if fd == target {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, target)
+                };
+                if done < 0 {
+                    return fail(1);
+                }
             }
-            if libc::setpgid(0, 0) != 0 {
+            // A session of its own (and a process group led by it): the child cannot
+            // join the host's process group, and the run kills its group as a whole.
+            if libc::setsid() < 0 {
                 return fail(2);
             }
             if let Some((uid, gid)) = self.run_as {
@@ -313,6 +325,18 @@ impl Spawn {
             {
                 return fail(9);
             }
+            // Descriptors the host left open without close-on-exec (inherited from its own
+            // parent, or opened by C code) must not reach the program: Landlock does not
+            // restrict descriptors that are already open.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return fail(10);
+            }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
@@ -323,7 +347,7 @@ impl Spawn {
                 self.argv_ptrs.as_ptr(),
                 self.envp_ptrs.as_ptr(),
             );
-            fail(10)
+            fail(11)
         }
     }
 }

@@ -916,7 +916,8 @@ async fn symlinks_cannot_leave_the_root() {
 
     let token = fx.alice_token();
     let alice = Some("alice");
-    let leaves = "leaves the tool's root";
+    // No symlink is followed at all (RESOLVE_NO_SYMLINKS).
+    let leaves = "goes through a symlink";
     for path in [
         "abs_link",
         "pub/rel_link",
@@ -972,6 +973,63 @@ async fn symlinks_cannot_leave_the_root() {
         std::fs::read_to_string(outside.join("secret.txt")).unwrap(),
         OUTSIDE_SECRET
     );
+
+    // A symlink inside the root must not carry a path-prefix token out of its prefix.
+    std::fs::create_dir_all(jail.join("private")).unwrap();
+    std::fs::write(jail.join("private/plan.txt"), "TOP SECRET").unwrap();
+    symlink("../private", jail.join("pub/to_private")).unwrap();
+    let pub_only = token.attenuate(&Caveat::PathPrefix("/pub".into()));
+    let r = fx
+        .call(
+            &pub_only,
+            alice,
+            "fs.read",
+            json!({"path": "private/plan.txt"}),
+        )
+        .await;
+    assert_kind(r, ToolErrorKind::Denied, "outside the allowed prefix");
+    let r = fx
+        .call(
+            &pub_only,
+            alice,
+            "fs.read",
+            json!({"path": "pub/to_private/plan.txt"}),
+        )
+        .await;
+    let err = assert_kind(r, ToolErrorKind::InvalidInput, leaves);
+    assert!(!err.message.contains("TOP SECRET"));
+    let r = fx
+        .call(
+            &pub_only,
+            alice,
+            "fs.list",
+            json!({"path": "pub/to_private"}),
+        )
+        .await;
+    assert_kind(r, ToolErrorKind::InvalidInput, leaves);
+    let r = fx
+        .call(
+            &pub_only,
+            alice,
+            "fs.write",
+            json!({"path": "pub/to_private/planted.txt", "content": "x"}),
+        )
+        .await;
+    assert_kind(r, ToolErrorKind::InvalidInput, leaves);
+    assert!(!jail.join("private/planted.txt").exists());
+
+    // A FIFO cannot hold a reading thread: refused at once.
+    nix::unistd::mkfifo(
+        &jail.join("pub/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let r = fx
+        .call(&token, alice, "fs.read", json!({"path": "pub/fifo"}))
+        .await;
+    assert_kind(r, ToolErrorKind::InvalidInput, "not a regular file");
+    assert!(started.elapsed() < Duration::from_secs(1));
     fx.assert_alive().await;
 }
 
