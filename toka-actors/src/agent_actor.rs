@@ -150,7 +150,9 @@ pub(crate) struct Core<A: Agent> {
     subscriptions: HashMap<String, TopicDecoder<A::Msg>>,
     pub(crate) recorded_timers: HashMap<TimerId, TimerRecord>,
     pub(crate) recorded_replies: HashMap<EffectId, Result<Vec<u8>, String>>,
-    pub(crate) recorded_intents: HashSet<EffectId>,
+    /// Intents recorded for effects of messages being re-handled: what each effect id
+    /// was (name, input digest), to catch a handler that now does something else there.
+    pub(crate) recorded_intents: HashMap<EffectId, record::IntentRecord>,
     since_snapshot: u64,
     children: Children,
 }
@@ -599,7 +601,7 @@ impl<A: Agent> AgentActor<A> {
                 record::INTENT => {
                     let intent: record::IntentRecord =
                         record::decode(stream, event.seq, &event.payload).map_err(failure)?;
-                    state.core.recorded_intents.insert(intent.effect);
+                    state.core.recorded_intents.insert(intent.effect, intent);
                 }
                 record::REPLY | record::RESULT => {
                     let reply: ReplyRecord =
@@ -831,7 +833,7 @@ impl<A: Agent> Actor for AgentActor<A> {
             subscriptions: HashMap::new(),
             recorded_timers: HashMap::new(),
             recorded_replies: HashMap::new(),
-            recorded_intents: HashSet::new(),
+            recorded_intents: HashMap::new(),
             since_snapshot: 0,
             children: Children::default(),
         };

@@ -285,6 +285,19 @@ impl<A: Agent> Context<'_, A> {
             name: name.to_owned(),
             reason,
         };
+        // The journal says what this effect id was; a handler that now does something
+        // else at the same point must not be handed that outcome, nor run an effect in
+        // doubt as if it were the recorded one.
+        let recorded_intent = self.core.recorded_intents.remove(&effect);
+        if let Some(intent) = &recorded_intent
+            && (intent.name != name || intent.input_digest != input_digest)
+        {
+            return Err(failed(format!(
+                "not deterministic: the journal recorded effect {:?} as {:?} with another \
+                 input; this handling does {name:?} there",
+                effect, intent.name
+            )));
+        }
         if let Some(recorded) = self.core.recorded_replies.remove(&effect) {
             return match recorded {
                 Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
@@ -298,7 +311,7 @@ impl<A: Agent> Context<'_, A> {
         if !self.core.durable {
             return run().await.map_err(|e| failed(e.to_string()));
         }
-        if self.core.recorded_intents.remove(&effect) && on_doubt == OnDoubt::Fail {
+        if recorded_intent.is_some() && on_doubt == OnDoubt::Fail {
             tracing::warn!(agent = %self.core.id, name, ?effect, "side effect in doubt; not run again");
             let payload = record::encode(
                 "an effect outcome",

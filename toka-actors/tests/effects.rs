@@ -23,6 +23,9 @@ enum Op {
     ThenFail,
     /// The effect itself panics once (intent journaled, no outcome): in doubt.
     PanicInside(bool),
+    /// The first attempt starts effect "a" and crashes inside it; the re-run (a changed,
+    /// non-deterministic handler) does effect "b" at the same point.
+    Drift,
 }
 
 impl Agent for Effector {
@@ -68,6 +71,23 @@ impl Agent for Effector {
                 Ok(match outcome {
                     Ok(v) => format!("ok {v}"),
                     Err(Error::InDoubt { .. }) => "in doubt".into(),
+                    Err(e) => format!("error {e}"),
+                })
+            }
+            Op::Drift => {
+                let attempt = self.handler_failures.fetch_add(1, Ordering::SeqCst);
+                let name = if attempt == 0 { "a" } else { "b" };
+                let outcome: Result<u32, Error> = ctx
+                    .effect(name, OnDoubt::Retry, || async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        if attempt == 0 {
+                            panic!("crash inside effect a");
+                        }
+                        Ok(7)
+                    })
+                    .await;
+                Ok(match outcome {
+                    Ok(v) => format!("ok {v}"),
                     Err(e) => format!("error {e}"),
                 })
             }
@@ -164,4 +184,32 @@ async fn an_effect_in_doubt_is_refused_or_retried() {
     common::eventually(|| runs2.load(Ordering::SeqCst) == 2).await;
     rt.shutdown().await.unwrap();
     rt2.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_doing_another_effect_where_one_was_recorded_is_refused() {
+    let (rt, runs) = runtime().await;
+    let e = rt
+        .spawn::<Effector>(SpawnSpec::new("d").unwrap(), ())
+        .await
+        .unwrap();
+    assert!(
+        e.ask(Op::Drift, T).await.is_err(),
+        "the first attempt crashed"
+    );
+    let e2 = rt.agent::<Effector>(&id("d")).unwrap();
+    let mut reply = String::new();
+    for _ in 0..100 {
+        if let Ok(r) = e2.ask(Op::Drift, T).await {
+            reply = r;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(reply, "ok 7", "the second message runs its effect");
+    // The re-run of the first message met the intent of "a" where it now does "b": it
+    // got an error instead of running "b" as if it were the recorded effect. So "a" ran
+    // once and "b" once (for the second message) — not twice.
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    rt.shutdown().await.unwrap();
 }
