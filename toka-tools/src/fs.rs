@@ -259,7 +259,7 @@ impl Tool for FsRead {
             cx.check_bytes(size)?;
             let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
             Read::by_ref(&mut file)
-                .take(limit + 1)
+                .take(limit.saturating_add(1))
                 .read_to_end(&mut bytes)
                 .map_err(|e| ToolError::failed(format!("{}: {e}", path.logical)))?;
             let read = bytes.len() as u64;

@@ -310,7 +310,11 @@ impl ToolHost {
                 format!("{name}: no answer within {patience:?}"),
             )
         };
-        let deadline = tokio::time::Instant::now() + patience;
+        let now = tokio::time::Instant::now();
+        // A limit too large to add is as good as none: about a century.
+        let deadline = now
+            .checked_add(patience)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut state = slot.actor.subscribe();
         loop {
             let current = state.borrow_and_update().clone();
