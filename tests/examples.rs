@@ -36,3 +36,87 @@ fn supervised_example_recovers_its_tree() {
         "{stdout}"
     );
 }
+
+/// Runs `cargo run --example NAME` and returns its stdout, checking it succeeded.
+fn run_example(name: &str) -> String {
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--example", name])
+        .output()
+        .unwrap_or_else(|e| panic!("cargo run --example {name}: {e}"));
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn embed_example_calls_tools_under_a_scoped_token() {
+    let stdout = run_example("embed");
+    assert!(
+        stdout.contains("scribe: wrote /notes/today.md (9 bytes)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("scribe read back: \"buy milk\\n\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("denied: kind=Denied (path \"/etc/passwd\" is outside"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("audit log: 1 denial(s) journaled"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("etc/passwd exists = false"), "{stdout}");
+    assert!(stdout.contains("shut down cleanly"), "{stdout}");
+}
+
+#[test]
+fn agent_example_shows_timers_snapshots_and_children() {
+    let stdout = run_example("agent");
+    assert!(
+        stdout.contains("on_start: alice-todo subscribes to announcements"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("alice-todo got news: office closed friday"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reminder #3: alice-todo"), "{stdout}");
+    assert!(
+        stdout.contains("archived into alice-todo-archive: 1 item(s) there now"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("restore: alice's list from a snapshot"),
+        "{stdout}"
+    );
+    // The reminder pending at shutdown fires after the restart.
+    assert!(
+        stdout.contains(
+            "reminder #4: alice-todo open: [\"write the report\", \"call bob\", \"book flights\"]"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("alice-todo-archive (archive) parent=alice-todo"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn crash_recovery_example_rebuilds_the_killed_tree() {
+    let stdout = run_example("crash_recovery");
+    assert!(stdout.contains("killed the child: signal: 9"), "{stdout}");
+    assert!(
+        stdout.contains("recovered: eng kind=dept parent=hq members=alice,bob"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("recovered: bob kind=counter parent=eng total=11"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("recovered tree and states match the child's (5 agents)"),
+        "{stdout}"
+    );
+}
