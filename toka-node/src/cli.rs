@@ -27,8 +27,13 @@ enum Command {
     /// prints no token. A directory with a root key but no admin token, or the reverse,
     /// is an error that says what to do.
     Init(InitArgs),
-    /// Run the node (not implemented yet: the actor runtime and HTTP API come later).
-    Run(DataDir),
+    /// Run the node: recover the agent tree from the journal, then serve the HTTP API.
+    ///
+    /// Initialises `DATA_DIR` first if it never was (as `init` does, printing the admin
+    /// token once). Prints `listening on ADDR` on stdout once it serves. SIGINT or
+    /// SIGTERM: stops accepting requests, drains the agents, flushes the journal and
+    /// exits 0.
+    Run(RunArgs),
     /// Inspect the event journal of a data directory (offline: the node must not be running).
     #[command(subcommand)]
     Events(EventsCommand),
@@ -81,7 +86,7 @@ enum TokenCommand {
 }
 
 /// Where the node keeps its state.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub(crate) struct DataDir {
     /// The data directory (journal in `DATA_DIR/journal`, root key in `DATA_DIR/root.key`).
     #[arg(long, default_value = "./toka-data", env = "TOKA_DATA_DIR")]
@@ -89,6 +94,27 @@ pub(crate) struct DataDir {
     /// A file holding the journal's 32-byte encryption key, if it is encrypted.
     #[arg(long, env = "TOKA_KEY_FILE")]
     pub(crate) key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    /// The address to serve the HTTP API on (port 0: any free port) [default:
+    /// 127.0.0.1:7070, or `listen` in the config file].
+    #[arg(long, env = "TOKA_LISTEN")]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// A TOML config file: `listen`, `durability` ("fsync" or "buffered"), `log` (a
+    /// tracing filter such as "info,toka_actors=debug"; `RUST_LOG` overrides it),
+    /// `log_format` ("text" or "json"), `ask_timeout_ms`, a `[tools]` table (`fs_root`,
+    /// `fs_read_only`, `fs_max_file_bytes`, `shell_jail`, `shell_allow`) and `[[agents]]`
+    /// to start at boot (`id`, `kind`, `args`, `parent`). Flags and `TOKA_*` variables
+    /// override it.
+    #[arg(long, env = "TOKA_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log JSON lines on stderr instead of text (or `log_format = "json"` in the config).
+    #[arg(long, env = "TOKA_LOG_JSON")]
+    pub(crate) log_json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -219,10 +245,7 @@ impl Cli {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Init(args) => crate::init::init(&args),
-            Command::Run(_) => bail!(
-                "`run` is not implemented yet: the actor runtime and HTTP API are still being \
-                 built. The offline commands (`init`, `events`, `agents`, `token`) work today."
-            ),
+            Command::Run(args) => crate::run::run(&args),
             Command::Events(EventsCommand::List(args)) => crate::events::list(&args),
             Command::Events(EventsCommand::Verify(args)) => crate::events::verify(&args),
             Command::Events(EventsCommand::Export(args)) => crate::events::export(&args),
@@ -299,7 +322,7 @@ impl DataDir {
     }
 }
 
-fn read_encryption_key(key_file: &Path) -> anyhow::Result<EncryptionKey> {
+pub(crate) fn read_encryption_key(key_file: &Path) -> anyhow::Result<EncryptionKey> {
     let bytes = std::fs::read(key_file)
         .with_context(|| format!("reading key file {}", key_file.display()))?;
     let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
@@ -373,6 +396,26 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["toka-node", "run", "--data-dir", "x"]).unwrap();
         assert!(matches!(cli.command, Command::Run(_)));
+    }
+
+    #[test]
+    fn parses_run() {
+        let Command::Run(args) = parse(&[
+            "run",
+            "--data-dir",
+            "/d",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/etc/toka.toml",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(args.dir.data_dir, PathBuf::from("/d"));
+        assert_eq!(args.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(args.config, Some(PathBuf::from("/etc/toka.toml")));
+        let cli = Cli::try_parse_from(["toka-node", "run", "--listen", "nowhere"]);
+        assert!(cli.is_err());
     }
 
     #[test]

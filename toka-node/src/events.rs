@@ -90,7 +90,7 @@ fn timestamp_rfc3339(micros: u64) -> Option<String> {
         .map(|t| t.to_string())
 }
 
-fn event_json(event: &RecordedEvent) -> serde_json::Value {
+pub(crate) fn event_json(event: &RecordedEvent) -> serde_json::Value {
     let payload = match std::str::from_utf8(&event.payload) {
         Ok(text) => json!({ "utf8": text }),
         Err(_) => {

@@ -1,16 +1,20 @@
 //! `toka-node`: the standalone Toka node.
 //!
-//! Today it offers the offline commands on a data directory: `init` (journal, root key,
+//! It offers the offline commands on a data directory: `init` (journal, root key,
 //! admin token), `token mint|attenuate|inspect|revoke`, `events list|verify|export`,
-//! `agents tree`, and `completions SHELL`; `run` (the actor runtime and HTTP API) is not
-//! implemented yet and says so. `main` only parses, runs and maps the outcome to an exit
+//! `agents tree`, and `completions SHELL`; and `run`, the actor runtime behind the HTTP
+//! API of [`server`]. `main` only parses, runs and maps the outcome to an exit
 //! code: 0 success, 1 a check that failed (`events verify`, `token inspect`), 2 an error
 //! (one line on stderr).
 
 mod agents;
 mod cli;
+mod config;
 mod events;
 mod init;
+mod kinds;
+mod run;
+mod server;
 mod token;
 
 use std::process::ExitCode;

@@ -181,7 +181,7 @@ fn list_reports_a_corrupt_record_as_an_error() {
 }
 
 #[test]
-fn missing_data_dir_and_unimplemented_run_are_clear_errors() {
+fn missing_data_dir_and_unreadable_run_config_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = toka_node(&[
         "events",
@@ -192,9 +192,17 @@ fn missing_data_dir_and_unimplemented_run_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no journal at"));
 
-    let out = toka_node(&["run", "--data-dir", dir.path().to_str().unwrap()]);
+    // `run` itself is exercised in tests/api.rs; a config file it cannot read is an error.
+    let missing = dir.path().join("missing.toml");
+    let out = toka_node(&[
+        "run",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--config",
+        missing.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config file"));
 }
 
 #[test]

@@ -1,0 +1,21 @@
+//! The node's built-in agent kinds, so a node is useful without writing Rust: `counter`,
+//! `supervisor` and `reactor`. Each is an ordinary [`toka_actors::Agent`] with JSON-shaped
+//! arguments, messages and replies; [`register`] adds them all to a runtime.
+
+mod counter;
+mod reactor;
+pub(crate) mod supervisor;
+
+pub(crate) use counter::Counter;
+pub(crate) use reactor::Reactor;
+pub(crate) use supervisor::Supervisor;
+
+use toka_actors::RuntimeBuilder;
+
+/// Registers every built-in kind.
+pub(crate) fn register(builder: RuntimeBuilder) -> RuntimeBuilder {
+    builder
+        .register(Counter)
+        .register(Supervisor)
+        .register(Reactor)
+}

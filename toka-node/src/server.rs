@@ -1,0 +1,154 @@
+//! The node's HTTP API (axum, JSON): [`app`] builds the router over a running runtime.
+//!
+//! # Routes
+//!
+//! | Route | Success | Capability request (`tool`, `agent`) |
+//! |---|---|---|
+//! | `GET /health` | 200 `{"status": "ok"}` | none: no token needed |
+//! | `POST /agents` `{"id", "kind", "args"?, "parent"?}` | 201 | `api.agents.spawn`, the new id |
+//! | `GET /agents` | 200 `[{"id", "kind", "parent", "status"}]` | `api.agents.read`, none |
+//! | `GET /agents/{id}` | 200 `{"id", "kind", "parent", "status"}` | `api.agents.read`, `id` |
+//! | `POST /agents/{id}/messages` | 202 once durably journaled | `api.agents.send`, `id` |
+//! | `POST /agents/{id}/ask` (`?timeout_ms=N`, at most 5 min) | 200 the reply | `api.agents.ask`, `id` |
+//! | `DELETE /agents/{id}` | 200 (it and its children stopped) | `api.agents.stop`, `id` |
+//! | `GET /tools` | 200 the tools' specs | `api.tools.read`, none |
+//! | `POST /tools/{name}/invoke` | 200 the tool's output | the tool's own name, none (checked by the tool host) |
+//! | `GET /events?from=N&limit=M` | 200 a JSON list (at most 1,000) | `api.events.read`, none |
+//! | `GET /events/stream?from=N` | 200 server-sent events: catch-up, then live | `api.events.read`, none |
+//! | `GET /metrics` | 200 Prometheus text | `api.metrics.read`, none |
+//!
+//! # Authorization
+//!
+//! Every route but `/health` needs `Authorization: Bearer <token>`, a capability token
+//! minted by the node's root key. A token that is missing, unreadable, forged, revoked,
+//! expired or carries a caveat Toka does not understand gets 401. A valid token whose caveats refuse
+//! the route's request (table above, `path` and `bytes` unset) gets 403. So `tool =
+//! api.agents.*` allows the agent routes only, and `agent = X` allows only the routes that
+//! name agent `X` (an id-less route such as `GET /agents` is refused: the caller is not
+//! that agent). `POST /tools/{name}/invoke` is checked by the tool host against the tool's
+//! own name (`tool = fs.read` lets the holder call `fs.read`), as agents' calls are.
+//!
+//! # Errors
+//!
+//! Every error is JSON `{"error": "..."}`: 400 malformed JSON, an unknown kind, arguments
+//! or a message that do not fit the kind, or an invalid id; 401 and 403 as above; 404 an
+//! unknown agent, parent, tool or route; 409 an id already taken; 413 a body over
+//! [`BODY_LIMIT`]; 422 the agent's handler failed; 503 the node is shutting down; 504 an
+//! ask that got no reply in time. Internal errors are logged and answered with a generic
+//! 500.
+//!
+//! # Shutdown
+//!
+//! [`AppState::close_streams`] ends every `/events/stream` response (they would otherwise
+//! keep the server's graceful shutdown waiting forever); the node calls it when it stops
+//! accepting connections.
+
+mod auth;
+mod error;
+mod routes;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use toka_actors::Runtime;
+use toka_store::Journal;
+use toka_tools::{Authority, ToolHost};
+use tokio::sync::watch;
+
+pub(crate) use error::ApiError;
+
+/// The largest request body accepted (1 MiB); larger gets 413.
+pub(crate) const BODY_LIMIT: usize = 1 << 20;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    authority: Authority,
+    host: ToolHost,
+    journal: Arc<dyn Journal>,
+    ask_timeout: Duration,
+    metrics: Metrics,
+    /// `true` once event streams must end.
+    closing: watch::Sender<bool>,
+}
+
+/// Counters for `GET /metrics`.
+#[derive(Default)]
+struct Metrics {
+    requests: AtomicU64,
+    messages: AtomicU64,
+    asks: AtomicU64,
+    spawns: AtomicU64,
+    stops: AtomicU64,
+    tool_calls: AtomicU64,
+    unauthorized: AtomicU64,
+    forbidden: AtomicU64,
+    recovery_millis: AtomicU64,
+}
+
+impl AppState {
+    /// The state over a started runtime; `recovery` is how long its start took.
+    pub(crate) fn new(
+        runtime: Runtime,
+        authority: Authority,
+        host: ToolHost,
+        ask_timeout: Duration,
+        recovery: Duration,
+    ) -> Self {
+        let journal = Arc::clone(runtime.journal());
+        let metrics = Metrics::default();
+        metrics.recovery_millis.store(
+            u64::try_from(recovery.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        AppState {
+            inner: Arc::new(Inner {
+                runtime,
+                authority,
+                host,
+                journal,
+                ask_timeout,
+                metrics,
+                closing: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Ends every event stream, now and for streams opened later.
+    pub(crate) fn close_streams(&self) {
+        self.inner.closing.send_replace(true);
+    }
+}
+
+/// The API's router.
+pub(crate) fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(routes::health))
+        .route("/agents", post(routes::spawn).get(routes::list_agents))
+        .route(
+            "/agents/{id}",
+            get(routes::get_agent).delete(routes::stop_agent),
+        )
+        .route("/agents/{id}/messages", post(routes::send))
+        .route("/agents/{id}/ask", post(routes::ask))
+        .route("/tools", get(routes::list_tools))
+        .route("/tools/{name}/invoke", post(routes::invoke))
+        .route("/events", get(routes::events))
+        .route("/events/stream", get(routes::event_stream))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! [`ApiError`]: every failure of a handler, as a status and a JSON `{"error": "..."}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use toka_actors::Error;
+use toka_tools::{ToolError, ToolErrorKind};
+
+/// A handler's failure. Client errors keep their message; internal ones are logged and
+/// answered with a generic 500.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with this status and message.
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 500, logged; the client sees a generic message.
+    pub(crate) fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error answering a request");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
+    /// The status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        let status = match &error {
+            Error::InvalidId { .. }
+            | Error::UnknownKind(_)
+            | Error::BadJson { .. }
+            | Error::WrongKind { .. } => StatusCode::BAD_REQUEST,
+            Error::UnknownAgent(_) => StatusCode::NOT_FOUND,
+            Error::AlreadyExists(_) => StatusCode::CONFLICT,
+            Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Handler { .. } | Error::Spawn { .. } | Error::NoReply(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Error::ShuttingDown | Error::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => return ApiError::internal(error),
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+impl From<ToolError> for ApiError {
+    fn from(error: ToolError) -> Self {
+        let status = match error.kind {
+            ToolErrorKind::Denied => StatusCode::FORBIDDEN,
+            ToolErrorKind::UnknownTool => StatusCode::NOT_FOUND,
+            ToolErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ToolErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ToolErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, error.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toka_actors::AgentId;
+
+    #[test]
+    fn runtime_errors_map_to_statuses() {
+        let id = AgentId::new("a").unwrap();
+        let cases = [
+            (Error::UnknownAgent(id.clone()), StatusCode::NOT_FOUND),
+            (Error::AlreadyExists(id.clone()), StatusCode::CONFLICT),
+            (Error::UnknownKind("x".into()), StatusCode::BAD_REQUEST),
+            (
+                Error::Timeout {
+                    id,
+                    after: std::time::Duration::from_secs(1),
+                },
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+            (
+                Error::Internal("bug".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(ApiError::from(error).status(), status);
+        }
+    }
+}

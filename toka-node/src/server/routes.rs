@@ -1,0 +1,370 @@
+//! The handlers behind [`app`](super::app).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use toka_actors::{AgentId, AgentInfo, SpawnSpec};
+
+use super::auth::{authenticate, authorize, permit};
+use super::{ApiError, AppState};
+
+/// The longest `?timeout_ms=` an ask may wait (5 minutes).
+const MAX_ASK_TIMEOUT_MS: u64 = 300_000;
+
+/// Most events one `GET /events` returns.
+const MAX_EVENTS: usize = 1_000;
+
+/// A JSON body whose every rejection is an [`ApiError`]: 413 over the body limit, 400
+/// for anything that is not JSON of the expected shape. The `Content-Type` is not
+/// checked.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+    }
+}
+
+fn agent_id(id: &str) -> Result<AgentId, ApiError> {
+    AgentId::new(id).map_err(ApiError::from)
+}
+
+fn agent_json(info: &AgentInfo) -> Value {
+    json!({
+        "id": info.id.as_str(),
+        "kind": info.kind,
+        "parent": info.parent.as_ref().map(AgentId::as_str),
+        "status": if info.running { "running" } else { "down" },
+        "durable": info.durable,
+    })
+}
+
+pub(crate) async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// `POST /agents`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SpawnBody {
+    id: String,
+    kind: String,
+    #[serde(default = "empty_object")]
+    args: Value,
+    #[serde(default)]
+    parent: Option<String>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+pub(crate) async fn spawn(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody<SpawnBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let JsonBody(body) = body?;
+    permit(&state, &token, "api.agents.spawn", Some(&body.id))?;
+    let spec = SpawnSpec::new(&body.id)?;
+    // A `supervisor` supervises its children per its args.
+    let spec = crate::kinds::supervisor::spawn_spec(spec, &body.kind, &body.args)
+        .map_err(ApiError::bad_request)?;
+    let parent = body.parent.as_deref().map(agent_id).transpose()?;
+    state
+        .inner
+        .runtime
+        .spawn_json(parent.as_ref(), &body.kind, spec, body.args)
+        .await?;
+    state.inner.metrics.spawns.fetch_add(1, Ordering::Relaxed);
+    let created = json!({ "id": body.id, "kind": body.kind, "parent": body.parent });
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub(crate) async fn list_agents(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, "api.agents.read", None)?;
+    let tree = state.inner.runtime.tree();
+    Ok(Json(Value::Array(tree.iter().map(agent_json).collect())))
+}
+
+pub(crate) async fn get_agent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, "api.agents.read", Some(&id))?;
+    let id = agent_id(&id)?;
+    state
+        .inner
+        .runtime
+        .tree()
+        .iter()
+        .find(|info| info.id == id)
+        .map(|info| Json(agent_json(info)))
+        .ok_or_else(|| toka_actors::Error::UnknownAgent(id).into())
+}
+
+pub(crate) async fn send(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    msg: Result<JsonBody<Value>, ApiError>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, "api.agents.send", Some(&id))?;
+    let JsonBody(msg) = msg?;
+    let id = agent_id(&id)?;
+    state.inner.runtime.send_json(&id, msg).await?;
+    state.inner.metrics.messages.fetch_add(1, Ordering::Relaxed);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response())
+}
+
+/// `POST /agents/{id}/ask`'s query.
+#[derive(Deserialize)]
+pub(crate) struct AskQuery {
+    timeout_ms: Option<u64>,
+}
+
+pub(crate) async fn ask(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<AskQuery>, QueryRejection>,
+    msg: Result<JsonBody<Value>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, "api.agents.ask", Some(&id))?;
+    let JsonBody(msg) = msg?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id = agent_id(&id)?;
+    let timeout = query.timeout_ms.map_or(state.inner.ask_timeout, |ms| {
+        Duration::from_millis(ms.min(MAX_ASK_TIMEOUT_MS))
+    });
+    state.inner.metrics.asks.fetch_add(1, Ordering::Relaxed);
+    let reply = state.inner.runtime.ask_json(&id, msg, timeout).await?;
+    Ok(Json(reply))
+}
+
+pub(crate) async fn stop_agent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, "api.agents.stop", Some(&id))?;
+    let id = agent_id(&id)?;
+    state.inner.runtime.stop(&id).await?;
+    state.inner.metrics.stops.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(json!({ "stopped": id.as_str() })))
+}
+
+pub(crate) async fn list_tools(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, "api.tools.read", None)?;
+    serde_json::to_value(state.inner.host.specs())
+        .map(Json)
+        .map_err(ApiError::internal)
+}
+
+pub(crate) async fn invoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    input: Result<JsonBody<Value>, ApiError>,
+) -> Result<Response, ApiError> {
+    let token = authenticate(&state, &headers)?;
+    let JsonBody(input) = input?;
+    let input = serde_json::to_vec(&input).map_err(ApiError::internal)?;
+    state
+        .inner
+        .metrics
+        .tool_calls
+        .fetch_add(1, Ordering::Relaxed);
+    let output = state
+        .inner
+        .host
+        .call_json(&token, None, &name, &input)
+        .await
+        .map_err(|e| {
+            let e = ApiError::from(e);
+            if e.status() == StatusCode::FORBIDDEN {
+                state
+                    .inner
+                    .metrics
+                    .forbidden
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            e
+        })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
+}
+
+/// `GET /events`'s query.
+#[derive(Deserialize)]
+pub(crate) struct EventsQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, "api.events.read", None)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let from = query.from.unwrap_or(1).max(1);
+    let limit = query.limit.unwrap_or(100).min(MAX_EVENTS);
+    let events = state
+        .inner
+        .journal
+        .read_all(from, limit)
+        .map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(
+        events.iter().map(crate::events::event_json).collect(),
+    )))
+}
+
+/// `GET /events/stream`'s query.
+#[derive(Deserialize)]
+pub(crate) struct StreamQuery {
+    from: Option<u64>,
+}
+
+pub(crate) async fn event_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    authorize(&state, &headers, "api.events.read", None)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let subscription = state
+        .inner
+        .journal
+        .subscribe(query.from.unwrap_or(1).max(1));
+    let closing = state.inner.closing.subscribe();
+    // `None` after an error: the subscription would retry the same position forever.
+    let stream = futures_util::stream::unfold(
+        (Some(subscription), closing),
+        |(subscription, mut closing)| async move {
+            let mut subscription = subscription?;
+            if *closing.borrow() {
+                return None;
+            }
+            let next = tokio::select! {
+                next = subscription.next() => next?,
+                _ = closing.wait_for(|closed| *closed) => return None,
+            };
+            match next {
+                Ok(event) => {
+                    let data = crate::events::event_json(&event).to_string();
+                    let sse = Event::default()
+                        .id(event.position.to_string())
+                        .event("event")
+                        .data(data);
+                    Some((Ok(sse), (Some(subscription), closing)))
+                }
+                Err(e) => {
+                    let sse = Event::default().event("error").data(e.to_string());
+                    Some((Ok(sse), (None, closing)))
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, "api.metrics.read", None)?;
+    let m = &state.inner.metrics;
+    let tree = state.inner.runtime.tree();
+    let counters = [
+        (
+            "toka_api_requests_total",
+            "API requests authorized",
+            &m.requests,
+        ),
+        (
+            "toka_api_messages_total",
+            "messages journaled over the API",
+            &m.messages,
+        ),
+        ("toka_api_asks_total", "asks made over the API", &m.asks),
+        (
+            "toka_api_spawns_total",
+            "agents spawned over the API",
+            &m.spawns,
+        ),
+        (
+            "toka_api_stops_total",
+            "agents stopped over the API",
+            &m.stops,
+        ),
+        (
+            "toka_api_tool_calls_total",
+            "tool calls over the API",
+            &m.tool_calls,
+        ),
+        (
+            "toka_api_unauthorized_total",
+            "requests refused with 401",
+            &m.unauthorized,
+        ),
+        (
+            "toka_api_forbidden_total",
+            "requests refused with 403",
+            &m.forbidden,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            value.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP toka_recovery_milliseconds time the runtime took to recover at start\n# TYPE toka_recovery_milliseconds gauge\ntoka_recovery_milliseconds {}",
+        m.recovery_millis.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        text,
+        "# HELP toka_agents agents in the tree\n# TYPE toka_agents gauge\ntoka_agents {}\n# HELP toka_agents_running agents with a running actor\n# TYPE toka_agents_running gauge\ntoka_agents_running {}\n# HELP toka_journal_head_position the journal's last position\n# TYPE toka_journal_head_position gauge\ntoka_journal_head_position {}",
+        tree.len(),
+        tree.iter().filter(|a| a.running).count(),
+        state.inner.journal.head_position()
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

@@ -1,0 +1,132 @@
+//! In-process tests of [`app`] with `oneshot`: no socket, a memory journal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use toka_actors::Runtime;
+use toka_store::{JournalConfig, MemoryJournal};
+use toka_tools::{Authority, Caveat, NamePattern, ToolHost};
+use tower::ServiceExt;
+
+use super::{AppState, app};
+
+async fn state() -> (AppState, Authority) {
+    let journal = Arc::new(MemoryJournal::new(JournalConfig::default()).unwrap());
+    let authority = Authority::from_secret(b"0123456789abcdef0123456789abcdef");
+    let host = ToolHost::builder(authority.clone()).start().await.unwrap();
+    let runtime = crate::kinds::register(Runtime::builder(journal))
+        .extension(host.clone())
+        .start()
+        .await
+        .unwrap();
+    let state = AppState::new(
+        runtime,
+        authority.clone(),
+        host,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    );
+    (state, authority)
+}
+
+async fn call(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Body::from(body.to_owned())).unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn spawn_send_ask_and_list() {
+    let (state, authority) = state().await;
+    let admin = authority.mint([]).unwrap().to_string();
+    let token = Some(admin.as_str());
+    assert_eq!(
+        call(&state, "GET", "/health", None, "").await.0,
+        StatusCode::OK
+    );
+    let spawn = r#"{"id": "c", "kind": "counter"}"#;
+    let (status, body) = call(&state, "POST", "/agents", token, spawn).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = call(&state, "POST", "/agents/c/messages", token, r#"{"add": 4}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = call(&state, "POST", "/agents/c/ask", token, r#""get""#).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"value": 4})));
+    let (status, body) = call(&state, "GET", "/agents/c", token, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "running");
+    let (status, body) = call(&state, "GET", "/tools", token, "").await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
+    let (status, body) = call(&state, "POST", "/tools/fs.read/invoke", token, "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(&state, "GET", "/metrics", token, "").await;
+    assert_eq!((status, body), (StatusCode::OK, Value::Null));
+}
+
+#[tokio::test]
+async fn authorization_comes_before_the_body_and_caveats_scope_routes() {
+    let (state, authority) = state().await;
+    let (status, body) = call(&state, "POST", "/agents", None, "{not json").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let admin = authority.mint([]).unwrap().to_string();
+    let (status, _) = call(&state, "POST", "/agents", Some(&admin), "{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let spawn = r#"{"id": "c", "kind": "counter"}"#;
+    call(&state, "POST", "/agents", Some(&admin), spawn).await;
+
+    let events_only = authority
+        .mint([Caveat::Tool(NamePattern::Exact("api.events.read".into()))])
+        .unwrap()
+        .to_string();
+    let (status, _) = call(&state, "GET", "/events", Some(&events_only), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&state, "GET", "/agents", Some(&events_only), "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let for_c = authority
+        .mint([Caveat::Agent("c".into())])
+        .unwrap()
+        .to_string();
+    let (status, _) = call(&state, "POST", "/agents/c/ask", Some(&for_c), r#""get""#).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&state, "DELETE", "/agents/d", Some(&for_c), "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&state, "GET", "/agents", Some(&for_c), "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn expired_and_revoked_tokens_are_unauthorized() {
+    let (state, authority) = state().await;
+    let past = jiff::Timestamp::from_second(1_000_000_000).unwrap();
+    let expired = authority.mint([Caveat::Expires(past)]).unwrap().to_string();
+    let (status, body) = call(&state, "GET", "/agents", Some(&expired), "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    let token = authority.mint([]).unwrap();
+    authority.revoke(token.identifier(), "test").await.unwrap();
+    let (status, _) = call(&state, "GET", "/agents", Some(&token.to_string()), "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,449 @@
+//! The node end to end: the real `toka-node` binary on 127.0.0.1 (port 0), a temporary
+//! data directory, and a minimal HTTP/1.1 client over `TcpStream`.
+//!
+//! - `survives_kill_9_and_sigterm`: spawn a tree over HTTP, send messages, `kill -9`,
+//!   restart: the tree and the states are back; SIGTERM exits 0 with nothing lost, even
+//!   with an event stream open.
+//! - `every_error_status_has_a_case`: 400, 401, 403, 404, 409 and 413, each triggered,
+//!   and the node still answers `/health` after all of them.
+//! - `tools_come_from_the_config_file`: `[tools] fs_root` gives `fs.*` over the API, a
+//!   `tool = fs.read` token may read but not write, and `[[agents]]` start at boot once.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_toka-node");
+
+/// A running node.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    // Kept open so the node's stdout never breaks.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Node {
+    fn start(dir: &Path) -> Node {
+        Self::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Node {
+        let mut child = Command::new(BIN)
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env_remove("TOKA_LISTEN")
+            .env_remove("TOKA_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting toka-node run");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            let n = stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "toka-node run exited before listening");
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                break addr.parse().unwrap();
+            }
+        };
+        Node {
+            child,
+            addr,
+            _stdout: stdout,
+        }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn sigterm(mut self) -> ExitStatus {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().unwrap();
+        panic!("toka-node did not exit within 15 s of SIGTERM");
+    }
+
+    /// One request (`Connection: close`); the status and the body as JSON (`null` if
+    /// it is not JSON).
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        head.push_str("\r\n");
+        // The server may answer (413) and close before it reads a large body.
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body));
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response);
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: no HTTP response: {text:?}"));
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    /// Opens `GET /events/stream?from=1` and reads until `events` events arrived; the
+    /// connection stays open.
+    fn stream_events(&self, token: &str, events: usize) -> TcpStream {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /events/stream?from=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0; 4096];
+        while String::from_utf8_lossy(&seen)
+            .matches("event: event")
+            .count()
+            < events
+        {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("text/event-stream"), "{text}");
+        stream
+    }
+
+    fn json(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        self.call(method, path, Some(token), body.to_string().as_bytes())
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call("GET", path, Some(token), b"")
+    }
+}
+
+fn admin_token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// `[(id, kind, parent)]` of `GET /agents`.
+fn tree(node: &Node, token: &str) -> Vec<(String, String, Value)> {
+    let (status, agents) = node.get("/agents", token);
+    assert_eq!(status, 200, "{agents}");
+    agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_owned(),
+                a["kind"].as_str().unwrap().to_owned(),
+                a["parent"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn value_of(node: &Node, token: &str, id: &str) -> Value {
+    let (status, reply) = node.json("POST", &format!("/agents/{id}/ask"), token, &json!("get"));
+    assert_eq!(status, 200, "{reply}");
+    reply
+}
+
+#[test]
+fn survives_kill_9_and_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+
+    // `run` on a fresh directory initialises it.
+    let node = Node::start(&dir);
+    let token = admin_token(&dir);
+    assert_eq!(node.call("GET", "/health", None, b"").0, 200);
+    let spawn = |id: &str, parent: Option<&str>| {
+        let body = json!({"id": id, "kind": "counter", "args": {}, "parent": parent});
+        let (status, reply) = node.json("POST", "/agents", &token, &body);
+        assert_eq!(status, 201, "{reply}");
+    };
+    spawn("root-counter", None);
+    spawn("child-counter", Some("root-counter"));
+    for (id, n) in [
+        ("root-counter", 5),
+        ("root-counter", 7),
+        ("child-counter", 3),
+    ] {
+        let (status, reply) = node.json(
+            "POST",
+            &format!("/agents/{id}/messages"),
+            &token,
+            &json!({"add": n}),
+        );
+        assert_eq!(status, 202, "{reply}");
+    }
+    assert_eq!(
+        value_of(&node, &token, "root-counter"),
+        json!({"value": 12})
+    );
+    assert_eq!(
+        value_of(&node, &token, "child-counter"),
+        json!({"value": 3})
+    );
+    let before = tree(&node, &token);
+    assert_eq!(
+        before,
+        vec![
+            ("root-counter".into(), "counter".into(), Value::Null),
+            (
+                "child-counter".into(),
+                "counter".into(),
+                json!("root-counter")
+            ),
+        ]
+    );
+    node.kill_9();
+
+    // kill -9 lost nothing that was acknowledged.
+    let node = Node::start(&dir);
+    assert_eq!(tree(&node, &token), before);
+    assert_eq!(
+        value_of(&node, &token, "root-counter"),
+        json!({"value": 12})
+    );
+    assert_eq!(
+        value_of(&node, &token, "child-counter"),
+        json!({"value": 3})
+    );
+    let (status, _) = node.json(
+        "POST",
+        "/agents/child-counter/messages",
+        &token,
+        &json!({"add": 30}),
+    );
+    assert_eq!(status, 202);
+    // An open event stream (catch-up: the two spawns at least) does not hold up SIGTERM.
+    let _stream = node.stream_events(&token, 2);
+    let status = node.sigterm();
+    assert!(status.success(), "SIGTERM: {status:?}");
+
+    // Nor did SIGTERM.
+    let node = Node::start(&dir);
+    assert_eq!(tree(&node, &token), before);
+    assert_eq!(
+        value_of(&node, &token, "root-counter"),
+        json!({"value": 12})
+    );
+    assert_eq!(
+        value_of(&node, &token, "child-counter"),
+        json!({"value": 33})
+    );
+    assert!(node.sigterm().success());
+}
+
+/// Runs an offline command on `dir`; its stdout, trimmed.
+fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn every_error_status_has_a_case() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let cli = |args: &[&str]| cli(&dir, args);
+    cli(&["init"]);
+    // Minted while the node is stopped (the journal allows one process at a time).
+    let other_only = cli(&["token", "mint", "--caveat", "agent = other"]);
+    let read_only = cli(&["token", "mint", "--caveat", "tool = api.agents.read"]);
+    let revoked = cli(&["token", "mint"]);
+    cli(&["token", "revoke", &revoked]);
+    let node = Node::start(&dir);
+    let token = admin_token(&dir);
+    for id in ["mine", "other"] {
+        let body = json!({"id": id, "kind": "counter"});
+        assert_eq!(node.json("POST", "/agents", &token, &body).0, 201);
+    }
+    let add = json!({"add": 1}).to_string();
+
+    // 400: malformed JSON, an unknown kind, a message the kind does not take.
+    let (status, body) = node.call("POST", "/agents", Some(&token), b"{\"id\": ");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let unknown_kind = json!({"id": "x", "kind": "no-such-kind"});
+    assert_eq!(node.json("POST", "/agents", &token, &unknown_kind).0, 400);
+    let bad_msg = json!({"mul": 2});
+    assert_eq!(
+        node.json("POST", "/agents/mine/messages", &token, &bad_msg)
+            .0,
+        400
+    );
+
+    // 401: no token, a garbage token, a token signed by another key, a revoked token.
+    let (status, body) = node.call("POST", "/agents/mine/messages", None, add.as_bytes());
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(node.get("/agents", "garbage").0, 401);
+    let forged = toka_tools::Authority::from_secret(&[7; 32])
+        .mint([])
+        .unwrap()
+        .to_string();
+    assert_eq!(node.get("/agents", &forged).0, 401);
+    assert_eq!(node.get("/agents", &revoked).0, 401);
+
+    // 403: `agent = other` may message `other` only; `tool = api.agents.read` may read.
+    let path = "/agents/mine/messages";
+    let (status, body) = node.call("POST", path, Some(&other_only), add.as_bytes());
+    assert_eq!(status, 403, "{body}");
+    let path = "/agents/other/messages";
+    assert_eq!(
+        node.call("POST", path, Some(&other_only), add.as_bytes()).0,
+        202
+    );
+    assert_eq!(node.get("/agents", &read_only).0, 200);
+    let spawn = json!({"id": "y", "kind": "counter"});
+    assert_eq!(node.json("POST", "/agents", &read_only, &spawn).0, 403);
+
+    // 404: an unknown agent, an unknown parent, an unknown route.
+    assert_eq!(node.get("/agents/nobody", &token).0, 404);
+    let ask = json!("get");
+    assert_eq!(node.json("POST", "/agents/nobody/ask", &token, &ask).0, 404);
+    let orphan = json!({"id": "z", "kind": "counter", "parent": "nobody"});
+    assert_eq!(node.json("POST", "/agents", &token, &orphan).0, 404);
+    assert_eq!(node.get("/no/such/route", &token).0, 404);
+
+    // 409: the id is taken.
+    let again = json!({"id": "mine", "kind": "counter"});
+    let (status, body) = node.json("POST", "/agents", &token, &again);
+    assert_eq!(status, 409, "{body}");
+
+    // 413: over the 1 MiB body limit.
+    let big = vec![b' '; 2 << 20];
+    let (status, _) = node.call("POST", "/agents/mine/messages", Some(&token), &big);
+    assert_eq!(status, 413);
+
+    // DELETE stops the agent; then it is unknown.
+    assert_eq!(
+        node.call("DELETE", "/agents/other", Some(&token), b"").0,
+        200
+    );
+    assert_eq!(node.get("/agents/other", &token).0, 404);
+
+    // The node took all of that in its stride.
+    assert_eq!(node.call("GET", "/health", None, b"").0, 200);
+    assert_eq!(value_of(&node, &token, "mine"), json!({"value": 0}));
+    let (status, events) = node.get("/events?from=1&limit=2", &token);
+    assert_eq!(status, 200);
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
+    assert!(node.sigterm().success());
+}
+
+#[test]
+fn tools_come_from_the_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let config = tmp.path().join("toka.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "log = \"warn\"\ndurability = \"fsync\"\n[tools]\nfs_root = {:?}\n\
+             [[agents]]\nid = \"ops\"\nkind = \"supervisor\"\n\
+             [[agents]]\nid = \"hits\"\nkind = \"counter\"\nparent = \"ops\"\n",
+            files.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    cli(&dir, &["init"]);
+    let reader = cli(&dir, &["token", "mint", "--caveat", "tool = fs.read"]);
+    let node = Node::start_with(&dir, &["--config", config.to_str().unwrap()]);
+    let token = admin_token(&dir);
+
+    // The config's agents started at boot.
+    let boot = vec![
+        ("ops".to_owned(), "supervisor".to_owned(), Value::Null),
+        ("hits".to_owned(), "counter".to_owned(), json!("ops")),
+    ];
+    assert_eq!(tree(&node, &token), boot);
+    let add = json!({"add": 2});
+    assert_eq!(
+        node.json("POST", "/agents/hits/messages", &token, &add).0,
+        202
+    );
+
+    let (status, tools) = node.get("/tools", &token);
+    assert_eq!(status, 200);
+    let names: Vec<&str> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fs.list", "fs.read", "fs.write"]);
+
+    let write = json!({"path": "note.txt", "content": "hello"});
+    let (status, out) = node.json("POST", "/tools/fs.write/invoke", &token, &write);
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(files.join("note.txt")).unwrap(),
+        "hello"
+    );
+    let read = json!({"path": "note.txt"});
+    let (status, out) = node.json("POST", "/tools/fs.read/invoke", &reader, &read);
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["content"], "hello");
+    let (status, out) = node.json("POST", "/tools/fs.write/invoke", &reader, &write);
+    assert_eq!(status, 403, "{out}");
+    let bad = json!({"nope": 1});
+    assert_eq!(
+        node.json("POST", "/tools/fs.read/invoke", &token, &bad).0,
+        400
+    );
+    assert_eq!(
+        node.json("POST", "/tools/no.such/invoke", &token, &read).0,
+        404
+    );
+    assert!(node.sigterm().success());
+
+    // On restart the boot agents are recovered, not spawned again.
+    let node = Node::start_with(&dir, &["--config", config.to_str().unwrap()]);
+    assert_eq!(tree(&node, &token), boot);
+    assert_eq!(value_of(&node, &token, "hits"), json!({"value": 2}));
+    assert!(node.sigterm().success());
+}
