@@ -33,6 +33,7 @@ use crate::runtime::Rec;
 use tokio::task::AbortHandle;
 
 use crate::envelope::{AnyBox, ChildStart, Envelope, ReplyPort};
+use crate::metrics::Counters;
 use crate::record::{self, AttemptRecord, DeadLetter, MsgRecord, Origin, ReplyRecord, TimerRecord};
 use crate::runtime::{RuntimeConfig, Shared};
 use crate::supervision::{self, Plan, RestartWindow};
@@ -182,10 +183,7 @@ impl<A: Agent> Core<A> {
             .append(&self.id, kind, payload, false, None)
             .await?;
         self.own.insert(appended.first_seq);
-        self.shared
-            .journal
-            .wait_durable(appended.last_position)
-            .await?;
+        self.shared.wait_durable(appended.last_position).await?;
         Ok(())
     }
 
@@ -317,6 +315,7 @@ impl<A: Agent> Core<A> {
                     delay,
                 } => {
                     tracing::info!(agent = %self.id, %child, %reason, ?restart, ?delay, "restarting");
+                    Counters::add(&self.shared.metrics.agent_restarts, restart.len() as u64);
                     for s in &stop {
                         self.stop_child_actor(s).await;
                     }
@@ -409,6 +408,9 @@ impl<A: Agent> AgentActor<A> {
                     let _ = port.send(Ok(Box::new(answer) as AnyBox));
                 }
                 core.mark_handled(seq);
+                if mode == Mode::Live {
+                    Counters::add(&core.shared.metrics.messages_handled, 1);
+                }
                 return Ok(());
             }
             Ok(Err(error)) => error.to_string(),
@@ -892,7 +894,6 @@ impl<A: Agent> Actor for AgentActor<A> {
                 state
                     .core
                     .shared
-                    .journal
                     .wait_durable(position)
                     .await
                     .map_err(failure)?;

@@ -16,6 +16,7 @@ use crate::agent_actor::{AgentActor, Root, StartArgs};
 use crate::envelope::{AnyBox, ChildStart, Envelope, ReplyPort};
 use crate::extensions::Extensions;
 use crate::kind::{Kind, KindOf};
+use crate::metrics::{self, Counters, RuntimeMetrics};
 use crate::record::{self, MsgRecord, Origin, ProgressRecord, TreeRecord};
 use crate::tree::{AgentInfo, Tree};
 use crate::writer::{Writer, WriterMsg};
@@ -139,6 +140,8 @@ pub(crate) struct Shared {
     pub(crate) preloaded: DashMap<AgentId, Vec<Rec>>,
     /// Services handed to handlers ([`RuntimeBuilder::extension`]).
     pub(crate) extensions: Extensions,
+    /// Counters read by [`Runtime::metrics`].
+    pub(crate) metrics: Counters,
 }
 
 impl Shared {
@@ -222,6 +225,14 @@ impl Shared {
         .await
     }
 
+    /// Waits until the journal is durable up to `position`, timing the wait.
+    pub(crate) async fn wait_durable(&self, position: u64) -> Result<(), Error> {
+        let started = Instant::now();
+        let result = self.journal.wait_durable(position).await;
+        self.metrics.flush_waited(started.elapsed());
+        result.map_err(Error::from)
+    }
+
     /// Sends the writer a request built around a reply port and waits for the answer.
     pub(crate) async fn ask_writer<T>(
         &self,
@@ -261,7 +272,7 @@ impl Shared {
                 ack,
             })
             .await?;
-        self.journal.wait_durable(appended.last_position).await?;
+        self.wait_durable(appended.last_position).await?;
         Ok(())
     }
 
@@ -284,7 +295,7 @@ impl Shared {
             },
         )?;
         let appended = self.append(to, record::MSG, payload, true, reply).await?;
-        self.journal.wait_durable(appended.last_position).await?;
+        self.wait_durable(appended.last_position).await?;
         Ok(())
     }
 
@@ -670,6 +681,7 @@ impl RuntimeBuilder {
             asks: DashMap::new(),
             preloaded,
             extensions: self.extensions,
+            metrics: Counters::default(),
         });
         let root_actor = AgentActor::<Root>::new(Arc::new(Root), Arc::clone(&shared));
         let (root, _) = Actor::spawn(None, root_actor, StartArgs::root(&shared.config))
@@ -685,6 +697,11 @@ impl RuntimeBuilder {
             .map_err(|_| Error::Internal("the root supervisor stopped".into()))?;
         let runtime = Runtime { shared };
         runtime.wait_recovered().await?;
+        runtime
+            .shared
+            .metrics
+            .recovery_micros
+            .store(metrics::micros(started.elapsed()), Ordering::Relaxed);
         tracing::info!(
             agents,
             millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -754,6 +771,13 @@ impl Runtime {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|id| tree.get(id).is_some());
         }
+    }
+
+    /// A snapshot of the runtime's counters: messages handled, restarts, journal
+    /// appends and group writes, time spent waiting for durability, and how long the
+    /// last start's recovery took. Cheap (a few relaxed atomic loads).
+    pub fn metrics(&self) -> RuntimeMetrics {
+        self.shared.metrics.snapshot()
     }
 
     /// The journal under the runtime.

@@ -26,6 +26,7 @@ use toka_store::{Appended, ExpectedVersion, NewEvent, StreamBatch};
 use tokio::sync::oneshot;
 
 use crate::envelope::{Envelope, ReplyPort};
+use crate::metrics::Counters;
 use crate::record::{self, ProgressRecord};
 use crate::runtime::{Live, Shared};
 use crate::{AgentId, Error};
@@ -208,6 +209,11 @@ impl WriterState {
             .collect();
         let written = self.shared.journal.append_many_unsynced(&batches).await;
         drop(batches);
+        if written.is_ok() {
+            let metrics = &self.shared.metrics;
+            Counters::add(&metrics.journal_group_writes, 1);
+            Counters::add(&metrics.journal_appends, pending.len() as u64);
+        }
         match written {
             Ok(results) => {
                 for (append, result) in pending.into_iter().zip(results) {

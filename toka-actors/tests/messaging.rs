@@ -153,3 +153,43 @@ async fn json_messages_for_apis() {
     assert_eq!(v, serde_json::json!(3));
     rt.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_messages_appends_flush_waits_and_restarts() {
+    const N: u64 = 20;
+    let log = Log::default();
+    let rt = builder(memory_journal(), &log).start().await.unwrap();
+    let before = rt.metrics();
+    let c = rt
+        .spawn::<Counter>(SpawnSpec::new("c").unwrap(), "c".into())
+        .await
+        .unwrap();
+    let t = rt
+        .spawn::<Counter>(SpawnSpec::new("t").unwrap().transient(), "t".into())
+        .await
+        .unwrap();
+    for n in 1..=N {
+        c.send(Cmd::Add(n.try_into().unwrap())).await.unwrap();
+        t.send(Cmd::Add(1)).await.unwrap();
+    }
+    // The asks are handled after every message sent before them.
+    c.ask(Cmd::Get, T).await.unwrap();
+    t.ask(Cmd::Get, T).await.unwrap();
+    let m = rt.metrics();
+    assert!(
+        m.messages_handled >= before.messages_handled + 2 * N,
+        "{m:?}"
+    );
+    assert!(m.journal_appends >= N, "{m:?}");
+    assert!(m.journal_group_writes >= 1, "{m:?}");
+    assert!(m.journal_group_writes <= m.journal_appends, "{m:?}");
+    assert!(m.flush_waits >= N, "{m:?}");
+    // A failing handler makes the root restart the agent.
+    assert!(c.ask(Cmd::Fail, T).await.is_err());
+    let deadline = std::time::Instant::now() + T;
+    while rt.metrics().agent_restarts == before.agent_restarts {
+        assert!(std::time::Instant::now() < deadline, "no restart counted");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    rt.shutdown().await.unwrap();
+}

@@ -14,6 +14,7 @@ use toka_actors::record::{TREE_STREAM, TreeRecord};
 use toka_store::Journal;
 
 use crate::cli::TreeArgs;
+use crate::progress::Progress;
 
 /// One live agent.
 #[derive(Debug)]
@@ -90,8 +91,14 @@ impl Tree {
 pub(crate) fn tree(args: &TreeArgs) -> anyhow::Result<ExitCode> {
     let journal = args.dir.open_journal()?;
     let mut tree = Tree::default();
+    let mut progress = Progress::new(
+        journal.stream_version(TREE_STREAM)?,
+        "replaying the agent tree",
+        true,
+    );
     for event in journal.iter_stream(TREE_STREAM, 1)? {
         let event = event.context("reading the journal")?;
+        progress.inc();
         let record: TreeRecord = postcard::from_bytes(&event.payload).map_err(|e| {
             anyhow::anyhow!(
                 "{TREE_STREAM} record {} (position {}) does not decode: {e}",
@@ -101,6 +108,7 @@ pub(crate) fn tree(args: &TreeArgs) -> anyhow::Result<ExitCode> {
         })?;
         tree.apply(record);
     }
+    progress.finish();
     let walked = tree.walk();
     let mut out = io::stdout().lock();
     let written = if args.json {

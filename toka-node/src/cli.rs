@@ -91,7 +91,8 @@ pub(crate) struct DataDir {
     /// The data directory (journal in `DATA_DIR/journal`, root key in `DATA_DIR/root.key`).
     #[arg(long, default_value = "./toka-data", env = "TOKA_DATA_DIR")]
     pub(crate) data_dir: PathBuf,
-    /// A file holding the journal's 32-byte encryption key, if it is encrypted.
+    /// A file holding the journal's 32-byte encryption key, if it is encrypted (for
+    /// `run`, also `key_file` in the config file).
     #[arg(long, env = "TOKA_KEY_FILE")]
     pub(crate) key_file: Option<PathBuf>,
 }
@@ -106,15 +107,37 @@ pub(crate) struct RunArgs {
     pub(crate) listen: Option<std::net::SocketAddr>,
     /// A TOML config file: `listen`, `durability` ("fsync" or "buffered"), `log` (a
     /// tracing filter such as "info,toka_actors=debug"; `RUST_LOG` overrides it),
-    /// `log_format` ("text" or "json"), `ask_timeout_ms`, a `[tools]` table (`fs_root`,
-    /// `fs_read_only`, `fs_max_file_bytes`, `shell_jail`, `shell_allow`) and `[[agents]]`
-    /// to start at boot (`id`, `kind`, `args`, `parent`). Flags and `TOKA_*` variables
-    /// override it.
+    /// `log_format` ("text" or "json"), `ask_timeout_ms`, `key_file` (the journal's
+    /// encryption key, as `--key-file`), a `[tools]` table (`fs_root`, `fs_read_only`,
+    /// `fs_max_file_bytes`, `shell_jail`, `shell_allow`, and the sandbox limits of
+    /// shell.exec: `shell_timeout_secs`, `shell_cpu_seconds`, `shell_memory_mb`,
+    /// `shell_max_processes`, `shell_max_open_files`, `shell_file_size_mb`,
+    /// `shell_output_bytes`) and `[[agents]]` to start at boot (`id`, `kind`, `args`,
+    /// `parent`). Unknown keys are an error. Flags and their `TOKA_*` variables override
+    /// it.
     #[arg(long, env = "TOKA_CONFIG")]
     pub(crate) config: Option<PathBuf>,
-    /// Log JSON lines on stderr instead of text (or `log_format = "json"` in the config).
-    #[arg(long, env = "TOKA_LOG_JSON")]
+    /// How appends reach the disk: `fsync` (every acknowledged append is on disk, the
+    /// default) or `buffered` (flushed in the background) [config: `durability`].
+    #[arg(long, env = "TOKA_DURABILITY", value_enum)]
+    pub(crate) durability: Option<crate::config::DurabilitySetting>,
+    /// A tracing filter, e.g. `info,toka_actors=debug` [default: warn; config: `log`;
+    /// `RUST_LOG` overrides it].
+    #[arg(long, env = "TOKA_LOG", value_name = "FILTER")]
+    pub(crate) log: Option<String>,
+    /// Log JSON lines on stderr instead of text [config: `log_format = "json"`; the
+    /// variable takes `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`].
+    #[arg(
+        long,
+        env = "TOKA_LOG_JSON",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub(crate) log_json: bool,
+    /// How long `POST /agents/{id}/ask` waits for a reply, in milliseconds [default:
+    /// 5000; config: `ask_timeout_ms`].
+    #[arg(long, env = "TOKA_ASK_TIMEOUT_MS", value_name = "MS")]
+    pub(crate) ask_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

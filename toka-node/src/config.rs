@@ -7,6 +7,7 @@
 //! log = "info"              # a tracing filter; RUST_LOG overrides it
 //! log_format = "json"       # or "text" (the default); --log-json overrides it
 //! ask_timeout_ms = 5000     # how long POST /agents/{id}/ask waits for a reply
+//! key_file = "/etc/toka/journal.key"  # 32 bytes: encrypt the journal (as --key-file)
 //!
 //! [tools]
 //! fs_root = "/srv/toka"     # fs.read, fs.list and fs.write, confined to this directory
@@ -14,6 +15,13 @@
 //! fs_max_file_bytes = 16777216
 //! shell_jail = "/srv/jail"  # shell.exec runs the allowed programs jailed here
 //! shell_allow = ["ls", "cat", "wc"]
+//! shell_timeout_secs = 10   # sandbox limits of shell.exec (these are the defaults)
+//! shell_cpu_seconds = 5
+//! shell_memory_mb = 1024    # address space
+//! shell_max_processes = 64
+//! shell_max_open_files = 64
+//! shell_file_size_mb = 16   # largest file a run may write
+//! shell_output_bytes = 1048576  # of stdout and of stderr each; more kills the run
 //!
 //! [[agents]]                # started at boot unless the journal already has them
 //! id = "ops"
@@ -30,10 +38,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
 use toka_store::Durability;
+use toka_tools::SandboxPolicy;
 
 /// The config file's contents.
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +59,8 @@ pub(crate) struct Config {
     pub(crate) log_format: Option<LogFormat>,
     /// How long an ask waits for a reply, in milliseconds. Default: 5,000.
     pub(crate) ask_timeout_ms: Option<u64>,
+    /// A file holding the journal's 32-byte encryption key (`--key-file` overrides it).
+    pub(crate) key_file: Option<PathBuf>,
     /// Which tools the node's tool host offers.
     #[serde(default)]
     pub(crate) tools: ToolsConfig,
@@ -92,6 +104,55 @@ pub(crate) struct ToolsConfig {
     /// The programs `shell.exec` may run (names in `/usr/bin` or `/bin`, or absolute).
     #[serde(default)]
     pub(crate) shell_allow: Vec<String>,
+    /// Wall-clock limit of a `shell.exec` run, in seconds.
+    pub(crate) shell_timeout_secs: Option<u64>,
+    /// CPU seconds of a run (`RLIMIT_CPU`).
+    pub(crate) shell_cpu_seconds: Option<u64>,
+    /// Address space of a run, in MiB (`RLIMIT_AS`).
+    pub(crate) shell_memory_mb: Option<u64>,
+    /// Processes (`RLIMIT_NPROC`).
+    pub(crate) shell_max_processes: Option<u64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub(crate) shell_max_open_files: Option<u64>,
+    /// Largest file a run may write, in MiB (`RLIMIT_FSIZE`).
+    pub(crate) shell_file_size_mb: Option<u64>,
+    /// Bytes kept of stdout and of stderr each; more kills the run.
+    pub(crate) shell_output_bytes: Option<usize>,
+}
+
+impl ToolsConfig {
+    /// The sandbox policy of `shell.exec` jailed in `jail`: the strict defaults of
+    /// [`SandboxPolicy::new`] with this table's limits applied.
+    pub(crate) fn sandbox_policy(&self, jail: &Path) -> anyhow::Result<SandboxPolicy> {
+        let mut policy = SandboxPolicy::new(jail);
+        if let Some(secs) = self.shell_timeout_secs {
+            policy.timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.shell_cpu_seconds {
+            policy.cpu_seconds = secs;
+        }
+        if let Some(mb) = self.shell_memory_mb {
+            policy.address_space = mebibytes(mb, "shell_memory_mb")?;
+        }
+        if let Some(n) = self.shell_max_processes {
+            policy.processes = n;
+        }
+        if let Some(n) = self.shell_max_open_files {
+            policy.open_files = n;
+        }
+        if let Some(mb) = self.shell_file_size_mb {
+            policy.file_size = mebibytes(mb, "shell_file_size_mb")?;
+        }
+        if let Some(bytes) = self.shell_output_bytes {
+            policy.output_bytes = bytes;
+        }
+        Ok(policy)
+    }
+}
+
+fn mebibytes(mb: u64, key: &str) -> anyhow::Result<u64> {
+    mb.checked_mul(1 << 20)
+        .with_context(|| format!("[tools] {key} = {mb} is too large"))
 }
 
 /// `log_format` in the config file.
@@ -105,7 +166,7 @@ pub(crate) enum LogFormat {
 }
 
 /// `durability` in the config file.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum DurabilitySetting {
     /// Every append is fsynced before it is acknowledged.
@@ -162,6 +223,29 @@ mod tests {
         assert_eq!(config.tools.fs_root, Some(PathBuf::from("/srv")));
         assert!(config.tools.fs_read_only);
         assert_eq!(config.tools.shell_allow, ["ls"]);
+        let policy = config.tools.sandbox_policy(Path::new("/j")).unwrap();
+        let defaults = SandboxPolicy::new("/j");
+        assert_eq!(policy.timeout, defaults.timeout);
+        assert_eq!(policy.address_space, defaults.address_space);
+        assert_eq!(policy.output_bytes, defaults.output_bytes);
+        let config = Config::parse(
+            "key_file = \"/etc/toka.key\"\n[tools]\nshell_jail = \"/j\"\nshell_timeout_secs = 3\nshell_cpu_seconds = 2\nshell_memory_mb = 256\nshell_max_processes = 8\nshell_max_open_files = 32\nshell_file_size_mb = 4\nshell_output_bytes = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(config.key_file, Some(PathBuf::from("/etc/toka.key")));
+        let policy = config.tools.sandbox_policy(Path::new("/j")).unwrap();
+        assert_eq!(policy.jail, PathBuf::from("/j"));
+        assert_eq!(policy.timeout, Duration::from_secs(3));
+        assert_eq!(policy.cpu_seconds, 2);
+        assert_eq!(policy.address_space, 256 << 20);
+        assert_eq!(policy.processes, 8);
+        assert_eq!(policy.open_files, 32);
+        assert_eq!(policy.file_size, 4 << 20);
+        assert_eq!(policy.output_bytes, 4096);
+        let huge = Config::parse("[tools]\nshell_memory_mb = 18446744073709551615\n").unwrap();
+        assert!(huge.tools.sandbox_policy(Path::new("/j")).is_err());
+        assert!(Config::parse("[tools]\nshell_memory = 5\n").is_err());
+        assert!(Config::parse("keyfile = \"k\"\n").is_err());
         let config = Config::parse(
             "[[agents]]\nid = \"s\"\nkind = \"supervisor\"\nargs = { max_restarts = 2 }\n[[agents]]\nid = \"c\"\nkind = \"counter\"\nparent = \"s\"\n",
         )

@@ -10,16 +10,26 @@ use serde_json::json;
 use toka_store::{Journal, RecordedEvent};
 
 use crate::cli::{ExportArgs, ListArgs, VerifyArgs};
+use crate::progress::{Progress, stdout_is_terminal};
 
 pub(crate) fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let journal = args.dir.open_journal()?;
-    let events = match &args.stream {
-        Some(stream) => journal.iter_stream(stream, args.from)?,
-        None => journal.iter_all(args.from),
+    let (events, last) = match &args.stream {
+        Some(stream) => (
+            journal.iter_stream(stream, args.from)?,
+            journal.stream_version(stream)?,
+        ),
+        None => (journal.iter_all(args.from), journal.head_position()),
     };
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let len = (last + 1)
+        .saturating_sub(args.from.max(1))
+        .min(u64::try_from(limit).unwrap_or(u64::MAX));
+    let mut progress = Progress::new(len, "listing", !stdout_is_terminal());
     let mut out = io::stdout().lock();
-    for event in events.take(args.limit.unwrap_or(usize::MAX)) {
+    for event in events.take(limit) {
         let event = event.context("reading the journal")?;
+        progress.inc();
         let written = if args.json {
             writeln!(out, "{}", event_json(&event))
         } else {
@@ -48,9 +58,11 @@ pub(crate) fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
 /// base64 (lossless for any bytes, unlike `list --json`, which shows UTF-8 text or hex).
 pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let journal = args.dir.open_journal()?;
+    let mut progress = Progress::new(journal.head_position(), "exporting", !stdout_is_terminal());
     let mut out = io::BufWriter::new(io::stdout().lock());
     for event in journal.iter_all(1) {
         let event = event.context("reading the journal")?;
+        progress.inc();
         let line = json!({
             "position": event.position,
             "stream": event.stream,
@@ -112,7 +124,10 @@ pub(crate) fn event_json(event: &RecordedEvent) -> serde_json::Value {
 
 pub(crate) fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let journal = args.dir.open_journal()?;
+    // The store's walk reports no per-record progress: a spinner says it is working.
+    let progress = Progress::spinner(journal.head_position(), "verifying the hash chain", true);
     let report = journal.verify().context("walking the journal")?;
+    progress.finish();
     if args.json {
         println!(
             "{}",

@@ -13,6 +13,7 @@ mod config;
 mod events;
 mod init;
 mod kinds;
+mod progress;
 mod run;
 mod server;
 mod token;

@@ -12,10 +12,10 @@ use anyhow::Context;
 use toka_actors::{AgentId, Runtime, SpawnSpec};
 use toka_store::{JournalConfig, SledJournal};
 use toka_tools::{
-    Authority, FsList, FsRead, FsRoot, FsWrite, SandboxPolicy, ShellExec, ToolHost, ToolHostBuilder,
+    Authority, FsList, FsRead, FsRoot, FsWrite, ShellExec, ToolHost, ToolHostBuilder,
 };
 
-use crate::cli::{InitArgs, RunArgs, read_encryption_key};
+use crate::cli::{DataDir, InitArgs, RunArgs, read_encryption_key};
 use crate::config::{Config, LogFormat, ToolsConfig};
 use crate::server::{AppState, app};
 
@@ -26,10 +26,23 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(args.config.as_deref())?;
+    let mut config = Config::load(args.config.as_deref())?;
+    // Flags (and their TOKA_* variables) override the config file.
+    if args.durability.is_some() {
+        config.durability = args.durability;
+    }
+    if args.log.is_some() {
+        config.log.clone_from(&args.log);
+    }
+    if args.ask_timeout_ms.is_some() {
+        config.ask_timeout_ms = args.ask_timeout_ms;
+    }
     let json = args.log_json || config.log_format == Some(LogFormat::Json);
     init_logging(config.log.as_deref(), json);
-    let dir = &args.dir;
+    let mut dir = args.dir.clone();
+    if dir.key_file.is_none() {
+        dir.key_file.clone_from(&config.key_file);
+    }
     if !dir.root_key_path().exists() || !dir.admin_token_path().exists() {
         crate::init::init(&InitArgs {
             dir: dir.clone(),
@@ -44,7 +57,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(args, &config, listen))?;
+    runtime.block_on(serve(&dir, &config, listen))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -56,6 +69,7 @@ fn init_logging(filter: Option<&str>, json: bool) {
         .unwrap_or_else(|| "warn".to_owned());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -64,8 +78,7 @@ fn init_logging(filter: Option<&str>, json: bool) {
     };
 }
 
-async fn serve(args: &RunArgs, config: &Config, listen: SocketAddr) -> anyhow::Result<()> {
-    let dir = &args.dir;
+async fn serve(dir: &DataDir, config: &Config, listen: SocketAddr) -> anyhow::Result<()> {
     let mut journal_config = JournalConfig::default();
     if let Some(durability) = config.durability {
         journal_config = journal_config.durability(durability.into());
@@ -201,7 +214,7 @@ fn tool_host(authority: Authority, config: &ToolsConfig) -> anyhow::Result<ToolH
         }
     }
     if let Some(jail) = &config.shell_jail {
-        let shell = ShellExec::new(SandboxPolicy::new(jail), &config.shell_allow)
+        let shell = ShellExec::new(config.sandbox_policy(jail)?, &config.shell_allow)
             .with_context(|| format!("setting up shell.exec jailed in {}", jail.display()))?;
         builder = builder.tool(shell);
     }

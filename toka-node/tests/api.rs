@@ -447,3 +447,101 @@ fn tools_come_from_the_config_file() {
     assert_eq!(value_of(&node, &token, "hits"), json!({"value": 2}));
     assert!(node.sigterm().success());
 }
+
+/// `run` configured only through `TOKA_*` variables, with `key_file` in the config file:
+/// the variables take effect (and override the file's `listen`), logs are JSON lines,
+/// and the journal is encrypted (offline commands need `--key-file`).
+#[test]
+fn toka_variables_and_the_config_key_file_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let key = tmp.path().join("journal.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let config = tmp.path().join("toka.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\nkey_file = {:?}\n[[agents]]\nid = \"hits\"\nkind = \"counter\"\n",
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env("TOKA_DATA_DIR", &dir)
+        .env("TOKA_LISTEN", "127.0.0.1:0")
+        .env("TOKA_CONFIG", &config)
+        .env("TOKA_LOG", "info")
+        .env("TOKA_LOG_JSON", "1")
+        .env("TOKA_DURABILITY", "buffered")
+        .env("TOKA_ASK_TIMEOUT_MS", "3000")
+        .env_remove("TOKA_KEY_FILE")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting toka-node run");
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        let n = stdout.read_line(&mut line).unwrap();
+        assert!(n > 0, "toka-node run exited before listening");
+        if let Some(addr) = line.trim().strip_prefix("listening on ") {
+            break addr.parse().unwrap();
+        }
+    };
+    let node = Node {
+        child,
+        addr,
+        _stdout: stdout,
+    };
+    let token = admin_token(&dir);
+    let (status, _) = node.json("POST", "/agents/hits/messages", &token, &json!({"add": 4}));
+    assert_eq!(status, 202);
+    let (status, reply) = node.json("POST", "/agents/hits/ask", &token, &json!("get"));
+    assert_eq!((status, reply), (200, json!({"value": 4})));
+    assert!(node.sigterm().success());
+    let logs = errors.join().unwrap();
+    let json_lines = logs
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v["level"] == "INFO")
+        .count();
+    assert!(
+        json_lines > 0,
+        "no JSON info logs (TOKA_LOG, TOKA_LOG_JSON): {logs}"
+    );
+
+    // The journal is encrypted with the config's key.
+    let without = Command::new(BIN)
+        .args(["agents", "tree", "--data-dir"])
+        .arg(&dir)
+        .env_remove("TOKA_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(2), "{without:?}");
+    let tree = cli(
+        &dir,
+        &["agents", "tree", "--key-file", key.to_str().unwrap()],
+    );
+    assert_eq!(tree, "hits (counter)");
+
+    // Bad values in the variables are errors, not silently ignored.
+    let bad = Command::new(BIN)
+        .args(["run", "--data-dir"])
+        .arg(&dir)
+        .env("TOKA_DURABILITY", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("sometimes"));
+}

@@ -584,3 +584,61 @@ fn completions_are_generated_per_shell() {
     }
     assert_eq!(toka_node(&["completions", "nope"]).status.code(), Some(2));
 }
+
+/// Long offline work draws a progress bar only on a terminal: with stderr piped (as
+/// here) `events list|export|verify` and `agents tree` print nothing on stderr, even over
+/// more events than a bar update covers.
+#[test]
+fn piped_offline_commands_draw_no_progress_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let journal =
+            SledJournal::open(dir.path().join("journal"), JournalConfig::default()).unwrap();
+        for i in 0..1200u32 {
+            let event = NewEvent::new("test.event", format!("payload-{i}").into_bytes());
+            journal
+                .append("s", ExpectedVersion::Any, &[event])
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        journal.flush().await.unwrap();
+    });
+    let data = dir.path().to_str().unwrap();
+    for args in [
+        &["events", "list", "--data-dir", data][..],
+        &[
+            "events",
+            "list",
+            "--json",
+            "--stream",
+            "s",
+            "--data-dir",
+            data,
+        ],
+        &["events", "export", "--json", "--data-dir", data],
+        &["events", "verify", "--data-dir", data],
+        &["agents", "tree", "--data-dir", data],
+    ] {
+        let out = toka_node(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(out.stderr.is_empty(), "{args:?}: {:?}", stderr(&out));
+        let text = stdout(&out);
+        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{args:?}");
+    }
+    assert_eq!(
+        stdout(&toka_node(&[
+            "events",
+            "export",
+            "--json",
+            "--data-dir",
+            data
+        ]))
+        .lines()
+        .count(),
+        1200
+    );
+}

@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,62 @@ struct Shared {
     authority: Authority,
     vault: Option<Arc<Vault>>,
     supervisor: OnceLock<ActorRef<()>>,
+    counters: Counters,
+}
+
+/// A snapshot of a tool host's counters, from [`ToolHost::metrics`].
+///
+/// Every field only grows over the life of the host; each is read on its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ToolMetrics {
+    /// Calls made through [`ToolHost::call_json`] (and so [`ToolHost::call`] and
+    /// [`ToolCalls::call_tool`](crate::ToolCalls::call_tool)) that returned, whatever
+    /// their outcome.
+    pub calls: u64,
+    /// Calls refused by the capability check, before or while the tool ran
+    /// ([`ToolErrorKind::Denied`]; each is also in the audit stream).
+    pub denials: u64,
+    /// Calls that failed for any other reason, timeouts included.
+    pub failures: u64,
+    /// Calls that failed with [`ToolErrorKind::Timeout`] (also counted in
+    /// [`failures`](Self::failures)).
+    pub timeouts: u64,
+}
+
+/// The live counters behind [`ToolMetrics`] (relaxed atomics: no locks, no allocation).
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    denials: AtomicU64,
+    failures: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a call that returned `result`.
+    fn count<T>(&self, result: &Result<T, ToolError>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = result {
+            match error.kind {
+                ToolErrorKind::Denied => self.denials.fetch_add(1, Ordering::Relaxed),
+                ToolErrorKind::Timeout => {
+                    self.timeouts.fetch_add(1, Ordering::Relaxed);
+                    self.failures.fetch_add(1, Ordering::Relaxed)
+                }
+                _ => self.failures.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    fn snapshot(&self) -> ToolMetrics {
+        ToolMetrics {
+            calls: self.calls.load(Ordering::Relaxed),
+            denials: self.denials.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Registers tools, then starts the host.
@@ -204,6 +261,7 @@ impl ToolHostBuilder {
             authority: self.authority,
             vault: self.vault,
             supervisor: OnceLock::new(),
+            counters: Counters::default(),
         });
         let (supervisor, _) = Actor::spawn(None, ToolSupervisor, Arc::clone(&shared))
             .await
@@ -285,6 +343,25 @@ impl ToolHost {
     /// A [`ToolError`]: `UnknownTool`, `Denied` (journaled in the audit stream),
     /// `InvalidInput`, `Failed`, `Timeout`, `Crashed`, `Unavailable`, `Limit`.
     pub async fn call_json(
+        &self,
+        token: &Capability,
+        caller: Option<&str>,
+        name: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, ToolError> {
+        let result = self.call_json_uncounted(token, caller, name, input).await;
+        self.shared.counters.count(&result);
+        result
+    }
+
+    /// A snapshot of the host's counters: calls, denials, failures and timeouts. Cheap
+    /// (a few relaxed atomic loads).
+    pub fn metrics(&self) -> ToolMetrics {
+        self.shared.counters.snapshot()
+    }
+
+    /// [`ToolHost::call_json`] without counting the call.
+    async fn call_json_uncounted(
         &self,
         token: &Capability,
         caller: Option<&str>,

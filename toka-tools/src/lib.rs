@@ -52,7 +52,7 @@ pub use capability::{Authority, Capability, DenialRecord};
 pub use caveat::{Caveat, Grant, NamePattern, Request};
 pub use error::{Denial, Error, ToolError, ToolErrorKind};
 pub use fs::{FsList, FsRead, FsRoot, FsWrite, ListOutput, ReadOutput, WriteOutput};
-pub use host::{ToolHost, ToolHostBuilder, ToolLimits};
+pub use host::{ToolHost, ToolHostBuilder, ToolLimits, ToolMetrics};
 pub use sandbox::{Containment, Landlock, RunOutput, Sandbox, SandboxPolicy};
 pub use shell::{ExecOutput, ShellExec};
 pub use tool::{Scope, SideEffect, Tool, ToolContext, ToolSpec};

@@ -20,7 +20,7 @@ use toka_actors::{
 use toka_store::{Journal, JournalConfig, SledJournal};
 use toka_tools::{
     Authority, Capability, Caveat, SideEffect, Tool, ToolCalls, ToolContext, ToolError,
-    ToolErrorKind, ToolHost, ToolLimits,
+    ToolErrorKind, ToolHost, ToolLimits, ToolMetrics,
 };
 
 /// How long the test waits for an agent's answer.
@@ -557,6 +557,7 @@ async fn a_denied_call_is_audited_and_is_the_recorded_outcome() {
     let caller = node.spawn_caller().await;
     let other_agent = node.token("other-agent").identifier().to_owned();
     let other_tool = node.token("other-tool").identifier().to_owned();
+    assert_eq!(node.host.metrics(), ToolMetrics::default());
 
     let denied = call(
         &caller,
@@ -581,6 +582,10 @@ async fn a_denied_call_is_audited_and_is_the_recorded_outcome() {
     assert_eq!(denials[1].agent.as_deref(), Some(CALLER));
     assert_eq!(denials[1].token.as_deref(), Some(other_tool.as_str()));
     assert!(lines(&node.ledger).is_empty(), "a denied tool did not run");
+    let metrics = node.host.metrics();
+    assert_eq!(metrics.calls, 2, "{metrics:?}");
+    assert_eq!(metrics.denials, 2, "{metrics:?}");
+    assert_eq!(metrics.failures, 0, "{metrics:?}");
 
     // The denials are the calls' recorded outcomes.
     let calls = calls_in_journal(node.journal.as_ref());
@@ -790,6 +795,11 @@ async fn a_slow_tool_times_out() {
         call(&caller, "slow", "good", json!(1)).await,
         Ok("1".into())
     );
+    let metrics = node.host.metrics();
+    assert_eq!(metrics.calls, 2, "{metrics:?}");
+    assert_eq!(metrics.timeouts, 1, "{metrics:?}");
+    assert_eq!(metrics.failures, 1, "{metrics:?}");
+    assert_eq!(metrics.denials, 0, "{metrics:?}");
     node.stop().await;
 }
 

@@ -354,6 +354,67 @@ pub(crate) async fn metrics(
             value.load(Ordering::Relaxed)
         );
     }
+    let rt = state.inner.runtime.metrics();
+    let tools = state.inner.host.metrics();
+    let counters = [
+        (
+            "toka_messages_handled_total",
+            "messages agents handled (live, not replayed)",
+            rt.messages_handled,
+        ),
+        (
+            "toka_agent_restarts_total",
+            "agents restarted by their supervisor",
+            rt.agent_restarts,
+        ),
+        (
+            "toka_journal_appends_total",
+            "records appended to agents' streams by the journal writer",
+            rt.journal_appends,
+        ),
+        (
+            "toka_journal_group_writes_total",
+            "group writes of the journal writer",
+            rt.journal_group_writes,
+        ),
+        (
+            "toka_tool_calls_total",
+            "tool calls made through the tool host",
+            tools.calls,
+        ),
+        (
+            "toka_tool_denials_total",
+            "tool calls refused by the capability check",
+            tools.denials,
+        ),
+        (
+            "toka_tool_failures_total",
+            "tool calls that failed otherwise (timeouts included)",
+            tools.failures,
+        ),
+        (
+            "toka_tool_timeouts_total",
+            "tool calls that timed out",
+            tools.timeouts,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP toka_journal_flush_wait_seconds time spent waiting for appends to become durable\n# TYPE toka_journal_flush_wait_seconds summary\ntoka_journal_flush_wait_seconds_sum {}\ntoka_journal_flush_wait_seconds_count {}",
+        seconds(rt.flush_wait_micros),
+        rt.flush_waits
+    );
+    let _ = writeln!(
+        text,
+        "# HELP toka_recovery_seconds time the runtime's start (recovery) took\n# TYPE toka_recovery_seconds gauge\ntoka_recovery_seconds {}",
+        seconds(rt.recovery_micros)
+    );
     let _ = writeln!(
         text,
         "# HELP toka_recovery_milliseconds time the runtime took to recover at start\n# TYPE toka_recovery_milliseconds gauge\ntoka_recovery_milliseconds {}",
@@ -367,4 +428,9 @@ pub(crate) async fn metrics(
         state.inner.journal.head_position()
     );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Microseconds as Prometheus seconds.
+fn seconds(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }

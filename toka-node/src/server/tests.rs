@@ -80,6 +80,65 @@ async fn spawn_send_ask_and_list() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = call(&state, "GET", "/metrics", token, "").await;
     assert_eq!((status, body), (StatusCode::OK, Value::Null));
+    let text = metrics_text(&state, &admin).await;
+    for name in [
+        "toka_api_requests_total",
+        "toka_messages_handled_total",
+        "toka_agent_restarts_total",
+        "toka_journal_appends_total",
+        "toka_journal_group_writes_total",
+        "toka_journal_flush_wait_seconds_sum",
+        "toka_journal_flush_wait_seconds_count",
+        "toka_recovery_seconds",
+        "toka_tool_calls_total",
+        "toka_tool_denials_total",
+        "toka_tool_failures_total",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "# TYPE {}",
+                name.trim_end_matches("_sum").trim_end_matches("_count")
+            )),
+            "{name}:\n{text}"
+        );
+        let value = sample(&text, name);
+        assert!(value.is_some(), "no sample of {name}:\n{text}");
+    }
+    // The spawn, the message and the ask were handled, journaled and waited for.
+    assert!(
+        sample(&text, "toka_messages_handled_total") >= Some(2.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "toka_journal_appends_total") >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "toka_journal_flush_wait_seconds_count") >= Some(1.0),
+        "{text}"
+    );
+}
+
+/// The body of `GET /metrics`.
+async fn metrics_text(state: &AppState, token: &str) -> String {
+    let request = Request::builder()
+        .uri("/metrics")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The value of sample `name` in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.parse().ok())
 }
 
 #[tokio::test]
