@@ -545,3 +545,55 @@ fn toka_variables_and_the_config_key_file_work() {
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("sometimes"));
 }
+
+#[test]
+fn a_token_minted_attenuated_used_then_revoked_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let cli = |args: &[&str]| cli(&dir, args);
+    cli(&["init"]);
+    let admin = admin_token(&dir);
+    let minted = cli(&[
+        "token",
+        "mint",
+        "--caveat",
+        "tool = api.agents.*",
+        "--ttl",
+        "1h",
+    ]);
+    // Attenuation needs no key and no data dir.
+    let out = Command::new(BIN)
+        .args(["token", "attenuate", &minted, "--caveat", "agent = c1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let narrowed = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let node = Node::start(&dir);
+    let spawn = json!({"id": "c1", "kind": "counter"});
+    assert_eq!(node.json("POST", "/agents", &admin, &spawn).0, 201);
+    let add = json!({"add": 3});
+    // Used: the attenuated token may message c1, and nothing else.
+    assert_eq!(
+        node.json("POST", "/agents/c1/messages", &narrowed, &add).0,
+        202
+    );
+    let other = json!({"id": "c2", "kind": "counter"});
+    assert_eq!(node.json("POST", "/agents", &narrowed, &other).0, 403);
+    assert!(node.sigterm().success());
+
+    // Revoked offline (by the identifier it shares with the minted token), then rejected.
+    cli(&["token", "revoke", &minted, "--reason", "test"]);
+    let node = Node::start(&dir);
+    assert_eq!(
+        node.json("POST", "/agents/c1/messages", &narrowed, &add).0,
+        401
+    );
+    assert_eq!(
+        node.json("POST", "/agents/c1/messages", &minted, &add).0,
+        401
+    );
+    let (status, value) = node.json("POST", "/agents/c1/ask", &admin, &json!("get"));
+    assert_eq!((status, value), (200, json!({"value": 3})));
+    assert!(node.sigterm().success());
+}
