@@ -428,6 +428,16 @@ impl Authority {
                 token.identifier()
             )));
         }
+        self.verify_signature(token)
+    }
+
+    /// [`Authority::verify`] without the revocation check: the signature chain is intact
+    /// and every caveat is one Toka understands. For inspecting a token (which may be
+    /// revoked as well as forged); never use it to admit a request.
+    ///
+    /// # Errors
+    /// A [`Denial`] naming the failed check.
+    pub fn verify_signature(&self, token: &Capability) -> Result<Vec<Caveat>, Denial> {
         // The crate checks the chain; every first-party predicate is accepted here and
         // evaluated by `caveat::admit_all` against the request (its verifier takes only
         // `fn` pointers, which cannot see the request).
