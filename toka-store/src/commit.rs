@@ -8,8 +8,10 @@
 //! runs, new appends pile up and share the next flush: the number of flushes grows with
 //! time spent flushing, not with the number of appenders.
 //!
-//! In `Buffered` mode the thread flushes at most once per configured interval, and on
-//! explicit [`Committer::flush_all`].
+//! Writes nobody waits for (unsynced appends) are flushed in the background, at most once
+//! per configured interval, in both modes: in `Buffered` mode that is the durability
+//! promise, in `Fsync` mode it bounds how long such a write stays invisible to
+//! subscriptions. [`Committer::flush_all`] flushes at once.
 //!
 //! After each successful flush the thread stores the *anchor* (flushed head position and
 //! its chain hash) through [`Backend::write_anchor`], so that opening the journal can tell
@@ -214,6 +216,11 @@ impl Committer {
             .failure
             .as_ref()
             .map(|r| Error::Poisoned(r.to_string()))
+    }
+
+    /// The acknowledged head position (what subscriptions may read up to).
+    pub(crate) fn acknowledged(&self) -> u64 {
+        *self.shared.visible.borrow()
     }
 
     /// A receiver of the acknowledged head position, for subscriptions.

@@ -74,7 +74,10 @@ impl JournalConfig {
         self
     }
 
-    /// Sets how often buffered writes are flushed in the background (default 100 ms).
+    /// Sets how often writes nobody waits for are flushed in the background (default
+    /// 100 ms): every append of a `Buffered` journal, and the unsynced appends
+    /// ([`Journal::append_unsynced`](crate::Journal::append_unsynced)) of an `Fsync` one,
+    /// which become acknowledged (visible to subscriptions) within this interval.
     #[must_use]
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = interval;

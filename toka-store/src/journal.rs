@@ -116,8 +116,24 @@ pub trait Journal: Send + Sync + 'static {
     /// already holds); call before a graceful shutdown of a `Buffered` journal.
     async fn flush(&self) -> Result<(), Error>;
 
-    /// The position of the last appended event; 0 for an empty journal.
+    /// The position of the last appended event; 0 for an empty journal. It may be ahead
+    /// of [`Journal::acknowledged_head`]: an unsynced append counts here as soon as it is
+    /// written.
     fn head_position(&self) -> u64;
+
+    /// The position up to which events are *acknowledged*: flushed in `Fsync` mode,
+    /// written in `Buffered` mode. This is what a [`Subscription`] delivers, and what a
+    /// reader that must never show an event a crash could take back should stop at.
+    /// Written-but-unflushed events of an `Fsync` journal become acknowledged within
+    /// [`JournalConfig::flush_interval`](crate::JournalConfig::flush_interval) even when
+    /// nobody waits for them.
+    fn acknowledged_head(&self) -> u64;
+
+    /// Why the journal refuses writes, if it does: [`Error::Poisoned`] after a failed
+    /// write or flush (a full disk, an I/O error; reopen the journal once the cause is
+    /// fixed), or [`Error::Damaged`] for a journal found damaged when it opened. `None`
+    /// while appends are accepted. Reads keep working either way.
+    fn write_failure(&self) -> Option<Error>;
 
     /// The version of `stream`: its last sequence number, 0 if it has no events.
     fn stream_version(&self, stream: &str) -> Result<u64, Error>;
@@ -349,7 +365,9 @@ impl<B: Backend> EventJournal<B> {
         let committer = Committer::start(
             Arc::clone(&backend),
             (head, chain),
-            buffered.then_some(config.flush_interval),
+            // Fsync journals flush on request, and also in the background so that
+            // unsynced appends nobody waits for become durable (and visible) in time.
+            Some(config.flush_interval),
             buffered,
             damage.is_none(),
             Box::new(before_flush),
@@ -1344,6 +1362,20 @@ impl<B: Backend> Journal for EventJournal<B> {
 
     fn head_position(&self) -> u64 {
         self.inner.head.load(Ordering::Acquire)
+    }
+
+    fn acknowledged_head(&self) -> u64 {
+        self.inner.committer.acknowledged()
+    }
+
+    fn write_failure(&self) -> Option<Error> {
+        if let Err(error) = self.inner.writable() {
+            return Some(error);
+        }
+        if let Some(reason) = &self.inner.lock_state().broken {
+            return Some(Error::Poisoned(reason.clone()));
+        }
+        self.inner.committer.failure()
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64, Error> {

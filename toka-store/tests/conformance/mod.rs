@@ -74,6 +74,7 @@ macro_rules! journal_conformance {
             encryption_never_repeats_ciphertext,
             concurrent_single_event_appends_fsync,
             unsynced_appends_order_then_wait_durable,
+            unsynced_fsync_appends_become_acknowledged_in_the_background,
             multi_stream_appends_are_one_ordered_write,
         );
     };
@@ -2464,6 +2465,41 @@ pub(crate) async fn unsynced_appends_order_then_wait_durable<H: Harness>(make: i
         .await
         .expect("buffered wait_durable returns at once")
         .unwrap();
+}
+
+/// An `Fsync` journal's unsynced append that nobody waits for is not acknowledged (not
+/// delivered to subscribers, not counted by `acknowledged_head`) until it is flushed, and
+/// the background flush does that within the flush interval, without another write.
+/// Regression: the node's event stream lagged the journal until the next write.
+pub(crate) async fn unsynced_fsync_appends_become_acknowledged_in_the_background<H: Harness>(
+    make: impl Fn() -> H,
+) {
+    let h = make();
+    let cfg = config()
+        .durability(Durability::Fsync)
+        .flush_interval(Duration::from_millis(50));
+    let j = h.open(cfg).unwrap();
+    assert!(j.write_failure().is_none());
+    append_one(&j, "s", "synced").await;
+    assert_eq!(j.acknowledged_head(), 1);
+    let mut sub = j.subscribe(1);
+    assert_eq!(next_event(&mut sub).await.position, 1);
+    j.append_unsynced("s", ExpectedVersion::Any, &[ev("lazy", vec![])])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j.head_position(), 2);
+    assert!(j.acknowledged_head() <= 2);
+    let started = std::time::Instant::now();
+    let event = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("an unsynced append stayed invisible: no background flush")
+        .unwrap()
+        .unwrap();
+    assert_eq!((event.position, event.kind.as_str()), (2, "lazy"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(j.acknowledged_head(), 2);
+    assert!(j.write_failure().is_none());
 }
 
 /// `append_many_unsynced` writes several streams' batches in order as one write; a batch
