@@ -182,10 +182,17 @@ impl Capability {
             .as_ref()
     }
 
-    /// Parses a token: base64url (padded or not) of a V2 (or V1) binary macaroon.
+    /// Parses a token: base64url (padded or not) of a V2 binary macaroon, in its
+    /// canonical encoding.
+    ///
+    /// Tokens must be canonical: the decoded bytes must be exactly the V2 encoding of the
+    /// macaroon they hold. Bytes appended after the signature (which the binary decoder
+    /// would ignore), non-canonical base64 trailing bits, and V1 or other encodings of
+    /// the same macaroon are refused, so one token has one spelling.
     ///
     /// # Errors
-    /// A [`Denial`] if the text is oversize, not base64url, or not a macaroon.
+    /// A [`Denial`] if the text is oversize, not base64url, not a macaroon, or not
+    /// canonical.
     pub fn parse(text: &str) -> Result<Self, Denial> {
         let text = text.trim();
         if text.len() > MAX_TOKEN_BYTES {
@@ -214,13 +221,19 @@ impl Capability {
             })
             .collect();
         let signature: [u8; 32] = *AsRef::<[u8; 32]>::as_ref(&macaroon.signature());
-        Ok(Capability {
+        let token = Capability {
             identifier,
             location: macaroon.location(),
             caveats,
             signature,
             parsed: OnceLock::from(Some(macaroon)),
-        })
+        };
+        if token.to_binary() != binary {
+            return Err(Denial::new(
+                "token is not canonical (trailing bytes, or not the V2 binary encoding)",
+            ));
+        }
+        Ok(token)
     }
 
     /// The token's identifier (what [`Authority::revoke`] names).

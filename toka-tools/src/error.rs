@@ -46,6 +46,9 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A sealed string could not be made or opened ([`Sealer`](crate::Sealer)).
+    #[error("sealed secret: {0}")]
+    Seal(String),
     /// No secret by this name.
     #[error("no secret named {0:?}")]
     NoSuchSecret(String),

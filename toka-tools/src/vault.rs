@@ -34,6 +34,11 @@ const FORMAT_VERSION: u8 = 1;
 pub struct Secret(Arc<Zeroizing<Vec<u8>>>);
 
 impl Secret {
+    /// Wraps `bytes` as a secret.
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+        Secret(Arc::new(Zeroizing::new(bytes)))
+    }
+
     /// The secret's bytes. Do not log them, return them from a tool, or put them in a
     /// child's environment.
     pub fn expose(&self) -> &[u8] {
@@ -213,7 +218,7 @@ impl Vault {
                 },
             )
             .map_err(|_| self.vault_error(format!("secret {name:?} does not authenticate")))?;
-        Ok(Secret(Arc::new(Zeroizing::new(plain))))
+        Ok(Secret::new(plain))
     }
 
     /// The names of the stored secrets.

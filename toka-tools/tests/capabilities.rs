@@ -229,6 +229,39 @@ proptest! {
     }
 }
 
+/// Regression (issue 10, item 7): bytes appended to a token were ignored by the binary
+/// decoder, so `TOKEN + "AA"` was accepted. A token has one canonical spelling.
+#[test]
+fn tokens_with_trailing_bytes_or_bits_are_refused() {
+    let token = AUTHORITY.mint([tool("fs.read")]).unwrap();
+    let text = token.to_string();
+    assert!(Capability::parse(&text).is_ok());
+    for suffix in ["AA", "xyz1", "ZXZpbA", "AAAA", "_w"] {
+        let forged = format!("{text}{suffix}");
+        let denial = Capability::parse(&forged).expect_err(&format!("+{suffix} accepted"));
+        assert!(
+            denial.reason.contains("not canonical") || denial.reason.contains("base64"),
+            "{suffix}: {}",
+            denial.reason
+        );
+    }
+    // The same bytes with a zero byte appended, re-encoded cleanly, are refused too.
+    let mut binary = URL_SAFE_NO_PAD.decode(&text).unwrap();
+    binary.push(0);
+    assert!(Capability::parse(&URL_SAFE_NO_PAD.encode(&binary)).is_err());
+    // Non-canonical trailing bits in the last base64 character.
+    let binary = URL_SAFE_NO_PAD.decode(&text).unwrap();
+    if binary.len() % 3 != 0 {
+        let mut chars: Vec<char> = text.chars().collect();
+        let last = chars.len() - 1;
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let index = alphabet.find(chars[last]).unwrap();
+        chars[last] = alphabet.chars().nth(index ^ 1).unwrap();
+        let tweaked: String = chars.into_iter().collect();
+        assert!(Capability::parse(&tweaked).is_err(), "trailing bits ignored");
+    }
+}
+
 fn extra_raw(extra: &Extra) -> Option<&'static [u8]> {
     match extra {
         Extra::Raw(raw) => Some(raw),
