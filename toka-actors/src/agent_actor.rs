@@ -7,7 +7,9 @@
 //! 2. Register with the writer, which answers the stream's version `v` and from then on
 //!    forwards every new message to this actor: messages up to `v` come from the journal,
 //!    later ones from the mailbox, with nothing lost or doubled between the two.
-//! 3. Load the latest snapshot, then read the stream up to `v`.
+//! 3. Load the latest snapshot, then read the stream up to `v`. Only the agent's own
+//!    incarnation counts: records at or below its base, and a snapshot taken there, are
+//!    an earlier incarnation's of the same id and are ignored (see [`record`]).
 //! 4. Replay the messages already marked handled, effects suppressed; release the permit;
 //!    start the recorded children; handle the rest live (at-least-once handling, but each
 //!    message changes the state once, because the state is rebuilt from the journal).
@@ -53,6 +55,8 @@ pub(crate) struct StartArgs {
     pub(crate) tree_key: Option<AgentId>,
     pub(crate) args: Vec<u8>,
     pub(crate) spec: SpawnSpec,
+    /// Where the agent's incarnation begins in its stream (see [`record`]).
+    pub(crate) base: u64,
 }
 
 impl StartArgs {
@@ -65,6 +69,7 @@ impl StartArgs {
             tree_key: None,
             args: postcard::to_allocvec(&()).unwrap_or_default(),
             spec,
+            base: 0,
         }
     }
 }
@@ -139,7 +144,10 @@ pub(crate) struct Core<A: Agent> {
     supervision: SupervisorSpec,
     snapshot_every: u64,
     max_attempts: u32,
-    /// Last stream sequence number dealt with.
+    /// Where this incarnation begins in the agent's stream: the records at or below it
+    /// are earlier incarnations' (see [`record`]); the seq of effects made at start.
+    pub(crate) base: u64,
+    /// Last stream sequence number dealt with (at least `base`).
     applied: u64,
     /// Sequence numbers of this agent's own records not yet passed by `applied`.
     own: BTreeSet<u64>,
@@ -234,6 +242,7 @@ impl<A: Agent> Core<A> {
                     tree_key: Some(id.clone()),
                     args: node.args.clone(),
                     spec: node.spec.clone(),
+                    base: node.base,
                 },
             )
         };
@@ -565,7 +574,15 @@ impl<A: Agent> AgentActor<A> {
             })
             .await
             .map_err(failure)?;
-        if let Some(snapshot) = shared.journal.load_snapshot(stream).map_err(failure)? {
+        // A snapshot at or below the base is an earlier incarnation's (the base is a
+        // marker, never a handled message): the state starts from `init` instead.
+        let base = state.core.base;
+        let snapshot = shared
+            .journal
+            .load_snapshot(stream)
+            .map_err(failure)?
+            .filter(|snapshot| snapshot.seq > base);
+        if let Some(snapshot) = snapshot {
             let saved: SnapshotState =
                 record::decode(stream, snapshot.seq, &snapshot.state).map_err(failure)?;
             state.user = self
@@ -707,7 +724,8 @@ impl<A: Agent> AgentActor<A> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             Ok(msg) => {
-                self.run_handler(state, 0, Mode::Live, None, msg, reply)
+                let seq = state.core.base;
+                self.run_handler(state, seq, Mode::Live, None, msg, reply)
                     .await
             }
             Err(error) => {
@@ -826,7 +844,8 @@ impl<A: Agent> Actor for AgentActor<A> {
             durable,
             myself: myself.clone(),
             args,
-            applied: 0,
+            base: start.base,
+            applied: start.base,
             own: BTreeSet::new(),
             handled,
             watermarks: HashMap::new(),

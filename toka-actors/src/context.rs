@@ -164,7 +164,9 @@ impl<A: Agent> Context<'_, A> {
 
     /// Spawns a child of kind `B` supervised by this agent (per this agent's
     /// [`SupervisorSpec`](crate::SupervisorSpec)). Spawning an id that is already this
-    /// agent's child of kind `B` returns it (so a re-run handler does not fail).
+    /// agent's child of kind `B` returns it (so a re-run handler does not fail). An id
+    /// stopped before is spawned as a new incarnation (see
+    /// [`Runtime::spawn`](crate::Runtime::spawn)).
     ///
     /// # Errors
     /// [`Error::AlreadyExists`] if the id belongs to another agent; as
@@ -183,8 +185,11 @@ impl<A: Agent> Context<'_, A> {
             .map(|n| n.parent == self.core.tree_key && n.kind == B::KIND);
         match existing {
             Some(true) => return Ok(AgentRef::new(id, shared)),
+            // Replaying, the spawn was done when the message was first handled: since
+            // then the child may have stopped, and its id may even name a later
+            // incarnation elsewhere in the tree (another parent or kind).
+            _ if self.replaying => return Ok(AgentRef::new(id, shared)),
             Some(false) => return Err(Error::AlreadyExists(id)),
-            None if self.replaying => return Ok(AgentRef::new(id, shared)),
             None => {}
         }
         let args = record::encode("arguments", &args)?;

@@ -159,7 +159,11 @@ impl<'de> Deserialize<'de> for AgentId {
 /// message `seq`: the deterministic id that lets recovery recognise effects already done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EffectId {
-    /// Sequence number of the message being handled (0: the agent's start).
+    /// Sequence number of the message being handled in the agent's stream; for effects
+    /// made at the agent's start, its incarnation's base (0 for an id's first
+    /// incarnation; see [`record`](crate::record)). Sequence numbers keep growing across
+    /// incarnations of an id, so a new incarnation's effects are newer than any earlier
+    /// one's.
     pub seq: u64,
     /// 1-based index of the effect within that handling.
     pub n: u32,

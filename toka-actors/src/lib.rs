@@ -71,6 +71,10 @@
 //! - **Poison messages.** A message that fails the agent
 //!   [`RuntimeConfig::max_attempts`] times (default 3) is recorded as a
 //!   [`DeadLetter`] and skipped.
+//! - **Incarnations.** An id stopped with [`Runtime::stop`] and spawned again is a new
+//!   agent that starts from `init`: nothing the earlier incarnation journaled is
+//!   replayed, fired or counted, even after a restart, and its records stay in the
+//!   journal for audit (see [`record`]).
 //! - **Transient agents** ([`SpawnSpec::transient`]) are not journaled: fresh state on
 //!   every restart, gone after a runtime restart.
 //! - **Shutdown.** [`Runtime::shutdown`] stops intake, lets agents drain their mailboxes,

@@ -5,9 +5,35 @@
 //! - Stream [`PROGRESS_STREAM`]: [`ProgressRecord`]s, each naming agents and the highest
 //!   message sequence each has handled since the previous record (group-committed).
 //! - Stream `agent/<id>` ([`AgentId::stream`]): the agent's inbox ([`MSG`] records) and
-//!   its own bookkeeping: timers scheduled, replies it got to asks, failed attempts,
-//!   dead letters. Only `MSG` records are handled; their stream sequence number is the
-//!   message's `seq`.
+//!   its own bookkeeping: timers scheduled, replies it got to asks, effect intents and
+//!   outcomes, failed attempts, dead letters. Only `MSG` records are handled; their
+//!   stream sequence number is the message's `seq`.
+//!
+//! # Incarnations: one stream for every agent that ever had the id
+//! An id can be stopped and spawned again (same or another kind, arguments, parent). Like
+//! a new Erlang process registered under an old name, the new agent is a new
+//! *incarnation*: it starts from `init`, and nothing its predecessors journaled is
+//! applied, replayed, fired, counted or returned as a recorded outcome. Their records are
+//! not deleted: the stream keeps them, readable for audit, and the new incarnation
+//! begins after them.
+//!
+//! - When an id whose stream already holds records is spawned, the single writer first
+//!   appends an [`INCARNATION`] marker ([`IncarnationRecord`]) to the stream (after
+//!   everything written for earlier incarnations). Its sequence number is the new
+//!   incarnation's *base*, journaled in the tree as [`TreeRecord::Respawned`]. An id's
+//!   first incarnation (empty stream) writes no marker and a plain
+//!   [`TreeRecord::Spawned`]: its base is 0.
+//! - An incarnation reads only the records of its stream *after* its base: messages,
+//!   timers, replies, intents, results, attempts and dead letters at or below the base
+//!   belong to earlier incarnations. A snapshot at or below the base is ignored too.
+//! - Sequence numbers keep growing across incarnations, so every [`EffectId`] of a new
+//!   incarnation (its `seq` is a message's, or the base for effects made at start) is
+//!   newer than any of its predecessors': receivers' per-sender watermarks
+//!   ([`Origin::Agent`]) do not drop its messages, recorded outcomes are never looked up
+//!   under an earlier incarnation's ids, and the handled counters of [`PROGRESS_STREAM`]
+//!   stay monotonic.
+//! - A message journaled for the id after the stop but before the marker (a send that was
+//!   in flight) belongs to no incarnation and is never handled.
 //!
 //! Every payload is postcard-encoded. A record that does not decode is reported as
 //! [`Error::Decode`] naming its stream and sequence number; it never panics.
@@ -41,6 +67,9 @@ pub const SPAWN: &str = "toka.spawn";
 pub const STOP: &str = "toka.stop";
 /// Kind of a progress record.
 pub const PROGRESS: &str = "toka.progress";
+/// Kind of the marker that begins a new incarnation of an id in the agent's stream (an
+/// [`IncarnationRecord`]); see the module docs.
+pub const INCARNATION: &str = "toka.incarnation";
 
 /// Who sent a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +157,19 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// The marker beginning a new incarnation of an agent id in its stream ([`INCARNATION`]):
+/// every record of the stream at or below its sequence number belongs to an earlier
+/// incarnation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncarnationRecord {
+    /// The kind of the new incarnation, for audit.
+    pub kind: String,
+}
+
 /// A change to the supervision tree.
+///
+/// Encoded with postcard, which names variants by index: new variants only ever go at
+/// the end.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TreeRecord {
     /// An agent was spawned.
@@ -147,6 +188,22 @@ pub enum TreeRecord {
     Stopped {
         /// The stopped agents.
         ids: Vec<AgentId>,
+    },
+    /// An agent was spawned with an id whose stream already held records (an earlier
+    /// incarnation's): as [`TreeRecord::Spawned`], plus where the new incarnation begins.
+    Respawned {
+        /// Its parent; `None` for a top-level agent.
+        parent: Option<AgentId>,
+        /// Its kind (see [`Agent::KIND`](crate::Agent::KIND)).
+        kind: String,
+        /// Its postcard-encoded arguments.
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+        /// How it is started and supervised (holds its id).
+        spec: SpawnSpec,
+        /// The sequence number of the incarnation's [`INCARNATION`] marker in the agent's
+        /// stream: the incarnation ignores every record at or below it.
+        base: u64,
     },
 }
 
@@ -181,6 +238,50 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tree_records_keep_their_encoding_and_respawns_come_last() {
+        let spec = SpawnSpec::new("a").unwrap();
+        let spawned = encode(
+            "",
+            &TreeRecord::Spawned {
+                parent: None,
+                kind: "k".into(),
+                args: vec![7],
+                spec: spec.clone(),
+            },
+        )
+        .unwrap();
+        let stopped = encode("", &TreeRecord::Stopped { ids: vec![] }).unwrap();
+        let respawned = encode(
+            "",
+            &TreeRecord::Respawned {
+                parent: None,
+                kind: "k".into(),
+                args: vec![7],
+                spec,
+                base: 9,
+            },
+        )
+        .unwrap();
+        // Variant tags 0 and 1 as journaled before respawns existed; the new one is 2,
+        // with `Spawned`'s fields and the base after them.
+        assert_eq!((spawned[0], &stopped[..]), (0, &[1, 0][..]));
+        assert_eq!(respawned[0], 2);
+        assert_eq!(respawned[1..respawned.len() - 1], spawned[1..]);
+        assert_eq!(respawned.last(), Some(&9));
+        assert!(matches!(
+            decode::<TreeRecord>("toka/tree", 1, &respawned).unwrap(),
+            TreeRecord::Respawned { base: 9, .. }
+        ));
+        let marker = encode("", &IncarnationRecord { kind: "k".into() }).unwrap();
+        assert_eq!(
+            decode::<IncarnationRecord>("agent/a", 3, &marker)
+                .unwrap()
+                .kind,
+            "k"
+        );
+    }
 
     #[test]
     fn garbage_records_are_errors_not_panics() {

@@ -376,21 +376,46 @@ impl Shared {
                 return Err(Error::UnknownAgent(p.clone()));
             }
         }
-        let record = TreeRecord::Spawned {
-            parent: parent.cloned(),
-            kind: kind.to_owned(),
-            args: args.clone(),
-            spec: spec.clone(),
-        };
         // Reserve the id first, so that two racing spawns cannot both journal it.
-        if !self
-            .tree()
-            .insert(parent.cloned(), kind.to_owned(), args, spec.clone())
-        {
+        if !self.tree().insert(
+            parent.cloned(),
+            kind.to_owned(),
+            args.clone(),
+            spec.clone(),
+            0,
+        ) {
             return Err(Error::AlreadyExists(id));
         }
         if spec.durable {
             let journaled = async {
+                // A new incarnation of an id used before begins after the records of the
+                // earlier ones (see `record`): the marker is appended before the tree
+                // record, so once the spawn is durable, so is its base.
+                let base = self
+                    .ask_writer(|ack| WriterMsg::Incarnation {
+                        id: id.clone(),
+                        kind: kind.to_owned(),
+                        ack,
+                    })
+                    .await?;
+                self.tree().set_base(&id, base);
+                let (parent, kind) = (parent.cloned(), kind.to_owned());
+                let record = if base == 0 {
+                    TreeRecord::Spawned {
+                        parent,
+                        kind,
+                        args,
+                        spec,
+                    }
+                } else {
+                    TreeRecord::Respawned {
+                        parent,
+                        kind,
+                        args,
+                        spec,
+                        base,
+                    }
+                };
                 let payload = record::encode("a spawn record", &record)?;
                 self.append_runtime(record::TREE_STREAM, record::SPAWN, payload)
                     .await
@@ -482,12 +507,13 @@ impl Shared {
 }
 
 /// Reads the records of every agent in `agents` that recovery will replay (those after
-/// the agent's snapshot), in one sequential pass over the log, up to about `budget` bytes
-/// of payload. Each agent's list is a gap-free run of its stream from its snapshot on;
-/// recovery reads whatever follows from the stream itself.
+/// the agent's snapshot and after its incarnation's base, the map's values), in one
+/// sequential pass over the log, up to about `budget` bytes of payload. Each agent's list
+/// is a gap-free run of its stream from there on; recovery reads whatever follows from the
+/// stream itself.
 fn preload(
     journal: &dyn Journal,
-    agents: &HashSet<AgentId>,
+    agents: &HashMap<AgentId, u64>,
     budget: usize,
 ) -> Result<DashMap<AgentId, Vec<Rec>>, Error> {
     let preloaded = DashMap::new();
@@ -497,10 +523,11 @@ fn preload(
     let started = Instant::now();
     let mut wanted: HashMap<String, (AgentId, u64, Vec<Rec>)> =
         HashMap::with_capacity(agents.len());
-    for id in agents {
+    for (id, base) in agents {
         let from = journal
             .load_snapshot(id.stream())?
-            .map_or(1, |snapshot| snapshot.seq + 1);
+            .map_or(1, |snapshot| snapshot.seq + 1)
+            .max(base + 1);
         wanted.insert(id.stream().to_owned(), (id.clone(), from, Vec::new()));
     }
     let mut bytes = 0usize;
@@ -661,7 +688,11 @@ impl RuntimeBuilder {
             .map(|(id, _, _)| id.clone())
             .collect();
         let agents = walked.len();
-        let preloaded = preload(&*journal, &recovering, self.config.preload_bytes)?;
+        let bases: HashMap<AgentId, u64> = recovering
+            .iter()
+            .map(|id| (id.clone(), tree.get(id).map_or(0, |n| n.base)))
+            .collect();
+        let preloaded = preload(&*journal, &bases, self.config.preload_bytes)?;
         let shared = Arc::new(Shared {
             journal,
             recovery: Semaphore::new(self.config.recovery_concurrency.max(1)),
@@ -788,6 +819,15 @@ impl Runtime {
     /// Spawns a top-level agent of kind `A`; returns once it is journaled (durable agents)
     /// and started.
     ///
+    /// The id may have been used by an agent stopped before ([`Runtime::stop`]): the new
+    /// agent is then a new *incarnation*, of any kind, arguments and parent. It starts
+    /// fresh from [`Agent::init`]: no snapshot, message, timer, recorded reply or effect
+    /// outcome, attempt or dead letter of an earlier incarnation is applied, replayed,
+    /// fired or counted, before or after a restart of the runtime, and its effects are
+    /// never deduplicated against theirs. The earlier records stay in the stream, for
+    /// audit; the new incarnation begins after them at a marker record (its
+    /// [`AgentInfo::incarnation`]). The layout is described in [`record`].
+    ///
     /// # Errors
     /// [`Error::AlreadyExists`], [`Error::UnknownKind`] if `A` is not registered,
     /// [`Error::Encode`], [`Error::Journal`], [`Error::Spawn`], [`Error::ShuttingDown`].
@@ -851,7 +891,14 @@ impl Runtime {
     }
 
     /// Stops agent `id` and its subtree (children first) and removes them from the tree;
-    /// the stop is journaled. Their journal streams are kept.
+    /// the stop is journaled, and holds across restarts of the runtime.
+    ///
+    /// Their journal streams are kept, with every record, readable for audit (e.g. with
+    /// [`Journal::iter_stream`]). Nothing in them comes back: spawning one of the ids again
+    /// ([`Runtime::spawn`]) starts a new incarnation with a fresh state, which ignores
+    /// what the stopped incarnation journaled (see [`record`]). Messages sent to a stopped
+    /// id are refused with [`Error::UnknownAgent`]; one already in flight when it stopped
+    /// may still be journaled in its stream, and is never handled.
     ///
     /// # Errors
     /// [`Error::UnknownAgent`], [`Error::Journal`].
@@ -897,6 +944,7 @@ impl Runtime {
                 kind: node.kind.clone(),
                 parent: node.parent.clone(),
                 durable: node.spec.durable,
+                incarnation: node.base,
                 id,
             })
             .collect()
@@ -976,16 +1024,28 @@ impl Runtime {
             .await
     }
 
-    /// The messages agent `id` set aside after they kept failing.
+    /// The messages agent `id` set aside after they kept failing: those of its current
+    /// incarnation (of its last one, if `id` is not in the tree). Dead letters of earlier
+    /// incarnations of the id stay in its stream (see [`record`]) but are not listed.
+    /// A transient agent journals none.
     ///
     /// # Errors
     /// [`Error::Journal`], [`Error::Decode`].
     pub fn dead_letters(&self, id: &AgentId) -> Result<Vec<record::DeadLetter>, Error> {
+        let node = self.shared.tree().get(id).map(|n| (n.spec.durable, n.base));
+        let base = match node {
+            Some((false, _)) => return Ok(Vec::new()),
+            Some((true, base)) => base,
+            None => 0,
+        };
         let mut out = Vec::new();
-        for event in self.shared.journal.iter_stream(id.stream(), 1)? {
+        for event in self.shared.journal.iter_stream(id.stream(), base + 1)? {
             let event = event?;
             if event.kind == record::DEAD {
                 out.push(record::decode(id.stream(), event.seq, &event.payload)?);
+            } else if event.kind == record::INCARNATION {
+                // A later incarnation began (the id is stopped, or being spawned).
+                out.clear();
             }
         }
         Ok(out)

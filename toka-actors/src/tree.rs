@@ -14,6 +14,9 @@ pub(crate) struct Node {
     pub(crate) kind: String,
     pub(crate) args: Vec<u8>,
     pub(crate) spec: SpawnSpec,
+    /// Where this incarnation begins in the agent's stream (see [`crate::record`]): it
+    /// ignores the records at or below this sequence number. 0: the id's first.
+    pub(crate) base: u64,
     /// In start order.
     pub(crate) children: Vec<AgentId>,
 }
@@ -31,6 +34,13 @@ pub struct AgentInfo {
     pub durable: bool,
     /// Whether an actor is running for it now.
     pub running: bool,
+    /// Which incarnation of the id this is, as the sequence number in the agent's stream
+    /// where it begins: 0 for the id's first incarnation; for an id spawned again after a
+    /// stop, the sequence number of the `toka.incarnation` marker written then. Records of
+    /// the stream at or below it belong to earlier incarnations (see
+    /// [`record`](crate::record)).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// The tree: nodes by id, plus the top-level agents in start order.
@@ -51,7 +61,16 @@ impl Tree {
                 args,
                 spec,
             } => {
-                self.insert(parent, kind, args, spec);
+                self.insert(parent, kind, args, spec, 0);
+            }
+            TreeRecord::Respawned {
+                parent,
+                kind,
+                args,
+                spec,
+                base,
+            } => {
+                self.insert(parent, kind, args, spec, base);
             }
             TreeRecord::Stopped { ids } => {
                 for id in ids {
@@ -68,6 +87,7 @@ impl Tree {
         kind: String,
         args: Vec<u8>,
         spec: SpawnSpec,
+        base: u64,
     ) -> bool {
         let id = spec.id.clone();
         if self.nodes.contains_key(&id) {
@@ -89,10 +109,18 @@ impl Tree {
                 kind,
                 args,
                 spec,
+                base,
                 children: Vec::new(),
             },
         );
         true
+    }
+
+    /// Sets where `id`'s incarnation begins in its stream.
+    pub(crate) fn set_base(&mut self, id: &AgentId, base: u64) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.base = base;
+        }
     }
 
     /// Removes one node (its children must be removed separately, first).

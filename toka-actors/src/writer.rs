@@ -62,6 +62,16 @@ pub(crate) enum WriterMsg {
         actor: ActorRef<Envelope>,
         ack: oneshot::Sender<Result<u64, Error>>,
     },
+    /// Begin a new incarnation of `id` (it is being spawned): if its stream holds records
+    /// (an earlier incarnation's, or messages sent to it after its stop), append an
+    /// incarnation marker after them and answer its sequence number, the new
+    /// incarnation's base; answer 0 for an empty stream. Done by the writer, after the
+    /// appends gathered before it, so that no earlier append can land after the marker.
+    Incarnation {
+        id: AgentId,
+        kind: String,
+        ack: oneshot::Sender<Result<u64, Error>>,
+    },
     /// Record progress now (periodic, and before shutdown).
     FlushProgress {
         ack: Option<oneshot::Sender<Result<(), Error>>>,
@@ -177,6 +187,9 @@ impl Actor for Writer {
                 }
                 let _ = ack.send(version.map_err(Error::from));
             }
+            WriterMsg::Incarnation { id, kind, ack } => {
+                let _ = ack.send(begin_incarnation(&**journal, &id, kind).await);
+            }
             WriterMsg::FlushProgress { ack } => {
                 let result = state.record_progress().await;
                 if let Err(error) = &result {
@@ -189,6 +202,27 @@ impl Actor for Writer {
         }
         Ok(())
     }
+}
+
+/// Appends `id`'s incarnation marker if its stream is not empty; returns the base.
+async fn begin_incarnation(
+    journal: &dyn toka_store::Journal,
+    id: &AgentId,
+    kind: String,
+) -> Result<u64, Error> {
+    if journal.stream_version(id.stream())? == 0 {
+        return Ok(0);
+    }
+    let payload = record::encode("an incarnation marker", &record::IncarnationRecord { kind })?;
+    let appended = journal
+        .append_unsynced(
+            id.stream(),
+            ExpectedVersion::Any,
+            &[NewEvent::new(record::INCARNATION, payload)],
+        )
+        .await?
+        .map_err(|c| Error::Internal(c.to_string()))?;
+    Ok(appended.first_seq)
 }
 
 impl WriterState {

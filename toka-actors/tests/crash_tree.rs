@@ -898,6 +898,9 @@ fn journaled_tree(journal: &SledJournal) -> Vec<String> {
             Ok(TreeRecord::Stopped { ids }) => {
                 child_fail(&format!("the journal says agents stopped: {ids:?}"))
             }
+            Ok(TreeRecord::Respawned { spec, .. }) => {
+                child_fail(&format!("the journal says {} was spawned again", spec.id))
+            }
             Err(e) => child_fail(&format!("tree record {} does not decode: {e}", event.seq)),
         }
     }

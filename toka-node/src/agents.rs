@@ -37,6 +37,9 @@ impl Tree {
         match record {
             TreeRecord::Spawned {
                 parent, kind, spec, ..
+            }
+            | TreeRecord::Respawned {
+                parent, kind, spec, ..
             } => {
                 let id = spec.id.to_string();
                 if self.nodes.contains_key(&id) {
