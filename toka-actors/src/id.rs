@@ -16,8 +16,9 @@ pub const MAX_AGENT_ID_BYTES: usize = 128;
 /// The stable id of an agent: unique in a runtime, kept across restarts, and the name of
 /// the agent's journal stream (`agent/<id>`).
 ///
-/// Ids are 1 to [`MAX_AGENT_ID_BYTES`] bytes of ASCII letters, digits and `-_.:@`. Cloning
-/// is cheap (a shared string).
+/// Ids are 1 to [`MAX_AGENT_ID_BYTES`] bytes of ASCII letters, digits and `-_.:@`,
+/// starting with a letter or a digit: so never `.` or `..`, never a `/`, nothing that reads
+/// as a path step or a command-line option. Cloning is cheap (a shared string).
 ///
 /// ```
 /// use toka_actors::AgentId;
@@ -76,7 +77,8 @@ impl AgentId {
     /// Validates and wraps `id`.
     ///
     /// # Errors
-    /// [`Error::InvalidId`] if `id` is empty, too long or has other characters.
+    /// [`Error::InvalidId`] if `id` is empty, too long, has other characters or does not
+    /// start with a letter or a digit.
     pub fn new(id: impl AsRef<str>) -> Result<Self, Error> {
         let id = id.as_ref();
         let reason = if id.is_empty() {
@@ -88,6 +90,8 @@ impl AgentId {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
         {
             Some("agent ids use only ASCII letters, digits and -_.:@")
+        } else if !id.as_bytes()[0].is_ascii_alphanumeric() {
+            Some("agent ids start with an ASCII letter or digit")
         } else {
             None
         };
@@ -178,7 +182,18 @@ mod tests {
 
     #[test]
     fn ids_are_validated_and_round_trip() {
-        for bad in ["", "a/b", "a b", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "é",
+            ".",
+            "..",
+            ".hidden",
+            "-rf",
+            "@x",
+            &"x".repeat(129),
+        ] {
             assert!(AgentId::new(bad).is_err(), "{bad:?} accepted");
         }
         let id = AgentId::new("a-1.b_c:d@e").unwrap();

@@ -113,8 +113,9 @@ pub(crate) struct RunArgs {
     /// shell.exec: `shell_timeout_secs`, `shell_cpu_seconds`, `shell_memory_mb`,
     /// `shell_max_processes`, `shell_max_open_files`, `shell_file_size_mb`,
     /// `shell_output_bytes`) and `[[agents]]` to start at boot (`id`, `kind`, `args`,
-    /// `parent`). Unknown keys are an error. Flags and their `TOKA_*` variables override
-    /// it.
+    /// `parent`), and the HTTP limits `header_timeout_ms`, `body_timeout_ms`,
+    /// `max_connections` and `shutdown_timeout_ms`. Unknown keys are an error. Flags and
+    /// their `TOKA_*` variables override it.
     #[arg(long, env = "TOKA_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// How appends reach the disk: `fsync` (every acknowledged append is on disk, the
@@ -138,6 +139,23 @@ pub(crate) struct RunArgs {
     /// 5000; config: `ask_timeout_ms`].
     #[arg(long, env = "TOKA_ASK_TIMEOUT_MS", value_name = "MS")]
     pub(crate) ask_timeout_ms: Option<u64>,
+    /// How long a client may take to send a request's head (request line and headers);
+    /// also how long an idle keep-alive connection stays open, in milliseconds [default:
+    /// 5000; config: `header_timeout_ms`].
+    #[arg(long, env = "TOKA_HEADER_TIMEOUT_MS", value_name = "MS")]
+    pub(crate) header_timeout_ms: Option<u64>,
+    /// How long a request's body may take to arrive, in milliseconds; then 408 [default:
+    /// 10000; config: `body_timeout_ms`].
+    #[arg(long, env = "TOKA_BODY_TIMEOUT_MS", value_name = "MS")]
+    pub(crate) body_timeout_ms: Option<u64>,
+    /// How many connections are served at once; more wait to be accepted [default: 512;
+    /// config: `max_connections`].
+    #[arg(long, env = "TOKA_MAX_CONNECTIONS", value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+    /// On SIGINT/SIGTERM, how long open connections may take to finish before they are
+    /// dropped, in milliseconds [default: 5000; config: `shutdown_timeout_ms`].
+    #[arg(long, env = "TOKA_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    pub(crate) shutdown_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +317,13 @@ impl DataDir {
     /// The root key file.
     pub(crate) fn root_key_path(&self) -> PathBuf {
         self.data_dir.join("root.key")
+    }
+
+    /// The key that seals capability tokens before they are journaled (created by `run`
+    /// on first use; keep it with the root key: without it, reactors cannot open their
+    /// tokens).
+    pub(crate) fn seal_key_path(&self) -> PathBuf {
+        self.data_dir.join("seal.key")
     }
 
     /// The admin token written by `init`.

@@ -8,6 +8,10 @@
 //! log_format = "json"       # or "text" (the default); --log-json overrides it
 //! ask_timeout_ms = 5000     # how long POST /agents/{id}/ask waits for a reply
 //! key_file = "/etc/toka/journal.key"  # 32 bytes: encrypt the journal (as --key-file)
+//! header_timeout_ms = 5000  # a request head must arrive within this (also the idle timeout)
+//! body_timeout_ms = 10000   # a request body must arrive within this, else 408
+//! max_connections = 512     # connections served at once; more wait to be accepted
+//! shutdown_timeout_ms = 5000  # SIGTERM: open connections are dropped after this
 //!
 //! [tools]
 //! fs_root = "/srv/toka"     # fs.read, fs.list and fs.write, confined to this directory
@@ -61,6 +65,15 @@ pub(crate) struct Config {
     pub(crate) ask_timeout_ms: Option<u64>,
     /// A file holding the journal's 32-byte encryption key (`--key-file` overrides it).
     pub(crate) key_file: Option<PathBuf>,
+    /// How long a request head may take to arrive, in milliseconds. Default: 5,000.
+    pub(crate) header_timeout_ms: Option<u64>,
+    /// How long a request body may take to arrive, in milliseconds. Default: 10,000.
+    pub(crate) body_timeout_ms: Option<u64>,
+    /// Connections served at once. Default: 512.
+    pub(crate) max_connections: Option<usize>,
+    /// How long a graceful shutdown waits for open connections, in milliseconds.
+    /// Default: 5,000.
+    pub(crate) shutdown_timeout_ms: Option<u64>,
     /// Which tools the node's tool host offers.
     #[serde(default)]
     pub(crate) tools: ToolsConfig,

@@ -1,5 +1,6 @@
 //! The offline `events` commands: `list`, `verify` and `export`.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -55,7 +56,9 @@ pub(crate) fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `events export`: every event as one JSON object per line, the payload in standard
-/// base64 (lossless for any bytes, unlike `list --json`, which shows UTF-8 text or hex).
+/// base64 (lossless for any bytes, unlike `list --json`, which shows UTF-8 text or hex),
+/// except that capability tokens found in a payload are replaced by
+/// `[redacted capability token]` (the line then has `"redacted": true`).
 pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let journal = args.dir.open_journal()?;
     let mut progress = Progress::new(journal.head_position(), "exporting", !stdout_is_terminal());
@@ -63,6 +66,7 @@ pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     for event in journal.iter_all(1) {
         let event = event.context("reading the journal")?;
         progress.inc();
+        let (payload, redacted) = shown_payload(&event.payload);
         let line = json!({
             "position": event.position,
             "stream": event.stream,
@@ -73,7 +77,8 @@ pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
             "timestamp_micros": event.timestamp.as_micros(),
             "causation_id": event.causation_id.map(|id| id.to_string()),
             "correlation_id": event.correlation_id.map(|id| id.to_string()),
-            "payload_base64": STANDARD.encode(&event.payload),
+            "payload_base64": STANDARD.encode(&payload),
+            "redacted": redacted,
         });
         if let Err(e) = writeln!(out, "{line}") {
             return broken_pipe_is_success(e);
@@ -102,11 +107,24 @@ fn timestamp_rfc3339(micros: u64) -> Option<String> {
         .map(|t| t.to_string())
 }
 
+/// A payload as it may be shown: with every capability token replaced (sealing keeps
+/// tokens out of records; this is the backstop for any that got in another way), and
+/// whether one was.
+fn shown_payload(payload: &[u8]) -> (Cow<'_, [u8]>, bool) {
+    match toka_tools::seal::redact_tokens(payload) {
+        Some(redacted) => (Cow::Owned(redacted), true),
+        None => (Cow::Borrowed(payload), false),
+    }
+}
+
+/// An event as the API and `events list --json` show it: the payload as UTF-8 text or
+/// hex, capability tokens redacted (`"redacted": true`).
 pub(crate) fn event_json(event: &RecordedEvent) -> serde_json::Value {
-    let payload = match std::str::from_utf8(&event.payload) {
+    let (shown, redacted) = shown_payload(&event.payload);
+    let payload = match std::str::from_utf8(&shown) {
         Ok(text) => json!({ "utf8": text }),
         Err(_) => {
-            json!({ "hex": event.payload.iter().map(|b| format!("{b:02x}")).collect::<String>() })
+            json!({ "hex": shown.iter().map(|b| format!("{b:02x}")).collect::<String>() })
         }
     };
     json!({
@@ -119,6 +137,7 @@ pub(crate) fn event_json(event: &RecordedEvent) -> serde_json::Value {
         "causation_id": event.causation_id.map(|id| id.to_string()),
         "correlation_id": event.correlation_id.map(|id| id.to_string()),
         "payload": payload,
+        "redacted": redacted,
     })
 }
 

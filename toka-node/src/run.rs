@@ -10,20 +10,41 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use toka_actors::{AgentId, Runtime, SpawnSpec};
-use toka_store::{JournalConfig, SledJournal};
+use toka_store::{Journal, JournalConfig, SledJournal};
 use toka_tools::{
-    Authority, FsList, FsRead, FsRoot, FsWrite, ShellExec, ToolHost, ToolHostBuilder,
+    Authority, FsList, FsRead, FsRoot, FsWrite, Sealer, ShellExec, ToolHost, ToolHostBuilder,
 };
 
 use crate::cli::{DataDir, InitArgs, RunArgs, read_encryption_key};
 use crate::config::{Config, LogFormat, ToolsConfig};
-use crate::server::{AppState, app};
+use crate::server::{AppState, ServeLimits, Services, app, unwritable};
 
 /// Where the API listens unless told otherwise.
 const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 
 /// How long an ask waits for its reply unless told otherwise.
 const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a request head may take unless told otherwise.
+const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
+
+/// How long a request body may take unless told otherwise.
+const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
+
+/// Connections served at once unless told otherwise.
+const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// How long a graceful shutdown waits for connections unless told otherwise.
+const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 5_000;
+
+/// The longest any of the timeouts above may be set to (one hour).
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// The most connections that may be allowed at once.
+const MAX_CONNECTIONS: usize = 1 << 16;
+
+/// How often the node checks whether its journal still accepts writes.
+const JOURNAL_CHECK: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
@@ -37,6 +58,11 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.ask_timeout_ms.is_some() {
         config.ask_timeout_ms = args.ask_timeout_ms;
     }
+    config.header_timeout_ms = args.header_timeout_ms.or(config.header_timeout_ms);
+    config.body_timeout_ms = args.body_timeout_ms.or(config.body_timeout_ms);
+    config.max_connections = args.max_connections.or(config.max_connections);
+    config.shutdown_timeout_ms = args.shutdown_timeout_ms.or(config.shutdown_timeout_ms);
+    let limits = Limits::from_config(&config)?;
     let json = args.log_json || config.log_format == Some(LogFormat::Json);
     init_logging(config.log.as_deref(), json);
     let mut dir = args.dir.clone();
@@ -57,8 +83,55 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(&dir, &config, listen))?;
+    runtime.block_on(serve(&dir, &config, &limits, listen))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The node's time and connection limits, checked.
+struct Limits {
+    ask_timeout: Duration,
+    body_timeout: Duration,
+    serve: ServeLimits,
+}
+
+impl Limits {
+    fn from_config(config: &Config) -> anyhow::Result<Limits> {
+        let millis = |value: Option<u64>, default: u64, key: &str| -> anyhow::Result<Duration> {
+            match value.unwrap_or(default) {
+                ms @ 1..=MAX_TIMEOUT_MS => Ok(Duration::from_millis(ms)),
+                ms => anyhow::bail!("{key} = {ms}: it must be 1 to {MAX_TIMEOUT_MS} (ms)"),
+            }
+        };
+        let max_connections = match config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) {
+            n @ 1..=MAX_CONNECTIONS => n,
+            n => anyhow::bail!("max_connections = {n}: it must be 1 to {MAX_CONNECTIONS}"),
+        };
+        Ok(Limits {
+            ask_timeout: millis(
+                config.ask_timeout_ms,
+                u64::try_from(DEFAULT_ASK_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+                "ask_timeout_ms",
+            )?,
+            body_timeout: millis(
+                config.body_timeout_ms,
+                DEFAULT_BODY_TIMEOUT_MS,
+                "body_timeout_ms",
+            )?,
+            serve: ServeLimits {
+                header_read_timeout: millis(
+                    config.header_timeout_ms,
+                    DEFAULT_HEADER_TIMEOUT_MS,
+                    "header_timeout_ms",
+                )?,
+                max_connections,
+                shutdown_timeout: millis(
+                    config.shutdown_timeout_ms,
+                    DEFAULT_SHUTDOWN_TIMEOUT_MS,
+                    "shutdown_timeout_ms",
+                )?,
+            },
+        })
+    }
 }
 
 fn init_logging(filter: Option<&str>, json: bool) {
@@ -78,7 +151,12 @@ fn init_logging(filter: Option<&str>, json: bool) {
     };
 }
 
-async fn serve(dir: &DataDir, config: &Config, listen: SocketAddr) -> anyhow::Result<()> {
+async fn serve(
+    dir: &DataDir,
+    config: &Config,
+    limits: &Limits,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
     let mut journal_config = JournalConfig::default();
     if let Some(durability) = config.durability {
         journal_config = journal_config.durability(durability.into());
@@ -88,13 +166,11 @@ async fn serve(dir: &DataDir, config: &Config, listen: SocketAddr) -> anyhow::Re
     }
     let journal_path = dir.journal_path();
     let journal = Arc::new(
-        SledJournal::open(&journal_path, journal_config).with_context(|| {
-            format!(
-                "opening the journal at {} (is another node running on it?)",
-                journal_path.display()
-            )
-        })?,
+        SledJournal::open(&journal_path, journal_config)
+            .map_err(|error| open_error(&journal_path, error))?,
     );
+    let sealer = Sealer::open(&dir.seal_key_path())
+        .with_context(|| format!("opening the seal key of {}", dir.data_dir.display()))?;
     let authority = Authority::open(&dir.root_key_path(), journal.clone())
         .with_context(|| format!("opening the authority of {}", dir.data_dir.display()))?;
     let host = tool_host(authority.clone(), &config.tools)?
@@ -103,7 +179,7 @@ async fn serve(dir: &DataDir, config: &Config, listen: SocketAddr) -> anyhow::Re
         .context("starting the tool host")?;
 
     let started = Instant::now();
-    let start = crate::kinds::register(Runtime::builder(journal.clone()))
+    let start = crate::kinds::register(Runtime::builder(journal.clone()), Some(sealer.clone()))
         .extension(host.clone())
         .start();
     let runtime = with_progress(start)
@@ -116,7 +192,7 @@ async fn serve(dir: &DataDir, config: &Config, listen: SocketAddr) -> anyhow::Re
         recovery.as_millis()
     );
 
-    start_boot_agents(&runtime, config).await?;
+    start_boot_agents(&runtime, config, &sealer).await?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -125,31 +201,43 @@ async fn serve(dir: &DataDir, config: &Config, listen: SocketAddr) -> anyhow::Re
     println!("listening on {bound}");
     let _ = std::io::stdout().flush();
 
-    let ask_timeout = config
-        .ask_timeout_ms
-        .map_or(DEFAULT_ASK_TIMEOUT, Duration::from_millis);
-    let state = AppState::new(
-        runtime.clone(),
+    let services = Services {
         authority,
-        host.clone(),
-        ask_timeout,
-        recovery,
-    );
-    let served = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            state.close_streams();
-        })
-        .await;
+        host: host.clone(),
+        sealer,
+        ask_timeout: limits.ask_timeout,
+        body_timeout: limits.body_timeout,
+    };
+    let state = AppState::new(runtime.clone(), services, recovery);
+    let watch = tokio::spawn(watch_journal(Arc::clone(&journal) as Arc<dyn Journal>));
+    let router = app(state.clone());
+    let stopped = crate::server::serve(listener, router, limits.serve, async move {
+        shutdown_signal().await;
+        eprintln!("toka-node: shutting down");
+        state.close_streams();
+    })
+    .await;
+    watch.abort();
+    if stopped.dropped > 0 {
+        eprintln!(
+            "toka-node: dropped {} connections still open after {} ms",
+            stopped.dropped,
+            limits.serve.shutdown_timeout.as_millis()
+        );
+    }
 
-    eprintln!("toka-node: shutting down");
     // Shut down whatever happened to the server: the journal must be flushed.
     let stopped = runtime.shutdown().await;
+    if let Some(error) = journal.write_failure() {
+        // Nothing more can be written; what was acknowledged is on disk.
+        eprintln!("toka-node: {}", unwritable(error));
+        host.shutdown().await;
+        return Ok(());
+    }
     host.shutdown().await;
-    toka_store::Journal::flush(&*journal)
+    Journal::flush(&*journal)
         .await
         .context("flushing the journal")?;
-    served.context("serving the HTTP API")?;
     stopped.context("shutting the runtime down")?;
     eprintln!("toka-node: stopped; the journal is flushed");
     Ok(())
@@ -172,8 +260,50 @@ async fn with_progress<F: Future>(work: F) -> F::Output {
     }
 }
 
-/// Spawns the config file's `[[agents]]` that the tree does not hold yet.
-async fn start_boot_agents(runtime: &Runtime, config: &Config) -> anyhow::Result<()> {
+/// The start-up error for a journal that would not open, naming the real cause: a lock
+/// held by another process is the usual one, but a full disk or a permission problem
+/// must not be blamed on it.
+fn open_error(path: &std::path::Path, error: toka_store::Error) -> anyhow::Error {
+    let locked = {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut locked = false;
+        while let Some(cause) = source {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                locked |= io.kind() == std::io::ErrorKind::WouldBlock;
+            }
+            locked |= cause.to_string().contains("could not acquire lock");
+            source = cause.source();
+        }
+        locked
+    };
+    let hint = if locked {
+        " (another process holds its lock: is another node running on it?)"
+    } else {
+        ""
+    };
+    anyhow::Error::new(error).context(format!("opening the journal at {}{hint}", path.display()))
+}
+
+/// Watches the journal: the moment it stops accepting writes (a full disk, an I/O error)
+/// the node says so once, with what to do; `/health` reports it from then on.
+async fn watch_journal(journal: Arc<dyn Journal>) {
+    let mut ticks = tokio::time::interval(JOURNAL_CHECK);
+    loop {
+        ticks.tick().await;
+        if let Some(error) = journal.write_failure() {
+            tracing::error!("{}", unwritable(error));
+            return;
+        }
+    }
+}
+
+/// Spawns the config file's `[[agents]]` that the tree does not hold yet; tokens in their
+/// args are sealed before they are journaled.
+async fn start_boot_agents(
+    runtime: &Runtime,
+    config: &Config,
+    sealer: &Sealer,
+) -> anyhow::Result<()> {
     for agent in &config.agents {
         let context = || format!("starting agent {:?} of the config file", agent.id);
         let spec = SpawnSpec::new(&agent.id).with_context(context)?;
@@ -189,8 +319,13 @@ async fn start_boot_agents(runtime: &Runtime, config: &Config) -> anyhow::Result
             .map(AgentId::new)
             .transpose()
             .with_context(context)?;
+        if !agent.args.is_object() {
+            anyhow::bail!("{}: args must be a table", context());
+        }
+        let mut args = agent.args.clone();
+        sealer.seal_tokens(&mut args);
         runtime
-            .spawn_json(parent.as_ref(), &agent.kind, spec, agent.args.clone())
+            .spawn_json(parent.as_ref(), &agent.kind, spec, args)
             .await
             .with_context(context)?;
     }

@@ -45,7 +45,10 @@
 
 mod auth;
 mod error;
+mod listen;
 mod routes;
+mod strict_json;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -53,13 +56,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use toka_actors::Runtime;
 use toka_store::Journal;
-use toka_tools::{Authority, ToolHost};
+use toka_tools::{Authority, Sealer, ToolHost};
 use tokio::sync::watch;
 
-pub(crate) use error::ApiError;
+pub(crate) use error::{ApiError, unwritable};
+pub(crate) use listen::{ServeLimits, serve};
 
 /// The largest request body accepted (1 MiB); larger gets 413.
 pub(crate) const BODY_LIMIT: usize = 1 << 20;
@@ -75,7 +80,11 @@ struct Inner {
     authority: Authority,
     host: ToolHost,
     journal: Arc<dyn Journal>,
+    /// Seals capability tokens in bodies before they are journaled.
+    sealer: Sealer,
     ask_timeout: Duration,
+    /// How long a request body may take to arrive.
+    body_timeout: Duration,
     metrics: Metrics,
     /// `true` once event streams must end.
     closing: watch::Sender<bool>,
@@ -95,15 +104,30 @@ struct Metrics {
     recovery_millis: AtomicU64,
 }
 
+/// What [`AppState::new`] needs besides the runtime.
+pub(crate) struct Services {
+    /// Checks bearer tokens.
+    pub(crate) authority: Authority,
+    /// Runs `POST /tools/{name}/invoke`.
+    pub(crate) host: ToolHost,
+    /// Seals tokens in spawn arguments and messages.
+    pub(crate) sealer: Sealer,
+    /// How long an ask waits by default.
+    pub(crate) ask_timeout: Duration,
+    /// How long a request body may take to arrive (then 408).
+    pub(crate) body_timeout: Duration,
+}
+
 impl AppState {
     /// The state over a started runtime; `recovery` is how long its start took.
-    pub(crate) fn new(
-        runtime: Runtime,
-        authority: Authority,
-        host: ToolHost,
-        ask_timeout: Duration,
-        recovery: Duration,
-    ) -> Self {
+    pub(crate) fn new(runtime: Runtime, services: Services, recovery: Duration) -> Self {
+        let Services {
+            authority,
+            host,
+            sealer,
+            ask_timeout,
+            body_timeout,
+        } = services;
         let journal = Arc::clone(runtime.journal());
         let metrics = Metrics::default();
         metrics.recovery_millis.store(
@@ -116,7 +140,9 @@ impl AppState {
                 authority,
                 host,
                 journal,
+                sealer,
                 ask_timeout,
+                body_timeout,
                 metrics,
                 closing: watch::channel(false).0,
             }),
@@ -130,9 +156,13 @@ impl AppState {
 }
 
 /// The API's router.
+///
+/// Layers, outermost first: every error response becomes JSON ([`error::json_errors`]);
+/// `/health` and unknown routes need no token; every other route authenticates its
+/// bearer token and checks a declared `Content-Length` before its body is read
+/// ([`auth::require_token`]).
 pub(crate) fn app(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(routes::health))
         .route("/agents", post(routes::spawn).get(routes::list_agents))
         .route(
             "/agents/{id}",
@@ -145,8 +175,14 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/events", get(routes::events))
         .route("/events/stream", get(routes::event_stream))
         .route("/metrics", get(routes::metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .route("/health", get(routes::health))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::map_response(error::json_errors))
         .with_state(state)
 }
 

@@ -11,11 +11,12 @@ pub(crate) use reactor::Reactor;
 pub(crate) use supervisor::Supervisor;
 
 use toka_actors::RuntimeBuilder;
+use toka_tools::Sealer;
 
-/// Registers every built-in kind.
-pub(crate) fn register(builder: RuntimeBuilder) -> RuntimeBuilder {
+/// Registers every built-in kind; reactors open their sealed tokens with `sealer`.
+pub(crate) fn register(builder: RuntimeBuilder, sealer: Option<Sealer>) -> RuntimeBuilder {
     builder
         .register(Counter)
         .register(Supervisor)
-        .register(Reactor)
+        .register(Reactor::new(sealer))
 }

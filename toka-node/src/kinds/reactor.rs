@@ -33,7 +33,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Value, json};
 use toka_actors::{Agent, AgentError, Context, StartContext, Topic};
-use toka_tools::{Capability, ToolCalls};
+use toka_tools::{Capability, Sealer, ToolCalls};
 
 /// A JSON value that is JSON in human-readable formats (the API) and JSON *text* in
 /// binary ones (postcard, the journal), which cannot carry self-describing values.
@@ -63,8 +63,47 @@ impl<'de> Deserialize<'de> for JsonValue {
     }
 }
 
-/// The `reactor` kind.
-pub(crate) struct Reactor;
+/// The `reactor` kind. With a [`Sealer`] (as the node registers it) its token must be
+/// sealed: the node seals every token in spawn arguments and messages before they are
+/// journaled, so a token in clear here means it was journaled in clear, and is refused.
+#[derive(Default)]
+pub(crate) struct Reactor {
+    sealer: Option<Sealer>,
+}
+
+impl Reactor {
+    /// A reactor kind that opens sealed tokens with `sealer`.
+    pub(crate) fn new(sealer: Option<Sealer>) -> Self {
+        Reactor { sealer }
+    }
+
+    /// The capability that `text` (the `token` argument) stands for.
+    fn capability(&self, text: &str) -> Result<Capability, AgentError> {
+        let parsed = match &self.sealer {
+            None => Capability::parse(text),
+            Some(sealer) => {
+                if !Sealer::is_sealed(text) {
+                    return Err(AgentError::msg(
+                        "the reactor's token must be sealed (the node seals tokens in spawn \
+                         arguments and messages it receives)",
+                    ));
+                }
+                let secret = sealer
+                    .unseal(text)
+                    .map_err(|e| AgentError::msg(format!("the reactor's token: {e}")))?;
+                Capability::parse(secret.expose_str().unwrap_or_default())
+            }
+        };
+        parsed.map_err(|d| AgentError::msg(format!("the reactor's token: {}", d.reason)))
+    }
+}
+
+/// A reactor's arguments, and the capability its token stands for.
+#[derive(Debug)]
+pub(crate) struct Armed {
+    args: ReactorArgs,
+    token: Capability,
+}
 
 /// When an event matches.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,8 +139,9 @@ pub(crate) struct ReactorArgs {
     pub(crate) tool: String,
     /// The tool input template.
     pub(crate) input: JsonValue,
-    /// The capability token it holds for the call.
-    pub(crate) token: Capability,
+    /// The capability token it holds for the call: sealed (`toka-sealed:v1:…`, as the
+    /// node journals it) or, for a reactor without a sealer, in clear.
+    pub(crate) token: String,
     /// The topic it publishes outcomes to (`None`: none).
     #[serde(default)]
     pub(crate) publish: Option<String>,
@@ -207,28 +247,32 @@ impl Agent for Reactor {
     type Args = ReactorArgs;
     type Msg = ReactorEvent;
     type Reply = JsonValue;
-    /// The arguments, kept for the handler.
-    type State = Arc<ReactorArgs>;
+    /// The arguments and the opened token, kept for the handler.
+    type State = Arc<Armed>;
 
-    fn init(&self, args: &ReactorArgs) -> Result<Arc<ReactorArgs>, AgentError> {
-        Ok(Arc::new(args.clone()))
+    fn init(&self, args: &ReactorArgs) -> Result<Arc<Armed>, AgentError> {
+        Ok(Arc::new(Armed {
+            token: self.capability(&args.token)?,
+            args: args.clone(),
+        }))
     }
 
     async fn on_start(
         &self,
         cx: &mut StartContext<'_, Self>,
-        args: &mut Arc<ReactorArgs>,
+        armed: &mut Arc<Armed>,
     ) -> Result<(), AgentError> {
-        cx.subscribe(&Topic::<String>::new(args.subscribe.as_str()));
+        cx.subscribe(&Topic::<String>::new(armed.args.subscribe.as_str()));
         Ok(())
     }
 
     async fn handle(
         &self,
         cx: &mut Context<'_, Self>,
-        args: &mut Arc<ReactorArgs>,
+        armed: &mut Arc<Armed>,
         ReactorEvent(JsonValue(event)): ReactorEvent,
     ) -> Result<JsonValue, AgentError> {
+        let (args, token) = (&armed.args, &armed.token);
         if let Some(when) = &args.when
             && !when.matches(&event)
         {
@@ -237,7 +281,7 @@ impl Agent for Reactor {
         let outcome = match render(&args.input.0, &event) {
             Err(e) => Err(json!({"kind": "Template", "message": e.0})),
             Ok(input) => cx
-                .call_tool::<Value, Value>(&args.tool, &args.token, &input)
+                .call_tool::<Value, Value>(&args.tool, token, &input)
                 .await
                 .map_err(|e| json!({"kind": e.kind, "message": e.message})),
         };
@@ -401,16 +445,17 @@ mod tests {
             .mint([Caveat::Tool("other".parse().unwrap())])
             .unwrap();
         let record = Record::default();
-        let host = ToolHost::builder(authority)
+        let host = ToolHost::builder(authority.clone())
             .tool(record.clone())
             .start()
             .await
             .unwrap();
         let journal = Arc::new(MemoryJournal::new(JournalConfig::default()).unwrap());
         let published = Arc::new(Mutex::new(Vec::new()));
-        let runtime = Runtime::builder(journal)
+        let sealer = Sealer::from_key(&[3; 32]);
+        let runtime = Runtime::builder(journal.clone())
             .extension(host)
-            .register(Reactor)
+            .register(Reactor::new(Some(sealer.clone())))
             .register(Sink(published.clone()))
             .start()
             .await
@@ -419,7 +464,7 @@ mod tests {
             .spawn::<Sink>(SpawnSpec::new("sink").unwrap(), ())
             .await
             .unwrap();
-        let args = |token: &Capability, topic: &str| {
+        let clear = |token: &Capability, topic: &str| {
             json!({
                 "subscribe": topic,
                 "when": {"pointer": "/level", "equals": "error"},
@@ -429,6 +474,25 @@ mod tests {
                 "publish": "out"
             })
         };
+        let args = |token: &Capability, topic: &str| {
+            let mut args = clear(token, topic);
+            assert_eq!(sealer.seal_tokens(&mut args), 1);
+            args
+        };
+        // A token in clear is refused by a sealing reactor.
+        let in_clear = authority
+            .mint([Caveat::Tool("record".parse().unwrap())])
+            .unwrap();
+        let refused = runtime
+            .spawn_json(
+                None,
+                "reactor",
+                SpawnSpec::new("r0").unwrap(),
+                clear(&in_clear, "in"),
+            )
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("must be sealed"), "{refused}");
         runtime
             .spawn_json(
                 None,
@@ -495,5 +559,15 @@ mod tests {
         assert_eq!(reply, Value::Null);
         assert_eq!(wait_for(&published, 4).await.len(), 4);
         runtime.shutdown().await.unwrap();
+        // No record holds a sealed reactor's token in clear.
+        let records = toka_store::Journal::read_all(&*journal, 1, usize::MAX).unwrap();
+        for token in [good.to_string(), denied.to_string()] {
+            assert!(
+                records
+                    .iter()
+                    .all(|e| !String::from_utf8_lossy(&e.payload).contains(&token)),
+                "a token was journaled in clear"
+            );
+        }
     }
 }

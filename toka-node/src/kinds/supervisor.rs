@@ -68,7 +68,31 @@ impl Default for SupervisorArgs {
     }
 }
 
+/// The most restarts a supervisor's intensity may allow.
+pub(crate) const MAX_RESTARTS: u32 = 1_000;
+
+/// The longest intensity window, in seconds (one day).
+pub(crate) const MAX_WITHIN_SECS: u64 = 86_400;
+
 impl SupervisorArgs {
+    /// Checks the bounds: `max_restarts` at most [`MAX_RESTARTS`], `within_secs` 1 to
+    /// [`MAX_WITHIN_SECS`].
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.max_restarts > MAX_RESTARTS {
+            return Err(format!(
+                "supervisor arguments: max_restarts = {} is over {MAX_RESTARTS}",
+                self.max_restarts
+            ));
+        }
+        if !(1..=MAX_WITHIN_SECS).contains(&self.within_secs) {
+            return Err(format!(
+                "supervisor arguments: within_secs = {} must be 1 to {MAX_WITHIN_SECS}",
+                self.within_secs
+            ));
+        }
+        Ok(())
+    }
+
     /// How a supervisor with these args supervises its children.
     pub(crate) fn supervision(&self) -> SupervisorSpec {
         SupervisorSpec::new(self.strategy).intensity(Intensity {
@@ -89,6 +113,7 @@ pub(crate) fn spawn_spec(spec: SpawnSpec, kind: &str, args: &Value) -> Result<Sp
     }
     let args: SupervisorArgs =
         serde_json::from_value(args.clone()).map_err(|e| format!("supervisor arguments: {e}"))?;
+    args.validate()?;
     Ok(spec.supervise(args.supervision()))
 }
 
@@ -134,6 +159,9 @@ pub(crate) struct SupervisorReply {
 async fn spawn_child(cx: &mut Context<'_, Supervisor>, child: ChildSpec) -> Result<(), String> {
     let spec = SpawnSpec::new(&child.id).map_err(|e| e.to_string())?;
     let args = child.args.0;
+    if !args.is_object() {
+        return Err(format!("{} arguments must be a JSON object", child.kind));
+    }
     let bad = |e: serde_json::Error| format!("{} arguments: {e}", child.kind);
     let spawned = match child.kind.as_str() {
         Counter::KIND => {
@@ -146,6 +174,7 @@ async fn spawn_child(cx: &mut Context<'_, Supervisor>, child: ChildSpec) -> Resu
         }
         Supervisor::KIND => {
             let args: SupervisorArgs = serde_json::from_value(args).map_err(bad)?;
+            args.validate()?;
             let spec = spec.supervise(args.supervision());
             cx.spawn::<Supervisor>(spec, args).await.map(drop)
         }
@@ -167,7 +196,8 @@ impl Agent for Supervisor {
     /// The children spawned through messages (rebuilt by replay).
     type State = Vec<String>;
 
-    fn init(&self, _: &SupervisorArgs) -> Result<Vec<String>, AgentError> {
+    fn init(&self, args: &SupervisorArgs) -> Result<Vec<String>, AgentError> {
+        args.validate().map_err(AgentError::msg)?;
         Ok(Vec::new())
     }
 
@@ -371,7 +401,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn supervisor_spawns_built_in_children_by_message() {
         let journal = Arc::new(MemoryJournal::new(JournalConfig::default()).unwrap());
-        let runtime = super::super::register(Runtime::builder(journal.clone()))
+        let runtime = super::super::register(Runtime::builder(journal.clone()), None)
             .start()
             .await
             .unwrap();
@@ -428,7 +458,7 @@ mod tests {
         runtime.shutdown().await.unwrap();
 
         // After a restart the tree, the list and the children's states are back.
-        let runtime = super::super::register(Runtime::builder(journal))
+        let runtime = super::super::register(Runtime::builder(journal), None)
             .start()
             .await
             .unwrap();

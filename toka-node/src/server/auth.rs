@@ -4,14 +4,17 @@
 
 use std::sync::atomic::Ordering;
 
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use toka_tools::{Capability, Caveat, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use toka_tools::{Capability, Caveat};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, BODY_LIMIT};
 
 /// The token in `Authorization: Bearer <token>`, verified (signature, revocation,
 /// understood caveats) but not yet checked against a request.
-pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Capability, ApiError> {
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Capability, ApiError> {
     let unauthorized = |message: String| {
         state
             .inner
@@ -47,17 +50,39 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Capa
     Ok(token)
 }
 
-/// Authenticates, then checks the token's caveats for the request `tool` (an `api.*`
-/// name) on `agent`.
-pub(crate) fn authorize(
-    state: &AppState,
-    headers: &HeaderMap,
-    tool: &str,
-    agent: Option<&str>,
-) -> Result<Capability, ApiError> {
-    let token = authenticate(state, headers)?;
-    permit(state, &token, tool, agent)?;
-    Ok(token)
+/// Middleware of every route that needs a token: authenticates the bearer token *before*
+/// anything reads the body (a request without a valid token costs no body read), refuses
+/// a declared `Content-Length` over [`BODY_LIMIT`] with 413 at once, and hands the
+/// verified [`Capability`] to the handler as a request extension.
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = match authenticate(&state, request.headers()) {
+        Ok(token) => token,
+        Err(error) => return error.into_response(),
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>());
+    match declared {
+        Some(Ok(length)) if length > BODY_LIMIT as u64 => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body declares {length} bytes; the limit is {BODY_LIMIT}"),
+            )
+            .into_response();
+        }
+        Some(Err(_)) => {
+            return ApiError::bad_request("Content-Length is not a number").into_response();
+        }
+        _ => {}
+    }
+    request.extensions_mut().insert(token);
+    next.run(request).await
 }
 
 /// Checks an authenticated token's caveats for the request `tool` on `agent`.
@@ -67,7 +92,7 @@ pub(crate) fn permit(
     tool: &str,
     agent: Option<&str>,
 ) -> Result<(), ApiError> {
-    let request = Request {
+    let request = toka_tools::Request {
         tool,
         agent,
         path: None,

@@ -1,7 +1,7 @@
 //! [`ApiError`]: every failure of a handler, as a status and a JSON `{"error": "..."}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use toka_actors::Error;
@@ -47,6 +47,39 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The outermost layer: an error response that is not JSON yet (axum's 405 for a method
+/// a route does not have, a rejection of an extractor that answers plain text, an empty
+/// error of any layer) gets the body `{"error": "<reason>"}` and `application/json`,
+/// keeping its status and other headers (such as `Allow`).
+pub(crate) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_owned(),
+        StatusCode::BAD_REQUEST => "bad request: invalid path or query".to_owned(),
+        other => other
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut fixed = ApiError::new(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE {
+            fixed.headers_mut().insert(name, value.clone());
+        }
+    }
+    fixed
+}
+
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = match &error {
@@ -61,10 +94,34 @@ impl From<Error> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Error::ShuttingDown | Error::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Journal(store) if refuses_writes(store) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, unwritable(store));
+            }
+            Error::GroupWrite(reason) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, unwritable(reason));
+            }
             _ => return ApiError::internal(error),
         };
         ApiError::new(status, error.to_string())
     }
+}
+
+/// Whether a journal error means the journal refuses writes (rather than a bug).
+fn refuses_writes(error: &toka_store::Error) -> bool {
+    matches!(
+        error,
+        toka_store::Error::Poisoned(_)
+            | toka_store::Error::Backend { .. }
+            | toka_store::Error::Damaged { .. }
+    )
+}
+
+/// What a write refused by an unwritable journal answers (503), and what `/health` says.
+pub(crate) fn unwritable(reason: impl std::fmt::Display) -> String {
+    format!(
+        "the journal cannot be written ({reason}); nothing acknowledged was lost and reads \
+         still work; free disk space (or fix the I/O error) and restart the node"
+    )
 }
 
 impl From<ToolError> for ApiError {

@@ -5,21 +5,22 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::{Json, RequestExt as _};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use toka_actors::{AgentId, AgentInfo, SpawnSpec};
+use toka_tools::Capability;
 
-use super::auth::{authenticate, authorize, permit};
-use super::{ApiError, AppState};
+use super::auth::permit;
+use super::{ApiError, AppState, strict_json};
 
 /// The longest `?timeout_ms=` an ask may wait (5 minutes).
 const MAX_ASK_TIMEOUT_MS: u64 = 300_000;
@@ -27,21 +28,49 @@ const MAX_ASK_TIMEOUT_MS: u64 = 300_000;
 /// Most events one `GET /events` returns.
 const MAX_EVENTS: usize = 1_000;
 
-/// A JSON body whose every rejection is an [`ApiError`]: 413 over the body limit, 400
-/// for anything that is not JSON of the expected shape. The `Content-Type` is not
-/// checked.
+/// A JSON body whose every rejection is an [`ApiError`]: 413 over the body limit, 408
+/// if the whole body has not arrived within the node's body read timeout, 400 for
+/// anything that is not JSON of the expected shape, or that repeats a key
+/// ([`strict_json`]). The `Content-Type` is not checked.
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-        serde_json::from_slice(&bytes)
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let read = req.extract::<Bytes, _>();
+        let bytes = match tokio::time::timeout(state.inner.body_timeout, read).await {
+            Ok(read) => {
+                read.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} ms",
+                        state.inner.body_timeout.as_millis()
+                    ),
+                ));
+            }
+        };
+        strict_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+            .map_err(ApiError::bad_request)
+    }
+}
+
+/// The `{id}` or `{name}` of a route, with a JSON 400 for a path that does not decode.
+fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+}
+
+/// Seals every capability token in a body about to be journaled (spawn arguments, a
+/// message), so the journal and the events API never hold it in clear.
+fn seal(state: &AppState, value: &mut Value) {
+    let sealed = state.inner.sealer.seal_tokens(value);
+    if sealed > 0 {
+        tracing::debug!(sealed, "sealed capability tokens before journaling");
     }
 }
 
@@ -59,8 +88,19 @@ fn agent_json(info: &AgentInfo) -> Value {
     })
 }
 
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// 200 `{"status": "ok"}` while the node can serve writes; 503 with `status`
+/// `"unwritable"` (and a `reason` saying what to do) once the journal refuses writes, or
+/// `"failed"` once the runtime's root supervisor gave up.
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
+    if let Some(error) = state.inner.journal.write_failure() {
+        let body = json!({ "status": "unwritable", "reason": super::unwritable(error) });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    if let Some(reason) = state.inner.runtime.failure() {
+        let body = json!({ "status": "failed", "reason": reason });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({ "status": "ok" })).into_response()
 }
 
 pub(crate) async fn not_found() -> ApiError {
@@ -85,12 +125,20 @@ fn empty_object() -> Value {
 
 pub(crate) async fn spawn(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(token): Extension<Capability>,
     body: Result<JsonBody<SpawnBody>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let token = authenticate(&state, &headers)?;
-    let JsonBody(body) = body?;
+    let JsonBody(mut body) = body?;
     permit(&state, &token, "api.agents.spawn", Some(&body.id))?;
+    // Spawning under a parent changes the parent's supervision tree: the token must
+    // allow spawning on the parent too.
+    if let Some(parent) = &body.parent {
+        permit(&state, &token, "api.agents.spawn", Some(parent))?;
+    }
+    if !body.args.is_object() {
+        return Err(ApiError::bad_request("args must be a JSON object"));
+    }
+    seal(&state, &mut body.args);
     let spec = SpawnSpec::new(&body.id)?;
     // A `supervisor` supervises its children per its args.
     let spec = crate::kinds::supervisor::spawn_spec(spec, &body.kind, &body.args)
@@ -108,19 +156,20 @@ pub(crate) async fn spawn(
 
 pub(crate) async fn list_agents(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(token): Extension<Capability>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, "api.agents.read", None)?;
+    permit(&state, &token, "api.agents.read", None)?;
     let tree = state.inner.runtime.tree();
     Ok(Json(Value::Array(tree.iter().map(agent_json).collect())))
 }
 
 pub(crate) async fn get_agent(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Extension(token): Extension<Capability>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, "api.agents.read", Some(&id))?;
+    let id = path_param(id)?;
+    permit(&state, &token, "api.agents.read", Some(&id))?;
     let id = agent_id(&id)?;
     state
         .inner
@@ -134,12 +183,14 @@ pub(crate) async fn get_agent(
 
 pub(crate) async fn send(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Extension(token): Extension<Capability>,
+    id: Result<Path<String>, PathRejection>,
     msg: Result<JsonBody<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, "api.agents.send", Some(&id))?;
-    let JsonBody(msg) = msg?;
+    let id = path_param(id)?;
+    permit(&state, &token, "api.agents.send", Some(&id))?;
+    let JsonBody(mut msg) = msg?;
+    seal(&state, &mut msg);
     let id = agent_id(&id)?;
     state.inner.runtime.send_json(&id, msg).await?;
     state.inner.metrics.messages.fetch_add(1, Ordering::Relaxed);
@@ -154,18 +205,26 @@ pub(crate) struct AskQuery {
 
 pub(crate) async fn ask(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Extension(token): Extension<Capability>,
+    id: Result<Path<String>, PathRejection>,
     query: Result<Query<AskQuery>, QueryRejection>,
     msg: Result<JsonBody<Value>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, "api.agents.ask", Some(&id))?;
-    let JsonBody(msg) = msg?;
+    let id = path_param(id)?;
+    permit(&state, &token, "api.agents.ask", Some(&id))?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let timeout = match query.timeout_ms {
+        None => state.inner.ask_timeout,
+        Some(ms @ 1..=MAX_ASK_TIMEOUT_MS) => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err(ApiError::bad_request(format!(
+                "timeout_ms = {ms}: it must be 1 to {MAX_ASK_TIMEOUT_MS}"
+            )));
+        }
+    };
+    let JsonBody(mut msg) = msg?;
+    seal(&state, &mut msg);
     let id = agent_id(&id)?;
-    let timeout = query.timeout_ms.map_or(state.inner.ask_timeout, |ms| {
-        Duration::from_millis(ms.min(MAX_ASK_TIMEOUT_MS))
-    });
     state.inner.metrics.asks.fetch_add(1, Ordering::Relaxed);
     let reply = state.inner.runtime.ask_json(&id, msg, timeout).await?;
     Ok(Json(reply))
@@ -173,10 +232,11 @@ pub(crate) async fn ask(
 
 pub(crate) async fn stop_agent(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Extension(token): Extension<Capability>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, "api.agents.stop", Some(&id))?;
+    let id = path_param(id)?;
+    permit(&state, &token, "api.agents.stop", Some(&id))?;
     let id = agent_id(&id)?;
     state.inner.runtime.stop(&id).await?;
     state.inner.metrics.stops.fetch_add(1, Ordering::Relaxed);
@@ -185,9 +245,9 @@ pub(crate) async fn stop_agent(
 
 pub(crate) async fn list_tools(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(token): Extension<Capability>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, "api.tools.read", None)?;
+    permit(&state, &token, "api.tools.read", None)?;
     serde_json::to_value(state.inner.host.specs())
         .map(Json)
         .map_err(ApiError::internal)
@@ -195,11 +255,11 @@ pub(crate) async fn list_tools(
 
 pub(crate) async fn invoke(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
+    Extension(token): Extension<Capability>,
+    name: Result<Path<String>, PathRejection>,
     input: Result<JsonBody<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let token = authenticate(&state, &headers)?;
+    let name = path_param(name)?;
     let JsonBody(input) = input?;
     let input = serde_json::to_vec(&input).map_err(ApiError::internal)?;
     state
@@ -233,20 +293,28 @@ pub(crate) struct EventsQuery {
     limit: Option<usize>,
 }
 
+/// `GET /events`: the acknowledged (durable) records only, as the event stream shows
+/// them; a record written but not yet flushed appears once it is.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(token): Extension<Capability>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, "api.events.read", None)?;
+    permit(&state, &token, "api.events.read", None)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let from = query.from.unwrap_or(1).max(1);
-    let limit = query.limit.unwrap_or(100).min(MAX_EVENTS);
-    let events = state
-        .inner
-        .journal
-        .read_all(from, limit)
-        .map_err(ApiError::internal)?;
+    let acknowledged = state.inner.journal.acknowledged_head();
+    let available = usize::try_from((acknowledged + 1).saturating_sub(from)).unwrap_or(usize::MAX);
+    let limit = query.limit.unwrap_or(100).min(MAX_EVENTS).min(available);
+    let events = if limit == 0 {
+        Vec::new()
+    } else {
+        state
+            .inner
+            .journal
+            .read_all(from, limit)
+            .map_err(ApiError::internal)?
+    };
     Ok(Json(Value::Array(
         events.iter().map(crate::events::event_json).collect(),
     )))
@@ -260,10 +328,10 @@ pub(crate) struct StreamQuery {
 
 pub(crate) async fn event_stream(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(token): Extension<Capability>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    authorize(&state, &headers, "api.events.read", None)?;
+    permit(&state, &token, "api.events.read", None)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let subscription = state
         .inner
@@ -303,9 +371,9 @@ pub(crate) async fn event_stream(
 
 pub(crate) async fn metrics(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(token): Extension<Capability>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, "api.metrics.read", None)?;
+    permit(&state, &token, "api.metrics.read", None)?;
     let m = &state.inner.metrics;
     let tree = state.inner.runtime.tree();
     let counters = [

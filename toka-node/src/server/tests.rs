@@ -8,27 +8,29 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use toka_actors::Runtime;
 use toka_store::{JournalConfig, MemoryJournal};
-use toka_tools::{Authority, Caveat, NamePattern, ToolHost};
+use toka_tools::{Authority, Caveat, NamePattern, Sealer, ToolHost};
 use tower::ServiceExt;
 
-use super::{AppState, app};
+use super::{AppState, Services, app};
 
 async fn state() -> (AppState, Authority) {
     let journal = Arc::new(MemoryJournal::new(JournalConfig::default()).unwrap());
     let authority = Authority::from_secret(b"0123456789abcdef0123456789abcdef");
     let host = ToolHost::builder(authority.clone()).start().await.unwrap();
-    let runtime = crate::kinds::register(Runtime::builder(journal))
+    let sealer = Sealer::from_key(&[9; 32]);
+    let runtime = crate::kinds::register(Runtime::builder(journal), Some(sealer.clone()))
         .extension(host.clone())
         .start()
         .await
         .unwrap();
-    let state = AppState::new(
-        runtime,
-        authority.clone(),
+    let services = Services {
+        authority: authority.clone(),
         host,
-        Duration::from_secs(5),
-        Duration::ZERO,
-    );
+        sealer,
+        ask_timeout: Duration::from_secs(5),
+        body_timeout: Duration::from_secs(5),
+    };
+    let state = AppState::new(runtime, services, Duration::ZERO);
     (state, authority)
 }
 
