@@ -9,179 +9,13 @@
 //! - `tools_come_from_the_config_file`: `[tools] fs_root` gives `fs.*` over the API, a
 //!   `tool = fs.read` token may read but not write, and `[[agents]]` start at boot once.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::Duration;
+mod common;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use std::io::{BufReader, Read};
+use std::process::{Command, Stdio};
+
+use common::{BIN, Node, admin_token, cli, tree, value_of};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_toka-node");
-
-/// A running node.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    // Kept open so the node's stdout never breaks.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Node {
-    fn start(dir: &Path) -> Node {
-        Self::start_with(dir, &[])
-    }
-
-    fn start_with(dir: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(BIN)
-            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(extra)
-            .env_remove("TOKA_LISTEN")
-            .env_remove("TOKA_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting toka-node run");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            let n = stdout.read_line(&mut line).unwrap();
-            assert!(n > 0, "toka-node run exited before listening");
-            if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                break addr.parse().unwrap();
-            }
-        };
-        Node {
-            child,
-            addr,
-            _stdout: stdout,
-        }
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn sigterm(mut self) -> ExitStatus {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        kill(pid, Signal::SIGTERM).unwrap();
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill().unwrap();
-        panic!("toka-node did not exit within 15 s of SIGTERM");
-    }
-
-    /// One request (`Connection: close`); the status and the body as JSON (`null` if
-    /// it is not JSON).
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, Value) {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        head.push_str("\r\n");
-        // The server may answer (413) and close before it reads a large body.
-        let _ = stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(body));
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        let text = String::from_utf8_lossy(&response);
-        let status: u16 = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{method} {path}: no HTTP response: {text:?}"));
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, serde_json::from_str(body).unwrap_or(Value::Null))
-    }
-
-    /// Opens `GET /events/stream?from=1` and reads until `events` events arrived; the
-    /// connection stays open.
-    fn stream_events(&self, token: &str, events: usize) -> TcpStream {
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /events/stream?from=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
-            self.addr
-        )
-        .unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0; 4096];
-        while String::from_utf8_lossy(&seen)
-            .matches("event: event")
-            .count()
-            < events
-        {
-            let n = stream.read(&mut buf).unwrap();
-            assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8_lossy(&seen);
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        assert!(text.contains("text/event-stream"), "{text}");
-        stream
-    }
-
-    fn json(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        self.call(method, path, Some(token), body.to_string().as_bytes())
-    }
-
-    fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.call("GET", path, Some(token), b"")
-    }
-}
-
-fn admin_token(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-/// `[(id, kind, parent)]` of `GET /agents`.
-fn tree(node: &Node, token: &str) -> Vec<(String, String, Value)> {
-    let (status, agents) = node.get("/agents", token);
-    assert_eq!(status, 200, "{agents}");
-    agents
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["id"].as_str().unwrap().to_owned(),
-                a["kind"].as_str().unwrap().to_owned(),
-                a["parent"].clone(),
-            )
-        })
-        .collect()
-}
-
-fn value_of(node: &Node, token: &str, id: &str) -> Value {
-    let (status, reply) = node.json("POST", &format!("/agents/{id}/ask"), token, &json!("get"));
-    assert_eq!(status, 200, "{reply}");
-    reply
-}
 
 #[test]
 fn survives_kill_9_and_sigterm() {
@@ -269,18 +103,6 @@ fn survives_kill_9_and_sigterm() {
         json!({"value": 33})
     );
     assert!(node.sigterm().success());
-}
-
-/// Runs an offline command on `dir`; its stdout, trimmed.
-fn cli(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[test]
@@ -488,21 +310,8 @@ fn toka_variables_and_the_config_key_file_work() {
         stderr.read_to_string(&mut text).unwrap();
         text
     });
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        let n = stdout.read_line(&mut line).unwrap();
-        assert!(n > 0, "toka-node run exited before listening");
-        if let Some(addr) = line.trim().strip_prefix("listening on ") {
-            break addr.parse().unwrap();
-        }
-    };
-    let node = Node {
-        child,
-        addr,
-        _stdout: stdout,
-    };
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let node = Node::listening(child, stdout);
     let token = admin_token(&dir);
     let (status, _) = node.json("POST", "/agents/hits/messages", &token, &json!({"add": 4}));
     assert_eq!(status, 202);
