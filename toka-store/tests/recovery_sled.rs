@@ -863,3 +863,37 @@ fn stream_reads_stay_contiguous_while_the_index_is_checkpointed() {
     assert!(report.is_intact(), "{:?}", report.first_bad);
     assert_eq!(report.records, journal.head_position());
 }
+
+/// Regression (issue 10, item 5): a sled snapshot write cut off by a full disk — sled
+/// writes one while it opens — leaves `snap.<lsn>.generating`, which sled itself then
+/// takes for the newest snapshot and refuses to open ("Read corrupted data"). The journal
+/// removes such files (under sled's lock) before opening: nothing is lost.
+#[test]
+fn an_unfinished_sled_snapshot_does_not_make_the_journal_unopenable() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let journal = open(dir.path(), fsync_config());
+        append(&journal, "s", 0, 5).await;
+    });
+    let unfinished = dir.path().join("snap.FFFFFFFFFFFFFFFF.generating");
+    for torn in [&b""[..], b"torn snapshot bytes"] {
+        std::fs::write(&unfinished, torn).unwrap();
+        // The trap is real: sled alone cannot open the database now.
+        let raw = sled::Config::new().path(dir.path()).open();
+        assert!(raw.is_err(), "sled opened past an unfinished snapshot");
+        drop(raw);
+        let journal = open(dir.path(), fsync_config());
+        assert!(!unfinished.exists(), "the unfinished snapshot was kept");
+        let events: Vec<_> = journal.iter_stream("s", 1).unwrap().collect();
+        assert_eq!(events.len(), 5);
+        assert!(events.iter().all(Result::is_ok));
+        drop(journal);
+    }
+    // A database held open by another handle is not touched.
+    let held = open(dir.path(), fsync_config());
+    std::fs::write(&unfinished, b"").unwrap();
+    assert!(SledJournal::open(dir.path(), fsync_config()).is_err());
+    assert!(unfinished.exists(), "removed while another handle held the lock");
+    drop(held);
+}

@@ -51,6 +51,7 @@ impl SledBackend {
     /// the lock still held; `open` retries that case for up to [`LOCK_RETRY_FOR`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
+        remove_unfinished_snapshots(path)?;
         let config = sled::Config::new().path(path).flush_every_ms(None);
         let deadline = Instant::now() + LOCK_RETRY_FOR;
         loop {
@@ -87,6 +88,46 @@ impl SledBackend {
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
+}
+
+/// Removes the `snap.*.generating` files an interrupted sled snapshot write left behind.
+///
+/// sled writes a snapshot to `snap.<lsn>.generating`, fsyncs it and renames it to
+/// `snap.<lsn>`: the rename is the commit. But when it opens, sled takes the greatest file
+/// name starting with `snap.` as the latest snapshot, and `snap.<lsn>.generating` sorts
+/// after `snap.<lsn>`: a snapshot write cut off by a full disk (sled writes one while
+/// opening) leaves an empty or torn file that makes every later open fail with "Read
+/// corrupted data" — with nothing lost but the database unopenable. Such a file is never
+/// a complete snapshot, so it is removed before sled opens; this is done only while
+/// holding sled's own lock on `db`, so a snapshot another process is writing right now is
+/// never touched.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), Error> {
+    use fs2::FileExt;
+    let Ok(db) = OpenOptions::new().read(true).write(true).open(dir.join("db")) else {
+        // A new database, or one sled will report on itself.
+        return Ok(());
+    };
+    if db.try_lock_exclusive().is_err() {
+        // Held by another handle: sled's open says so, or retries.
+        return Ok(());
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::backend("listing the sled directory", e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::backend("removing an unfinished sled snapshot", e))?;
+            tracing::warn!(
+                file = %entry.path().display(),
+                "removed an unfinished sled snapshot (a snapshot write was cut off, e.g. by a full disk)"
+            );
+        }
+    }
+    // Dropping `db` releases the lock for sled to take.
+    drop(db);
+    Ok(())
 }
 
 /// The range iterator of [`SledBackend`].
