@@ -100,6 +100,20 @@ pub(crate) struct WriterState {
     shared: Arc<Shared>,
     recorded: HashMap<AgentId, u64>,
     pending: Vec<PendingAppend>,
+    /// Whether the last write failed: a journal that refuses writes (a full disk) fails
+    /// every append, and the log says so once per outage, not once per append.
+    failing: bool,
+}
+
+impl WriterState {
+    /// Logs a failed write: a warning for the first of a run of failures, debug after.
+    fn note_failure(&mut self, what: &'static str, reason: &str) {
+        if std::mem::replace(&mut self.failing, true) {
+            tracing::debug!(%reason, "{what} (still failing)");
+        } else {
+            tracing::warn!(%reason, "{what}; further failures are logged at debug level until a write succeeds");
+        }
+    }
 }
 
 impl Actor for Writer {
@@ -122,6 +136,7 @@ impl Actor for Writer {
             shared,
             recorded,
             pending: Vec::new(),
+            failing: false,
         })
     }
 
@@ -193,7 +208,7 @@ impl Actor for Writer {
             WriterMsg::FlushProgress { ack } => {
                 let result = state.record_progress().await;
                 if let Err(error) = &result {
-                    tracing::warn!(%error, "could not record agent progress");
+                    state.note_failure("could not record agent progress", &error.to_string());
                 }
                 if let Some(ack) = ack {
                     let _ = ack.send(result);
@@ -244,6 +259,7 @@ impl WriterState {
         let written = self.shared.journal.append_many_unsynced(&batches).await;
         drop(batches);
         if written.is_ok() {
+            self.failing = false;
             let metrics = &self.shared.metrics;
             Counters::add(&metrics.journal_group_writes, 1);
             Counters::add(&metrics.journal_appends, pending.len() as u64);
@@ -272,7 +288,7 @@ impl WriterState {
             }
             Err(error) => {
                 let reason = error.to_string();
-                tracing::warn!(%reason, appends = pending.len(), "a group write failed");
+                self.note_failure("a group write failed", &reason);
                 let mut error = Some(error);
                 for append in pending {
                     let e = error

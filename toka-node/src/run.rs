@@ -264,19 +264,21 @@ async fn with_progress<F: Future>(work: F) -> F::Output {
 /// held by another process is the usual one, but a full disk or a permission problem
 /// must not be blamed on it.
 fn open_error(path: &std::path::Path, error: toka_store::Error) -> anyhow::Error {
-    let locked = {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-        let mut locked = false;
-        while let Some(cause) = source {
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                locked |= io.kind() == std::io::ErrorKind::WouldBlock;
-            }
-            locked |= cause.to_string().contains("could not acquire lock");
-            source = cause.source();
+    let (mut locked, mut full) = (false, false);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            locked |= io.kind() == std::io::ErrorKind::WouldBlock;
+            full |= io.kind() == std::io::ErrorKind::StorageFull;
         }
-        locked
-    };
-    let hint = if locked {
+        let text = cause.to_string();
+        locked |= text.contains("could not acquire lock");
+        full |= text.contains("No space left on device");
+        source = cause.source();
+    }
+    let hint = if full {
+        " (its disk is full: free space on it, then start the node again; nothing acknowledged was lost)"
+    } else if locked {
         " (another process holds its lock: is another node running on it?)"
     } else {
         ""
