@@ -30,14 +30,32 @@
 //!
 //! # Errors
 //!
-//! Every error is JSON `{"error": "..."}`: 400 malformed JSON, an unknown kind, arguments
-//! or a message that do not fit the kind, or an invalid id; 401 and 403 as above; 404 an
-//! unknown agent, parent, tool or route; 409 an id already taken; 413 a body over
-//! [`BODY_LIMIT`]; 422 the agent's handler failed; 503 the node is shutting down; 504 an
-//! ask that got no reply in time. Internal errors are logged and answered with a generic
-//! 500.
+//! Every error is JSON `{"error": "..."}` with `application/json`: 400 malformed JSON (or
+//! a repeated key), an unknown kind, arguments or a message that do not fit the kind
+//! (`args` must be an object), an invalid id or path, an out-of-range number; 401 and 403
+//! as above; 404 an unknown agent, parent, tool or route; 405 a method the route does not
+//! have; 408 a body that did not arrive within the body timeout; 409 an id already taken;
+//! 413 a body over [`BODY_LIMIT`] (refused at once when `Content-Length` declares it); 422
+//! the agent's handler failed; 503 the node is shutting down or its journal refuses writes
+//! (a full disk: the message says what to do); 504 an ask that got no reply in time.
+//! Internal errors are logged and answered with a generic 500. Even the responses hyper
+//! sends on its own for unparseable requests (400, 414, 431) get a JSON body
+//! ([`wire::JsonErrorIo`]), and [`error::json_errors`] turns any other non-JSON error into
+//! JSON.
 //!
-//! # Shutdown
+//! `GET /health` answers 503 `{"status": "unwritable", "reason"}` once the journal refuses
+//! writes, and 503 `{"status": "failed"}` once the runtime gave up.
+//!
+//! # Secrets
+//!
+//! Capability tokens in a spawn's `args` or a message body are sealed
+//! ([`toka_tools::Sealer`]) before they are journaled, and the events routes redact any
+//! token found in a record, so a token that may read events cannot harvest other tokens.
+//!
+//! # Connections and shutdown
+//!
+//! [`serve`] drives hyper with a header read timeout, a connection cap and a graceful
+//! shutdown that drops the connections still open after its deadline (see `listen.rs`).
 //!
 //! [`AppState::close_streams`] ends every `/events/stream` response (they would otherwise
 //! keep the server's graceful shutdown waiting forever); the node calls it when it stops

@@ -15,6 +15,11 @@
 //! `when` is optional (absent: every event matches); without `equals` it matches when the
 //! pointer exists. `publish` is optional (absent: outcomes are only returned to askers).
 //!
+//! `token` is given in clear over the API; the node seals it (`toka-sealed:v1:…`) before the
+//! spawn is journaled, and the reactor opens it with the node's [`Sealer`] when it starts,
+//! so the token never sits in the journal in clear. A reactor with a sealer refuses a token
+//! in clear (it would have been journaled in clear).
+//!
 //! **Topics carry JSON text**: the reactor subscribes with a `Topic<String>` whose messages
 //! are JSON documents as text (postcard encodes them as length-prefixed UTF-8). A message
 //! that is not valid JSON is taken as a JSON string. Publications are JSON text too:

@@ -9,7 +9,7 @@
 //! They are recognisable without guessing: hyper writes them as one head ending in
 //! `connection: close`, `content-length: 0`, `date: …` and no body, and every response
 //! the router sends with a status of 400 or more carries a JSON body (see
-//! [`super::json_errors`]), so no response of the node's own ever matches.
+//! [`super::error::json_errors`]), so no response of the node's own ever matches.
 
 use std::io;
 use std::pin::Pin;
