@@ -325,7 +325,11 @@ mod tests {
         let mut altered = sealed.clone().into_bytes();
         let last = altered.len() - 3;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
-        assert!(sealer.unseal(std::str::from_utf8(&altered).unwrap()).is_err());
+        assert!(
+            sealer
+                .unseal(std::str::from_utf8(&altered).unwrap())
+                .is_err()
+        );
         for bad in ["", "toka-sealed:v1:", "toka-sealed:v1:!!", "plain"] {
             assert!(sealer.unseal(bad).is_err(), "{bad:?}");
         }

@@ -258,7 +258,10 @@ fn tokens_with_trailing_bytes_or_bits_are_refused() {
         let index = alphabet.find(chars[last]).unwrap();
         chars[last] = alphabet.chars().nth(index ^ 1).unwrap();
         let tweaked: String = chars.into_iter().collect();
-        assert!(Capability::parse(&tweaked).is_err(), "trailing bits ignored");
+        assert!(
+            Capability::parse(&tweaked).is_err(),
+            "trailing bits ignored"
+        );
     }
 }
 
