@@ -158,7 +158,7 @@ impl Sealer {
     pub fn seal_tokens(&self, value: &mut Value) -> usize {
         match value {
             Value::String(text) => {
-                if Sealer::is_sealed(text) || Capability::parse(text).is_err() {
+                if !looks_like_token(text) || Capability::parse(text).is_err() {
                     return 0;
                 }
                 *text = self.seal(text.trim()).unwrap_or_else(|error| {
@@ -184,6 +184,18 @@ impl Sealer {
             Ok(Secret::new(text.as_bytes().to_vec()))
         }
     }
+}
+
+/// A cheap filter before the full parse: base64url text (padding and surrounding
+/// whitespace allowed) of a plausible token length, starting as a V2 macaroon does.
+fn looks_like_token(text: &str) -> bool {
+    let text = text.trim().as_bytes();
+    (32..=MAX_TOKEN_BYTES).contains(&text.len())
+        && text[0] == b'A'
+        && (b'g'..=b'v').contains(&text[1])
+        && text
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
 }
 
 /// Where capability tokens (canonical base64url of a V2 macaroon) appear in `haystack`, in
