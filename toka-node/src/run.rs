@@ -43,6 +43,10 @@ const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// The most connections that may be allowed at once.
 const MAX_CONNECTIONS: usize = 1 << 16;
 
+/// Descriptors kept free for everything but client connections (the journal's files,
+/// tool runs, the listener).
+const RESERVED_FDS: u64 = 64;
+
 /// How often the node checks whether its journal still accepts writes.
 const JOURNAL_CHECK: Duration = Duration::from_secs(1);
 
@@ -62,9 +66,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     config.body_timeout_ms = args.body_timeout_ms.or(config.body_timeout_ms);
     config.max_connections = args.max_connections.or(config.max_connections);
     config.shutdown_timeout_ms = args.shutdown_timeout_ms.or(config.shutdown_timeout_ms);
-    let limits = Limits::from_config(&config)?;
     let json = args.log_json || config.log_format == Some(LogFormat::Json);
     init_logging(config.log.as_deref(), json);
+    let limits = Limits::from_config(&config)?;
     let mut dir = args.dir.clone();
     if dir.key_file.is_none() {
         dir.key_file.clone_from(&config.key_file);
@@ -106,6 +110,7 @@ impl Limits {
             n @ 1..=MAX_CONNECTIONS => n,
             n => anyhow::bail!("max_connections = {n}: it must be 1 to {MAX_CONNECTIONS}"),
         };
+        let max_connections = within_descriptor_limit(max_connections);
         Ok(Limits {
             ask_timeout: millis(
                 config.ask_timeout_ms,
@@ -258,6 +263,31 @@ async fn with_progress<F: Future>(work: F) -> F::Output {
             ),
         }
     }
+}
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime does), then caps
+/// `wanted` connections so that they cannot take the descriptors the node itself needs:
+/// past the limit `accept` fails, and a flood of idle sockets would starve everyone.
+fn within_descriptor_limit(wanted: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+    if wanted > room {
+        tracing::warn!(
+            wanted,
+            serving = room,
+            open_files_limit = soft,
+            "max_connections is over what the open-files limit allows; serving fewer at once"
+        );
+    }
+    wanted.min(room)
 }
 
 /// The start-up error for a journal that would not open, naming the real cause: a lock
