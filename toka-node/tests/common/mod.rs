@@ -185,6 +185,17 @@ impl Node {
     }
 }
 
+/// A node still running when its test ends (a failed assertion, say) is killed, so no
+/// test leaves a node behind.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The admin token `run` (or `init`) wrote to `dir/admin.token`.
 pub(crate) fn admin_token(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("admin.token"))
