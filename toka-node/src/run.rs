@@ -199,9 +199,7 @@ async fn serve(
 
     start_boot_agents(&runtime, config, &sealer).await?;
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener = bind(listen).with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr().context("the bound address")?;
     println!("listening on {bound}");
     let _ = std::io::stdout().flush();
@@ -263,6 +261,23 @@ async fn with_progress<F: Future>(work: F) -> F::Output {
             ),
         }
     }
+}
+
+/// Connections the kernel may queue before the node accepts them (it caps this at
+/// `net.core.somaxconn`). Beyond `max_connections` clients wait here rather than be
+/// refused and retried; tokio's default is 128.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds the API's listener (with `SO_REUSEADDR`, as tokio's `bind` does).
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// Raises the soft limit on open files to the hard one (as Go's runtime does), then caps
