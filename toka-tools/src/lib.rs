@@ -33,6 +33,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod aead;
 mod call;
 pub mod capability;
 pub mod caveat;

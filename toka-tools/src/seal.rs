@@ -26,18 +26,17 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::{Key, XChaCha20Poly1305};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::capability::MAX_TOKEN_BYTES;
-use crate::{Capability, Error, Secret, keyfile};
+use crate::{Capability, Error, Secret, aead, keyfile};
 
 /// What every sealed string starts with.
 pub const SEALED_PREFIX: &str = "toka-sealed:v1:";
 
-const NONCE_LEN: usize = 24;
 const AAD: &[u8] = b"toka-sealed:v1";
 
 /// Seals and unseals secrets (capability tokens) that must be journaled.
@@ -97,20 +96,7 @@ impl Sealer {
     /// # Errors
     /// [`Error::Seal`] if the system's random source fails.
     pub fn seal(&self, secret: &str) -> Result<String, Error> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| Error::Seal(format!("random source: {e}")))?;
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: secret.as_bytes(),
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| Error::Seal("encryption failed".into()))?;
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&ciphertext);
+        let sealed = aead::seal(&self.cipher, secret.as_bytes(), AAD).map_err(Error::Seal)?;
         Ok(format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(sealed)))
     }
 
@@ -126,26 +112,12 @@ impl Sealer {
         let bytes = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| Error::Seal("sealed string is not base64url".into()))?;
-        if bytes.len() < NONCE_LEN {
-            return Err(Error::Seal("sealed string is truncated".into()));
-        }
-        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let nonce = XNonce::try_from(nonce).map_err(|_| Error::Seal("bad nonce".into()))?;
-        let plain = self
-            .cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| {
-                Error::Seal(
-                    "sealed string does not authenticate (another node's seal key, or altered)"
-                        .into(),
-                )
-            })?;
+        let plain = aead::open(&self.cipher, &bytes, AAD).map_err(|e| match e {
+            aead::OpenError::Truncated => Error::Seal("sealed string is truncated".into()),
+            aead::OpenError::NotAuthentic => Error::Seal(
+                "sealed string does not authenticate (another node's seal key, or altered)".into(),
+            ),
+        })?;
         Ok(Secret::new(plain))
     }
 

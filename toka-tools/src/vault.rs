@@ -18,14 +18,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::{Key, XChaCha20Poly1305};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{Error, keyfile};
+use crate::{Error, aead, keyfile};
 
-const NONCE_LEN: usize = 24;
 const CHECK_NAME: &str = "\u{0}toka-vault-key-check";
 const FORMAT_VERSION: u8 = 1;
 
@@ -153,20 +152,8 @@ impl Vault {
     /// # Errors
     /// [`Error::Vault`] if it cannot be written.
     pub fn put(&self, name: &str, value: &[u8]) -> Result<(), Error> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| self.vault_error(format!("random source: {e}")))?;
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: value,
-                    aad: name.as_bytes(),
-                },
-            )
-            .map_err(|_| self.vault_error("sealing failed"))?;
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&ciphertext);
+        let sealed = aead::seal(&self.cipher, value, name.as_bytes())
+            .map_err(|e| self.vault_error(format!("sealing failed: {e}")))?;
         let mut file = self.lock();
         file.sealed.insert(name.to_owned(), sealed);
         self.persist(&file)
@@ -203,21 +190,12 @@ impl Vault {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::NoSuchSecret(name.to_owned()))?;
-        if sealed.len() < NONCE_LEN {
-            return Err(self.vault_error(format!("secret {name:?} is truncated")));
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce = XNonce::try_from(nonce).map_err(|_| self.vault_error("bad nonce"))?;
-        let plain = self
-            .cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: name.as_bytes(),
-                },
-            )
-            .map_err(|_| self.vault_error(format!("secret {name:?} does not authenticate")))?;
+        let plain = aead::open(&self.cipher, &sealed, name.as_bytes()).map_err(|e| match e {
+            aead::OpenError::Truncated => self.vault_error(format!("secret {name:?} is truncated")),
+            aead::OpenError::NotAuthentic => {
+                self.vault_error(format!("secret {name:?} does not authenticate"))
+            }
+        })?;
         Ok(Secret::new(plain))
     }
 
