@@ -894,6 +894,9 @@ fn an_unfinished_sled_snapshot_does_not_make_the_journal_unopenable() {
     let held = open(dir.path(), fsync_config());
     std::fs::write(&unfinished, b"").unwrap();
     assert!(SledJournal::open(dir.path(), fsync_config()).is_err());
-    assert!(unfinished.exists(), "removed while another handle held the lock");
+    assert!(
+        unfinished.exists(),
+        "removed while another handle held the lock"
+    );
     drop(held);
 }

@@ -103,7 +103,11 @@ impl SledBackend {
 /// never touched.
 fn remove_unfinished_snapshots(dir: &Path) -> Result<(), Error> {
     use fs2::FileExt;
-    let Ok(db) = OpenOptions::new().read(true).write(true).open(dir.join("db")) else {
+    let Ok(db) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("db"))
+    else {
         // A new database, or one sled will report on itself.
         return Ok(());
     };
