@@ -767,15 +767,14 @@ async fn garbage_tokens_are_rejected_and_well_formed_junk_is_denied() {
         packet("signature", &[0x5A; 32]),
     ]
     .concat();
-    let token = Capability::parse(&URL_SAFE_NO_PAD.encode(v1)).expect("V1 parses");
-    assert_eq!(token.identifier(), "v1-token");
-    fx.deny(
-        &token,
-        "fs.read",
-        json!({"path": "pub/hello.txt"}),
-        "signature does not verify",
-    )
-    .await;
+    // Tokens must be canonical V2 (one spelling per token): a V1 encoding is refused
+    // before any signature work, like bytes appended to a V2 token.
+    let denial = Capability::parse(&URL_SAFE_NO_PAD.encode(v1)).expect_err("V1 refused");
+    assert!(denial.reason.contains("not canonical"), "{}", denial.reason);
+    let mut appended = URL_SAFE_NO_PAD.decode(junk.encode()).unwrap();
+    appended.extend_from_slice(b"evil");
+    let denial = Capability::parse(&URL_SAFE_NO_PAD.encode(appended)).expect_err("appended");
+    assert!(denial.reason.contains("not canonical"), "{}", denial.reason);
     fx.assert_alive().await;
 }
 
