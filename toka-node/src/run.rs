@@ -214,30 +214,29 @@ async fn serve(
     let state = AppState::new(runtime.clone(), services, recovery);
     let watch = tokio::spawn(watch_journal(Arc::clone(&journal) as Arc<dyn Journal>));
     let router = app(state.clone());
-    let stopped = crate::server::serve(listener, router, limits.serve, async move {
+    let served = crate::server::serve(listener, router, limits.serve, async move {
         shutdown_signal().await;
         eprintln!("toka-node: shutting down");
         state.close_streams();
     })
     .await;
     watch.abort();
-    if stopped.dropped > 0 {
+    if served.dropped > 0 {
         eprintln!(
             "toka-node: dropped {} connections still open after {} ms",
-            stopped.dropped,
+            served.dropped,
             limits.serve.shutdown_timeout.as_millis()
         );
     }
 
     // Shut down whatever happened to the server: the journal must be flushed.
     let stopped = runtime.shutdown().await;
+    host.shutdown().await;
     if let Some(error) = journal.write_failure() {
         // Nothing more can be written; what was acknowledged is on disk.
         eprintln!("toka-node: {}", unwritable(error));
-        host.shutdown().await;
         return Ok(());
     }
-    host.shutdown().await;
     Journal::flush(&*journal)
         .await
         .context("flushing the journal")?;
