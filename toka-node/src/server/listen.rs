@@ -65,6 +65,8 @@ pub(crate) async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     let mut connections = JoinSet::new();
+    // Accept errors come in runs (out of descriptors): logged once per run.
+    let mut accept_failing = false;
     tokio::pin!(shutdown);
     loop {
         // Reap finished connections so the set stays as large as the open ones.
@@ -81,11 +83,18 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+            Ok((stream, _peer)) => {
+                accept_failing = false;
+                stream
+            }
             Err(error) => {
                 // Out of descriptors or a connection reset before accept: the listener
                 // is fine; wait a little rather than spin.
-                tracing::warn!(%error, "accepting a connection failed");
+                if std::mem::replace(&mut accept_failing, true) {
+                    tracing::debug!(%error, "accepting a connection failed (still failing)");
+                } else {
+                    tracing::warn!(%error, "accepting a connection failed; retrying every 50 ms");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
