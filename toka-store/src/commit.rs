@@ -295,13 +295,15 @@ fn commit_loop<B: Backend>(
                     "journal flushed"
                 );
                 shared.lock().flushed = ticket;
+                // Visible before the appenders wake: once an append is acknowledged, the
+                // acknowledged head (and every subscription) already covers it.
+                if !shared.visible_when_written {
+                    publish_max(&shared.visible, position);
+                }
                 shared.durable.send_modify(|d| {
                     d.flushed = d.flushed.max(ticket);
                     d.flushed_position = d.flushed_position.max(position);
                 });
-                if !shared.visible_when_written {
-                    publish_max(&shared.visible, position);
-                }
                 // After waking the appenders: the anchor is not part of their durability.
                 if keep_anchor && position > 0 {
                     // Best effort: a missing anchor only weakens a later check.
