@@ -219,6 +219,17 @@ impl Actor for Writer {
     }
 }
 
+/// Whether the journal refused a write because of what was asked (a record too large, a
+/// bad stream id), before writing anything, rather than because it cannot write.
+fn refused_before_writing(error: &toka_store::Error) -> bool {
+    matches!(
+        error,
+        toka_store::Error::RecordTooLarge { .. }
+            | toka_store::Error::InvalidStreamId { .. }
+            | toka_store::Error::EmptyBatch { .. }
+    )
+}
+
 /// Appends `id`'s incarnation marker if its stream is not empty; returns the base.
 async fn begin_incarnation(
     journal: &dyn toka_store::Journal,
@@ -243,11 +254,35 @@ async fn begin_incarnation(
 impl WriterState {
     /// Writes the gathered appends as one journal write, then hands each message to its
     /// agent and acknowledges each caller, in order.
+    ///
+    /// An append the journal refuses on its own merits (a record over `max_record_bytes`)
+    /// makes the group write refuse everything, writing nothing; the group is then written
+    /// again one append at a time, so only that append's caller gets the error, its own.
     async fn commit(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let pending = std::mem::take(&mut self.pending);
+        let Err((pending, error)) = self.write_group(pending).await else {
+            return;
+        };
+        if pending.len() > 1 && refused_before_writing(&error) {
+            for append in pending {
+                if let Err((refused, error)) = self.write_group(vec![append]).await {
+                    self.fail(refused, error);
+                }
+            }
+        } else {
+            self.fail(pending, error);
+        }
+    }
+
+    /// Writes `pending` as one journal write, then routes and acknowledges each append;
+    /// on a failed write, hands the appends back unacknowledged with the error.
+    async fn write_group(
+        &mut self,
+        pending: Vec<PendingAppend>,
+    ) -> Result<(), (Vec<PendingAppend>, toka_store::Error)> {
         let batches: Vec<StreamBatch<'_>> = pending
             .iter()
             .map(|p| StreamBatch {
@@ -258,45 +293,44 @@ impl WriterState {
             .collect();
         let written = self.shared.journal.append_many_unsynced(&batches).await;
         drop(batches);
-        if written.is_ok() {
-            self.failing = false;
-            let metrics = &self.shared.metrics;
-            Counters::add(&metrics.journal_group_writes, 1);
-            Counters::add(&metrics.journal_appends, pending.len() as u64);
-        }
-        match written {
-            Ok(results) => {
-                for (append, result) in pending.into_iter().zip(results) {
-                    match result {
-                        Ok(appended) => {
-                            if append.deliver {
-                                self.route(
-                                    &append.id,
-                                    appended,
-                                    append.event.payload,
-                                    append.reply,
-                                );
-                            }
-                            let _ = append.ack.send(Ok(appended));
-                        }
-                        // `Any` never conflicts; report it rather than trust that.
-                        Err(conflict) => {
-                            let _ = append.ack.send(Err(Error::Internal(conflict.to_string())));
-                        }
+        let results = match written {
+            Ok(results) => results,
+            Err(error) => return Err((pending, error)),
+        };
+        self.failing = false;
+        let metrics = &self.shared.metrics;
+        Counters::add(&metrics.journal_group_writes, 1);
+        Counters::add(&metrics.journal_appends, pending.len() as u64);
+        for (append, result) in pending.into_iter().zip(results) {
+            match result {
+                Ok(appended) => {
+                    if append.deliver {
+                        self.route(&append.id, appended, append.event.payload, append.reply);
                     }
+                    let _ = append.ack.send(Ok(appended));
+                }
+                // `Any` never conflicts; report it rather than trust that.
+                Err(conflict) => {
+                    let _ = append.ack.send(Err(Error::Internal(conflict.to_string())));
                 }
             }
-            Err(error) => {
-                let reason = error.to_string();
-                self.note_failure("a group write failed", &reason);
-                let mut error = Some(error);
-                for append in pending {
-                    let e = error
-                        .take()
-                        .map_or_else(|| Error::GroupWrite(reason.clone()), Error::from);
-                    let _ = append.ack.send(Err(e));
-                }
-            }
+        }
+        Ok(())
+    }
+
+    /// Fails every append of a write the journal refused: the first caller gets the
+    /// journal's error, the others a [`Error::GroupWrite`] with its text.
+    fn fail(&mut self, pending: Vec<PendingAppend>, error: toka_store::Error) {
+        let reason = error.to_string();
+        if !refused_before_writing(&error) {
+            self.note_failure("a group write failed", &reason);
+        }
+        let mut error = Some(error);
+        for append in pending {
+            let e = error
+                .take()
+                .map_or_else(|| Error::GroupWrite(reason.clone()), Error::from);
+            let _ = append.ack.send(Err(e));
         }
     }
 
