@@ -715,6 +715,21 @@ impl<A: Agent> AgentActor<A> {
         Ok(())
     }
 
+    /// Answers a query from the state. A query that fails or panics answers with the
+    /// error; the agent goes on.
+    fn answer_query(&self, state: &AgentState<A>, run: crate::query::QueryFn, reply: ReplyPort) {
+        let agent: &dyn std::any::Any = &*self.agent;
+        let user: &dyn std::any::Any = &state.user;
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(agent, user)))
+            .unwrap_or_else(|panic| {
+                Err(Error::Handler {
+                    id: state.core.id.clone(),
+                    reason: panic_message(&panic),
+                })
+            });
+        let _ = reply.send(answer);
+    }
+
     /// Handles a message for a transient agent.
     async fn handle_local(
         &self,
@@ -955,6 +970,10 @@ impl<A: Agent> Actor for AgentActor<A> {
             }
             Envelope::Drain(ack) => {
                 let _ = ack.send(());
+                Ok(())
+            }
+            Envelope::Query { run, reply } => {
+                self.answer_query(state, run, reply);
                 Ok(())
             }
         }

@@ -4,6 +4,7 @@ use std::any::Any;
 
 use tokio::sync::oneshot;
 
+use crate::query::QueryFn;
 use crate::{AgentId, Error, TimerId};
 
 /// A value of the agent's own message or reply type, type-erased for transport.
@@ -48,4 +49,7 @@ pub(crate) enum Envelope {
     },
     /// Answer once every message queued before this one has been handled.
     Drain(oneshot::Sender<()>),
+    /// A query: answered from the state, behind every message queued before it; nothing
+    /// is journaled.
+    Query { run: QueryFn, reply: ReplyPort },
 }

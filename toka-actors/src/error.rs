@@ -26,6 +26,16 @@ pub enum Error {
     /// No agent with this id is in the tree.
     #[error("no agent {0}")]
     UnknownAgent(AgentId),
+    /// The agent's kind answers no (JSON) queries: it does not implement
+    /// [`Queries`](crate::Queries), or was registered without
+    /// [`register_with_queries`](crate::RuntimeBuilder::register_with_queries).
+    #[error("agent {id} (kind {kind:?}) answers no queries")]
+    NoQueries {
+        /// The agent.
+        id: AgentId,
+        /// Its kind.
+        kind: String,
+    },
     /// No agent kind with this name is registered.
     #[error("no agent kind {0:?} is registered")]
     UnknownKind(String),

@@ -10,8 +10,9 @@ use ractor::{Actor, ActorCell, ActorRef};
 
 use crate::agent_actor::{AgentActor, StartArgs};
 use crate::envelope::{AnyBox, Envelope};
+use crate::query::JsonQueries;
 use crate::runtime::Shared;
-use crate::{Agent, Error};
+use crate::{Agent, Error, Queries};
 
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -34,11 +35,14 @@ pub(crate) trait Kind: Send + Sync {
     fn boxed_msg_from_json(&self, json: serde_json::Value) -> Result<AnyBox, Error>;
     /// A boxed `Reply` as JSON.
     fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error>;
+    /// How the kind answers JSON queries, if it does.
+    fn json_queries(&self) -> Option<JsonQueries>;
 }
 
 /// The [`Kind`] of agent type `A`, holding the user's agent value.
 pub(crate) struct KindOf<A: Agent> {
     agent: Arc<A>,
+    queries: Option<JsonQueries>,
     _kind: PhantomData<fn(A)>,
 }
 
@@ -46,8 +50,18 @@ impl<A: Agent> KindOf<A> {
     pub(crate) fn new(agent: A) -> Self {
         KindOf {
             agent: Arc::new(agent),
+            queries: None,
             _kind: PhantomData,
         }
+    }
+
+    /// The same kind, answering JSON queries.
+    pub(crate) fn with_queries(mut self) -> Self
+    where
+        A: Queries,
+    {
+        self.queries = Some(JsonQueries::of::<A>());
+        self
     }
 }
 
@@ -102,5 +116,9 @@ impl<A: Agent> Kind for KindOf<A> {
             Error::Internal(format!("a reply of kind {} has another type", A::KIND))
         })?;
         serde_json::to_value(*reply).map_err(|e| bad_json("reply", A::KIND, e))
+    }
+
+    fn json_queries(&self) -> Option<JsonQueries> {
+        self.queries
     }
 }

@@ -20,7 +20,7 @@ use crate::metrics::{self, Counters, RuntimeMetrics};
 use crate::record::{self, MsgRecord, Origin, ProgressRecord, TreeRecord};
 use crate::tree::{AgentInfo, Tree};
 use crate::writer::{Writer, WriterMsg};
-use crate::{Agent, AgentId, Error, SpawnSpec, SupervisorSpec, Topic};
+use crate::{Agent, AgentId, Error, Queries, SpawnSpec, SupervisorSpec, Topic};
 
 /// Limits and defaults of a runtime.
 #[derive(Clone, Debug)]
@@ -614,6 +614,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Registers an agent kind that answers queries ([`Queries`]): like
+    /// [`RuntimeBuilder::register`], and it also answers JSON queries
+    /// ([`Runtime::query_json`]).
+    #[must_use]
+    pub fn register_with_queries<A: Queries>(mut self, agent: A) -> Self {
+        self.kinds
+            .insert(A::KIND, Arc::new(KindOf::new(agent).with_queries()));
+        self
+    }
+
     /// Replaces the configuration.
     #[must_use]
     pub fn config(mut self, config: RuntimeConfig) -> Self {
@@ -998,6 +1008,33 @@ impl Runtime {
         kind.reply_to_json(reply)
     }
 
+    /// Queries agent `id` with a JSON query and returns its JSON answer: nothing is
+    /// journaled (see [`Queries`] for what a query sees). Its kind must have been
+    /// registered with [`RuntimeBuilder::register_with_queries`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::NoQueries`], [`Error::BadJson`] for a query that
+    /// does not fit the kind, [`Error::Handler`] if the agent's `query` failed,
+    /// [`Error::Timeout`], [`Error::ShuttingDown`].
+    pub async fn query_json(
+        &self,
+        id: &AgentId,
+        query: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, Error> {
+        let kind = self.kind_of(id)?;
+        let Some(json) = kind.json_queries() else {
+            let name = self.shared.tree().get(id).map(|n| n.kind.clone());
+            return Err(Error::NoQueries {
+                id: id.clone(),
+                kind: name.unwrap_or_default(),
+            });
+        };
+        let run = (json.from_json)(id.clone(), query)?;
+        let answer = crate::query::ask(&self.shared, id, run, timeout).await?;
+        (json.to_json)(answer)
+    }
+
     fn kind_of(&self, id: &AgentId) -> Result<Arc<dyn Kind>, Error> {
         let kind = self
             .shared
@@ -1200,5 +1237,24 @@ impl<A: Agent> AgentRef<A> {
             .downcast::<A::Reply>()
             .map(|r| *r)
             .map_err(|_| Error::Internal(format!("a reply of kind {} has another type", A::KIND)))
+    }
+
+    /// Asks the agent a read-only question, answered from its current state within
+    /// `timeout`. Nothing is journaled, flushed or replayed; the answer reflects every
+    /// message acknowledged before the call (see [`Queries`]).
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::Handler`] if its `query` failed or panicked,
+    /// [`Error::Timeout`], [`Error::ShuttingDown`].
+    pub async fn query(&self, query: A::Query, timeout: Duration) -> Result<A::Answer, Error>
+    where
+        A: Queries,
+    {
+        let run = crate::query::query_fn::<A>(self.id.clone(), query);
+        let answer = crate::query::ask(&self.shared, &self.id, run, timeout).await?;
+        answer
+            .downcast::<A::Answer>()
+            .map(|a| *a)
+            .map_err(|_| Error::Internal(format!("an answer of kind {} has another type", A::KIND)))
     }
 }

@@ -10,6 +10,7 @@
 //! | `GET /agents/{id}` | 200 `{"id", "kind", "parent", "status"}` | `api.agents.read`, `id` |
 //! | `POST /agents/{id}/messages` | 202 once durably journaled | `api.agents.send`, `id` |
 //! | `POST /agents/{id}/ask` (`?timeout_ms=N`, at most 5 min) | 200 the reply | `api.agents.ask`, `id` |
+//! | `POST /agents/{id}/query` (`?timeout_ms=N`) | 200 the answer; nothing journaled | `api.agents.query`, `id` |
 //! | `DELETE /agents/{id}` | 200 (it and its children stopped) | `api.agents.stop`, `id` |
 //! | `GET /tools` | 200 the tools' specs | `api.tools.read`, none |
 //! | `POST /tools/{name}/invoke` | 200 the tool's output | the tool's own name, none (checked by the tool host) |
@@ -114,6 +115,7 @@ struct Metrics {
     requests: AtomicU64,
     messages: AtomicU64,
     asks: AtomicU64,
+    queries: AtomicU64,
     spawns: AtomicU64,
     stops: AtomicU64,
     tool_calls: AtomicU64,
@@ -188,6 +190,7 @@ pub(crate) fn app(state: AppState) -> Router {
         )
         .route("/agents/{id}/messages", post(routes::send))
         .route("/agents/{id}/ask", post(routes::ask))
+        .route("/agents/{id}/query", post(routes::query))
         .route("/tools", get(routes::list_tools))
         .route("/tools/{name}/invoke", post(routes::invoke))
         .route("/events", get(routes::events))

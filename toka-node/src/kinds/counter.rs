@@ -1,8 +1,10 @@
-//! `counter`: the smallest durable agent. Args `{}`; messages `{"add": N}`; ask `"get"`
-//! → `{"value": N}` (every message replies with the value after it).
+//! `counter`: the smallest durable agent. Args `{}`; messages `{"add": N}`; query `"get"`
+//! → `{"value": N}` (`POST /agents/{id}/query`: nothing journaled). `"get"` is also a
+//! message, so an ask still answers it, journaled like any message; every message replies
+//! with the value after it.
 
 use serde::{Deserialize, Serialize};
-use toka_actors::{Agent, AgentError, Context};
+use toka_actors::{Agent, AgentError, Context, Queries};
 
 /// The `counter` kind.
 pub(crate) struct Counter;
@@ -18,6 +20,14 @@ pub(crate) struct CounterArgs {}
 pub(crate) enum CounterMsg {
     /// Adds `N` (negative subtracts); saturates instead of overflowing.
     Add(i64),
+    /// Reads the value.
+    Get,
+}
+
+/// A counter's query: `"get"`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum CounterQuery {
     /// Reads the value.
     Get,
 }
@@ -61,6 +71,19 @@ impl Agent for Counter {
             .try_into()
             .map_err(|_| AgentError::msg("a counter snapshot is 8 bytes"))?;
         Ok(i64::from_le_bytes(bytes))
+    }
+}
+
+impl Queries for Counter {
+    type Query = CounterQuery;
+    type Answer = CounterValue;
+
+    fn query(
+        &self,
+        value: &i64,
+        CounterQuery::Get: CounterQuery,
+    ) -> Result<CounterValue, AgentError> {
+        Ok(CounterValue { value: *value })
     }
 }
 

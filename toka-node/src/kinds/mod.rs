@@ -16,7 +16,7 @@ use toka_tools::Sealer;
 /// Registers every built-in kind; reactors open their sealed tokens with `sealer`.
 pub(crate) fn register(builder: RuntimeBuilder, sealer: Option<Sealer>) -> RuntimeBuilder {
     builder
-        .register(Counter)
+        .register_with_queries(Counter)
         .register(Supervisor)
         .register(Reactor::new(sealer))
 }

@@ -84,6 +84,7 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = match &error {
             Error::InvalidId { .. }
+            | Error::NoQueries { .. }
             | Error::UnknownKind(_)
             | Error::BadJson { .. }
             | Error::WrongKind { .. } => StatusCode::BAD_REQUEST,

@@ -213,21 +213,44 @@ pub(crate) async fn ask(
     let id = path_param(id)?;
     permit(&state, &token, "api.agents.ask", Some(&id))?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let timeout = match query.timeout_ms {
-        None => state.inner.ask_timeout,
-        Some(ms @ 1..=MAX_ASK_TIMEOUT_MS) => Duration::from_millis(ms),
-        Some(ms) => {
-            return Err(ApiError::bad_request(format!(
-                "timeout_ms = {ms}: it must be 1 to {MAX_ASK_TIMEOUT_MS}"
-            )));
-        }
-    };
+    let timeout = timeout_of(&state, query)?;
     let JsonBody(mut msg) = msg?;
     seal(&state, &mut msg);
     let id = agent_id(&id)?;
     state.inner.metrics.asks.fetch_add(1, Ordering::Relaxed);
     let reply = state.inner.runtime.ask_json(&id, msg, timeout).await?;
     Ok(Json(reply))
+}
+
+/// The `?timeout_ms=` of an ask or a query: the node's default, or 1 to 5 minutes.
+fn timeout_of(state: &AppState, query: AskQuery) -> Result<Duration, ApiError> {
+    match query.timeout_ms {
+        None => Ok(state.inner.ask_timeout),
+        Some(ms @ 1..=MAX_ASK_TIMEOUT_MS) => Ok(Duration::from_millis(ms)),
+        Some(ms) => Err(ApiError::bad_request(format!(
+            "timeout_ms = {ms}: it must be 1 to {MAX_ASK_TIMEOUT_MS}"
+        ))),
+    }
+}
+
+/// `POST /agents/{id}/query`: a read-only question answered from the agent's current
+/// state (every message acknowledged before it included); nothing is journaled.
+pub(crate) async fn query(
+    State(state): State<AppState>,
+    Extension(token): Extension<Capability>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<AskQuery>, QueryRejection>,
+    body: Result<JsonBody<Value>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_param(id)?;
+    permit(&state, &token, "api.agents.query", Some(&id))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let timeout = timeout_of(&state, query)?;
+    let JsonBody(body) = body?;
+    let id = agent_id(&id)?;
+    state.inner.metrics.queries.fetch_add(1, Ordering::Relaxed);
+    let answer = state.inner.runtime.query_json(&id, body, timeout).await?;
+    Ok(Json(answer))
 }
 
 pub(crate) async fn stop_agent(
@@ -388,6 +411,11 @@ pub(crate) async fn metrics(
             &m.messages,
         ),
         ("toka_api_asks_total", "asks made over the API", &m.asks),
+        (
+            "toka_api_queries_total",
+            "queries made over the API",
+            &m.queries,
+        ),
         (
             "toka_api_spawns_total",
             "agents spawned over the API",

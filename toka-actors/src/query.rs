@@ -1,0 +1,186 @@
+//! Queries: read-only questions an agent answers from its current state.
+//!
+//! An ask is a message: journaled, made durable, replayed on every recovery, counted
+//! toward snapshots. Reading a value that way grows the journal with every read. A
+//! *query* is none of that: it goes straight to the agent's actor, which answers it from
+//! its state between two messages ([`Queries::query`] gets `&State`, so it cannot change
+//! anything), and nothing is written.
+//!
+//! # Read your writes
+//! A query sees every message that was acknowledged (its `send` or `ask` returned) before
+//! the query was sent, to any caller, and never one that is not durable yet: the journal
+//! writer puts each message in the agent's mailbox *before* it acknowledges it, and the
+//! agent handles a message only once it is durable, one mailbox entry at a time; the query
+//! queues behind. Messages journaled while the agent was down are handled by its recovery,
+//! which ends before its mailbox is served. A query to an agent that is recovering or
+//! restarting waits until it runs again (within the query's timeout).
+//!
+//! # Not recorded
+//! Queries are not part of the agent's history: they are not replayed, and a query made
+//! *from* a handler would make the handler depend on something the journal does not
+//! hold, so [`Context`](crate::Context) offers none: ask instead (its reply is recorded).
+
+use std::any::Any;
+use std::time::{Duration, Instant};
+
+use ractor::MessagingErr;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use crate::envelope::{AnyBox, Envelope};
+use crate::runtime::{Shared, await_reply};
+use crate::{Agent, AgentError, AgentId, Error};
+
+/// An agent kind that answers queries. Register it with
+/// [`RuntimeBuilder::register_with_queries`](crate::RuntimeBuilder::register_with_queries)
+/// to also answer JSON queries ([`Runtime::query_json`](crate::Runtime::query_json), the
+/// node's `POST /agents/{id}/query`); typed queries
+/// ([`AgentRef::query`](crate::AgentRef::query)) work with a plain `register` too.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use toka_actors::{Agent, AgentError, Context, Queries};
+///
+/// struct Counter;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Add(i64);
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Value;
+///
+/// impl Agent for Counter {
+///     const KIND: &'static str = "counter";
+///     type Args = ();
+///     type Msg = Add;
+///     type Reply = ();
+///     type State = i64;
+///     fn init(&self, (): &()) -> Result<i64, AgentError> {
+///         Ok(0)
+///     }
+///     async fn handle(&self, _: &mut Context<'_, Self>, n: &mut i64, Add(k): Add) -> Result<(), AgentError> {
+///         *n += k;
+///         Ok(())
+///     }
+/// }
+///
+/// impl Queries for Counter {
+///     type Query = Value;
+///     type Answer = i64;
+///     fn query(&self, n: &i64, Value: Value) -> Result<i64, AgentError> {
+///         Ok(*n)
+///     }
+/// }
+/// ```
+pub trait Queries: Agent {
+    /// The questions it answers.
+    type Query: Serialize + DeserializeOwned + Send + 'static;
+    /// Its answers.
+    type Answer: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Answers `query` from `state`. Runs on the agent's actor between two messages; keep
+    /// it quick (it holds up the agent's messages).
+    ///
+    /// # Errors
+    /// An error is the query's answer; it does not fail the agent (nor does a panic).
+    fn query(&self, state: &Self::State, query: Self::Query) -> Result<Self::Answer, AgentError>;
+}
+
+/// A query in transit: runs on the agent value and its state, both type-erased.
+pub(crate) type QueryFn = Box<dyn FnOnce(&dyn Any, &dyn Any) -> Result<AnyBox, Error> + Send>;
+
+/// `query` for an agent of kind `A`.
+pub(crate) fn query_fn<A: Queries>(id: AgentId, query: A::Query) -> QueryFn {
+    Box::new(move |agent, state| {
+        let (Some(agent), Some(state)) =
+            (agent.downcast_ref::<A>(), state.downcast_ref::<A::State>())
+        else {
+            return Err(Error::Internal(format!(
+                "a query of kind {} reached an agent of another kind",
+                A::KIND
+            )));
+        };
+        agent
+            .query(state, query)
+            .map(|answer| Box::new(answer) as AnyBox)
+            .map_err(|e| Error::Handler {
+                id,
+                reason: e.to_string(),
+            })
+    })
+}
+
+/// How the kind of `A` turns JSON into queries and answers into JSON.
+#[derive(Clone, Copy)]
+pub(crate) struct JsonQueries {
+    /// A JSON query for agent `id`.
+    pub(crate) from_json: fn(AgentId, serde_json::Value) -> Result<QueryFn, Error>,
+    /// An answer as JSON.
+    pub(crate) to_json: fn(AnyBox) -> Result<serde_json::Value, Error>,
+}
+
+impl JsonQueries {
+    /// The converters of kind `A`.
+    pub(crate) fn of<A: Queries>() -> Self {
+        JsonQueries {
+            from_json: |id, json| {
+                let query: A::Query = serde_json::from_value(json).map_err(|e| Error::BadJson {
+                    kind: A::KIND.to_owned(),
+                    what: "query",
+                    reason: e.to_string(),
+                })?;
+                Ok(query_fn::<A>(id, query))
+            },
+            to_json: |answer| {
+                let answer = answer.downcast::<A::Answer>().map_err(|_| {
+                    Error::Internal(format!("an answer of kind {} has another type", A::KIND))
+                })?;
+                serde_json::to_value(*answer).map_err(|e| Error::BadJson {
+                    kind: A::KIND.to_owned(),
+                    what: "answer",
+                    reason: e.to_string(),
+                })
+            },
+        }
+    }
+}
+
+/// Sends `run` to agent `id` and waits (at most `timeout`) for its answer.
+pub(crate) async fn ask(
+    shared: &Shared,
+    id: &AgentId,
+    run: QueryFn,
+    timeout: Duration,
+) -> Result<AnyBox, Error> {
+    shared.check_accepting()?;
+    let deadline = Instant::now() + timeout;
+    let (reply, answer) = oneshot::channel();
+    let mut envelope = Envelope::Query { run, reply };
+    loop {
+        let actor = shared.live.get(id).map(|live| live.actor.clone());
+        if let Some(actor) = actor {
+            match actor.send_message(envelope) {
+                Ok(()) => break,
+                Err(MessagingErr::SendErr(returned)) => envelope = returned,
+                Err(_) => return Err(Error::UnknownAgent(id.clone())),
+            }
+        } else if shared.tree().get(id).is_none() {
+            return Err(Error::UnknownAgent(id.clone()));
+        }
+        // Being restarted or recovered: wait for it to run again.
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                id: id.clone(),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    await_reply(
+        id,
+        answer,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+}
