@@ -8,6 +8,8 @@
 //!   and the node still answers `/health` after all of them.
 //! - `tools_come_from_the_config_file`: `[tools] fs_root` gives `fs.*` over the API, a
 //!   `tool = fs.read` token may read but not write, and `[[agents]]` start at boot once.
+//! - `queries_read_state_without_writing_the_journal`: `POST /agents/{id}/query` answers
+//!   a counter's value, sees every acknowledged message, and 200 queries add no record.
 
 mod common;
 
@@ -404,5 +406,107 @@ fn a_token_minted_attenuated_used_then_revoked_is_rejected() {
     );
     let (status, value) = node.json("POST", "/agents/c1/ask", &admin, &json!("get"));
     assert_eq!((status, value), (200, json!({"value": 3})));
+    assert!(node.sigterm().success());
+}
+
+/// The journal's head position from `/metrics`.
+fn journal_head(node: &Node, token: &str) -> u64 {
+    let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("toka_journal_head_position "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("toka_journal_head_position in /metrics")
+}
+
+/// `POST /agents/{id}/query`: a counter's value without a journal record; scoped by
+/// `api.agents.query`; every message acknowledged before it is seen.
+#[test]
+fn queries_read_state_without_writing_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let node = Node::start(&dir);
+    let token = admin_token(&dir);
+    let (status, _) = node.json(
+        "POST",
+        "/agents",
+        &token,
+        &json!({"id": "c", "kind": "counter"}),
+    );
+    assert_eq!(status, 201);
+    for n in 1..=20 {
+        let (status, _) = node.json("POST", "/agents/c/messages", &token, &json!({"add": 1}));
+        assert_eq!(status, 202);
+        let (status, answer) = node.json("POST", "/agents/c/query", &token, &json!("get"));
+        assert_eq!((status, answer), (200, json!({"value": n})));
+    }
+    // Let the runtime's progress records settle, then 200 queries add nothing.
+    let mut head = journal_head(&node, &token);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let now = journal_head(&node, &token);
+        if now == head {
+            break;
+        }
+        head = now;
+    }
+    for _ in 0..200 {
+        let (status, answer) = node.json("POST", "/agents/c/query", &token, &json!("get"));
+        assert_eq!((status, answer), (200, json!({"value": 20})));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(
+        journal_head(&node, &token),
+        head,
+        "queries grew the journal"
+    );
+    // An ask still works, and is journaled.
+    assert_eq!(value_of(&node, &token, "c"), json!({"value": 20}));
+    assert!(journal_head(&node, &token) > head);
+
+    // Errors: a query the kind does not know, a kind without queries, scoping.
+    let (status, body) = node.json("POST", "/agents/c/query", &token, &json!({"add": 1}));
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = node.json(
+        "POST",
+        "/agents",
+        &token,
+        &json!({"id": "s", "kind": "supervisor"}),
+    );
+    assert_eq!(status, 201);
+    let (status, body) = node.json("POST", "/agents/s/query", &token, &json!("children"));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("answers no queries"),
+        "{body}"
+    );
+    let (status, _) = node.json("POST", "/agents/nobody/query", &token, &json!("get"));
+    assert_eq!(status, 404);
+    node.kill_9();
+    let reader = cli(
+        &dir,
+        &["token", "mint", "--caveat", "tool = api.agents.read"],
+    );
+    let querier = cli(
+        &dir,
+        &["token", "mint", "--caveat", "tool = api.agents.query"],
+    );
+    let node = Node::start(&dir);
+    let (status, _) = node.json("POST", "/agents/c/query", &reader, &json!("get"));
+    assert_eq!(status, 403);
+    let (status, answer) = node.json("POST", "/agents/c/query", &querier, &json!("get"));
+    assert_eq!((status, answer), (200, json!({"value": 20})));
     assert!(node.sigterm().success());
 }
