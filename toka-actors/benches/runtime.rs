@@ -14,6 +14,10 @@
 //!      `send_message` to a ractor collector (`call_t!` in place of the asks). Rate:
 //!      messages/s. Target ≥ 0.8×. The spawn of the 1,001 agents / actors is timed too
 //!      (context row).
+//!    - `query`: sequential reads of one durable agent's state over an `Fsync` sled
+//!      journal, by [`AgentRef::query`] (answered from the state, nothing journaled)
+//!      against an ask (a journaled, fsynced message). Rate: reads/s; the rounds also print
+//!      how many journal records the reads added (0 for queries).
 //! 2. **Durable messaging** over a [`SledJournal`] in a temporary directory:
 //!    - `durable-buffered`: 1,000 durable agents, `Durability::Buffered`; 128 tokio
 //!      tasks send 150,000 one-`u64` messages to random agents with [`AgentRef::send`].
@@ -62,7 +66,7 @@
 //! cargo bench -p toka-actors --bench runtime -- fan-in        # only workloads named so
 //! TOKA_BENCH_QUICK=1 cargo bench -p toka-actors --bench runtime  # smaller sizes (smoke run)
 //! ```
-//! Filters match workload names: `request-reply`, `fan-in`, `durable-buffered`,
+//! Filters match workload names: `request-reply`, `query`, `fan-in`, `durable-buffered`,
 //! `durable-fsync`, `recovery`, `recovery-snapshots`, `memory` (`durable` selects both
 //! durable workloads). The output ends with a summary table: Toka's value, the baseline's,
 //! their ratio, the target and PASS/MISS.
@@ -78,7 +82,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 use toka_actors::record::{self, MsgRecord, Origin};
-use toka_actors::{Agent, AgentError, AgentId, AgentRef, Context, Runtime, SpawnSpec};
+use toka_actors::{Agent, AgentError, AgentId, AgentRef, Context, Queries, Runtime, SpawnSpec};
 use toka_store::{
     Durability, ExpectedVersion, Journal, JournalConfig, MemoryJournal, NewEvent, SledJournal,
     Timestamp,
@@ -115,8 +119,9 @@ const RECOVERY_SECS_TARGET: f64 = 5.0;
 const HANG_AFTER: Duration = Duration::from_secs(300);
 
 /// Names accepted as filters.
-const WORKLOADS: [&str; 7] = [
+const WORKLOADS: [&str; 8] = [
     "request-reply",
+    "query",
     "fan-in",
     "durable-buffered",
     "durable-fsync",
@@ -739,6 +744,15 @@ impl Agent for Tally {
     }
 }
 
+impl Queries for Tally {
+    type Query = ();
+    type Answer = u64;
+
+    fn query(&self, sum: &u64, (): ()) -> Result<u64, AgentError> {
+        Ok(*sum)
+    }
+}
+
 fn tally_id(i: usize) -> String {
     format!("tally-{i:06}")
 }
@@ -840,6 +854,87 @@ fn bench_request_reply(rt: &tokio::runtime::Runtime, scale: Scale) -> BenchResul
         "ractor call_t!",
         median(&b),
         Some(Target::Ratio(RATIO_TARGET)),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 1a'. Reading a durable agent's state: query vs ask
+// ---------------------------------------------------------------------------------------
+
+/// Sequential reads of one durable agent's sum over an `Fsync` sled journal, from one
+/// task: with a query (`reads_by_query`) or an ask of `0` (a journaled, fsynced message).
+/// Returns reads/s and the journal records the reads added.
+fn durable_reads(
+    rt: &tokio::runtime::Runtime,
+    reads: u64,
+    reads_by_query: bool,
+) -> BenchResult<Vec<f64>> {
+    progress(if reads_by_query {
+        "toka query"
+    } else {
+        "toka ask (read)"
+    });
+    on_pool(rt, async move {
+        let dir = TempDir::new()?;
+        let journal = sled_journal(dir.path(), Durability::Fsync)?;
+        let runtime = Runtime::builder(journal.clone())
+            .register(Tally {
+                counters: TallyCounters::default(),
+                snapshots: false,
+            })
+            .start()
+            .await?;
+        let tally = runtime
+            .spawn::<Tally>(SpawnSpec::new("read-me")?, ())
+            .await?;
+        tally.send(7).await?;
+        let before = journal.head_position();
+        let start = Instant::now();
+        for _ in 0..reads {
+            let sum = if reads_by_query {
+                tally.query((), ASK_TIMEOUT).await?
+            } else {
+                tally.ask(0, ASK_TIMEOUT).await?
+            };
+            if sum != 7 {
+                return Err(format!("read {sum}, expected 7").into());
+            }
+        }
+        let elapsed = start.elapsed();
+        let grown = journal.head_position() - before;
+        runtime.shutdown().await?;
+        Ok(vec![rate(reads, elapsed), grown as f64])
+    })
+}
+
+fn bench_query(rt: &tokio::runtime::Runtime, scale: Scale) -> BenchResult<()> {
+    let reads = (scale.asks / 20).max(1_000);
+    println!(
+        "\n== query: {reads} sequential reads of one durable agent (Fsync sled) by query vs \
+         by ask; load {}",
+        loadavg()
+    );
+    let mut sides: [Side<'_>; 2] = [
+        Box::new(|| durable_reads(rt, reads, true)),
+        Box::new(|| durable_reads(rt, reads, false)),
+    ];
+    let out = rounds(REPS, true, &mut sides)?;
+    let unit = Unit::Rate("reads");
+    let (t, b) = (col(&out[0], 0), col(&out[1], 0));
+    print_samples("query", unit, &t, "ask", &b);
+    println!(
+        "   journal records added per round: query {:?}, ask {:?}",
+        col(&out[0], 1),
+        col(&out[1], 1)
+    );
+    record(
+        "durable read by query (1 task, Fsync)",
+        unit,
+        median(&t),
+        "ask (journaled)",
+        median(&b),
+        None,
     );
     Ok(())
 }
@@ -1781,6 +1876,9 @@ fn main() -> BenchResult<()> {
     let rt = support::tokio_runtime(WORKERS)?;
     if selected("request-reply") {
         bench_request_reply(&rt, scale)?;
+    }
+    if selected("query") {
+        bench_query(&rt, scale)?;
     }
     if selected("fan-in") {
         bench_fan_in(&rt, scale)?;
