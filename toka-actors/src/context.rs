@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::agent_actor::Core;
 use crate::record::{self, IntentRecord, Origin, ReplyRecord, TimerRecord};
 use crate::runtime::{AgentRef, await_reply};
-use crate::{Agent, AgentError, AgentId, EffectId, Error, SpawnSpec, TimerId, Topic};
+use crate::{Agent, AgentError, AgentId, EffectId, Error, Queries, SpawnSpec, TimerId, Topic};
 
 /// The recorded outcome of an effect found in doubt.
 const IN_DOUBT: &str = "in doubt: the effect may or may not have happened before a crash";
@@ -154,6 +154,43 @@ impl<A: Agent> Context<'_, A> {
         if self.core.durable {
             let body = match &outcome {
                 Ok(reply) => Ok(record::encode("a reply", reply)?),
+                Err(error) => Err(error.to_string()),
+            };
+            let payload = record::encode("a reply record", &ReplyRecord { effect, body })?;
+            self.core.append_own(record::REPLY, payload).await?;
+        }
+        outcome
+    }
+
+    /// Queries agent `to` ([`Queries`]): its answer from its current state, within
+    /// `timeout`. The queried agent writes nothing; this agent, if durable, records the
+    /// answer (as it records an ask's reply), so that a replay of this handler gets the
+    /// same answer without asking again.
+    ///
+    /// Querying this agent itself waits for the handler that is running: it times out.
+    ///
+    /// # Errors
+    /// As [`AgentRef::query`]; a failure is recorded and replayed too.
+    pub async fn query<B: Queries>(
+        &mut self,
+        to: &AgentRef<B>,
+        query: B::Query,
+        timeout: Duration,
+    ) -> Result<B::Answer, Error> {
+        let effect = self.next_effect();
+        if let Some(recorded) = self.core.recorded_replies.remove(&effect) {
+            return match recorded {
+                Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
+                Err(reason) => Err(Error::Handler {
+                    id: to.id().clone(),
+                    reason,
+                }),
+            };
+        }
+        let outcome = to.query(query, timeout).await;
+        if self.core.durable {
+            let body = match &outcome {
+                Ok(answer) => Ok(record::encode("an answer", answer)?),
                 Err(error) => Err(error.to_string()),
             };
             let payload = record::encode("a reply record", &ReplyRecord { effect, body })?;

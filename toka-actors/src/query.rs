@@ -16,9 +16,10 @@
 //! restarting waits until it runs again (within the query's timeout).
 //!
 //! # Not recorded
-//! Queries are not part of the agent's history: they are not replayed, and a query made
-//! *from* a handler would make the handler depend on something the journal does not
-//! hold, so [`Context`](crate::Context) offers none: ask instead (its reply is recorded).
+//! Queries are not part of the queried agent's history: they are not replayed. A query
+//! made *from* a durable agent's handler ([`Context::query`](crate::Context::query)) is
+//! an outward step of *that* agent: its answer is recorded in the asker's stream, like an
+//! ask's reply, so a replay of the handler gets the same answer.
 
 use std::any::Any;
 use std::time::{Duration, Instant};

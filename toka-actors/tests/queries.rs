@@ -11,6 +11,9 @@ use toka_store::{Durability, Journal, JournalConfig, SledJournal};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// `Ask::Counted` queries answered (only the handler-query test makes them).
+static COUNTED: AtomicU64 = AtomicU64::new(0);
+
 /// A counter: messages add, queries read (or panic, or fail, on request).
 struct Tally;
 
@@ -20,6 +23,7 @@ struct Add(u64);
 #[derive(Serialize, Deserialize)]
 enum Ask {
     Value,
+    Counted,
     Panic,
     Fail,
 }
@@ -62,6 +66,10 @@ impl Queries for Tally {
     fn query(&self, value: &u64, ask: Ask) -> Result<u64, AgentError> {
         match ask {
             Ask::Value => Ok(*value),
+            Ask::Counted => {
+                COUNTED.fetch_add(1, Ordering::SeqCst);
+                Ok(*value)
+            }
             Ask::Panic => panic!("a query that panics"),
             Ask::Fail => Err(AgentError::msg("a query that fails")),
         }
@@ -220,5 +228,72 @@ async fn transient_agents_answer_queries_in_mailbox_order() {
         tally.send(Add(1)).await.unwrap();
         assert_eq!(tally.query(Ask::Value, WAIT).await.unwrap(), n);
     }
+    runtime.shutdown().await.unwrap();
+}
+
+/// Reads `tally` by query from its handler and keeps what it read.
+struct Watcher;
+
+impl Agent for Watcher {
+    const KIND: &'static str = "watcher";
+    type Args = ();
+    type Msg = ();
+    type Reply = Vec<u64>;
+    type State = Vec<u64>;
+
+    fn init(&self, (): &()) -> Result<Vec<u64>, AgentError> {
+        Ok(Vec::new())
+    }
+
+    async fn handle(
+        &self,
+        cx: &mut Context<'_, Self>,
+        seen: &mut Vec<u64>,
+        (): (),
+    ) -> Result<Vec<u64>, AgentError> {
+        let tally = cx.agent::<Tally>(&AgentId::new("watched").unwrap())?;
+        let value = cx.query(&tally, Ask::Counted, WAIT).await?;
+        seen.push(value);
+        Ok(seen.clone())
+    }
+}
+
+/// A query from a handler is an outward step of the asker: recorded, and replayed from the
+/// record (the queried agent is not asked again, and its newer state does not leak in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_from_a_handler_is_recorded_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = |journal| Runtime::builder(journal).register(Tally).register(Watcher);
+    let journal = open(dir.path());
+    let runtime = builder(journal.clone()).start().await.unwrap();
+    let tally = runtime
+        .spawn::<Tally>(SpawnSpec::new("watched").unwrap(), ())
+        .await
+        .unwrap();
+    let watcher = runtime
+        .spawn::<Watcher>(SpawnSpec::new("w").unwrap(), ())
+        .await
+        .unwrap();
+    tally.send(Add(5)).await.unwrap();
+    assert_eq!(watcher.ask((), WAIT).await.unwrap(), [5]);
+    tally.send(Add(10)).await.unwrap();
+    assert_eq!(watcher.ask((), WAIT).await.unwrap(), [5, 15]);
+    tally.send(Add(100)).await.unwrap();
+    runtime.shutdown().await.unwrap();
+    drop((tally, watcher, journal));
+
+    let journal = open(dir.path());
+    let before = COUNTED.load(Ordering::SeqCst);
+    let runtime = builder(journal).start().await.unwrap();
+    let watcher = runtime
+        .agent::<Watcher>(&AgentId::new("w").unwrap())
+        .unwrap();
+    // The replayed handlers got the recorded answers (5, 15), not today's 115.
+    assert_eq!(watcher.ask((), WAIT).await.unwrap(), [5, 15, 115]);
+    assert_eq!(
+        COUNTED.load(Ordering::SeqCst) - before,
+        1,
+        "the replay queried the agent again"
+    );
     runtime.shutdown().await.unwrap();
 }
