@@ -88,10 +88,10 @@ use toka_store::{
     Timestamp,
 };
 
-#[path = "../../toka-store/benches/support/mod.rs"]
-mod support;
-
-use support::{BenchResult, fmt_rate, log_key, median, on_pool, progress, start_watchdog};
+use toka_test_support::bench as support;
+use toka_test_support::bench::{
+    BenchResult, fmt_rate, log_key, median, on_pool, progress, start_watchdog,
+};
 
 /// Timed repetitions per measurement (the median is reported).
 const REPS: usize = 5;

@@ -52,7 +52,6 @@
 //! seed fixes the schedule (which kills, in which order, and where in the build, the
 //! recovery or the traffic they are aimed); timing inside the children still varies.
 
-mod harness;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -60,12 +59,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use toka_actors::record::{self, TreeRecord};
 use toka_actors::{Agent, AgentError, AgentId, AgentRef, Context, Runtime, SpawnSpec};
 use toka_store::{Durability, Journal, JournalConfig, SledJournal};
+use toka_test_support::child::{child_fail, emit, run_as_test};
+use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
 // ---------------------------------------------------------------------------------------
 // Scale.
@@ -728,22 +729,6 @@ impl ChildMode {
     }
 }
 
-/// Writes one line to stdout and flushes it; exits if the parent went away.
-fn emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        std::process::exit(3);
-    }
-}
-
-/// Fails a child loudly: the parent sees the `ERR` line and a non-SIGKILL exit.
-fn child_fail(what: &str) -> ! {
-    for line in what.lines() {
-        emit(&format!("ERR {line}"));
-    }
-    std::process::exit(2);
-}
-
 fn millis(since: Instant) -> u128 {
     since.elapsed().as_millis()
 }
@@ -1163,42 +1148,6 @@ async fn finish(runtime: Runtime) {
 // ---------------------------------------------------------------------------------------
 // The parent.
 
-/// A tiny deterministic PRNG (xorshift64* seeded through splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
-fn seed_from_env_or_time() -> u64 {
-    match std::env::var("TOKA_SEED") {
-        Ok(s) => s.trim().parse().expect("TOKA_SEED must be a u64"),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x70CA),
-    }
-}
-
 /// Where a round's kill is aimed.
 #[derive(Clone, Copy, Debug)]
 enum Kill {
@@ -1446,7 +1395,7 @@ fn parent() {
     checker_self_test();
     let seed = seed_from_env_or_time();
     println!("crash_tree seed: TOKA_SEED={seed}");
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::splitmix(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let started = Instant::now();
@@ -1547,5 +1496,5 @@ fn main() {
         child_main(PathBuf::from(dir));
         return;
     }
-    harness::run_as_test("crash_tree", parent);
+    run_as_test("crash_tree", parent);
 }

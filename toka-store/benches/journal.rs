@@ -56,9 +56,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use toka_store::{Durability, ExpectedVersion, Journal, JournalConfig, NewEvent, SledJournal};
 
-mod support;
-
-use support::{BenchResult, fmt_rate, log_key, median, progress, start_watchdog};
+use toka_test_support::bench as support;
+use toka_test_support::bench::{BenchResult, fmt_rate, log_key, median, progress, start_watchdog};
 
 /// Timed repetitions per measurement (the median is reported).
 const REPS: usize = 5;

@@ -60,10 +60,8 @@ use toka_tools::{
     ToolCalls, ToolContext, ToolError, ToolHost,
 };
 
-#[path = "../../toka-store/benches/support/mod.rs"]
-mod support;
-
-use support::{BenchResult, median, on_pool, progress, start_watchdog};
+use toka_test_support::bench as support;
+use toka_test_support::bench::{BenchResult, median, on_pool, progress, start_watchdog};
 
 /// Worker threads of the tokio runtime.
 const WORKERS: usize = 2;

@@ -28,9 +28,7 @@
 
 mod common;
 
-#[path = "../../toka-actors/tests/harness/mod.rs"]
-mod harness;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
@@ -43,6 +41,7 @@ use common::{
 use serde::{Deserialize, Serialize};
 use toka_actors::{Agent, AgentError, AgentId, Context, Runtime, SpawnSpec};
 use toka_store::{Journal, JournalConfig, SledJournal};
+use toka_test_support::child::{child_fail, emit, run_as_test};
 use toka_tools::{Authority, Capability, Caveat, ToolCalls, ToolErrorKind, ToolHost, ToolLimits};
 
 /// The test directory; set only in a child.
@@ -155,22 +154,6 @@ impl Agent for Writer {
 
 // ---------------------------------------------------------------------------------------
 // The child.
-
-/// Writes one line to stdout and flushes it; exits if the parent went away.
-fn emit(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        std::process::exit(3);
-    }
-}
-
-/// Fails a child loudly: the parent sees the `ERR` line and a non-SIGKILL exit.
-fn child_fail(what: &str) -> ! {
-    for line in what.lines() {
-        emit(&format!("ERR {line}"));
-    }
-    std::process::exit(2);
-}
 
 fn child_main(dir: PathBuf) {
     std::thread::spawn(|| {
@@ -619,5 +602,5 @@ fn main() {
         child_main(PathBuf::from(dir));
         return;
     }
-    harness::run_as_test("tool_crash", parent);
+    run_as_test("tool_crash", parent);
 }

@@ -1,32 +1,32 @@
-//! Harness pieces shared by the workspace's bench binaries (`toka-store/benches/journal.rs`,
-//! `toka-actors/benches/runtime.rs` and `toka-tools/benches/tools.rs`, which include this
-//! file by path): a hang watchdog, medians, rate formatting, the tokio runtime the
-//! workloads run on, and the journal's log-key layout for raw-sled baselines.
-#![allow(dead_code)]
+//! The bench harness shared by the workspace's bench binaries (`toka-store/benches/journal.rs`,
+//! `toka-actors/benches/runtime.rs` and `toka-tools/benches/tools.rs`): a hang watchdog,
+//! medians, rate formatting, the tokio runtime the workloads run on, and the journal's
+//! log-key layout for raw-sled baselines.
 
 use std::error::Error as StdError;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub(crate) type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
+/// What a bench step returns.
+pub type BenchResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 
 /// The run in progress and when it started, for the watchdog.
 static CURRENT: Mutex<Option<(String, Instant)>> = Mutex::new(None);
 
 /// Tells the watchdog that a new run started.
-pub(crate) fn progress(label: impl Into<String>) {
+pub fn progress(label: impl Into<String>) {
     *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some((label.into(), Instant::now()));
 }
 
 /// Tells the watchdog that no run is in progress (the benchmark is done).
-pub(crate) fn finished() {
+pub fn finished() {
     *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// Ends the process (exit code 3) when a run makes no progress for `hang_after` (or
 /// `TOKA_BENCH_HANG_SECS`), after `on_hang` printed what was measured: a benchmark should
 /// report a hang, not sit in it.
-pub(crate) fn start_watchdog(
+pub fn start_watchdog(
     hang_after: Duration,
     on_hang: impl Fn() + Send + 'static,
 ) -> BenchResult<()> {
@@ -57,7 +57,8 @@ pub(crate) fn start_watchdog(
     Ok(())
 }
 
-pub(crate) fn median(samples: &[f64]) -> f64 {
+/// The median of `samples` (NaN for none).
+pub fn median(samples: &[f64]) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
@@ -71,7 +72,8 @@ pub(crate) fn median(samples: &[f64]) -> f64 {
     }
 }
 
-pub(crate) fn fmt_rate(rate: f64) -> String {
+/// A rate as `1.23M`, `45.6k` or `789`.
+pub fn fmt_rate(rate: f64) -> String {
     if rate >= 1e6 {
         format!("{:.2}M", rate / 1e6)
     } else if rate >= 1e3 {
@@ -83,14 +85,14 @@ pub(crate) fn fmt_rate(rate: f64) -> String {
 
 /// The journal's key of log position `position` (`L` + big-endian position), so raw-sled
 /// baselines write the same keys.
-pub(crate) fn log_key(position: u64) -> [u8; 9] {
+pub fn log_key(position: u64) -> [u8; 9] {
     let mut key = [b'L'; 9];
     key[1..].copy_from_slice(&position.to_be_bytes());
     key
 }
 
 /// A multi-thread tokio runtime with `workers` workers, every driver enabled.
-pub(crate) fn tokio_runtime(workers: usize) -> BenchResult<tokio::runtime::Runtime> {
+pub fn tokio_runtime(workers: usize) -> BenchResult<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -98,7 +100,7 @@ pub(crate) fn tokio_runtime(workers: usize) -> BenchResult<tokio::runtime::Runti
 }
 
 /// Runs `fut` as a task on the runtime's workers (not on the calling thread) and waits.
-pub(crate) fn on_pool<T: Send + 'static>(
+pub fn on_pool<T: Send + 'static>(
     rt: &tokio::runtime::Runtime,
     fut: impl std::future::Future<Output = BenchResult<T>> + Send + 'static,
 ) -> BenchResult<T> {

@@ -1,0 +1,13 @@
+//! Test and bench support shared by Toka's crates, in one place instead of `#[path]`
+//! includes and copies. Not published; a dev-dependency only.
+//!
+//! - [`child`]: the libtest-like entry of `harness = false` tests and the line protocol
+//!   of crash tests that re-run their own binary as a child and SIGKILL it;
+//! - [`rng`]: a tiny seeded PRNG, and the seed of a run (`TOKA_SEED` replays one);
+//! - [`fs`]: directory helpers;
+//! - [`bench`]: the bench harness (watchdog, medians, the tokio runtime of workloads).
+
+pub mod bench;
+pub mod child;
+pub mod fs;
+pub mod rng;
