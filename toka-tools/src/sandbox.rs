@@ -607,6 +607,11 @@ impl ChildExit {
 mod tests {
     use super::*;
 
+    /// The tests here start child processes and one checks that none is left: they run
+    /// one at a time, or that check would see (and a reaping wait would steal) another
+    /// test's child.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     fn jail() -> (tempfile::TempDir, PathBuf) {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -619,6 +624,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_start_names_the_step_and_leaves_no_child() {
+        let _alone = ONE_AT_A_TIME.lock().await;
         let (_dir, jail) = jail();
         let sandbox = Sandbox::new(SandboxPolicy::new(&jail)).unwrap();
         let err = sandbox
@@ -627,15 +633,18 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind, ToolErrorKind::Failed);
         assert!(err.message.contains("executing the program"), "{err}");
-        // The failed child was reaped: nothing is left to wait for.
+        // The failed child was reaped: nothing is left to wait for (looked at without
+        // reaping anything).
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         assert!(matches!(
-            waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)),
+            nix::sys::wait::waitid(nix::sys::wait::Id::All, flags),
             Err(nix::errno::Errno::ECHILD) | Ok(WaitStatus::StillAlive)
         ));
     }
 
     #[tokio::test]
     async fn descriptors_the_host_leaves_open_do_not_reach_the_program() {
+        let _alone = ONE_AT_A_TIME.lock().await;
         let (dir, jail) = jail();
         let private = dir.path().join("host-only.txt");
         std::fs::write(&private, "host only").unwrap();
@@ -659,6 +668,7 @@ mod tests {
 
     #[tokio::test]
     async fn arguments_arrive_verbatim_and_the_exit_code_is_reported() {
+        let _alone = ONE_AT_A_TIME.lock().await;
         let (_dir, jail) = jail();
         let sandbox = Sandbox::new(SandboxPolicy::new(&jail)).unwrap();
         let args = [
