@@ -127,14 +127,8 @@ impl<A: Agent> Context<'_, A> {
         timeout: Duration,
     ) -> Result<B::Reply, Error> {
         let effect = self.next_effect();
-        if let Some(recorded) = self.core.recorded_replies.remove(&effect) {
-            return match recorded {
-                Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
-                Err(reason) => Err(Error::Handler {
-                    id: to.id().clone(),
-                    reason,
-                }),
-            };
+        if let Some(recorded) = self.recorded_reply(effect, to.id()) {
+            return recorded;
         }
         let shared = self.core.shared.clone();
         let (reply, answer) = oneshot::channel();
@@ -151,15 +145,42 @@ impl<A: Agent> Context<'_, A> {
             })
         }
         .await;
-        if self.core.durable {
-            let body = match &outcome {
-                Ok(reply) => Ok(record::encode("a reply", reply)?),
-                Err(error) => Err(error.to_string()),
-            };
-            let payload = record::encode("a reply record", &ReplyRecord { effect, body })?;
-            self.core.append_own(record::REPLY, payload).await?;
-        }
+        self.record_reply(effect, &outcome).await?;
         outcome
+    }
+
+    /// The reply recorded for `effect` (an ask or a query to `to`), if this handling is a
+    /// re-run of one that got it.
+    fn recorded_reply<T: serde::de::DeserializeOwned>(
+        &mut self,
+        effect: EffectId,
+        to: &AgentId,
+    ) -> Option<Result<T, Error>> {
+        let recorded = self.core.recorded_replies.remove(&effect)?;
+        Some(match recorded {
+            Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
+            Err(reason) => Err(Error::Handler {
+                id: to.clone(),
+                reason,
+            }),
+        })
+    }
+
+    /// Records the outcome of an ask or a query (durable agents), so a re-run gets it.
+    async fn record_reply<T: serde::Serialize>(
+        &mut self,
+        effect: EffectId,
+        outcome: &Result<T, Error>,
+    ) -> Result<(), Error> {
+        if !self.core.durable {
+            return Ok(());
+        }
+        let body = match outcome {
+            Ok(reply) => Ok(record::encode("a reply", reply)?),
+            Err(error) => Err(error.to_string()),
+        };
+        let payload = record::encode("a reply record", &ReplyRecord { effect, body })?;
+        self.core.append_own(record::REPLY, payload).await
     }
 
     /// Queries agent `to` ([`Queries`]): its answer from its current state, within
@@ -178,24 +199,11 @@ impl<A: Agent> Context<'_, A> {
         timeout: Duration,
     ) -> Result<B::Answer, Error> {
         let effect = self.next_effect();
-        if let Some(recorded) = self.core.recorded_replies.remove(&effect) {
-            return match recorded {
-                Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
-                Err(reason) => Err(Error::Handler {
-                    id: to.id().clone(),
-                    reason,
-                }),
-            };
+        if let Some(recorded) = self.recorded_reply(effect, to.id()) {
+            return recorded;
         }
         let outcome = to.query(query, timeout).await;
-        if self.core.durable {
-            let body = match &outcome {
-                Ok(answer) => Ok(record::encode("an answer", answer)?),
-                Err(error) => Err(error.to_string()),
-            };
-            let payload = record::encode("a reply record", &ReplyRecord { effect, body })?;
-            self.core.append_own(record::REPLY, payload).await?;
-        }
+        self.record_reply(effect, &outcome).await?;
         outcome
     }
 

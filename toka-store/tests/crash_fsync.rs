@@ -26,9 +26,12 @@ use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{Rng, child_fail, copy_dir, emit, fsync_config, multi_thread_runtime, self_command};
+use common::{
+    Rng, child_fail, copy_dir, emit, fsync_config, multi_thread_runtime, seed_from_env_or_time,
+    self_command,
+};
 use toka_store::{
     Durability, ExpectedVersion, Journal, JournalConfig, NewEvent, RecordedEvent, SledJournal,
 };
@@ -54,19 +57,6 @@ const BUFFERED_ROUNDS: u32 = 20;
 const ROUNDS: u32 = 30;
 /// A child that was never killed gives up after this long (e.g. its parent died).
 const CHILD_LIFETIME: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------------
-// Seeds.
-
-fn seed_from_env_or_time() -> u64 {
-    match std::env::var("TOKA_SEED") {
-        Ok(s) => s.trim().parse().expect("TOKA_SEED must be a u64"),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x70CA),
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The history model and the checker (pure functions).

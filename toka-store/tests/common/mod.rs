@@ -28,4 +28,4 @@ pub(crate) fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
 pub(crate) use toka_test_support::bench::log_key;
 pub(crate) use toka_test_support::child::{child_fail, emit, self_command};
 pub(crate) use toka_test_support::fs::{copy_dir, files_under};
-pub(crate) use toka_test_support::rng::Rng;
+pub(crate) use toka_test_support::rng::{Rng, seed_from_env_or_time};
