@@ -16,7 +16,7 @@ mod common;
 use std::io::{BufReader, Read};
 use std::process::{Command, Stdio};
 
-use common::{BIN, Node, admin_token, cli, tree, value_of};
+use common::{BIN, Node, admin_token, cli, journal_head, tree, value_of};
 use serde_json::{Value, json};
 
 #[test]
@@ -407,25 +407,6 @@ fn a_token_minted_attenuated_used_then_revoked_is_rejected() {
     let (status, value) = node.json("POST", "/agents/c1/ask", &admin, &json!("get"));
     assert_eq!((status, value), (200, json!({"value": 3})));
     assert!(node.sigterm().success());
-}
-
-/// The journal's head position from `/metrics`.
-fn journal_head(node: &Node, token: &str) -> u64 {
-    let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
-    std::io::Write::write_all(
-        &mut stream,
-        format!(
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("toka_journal_head_position "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("toka_journal_head_position in /metrics")
 }
 
 /// `POST /agents/{id}/query`: a counter's value without a journal record; scoped by

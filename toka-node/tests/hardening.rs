@@ -1280,12 +1280,7 @@ fn stream_matches_events(durability: &str) {
     let last = listed.last().unwrap().0;
     // No record the journal holds stays unshown: the message's handling is recorded too
     // (a progress record nobody waits for), and it must become durable and shown soon.
-    let metrics = request(node.addr, &get_request("/metrics", Some(&token)));
-    let head: u64 = String::from_utf8_lossy(&metrics.body)
-        .lines()
-        .find_map(|l| l.strip_prefix("toka_journal_head_position "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("no toka_journal_head_position in /metrics");
+    let head = common::journal_head(&node, &token);
     assert_eq!(
         last, head,
         "{durability}: GET /events stops at {last}, the journal holds {head}: {listed:?}"

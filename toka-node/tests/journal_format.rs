@@ -19,24 +19,11 @@ use std::time::Duration;
 
 use common::{Node, admin_token, cli, tree, value_of};
 use serde_json::json;
+use toka_test_support::fs::copy_dir;
 
 /// The committed fixture.
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-2026-12")
-}
-
-/// Copies a directory tree.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Restores the owner-only mode the node requires of its key files (git keeps 0644).

@@ -222,6 +222,25 @@ pub(crate) fn tree(node: &Node, token: &str) -> Vec<(String, String, Value)> {
         .collect()
 }
 
+/// The journal's head position, as `GET /metrics` reports it.
+pub(crate) fn journal_head(node: &Node, token: &str) -> u64 {
+    let mut stream = TcpStream::connect(node.addr).unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("toka_journal_head_position "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("no toka_journal_head_position in /metrics")
+}
+
 /// A counter's reply to `"get"` (asserting 200).
 pub(crate) fn value_of(node: &Node, token: &str, id: &str) -> Value {
     let (status, reply) = node.json("POST", &format!("/agents/{id}/ask"), token, &json!("get"));
