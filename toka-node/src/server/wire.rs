@@ -120,9 +120,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrorIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        // A head hyper wrote on its own comes alone; anything else passes through.
-        if let [only] = bufs.iter().filter(|b| !b.is_empty()).collect::<Vec<_>>()[..] {
-            if rewrite(only).is_some() {
+        // A head hyper wrote on its own comes alone; anything else passes through (no
+        // allocation on this path: it carries every response).
+        let mut non_empty = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (non_empty.next(), non_empty.next()) {
+            if only.starts_with(STATUS_LINE_START) && rewrite(only).is_some() {
                 return self.poll_write(cx, only);
             }
         }
