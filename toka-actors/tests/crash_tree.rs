@@ -30,7 +30,8 @@
 //! on an `O_APPEND` file, which a `SIGKILL` cannot undo; only a machine crash could).
 //!
 //! After every start (and after its traffic) a child checks, jepsen-style, against both
-//! logs and what every leaf answers to `Get` (see [`check`]):
+//! logs and what every leaf answers to `Get` (with `toka_test_support::history`'s
+//! [`check`], through [`Leaves`]):
 //! - the tree the journal records (read before the runtime starts) has only expected
 //!   agents and, under every parent, a prefix of the expected children in order; once the
 //!   tree was built, it is all of it; the tree right after recovery equals the tree recorded
@@ -52,13 +53,12 @@
 //! seed fixes the schedule (which kills, in which order, and where in the build, the
 //! recovery or the traffic they are aimed); timing inside the children still varies.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -66,6 +66,10 @@ use toka_actors::record::{self, TreeRecord};
 use toka_actors::{Agent, AgentError, AgentId, AgentRef, Context, Runtime, SpawnSpec};
 use toka_store::{Durability, Journal, JournalConfig, SledJournal};
 use toka_test_support::child::{child_fail, emit, run_as_test};
+use toka_test_support::history::{
+    History, HistoryLog, Observation, OpId, PlaceState, Routing, Sender, check, read_lines,
+    write_atomically,
+};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
 // ---------------------------------------------------------------------------------------
@@ -391,244 +395,65 @@ fn check_partial_tree(lines: &[String], expected: &[String]) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Logs.
+// The history and its checker (toka_test_support::history), applied to this tree.
 
-/// An append-only line log: each line is one `write` on an `O_APPEND` file.
-struct LineLog(Mutex<File>);
+/// The invocation log and the ack log under `dir`, read back.
+fn read_history(dir: &Path) -> History {
+    History::read(&dir.join(INV_LOG), &dir.join(ACK_LOG))
+}
 
-impl LineLog {
-    fn open(path: &Path) -> Self {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap_or_else(|e| child_fail(&format!("open {}: {e}", path.display())));
-        LineLog(Mutex::new(file))
+/// Where the checker expects each message id: on the leaf [`leaf_of`] picks, through the
+/// leaf's mid for every [`FORWARD_EVERY`]th id (a route of its own: a forwarded id may
+/// overtake a later direct one of the same sender).
+struct Leaves;
+
+impl Routing for Leaves {
+    fn place_of(&self, id: OpId) -> usize {
+        leaf_of(id) as usize
     }
 
-    fn line(&self, line: &str) {
-        let mut file = self.0.lock().unwrap();
-        if let Err(e) = file.write_all(format!("{line}\n").as_bytes()) {
-            child_fail(&format!("writing a log line: {e}"));
-        }
+    fn place_name(&self, place: usize) -> String {
+        leaf_name(place as u32)
+    }
+
+    fn route_of(&self, id: OpId) -> Option<&'static str> {
+        forwarded(id).then_some("through the mid")
     }
 }
 
-/// The complete lines of a log (a line cut short by a kill is dropped).
-fn read_lines(path: &Path) -> Vec<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => panic!("reading {}: {e}", path.display()),
-    };
-    let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
-    lines.pop(); // after the last '\n': empty, or an unfinished line
-    lines
-}
-
-/// Who sent an id: round and sender task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Sender {
-    round: u32,
-    task: u32,
-}
-
-/// The invocation log: id → sender. Panics on an id invoked twice (a test bug).
-fn read_invoked(dir: &Path) -> HashMap<u64, Sender> {
-    let mut out = HashMap::new();
-    for line in read_lines(&dir.join(INV_LOG)) {
-        let mut words = line.split(' ').map(|w| w.parse::<u64>().unwrap());
-        let (id, round, task) = (
-            words.next().unwrap(),
-            words.next().unwrap() as u32,
-            words.next().unwrap() as u32,
-        );
-        let previous = out.insert(id, Sender { round, task });
-        assert!(
-            previous.is_none(),
-            "id {id} invoked twice: the test is broken"
-        );
+impl PlaceState for LeafState {
+    fn applied(&self) -> &[OpId] {
+        &self.ids
     }
-    out
-}
 
-/// The ack log.
-fn read_acked(dir: &Path) -> Vec<u64> {
-    read_lines(&dir.join(ACK_LOG))
-        .iter()
-        .map(|l| l.parse().unwrap())
-        .collect()
-}
-
-/// The last observation: id → applied.
-fn read_observed(dir: &Path) -> HashMap<u64, bool> {
-    read_lines(&dir.join(OBSERVED_FILE))
-        .iter()
-        .map(|l| {
-            let (id, seen) = l.split_once(' ').unwrap();
-            (id.parse().unwrap(), seen == "1")
+    /// The sum and count must agree with the list of applied ids.
+    fn inconsistency(&self) -> Option<String> {
+        let sum: u64 = self.ids.iter().sum();
+        (self.count != self.ids.len() as u64 || self.sum != sum).then(|| {
+            format!(
+                "count {} and sum {} but {} ids summing to {sum}",
+                self.count,
+                self.sum,
+                self.ids.len()
+            )
         })
-        .collect()
-}
-
-/// Writes `lines` to `dir/name` through a rename, so a kill leaves the old or the new file.
-fn write_atomically(dir: &Path, name: &str, lines: &[String]) {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-// ---------------------------------------------------------------------------------------
-// The checker (a pure function).
-
-/// What an observation found.
-#[derive(Debug, Default)]
-struct CheckReport {
-    /// Acknowledged, not applied.
-    lost: Vec<String>,
-    /// Applied more than once.
-    duplicate: Vec<String>,
-    /// Applied but never sent.
-    phantom: Vec<String>,
-    /// Applied on another leaf than it was sent to.
-    misplaced: Vec<String>,
-    /// A leaf whose sum or count disagrees with its list.
-    inconsistent: Vec<String>,
-    /// One sender's ids applied out of the order it sent them.
-    reordered: Vec<String>,
-    /// Applied at the previous observation, not now.
-    flicker: Vec<String>,
-    /// Not applied at the previous observation (and not sent since), applied now.
-    resurrected: Vec<String>,
-    /// Ids applied now.
-    applied: HashSet<u64>,
-    /// Applied although not acknowledged.
-    unacked_applied: usize,
-}
-
-impl CheckReport {
-    fn anomalies(&self) -> [(&'static str, &Vec<String>); 8] {
-        [
-            ("lost", &self.lost),
-            ("duplicate", &self.duplicate),
-            ("phantom", &self.phantom),
-            ("misplaced", &self.misplaced),
-            ("inconsistent", &self.inconsistent),
-            ("reordered", &self.reordered),
-            ("flicker", &self.flicker),
-            ("resurrected", &self.resurrected),
-        ]
-    }
-
-    fn is_valid(&self) -> bool {
-        self.anomalies().iter().all(|(_, list)| list.is_empty())
-    }
-
-    /// The anomalies, at most 10 lines of each kind.
-    fn describe(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (name, list) in self.anomalies() {
-            if !list.is_empty() {
-                out.push(format!("{name} ({}):", list.len()));
-                out.extend(list.iter().take(10).map(|l| format!("  {l}")));
-            }
-        }
-        out
     }
 }
 
-/// Checks the leaves' states (`leaves[k]`: leaf `k`) against the logs and the previous
-/// observation.
-fn check(
-    leaves: &[LeafState],
-    invoked: &HashMap<u64, Sender>,
-    acked: &[u64],
-    previous: &HashMap<u64, bool>,
-) -> CheckReport {
-    let mut report = CheckReport::default();
-    for (k, state) in leaves.iter().enumerate() {
-        let name = leaf_name(k as u32);
-        let sum: u64 = state.ids.iter().sum();
-        if state.count != state.ids.len() as u64 || state.sum != sum {
-            report.inconsistent.push(format!(
-                "{name}: count {} and sum {} but {} ids summing to {sum}",
-                state.count,
-                state.sum,
-                state.ids.len()
-            ));
-        }
-        // Per sender and route (a forwarded id may overtake a later direct one).
-        let mut last_of_sender: HashMap<(Sender, bool), u64> = HashMap::new();
-        for &id in &state.ids {
-            if !report.applied.insert(id) {
-                report
-                    .duplicate
-                    .push(format!("id {id} applied again (on {name})"));
-                continue;
-            }
-            if leaf_of(id) as usize != k {
-                report.misplaced.push(format!(
-                    "id {id} applied on {name}, sent to {}",
-                    leaf_name(leaf_of(id))
-                ));
-            }
-            match invoked.get(&id) {
-                None => report
-                    .phantom
-                    .push(format!("id {id} applied on {name} but never sent")),
-                Some(sender) => {
-                    let route = forwarded(id);
-                    if let Some(before) = last_of_sender.insert((*sender, route), id) {
-                        if before > id {
-                            report.reordered.push(format!(
-                                "{name}: id {id} after id {before}, both sent in that order by task {} of round {}{}",
-                                sender.task,
-                                sender.round,
-                                if route { " through the mid" } else { "" }
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let acked_set: HashSet<u64> = acked.iter().copied().collect();
-    for &id in acked {
-        if !report.applied.contains(&id) {
-            report.lost.push(format!(
-                "id {id} was acknowledged but {} did not apply it",
-                leaf_name(leaf_of(id))
-            ));
-        }
-    }
-    for (&id, &seen) in previous {
-        let now = report.applied.contains(&id);
-        if seen && !now {
-            report
-                .flicker
-                .push(format!("id {id} was applied before and is not now"));
-        }
-        if !seen && now {
-            report.resurrected.push(format!(
-                "id {id} was not applied after an earlier recovery, and is now"
-            ));
-        }
-    }
-    report.unacked_applied = report
-        .applied
-        .iter()
-        .filter(|id| !acked_set.contains(id))
-        .count();
-    report
-}
-
-/// The checker flags what it should, on small hand-made histories.
+/// This test's side of the checker ([`Leaves`], [`LeafState`]'s consistency) and the tree
+/// checks, on small hand-made states. The checker itself is unit-tested in
+/// `toka-test-support`.
 fn checker_self_test() {
     // Ids 1..=6, all sent by task 0 of round 0 in that order; 1..=5 applied where
     // `leaf_of` says, 1..=4 acknowledged.
     let sender = Sender { round: 0, task: 0 };
-    let invoked: HashMap<u64, Sender> = (1..=6).map(|id| (id, sender)).collect();
+    let mut history = History::default();
+    for id in 1..=6 {
+        history.invoke(id, sender);
+    }
+    for id in 1..=4 {
+        history.ack(id);
+    }
     let apply = |leaves: &mut [LeafState], k: usize, id: u64| {
         leaves[k].ids.push(id);
         leaves[k].sum += id;
@@ -641,48 +466,68 @@ fn checker_self_test() {
         }
         leaves
     };
-    let acked = [1, 2, 3, 4];
-    let report = check(&good(), &invoked, &acked, &HashMap::new());
-    assert!(report.is_valid(), "{:?}", report.describe());
+    let none = Observation::default();
+    let report = check(&Leaves, &good(), &history, &none);
+    assert!(report.is_valid(), "{report}");
     assert_eq!((report.applied.len(), report.unacked_applied), (5, 1));
-    let flagged =
-        |leaves: &[LeafState], acked: &[u64], previous: &HashMap<u64, bool>, kind: &str| {
-            let report = check(leaves, &invoked, acked, previous);
-            let found = report
-                .anomalies()
-                .iter()
-                .any(|(name, list)| *name == kind && !list.is_empty());
-            assert!(found, "the checker missed {kind}: {:?}", report.describe());
-        };
-    let none = HashMap::new();
-    flagged(&good(), &[1, 2, 3, 4, 6], &none, "lost");
-    let mut leaves = good();
-    apply(&mut leaves, leaf_of(3) as usize, 3);
-    flagged(&leaves, &acked, &none, "duplicate");
-    let mut leaves = good();
-    apply(&mut leaves, leaf_of(7) as usize, 7);
-    flagged(&leaves, &acked, &none, "phantom");
+    let flagged = |leaves: &[LeafState], kind: &str| {
+        let report = check(&Leaves, leaves, &history, &none);
+        let found = report
+            .anomalies()
+            .iter()
+            .any(|(name, list)| *name == kind && !list.is_empty());
+        assert!(found, "the checker missed {kind}: {report}");
+        report
+    };
     let mut leaves = good();
     leaves[leaf_of(1) as usize].sum += 1;
-    flagged(&leaves, &acked, &none, "inconsistent");
+    let report = flagged(&leaves, "inconsistent");
+    assert!(report.inconsistent[0].starts_with(&leaf_name(leaf_of(1))));
+    let mut leaves = good();
+    leaves[leaf_of(2) as usize].count += 1;
+    flagged(&leaves, "inconsistent");
     let mut leaves = good();
     apply(&mut leaves, (leaf_of(6) as usize + 1) % LEAVES as usize, 6);
-    flagged(&leaves, &acked, &none, "misplaced");
-    // Two ids one sender sent to one leaf in this order, applied in the other.
-    let (a, b) = (1..)
-        .flat_map(|b: u64| (1..b).map(move |a| (a, b)))
-        .find(|&(a, b)| leaf_of(a) == leaf_of(b))
+    flagged(&leaves, "misplaced");
+    let mut leaves = good();
+    leaves[leaf_of(4) as usize] = LeafState::default();
+    let report = flagged(&leaves, "lost");
+    assert!(report.lost[0].contains(&leaf_name(leaf_of(4))), "{report}");
+
+    // Ids one sender sent to one leaf in this order: direct a < b, forwarded f < g.
+    let same_leaf = |route: bool| {
+        (1..)
+            .filter(move |&id: &u64| forwarded(id) == route)
+            .flat_map(|b| (1..b).map(move |a| (a, b)))
+            .find(|&(a, b)| forwarded(a) == route && leaf_of(a) == leaf_of(b))
+            .unwrap()
+    };
+    let (a, b) = same_leaf(false);
+    let (f, g) = same_leaf(true);
+    let reordered = |ids: &[u64], k: u32| {
+        let mut history = History::default();
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        for &id in &sorted {
+            history.invoke(id, sender);
+        }
+        let mut leaves = vec![LeafState::default(); LEAVES as usize];
+        for &id in ids {
+            apply(&mut leaves, k as usize, id);
+        }
+        check(&Leaves, &leaves, &history, &none).reordered
+    };
+    assert_eq!(reordered(&[b, a], leaf_of(a)).len(), 1);
+    assert!(reordered(&[a, b], leaf_of(a)).is_empty());
+    let through_mid = reordered(&[g, f], leaf_of(f));
+    assert_eq!(through_mid.len(), 1);
+    assert!(through_mid[0].ends_with("(both through the mid)"));
+    // A forwarded id may overtake an earlier direct one (another route).
+    let (c, h) = (1..)
+        .flat_map(|h: u64| (1..h).map(move |c| (c, h)))
+        .find(|&(c, h)| !forwarded(c) && forwarded(h) && leaf_of(c) == leaf_of(h))
         .unwrap();
-    let invoked_ab = HashMap::from([(a, sender), (b, sender)]);
-    let mut leaves = vec![LeafState::default(); LEAVES as usize];
-    apply(&mut leaves, leaf_of(a) as usize, b);
-    apply(&mut leaves, leaf_of(a) as usize, a);
-    let report = check(&leaves, &invoked_ab, &[a, b], &none);
-    assert_eq!(report.reordered.len(), 1, "{:?}", report.describe());
-    leaves[leaf_of(a) as usize].ids.reverse();
-    assert!(check(&leaves, &invoked_ab, &[a, b], &none).is_valid());
-    flagged(&good(), &acked, &HashMap::from([(6, true)]), "flicker");
-    flagged(&good(), &acked, &HashMap::from([(5, false)]), "resurrected");
+    assert!(reordered(&[h, c], leaf_of(c)).is_empty());
 
     // Trees recovered from a crash during the build: prefixes under every parent only.
     let tree = expected_tree();
@@ -828,7 +673,7 @@ async fn child(dir: PathBuf, round: u32, budget: usize, mode: ChildMode) {
         build(&runtime).await;
         let (lines, stopped) = runtime_tree(&runtime);
         check_tree(&lines, &stopped, &expected, "after building");
-        write_atomically(&dir, TREE_FILE, &lines);
+        write_atomically(&dir.join(TREE_FILE), &lines);
         emit(&format!("BUILT {}", millis(started)));
     }
     check_counts(&runtime).await;
@@ -1006,33 +851,26 @@ async fn check_counts(runtime: &Runtime) {
 /// Asks every leaf for its state, checks it, and records the observation.
 async fn observe(leaves: &[AgentRef<Leaf>], dir: &Path, when: &str) {
     let started = Instant::now();
-    let invoked = read_invoked(dir);
-    let acked = read_acked(dir);
-    let previous = read_observed(dir);
+    let history = read_history(dir);
+    let previous = Observation::read(&dir.join(OBSERVED_FILE));
     let states = leaf_states(leaves).await;
-    let report = check(&states, &invoked, &acked, &previous);
+    let report = check(&Leaves, &states, &history, &previous);
     if !report.is_valid() {
         child_fail(&format!(
             "observation {when}: {} acknowledged, {} sent, {} applied:\n{}",
-            acked.len(),
-            invoked.len(),
+            history.acked().len(),
+            history.invoked_len(),
             report.applied.len(),
             report.describe().join("\n")
         ));
     }
-    let mut ids: Vec<u64> = invoked.keys().copied().collect();
-    ids.sort_unstable();
-    let lines: Vec<String> = ids
-        .iter()
-        .map(|id| format!("{id} {}", u8::from(report.applied.contains(id))))
-        .collect();
-    write_atomically(dir, OBSERVED_FILE, &lines);
+    Observation::of(&history, &report).write(&dir.join(OBSERVED_FILE));
     emit(&format!(
         "CHECKED {when} acked={} applied={} unacked_applied={} sent={} ms={}",
-        acked.len(),
+        history.acked().len(),
         report.applied.len(),
         report.unacked_applied,
-        invoked.len(),
+        history.invoked_len(),
         millis(started)
     ));
 }
@@ -1081,18 +919,20 @@ async fn send(runtime: &Runtime, leaves: &[AgentRef<Leaf>], dir: &Path, round: u
             })
             .collect(),
     );
-    let invoked = read_invoked(dir);
+    let invoked = read_history(dir);
     let todo: Arc<Vec<u64>> = Arc::new(
         (1..=TOTAL)
-            .filter(|id| !invoked.contains_key(id))
+            .filter(|&id| !invoked.is_invoked(id))
             .take(budget)
             .collect(),
     );
     emit(&format!("SENDING {}", todo.len()));
     let started = Instant::now();
     let leaves: Arc<Vec<AgentRef<Leaf>>> = Arc::new(leaves.to_vec());
-    let inv_log = Arc::new(LineLog::open(&dir.join(INV_LOG)));
-    let ack_log = Arc::new(LineLog::open(&dir.join(ACK_LOG)));
+    let log = Arc::new(
+        HistoryLog::open(&dir.join(INV_LOG), &dir.join(ACK_LOG))
+            .unwrap_or_else(|e| child_fail(&e.to_string())),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let acks = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -1103,14 +943,19 @@ async fn send(runtime: &Runtime, leaves: &[AgentRef<Leaf>], dir: &Path, round: u
             Arc::clone(&next),
             Arc::clone(&acks),
         );
-        let (inv_log, ack_log) = (Arc::clone(&inv_log), Arc::clone(&ack_log));
+        let log = Arc::clone(&log);
+        let sender = Sender {
+            round,
+            task: task as u32,
+        };
         let mids = Arc::clone(&mids);
         tasks.spawn(async move {
             loop {
                 let Some(&id) = todo.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     return;
                 };
-                inv_log.line(&format!("{id} {round} {task}"));
+                log.invoked(id, sender)
+                    .unwrap_or_else(|e| child_fail(&e.to_string()));
                 let k = leaf_of(id);
                 let sent = if forwarded(id) {
                     let mid = &mids[(k / LEAVES_PER_MID) as usize];
@@ -1122,7 +967,7 @@ async fn send(runtime: &Runtime, leaves: &[AgentRef<Leaf>], dir: &Path, round: u
                 if let Err(e) = sent {
                     child_fail(&format!("sending id {id} for {}: {e}", leaf_name(k)));
                 }
-                ack_log.line(&id.to_string());
+                log.acked(id).unwrap_or_else(|e| child_fail(&e.to_string()));
                 let n = acks.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % PROGRESS_EVERY == 0 {
                     emit(&format!("PROGRESS {n}"));
@@ -1418,7 +1263,7 @@ fn parent() {
     let mut kills_during_traffic = 0;
     for (round, what) in plan.iter().enumerate() {
         let round = round as u32;
-        let sent = read_invoked(&dir).len() as u64;
+        let sent = read_history(&dir).invoked_len() as u64;
         let budget = ((TOTAL - sent) / traffic_left as u64) as usize;
         let kill = match *what {
             "building" => Kill::Building {
@@ -1465,13 +1310,14 @@ fn parent() {
         .find("RESENT")
         .map_or("?", |l| &l.text["RESENT ".len()..]);
 
-    // Every id was sent exactly once (read_invoked panics on a second send).
-    let invoked = read_invoked(&dir);
-    assert_eq!(invoked.len() as u64, TOTAL, "ids sent");
-    assert!((1..=TOTAL).all(|id| invoked.contains_key(&id)));
-    let acked = read_acked(&dir);
-    let observed = read_observed(&dir);
-    let applied = observed.values().filter(|a| **a).count();
+    // Every id was sent exactly once (History::read panics on a second send).
+    let history = read_history(&dir);
+    assert_eq!(history.invoked_len() as u64, TOTAL, "ids sent");
+    assert!((1..=TOTAL).all(|id| history.is_invoked(id)));
+    let observed = Observation::read(&dir.join(OBSERVED_FILE));
+    let applied = (1..=TOTAL)
+        .filter(|&id| observed.get(id) == Some(true))
+        .count();
     // Start-up and recovery kills are aimed by time, so on a fast machine one may land
     // after recovery; traffic kills are aimed by acknowledgements and always land in it.
     assert!(
@@ -1485,7 +1331,7 @@ fn parent() {
          {kills_during_traffic} during traffic); TOKA_SEED={seed}",
         started.elapsed().as_secs_f64(),
         AGENTS,
-        acked.len(),
+        history.acked().len(),
         applied,
         plan.len(),
     );

@@ -5,9 +5,13 @@
 //!   of crash tests that re-run their own binary as a child and SIGKILL it;
 //! - [`rng`]: a tiny seeded PRNG, and the seed of a run (`TOKA_SEED` replays one);
 //! - [`fs`]: directory helpers;
-//! - [`bench`]: the bench harness (watchdog, medians, the tokio runtime of workloads).
+//! - [`history`]: jepsen-style histories of crash tests (invocation and ack logs,
+//!   observations) and the checker that finds lost, duplicate, phantom, misplaced,
+//!   reordered and flickering operations;
+//! - [`mod@bench`]: the bench harness (watchdog, medians, the tokio runtime of workloads).
 
 pub mod bench;
 pub mod child;
 pub mod fs;
+pub mod history;
 pub mod rng;
