@@ -413,7 +413,7 @@ fn tally_stream(i: usize) -> BenchResult<String> {
 fn stored_record_len(rt: &tokio::runtime::Runtime) -> BenchResult<usize> {
     let dir = TempDir::new()?;
     let journal = sled_journal(dir.path(), Durability::Buffered)?;
-    let event = NewEvent::new(record::MSG, msg_payload()?);
+    let event = NewEvent::new(record::RecordKind::Msg.stored(), msg_payload()?);
     let stream = tally_stream(0)?;
     let appender = Arc::clone(&journal);
     on_pool(rt, async move {
@@ -1149,7 +1149,7 @@ fn journal_alone_buffered(
         let mut rng = Rng::new(7);
         let start = Instant::now();
         for _ in 0..total {
-            let event = NewEvent::new(record::MSG, payload.clone());
+            let event = NewEvent::new(record::RecordKind::Msg.stored(), payload.clone());
             let stream = &streams[rng.below(streams.len())];
             journal
                 .append_unsynced(stream, ExpectedVersion::Any, std::slice::from_ref(&event))
@@ -1353,7 +1353,8 @@ fn journal_alone_fsync_round(
                     let mut rng = Rng::new(t as u64 + 2000);
                     while Instant::now() < deadline {
                         let stream = &streams[rng.below(streams.len())];
-                        let event = NewEvent::new(record::MSG, payload.as_slice());
+                        let event =
+                            NewEvent::new(record::RecordKind::Msg.stored(), payload.as_slice());
                         journal
                             .append(stream, ExpectedVersion::Any, std::slice::from_ref(&event))
                             .await??;

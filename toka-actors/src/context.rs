@@ -9,6 +9,13 @@
 //! effects then run again, and are made idempotent by their ids: receivers drop messages
 //! whose effect id they have already seen from that sender, spawns of an existing child
 //! return it, and recorded timers and replies are reused.
+//!
+//! Replaying, every step is also *checked*: the journal recorded what each handling did
+//! (a [`StepsRecord`](crate::record::StepsRecord): kind, target and a digest of the
+//! content of every send, ask, query, spawn, stop, publish, timer and effect), and a
+//! replay that does something else at some step halts the agent with
+//! [`Error::NonDeterministic`] rather than let its state drift from its history. See the
+//! [rules for handlers](crate::rules).
 
 use std::time::Duration;
 
@@ -17,13 +24,13 @@ use serde::de::DeserializeOwned;
 use toka_store::Timestamp;
 use tokio::sync::oneshot;
 
-use crate::agent_actor::Core;
-use crate::record::{self, IntentRecord, Origin, ReplyRecord, TimerRecord};
-use crate::runtime::{AgentRef, await_reply};
+use crate::agent_core::{Core, step};
+use crate::delivery::{self, Typed, await_reply};
+use crate::record::{
+    self, IntentRecord, Origin, Outcome, RecordKind, ReplyRecord, StepKind, TimerRecord,
+};
+use crate::runtime::AgentRef;
 use crate::{Agent, AgentError, AgentId, EffectId, Error, Queries, SpawnSpec, TimerId, Topic};
-
-/// The recorded outcome of an effect found in doubt.
-const IN_DOUBT: &str = "in doubt: the effect may or may not have happened before a crash";
 
 /// The handler's view of the runtime while it handles one message.
 pub struct Context<'a, A: Agent> {
@@ -39,7 +46,7 @@ impl<A: Agent> Context<'_, A> {
     /// The service of type `T` given to
     /// [`RuntimeBuilder::extension`](crate::RuntimeBuilder::extension), if any.
     pub fn extension<T: Send + Sync + 'static>(&self) -> Option<std::sync::Arc<T>> {
-        self.core.shared.extensions.get::<T>()
+        self.core.kernel.extensions.get::<T>()
     }
 
     /// The agent's id.
@@ -49,7 +56,7 @@ impl<A: Agent> Context<'_, A> {
 
     /// A reference to this agent (to hand to others).
     pub fn myself(&self) -> AgentRef<A> {
-        AgentRef::new(self.core.id.clone(), self.core.shared.clone())
+        AgentRef::new(self.core.id.clone(), self.core.kernel.clone())
     }
 
     /// A typed reference to agent `id` (to send to or ask).
@@ -57,8 +64,8 @@ impl<A: Agent> Context<'_, A> {
     /// # Errors
     /// [`Error::UnknownAgent`], [`Error::WrongKind`].
     pub fn agent<B: Agent>(&self, id: &AgentId) -> Result<AgentRef<B>, Error> {
-        self.core.shared.check_kind(id, B::KIND)?;
-        Ok(AgentRef::new(id.clone(), self.core.shared.clone()))
+        self.core.kernel.check_kind(id, B::KIND)?;
+        Ok(AgentRef::new(id.clone(), self.core.kernel.clone()))
     }
 
     /// The message's sequence number in the agent's stream (0 for transient agents).
@@ -85,6 +92,19 @@ impl<A: Agent> Context<'_, A> {
         }
     }
 
+    /// The next outward step: its id, once checked against the journal (replaying) or
+    /// noted for it (live).
+    fn outward(&mut self, kind: StepKind, target: &str, content: &[u8]) -> Result<EffectId, Error> {
+        let effect = self.next_effect();
+        self.core.check_step(
+            self.seq,
+            effect.n,
+            self.replaying,
+            step(kind, target, content),
+        )?;
+        Ok(effect)
+    }
+
     fn origin(&self, effect: EffectId) -> Origin {
         if self.core.durable {
             Origin::Agent {
@@ -101,18 +121,17 @@ impl<A: Agent> Context<'_, A> {
     /// # Errors
     /// As [`AgentRef::send`].
     pub async fn send<B: Agent>(&mut self, to: &AgentRef<B>, msg: B::Msg) -> Result<(), Error> {
-        let effect = self.next_effect();
+        let msg = Typed(msg);
+        let effect = self.outward(
+            StepKind::Send,
+            to.id().as_str(),
+            &delivery::Payload::encode(&msg)?,
+        )?;
         if self.replaying {
             return Ok(());
         }
-        let shared = &self.core.shared;
-        if let Some((msg, _)) = shared.send_or_return(to.id(), msg, None)? {
-            let body = record::encode("a message", &msg)?;
-            shared
-                .send_record(to.id(), self.origin(effect), None, &body, None)
-                .await?;
-        }
-        Ok(())
+        let origin = self.origin(effect);
+        delivery::deliver(&self.core.kernel, to.id(), msg, origin, None).await
     }
 
     /// Asks `to` and waits up to `timeout` for the reply. The outcome (reply or error) is
@@ -126,19 +145,20 @@ impl<A: Agent> Context<'_, A> {
         msg: B::Msg,
         timeout: Duration,
     ) -> Result<B::Reply, Error> {
-        let effect = self.next_effect();
+        let msg = Typed(msg);
+        let effect = self.outward(
+            StepKind::Ask,
+            to.id().as_str(),
+            &delivery::Payload::encode(&msg)?,
+        )?;
         if let Some(recorded) = self.recorded_reply(effect, to.id()) {
             return recorded;
         }
-        let shared = self.core.shared.clone();
+        let kernel = self.core.kernel.clone();
         let (reply, answer) = oneshot::channel();
+        let origin = self.origin(effect);
         let outcome = async {
-            if let Some((msg, reply)) = shared.send_or_return(to.id(), msg, Some(reply))? {
-                let body = record::encode("a message", &msg)?;
-                shared
-                    .send_record(to.id(), self.origin(effect), None, &body, reply)
-                    .await?;
-            }
+            delivery::deliver(&kernel, to.id(), msg, origin, Some(reply)).await?;
             let reply = await_reply(to.id(), answer, timeout).await?;
             reply.downcast::<B::Reply>().map(|r| *r).map_err(|_| {
                 Error::Internal(format!("a reply of kind {} has another type", B::KIND))
@@ -156,13 +176,16 @@ impl<A: Agent> Context<'_, A> {
         effect: EffectId,
         to: &AgentId,
     ) -> Option<Result<T, Error>> {
-        let recorded = self.core.recorded_replies.remove(&effect)?;
+        let recorded = self.core.recorded.replies.remove(&effect)?;
         Some(match recorded {
-            Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
-            Err(reason) => Err(Error::Handler {
+            Outcome::Value(body) => record::decode(self.core.id.stream(), effect.seq, &body),
+            Outcome::Failed(reason) => Err(Error::Handler {
                 id: to.clone(),
                 reason,
             }),
+            Outcome::InDoubt => Err(Error::Internal(format!(
+                "the journal records step {effect:?} as a side effect in doubt, not a reply"
+            ))),
         })
     }
 
@@ -175,12 +198,12 @@ impl<A: Agent> Context<'_, A> {
         if !self.core.durable {
             return Ok(());
         }
-        let body = match outcome {
-            Ok(reply) => Ok(record::encode("a reply", reply)?),
-            Err(error) => Err(error.to_string()),
+        let outcome = match outcome {
+            Ok(reply) => Outcome::Value(record::encode("a reply", reply)?),
+            Err(error) => Outcome::Failed(error.to_string()),
         };
-        let payload = record::encode("a reply record", &ReplyRecord { effect, body })?;
-        self.core.append_own(record::REPLY, payload).await
+        let payload = record::encode("a reply record", &ReplyRecord { effect, outcome })?;
+        self.core.append_own(RecordKind::Reply, payload).await
     }
 
     /// Queries agent `to` ([`Queries`]): its answer from its current state, within
@@ -198,7 +221,8 @@ impl<A: Agent> Context<'_, A> {
         query: B::Query,
         timeout: Duration,
     ) -> Result<B::Answer, Error> {
-        let effect = self.next_effect();
+        let content = record::encode("a query", &query)?;
+        let effect = self.outward(StepKind::Query, to.id().as_str(), &content)?;
         if let Some(recorded) = self.recorded_reply(effect, to.id()) {
             return recorded;
         }
@@ -221,28 +245,30 @@ impl<A: Agent> Context<'_, A> {
         spec: SpawnSpec,
         args: B::Args,
     ) -> Result<AgentRef<B>, Error> {
-        self.next_effect();
         let id = spec.id.clone();
-        let shared = self.core.shared.clone();
-        let existing = shared
+        let args = record::encode("arguments", &args)?;
+        let mut content = B::KIND.as_bytes().to_vec();
+        content.extend_from_slice(&args);
+        self.outward(StepKind::Spawn, id.as_str(), &content)?;
+        let kernel = self.core.kernel.clone();
+        let existing = kernel
             .tree()
             .get(&id)
-            .map(|n| n.parent == self.core.tree_key && n.kind == B::KIND);
+            .map(|n| n.parent.as_ref() == Some(&self.core.id) && n.kind == B::KIND);
         match existing {
-            Some(true) => return Ok(AgentRef::new(id, shared)),
+            Some(true) => return Ok(AgentRef::new(id, kernel)),
             // Replaying, the spawn was done when the message was first handled: since
             // then the child may have stopped, and its id may even name a later
             // incarnation elsewhere in the tree (another parent or kind).
-            _ if self.replaying => return Ok(AgentRef::new(id, shared)),
+            _ if self.replaying => return Ok(AgentRef::new(id, kernel)),
             Some(false) => return Err(Error::AlreadyExists(id)),
             None => {}
         }
-        let args = record::encode("arguments", &args)?;
-        shared
-            .record_spawn(self.core.tree_key.as_ref(), B::KIND, args, spec)
+        kernel
+            .record_spawn(Some(&self.core.id), B::KIND, args, spec)
             .await?;
-        self.core.start_child(&id).await?;
-        Ok(AgentRef::new(id, shared))
+        self.core.children.start(&id).await?;
+        Ok(AgentRef::new(id, kernel))
     }
 
     /// Stops child `id` and its subtree, children first; journaled.
@@ -250,21 +276,21 @@ impl<A: Agent> Context<'_, A> {
     /// # Errors
     /// [`Error::UnknownAgent`] if `id` is not this agent's child; [`Error::Journal`].
     pub async fn stop_child(&mut self, id: &AgentId) -> Result<(), Error> {
-        self.next_effect();
+        self.outward(StepKind::StopChild, id.as_str(), &[])?;
         if self.replaying {
             return Ok(());
         }
         let is_child = self
             .core
-            .shared
+            .kernel
             .tree()
             .get(id)
-            .is_some_and(|n| n.parent == self.core.tree_key);
+            .is_some_and(|n| n.parent.as_ref() == Some(&self.core.id));
         if !is_child {
             return Err(Error::UnknownAgent(id.clone()));
         }
-        self.core.shared.record_stop(id).await?;
-        self.core.stop_child_actor(id).await;
+        self.core.kernel.record_stop(id).await?;
+        self.core.children.stop(id).await;
         Ok(())
     }
 
@@ -273,16 +299,13 @@ impl<A: Agent> Context<'_, A> {
     /// # Errors
     /// [`Error::Encode`], [`Error::Journal`].
     pub async fn publish<M: Serialize>(&mut self, topic: &Topic<M>, msg: &M) -> Result<(), Error> {
-        let effect = self.next_effect();
+        let body = record::encode("a topic message", msg)?;
+        let effect = self.outward(StepKind::Publish, topic.name(), &body)?;
         if self.replaying {
             return Ok(());
         }
-        let body = record::encode("a topic message", msg)?;
         let origin = self.origin(effect);
-        self.core
-            .shared
-            .publish(topic.name(), origin, &body)
-            .await?;
+        delivery::publish(&self.core.kernel, topic.name(), origin, &body).await?;
         Ok(())
     }
 
@@ -330,7 +353,11 @@ impl<A: Agent> Context<'_, A> {
         F: FnOnce() -> Fut + Send,
         Fut: std::future::Future<Output = Result<T, AgentError>> + Send,
     {
-        let effect = self.next_effect();
+        let effect = self.outward(
+            StepKind::Effect,
+            name,
+            input_digest.as_ref().map_or(&[][..], |d| &d[..]),
+        )?;
         let failed = |reason: String| Error::Effect {
             name: name.to_owned(),
             reason,
@@ -338,7 +365,7 @@ impl<A: Agent> Context<'_, A> {
         // The journal says what this effect id was; a handler that now does something
         // else at the same point must not be handed that outcome, nor run an effect in
         // doubt as if it were the recorded one.
-        let recorded_intent = self.core.recorded_intents.remove(&effect);
+        let recorded_intent = self.core.recorded.intents.remove(&effect);
         if let Some(intent) = &recorded_intent
             && (intent.name != name || intent.input_digest != input_digest)
         {
@@ -348,14 +375,14 @@ impl<A: Agent> Context<'_, A> {
                 effect, intent.name
             )));
         }
-        if let Some(recorded) = self.core.recorded_replies.remove(&effect) {
+        if let Some(recorded) = self.core.recorded.replies.remove(&effect) {
             return match recorded {
-                Ok(body) => record::decode(self.core.id.stream(), effect.seq, &body),
-                Err(reason) if reason == IN_DOUBT => Err(Error::InDoubt {
+                Outcome::Value(body) => record::decode(self.core.id.stream(), effect.seq, &body),
+                Outcome::InDoubt => Err(Error::InDoubt {
                     name: name.to_owned(),
                     effect,
                 }),
-                Err(reason) => Err(failed(reason)),
+                Outcome::Failed(reason) => Err(failed(reason)),
             };
         }
         if !self.core.durable {
@@ -367,10 +394,10 @@ impl<A: Agent> Context<'_, A> {
                 "an effect outcome",
                 &ReplyRecord {
                     effect,
-                    body: Err(IN_DOUBT.to_owned()),
+                    outcome: Outcome::InDoubt,
                 },
             )?;
-            self.core.append_own(record::RESULT, payload).await?;
+            self.core.append_own(RecordKind::Result, payload).await?;
             return Err(Error::InDoubt {
                 name: name.to_owned(),
                 effect,
@@ -384,14 +411,20 @@ impl<A: Agent> Context<'_, A> {
                 input_digest,
             },
         )?;
-        self.core.append_own(record::INTENT, intent).await?;
+        self.core.append_own(RecordKind::Intent, intent).await?;
         let outcome = run().await;
-        let body = match &outcome {
-            Ok(value) => Ok(record::encode("an effect outcome", value)?),
-            Err(error) => Err(error.to_string()),
+        let recorded = match &outcome {
+            Ok(value) => Outcome::Value(record::encode("an effect outcome", value)?),
+            Err(error) => Outcome::Failed(error.to_string()),
         };
-        let payload = record::encode("an effect outcome", &ReplyRecord { effect, body })?;
-        self.core.append_own(record::RESULT, payload).await?;
+        let payload = record::encode(
+            "an effect outcome",
+            &ReplyRecord {
+                effect,
+                outcome: recorded,
+            },
+        )?;
+        self.core.append_own(RecordKind::Result, payload).await?;
         outcome.map_err(|e| failed(e.to_string()))
     }
 
@@ -401,8 +434,10 @@ impl<A: Agent> Context<'_, A> {
     /// # Errors
     /// [`Error::Encode`], [`Error::Journal`].
     pub async fn schedule(&mut self, delay: Duration, msg: A::Msg) -> Result<TimerId, Error> {
-        let id = self.next_effect();
-        if let Some(recorded) = self.core.recorded_timers.get(&id).cloned() {
+        let body = record::encode("a timer message", &msg)?;
+        let me = self.core.id.clone();
+        let id = self.outward(StepKind::Schedule, me.as_str(), &body)?;
+        if let Some(recorded) = self.core.recorded.timers.get(&id).cloned() {
             self.core.pending_timer(recorded, !self.replaying);
             return Ok(id);
         }
@@ -415,11 +450,11 @@ impl<A: Agent> Context<'_, A> {
         let timer = TimerRecord {
             id,
             due_micros: due,
-            body: record::encode("a timer message", &msg)?,
+            body,
         };
         if self.core.durable && !self.replaying {
             let payload = record::encode("a timer record", &timer)?;
-            self.core.append_own(record::TIMER, payload).await?;
+            self.core.append_own(RecordKind::Timer, payload).await?;
         }
         self.core.pending_timer(timer, !self.replaying);
         Ok(id)

@@ -5,7 +5,16 @@ use std::any::Any;
 use tokio::sync::oneshot;
 
 use crate::query::QueryFn;
-use crate::{AgentId, Error, TimerId};
+use crate::{AgentId, Error, SpawnSpec, TimerId};
+
+/// What an agent actor starts from.
+pub(crate) struct StartArgs {
+    pub(crate) id: AgentId,
+    pub(crate) args: Vec<u8>,
+    pub(crate) spec: SpawnSpec,
+    /// Where the agent's incarnation begins in its stream (see [`record`](crate::record)).
+    pub(crate) base: u64,
+}
 
 /// A value of the agent's own message or reply type, type-erased for transport.
 pub(crate) type AnyBox = Box<dyn Any + Send>;
@@ -29,6 +38,9 @@ pub(crate) enum Envelope {
         /// An ask: its reply port is in the runtime's ask table.
         asked: bool,
     },
+    /// One of the agent's own records was appended at this sequence number (a record it
+    /// did not wait for; see the writer's `Routing::OwnNotify`).
+    Own(u64),
     /// A message for a transient agent: its `Msg`, boxed.
     Local {
         msg: AnyBox,

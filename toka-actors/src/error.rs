@@ -70,6 +70,41 @@ pub enum Error {
         /// Why it failed.
         source: postcard::Error,
     },
+    /// A record of the journal was written in a record format this build does not read
+    /// (a newer Toka wrote it).
+    #[error(
+        "record {seq} of stream {stream:?} ({kind}) is in Toka record format {found}; this build reads formats 1 to {supported}: open this journal with a Toka that reads format {found}"
+    )]
+    RecordFormat {
+        /// The stream.
+        stream: String,
+        /// The record's sequence number (0: the stream's snapshot).
+        seq: u64,
+        /// The record's kind as stored.
+        kind: String,
+        /// Its format.
+        found: u32,
+        /// The newest format this build reads.
+        supported: u32,
+    },
+    /// While replaying, a handler did something other than what the journal recorded for
+    /// the same message and step: its code (or something it reads) changed in a way that
+    /// is not deterministic. The agent stops rather than diverge from its history.
+    #[error(
+        "agent {id} is not deterministic: replaying message {seq}, step {step} now does {now}, but the journal recorded {recorded}"
+    )]
+    NonDeterministic {
+        /// The agent.
+        id: AgentId,
+        /// The message being replayed.
+        seq: u64,
+        /// The outward step within its handling (1 for the first).
+        step: u32,
+        /// What the journal recorded there.
+        recorded: String,
+        /// What the handler does now.
+        now: String,
+    },
     /// Arguments or a message given as JSON do not fit the kind's types.
     #[error("{what} does not fit kind {kind:?}: {reason}")]
     BadJson {

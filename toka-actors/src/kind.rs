@@ -1,43 +1,18 @@
-//! The kind registry: maps the kind name recorded in the journal back to Rust types, so
-//! that recovery starts each agent with the right [`Agent`] impl.
+//! [`KindOf`]: the [`Kind`] of a Rust agent type, registered by name so that recovery
+//! starts each agent recorded in the journal with the right [`Agent`] impl.
 
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorRef};
 
-use crate::agent_actor::{AgentActor, StartArgs};
-use crate::envelope::{AnyBox, Envelope};
+use serde::Deserialize;
+
+use crate::agent_actor::AgentActor;
+use crate::envelope::{AnyBox, Envelope, StartArgs};
+use crate::kernel::{BoxFuture, Kernel, Kind};
 use crate::query::JsonQueries;
-use crate::runtime::Shared;
 use crate::{Agent, Error, Queries};
-
-/// A boxed, sendable future.
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// One registered kind, type-erased.
-pub(crate) trait Kind: Send + Sync {
-    /// Starts an actor of this kind linked to `supervisor`.
-    fn start(
-        &self,
-        shared: Arc<Shared>,
-        start: StartArgs,
-        supervisor: ActorCell,
-    ) -> BoxFuture<Result<ActorRef<Envelope>, Error>>;
-
-    /// Encodes JSON arguments as the kind's `Args`.
-    fn args_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, Error>;
-    /// Encodes a JSON message as the kind's `Msg` (for durable agents).
-    fn msg_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, Error>;
-    /// A JSON message as the kind's boxed `Msg` (for transient agents).
-    fn boxed_msg_from_json(&self, json: serde_json::Value) -> Result<AnyBox, Error>;
-    /// A boxed `Reply` as JSON.
-    fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error>;
-    /// How the kind answers JSON queries, if it does.
-    fn json_queries(&self) -> Option<JsonQueries>;
-}
 
 /// The [`Kind`] of agent type `A`, holding the user's agent value.
 pub(crate) struct KindOf<A: Agent> {
@@ -76,11 +51,11 @@ fn bad_json(what: &'static str, kind: &str, e: impl std::fmt::Display) -> Error 
 impl<A: Agent> Kind for KindOf<A> {
     fn start(
         &self,
-        shared: Arc<Shared>,
+        kernel: Arc<Kernel>,
         start: StartArgs,
         supervisor: ActorCell,
     ) -> BoxFuture<Result<ActorRef<Envelope>, Error>> {
-        let actor = AgentActor::<A>::new(Arc::clone(&self.agent), shared);
+        let actor = AgentActor::<A>::new(Arc::clone(&self.agent), kernel);
         Box::pin(async move {
             let id = start.id.clone();
             match Actor::spawn_linked(None, actor, start, supervisor).await {
@@ -99,9 +74,8 @@ impl<A: Agent> Kind for KindOf<A> {
         crate::record::encode("arguments", &args)
     }
 
-    fn msg_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, Error> {
-        let msg: A::Msg =
-            serde_json::from_value(json).map_err(|e| bad_json("message", A::KIND, e))?;
+    fn msg_from_json(&self, json: &serde_json::Value) -> Result<Vec<u8>, Error> {
+        let msg = A::Msg::deserialize(json).map_err(|e| bad_json("message", A::KIND, e))?;
         crate::record::encode("a message", &msg)
     }
 

@@ -84,17 +84,27 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+// Modules, lowest layer first: each uses only those above it (ARCHITECTURE.md).
 mod agent;
 mod agent_actor;
+mod agent_core;
+mod children;
 mod context;
+mod delivery;
+mod directory;
 mod envelope;
 mod error;
 mod extensions;
 mod id;
+mod kernel;
 mod kind;
 mod metrics;
+mod progress;
 mod query;
 pub mod record;
+mod recovery;
+mod root;
+pub mod rules;
 mod runtime;
 mod spec;
 mod supervision;

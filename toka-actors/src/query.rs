@@ -22,15 +22,11 @@
 //! ask's reply, so a replay of the handler gets the same answer.
 
 use std::any::Any;
-use std::time::{Duration, Instant};
 
-use ractor::MessagingErr;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
 
-use crate::envelope::{AnyBox, Envelope};
-use crate::runtime::{Shared, await_reply};
+use crate::envelope::AnyBox;
 use crate::{Agent, AgentError, AgentId, Error};
 
 /// An agent kind that answers queries. Register it with
@@ -145,43 +141,4 @@ impl JsonQueries {
             },
         }
     }
-}
-
-/// Sends `run` to agent `id` and waits (at most `timeout`) for its answer.
-pub(crate) async fn ask(
-    shared: &Shared,
-    id: &AgentId,
-    run: QueryFn,
-    timeout: Duration,
-) -> Result<AnyBox, Error> {
-    shared.check_accepting()?;
-    let deadline = Instant::now() + timeout;
-    let (reply, answer) = oneshot::channel();
-    let mut envelope = Envelope::Query { run, reply };
-    loop {
-        let actor = shared.live.get(id).map(|live| live.actor.clone());
-        if let Some(actor) = actor {
-            match actor.send_message(envelope) {
-                Ok(()) => break,
-                Err(MessagingErr::SendErr(returned)) => envelope = returned,
-                Err(_) => return Err(Error::UnknownAgent(id.clone())),
-            }
-        } else if shared.tree().get(id).is_none() {
-            return Err(Error::UnknownAgent(id.clone()));
-        }
-        // Being restarted or recovered: wait for it to run again.
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                id: id.clone(),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    await_reply(
-        id,
-        answer,
-        deadline.saturating_duration_since(Instant::now()),
-    )
-    .await
 }

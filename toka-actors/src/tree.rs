@@ -60,17 +60,9 @@ impl Tree {
                 kind,
                 args,
                 spec,
-            } => {
-                self.insert(parent, kind, args, spec, 0);
-            }
-            TreeRecord::Respawned {
-                parent,
-                kind,
-                args,
-                spec,
                 base,
             } => {
-                self.insert(parent, kind, args, spec, base);
+                self.insert(parent, kind, args, spec.into(), base);
             }
             TreeRecord::Stopped { ids } => {
                 for id in ids {
@@ -202,7 +194,8 @@ mod tests {
             parent,
             kind: "k".into(),
             args: vec![],
-            spec,
+            spec: (&spec).into(),
+            base: 0,
         });
     }
 

@@ -11,25 +11,39 @@
 //! counter, and the writer periodically records every counter that moved in one
 //! [`ProgressRecord`].
 //!
+//! # Off the async workers
+//! The journal's writes are synchronous (sled inserts, encoding, hashing). The writer runs
+//! each group write on tokio's blocking pool, never on an async worker thread: while one
+//! group is written, appends queue up in the writer's mailbox and form the next group.
+//!
 //! # Failure
 //! A journal error is returned to the caller of that append. If the actor itself fails,
-//! the root supervisor restarts it; its routing table lives in the runtime, so nothing is
-//! lost but the appends queued in its mailbox, whose callers get an error.
+//! the root supervisor (which owns the writer) restarts it; its routing table lives in
+//! the [`Directory`], so nothing is lost but the appends queued in its mailbox, whose
+//! callers get an error.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use toka_store::{Appended, ExpectedVersion, NewEvent, StreamBatch};
+use toka_store::{AppendResult, Appended, ExpectedVersion, Journal, NewEvent, StreamBatch};
 use tokio::sync::oneshot;
 
+use crate::directory::Directory;
 use crate::envelope::{Envelope, ReplyPort};
 use crate::metrics::Counters;
-use crate::record::{self, ProgressRecord};
-use crate::runtime::{Live, Shared};
+use crate::progress::Progress;
+use crate::record::{self, ProgressRecord, RecordKind};
 use crate::{AgentId, Error};
+
+/// What the writer works with (handed over by the kernel; the writer does not see it).
+pub(crate) struct WriterParts {
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) metrics: Arc<Counters>,
+}
 
 /// How often progress is recorded.
 pub(crate) const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -40,14 +54,13 @@ pub(crate) const PROGRESS_SNAPSHOT_EVERY: u64 = 64;
 
 /// Requests to the writer.
 pub(crate) enum WriterMsg {
-    /// Append one event to an agent's stream; with `deliver`, hand it to the agent's live
-    /// actor (with `reply` for an ask).
+    /// Append one event to an agent's stream, routed as `routing` says; answer `ack`, if
+    /// any, once written.
     Append {
         id: AgentId,
         event: NewEvent,
-        deliver: bool,
-        reply: Option<ReplyPort>,
-        ack: oneshot::Sender<Result<Appended, Error>>,
+        routing: Routing,
+        ack: Option<oneshot::Sender<Result<Appended, Error>>>,
     },
     /// Append a record to a runtime stream (tree).
     AppendTo {
@@ -72,21 +85,40 @@ pub(crate) enum WriterMsg {
         kind: String,
         ack: oneshot::Sender<Result<u64, Error>>,
     },
-    /// Record progress now (periodic, and before shutdown).
+    /// Record progress now (periodic, and before shutdown): reads the handled counters
+    /// and queues [`WriterMsg::WriteProgress`] with what moved.
     FlushProgress {
+        ack: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    /// Write a progress record. Queued by `FlushProgress` *after* it read the counters,
+    /// so it comes behind every append an agent queued before marking a message handled
+    /// (an agent's steps record, which it does not wait for): progress never gets ahead
+    /// of what it counts.
+    WriteProgress {
+        changes: Vec<(AgentId, u64)>,
         ack: Option<oneshot::Sender<Result<(), Error>>>,
     },
     /// Write the appends gathered so far (queued behind them by the first of them).
     Commit,
 }
 
+/// What the writer does with an appended record besides acknowledging it.
+pub(crate) enum Routing {
+    /// A message: hand it to the agent's live actor (parking `reply` for an ask).
+    Deliver(Option<ReplyPort>),
+    /// One of the agent's own records, acknowledged to it.
+    Own,
+    /// One of the agent's own records that it does not wait for: tell its actor the
+    /// record's sequence number, in stream order with its messages.
+    OwnNotify,
+}
+
 /// An append gathered for the next group write.
 struct PendingAppend {
     id: AgentId,
     event: NewEvent,
-    deliver: bool,
-    reply: Option<ReplyPort>,
-    ack: oneshot::Sender<Result<Appended, Error>>,
+    routing: Routing,
+    ack: Option<oneshot::Sender<Result<Appended, Error>>>,
 }
 
 /// Appends gathered into one write at most (bounds the latency of the first).
@@ -97,7 +129,7 @@ pub(crate) struct Writer;
 
 /// Its state: the progress last recorded, and the appends gathered for the next write.
 pub(crate) struct WriterState {
-    shared: Arc<Shared>,
+    parts: WriterParts,
     recorded: HashMap<AgentId, u64>,
     pending: Vec<PendingAppend>,
     /// Whether the last write failed: a journal that refuses writes (a full disk) fails
@@ -119,21 +151,17 @@ impl WriterState {
 impl Actor for Writer {
     type Msg = WriterMsg;
     type State = WriterState;
-    type Arguments = Arc<Shared>;
+    type Arguments = WriterParts;
 
     async fn pre_start(
         &self,
         myself: ActorRef<WriterMsg>,
-        shared: Arc<Shared>,
+        parts: WriterParts,
     ) -> Result<WriterState, ActorProcessingErr> {
-        let recorded = shared
-            .handled
-            .iter()
-            .map(|e| (e.key().clone(), e.value().load(Ordering::Acquire)))
-            .collect();
+        let recorded = parts.progress.current();
         myself.send_interval(PROGRESS_INTERVAL, || WriterMsg::FlushProgress { ack: None });
         Ok(WriterState {
-            shared,
+            parts,
             recorded,
             pending: Vec::new(),
             failing: false,
@@ -150,13 +178,12 @@ impl Actor for Writer {
             // Keep order: what was asked before this is written before it.
             state.commit().await;
         }
-        let journal = &state.shared.journal;
+        let journal = &state.parts.journal;
         match msg {
             WriterMsg::Append {
                 id,
                 event,
-                deliver,
-                reply,
+                routing,
                 ack,
             } => {
                 // Gather appends that queue up while the writer is busy, and write them
@@ -169,8 +196,7 @@ impl Actor for Writer {
                 state.pending.push(PendingAppend {
                     id,
                     event,
-                    deliver,
-                    reply,
+                    routing,
                     ack,
                 });
                 if state.pending.len() >= MAX_GROUP {
@@ -191,14 +217,7 @@ impl Actor for Writer {
             WriterMsg::Register { id, actor, ack } => {
                 let version = journal.stream_version(id.stream());
                 if version.is_ok() {
-                    state.shared.live.insert(
-                        id,
-                        Live {
-                            actor,
-                            durable: true,
-                            routed: true,
-                        },
-                    );
+                    state.parts.directory.route_journaled(id, actor);
                 }
                 let _ = ack.send(version.map_err(Error::from));
             }
@@ -206,7 +225,19 @@ impl Actor for Writer {
                 let _ = ack.send(begin_incarnation(&**journal, &id, kind).await);
             }
             WriterMsg::FlushProgress { ack } => {
-                let result = state.record_progress().await;
+                let changes = state.parts.progress.changes(&state.recorded);
+                if changes.is_empty() {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(()));
+                    }
+                } else {
+                    myself
+                        .send_message(WriterMsg::WriteProgress { changes, ack })
+                        .map_err(|e| format!("the writer cannot reach itself: {e}"))?;
+                }
+            }
+            WriterMsg::WriteProgress { changes, ack } => {
+                let result = state.record_progress(changes).await;
                 if let Err(error) = &result {
                     state.note_failure("could not record agent progress", &error.to_string());
                 }
@@ -244,7 +275,7 @@ async fn begin_incarnation(
         .append_unsynced(
             id.stream(),
             ExpectedVersion::Any,
-            &[NewEvent::new(record::INCARNATION, payload)],
+            &[NewEvent::new(RecordKind::Incarnation.stored(), payload)],
         )
         .await?
         .map_err(|c| Error::Internal(c.to_string()))?;
@@ -283,36 +314,35 @@ impl WriterState {
         &mut self,
         pending: Vec<PendingAppend>,
     ) -> Result<(), (Vec<PendingAppend>, toka_store::Error)> {
-        let batches: Vec<StreamBatch<'_>> = pending
-            .iter()
-            .map(|p| StreamBatch {
-                stream: p.id.stream(),
-                expected: ExpectedVersion::Any,
-                events: std::slice::from_ref(&p.event),
-            })
-            .collect();
-        let written = self.shared.journal.append_many_unsynced(&batches).await;
-        drop(batches);
+        let (pending, written) = write_off_worker(Arc::clone(&self.parts.journal), pending).await;
         let results = match written {
             Ok(results) => results,
             Err(error) => return Err((pending, error)),
         };
         self.failing = false;
-        let metrics = &self.shared.metrics;
+        let metrics = &self.parts.metrics;
         Counters::add(&metrics.journal_group_writes, 1);
         Counters::add(&metrics.journal_appends, pending.len() as u64);
         for (append, result) in pending.into_iter().zip(results) {
-            match result {
+            let answer = match result {
                 Ok(appended) => {
-                    if append.deliver {
-                        self.route(&append.id, appended, append.event.payload, append.reply);
+                    match append.routing {
+                        Routing::Deliver(reply) => {
+                            self.route(&append.id, appended, append.event.payload, reply);
+                        }
+                        Routing::Own => {}
+                        Routing::OwnNotify => {
+                            let own = Envelope::Own(appended.first_seq);
+                            self.parts.directory.deliver_journaled(&append.id, own);
+                        }
                     }
-                    let _ = append.ack.send(Ok(appended));
+                    Ok(appended)
                 }
                 // `Any` never conflicts; report it rather than trust that.
-                Err(conflict) => {
-                    let _ = append.ack.send(Err(Error::Internal(conflict.to_string())));
-                }
+                Err(conflict) => Err(Error::Internal(conflict.to_string())),
+            };
+            if let Some(ack) = append.ack {
+                let _ = ack.send(answer);
             }
         }
         Ok(())
@@ -330,7 +360,14 @@ impl WriterState {
             let e = error
                 .take()
                 .map_or_else(|| Error::GroupWrite(reason.clone()), Error::from);
-            let _ = append.ack.send(Err(e));
+            match append.ack {
+                Some(ack) => {
+                    let _ = ack.send(Err(e));
+                }
+                None => {
+                    tracing::debug!(agent = %append.id, error = %e, "an unacknowledged append failed")
+                }
+            }
         }
     }
 
@@ -342,45 +379,33 @@ impl WriterState {
         let seq = appended.first_seq;
         let asked = reply.is_some();
         if let Some(port) = reply {
-            self.shared.asks.insert((id.clone(), seq), port);
+            self.parts.directory.park_ask(id, seq, port);
         }
-        let Some(live) = self.shared.live.get(id).filter(|l| l.routed) else {
-            return;
-        };
         let envelope = Envelope::Deliver {
             seq,
             position: appended.first_position,
             payload,
             asked,
         };
-        if live.actor.send_message(envelope).is_err() {
+        if !self.parts.directory.deliver_journaled(id, envelope) {
             tracing::trace!(agent = %id, seq, "agent not running; its message waits in the journal");
         }
     }
 
-    /// Records the handled counters that moved since the last record.
-    async fn record_progress(&mut self) -> Result<(), Error> {
-        if !self.shared.progress_dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let mut record = ProgressRecord::default();
-        for entry in self.shared.handled.iter() {
-            let seq = entry.value().load(Ordering::Acquire);
-            if self.recorded.get(entry.key()) != Some(&seq) {
-                record.handled.push((entry.key().clone(), seq));
-            }
-        }
+    /// Records the handled counters that moved (`changes`).
+    async fn record_progress(&mut self, changes: Vec<(AgentId, u64)>) -> Result<(), Error> {
+        let record = ProgressRecord { handled: changes };
         if record.handled.is_empty() {
             return Ok(());
         }
         let payload = record::encode("progress", &record)?;
         let appended = self
-            .shared
+            .parts
             .journal
             .append_unsynced(
                 record::PROGRESS_STREAM,
                 ExpectedVersion::Any,
-                &[NewEvent::new(record::PROGRESS, payload)],
+                &[NewEvent::new(RecordKind::Progress.stored(), payload)],
             )
             .await?
             .map_err(|c| Error::Internal(c.to_string()))?;
@@ -392,11 +417,45 @@ impl WriterState {
                 handled: self.recorded.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             };
             let state = record::encode("the progress snapshot", &all)?;
-            self.shared
+            self.parts
                 .journal
                 .save_snapshot(record::PROGRESS_STREAM, appended.last_seq, &state)
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Writes `pending` as one group write on tokio's blocking pool (the journal's writes are
+/// synchronous), and gives the appends back with the journal's answer.
+async fn write_off_worker(
+    journal: Arc<dyn Journal>,
+    pending: Vec<PendingAppend>,
+) -> (
+    Vec<PendingAppend>,
+    Result<Vec<AppendResult>, toka_store::Error>,
+) {
+    let runtime = tokio::runtime::Handle::current();
+    let write = move || {
+        let batches: Vec<StreamBatch<'_>> = pending
+            .iter()
+            .map(|p| StreamBatch {
+                stream: p.id.stream(),
+                expected: ExpectedVersion::Any,
+                events: std::slice::from_ref(&p.event),
+            })
+            .collect();
+        let written = runtime.block_on(journal.append_many_unsynced(&batches));
+        drop(batches);
+        (pending, written)
+    };
+    match tokio::task::spawn_blocking(write).await {
+        Ok(done) => done,
+        Err(error) => {
+            // The write panicked (a bug in a back-end) or the runtime is going down: its
+            // appends went with it, and their callers see the writer gone.
+            tracing::error!(%error, "a group write did not finish");
+            (Vec::new(), Ok(Vec::new()))
+        }
     }
 }

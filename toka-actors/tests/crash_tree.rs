@@ -716,9 +716,13 @@ fn journaled_tree(journal: &SledJournal) -> Vec<String> {
     let mut out = Vec::new();
     for event in events {
         let event = event.unwrap_or_else(|e| child_fail(&format!("reading the tree stream: {e}")));
-        match postcard::from_bytes::<TreeRecord>(&event.payload) {
+        match record::decode_tree(&event.kind, event.seq, &event.payload) {
             Ok(TreeRecord::Spawned {
-                parent, kind, spec, ..
+                parent,
+                kind,
+                spec,
+                base: 0,
+                ..
             }) => out.push(tree_line(
                 spec.id.as_str(),
                 &kind,
@@ -728,7 +732,7 @@ fn journaled_tree(journal: &SledJournal) -> Vec<String> {
             Ok(TreeRecord::Stopped { ids }) => {
                 child_fail(&format!("the journal says agents stopped: {ids:?}"))
             }
-            Ok(TreeRecord::Respawned { spec, .. }) => {
+            Ok(TreeRecord::Spawned { spec, .. }) => {
                 child_fail(&format!("the journal says {} was spawned again", spec.id))
             }
             Err(e) => child_fail(&format!("tree record {} does not decode: {e}", event.seq)),
@@ -748,7 +752,7 @@ fn resent_effects(journal: &dyn Journal) -> usize {
         let mut seen = HashSet::new();
         for event in journal.iter_stream(id.stream(), 1).unwrap() {
             let event = event.unwrap();
-            if event.kind != record::MSG {
+            if event.kind != record::RecordKind::Msg.stored() {
                 continue;
             }
             let msg: record::MsgRecord<'_> = postcard::from_bytes(&event.payload)

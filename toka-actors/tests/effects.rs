@@ -123,7 +123,7 @@ async fn a_rerun_handler_gets_the_recorded_outcome() {
             .read_stream(id("e").stream(), 1, 100)
             .unwrap()
             .iter()
-            .filter(|ev| ev.kind == "toka.result")
+            .filter(|ev| ev.kind == "toka.result@2")
             .count()
             == 1
     })
@@ -158,15 +158,17 @@ async fn an_effect_in_doubt_is_refused_or_retried() {
             .read_stream(id("e").stream(), 1, 100)
             .unwrap()
             .into_iter()
-            .filter(|ev| ev.kind == toka_actors::record::RESULT)
-            .map(|ev| postcard::from_bytes(&ev.payload).unwrap())
+            .filter(|ev| ev.kind == toka_actors::record::RecordKind::Result.stored())
+            .map(|ev| {
+                toka_actors::record::decode_reply(&ev.kind, "agent/e", ev.seq, &ev.payload).unwrap()
+            })
             .collect()
     };
     common::eventually(|| !outcomes().is_empty()).await;
     let recorded = outcomes();
     assert_eq!(recorded.len(), 1);
     assert!(
-        matches!(&recorded[0].body, Err(reason) if reason.contains("in doubt")),
+        recorded[0].outcome == toka_actors::record::Outcome::InDoubt,
         "{recorded:?}"
     );
     assert_eq!(

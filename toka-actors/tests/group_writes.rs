@@ -104,7 +104,7 @@ async fn an_oversized_append_fails_only_its_own_caller() {
         .iter_stream("agent/sink", 1)
         .unwrap()
         .map(Result::unwrap)
-        .filter(|e| e.kind == toka_actors::record::MSG)
+        .filter(|e| e.kind == toka_actors::record::RecordKind::Msg.stored())
         .collect();
     assert_eq!(stream.len() as u64, good);
     runtime.shutdown().await.unwrap();

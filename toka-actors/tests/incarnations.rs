@@ -183,7 +183,7 @@ fn incarnation(rt: &Runtime, id: &AgentId) -> u64 {
 fn assert_marker(rt: &Runtime, id: &AgentId, base: u64, kind: &str) {
     let events = events(rt, id);
     let marker = events.iter().find(|e| e.seq == base).unwrap();
-    assert_eq!(marker.kind, record::INCARNATION);
+    assert_eq!(marker.kind, record::RecordKind::Incarnation.stored());
     let decoded: IncarnationRecord = postcard::from_bytes(&marker.payload).unwrap();
     assert_eq!(decoded.kind, kind);
 }
@@ -196,7 +196,7 @@ fn messages(
 ) -> Vec<(Origin, Vec<u8>)> {
     events(rt, id)
         .into_iter()
-        .filter(|e| e.kind == record::MSG && range.contains(&e.seq))
+        .filter(|e| e.kind == record::RecordKind::Msg.stored() && range.contains(&e.seq))
         .map(|e| {
             let msg: MsgRecord<'_> = postcard::from_bytes(&e.payload).unwrap();
             (msg.origin, msg.body.to_vec())
@@ -249,7 +249,11 @@ async fn a_respawned_counter_starts_fresh_and_the_old_records_stay() {
                 .map(|e| (e.seq, e.kind.clone(), e.payload.clone()))
                 .collect::<Vec<_>>()
         );
-        assert!(old_records.iter().any(|e| e.kind == record::DEAD));
+        assert!(
+            old_records
+                .iter()
+                .any(|e| e.kind == record::RecordKind::Dead.stored())
+        );
         assert_eq!(messages(&rt, &a, ..base).len(), 3, "Add(300), Fail, Get");
 
         new.send(Cmd::Add(5)).await.unwrap();
@@ -369,7 +373,9 @@ async fn a_respawn_with_another_kind_does_not_see_the_old_messages() {
             "nothing undecodable"
         );
         assert!(
-            events(&rt, &c).iter().all(|e| e.kind != record::DEAD),
+            events(&rt, &c)
+                .iter()
+                .all(|e| e.kind != record::RecordKind::Dead.stored()),
             "no dead letter journaled at all"
         );
         assert_marker(&rt, &c, incarnation(&rt, &c), "other");
@@ -391,7 +397,9 @@ async fn a_respawn_with_another_kind_does_not_see_the_old_messages() {
     }
     env.phase(dir.path(), |rt| async move {
         assert!(
-            events(&rt, &id("c")).iter().all(|e| e.kind != record::DEAD),
+            events(&rt, &id("c"))
+                .iter()
+                .all(|e| e.kind != record::RecordKind::Dead.stored()),
             "the restarts dead-lettered nothing either"
         );
     })
@@ -564,7 +572,7 @@ async fn the_first_effect_of_a_new_incarnation_runs() {
         let base = incarnation(&rt, &e);
         let intents: Vec<IntentRecord> = events(&rt, &e)
             .into_iter()
-            .filter(|r| r.kind == record::INTENT)
+            .filter(|r| r.kind == record::RecordKind::Intent.stored())
             .map(|r| postcard::from_bytes(&r.payload).unwrap())
             .collect();
         assert_eq!(intents.len(), 2, "both intents stay journaled");

@@ -37,9 +37,6 @@ impl Tree {
         match record {
             TreeRecord::Spawned {
                 parent, kind, spec, ..
-            }
-            | TreeRecord::Respawned {
-                parent, kind, spec, ..
             } => {
                 let id = spec.id.to_string();
                 if self.nodes.contains_key(&id) {
@@ -102,13 +99,14 @@ pub(crate) fn tree(args: &TreeArgs) -> anyhow::Result<ExitCode> {
     for event in journal.iter_stream(TREE_STREAM, 1)? {
         let event = event.context("reading the journal")?;
         progress.inc();
-        let record: TreeRecord = postcard::from_bytes(&event.payload).map_err(|e| {
-            anyhow::anyhow!(
-                "{TREE_STREAM} record {} (position {}) does not decode: {e}",
-                event.seq,
-                event.position
-            )
-        })?;
+        let record = toka_actors::record::decode_tree(&event.kind, event.seq, &event.payload)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{TREE_STREAM} record {} (position {}) does not decode: {e}",
+                    event.seq,
+                    event.position
+                )
+            })?;
         tree.apply(record);
     }
     progress.finish();
@@ -149,7 +147,8 @@ mod tests {
             parent: parent.map(|p| toka_actors::AgentId::new(p).unwrap()),
             kind: format!("k-{id}"),
             args: Vec::new(),
-            spec: SpawnSpec::new(id).unwrap(),
+            spec: (&SpawnSpec::new(id).unwrap()).into(),
+            base: 0,
         });
     }
 

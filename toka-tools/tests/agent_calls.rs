@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{EffectRecord, FilePut, Ledger, decode_outcome, effect_records, lines};
+use common::{EffectRecord, FilePut, Ledger, decode_outcome, effect_records, lines, outcome_body};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use toka_actors::{
@@ -490,9 +490,12 @@ async fn a_call_returns_its_output_and_journals_intent_before_result() {
         let (result_seq, result) = result.as_ref().expect("every call has a result");
         assert!(intent_seq < result_seq, "{name}: intent after result");
         // The message that made the call comes before its intent.
-        assert_eq!(kinds[(intent.effect.seq - 1) as usize], record::MSG);
+        assert_eq!(
+            kinds[(intent.effect.seq - 1) as usize],
+            record::RecordKind::Msg.stored()
+        );
         assert!(intent.effect.seq < *intent_seq);
-        let body = result.body.as_ref().expect("the effect itself succeeded");
+        let body = outcome_body(&result.outcome).expect("the effect itself succeeded");
         let recorded: Value = serde_json::from_slice(&decode_outcome(body).unwrap()).unwrap();
         assert_eq!(&recorded, output, "{name}");
     }
@@ -592,7 +595,7 @@ async fn a_denied_call_is_audited_and_is_the_recorded_outcome() {
     assert_eq!(calls.len(), 2);
     for (_, intent, result) in &calls {
         let (_, result) = result.as_ref().expect("a result");
-        let outcome = decode_outcome(result.body.as_ref().unwrap());
+        let outcome = decode_outcome(outcome_body(&result.outcome).unwrap());
         assert_eq!(
             outcome.map_err(|e| e.kind),
             Err(ToolErrorKind::Denied),
@@ -893,7 +896,7 @@ async fn unknown_tools_and_bad_inputs_are_reported() {
             let (_, r) = r.as_ref().expect("a result");
             (
                 i.name.as_str(),
-                decode_outcome(r.body.as_ref().unwrap()).map_err(|e| e.kind),
+                decode_outcome(outcome_body(&r.outcome).unwrap()).map_err(|e| e.kind),
             )
         })
         .collect();

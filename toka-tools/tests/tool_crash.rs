@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     EffectRecord, FilePut, Ledger, LedgerInput, LedgerOutput, PutInput, PutOutput, decode_outcome,
-    effect_records, lines, mark_and_hang,
+    effect_records, lines, mark_and_hang, outcome_body,
 };
 use serde::{Deserialize, Serialize};
 use toka_actors::{Agent, AgentError, AgentId, Context, Runtime, SpawnSpec};
@@ -399,9 +399,9 @@ fn recorded(dir: &Path) -> Recorded {
     for (_, record) in effect_records(&journal, WRITER) {
         match record {
             EffectRecord::Intent(i) => out.intents.push((i.name, i.input_digest)),
-            EffectRecord::Result(r) => out
-                .results
-                .push(r.body.map(|body| decode_outcome(&body).map_err(|e| e.kind))),
+            EffectRecord::Result(r) => out.results.push(
+                outcome_body(&r.outcome).map(|body| decode_outcome(body).map_err(|e| e.kind)),
+            ),
         }
     }
     out

@@ -185,14 +185,18 @@ pub fn effect_records(journal: &dyn Journal, id: &str) -> Vec<(u64, EffectRecord
         .expect("reading the stream")
     {
         let event = event.expect("a record");
-        match event.kind.as_str() {
-            record::INTENT => out.push((
+        let kind = record::RecordKind::parse(&event.kind, id.stream(), event.seq).expect("a kind");
+        match kind.map(|(kind, _)| kind) {
+            Some(record::RecordKind::Intent) => out.push((
                 event.seq,
                 EffectRecord::Intent(postcard::from_bytes(&event.payload).expect("an intent")),
             )),
-            record::RESULT => out.push((
+            Some(record::RecordKind::Result) => out.push((
                 event.seq,
-                EffectRecord::Result(postcard::from_bytes(&event.payload).expect("a result")),
+                EffectRecord::Result(
+                    record::decode_reply(&event.kind, id.stream(), event.seq, &event.payload)
+                        .expect("a result"),
+                ),
             )),
             _ => {}
         }
@@ -213,4 +217,13 @@ pub fn stream_kinds(journal: &dyn Journal, id: &str) -> Vec<String> {
 /// Decodes a recorded tool-call outcome (the body of a successful effect result).
 pub fn decode_outcome(body: &[u8]) -> Outcome {
     postcard::from_bytes(body).expect("a recorded tool outcome")
+}
+
+/// A recorded outcome's value, or its failure as text (an effect in doubt as "in doubt").
+pub fn outcome_body(outcome: &record::Outcome) -> Result<&[u8], String> {
+    match outcome {
+        record::Outcome::Value(body) => Ok(body),
+        record::Outcome::Failed(reason) => Err(reason.clone()),
+        record::Outcome::InDoubt => Err("in doubt".to_owned()),
+    }
 }

@@ -1,0 +1,245 @@
+//! The runtime's side of one running agent ([`Core`]): its identity and settings, where
+//! it is in its stream, its timers, watermarks and subscriptions, its children, and the
+//! bookkeeping of the handling in progress (the outward steps it made, or, replaying,
+//! what the journal recorded for them). The agent actor owns it; a handler reaches it
+//! through its [`Context`](crate::Context).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use toka_store::Timestamp;
+use tokio::task::AbortHandle;
+
+use crate::children::Children;
+use crate::envelope::Envelope;
+use crate::kernel::Kernel;
+use crate::progress::HandledCell;
+use crate::record::{self, DeadRecord, RecordKind, Step, StepKind, StepsRecord, TimerRecord};
+use crate::recovery::Recorded;
+use crate::writer::Routing;
+use crate::{Agent, AgentId, EffectId, Error, TimerId};
+
+/// Converts a topic message into the agent's message type.
+pub(crate) type TopicDecoder<M> = fn(&[u8]) -> Result<M, postcard::Error>;
+
+/// The runtime's side of an agent.
+pub(crate) struct Core<A: Agent> {
+    pub(crate) kernel: Arc<Kernel>,
+    pub(crate) id: AgentId,
+    pub(crate) durable: bool,
+    pub(crate) myself: ActorRef<Envelope>,
+    pub(crate) args: A::Args,
+    pub(crate) snapshot_every: u64,
+    pub(crate) max_attempts: u32,
+    /// Where this incarnation begins in the agent's stream: the records at or below it
+    /// are earlier incarnations' (see [`record`]); the seq of effects made at start.
+    pub(crate) base: u64,
+    /// Last stream sequence number dealt with (at least `base`).
+    pub(crate) applied: u64,
+    /// Sequence numbers of this agent's own records not yet passed by `applied`.
+    pub(crate) own: BTreeSet<u64>,
+    pub(crate) handled: Option<HandledCell>,
+    /// Per sender, the newest effect handled from it.
+    pub(crate) watermarks: HashMap<AgentId, EffectId>,
+    pub(crate) timers: BTreeMap<TimerId, TimerRecord>,
+    pub(crate) timer_tasks: HashMap<TimerId, AbortHandle>,
+    pub(crate) subscriptions: HashMap<String, TopicDecoder<A::Msg>>,
+    /// While recovering: what the journal recorded of the handlings being replayed.
+    pub(crate) recorded: Recorded,
+    /// The outward steps of the live handling in progress.
+    pub(crate) steps: Vec<Step>,
+    /// A replay that did not match the journal: the agent stops with it.
+    pub(crate) halt: Option<Error>,
+    pub(crate) since_snapshot: u64,
+    pub(crate) children: Children,
+}
+
+impl<A: Agent> Core<A> {
+    /// Appends one of the agent's own records (not delivered) and waits until durable.
+    pub(crate) async fn append_own(
+        &mut self,
+        kind: RecordKind,
+        payload: Vec<u8>,
+    ) -> Result<(), Error> {
+        let appended = self
+            .kernel
+            .append(&self.id, kind, payload, Routing::Own)
+            .await?;
+        self.own.insert(appended.first_seq);
+        self.kernel.wait_durable(appended.last_position).await
+    }
+
+    /// Notes that one of the agent's own records, not waited for, was appended at `seq`.
+    pub(crate) fn own_appended(&mut self, seq: u64) {
+        if seq > self.applied {
+            self.own.insert(seq);
+        }
+    }
+
+    /// Subscribes to `topic`, decoding its messages with `decode`.
+    pub(crate) fn subscribe(&mut self, topic: &str, decode: TopicDecoder<A::Msg>) {
+        self.subscriptions.insert(topic.to_owned(), decode);
+        self.kernel.directory.subscribe(topic, &self.id);
+    }
+
+    /// Adds a pending timer, arming it when `arm`.
+    pub(crate) fn pending_timer(&mut self, timer: TimerRecord, arm: bool) {
+        let id = timer.id;
+        let due = timer.due_micros;
+        self.timers.insert(id, timer);
+        if arm {
+            self.arm(id, due);
+        }
+    }
+
+    /// Arms timer `id` to come due at `due_micros`.
+    pub(crate) fn arm(&mut self, id: TimerId, due_micros: u64) {
+        let delay = Duration::from_micros(due_micros.saturating_sub(Timestamp::now().as_micros()));
+        let myself = self.myself.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = myself.send_message(Envelope::TimerDue(id));
+        });
+        if let Some(old) = self.timer_tasks.insert(id, task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Marks message `seq` handled.
+    pub(crate) fn mark_handled(&mut self, seq: u64) {
+        if let Some(cell) = &self.handled {
+            cell.mark(seq);
+        }
+    }
+
+    /// Records message `seq` as dead (after `attempts` failures) and skips it.
+    pub(crate) async fn dead_letter(
+        &mut self,
+        seq: u64,
+        attempts: u32,
+        error: String,
+    ) -> Result<(), Error> {
+        tracing::warn!(agent = %self.id, seq, attempts, %error, "message dead-lettered");
+        let payload = record::encode(
+            "a dead letter",
+            &DeadRecord {
+                seq,
+                attempts,
+                error,
+            },
+        )?;
+        self.append_own(RecordKind::Dead, payload).await?;
+        self.mark_handled(seq);
+        if let Some(port) = self.kernel.directory.take_ask(&self.id, seq) {
+            let _ = port.send(Err(Error::Handler {
+                id: self.id.clone(),
+                reason: format!("dead-lettered after {attempts} failed attempts"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Moves `applied` past this agent's own records.
+    pub(crate) fn skip_own(&mut self) {
+        while self.own.remove(&(self.applied + 1)) {
+            self.applied += 1;
+        }
+    }
+
+    /// Checks outward step `n` of the handling of message `seq` (durable agents). Live,
+    /// the step is noted, to be journaled with the handling ([`Core::record_steps`]).
+    /// Replaying a message whose handling recorded its steps, the step must be the one
+    /// recorded: if not, the agent halts with [`Error::NonDeterministic`].
+    pub(crate) fn check_step(
+        &mut self,
+        seq: u64,
+        n: u32,
+        replaying: bool,
+        step: Step,
+    ) -> Result<(), Error> {
+        if !self.durable {
+            return Ok(());
+        }
+        if !replaying {
+            self.steps.push(step);
+            return Ok(());
+        }
+        if !self.recorded.steps_known.contains(&seq) {
+            // Journaled before handlings recorded their steps (record format 1).
+            return Ok(());
+        }
+        let recorded = self
+            .recorded
+            .steps
+            .get(&seq)
+            .and_then(|steps| steps.get(n as usize - 1));
+        if recorded == Some(&step) {
+            return Ok(());
+        }
+        let recorded = recorded.map_or_else(
+            || "no such step (the handling ended before it)".to_owned(),
+            Step::to_string,
+        );
+        Err(self.halt_with(seq, n, recorded, step.to_string()))
+    }
+
+    /// After replaying message `seq`, which made `made` steps: a recorded step it did not
+    /// make is non-determinism too.
+    pub(crate) fn check_replay_complete(&mut self, seq: u64, made: u32) {
+        if !self.durable || !self.recorded.steps_known.contains(&seq) {
+            return;
+        }
+        let next = self
+            .recorded
+            .steps
+            .get(&seq)
+            .and_then(|steps| steps.get(made as usize))
+            .map(Step::to_string);
+        if let Some(recorded) = next {
+            let now = "nothing: the handling ended".to_owned();
+            let _ = self.halt_with(seq, made + 1, recorded, now);
+        }
+    }
+
+    fn halt_with(&mut self, seq: u64, step: u32, recorded: String, now: String) -> Error {
+        let id = self.id.clone();
+        let make = || Error::NonDeterministic {
+            id: id.clone(),
+            seq,
+            step,
+            recorded: recorded.clone(),
+            now: now.clone(),
+        };
+        if self.halt.is_none() {
+            tracing::error!(agent = %id, seq, step, %recorded, %now, "replay does not match the journal");
+            self.halt = Some(make());
+        }
+        make()
+    }
+
+    /// Journals the steps of the live handling of message `seq`, if it made any, before
+    /// the message is marked handled (so a replay finds them). Not waited for: the
+    /// writer records progress only behind the appends queued before it read the handled
+    /// counters (see `WriterMsg::WriteProgress`), so a message is never recorded handled
+    /// without its steps.
+    pub(crate) fn record_steps(&mut self, seq: u64) -> Result<(), Error> {
+        if self.steps.is_empty() {
+            return Ok(());
+        }
+        let steps = std::mem::take(&mut self.steps);
+        let payload = record::encode("a steps record", &StepsRecord { seq, steps })?;
+        self.kernel
+            .append_detached(&self.id, RecordKind::Steps, payload)
+    }
+}
+
+/// A step's description: its kind, target and a digest of its content.
+pub(crate) fn step(kind: StepKind, target: &str, content: &[u8]) -> Step {
+    Step {
+        kind,
+        target: target.to_owned(),
+        digest: record::digest(content),
+    }
+}

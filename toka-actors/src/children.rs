@@ -1,0 +1,268 @@
+//! OTP supervision of an actor's children, shared by the root and every agent actor.
+//!
+//! The tree ([`Kernel::tree`]) says which children an actor has and in which order;
+//! [`Children`] runs them: starts them (linked, so their exits come back as supervision
+//! events), stops them on purpose, and applies the [`SupervisorSpec`] when one fails
+//! (restart per strategy and backoff, or escalate past the intensity: stop every child
+//! and fail, or, at the root, fail the runtime).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::envelope::{ChildStart, Envelope, StartArgs};
+use crate::kernel::Kernel;
+use crate::metrics::Counters;
+use crate::supervision::{self, Plan, RestartWindow};
+use crate::{AgentId, Error, Restart, SupervisorSpec};
+
+/// How long a stopping child may take before it is killed.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The running children of one supervisor.
+pub(crate) struct Children {
+    kernel: Arc<Kernel>,
+    /// The supervisor's id, for logs and escalation reasons.
+    id: AgentId,
+    /// Its key in the tree: `None` for the root.
+    parent: Option<AgentId>,
+    myself: ActorRef<Envelope>,
+    spec: SupervisorSpec,
+    by_actor: HashMap<ActorId, AgentId>,
+    cells: HashMap<AgentId, ActorCell>,
+    /// Children being stopped on purpose: their exit is not a failure.
+    stopping: HashSet<ActorId>,
+    window: RestartWindow,
+}
+
+impl Children {
+    /// No children yet, of the supervisor `id` (`parent`: its key in the tree).
+    pub(crate) fn new(
+        kernel: Arc<Kernel>,
+        id: AgentId,
+        parent: Option<AgentId>,
+        myself: ActorRef<Envelope>,
+        spec: SupervisorSpec,
+    ) -> Self {
+        Children {
+            kernel,
+            id,
+            parent,
+            myself,
+            spec,
+            by_actor: HashMap::new(),
+            cells: HashMap::new(),
+            stopping: HashSet::new(),
+            window: RestartWindow::default(),
+        }
+    }
+
+    /// Starts child `id` as recorded in the tree (nothing if it runs).
+    pub(crate) async fn start(&mut self, id: &AgentId) -> Result<(), Error> {
+        if self.cells.contains_key(id) {
+            return Ok(());
+        }
+        let (kind, start) = {
+            let tree = self.kernel.tree();
+            let node = tree
+                .get(id)
+                .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+            (
+                node.kind.clone(),
+                StartArgs {
+                    id: id.clone(),
+                    args: node.args.clone(),
+                    spec: node.spec.clone(),
+                    base: node.base,
+                },
+            )
+        };
+        let kind = self.kernel.kind(&kind)?;
+        let actor = kind
+            .start(Arc::clone(&self.kernel), start, self.myself.get_cell())
+            .await?;
+        self.by_actor.insert(actor.get_id(), id.clone());
+        self.cells.insert(id.clone(), actor.get_cell());
+        Ok(())
+    }
+
+    /// Stops a running child on purpose and waits for it (killing it after a timeout).
+    pub(crate) async fn stop(&mut self, id: &AgentId) {
+        let Some(cell) = self.cells.remove(id) else {
+            return;
+        };
+        self.stopping.insert(cell.get_id());
+        if cell.stop_and_wait(None, Some(STOP_TIMEOUT)).await.is_err() {
+            tracing::warn!(agent = %id, "child did not stop in time; killing it");
+            let _ = cell.kill_and_wait(Some(STOP_TIMEOUT)).await;
+        }
+    }
+
+    /// Stops every child, last started first.
+    pub(crate) async fn stop_all(&mut self) {
+        for child in self.order().iter().rev() {
+            self.stop(child).await;
+        }
+        let leftover: Vec<AgentId> = self.cells.keys().cloned().collect();
+        for child in leftover {
+            self.stop(&child).await;
+        }
+    }
+
+    /// The children, in start order, as the tree records them.
+    fn order(&self) -> Vec<AgentId> {
+        self.kernel.tree().children_of(self.parent.as_ref())
+    }
+
+    /// Starts every recorded child that is not running.
+    pub(crate) async fn start_recorded(&mut self) -> Result<(), ActorProcessingErr> {
+        for child in self.order() {
+            if let Err(error) = self.start(&child).await {
+                tracing::warn!(agent = %self.id, %child, %error, "could not start a child");
+                self.failed(child, error.to_string()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `ids` after a restart backoff (those still in the tree).
+    pub(crate) async fn restart(&mut self, ids: Vec<AgentId>) -> Result<(), ActorProcessingErr> {
+        for id in ids {
+            if self.kernel.tree().get(&id).is_none() {
+                continue;
+            }
+            if let Err(error) = self.start(&id).await {
+                self.failed(id, error.to_string()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a child already recorded in the tree, for a spawn from outside; a child
+    /// that cannot start is removed from the tree again.
+    pub(crate) async fn start_requested(&mut self, request: ChildStart) {
+        let started = self.start(&request.id).await;
+        if started.is_err() {
+            let _ = self.kernel.record_stop(&request.id).await;
+        }
+        let _ = request.ack.send(started);
+    }
+
+    /// Handles a supervision event about a child: its exit is a failure to apply the
+    /// strategy to, a deliberate stop, or the end of a child that is not restarted.
+    pub(crate) async fn on_event(
+        &mut self,
+        event: SupervisionEvent,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failed, reason, halted) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let halted = matches!(
+                    error.downcast_ref::<Error>(),
+                    Some(Error::NonDeterministic { .. })
+                );
+                (cell, true, error.to_string(), halted)
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                false,
+                reason.unwrap_or_else(|| "stopped".into()),
+                false,
+            ),
+            _ => return Ok(()),
+        };
+        let Some(child) = self.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        // An actor that failed while starting never ran its `post_stop`.
+        self.kernel.directory.stopped(&child, cell.get_id());
+        if self
+            .cells
+            .get(&child)
+            .is_some_and(|c| c.get_id() == cell.get_id())
+        {
+            self.cells.remove(&child);
+        }
+        if self.stopping.remove(&cell.get_id()) {
+            return Ok(());
+        }
+        if halted {
+            // Restarting would replay into the same mismatch: the child stays in the tree,
+            // stopped, until a build whose handler matches its journal starts it.
+            tracing::error!(agent = %self.id, %child, %reason, "child halted: its handler does not replay its journal; not restarted");
+            return Ok(());
+        }
+        let restart = match self.kernel.tree().get(&child) {
+            None => return Ok(()),
+            Some(node) => match node.spec.restart {
+                Restart::Permanent => true,
+                Restart::Transient => failed,
+                Restart::Temporary => false,
+            },
+        };
+        if !restart {
+            tracing::info!(agent = %self.id, %child, %reason, "child exited; not restarted");
+            if let Err(error) = self.kernel.record_stop(&child).await {
+                tracing::warn!(%child, %error, "could not record the exit");
+            }
+            return Ok(());
+        }
+        self.failed(child, reason).await
+    }
+
+    /// Applies the supervision strategy to a failed (or exited permanent) child.
+    async fn failed(&mut self, child: AgentId, reason: String) -> Result<(), ActorProcessingErr> {
+        let mut pending = vec![(child, reason)];
+        while let Some((child, reason)) = pending.pop() {
+            if !self.kernel.is_accepting() {
+                return Ok(());
+            }
+            let order = self.order();
+            let plan =
+                supervision::plan(&self.spec, &mut self.window, Instant::now(), &order, &child);
+            match plan {
+                Plan::Escalate { restarts, within } => {
+                    let why = format!(
+                        "{} exceeded its restart intensity ({restarts} restarts in {within:?}); last failure: {child}: {reason}",
+                        self.id
+                    );
+                    tracing::error!(agent = %self.id, %child, %reason, "restart intensity exceeded; escalating");
+                    for c in order.iter().rev() {
+                        self.stop(c).await;
+                    }
+                    if self.parent.is_none() {
+                        self.kernel.fail(why);
+                        return Ok(());
+                    }
+                    return Err(why.into());
+                }
+                Plan::Restart {
+                    stop,
+                    restart,
+                    delay,
+                } => {
+                    tracing::info!(agent = %self.id, %child, %reason, ?restart, ?delay, "restarting");
+                    Counters::add(&self.kernel.metrics.agent_restarts, restart.len() as u64);
+                    for s in &stop {
+                        self.stop(s).await;
+                    }
+                    if !delay.is_zero() {
+                        let myself = self.myself.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = myself.send_message(Envelope::RestartChildren(restart));
+                        });
+                        continue;
+                    }
+                    for r in restart {
+                        if let Err(error) = self.start(&r).await {
+                            pending.push((r, error.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! Delivery: the one path every message takes to an agent, whoever sends it
+//! ([`AgentRef`](crate::AgentRef), the JSON API of [`Runtime`](crate::Runtime), a
+//! handler's [`Context`](crate::Context), a topic, a timer).
+//!
+//! [`deliver`] looks the target up once: a running transient agent gets the message in
+//! its mailbox (boxed, no encoding); a durable agent, running or not, gets it journaled
+//! ([`journal`]): the record goes to the single writer, which appends it in a group
+//! write, hands it to the agent's actor if it runs, and acknowledges; the sender then
+//! waits until the journal is durable up to it. A message is acknowledged only once it
+//! would survive a crash, and handled only then.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::envelope::{AnyBox, Envelope, ReplyPort};
+use crate::kernel::{Kernel, Kind};
+use crate::query::QueryFn;
+use crate::record::{self, MsgRecord, Origin, RecordKind};
+use crate::writer::Routing;
+use crate::{AgentId, Error};
+
+/// A message on its way, in whatever form the sender has it.
+pub(crate) trait Payload {
+    /// The topic it was published to, if any.
+    fn topic(&self) -> Option<&str> {
+        None
+    }
+    /// As a transient agent's mailbox takes it.
+    fn into_envelope(self, reply: Option<ReplyPort>) -> Result<Envelope, Error>;
+    /// Encoded, as the journal takes it.
+    fn encode(&self) -> Result<Cow<'_, [u8]>, Error>;
+}
+
+/// A typed message.
+pub(crate) struct Typed<M>(pub(crate) M);
+
+impl<M: serde::Serialize + Send + 'static> Payload for Typed<M> {
+    fn into_envelope(self, reply: Option<ReplyPort>) -> Result<Envelope, Error> {
+        Ok(Envelope::Local {
+            msg: Box::new(self.0) as AnyBox,
+            reply,
+        })
+    }
+
+    fn encode(&self) -> Result<Cow<'_, [u8]>, Error> {
+        record::encode("a message", &self.0).map(Cow::Owned)
+    }
+}
+
+/// A message as JSON, for an agent of `kind`.
+pub(crate) struct Json<'k> {
+    pub(crate) kind: &'k dyn Kind,
+    pub(crate) value: serde_json::Value,
+}
+
+impl Payload for Json<'_> {
+    fn into_envelope(self, reply: Option<ReplyPort>) -> Result<Envelope, Error> {
+        Ok(Envelope::Local {
+            msg: self.kind.boxed_msg_from_json(self.value)?,
+            reply,
+        })
+    }
+
+    fn encode(&self) -> Result<Cow<'_, [u8]>, Error> {
+        self.kind.msg_from_json(&self.value).map(Cow::Owned)
+    }
+}
+
+/// A topic message, encoded once for every subscriber.
+#[derive(Clone, Copy)]
+pub(crate) struct TopicMsg<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) body: &'a [u8],
+}
+
+impl Payload for TopicMsg<'_> {
+    fn topic(&self) -> Option<&str> {
+        Some(self.topic)
+    }
+
+    fn into_envelope(self, _reply: Option<ReplyPort>) -> Result<Envelope, Error> {
+        Ok(Envelope::LocalTopic {
+            topic: self.topic.to_owned(),
+            body: self.body.to_vec(),
+        })
+    }
+
+    fn encode(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(self.body))
+    }
+}
+
+/// Delivers `msg` to agent `to`, from `origin`; with `reply`, the handler's reply goes
+/// there. Returns once the message is in a transient agent's mailbox, or journaled with
+/// the journal's durability for a durable agent.
+///
+/// # Errors
+/// [`Error::ShuttingDown`], [`Error::UnknownAgent`], [`Error::Encode`] or
+/// [`Error::BadJson`] for a message that does not fit, [`Error::Journal`].
+pub(crate) async fn deliver(
+    kernel: &Kernel,
+    to: &AgentId,
+    msg: impl Payload,
+    origin: Origin,
+    reply: Option<ReplyPort>,
+) -> Result<(), Error> {
+    kernel.check_accepting()?;
+    // A running transient agent: straight to its mailbox, under the directory's read
+    // lock (no reference counting on this hot path).
+    let mut pending = Some((msg, reply));
+    let local = kernel.directory.send_local_with(to, |actor| {
+        let Some((msg, reply)) = pending.take() else {
+            return Ok(());
+        };
+        actor
+            .send_message(msg.into_envelope(reply)?)
+            .map_err(|_| Error::UnknownAgent(to.clone()))
+    });
+    if let Some(sent) = local {
+        return sent;
+    }
+    let Some((msg, reply)) = pending else {
+        return Ok(());
+    };
+    let durable = kernel.tree().get(to).map(|node| node.spec.durable);
+    match durable {
+        Some(true) => {
+            let body = msg.encode()?;
+            journal(kernel, to, origin, msg.topic(), &body, reply).await
+        }
+        // In the tree but not running: a transient agent being restarted.
+        _ => Err(Error::UnknownAgent(to.clone())),
+    }
+}
+
+/// Journals encoded message `body` for durable agent `to` and waits until it is durable.
+pub(crate) async fn journal(
+    kernel: &Kernel,
+    to: &AgentId,
+    origin: Origin,
+    topic: Option<&str>,
+    body: &[u8],
+    reply: Option<ReplyPort>,
+) -> Result<(), Error> {
+    let payload = record::encode(
+        "a message",
+        &MsgRecord {
+            origin,
+            sent_micros: toka_store::Timestamp::now().as_micros(),
+            topic,
+            body,
+        },
+    )?;
+    let appended = kernel
+        .append(to, RecordKind::Msg, payload, Routing::Deliver(reply))
+        .await?;
+    kernel.wait_durable(appended.last_position).await
+}
+
+/// Publishes encoded `body` to every subscriber of `topic`; returns how many there were.
+pub(crate) async fn publish(
+    kernel: &Kernel,
+    topic: &str,
+    origin: Origin,
+    body: &[u8],
+) -> Result<usize, Error> {
+    let subscribers = kernel.directory.subscribers(topic);
+    for id in &subscribers {
+        deliver(kernel, id, TopicMsg { topic, body }, origin.clone(), None).await?;
+    }
+    Ok(subscribers.len())
+}
+
+/// Sends query `run` to agent `id` and waits (at most `timeout`) for its answer. Nothing
+/// is journaled: the query goes to the agent's mailbox, behind every message already
+/// there (see [`query`](crate::query) for what it sees). An agent being restarted or
+/// recovered is waited for.
+pub(crate) async fn query(
+    kernel: &Kernel,
+    id: &AgentId,
+    run: QueryFn,
+    timeout: Duration,
+) -> Result<AnyBox, Error> {
+    kernel.check_accepting()?;
+    let deadline = Instant::now() + timeout;
+    let (reply, answer) = oneshot::channel();
+    let mut envelope = Envelope::Query { run, reply };
+    loop {
+        match kernel.directory.send(id, envelope) {
+            Ok(()) => break,
+            Err(None) => return Err(Error::UnknownAgent(id.clone())),
+            Err(Some(returned)) => envelope = returned,
+        }
+        if kernel.tree().get(id).is_none() {
+            return Err(Error::UnknownAgent(id.clone()));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                id: id.clone(),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    await_reply(
+        id,
+        answer,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+}
+
+/// Waits up to `timeout` for the reply to an ask or a query.
+pub(crate) async fn await_reply(
+    id: &AgentId,
+    answer: oneshot::Receiver<Result<AnyBox, Error>>,
+    timeout: Duration,
+) -> Result<AnyBox, Error> {
+    match tokio::time::timeout(timeout, answer).await {
+        Err(_) => Err(Error::Timeout {
+            id: id.clone(),
+            after: timeout,
+        }),
+        Ok(Err(_)) => Err(Error::NoReply(id.clone())),
+        Ok(Ok(reply)) => reply,
+    }
+}

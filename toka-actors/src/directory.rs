@@ -1,0 +1,160 @@
+//! Who runs where: the one owner of the table of running agents, of the reply ports of
+//! asks waiting for durable agents, and of topic subscriptions.
+//!
+//! Everything else reaches these tables through the methods here, so the rules that keep
+//! them consistent are in one place:
+//! - an agent's actor enters the table when it starts ([`Directory::started`]) and leaves
+//!   it when it stops, only if the entry is still its own ([`Directory::stopped`]): a
+//!   restarted agent's new actor may already have replaced it;
+//! - the writer forwards journaled messages only to durable agents that have registered
+//!   for recovery ([`Directory::route_journaled`]), so a message is either in the stream
+//!   part an agent recovers from, or in its mailbox, never both or neither;
+//! - an ask's reply port waits here, keyed by agent and message sequence number, so it
+//!   survives the agent's restarts; removing agents from the tree removes their ports
+//!   ([`Directory::forget`]), which answers those asks with "no reply".
+
+use dashmap::DashMap;
+use ractor::{ActorId, ActorRef, MessagingErr};
+
+use crate::AgentId;
+use crate::envelope::{Envelope, ReplyPort};
+
+/// A running agent's actor.
+struct Live {
+    actor: ActorRef<Envelope>,
+    durable: bool,
+    /// Whether the writer forwards journaled messages to it (durable agents, once they
+    /// registered for recovery).
+    routed: bool,
+}
+
+/// The tables of running agents, pending asks and topic subscribers.
+#[derive(Default)]
+pub(crate) struct Directory {
+    live: DashMap<AgentId, Live>,
+    asks: DashMap<(AgentId, u64), ReplyPort>,
+    topics: DashMap<String, Vec<AgentId>>,
+}
+
+impl Directory {
+    /// Records `actor` as `id`'s running actor (not yet routed journaled messages).
+    pub(crate) fn started(&self, id: AgentId, actor: ActorRef<Envelope>, durable: bool) {
+        self.live.insert(
+            id,
+            Live {
+                actor,
+                durable,
+                routed: false,
+            },
+        );
+    }
+
+    /// Routes journaled messages for durable agent `id` to `actor` from now on. Called by
+    /// the writer, between two appends, when the agent registers for recovery.
+    pub(crate) fn route_journaled(&self, id: AgentId, actor: ActorRef<Envelope>) {
+        self.live.insert(
+            id,
+            Live {
+                actor,
+                durable: true,
+                routed: true,
+            },
+        );
+    }
+
+    /// Removes `id`'s entry if it is still actor `actor`'s.
+    pub(crate) fn stopped(&self, id: &AgentId, actor: ActorId) {
+        self.live
+            .remove_if(id, |_, live| live.actor.get_id() == actor);
+    }
+
+    /// Whether an actor runs for `id`.
+    pub(crate) fn is_running(&self, id: &AgentId) -> bool {
+        self.live.contains_key(id)
+    }
+
+    /// How many agents run.
+    pub(crate) fn running(&self) -> usize {
+        self.live.len()
+    }
+
+    /// `id`'s running actor, if any.
+    pub(crate) fn actor(&self, id: &AgentId) -> Option<ActorRef<Envelope>> {
+        self.live.get(id).map(|live| live.actor.clone())
+    }
+
+    /// Every running actor.
+    pub(crate) fn actors(&self) -> Vec<ActorRef<Envelope>> {
+        self.live.iter().map(|live| live.actor.clone()).collect()
+    }
+
+    /// Runs `send` on running transient agent `id`'s actor under the table's read lock
+    /// (the hot path of local sends: no reference counting); `None` if `id` is durable
+    /// or not running.
+    pub(crate) fn send_local_with<R>(
+        &self,
+        id: &AgentId,
+        send: impl FnOnce(&ActorRef<Envelope>) -> R,
+    ) -> Option<R> {
+        match self.live.get(id) {
+            Some(live) if !live.durable => Some(send(&live.actor)),
+            _ => None,
+        }
+    }
+
+    /// Sends `envelope` to `id`'s actor. Gives it back (`Err(Some(..))`) if `id` runs no
+    /// actor or its mailbox is closed (it is restarting); `Err(None)` if the actor refused
+    /// it for good.
+    pub(crate) fn send(&self, id: &AgentId, envelope: Envelope) -> Result<(), Option<Envelope>> {
+        match self.live.get(id) {
+            Some(live) => live.actor.send_message(envelope).map_err(|e| match e {
+                MessagingErr::SendErr(returned) => Some(returned),
+                _ => None,
+            }),
+            None => Err(Some(envelope)),
+        }
+    }
+
+    /// Hands a journaled message to `id`'s actor if it registered for them (see the
+    /// module docs); `false` if not (the agent recovers it from the journal).
+    pub(crate) fn deliver_journaled(&self, id: &AgentId, envelope: Envelope) -> bool {
+        self.live
+            .get(id)
+            .filter(|live| live.routed)
+            .is_some_and(|live| live.actor.send_message(envelope).is_ok())
+    }
+
+    /// Keeps the reply port of an ask of message `seq` to durable agent `id`.
+    pub(crate) fn park_ask(&self, id: &AgentId, seq: u64, port: ReplyPort) {
+        self.asks.insert((id.clone(), seq), port);
+    }
+
+    /// Takes the reply port of the ask of message `seq` to `id`, if one waits.
+    pub(crate) fn take_ask(&self, id: &AgentId, seq: u64) -> Option<ReplyPort> {
+        self.asks.remove(&(id.clone(), seq)).map(|(_, port)| port)
+    }
+
+    /// Subscribes `id` to `topic`.
+    pub(crate) fn subscribe(&self, topic: &str, id: &AgentId) {
+        let mut subscribers = self.topics.entry(topic.to_owned()).or_default();
+        if !subscribers.contains(id) {
+            subscribers.push(id.clone());
+        }
+    }
+
+    /// `topic`'s subscribers.
+    pub(crate) fn subscribers(&self, topic: &str) -> Vec<AgentId> {
+        self.topics
+            .get(topic)
+            .map(|s| s.value().clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets agents removed from the tree: their subscriptions and pending asks.
+    pub(crate) fn forget(&self, ids: &[AgentId]) {
+        for mut subscribers in self.topics.iter_mut() {
+            subscribers.retain(|s| !ids.contains(s));
+        }
+        self.asks.retain(|(agent, _), _| !ids.contains(agent));
+    }
+}

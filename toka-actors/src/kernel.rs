@@ -1,0 +1,455 @@
+//! The kernel: what the runtime handle, the root, the writer's callers and every agent
+//! actor share. It holds the journal, the registered kinds, the supervision tree, the
+//! [`Directory`] of running agents, handled [`Progress`], and the runtime's life cycle
+//! (taking work, recovering, failed); it journals changes to the tree and talks to the
+//! writer. It sends no messages to agents: that is [`delivery`](crate::delivery)'s job.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::Instant;
+
+use ractor::{ActorCell, ActorRef};
+use toka_store::{Appended, Journal, NewEvent};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
+
+use crate::directory::Directory;
+use crate::envelope::Envelope;
+use crate::envelope::{AnyBox, StartArgs};
+use crate::extensions::Extensions;
+use crate::metrics::Counters;
+use crate::progress::Progress;
+use crate::query::JsonQueries;
+use crate::record::{self, RecordKind, TreeRecord};
+use crate::recovery::Preloaded;
+use crate::tree::Tree;
+use crate::writer::{Routing, WriterMsg, WriterParts};
+use crate::{AgentId, Error, RuntimeConfig, SpawnSpec};
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// One registered kind, type-erased.
+pub(crate) trait Kind: Send + Sync {
+    /// Starts an actor of this kind linked to `supervisor`.
+    fn start(
+        &self,
+        kernel: Arc<Kernel>,
+        start: StartArgs,
+        supervisor: ActorCell,
+    ) -> BoxFuture<Result<ActorRef<Envelope>, Error>>;
+
+    /// Encodes JSON arguments as the kind's `Args`.
+    fn args_from_json(&self, json: serde_json::Value) -> Result<Vec<u8>, Error>;
+    /// Encodes a JSON message as the kind's `Msg` (for durable agents).
+    fn msg_from_json(&self, json: &serde_json::Value) -> Result<Vec<u8>, Error>;
+    /// A JSON message as the kind's boxed `Msg` (for transient agents).
+    fn boxed_msg_from_json(&self, json: serde_json::Value) -> Result<AnyBox, Error>;
+    /// A boxed `Reply` as JSON.
+    fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error>;
+    /// How the kind answers JSON queries, if it does.
+    fn json_queries(&self) -> Option<JsonQueries>;
+}
+
+/// State shared by the runtime handle, the writer's callers and every agent actor.
+pub(crate) struct Kernel {
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) config: RuntimeConfig,
+    kinds: HashMap<&'static str, Arc<dyn Kind>>,
+    tree: Mutex<Tree>,
+    /// Running agents, pending asks, topic subscribers.
+    pub(crate) directory: Arc<Directory>,
+    /// Highest message sequence each durable agent has handled.
+    pub(crate) progress: Arc<Progress>,
+    /// Counters read by [`Runtime::metrics`](crate::Runtime::metrics).
+    pub(crate) metrics: Arc<Counters>,
+    /// Services handed to handlers ([`RuntimeBuilder::extension`](crate::RuntimeBuilder::extension)).
+    pub(crate) extensions: Extensions,
+    /// Agents replaying at once.
+    pub(crate) recovery: Semaphore,
+    /// Records read ahead for each agent's first recovery.
+    pub(crate) preloaded: Preloaded,
+    /// The writer, set by the root that owns it; `None` once stopped.
+    writer: RwLock<Option<ActorRef<WriterMsg>>>,
+    root: OnceLock<ActorRef<Envelope>>,
+    life: Life,
+}
+
+/// The runtime's life cycle.
+struct Life {
+    accepting: AtomicBool,
+    failure: watch::Sender<Option<String>>,
+    /// Agents whose first recovery has not finished.
+    recovering: Mutex<HashSet<AgentId>>,
+    recovered: Notify,
+}
+
+impl Kernel {
+    /// A kernel over what start-up recovered.
+    pub(crate) fn new(
+        journal: Arc<dyn Journal>,
+        config: RuntimeConfig,
+        kinds: HashMap<&'static str, Arc<dyn Kind>>,
+        tree: Tree,
+        progress: Progress,
+        preloaded: Preloaded,
+        extensions: Extensions,
+    ) -> Self {
+        let recovering = tree
+            .walk()
+            .into_iter()
+            .filter(|(_, node)| node.spec.durable)
+            .map(|(id, _)| id)
+            .collect();
+        Kernel {
+            journal,
+            recovery: Semaphore::new(config.recovery_concurrency.max(1)),
+            config,
+            kinds,
+            tree: Mutex::new(tree),
+            directory: Arc::default(),
+            progress: Arc::new(progress),
+            metrics: Arc::default(),
+            extensions,
+            preloaded,
+            writer: RwLock::new(None),
+            root: OnceLock::new(),
+            life: Life {
+                accepting: AtomicBool::new(true),
+                failure: watch::channel(None).0,
+                recovering: Mutex::new(recovering),
+                recovered: Notify::new(),
+            },
+        }
+    }
+
+    /// What the writer works with.
+    pub(crate) fn writer_parts(&self) -> WriterParts {
+        WriterParts {
+            journal: Arc::clone(&self.journal),
+            directory: Arc::clone(&self.directory),
+            progress: Arc::clone(&self.progress),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+
+    /// The tree, locked. Tree updates are single inserts and removes; a panic cannot leave
+    /// one half-done, so a poisoned lock is taken over.
+    pub(crate) fn tree(&self) -> MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The registered kind `name`.
+    pub(crate) fn kind(&self, name: &str) -> Result<Arc<dyn Kind>, Error> {
+        self.kinds
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownKind(name.to_owned()))
+    }
+
+    /// The kind of agent `id`.
+    pub(crate) fn kind_of(&self, id: &AgentId) -> Result<Arc<dyn Kind>, Error> {
+        let kind = self
+            .tree()
+            .get(id)
+            .map(|n| n.kind.clone())
+            .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+        self.kind(&kind)
+    }
+
+    /// Checks that `id` is in the tree and of kind `expected`.
+    pub(crate) fn check_kind(&self, id: &AgentId, expected: &'static str) -> Result<(), Error> {
+        let tree = self.tree();
+        let node = tree
+            .get(id)
+            .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+        if node.kind == expected {
+            Ok(())
+        } else {
+            Err(Error::WrongKind {
+                id: id.clone(),
+                expected,
+                actual: node.kind.clone(),
+            })
+        }
+    }
+
+    // ---- life cycle ----
+
+    /// Sets the root supervisor (once, at start).
+    pub(crate) fn set_root(&self, root: ActorRef<Envelope>) {
+        let _ = self.root.set(root);
+    }
+
+    /// The root supervisor, once started.
+    pub(crate) fn root(&self) -> Option<&ActorRef<Envelope>> {
+        self.root.get()
+    }
+
+    /// Sets (or clears) the writer the root runs.
+    pub(crate) fn set_writer(&self, writer: Option<ActorRef<WriterMsg>>) {
+        *self.writer.write().unwrap_or_else(|e| e.into_inner()) = writer;
+    }
+
+    /// The writer, unless the runtime stopped.
+    pub(crate) fn writer(&self) -> Result<ActorRef<WriterMsg>, Error> {
+        self.writer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::ShuttingDown)
+    }
+
+    /// Whether the runtime takes new work.
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.life.accepting.load(Ordering::Acquire)
+    }
+
+    /// [`Error::ShuttingDown`] unless the runtime takes new work.
+    pub(crate) fn check_accepting(&self) -> Result<(), Error> {
+        if self.is_accepting() {
+            Ok(())
+        } else {
+            Err(Error::ShuttingDown)
+        }
+    }
+
+    /// Stops taking new work; `false` if it had already stopped.
+    pub(crate) fn stop_accepting(&self) -> bool {
+        self.life.accepting.swap(false, Ordering::AcqRel)
+    }
+
+    /// Notes that `id` finished its first recovery.
+    pub(crate) fn note_recovered(&self, id: &AgentId) {
+        let mut recovering = self
+            .life
+            .recovering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if recovering.remove(id) && recovering.is_empty() {
+            self.life.recovered.notify_waiters();
+        }
+    }
+
+    /// The root supervisor gave up: the runtime takes no more work.
+    pub(crate) fn fail(&self, reason: String) {
+        tracing::error!(%reason, "the runtime's root supervisor gave up");
+        self.life.accepting.store(false, Ordering::Release);
+        self.life.failure.send_replace(Some(reason));
+        self.life.recovered.notify_waiters();
+    }
+
+    /// Why the root gave up, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.life.failure.borrow().clone()
+    }
+
+    /// Waits until every agent of the tree has recovered, or the root gave up.
+    pub(crate) async fn wait_recovered(&self) -> Result<(), Error> {
+        loop {
+            let notified = self.life.recovered.notified();
+            if let Some(reason) = self.failure() {
+                return Err(Error::Failed(reason));
+            }
+            if self
+                .life
+                .recovering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                return Ok(());
+            }
+            // Re-check now and then: an agent removed from the tree while recovering
+            // never reports.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), notified).await;
+            let tree = self.tree();
+            self.life
+                .recovering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|id| tree.get(id).is_some());
+        }
+    }
+
+    // ---- the journal, through the writer ----
+
+    /// Sends the writer a request built around a reply port and waits for the answer.
+    pub(crate) async fn ask_writer<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> WriterMsg,
+    ) -> Result<T, Error> {
+        let (ack, done) = oneshot::channel();
+        self.writer()?
+            .send_message(request(ack))
+            .map_err(|_| Error::ShuttingDown)?;
+        done.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Appends one record to `id`'s stream through the writer, which routes it as
+    /// `routing` says. Returns once written (not yet durable).
+    pub(crate) async fn append(
+        &self,
+        id: &AgentId,
+        kind: RecordKind,
+        payload: Vec<u8>,
+        routing: Routing,
+    ) -> Result<Appended, Error> {
+        self.ask_writer(|ack| WriterMsg::Append {
+            id: id.clone(),
+            event: NewEvent::new(kind.stored(), payload),
+            routing,
+            ack: Some(ack),
+        })
+        .await
+    }
+
+    /// Queues one of `id`'s own records with the writer without waiting for it: the
+    /// writer tells the agent's actor its sequence number ([`Routing::OwnNotify`]).
+    pub(crate) fn append_detached(
+        &self,
+        id: &AgentId,
+        kind: RecordKind,
+        payload: Vec<u8>,
+    ) -> Result<(), Error> {
+        self.writer()?
+            .send_message(WriterMsg::Append {
+                id: id.clone(),
+                event: NewEvent::new(kind.stored(), payload),
+                routing: Routing::OwnNotify,
+                ack: None,
+            })
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Waits until the journal is durable up to `position`, timing the wait.
+    pub(crate) async fn wait_durable(&self, position: u64) -> Result<(), Error> {
+        let started = Instant::now();
+        let result = self.journal.wait_durable(position).await;
+        self.metrics.flush_waited(started.elapsed());
+        result.map_err(Error::from)
+    }
+
+    /// Appends a record to a runtime stream and waits until it is durable.
+    async fn append_runtime(
+        &self,
+        stream: &'static str,
+        kind: RecordKind,
+        payload: Vec<u8>,
+    ) -> Result<(), Error> {
+        let appended = self
+            .ask_writer(|ack| WriterMsg::AppendTo {
+                stream,
+                event: NewEvent::new(kind.stored(), payload),
+                ack,
+            })
+            .await?;
+        self.wait_durable(appended.last_position).await
+    }
+
+    // ---- the tree ----
+
+    /// Records a new agent in the tree (journaled if durable). The caller starts it.
+    pub(crate) async fn record_spawn(
+        &self,
+        parent: Option<&AgentId>,
+        kind: &str,
+        args: Vec<u8>,
+        spec: SpawnSpec,
+    ) -> Result<(), Error> {
+        self.check_accepting()?;
+        self.kind(kind)?;
+        let id = spec.id.clone();
+        if let Some(p) = parent {
+            if self.tree().get(p).is_none() {
+                return Err(Error::UnknownAgent(p.clone()));
+            }
+        }
+        // Reserve the id first, so that two racing spawns cannot both journal it.
+        if !self.tree().insert(
+            parent.cloned(),
+            kind.to_owned(),
+            args.clone(),
+            spec.clone(),
+            0,
+        ) {
+            return Err(Error::AlreadyExists(id));
+        }
+        if spec.durable {
+            let journaled = async {
+                // A new incarnation of an id used before begins after the records of the
+                // earlier ones (see `record`): the marker is appended before the tree
+                // record, so once the spawn is durable, so is its base.
+                let base = self
+                    .ask_writer(|ack| WriterMsg::Incarnation {
+                        id: id.clone(),
+                        kind: kind.to_owned(),
+                        ack,
+                    })
+                    .await?;
+                self.tree().set_base(&id, base);
+                let record = TreeRecord::Spawned {
+                    parent: parent.cloned(),
+                    kind: kind.to_owned(),
+                    args,
+                    spec: (&spec).into(),
+                    base,
+                };
+                let payload = record::encode("a spawn record", &record)?;
+                self.append_runtime(record::TREE_STREAM, RecordKind::Spawn, payload)
+                    .await
+            }
+            .await;
+            if let Err(error) = journaled {
+                self.tree().remove(&id);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `id` and its subtree from the tree, journaling the stop; returns the
+    /// removed ids, children first.
+    pub(crate) async fn record_stop(&self, id: &AgentId) -> Result<Vec<AgentId>, Error> {
+        let (ids, durable) = {
+            let tree = self.tree();
+            let ids = tree.subtree_bottom_up(id);
+            if ids.is_empty() {
+                return Err(Error::UnknownAgent(id.clone()));
+            }
+            let durable = ids
+                .iter()
+                .any(|i| tree.get(i).is_some_and(|n| n.spec.durable));
+            (ids, durable)
+        };
+        if durable {
+            let payload =
+                record::encode("a stop record", &TreeRecord::Stopped { ids: ids.clone() })?;
+            self.append_runtime(record::TREE_STREAM, RecordKind::Stop, payload)
+                .await?;
+        }
+        let mut tree = self.tree();
+        for i in &ids {
+            tree.remove(i);
+        }
+        drop(tree);
+        self.directory.forget(&ids);
+        Ok(ids)
+    }
+
+    /// The actor supervising `parent`'s children: its own, or the root's for `None`.
+    pub(crate) fn supervisor_of(
+        &self,
+        parent: Option<&AgentId>,
+    ) -> Result<ActorRef<Envelope>, Error> {
+        match parent {
+            None => self.root.get().cloned().ok_or(Error::ShuttingDown),
+            Some(p) => self
+                .directory
+                .actor(p)
+                .ok_or_else(|| Error::UnknownAgent(p.clone())),
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Reading back what the journal holds: the runtime's start (the tree, progress, and one
+//! read-ahead pass for every agent), and each durable agent's history (its snapshot and
+//! the records after it), classified for the agent actor to replay.
+//!
+//! All of it reads the journal synchronously, so it runs on tokio's blocking pool, never
+//! on an async worker. Start-up cost follows what recovery needs: the read-ahead pass
+//! begins at the oldest record some agent will replay (after its snapshot and its
+//! incarnation's base), not at the start of the log.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use toka_store::Journal;
+
+use crate::record::{
+    self, AttemptRecord, DeadRecord, IntentRecord, Outcome, ProgressRecord, RecordKind,
+    SnapshotRecord, Step, StepsRecord, TimerRecord,
+};
+use crate::tree::Tree;
+use crate::{AgentId, EffectId, Error, TimerId};
+
+/// One runtime record of an agent's stream.
+pub(crate) struct Rec {
+    pub(crate) seq: u64,
+    pub(crate) kind: RecordKind,
+    /// The record format that wrote it.
+    pub(crate) format: u32,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Rec {
+    /// The record at `seq` of `stream`, stored as `kind`; `None` if it is not one of the
+    /// runtime's.
+    fn read(stream: &str, seq: u64, kind: &str, payload: Vec<u8>) -> Result<Option<Rec>, Error> {
+        Ok(
+            RecordKind::parse(kind, stream, seq)?.map(|(kind, format)| Rec {
+                seq,
+                kind,
+                format,
+                payload,
+            }),
+        )
+    }
+}
+
+/// Records read ahead for each agent's first recovery.
+pub(crate) type Preloaded = DashMap<AgentId, Vec<Rec>>;
+
+/// What the runtime's start read from the journal.
+pub(crate) struct Recovered {
+    pub(crate) tree: Tree,
+    pub(crate) progress: HashMap<AgentId, u64>,
+    pub(crate) preloaded: Preloaded,
+}
+
+/// Reads the tree, the progress and (within `preload_bytes`) the records every durable
+/// agent will replay. Runs on the blocking pool.
+pub(crate) async fn read_start(
+    journal: Arc<dyn Journal>,
+    preload_bytes: usize,
+) -> Result<Recovered, Error> {
+    let read = move || {
+        let tree = read_tree(&*journal)?;
+        let progress = read_progress(&*journal)?;
+        let bases: HashMap<AgentId, u64> = tree
+            .walk()
+            .into_iter()
+            .filter(|(_, node)| node.spec.durable)
+            .map(|(id, node)| (id, node.base))
+            .collect();
+        let preloaded = preload(&*journal, &bases, preload_bytes)?;
+        Ok(Recovered {
+            tree,
+            progress,
+            preloaded,
+        })
+    };
+    off_worker(read).await
+}
+
+/// Runs synchronous journal reads on the blocking pool.
+pub(crate) async fn off_worker<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| Error::Internal(format!("a journal read did not finish: {e}")))?
+}
+
+/// The supervision tree, as the journal records it.
+fn read_tree(journal: &dyn Journal) -> Result<Tree, Error> {
+    let mut tree = Tree::default();
+    for event in journal.iter_stream(record::TREE_STREAM, 1)? {
+        let event = event?;
+        tree.apply(record::decode_tree(&event.kind, event.seq, &event.payload)?);
+    }
+    Ok(tree)
+}
+
+/// The handled progress of every durable agent: the stream's snapshot, then its tail.
+fn read_progress(journal: &dyn Journal) -> Result<HashMap<AgentId, u64>, Error> {
+    let mut handled = HashMap::new();
+    let mut from = 1;
+    let stream = record::PROGRESS_STREAM;
+    if let Some(snapshot) = journal.load_snapshot(stream)? {
+        let progress: ProgressRecord = record::decode(stream, snapshot.seq, &snapshot.state)?;
+        handled.extend(progress.handled);
+        from = snapshot.seq + 1;
+    }
+    for event in journal.iter_stream(stream, from)? {
+        let event = event?;
+        RecordKind::parse(&event.kind, stream, event.seq)?;
+        let progress: ProgressRecord = record::decode(stream, event.seq, &event.payload)?;
+        handled.extend(progress.handled);
+    }
+    Ok(handled)
+}
+
+/// Reads the records of every agent in `agents` that recovery will replay (those after
+/// the agent's snapshot and after its incarnation's base, the map's values), in one
+/// sequential pass over the log from the oldest of them, up to about `budget` bytes of
+/// payload. Each agent's list is a gap-free run of its stream from there on; recovery
+/// reads whatever follows from the stream itself.
+fn preload(
+    journal: &dyn Journal,
+    agents: &HashMap<AgentId, u64>,
+    budget: usize,
+) -> Result<Preloaded, Error> {
+    let preloaded = DashMap::new();
+    if agents.is_empty() || budget == 0 {
+        return Ok(preloaded);
+    }
+    let started = Instant::now();
+    let mut wanted: HashMap<String, (AgentId, u64, Vec<Rec>)> =
+        HashMap::with_capacity(agents.len());
+    let mut first_position = u64::MAX;
+    for (id, base) in agents {
+        let from = journal
+            .load_snapshot(id.stream())?
+            .map_or(1, |snapshot| snapshot.seq + 1)
+            .max(base + 1);
+        // Where this agent's tail begins in the log; nothing to read if it has none.
+        let Some(first) = journal.iter_stream(id.stream(), from)?.next() else {
+            continue;
+        };
+        first_position = first_position.min(first?.position);
+        wanted.insert(id.stream().to_owned(), (id.clone(), from, Vec::new()));
+    }
+    if wanted.is_empty() {
+        return Ok(preloaded);
+    }
+    let mut bytes = 0usize;
+    let mut records = 0usize;
+    let mut failed = None;
+    journal.replay(first_position, &mut |event| {
+        if let Some((_, from, recs)) = wanted.get_mut(event.stream) {
+            if event.seq >= *from {
+                bytes += event.payload.len() + 64;
+                records += 1;
+                match Rec::read(
+                    event.stream,
+                    event.seq,
+                    event.kind,
+                    event.payload.into_owned(),
+                ) {
+                    Ok(Some(rec)) => recs.push(rec),
+                    Ok(None) => {}
+                    Err(error) => {
+                        failed = Some(error);
+                        return std::ops::ControlFlow::Break(());
+                    }
+                }
+                if bytes > budget {
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    for (_, (id, _, recs)) in wanted {
+        if !recs.is_empty() {
+            preloaded.insert(id, recs);
+        }
+    }
+    tracing::debug!(
+        records,
+        bytes,
+        first_position,
+        millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "read ahead for recovery"
+    );
+    Ok(preloaded)
+}
+
+/// The runtime records of `id`'s stream with sequence numbers `from..=to`.
+pub(crate) fn read_records(
+    journal: &dyn Journal,
+    id: &AgentId,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Rec>, Error> {
+    let mut records = Vec::new();
+    if from > to {
+        return Ok(records);
+    }
+    for event in journal.iter_stream(id.stream(), from)? {
+        let event = event?;
+        if event.seq > to {
+            break;
+        }
+        if let Some(rec) = Rec::read(id.stream(), event.seq, &event.kind, event.payload)? {
+            records.push(rec);
+        }
+    }
+    Ok(records)
+}
+
+/// A durable agent's history since its snapshot, classified for replay.
+#[derive(Default)]
+pub(crate) struct History {
+    /// The snapshot to start from, and the sequence number it was taken at.
+    pub(crate) snapshot: Option<(u64, SnapshotRecord)>,
+    /// Messages after it, in order.
+    pub(crate) messages: Vec<Rec>,
+    /// What the journal recorded for the steps of those messages' handlings.
+    pub(crate) recorded: Recorded,
+    /// Failed attempts per message: how many, and the last error.
+    pub(crate) attempts: HashMap<u64, (u32, String)>,
+    /// Dead-lettered messages.
+    pub(crate) dead: HashSet<u64>,
+}
+
+/// What the journal recorded of handlings being replayed, looked up by step.
+#[derive(Default)]
+pub(crate) struct Recorded {
+    pub(crate) timers: HashMap<TimerId, TimerRecord>,
+    pub(crate) replies: HashMap<EffectId, Outcome>,
+    pub(crate) intents: HashMap<EffectId, IntentRecord>,
+    /// The outward steps of each handling that sent, published, spawned or stopped.
+    pub(crate) steps: HashMap<u64, Vec<Step>>,
+    /// Messages journaled in format 2 or later, whose handlings recorded their steps.
+    pub(crate) steps_known: HashSet<u64>,
+}
+
+impl Recorded {
+    /// Forgets everything (recovery is over).
+    pub(crate) fn clear(&mut self) {
+        *self = Recorded::default();
+    }
+}
+
+/// Reads agent `id`'s history: its snapshot (if taken after `base`), then its records up
+/// to `version` after it, starting with those the start-up pass read ahead.
+pub(crate) async fn read_history(
+    journal: Arc<dyn Journal>,
+    preloaded: Option<Vec<Rec>>,
+    id: AgentId,
+    base: u64,
+    version: u64,
+) -> Result<History, Error> {
+    off_worker(move || {
+        let stream = id.stream();
+        let mut history = History::default();
+        // A snapshot at or below the base is an earlier incarnation's (the base is a
+        // marker, never a handled message): the state starts from `init` instead.
+        if let Some(snapshot) = journal.load_snapshot(stream)?
+            && snapshot.seq > base
+        {
+            let saved = record::decode_snapshot(stream, snapshot.seq, &snapshot.state)?;
+            history.snapshot = Some((snapshot.seq, saved));
+        }
+        let after = history.snapshot.as_ref().map_or(base, |(seq, _)| *seq);
+        let mut records: Vec<Rec> = preloaded
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.seq > after && r.seq <= version)
+            .collect();
+        let next = records.last().map_or(after, |r| r.seq) + 1;
+        records.extend(read_records(&*journal, &id, next, version)?);
+        for rec in records {
+            history.classify(stream, rec)?;
+        }
+        Ok(history)
+    })
+    .await
+}
+
+impl History {
+    fn classify(&mut self, stream: &str, rec: Rec) -> Result<(), Error> {
+        let seq = rec.seq;
+        let recorded = &mut self.recorded;
+        match rec.kind {
+            RecordKind::Msg => {
+                if rec.format >= 2 {
+                    recorded.steps_known.insert(seq);
+                }
+                self.messages.push(rec);
+            }
+            RecordKind::Timer => {
+                let timer: TimerRecord = record::decode(stream, seq, &rec.payload)?;
+                recorded.timers.insert(timer.id, timer);
+            }
+            RecordKind::Intent => {
+                let intent: IntentRecord = record::decode(stream, seq, &rec.payload)?;
+                recorded.intents.insert(intent.effect, intent);
+            }
+            RecordKind::Reply | RecordKind::Result => {
+                let reply = record::decode_reply_in(rec.format, stream, seq, &rec.payload)?;
+                recorded.replies.insert(reply.effect, reply.outcome);
+            }
+            RecordKind::Steps => {
+                let steps: StepsRecord = record::decode(stream, seq, &rec.payload)?;
+                recorded.steps.insert(steps.seq, steps.steps);
+            }
+            RecordKind::Attempt => {
+                let attempt: AttemptRecord = record::decode(stream, seq, &rec.payload)?;
+                let entry = self.attempts.entry(attempt.seq).or_default();
+                entry.0 += 1;
+                entry.1 = attempt.error;
+            }
+            RecordKind::Dead => {
+                let letter: DeadRecord = record::decode(stream, seq, &rec.payload)?;
+                self.dead.insert(letter.seq);
+            }
+            RecordKind::Halt
+            | RecordKind::Spawn
+            | RecordKind::Stop
+            | RecordKind::Progress
+            | RecordKind::Incarnation => {}
+        }
+        Ok(())
+    }
+}
