@@ -119,8 +119,9 @@ const RECOVERY_SECS_TARGET: f64 = 5.0;
 const HANG_AFTER: Duration = Duration::from_secs(300);
 
 /// Names accepted as filters.
-const WORKLOADS: [&str; 8] = [
+const WORKLOADS: [&str; 9] = [
     "request-reply",
+    "ask-under-flood",
     "query",
     "fan-in",
     "durable-buffered",
@@ -191,6 +192,8 @@ enum Unit {
     Seconds,
     /// Bytes (lower is better).
     Bytes(&'static str),
+    /// Microseconds of latency (lower is better).
+    Micros(&'static str),
 }
 
 /// A row's target.
@@ -256,6 +259,7 @@ fn fmt_value(unit: Unit, value: f64) -> String {
         Unit::Rate(_) => fmt_rate(value),
         Unit::Seconds => format!("{value:.2} s"),
         Unit::Bytes(_) => format!("{:.1} KiB", value / 1024.0),
+        Unit::Micros(_) => format!("{value:.0} µs"),
     }
 }
 
@@ -264,6 +268,7 @@ fn unit_label(unit: Unit) -> String {
         Unit::Rate(what) => format!("{what}/s"),
         Unit::Seconds => "seconds (lower is better)".into(),
         Unit::Bytes(what) => format!("bytes per {what} (lower is better)"),
+        Unit::Micros(what) => format!("µs, {what} (lower is better)"),
     }
 }
 
@@ -854,6 +859,127 @@ fn bench_request_reply(rt: &tokio::runtime::Runtime, scale: Scale) -> BenchResul
         "ractor call_t!",
         median(&b),
         Some(Target::Ratio(RATIO_TARGET)),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 1a''. A transient ask's latency while a durable flood runs
+// ---------------------------------------------------------------------------------------
+
+/// Sequential asks to a transient echo agent for `duration`, timed one by one, while
+/// (with `flood`) 128 senders flood 1,000 durable agents of a `Buffered` sled journal.
+/// Returns the asks' p50 and p99 latencies in microseconds and the flood's rate.
+fn ask_latency(
+    rt: &tokio::runtime::Runtime,
+    duration: Duration,
+    flood: bool,
+) -> BenchResult<Vec<f64>> {
+    progress(if flood {
+        "toka ask under a durable flood"
+    } else {
+        "toka ask, no flood"
+    });
+    let dir = TempDir::new()?;
+    let journal = sled_journal(dir.path(), Durability::Buffered)?;
+    let out = on_pool(rt, async move {
+        let runtime = Runtime::builder(journal)
+            .register(Echo)
+            .register(Tally {
+                counters: TallyCounters::default(),
+                snapshots: false,
+            })
+            .start()
+            .await?;
+        let echo = runtime
+            .spawn::<Echo>(SpawnSpec::new("echo")?.transient(), ())
+            .await?;
+        let refs = Arc::new(spawn_tallies(&runtime, 1_000, 256, None).await?);
+        let flooding = flood.then(|| {
+            let refs = Arc::clone(&refs);
+            tokio::spawn(async move { send_for(&refs, SENDERS, duration).await })
+        });
+        let start = Instant::now();
+        let mut latencies = Vec::new();
+        let mut sum = 0u64;
+        for i in 0u64.. {
+            if start.elapsed() >= duration {
+                break;
+            }
+            sum = sum.wrapping_add(i);
+            let asked = Instant::now();
+            let got = echo.ask(i, ASK_TIMEOUT).await?;
+            latencies.push(asked.elapsed().as_secs_f64() * 1e6);
+            if got != sum {
+                return Err(format!("echo replied {got}, expected {sum}").into());
+            }
+            // An interactive caller, not a tight loop: leave the flood its share.
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let flood_rate = match flooding {
+            Some(task) => task.await??,
+            None => 0.0,
+        };
+        runtime.shutdown().await?;
+        latencies.sort_by(f64::total_cmp);
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        let max = latencies.last().copied().unwrap_or(0.0);
+        Ok(vec![at(0.5), at(0.99), flood_rate, at(0.999), max])
+    })?;
+    drop(dir);
+    Ok(out)
+}
+
+fn bench_ask_under_flood(rt: &tokio::runtime::Runtime, scale: Scale) -> BenchResult<()> {
+    let duration = if scale.quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(3)
+    };
+    println!(
+        "\n== ask-under-flood: a transient ask every 200 µs for {duration:?}, timed, while \
+         {SENDERS} senders flood 1,000 durable agents (sled Buffered), vs the same asks with \
+         no flood; load {}",
+        loadavg()
+    );
+    let mut sides: [Side<'_>; 2] = [
+        Box::new(|| ask_latency(rt, duration, true)),
+        Box::new(|| ask_latency(rt, duration, false)),
+    ];
+    let out = rounds(REPS, false, &mut sides)?;
+    let p99 = Unit::Micros("p99 of a transient ask");
+    let p50 = Unit::Micros("p50 of a transient ask");
+    let (t99, b99) = (col(&out[0], 1), col(&out[1], 1));
+    let (t50, b50) = (col(&out[0], 0), col(&out[1], 0));
+    print_samples("ask p99", p99, &t99, "no flood", &b99);
+    print_samples("ask p50", p50, &t50, "no flood", &b50);
+    println!(
+        "  flood: [{}] msgs/s",
+        fmt_samples(Unit::Rate("msgs"), &col(&out[0], 2))
+    );
+    let tail = Unit::Micros("tail of a transient ask");
+    for (m, name) in [(3, "p99.9"), (4, "max")] {
+        println!(
+            "  ask {name}: flood [{}], no flood [{}]",
+            fmt_samples(tail, &col(&out[0], m)),
+            fmt_samples(tail, &col(&out[1], m))
+        );
+    }
+    record(
+        "transient ask p99 during a durable flood",
+        p99,
+        median(&t99),
+        "same asks, no flood",
+        median(&b99),
+        None,
+    );
+    record(
+        "transient ask p50 during a durable flood",
+        p50,
+        median(&t50),
+        "same asks, no flood",
+        median(&b50),
+        None,
     );
     Ok(())
 }
@@ -1877,6 +2003,9 @@ fn main() -> BenchResult<()> {
     let rt = support::tokio_runtime(WORKERS)?;
     if selected("request-reply") {
         bench_request_reply(&rt, scale)?;
+    }
+    if selected("ask-under-flood") {
+        bench_ask_under_flood(&rt, scale)?;
     }
     if selected("query") {
         bench_query(&rt, scale)?;

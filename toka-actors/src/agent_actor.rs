@@ -545,7 +545,9 @@ impl<A: Agent> Actor for AgentActor<A> {
         state: &mut AgentState<A>,
     ) -> Result<(), ActorProcessingErr> {
         if state.core.durable {
-            self.recover(state).await
+            // Boxed: recovery's future is large, and would otherwise size every agent's
+            // task for the whole of its life.
+            Box::pin(self.recover(state)).await
         } else {
             state.core.children.start_recorded().await
         }

@@ -93,15 +93,21 @@ impl<A: Agent> Context<'_, A> {
     }
 
     /// The next outward step: its id, once checked against the journal (replaying) or
-    /// noted for it (live).
-    fn outward(&mut self, kind: StepKind, target: &str, content: &[u8]) -> Result<EffectId, Error> {
+    /// noted for it (live). `content` (what the step carries, digested) is only computed
+    /// for durable agents: transient ones journal nothing and never replay.
+    fn outward<C: AsRef<[u8]>>(
+        &mut self,
+        kind: StepKind,
+        target: &str,
+        content: impl FnOnce() -> Result<C, Error>,
+    ) -> Result<EffectId, Error> {
         let effect = self.next_effect();
-        self.core.check_step(
-            self.seq,
-            effect.n,
-            self.replaying,
-            step(kind, target, content),
-        )?;
+        if self.core.durable {
+            let content = content()?;
+            let step = step(kind, target, content.as_ref());
+            self.core
+                .check_step(self.seq, effect.n, self.replaying, step)?;
+        }
         Ok(effect)
     }
 
@@ -122,11 +128,9 @@ impl<A: Agent> Context<'_, A> {
     /// As [`AgentRef::send`].
     pub async fn send<B: Agent>(&mut self, to: &AgentRef<B>, msg: B::Msg) -> Result<(), Error> {
         let msg = Typed(msg);
-        let effect = self.outward(
-            StepKind::Send,
-            to.id().as_str(),
-            &delivery::Payload::encode(&msg)?,
-        )?;
+        let effect = self.outward(StepKind::Send, to.id().as_str(), || {
+            delivery::Payload::encode(&msg)
+        })?;
         if self.replaying {
             return Ok(());
         }
@@ -146,11 +150,9 @@ impl<A: Agent> Context<'_, A> {
         timeout: Duration,
     ) -> Result<B::Reply, Error> {
         let msg = Typed(msg);
-        let effect = self.outward(
-            StepKind::Ask,
-            to.id().as_str(),
-            &delivery::Payload::encode(&msg)?,
-        )?;
+        let effect = self.outward(StepKind::Ask, to.id().as_str(), || {
+            delivery::Payload::encode(&msg)
+        })?;
         if let Some(recorded) = self.recorded_reply(effect, to.id()) {
             return recorded;
         }
@@ -221,8 +223,9 @@ impl<A: Agent> Context<'_, A> {
         query: B::Query,
         timeout: Duration,
     ) -> Result<B::Answer, Error> {
-        let content = record::encode("a query", &query)?;
-        let effect = self.outward(StepKind::Query, to.id().as_str(), &content)?;
+        let effect = self.outward(StepKind::Query, to.id().as_str(), || {
+            record::encode("a query", &query)
+        })?;
         if let Some(recorded) = self.recorded_reply(effect, to.id()) {
             return recorded;
         }
@@ -247,9 +250,11 @@ impl<A: Agent> Context<'_, A> {
     ) -> Result<AgentRef<B>, Error> {
         let id = spec.id.clone();
         let args = record::encode("arguments", &args)?;
-        let mut content = B::KIND.as_bytes().to_vec();
-        content.extend_from_slice(&args);
-        self.outward(StepKind::Spawn, id.as_str(), &content)?;
+        self.outward(StepKind::Spawn, id.as_str(), || {
+            let mut content = B::KIND.as_bytes().to_vec();
+            content.extend_from_slice(&args);
+            Ok(content)
+        })?;
         let kernel = self.core.kernel.clone();
         let existing = kernel
             .tree()
@@ -276,7 +281,7 @@ impl<A: Agent> Context<'_, A> {
     /// # Errors
     /// [`Error::UnknownAgent`] if `id` is not this agent's child; [`Error::Journal`].
     pub async fn stop_child(&mut self, id: &AgentId) -> Result<(), Error> {
-        self.outward(StepKind::StopChild, id.as_str(), &[])?;
+        self.outward(StepKind::StopChild, id.as_str(), || Ok([]))?;
         if self.replaying {
             return Ok(());
         }
@@ -300,7 +305,7 @@ impl<A: Agent> Context<'_, A> {
     /// [`Error::Encode`], [`Error::Journal`].
     pub async fn publish<M: Serialize>(&mut self, topic: &Topic<M>, msg: &M) -> Result<(), Error> {
         let body = record::encode("a topic message", msg)?;
-        let effect = self.outward(StepKind::Publish, topic.name(), &body)?;
+        let effect = self.outward(StepKind::Publish, topic.name(), || Ok(&body))?;
         if self.replaying {
             return Ok(());
         }
@@ -353,11 +358,9 @@ impl<A: Agent> Context<'_, A> {
         F: FnOnce() -> Fut + Send,
         Fut: std::future::Future<Output = Result<T, AgentError>> + Send,
     {
-        let effect = self.outward(
-            StepKind::Effect,
-            name,
-            input_digest.as_ref().map_or(&[][..], |d| &d[..]),
-        )?;
+        let effect = self.outward(StepKind::Effect, name, || {
+            Ok(input_digest.as_ref().map_or(&[][..], |d| &d[..]))
+        })?;
         let failed = |reason: String| Error::Effect {
             name: name.to_owned(),
             reason,
@@ -436,7 +439,7 @@ impl<A: Agent> Context<'_, A> {
     pub async fn schedule(&mut self, delay: Duration, msg: A::Msg) -> Result<TimerId, Error> {
         let body = record::encode("a timer message", &msg)?;
         let me = self.core.id.clone();
-        let id = self.outward(StepKind::Schedule, me.as_str(), &body)?;
+        let id = self.outward(StepKind::Schedule, me.as_str(), || Ok(&body))?;
         if let Some(recorded) = self.core.recorded.timers.get(&id).cloned() {
             self.core.pending_timer(recorded, !self.replaying);
             return Ok(id);

@@ -263,31 +263,48 @@ pub(crate) async fn read_history(
     base: u64,
     version: u64,
 ) -> Result<History, Error> {
-    off_worker(move || {
-        let stream = id.stream();
-        let mut history = History::default();
-        // A snapshot at or below the base is an earlier incarnation's (the base is a
-        // marker, never a handled message): the state starts from `init` instead.
-        if let Some(snapshot) = journal.load_snapshot(stream)?
-            && snapshot.seq > base
-        {
-            let saved = record::decode_snapshot(stream, snapshot.seq, &snapshot.state)?;
-            history.snapshot = Some((snapshot.seq, saved));
-        }
-        let after = history.snapshot.as_ref().map_or(base, |(seq, _)| *seq);
-        let mut records: Vec<Rec> = preloaded
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.seq > after && r.seq <= version)
-            .collect();
-        let next = records.last().map_or(after, |r| r.seq) + 1;
-        records.extend(read_records(&*journal, &id, next, version)?);
-        for rec in records {
-            history.classify(stream, rec)?;
-        }
-        Ok(history)
-    })
-    .await
+    let preloaded_is_some = preloaded.is_some();
+    let read = move || history(&*journal, preloaded, &id, base, version);
+    // Read ahead by the start-up pass, what is left to read is a snapshot lookup and a
+    // short tail: cheaper here than a hand-off to the blocking pool (measured with
+    // 10,000 agents). Otherwise the whole stream is read, off the async workers.
+    if preloaded_is_some {
+        read()
+    } else {
+        off_worker(read).await
+    }
+}
+
+/// [`read_history`]'s work.
+fn history(
+    journal: &dyn Journal,
+    preloaded: Option<Vec<Rec>>,
+    id: &AgentId,
+    base: u64,
+    version: u64,
+) -> Result<History, Error> {
+    let stream = id.stream();
+    let mut history = History::default();
+    // A snapshot at or below the base is an earlier incarnation's (the base is a marker,
+    // never a handled message): the state starts from `init` instead.
+    if let Some(snapshot) = journal.load_snapshot(stream)?
+        && snapshot.seq > base
+    {
+        let saved = record::decode_snapshot(stream, snapshot.seq, &snapshot.state)?;
+        history.snapshot = Some((snapshot.seq, saved));
+    }
+    let after = history.snapshot.as_ref().map_or(base, |(seq, _)| *seq);
+    let mut records: Vec<Rec> = preloaded
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.seq > after && r.seq <= version)
+        .collect();
+    let next = records.last().map_or(after, |r| r.seq) + 1;
+    records.extend(read_records(journal, id, next, version)?);
+    for rec in records {
+        history.classify(stream, rec)?;
+    }
+    Ok(history)
 }
 
 impl History {
