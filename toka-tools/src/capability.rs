@@ -24,7 +24,7 @@
 //! - Neither the root key nor a token's signature is ever logged: `Debug` shows the
 //!   identifier only.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -353,6 +353,31 @@ struct AuthorityInner {
     key: MacaroonKey,
     revoked: RwLock<HashSet<String>>,
     journal: Option<Arc<dyn Journal>>,
+    /// Tokens whose signature chain verified, by the BLAKE3 hash of their text.
+    verified: RwLock<HashMap<[u8; 32], Verified>>,
+}
+
+/// How many verified tokens [`Authority::verify_text`] remembers; past it, it starts over.
+const VERIFIED_CACHE: usize = 4_096;
+
+/// A token whose signature chain verified and whose caveats Toka understands, ready to
+/// admit requests ([`Authority::admit`]). From [`Authority::verify_text`].
+#[derive(Clone, Debug)]
+pub struct Verified {
+    token: Capability,
+    caveats: Arc<[Caveat]>,
+}
+
+impl Verified {
+    /// The token.
+    pub fn token(&self) -> &Capability {
+        &self.token
+    }
+
+    /// Its caveats.
+    pub fn caveats(&self) -> &[Caveat] {
+        &self.caveats
+    }
 }
 
 impl fmt::Debug for Authority {
@@ -386,6 +411,7 @@ impl Authority {
                 key: MacaroonKey::generate(secret.as_slice()),
                 revoked: RwLock::new(revoked),
                 journal: Some(journal),
+                verified: RwLock::default(),
             }),
         })
     }
@@ -398,6 +424,7 @@ impl Authority {
                 key: MacaroonKey::generate(secret),
                 revoked: RwLock::new(HashSet::new()),
                 journal: None,
+                verified: RwLock::default(),
             }),
         }
     }
@@ -442,6 +469,67 @@ impl Authority {
             )));
         }
         self.verify_signature(token)
+    }
+
+    /// Parses and verifies a token given as text, as [`Authority::verify`] does, and
+    /// remembers it (by the BLAKE3 hash of the text, up to 4,096 tokens): a client that
+    /// sends the same token with every request pays for parsing and the HMAC chain once.
+    /// Only tokens that verified are remembered, and revocation is checked on every call.
+    ///
+    /// # Errors
+    /// A [`Denial`] naming the failed check.
+    pub fn verify_text(&self, text: &str) -> Result<Verified, Denial> {
+        let key = *blake3::hash(text.as_bytes()).as_bytes();
+        let known = self
+            .inner
+            .verified
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let verified = match known {
+            Some(verified) => verified,
+            None => {
+                let token = Capability::parse(text)?;
+                let caveats = self.verify_signature(&token)?;
+                let verified = Verified {
+                    token,
+                    caveats: caveats.into(),
+                };
+                let mut cache = self
+                    .inner
+                    .verified
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= VERIFIED_CACHE {
+                    cache.clear();
+                }
+                cache.insert(key, verified.clone());
+                verified
+            }
+        };
+        if self.is_revoked(verified.token.identifier()) {
+            return Err(Denial::new(format!(
+                "token {} is revoked",
+                verified.token.identifier()
+            )));
+        }
+        Ok(verified)
+    }
+
+    /// Checks a verified token for `request`: not revoked (checked again), every caveat
+    /// satisfied. As [`Authority::check`], without verifying the signature chain again.
+    ///
+    /// # Errors
+    /// A [`Denial`] naming the failed check.
+    pub fn admit(&self, verified: &Verified, request: &Request<'_>) -> Result<Grant, Denial> {
+        if self.is_revoked(verified.token.identifier()) {
+            return Err(Denial::new(format!(
+                "token {} is revoked",
+                verified.token.identifier()
+            )));
+        }
+        caveat::admit_all(&verified.caveats, request)
     }
 
     /// [`Authority::verify`] without the revocation check: the signature chain is intact

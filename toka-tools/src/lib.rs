@@ -50,7 +50,7 @@ mod tool;
 mod vault;
 
 pub use call::ToolCalls;
-pub use capability::{Authority, Capability, DenialRecord};
+pub use capability::{Authority, Capability, DenialRecord, Verified};
 pub use caveat::{Caveat, Grant, NamePattern, Request};
 pub use error::{Denial, Error, ToolError, ToolErrorKind};
 pub use fs::{FsList, FsRead, FsRoot, FsWrite, ListOutput, ReadOutput, WriteOutput};

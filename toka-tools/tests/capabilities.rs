@@ -649,3 +649,46 @@ fn mint_interop_token() {
         .unwrap();
     println!("TOKA_TOKEN={token}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Verified tokens, remembered
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn verified_tokens_are_remembered_but_revocation_and_forgery_still_count() {
+    let authority = Authority::from_secret(b"verify_text test root secret, 32+ bytes");
+    let token = authority.mint([tool("fs.*")]).unwrap();
+    let text = token.to_string();
+    let at = |tool| Request {
+        tool,
+        agent: None,
+        path: None,
+        bytes: None,
+        now: Timestamp::now(),
+    };
+    let request = at("fs.read");
+    // Twice: the second comes from memory, with the same caveats.
+    for _ in 0..2 {
+        let verified = authority.verify_text(&text).unwrap();
+        assert_eq!(verified.token().identifier(), token.identifier());
+        assert_eq!(verified.caveats(), [tool("fs.*")]);
+        assert!(authority.admit(&verified, &request).is_ok());
+        assert!(authority.admit(&verified, &at("shell.exec")).is_err());
+    }
+    // A forged variant of a remembered token: another text, verified on its own, refused.
+    let mut forged = URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).unwrap();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let forged = URL_SAFE_NO_PAD.encode(forged);
+    assert!(authority.verify_text(&forged).is_err());
+    // Another authority's token of the same shape is refused too.
+    let other = Authority::from_secret(b"another root secret, 32 bytes long!!");
+    let theirs = other.mint([tool("fs.*")]).unwrap().to_string();
+    assert!(authority.verify_text(&theirs).is_err());
+    // Revoked after it was remembered: refused at once, by both calls.
+    let verified = authority.verify_text(&text).unwrap();
+    authority.revoke(token.identifier(), "test").await.unwrap();
+    let refused = authority.verify_text(&text).unwrap_err();
+    assert!(refused.reason.contains("revoked"), "{}", refused.reason);
+    assert!(authority.admit(&verified, &request).is_err());
+}

@@ -8,13 +8,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use toka_tools::{Capability, Caveat};
+use toka_tools::{Caveat, Verified};
 
 use super::{ApiError, AppState, BODY_LIMIT};
 
 /// The token in `Authorization: Bearer <token>`, verified (signature, revocation,
-/// understood caveats) but not yet checked against a request.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Capability, ApiError> {
+/// understood caveats) but not yet checked against a request. A token seen before is not
+/// parsed or verified again ([`toka_tools::Authority::verify_text`]).
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Verified, ApiError> {
     let unauthorized = |message: String| {
         state
             .inner
@@ -32,15 +33,14 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Capability, Api
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
-    let token = Capability::parse(text)
-        .map_err(|d| unauthorized(format!("unreadable token: {}", d.reason)))?;
-    let caveats = state
+    let token = state
         .inner
         .authority
-        .verify(&token)
+        .verify_text(text)
         .map_err(|d| unauthorized(format!("invalid token: {}", d.reason)))?;
     let now = jiff::Timestamp::now();
-    if let Some(Caveat::Expires(at)) = caveats
+    if let Some(Caveat::Expires(at)) = token
+        .caveats()
         .iter()
         .find(|c| matches!(c, Caveat::Expires(at) if *at <= now))
     {
@@ -88,7 +88,7 @@ pub(crate) async fn require_token(
 /// Checks an authenticated token's caveats for the request `tool` on `agent`.
 pub(crate) fn permit(
     state: &AppState,
-    token: &Capability,
+    token: &Verified,
     tool: &str,
     agent: Option<&str>,
 ) -> Result<(), ApiError> {
@@ -99,7 +99,7 @@ pub(crate) fn permit(
         bytes: None,
         now: jiff::Timestamp::now(),
     };
-    state.inner.authority.check(token, &request).map_err(|d| {
+    state.inner.authority.admit(token, &request).map_err(|d| {
         state
             .inner
             .metrics

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use toka_actors::{AgentId, AgentInfo, SpawnSpec};
-use toka_tools::Capability;
+use toka_tools::Verified;
 
 use super::auth::permit;
 use super::{ApiError, AppState, strict_json};
@@ -125,7 +125,7 @@ fn empty_object() -> Value {
 
 pub(crate) async fn spawn(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     body: Result<JsonBody<SpawnBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let JsonBody(mut body) = body?;
@@ -156,7 +156,7 @@ pub(crate) async fn spawn(
 
 pub(crate) async fn list_agents(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
 ) -> Result<Json<Value>, ApiError> {
     permit(&state, &token, "api.agents.read", None)?;
     let tree = state.inner.runtime.tree();
@@ -165,7 +165,7 @@ pub(crate) async fn list_agents(
 
 pub(crate) async fn get_agent(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path_param(id)?;
@@ -183,7 +183,7 @@ pub(crate) async fn get_agent(
 
 pub(crate) async fn send(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     id: Result<Path<String>, PathRejection>,
     msg: Result<JsonBody<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -205,7 +205,7 @@ pub(crate) struct AskQuery {
 
 pub(crate) async fn ask(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<AskQuery>, QueryRejection>,
     msg: Result<JsonBody<Value>, ApiError>,
@@ -237,7 +237,7 @@ fn timeout_of(state: &AppState, query: AskQuery) -> Result<Duration, ApiError> {
 /// state (every message acknowledged before it included); nothing is journaled.
 pub(crate) async fn query(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<AskQuery>, QueryRejection>,
     body: Result<JsonBody<Value>, ApiError>,
@@ -255,7 +255,7 @@ pub(crate) async fn query(
 
 pub(crate) async fn stop_agent(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path_param(id)?;
@@ -268,7 +268,7 @@ pub(crate) async fn stop_agent(
 
 pub(crate) async fn list_tools(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
 ) -> Result<Json<Value>, ApiError> {
     permit(&state, &token, "api.tools.read", None)?;
     serde_json::to_value(state.inner.host.specs())
@@ -278,7 +278,7 @@ pub(crate) async fn list_tools(
 
 pub(crate) async fn invoke(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     name: Result<Path<String>, PathRejection>,
     input: Result<JsonBody<Value>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -293,7 +293,7 @@ pub(crate) async fn invoke(
     let output = state
         .inner
         .host
-        .call_json(&token, None, &name, &input)
+        .call_json(token.token(), None, &name, &input)
         .await
         .map_err(|e| {
             let e = ApiError::from(e);
@@ -320,7 +320,7 @@ pub(crate) struct EventsQuery {
 /// them; a record written but not yet flushed appears once it is.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     permit(&state, &token, "api.events.read", None)?;
@@ -351,7 +351,7 @@ pub(crate) struct StreamQuery {
 
 pub(crate) async fn event_stream(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     permit(&state, &token, "api.events.read", None)?;
@@ -394,7 +394,7 @@ pub(crate) async fn event_stream(
 
 pub(crate) async fn metrics(
     State(state): State<AppState>,
-    Extension(token): Extension<Capability>,
+    Extension(token): Extension<Verified>,
 ) -> Result<Response, ApiError> {
     permit(&state, &token, "api.metrics.read", None)?;
     let m = &state.inner.metrics;
