@@ -104,8 +104,11 @@ pub(crate) enum WriterMsg {
         changes: Vec<(AgentId, u64)>,
         ack: Option<oneshot::Sender<Result<(), Error>>>,
     },
-    /// Write the appends gathered so far (queued behind them by the first of them).
-    Commit,
+    /// Write the appends gathered so far (queued behind them by the first of them). With
+    /// `last_call`, the writer first queues one more `Commit` behind whatever arrived
+    /// meanwhile, if the group is still small: one more pass over the mailbox gathers
+    /// the appends that queued while the previous group was written.
+    Commit { last_call: bool },
 }
 
 /// What the writer does with an appended record besides acknowledging it.
@@ -129,6 +132,9 @@ struct PendingAppend {
 
 /// Appends gathered into one write at most (bounds the latency of the first).
 const MAX_GROUP: usize = 512;
+
+/// A group smaller than this gets one more pass over the mailbox before it is written.
+const SMALL_GROUP: usize = 16;
 
 /// The writer actor.
 pub(crate) struct Writer;
@@ -180,7 +186,7 @@ impl Actor for Writer {
         msg: WriterMsg,
         state: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
-        if !matches!(msg, WriterMsg::Append { .. } | WriterMsg::Commit) {
+        if !matches!(msg, WriterMsg::Append { .. } | WriterMsg::Commit { .. }) {
             // Keep order: what was asked before this is written before it.
             state.commit().await;
         }
@@ -196,7 +202,7 @@ impl Actor for Writer {
                 // together when the `Commit` queued behind the first one comes up.
                 if state.pending.is_empty() {
                     myself
-                        .send_message(WriterMsg::Commit)
+                        .send_message(WriterMsg::Commit { last_call: true })
                         .map_err(|e| format!("the writer cannot reach itself: {e}"))?;
                 }
                 state.pending.push(PendingAppend {
@@ -209,7 +215,18 @@ impl Actor for Writer {
                     state.commit().await;
                 }
             }
-            WriterMsg::Commit => state.commit().await,
+            WriterMsg::Commit { last_call } => {
+                if last_call && state.pending.len() < SMALL_GROUP {
+                    // Let the tasks ready on this worker run first: the appends they make
+                    // queue ahead of the `Commit` sent next.
+                    tokio::task::yield_now().await;
+                    myself
+                        .send_message(WriterMsg::Commit { last_call: false })
+                        .map_err(|e| format!("the writer cannot reach itself: {e}"))?;
+                } else {
+                    state.commit().await;
+                }
+            }
             WriterMsg::AppendTo { stream, event, ack } => {
                 let result = journal
                     .append_unsynced(stream, ExpectedVersion::Any, std::slice::from_ref(&event))
