@@ -7,6 +7,11 @@
 //! code: 0 success, 1 a check that failed (`events verify`, `token inspect`), 2 an error
 //! (one line on stderr).
 
+/// mimalloc: per-thread heaps instead of glibc's arena locks, which showed up as ~12 %
+/// of a durable message's CPU under HTTP load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agents;
 mod cli;
 mod config;
