@@ -390,7 +390,7 @@ impl<A: Agent> AgentActor<A> {
 
     /// Answers a query from the state. A query that fails or panics answers with the
     /// error; the agent goes on.
-    fn answer_query(&self, state: &AgentState<A>, run: crate::query::QueryFn, reply: ReplyPort) {
+    fn answer_query(&self, state: &AgentState<A>, run: crate::envelope::QueryFn, reply: ReplyPort) {
         let agent: &dyn std::any::Any = &*self.agent;
         let user: &dyn std::any::Any = &state.user;
         let answer = std::panic::catch_unwind(AssertUnwindSafe(|| run(agent, user)))

@@ -25,11 +25,11 @@ use toka_store::Timestamp;
 use tokio::sync::oneshot;
 
 use crate::agent_core::{Core, step};
+use crate::agent_ref::AgentRef;
 use crate::delivery::{self, Typed, await_reply};
 use crate::record::{
     self, IntentRecord, Origin, Outcome, RecordKind, ReplyRecord, StepKind, TimerRecord,
 };
-use crate::runtime::AgentRef;
 use crate::{Agent, AgentError, AgentId, EffectId, Error, Queries, SpawnSpec, TimerId, Topic};
 
 /// The handler's view of the runtime while it handles one message.

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::envelope::QueryFn;
 use crate::envelope::{AnyBox, Envelope, ReplyPort};
 use crate::kernel::{Kernel, Kind};
-use crate::query::QueryFn;
 use crate::record::{self, MsgRecord, Origin, RecordKind};
 use crate::writer::Routing;
 use crate::{AgentId, Error};

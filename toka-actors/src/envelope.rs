@@ -4,7 +4,6 @@ use std::any::Any;
 
 use tokio::sync::oneshot;
 
-use crate::query::QueryFn;
 use crate::{AgentId, Error, SpawnSpec, TimerId};
 
 /// What an agent actor starts from.
@@ -18,6 +17,9 @@ pub(crate) struct StartArgs {
 
 /// A value of the agent's own message or reply type, type-erased for transport.
 pub(crate) type AnyBox = Box<dyn Any + Send>;
+
+/// A query in transit: runs on the agent value and its state, both type-erased.
+pub(crate) type QueryFn = Box<dyn FnOnce(&dyn Any, &dyn Any) -> Result<AnyBox, Error> + Send>;
 
 /// Where the reply to an ask goes.
 pub(crate) type ReplyPort = oneshot::Sender<Result<AnyBox, Error>>;

@@ -84,10 +84,12 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-// Modules, lowest layer first: each uses only those above it (ARCHITECTURE.md).
+// Each module uses only modules of lower layers; ARCHITECTURE.md lists them in layer
+// order (rustfmt keeps this list alphabetical).
 mod agent;
 mod agent_actor;
 mod agent_core;
+mod agent_ref;
 mod children;
 mod context;
 mod delivery;
@@ -113,13 +115,14 @@ mod tree;
 mod writer;
 
 pub use agent::Agent;
+pub use agent_ref::AgentRef;
 pub use context::{Context, OnDoubt, StartContext};
 pub use error::{AgentError, Error};
 pub use id::{AgentId, EffectId, MAX_AGENT_ID_BYTES, TimerId};
 pub use metrics::RuntimeMetrics;
 pub use query::Queries;
 pub use record::DeadLetter;
-pub use runtime::{AgentRef, Runtime, RuntimeBuilder, RuntimeConfig};
+pub use runtime::{Runtime, RuntimeBuilder, RuntimeConfig};
 pub use spec::{Backoff, Intensity, Restart, SpawnSpec, Strategy, SupervisorSpec};
 pub use topic::Topic;
 pub use tree::AgentInfo;

@@ -21,12 +21,10 @@
 //! an outward step of *that* agent: its answer is recorded in the asker's stream, like an
 //! ask's reply, so a replay of the handler gets the same answer.
 
-use std::any::Any;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::envelope::AnyBox;
+use crate::envelope::{AnyBox, QueryFn};
 use crate::{Agent, AgentError, AgentId, Error};
 
 /// An agent kind that answers queries. Register it with
@@ -83,9 +81,6 @@ pub trait Queries: Agent {
     /// An error is the query's answer; it does not fail the agent (nor does a panic).
     fn query(&self, state: &Self::State, query: Self::Query) -> Result<Self::Answer, AgentError>;
 }
-
-/// A query in transit: runs on the agent value and its state, both type-erased.
-pub(crate) type QueryFn = Box<dyn FnOnce(&dyn Any, &dyn Any) -> Result<AnyBox, Error> + Send>;
 
 /// `query` for an agent of kind `A`.
 pub(crate) fn query_fn<A: Queries>(id: AgentId, query: A::Query) -> QueryFn {

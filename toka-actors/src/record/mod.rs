@@ -18,7 +18,7 @@
 //! never misread. Snapshots carry their format in a header ([`SnapshotRecord`]).
 //!
 //! Stored records are this module's own types, never the public API's: a field added
-//! to [`SpawnSpec`](crate::SpawnSpec) changes nothing in the journal, because spawn
+//! to [`SpawnSpec`] changes nothing in the journal, because spawn
 //! records hold a [`StoredSpec`], converted explicitly. The encodings of format 2 are
 //! pinned by byte-for-byte tests; a change to them is a new format, with a reader for
 //! the old one kept (as [`v1`] is).
@@ -269,7 +269,7 @@ pub struct AttemptRecord {
 }
 
 /// A message set aside after `attempts` failures (read as a
-/// [`DeadLetter`](crate::DeadLetter)). The same in formats 1 and 2.
+/// [`DeadLetter`]). The same in formats 1 and 2.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadRecord {
     /// The message's sequence number in the agent's stream.
