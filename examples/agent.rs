@@ -4,7 +4,8 @@
 //! and `State`; `on_start` (subscribing to a topic); a durable timer
 //! ([`Context::schedule`]) that reminds the list of its open items; snapshots
 //! ([`Agent::snapshot`] / [`Agent::restore`]); a child agent spawned from a handler and
-//! asked for a reply ([`Context::spawn`], [`Context::ask`]); and asks from the app. It
+//! asked for a reply ([`Context::spawn`], [`Context::ask`]); asks from the app for what
+//! changes the list, and a query ([`Queries`]) for reading it, which journals nothing. It
 //! then stops the runtime with a reminder still pending, starts a new one over the same
 //! sled journal (in a temporary directory), and shows the list restored from its
 //! snapshot and the reminder firing after the restart.
@@ -61,6 +62,11 @@ enum TodoMsg {
     Archive,
     /// From the announcements topic.
     News(String),
+}
+
+/// What the list answers without a message: read-only, nothing journaled.
+#[derive(Serialize, Deserialize)]
+enum TodoQuery {
     Summary,
 }
 
@@ -181,18 +187,6 @@ impl Agent for Todo {
                 state.news.push(news);
                 Ok(TodoReply::Ok)
             }
-            TodoMsg::Summary => Ok(TodoReply::Summary {
-                open: state
-                    .items
-                    .iter()
-                    .filter(|i| !i.done)
-                    .map(|i| i.text.clone())
-                    .collect(),
-                done: state.items.iter().filter(|i| i.done).count(),
-                reminders: state.reminders,
-                archived: state.archived,
-                news: state.news.len(),
-            }),
         }
     }
 
@@ -246,18 +240,45 @@ impl Agent for Archive {
     }
 }
 
+impl Queries for Todo {
+    type Query = TodoQuery;
+    type Answer = TodoReply;
+
+    fn query(
+        &self,
+        state: &TodoState,
+        TodoQuery::Summary: TodoQuery,
+    ) -> Result<TodoReply, AgentError> {
+        Ok(TodoReply::Summary {
+            open: state
+                .items
+                .iter()
+                .filter(|i| !i.done)
+                .map(|i| i.text.clone())
+                .collect(),
+            done: state.items.iter().filter(|i| i.done).count(),
+            reminders: state.reminders,
+            archived: state.archived,
+            news: state.news.len(),
+        })
+    }
+}
+
 fn runtime(journal: Arc<dyn Journal>) -> toka::actors::RuntimeBuilder {
     Runtime::builder(journal).register(Todo).register(Archive)
 }
 
-/// Asks for the summary until `ready` holds (the timer fires on its own schedule).
+/// Queries the summary until `ready` holds (the timer fires on its own schedule). A query,
+/// not an ask: polling writes nothing to the journal.
 async fn wait_for(
     list: &AgentRef<Todo>,
     ready: impl Fn(u32) -> bool,
 ) -> Result<TodoReply, Box<dyn Error>> {
     let started = Instant::now();
     loop {
-        let summary = list.ask(TodoMsg::Summary, Duration::from_secs(5)).await?;
+        let summary = list
+            .query(TodoQuery::Summary, Duration::from_secs(5))
+            .await?;
         if let TodoReply::Summary { reminders, .. } = &summary
             && ready(*reminders)
         {
@@ -299,7 +320,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         // Three timers were set; wait until they have fired.
         wait_for(&list, |r| r >= 3).await?;
         list.ask(TodoMsg::Archive, t).await?;
-        println!("summary: {:?}", list.ask(TodoMsg::Summary, t).await?);
+        println!("summary: {:?}", list.query(TodoQuery::Summary, t).await?);
         // One more item: its reminder is still pending when the runtime stops.
         list.ask(TodoMsg::Add("book flights".into()), t).await?;
         println!("tree before restart:");

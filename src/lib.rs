@@ -23,7 +23,8 @@ struct ReadmeDoctests;
 pub mod prelude {
     pub use toka_actors::{
         Agent, AgentError, AgentId, AgentRef, Backoff, Context, Error as RuntimeError, Intensity,
-        Restart, Runtime, RuntimeConfig, SpawnSpec, StartContext, Strategy, SupervisorSpec, Topic,
+        OnDoubt, Queries, Restart, Runtime, RuntimeConfig, SpawnSpec, StartContext, Strategy,
+        SupervisorSpec, Topic,
     };
     #[cfg(feature = "sled")]
     pub use toka_store::SledJournal;
