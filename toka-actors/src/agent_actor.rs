@@ -160,6 +160,7 @@ impl<A: Agent> AgentActor<A> {
                 reason: text.clone(),
             }));
         }
+        core.kernel.directory.halted(&core.id, text.clone());
         let payload = record::encode("a halt record", &HaltRecord { seq, error: text })?;
         if let Err(error) = core.append_own(RecordKind::Halt, payload).await {
             tracing::warn!(agent = %core.id, %error, "could not journal the halt");

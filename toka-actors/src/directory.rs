@@ -34,11 +34,14 @@ pub(crate) struct Directory {
     live: DashMap<AgentId, Live>,
     asks: DashMap<(AgentId, u64), ReplyPort>,
     topics: DashMap<String, Vec<AgentId>>,
+    /// Agents halted for non-determinism, and why.
+    halted: DashMap<AgentId, String>,
 }
 
 impl Directory {
     /// Records `actor` as `id`'s running actor (not yet routed journaled messages).
     pub(crate) fn started(&self, id: AgentId, actor: ActorRef<Envelope>, durable: bool) {
+        self.halted.remove(&id);
         self.live.insert(
             id,
             Live {
@@ -60,6 +63,16 @@ impl Directory {
                 routed: true,
             },
         );
+    }
+
+    /// Notes that `id` halted (it is not running), and why.
+    pub(crate) fn halted(&self, id: &AgentId, reason: String) {
+        self.halted.insert(id.clone(), reason);
+    }
+
+    /// Why `id` halted, if it did (and has not started again since).
+    pub(crate) fn halt_reason(&self, id: &AgentId) -> Option<String> {
+        self.halted.get(id).map(|r| r.value().clone())
     }
 
     /// Removes `id`'s entry if it is still actor `actor`'s.
@@ -156,5 +169,6 @@ impl Directory {
             subscribers.retain(|s| !ids.contains(s));
         }
         self.asks.retain(|(agent, _), _| !ids.contains(agent));
+        self.halted.retain(|agent, _| !ids.contains(agent));
     }
 }

@@ -366,6 +366,7 @@ impl Runtime {
                 parent: node.parent.clone(),
                 durable: node.spec.durable,
                 incarnation: node.base,
+                halted: self.kernel.directory.halt_reason(&id),
                 id,
             })
             .collect()

@@ -41,6 +41,11 @@ pub struct AgentInfo {
     /// [`record`](crate::record)).
     #[serde(default)]
     pub incarnation: u64,
+    /// Why it is halted, if it is: a replay of its journal did not match its handler
+    /// ([`Error::NonDeterministic`](crate::Error::NonDeterministic)); its supervisor does not
+    /// restart it until a runtime whose handler matches starts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
 }
 
 /// The tree: nodes by id, plus the top-level agents in start order.

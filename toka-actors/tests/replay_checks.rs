@@ -161,6 +161,8 @@ async fn changed_handler_halts(behaviour: u8, recorded: &str, now: &str) {
         "the relay halted instead of diverging: {kinds:?}"
     );
     assert!(rt.failure().is_none(), "the rest of the runtime goes on");
+    let reason = relay.halted.as_deref().unwrap_or_default();
+    assert!(reason.contains("not deterministic"), "{relay:?}");
     let halts = halts(&rt);
     assert_eq!(halts.len(), 1, "{halts:?}");
     let text = &halts[0].error;

@@ -7,7 +7,7 @@
 //! | `GET /health` | 200 `{"status": "ok"}` | none: no token needed |
 //! | `POST /agents` `{"id", "kind", "args"?, "parent"?}` | 201 | `api.agents.spawn`, the new id |
 //! | `GET /agents` | 200 `[{"id", "kind", "parent", "status"}]` | `api.agents.read`, none |
-//! | `GET /agents/{id}` | 200 `{"id", "kind", "parent", "status"}` | `api.agents.read`, `id` |
+//! | `GET /agents/{id}` | 200 `{"id", "kind", "parent", "status", "durable", "halted"?}`: `status` is `running`, `down` or `halted` (its handler does not replay its journal; `halted` says how) | `api.agents.read`, `id` |
 //! | `POST /agents/{id}/messages` | 202 once durably journaled | `api.agents.send`, `id` |
 //! | `POST /agents/{id}/ask` (`?timeout_ms=N`, at most 5 min) | 200 the reply | `api.agents.ask`, `id` |
 //! | `POST /agents/{id}/query` (`?timeout_ms=N`) | 200 the answer; nothing journaled | `api.agents.query`, `id` |

@@ -79,13 +79,22 @@ fn agent_id(id: &str) -> Result<AgentId, ApiError> {
 }
 
 fn agent_json(info: &AgentInfo) -> Value {
-    json!({
+    let status = match (&info.halted, info.running) {
+        (Some(_), _) => "halted",
+        (None, true) => "running",
+        (None, false) => "down",
+    };
+    let mut json = json!({
         "id": info.id.as_str(),
         "kind": info.kind,
         "parent": info.parent.as_ref().map(AgentId::as_str),
-        "status": if info.running { "running" } else { "down" },
+        "status": status,
         "durable": info.durable,
-    })
+    });
+    if let Some(reason) = &info.halted {
+        json["halted"] = Value::String(reason.clone());
+    }
+    json
 }
 
 /// 200 `{"status": "ok"}` while the node can serve writes; 503 with `status`
