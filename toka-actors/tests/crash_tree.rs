@@ -695,6 +695,9 @@ async fn child(dir: PathBuf, round: u32, budget: usize, mode: ChildMode) {
     }
 
     send(&runtime, &leaves, &dir, round, budget).await;
+    // A forward is acknowledged once its mid journaled it; the mid sends it on later. An
+    // ask to every mid queues behind its forwards, so once answered they reached the leaves.
+    check_counts(&runtime).await;
     observe(&leaves, &dir, "sent").await;
     if mode == ChildMode::Final {
         let (lines, stopped) = runtime_tree(&runtime);
