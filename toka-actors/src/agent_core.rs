@@ -148,10 +148,11 @@ impl<A: Agent> Core<A> {
         }
     }
 
-    /// Checks outward step `n` of the handling of message `seq` (durable agents). Live,
-    /// the step is noted, to be journaled with the handling ([`Core::record_steps`]).
-    /// Replaying a message whose handling recorded its steps, the step must be the one
-    /// recorded: if not, the agent halts with [`Error::NonDeterministic`].
+    /// Checks outward step `n` of the handling of message `seq` (durable agents). The
+    /// step is noted either way: live, to be journaled with the handling
+    /// ([`Core::record_steps`]); replaying a message whose handling recorded its steps,
+    /// to compare as a whole at the end. A step recorded in full must be the one made now:
+    /// if not, the agent halts with [`Error::NonDeterministic`].
     pub(crate) fn check_step(
         &mut self,
         seq: u64,
@@ -170,12 +171,11 @@ impl<A: Agent> Core<A> {
             // Journaled before handlings recorded their steps (record format 1).
             return Ok(());
         }
-        let recorded = self
-            .recorded
-            .steps
-            .get(&seq)
-            .and_then(|steps| steps.get(n as usize - 1));
-        if recorded == Some(&step) {
+        let record = self.recorded.steps.get(&seq);
+        let recorded = record.and_then(|r| r.steps.get(n as usize - 1));
+        let beyond_kept = record.is_some_and(|r| n as usize > r.steps.len() && n <= r.total);
+        if recorded == Some(&step) || beyond_kept {
+            self.steps.push(step);
             return Ok(());
         }
         let recorded = recorded.map_or_else(
@@ -186,20 +186,37 @@ impl<A: Agent> Core<A> {
     }
 
     /// After replaying message `seq`, which made `made` steps: a recorded step it did not
-    /// make is non-determinism too.
+    /// make is non-determinism too, and so are steps past those kept in full that do not
+    /// match the record's digest of them all.
     pub(crate) fn check_replay_complete(&mut self, seq: u64, made: u32) {
+        let steps = std::mem::take(&mut self.steps);
         if !self.durable || !self.recorded.steps_known.contains(&seq) {
             return;
         }
-        let next = self
-            .recorded
-            .steps
-            .get(&seq)
-            .and_then(|steps| steps.get(made as usize))
-            .map(Step::to_string);
-        if let Some(recorded) = next {
+        let Some(record) = self.recorded.steps.get(&seq) else {
+            return;
+        };
+        let (total, kept, all) = (record.total, record.steps.len(), record.all);
+        let next = record.steps.get(made as usize).map(Step::to_string);
+        if made < total {
+            let recorded = next.unwrap_or_else(|| {
+                format!(
+                    "step {} of {total} (past the first {kept}, not kept)",
+                    made + 1
+                )
+            });
             let now = "nothing: the handling ended".to_owned();
             let _ = self.halt_with(seq, made + 1, recorded, now);
+        } else if made == total && record::steps_digest(&steps) != all {
+            let recorded = format!("{total} steps whose digest is {all:016x}");
+            let now =
+                format!("{made} steps whose digest differs, past the first {kept} kept in full");
+            let _ = self.halt_with(
+                seq,
+                u32::try_from(kept).unwrap_or(u32::MAX) + 1,
+                recorded,
+                now,
+            );
         }
     }
 
@@ -228,8 +245,17 @@ impl<A: Agent> Core<A> {
         if self.steps.is_empty() {
             return Ok(());
         }
-        let steps = std::mem::take(&mut self.steps);
-        let payload = record::encode("a steps record", &StepsRecord { seq, steps })?;
+        let mut steps = std::mem::take(&mut self.steps);
+        let total = u32::try_from(steps.len()).unwrap_or(u32::MAX);
+        let all = record::steps_digest(&steps);
+        steps.truncate(record::MAX_KEPT_STEPS);
+        let record = StepsRecord {
+            seq,
+            steps,
+            total,
+            all,
+        };
+        let payload = record::encode("a steps record", &record)?;
         self.kernel
             .append_detached(&self.id, RecordKind::Steps, payload)
     }

@@ -16,7 +16,7 @@ use toka_store::Journal;
 
 use crate::record::{
     self, AttemptRecord, DeadRecord, IntentRecord, Outcome, ProgressRecord, RecordKind,
-    SnapshotRecord, Step, StepsRecord, TimerRecord,
+    SnapshotRecord, StepsRecord, TimerRecord,
 };
 use crate::tree::Tree;
 use crate::{AgentId, EffectId, Error, TimerId};
@@ -241,8 +241,8 @@ pub(crate) struct Recorded {
     pub(crate) timers: HashMap<TimerId, TimerRecord>,
     pub(crate) replies: HashMap<EffectId, Outcome>,
     pub(crate) intents: HashMap<EffectId, IntentRecord>,
-    /// The outward steps of each handling that sent, published, spawned or stopped.
-    pub(crate) steps: HashMap<u64, Vec<Step>>,
+    /// The outward steps of each handling that made any, by message.
+    pub(crate) steps: HashMap<u64, StepsRecord>,
     /// Messages journaled in format 2 or later, whose handlings recorded their steps.
     pub(crate) steps_known: HashSet<u64>,
 }
@@ -332,7 +332,7 @@ impl History {
             }
             RecordKind::Steps => {
                 let steps: StepsRecord = record::decode(stream, seq, &rec.payload)?;
-                recorded.steps.insert(steps.seq, steps.steps);
+                recorded.steps.insert(steps.seq, steps);
             }
             RecordKind::Attempt => {
                 let attempt: AttemptRecord = record::decode(stream, seq, &rec.payload)?;

@@ -16,12 +16,16 @@ const T: Duration = Duration::from_secs(5);
 
 /// What the `Relay` handler does for a message; changed between runs.
 static BEHAVIOUR: AtomicU8 = AtomicU8::new(0);
+/// Held by each test: they share [`BEHAVIOUR`].
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SEND_TO_A: u8 = 0;
 const SEND_TO_B: u8 = 1;
 const SEND_OTHER_CONTENT: u8 = 2;
 const SEND_NOTHING: u8 = 3;
 const SEND_AND_PUBLISH: u8 = 4;
 const SPAWN_INSTEAD: u8 = 5;
+const MANY_SENDS: u8 = 6;
+const MANY_SENDS_ONE_CHANGED: u8 = 7;
 
 /// Forwards every number to a sink; how depends on [`BEHAVIOUR`].
 struct Relay;
@@ -86,6 +90,14 @@ impl Agent for Relay {
             SPAWN_INSTEAD => {
                 ctx.spawn::<Sink>(SpawnSpec::new(format!("s{n}"))?, ())
                     .await?;
+            }
+            // More steps than a steps record keeps in full (256).
+            MANY_SENDS | MANY_SENDS_ONE_CHANGED => {
+                let changed = BEHAVIOUR.load(Ordering::SeqCst) == MANY_SENDS_ONE_CHANGED;
+                for k in 0..300 {
+                    let value = i64::from(changed && k == 290);
+                    ctx.send(&a, Num(value)).await?;
+                }
             }
             _ => unreachable!(),
         }
@@ -192,6 +204,7 @@ async fn changed_handler_halts(behaviour: u8, recorded: &str, now: &str) {
 // One test runs the cases in turn: they share the handler's behaviour switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_changed_between_runs_halts_its_agent() {
+    let _one = ONE_AT_A_TIME.lock().await;
     changed_handler_halts(SEND_TO_B, "a send to \"a\"", "a send to \"b\"").await;
     changed_handler_halts(
         SEND_OTHER_CONTENT,
@@ -236,6 +249,7 @@ async fn a_handler_changed_between_runs_halts_its_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_in_a_newer_format_are_refused_naming_both_formats() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     first_run(dir.path()).await;
     {
@@ -256,4 +270,43 @@ async fn records_in_a_newer_format_are_refused_naming_both_formats() {
         error.contains("agent/a") && error.contains("format 3") && error.contains("formats 1 to 2"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_past_the_steps_kept_in_full_is_caught_by_the_digest() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    BEHAVIOUR.store(MANY_SENDS, Ordering::SeqCst);
+    {
+        let rt = start(dir.path()).await.unwrap();
+        rt.spawn::<Sink>(SpawnSpec::new("a").unwrap(), ())
+            .await
+            .unwrap();
+        rt.spawn::<Sink>(SpawnSpec::new("b").unwrap(), ())
+            .await
+            .unwrap();
+        let relay = rt
+            .spawn::<Relay>(SpawnSpec::new("relay").unwrap(), ())
+            .await
+            .unwrap();
+        relay.ask(Num(1), T).await.unwrap();
+        drop(relay);
+        rt.shutdown().await.unwrap();
+    }
+    // Unchanged: replays cleanly.
+    let rt = start(dir.path()).await.unwrap();
+    assert!(halts(&rt).is_empty());
+    rt.shutdown().await.unwrap();
+    // Step 291 of 300 changed: not kept in full, caught by the digest of them all.
+    BEHAVIOUR.store(MANY_SENDS_ONE_CHANGED, Ordering::SeqCst);
+    let rt = start(dir.path()).await.unwrap();
+    let halts = halts(&rt);
+    assert_eq!(halts.len(), 1, "{halts:?}");
+    assert!(
+        halts[0].error.contains("step 257") && halts[0].error.contains("digest"),
+        "{}",
+        halts[0].error
+    );
+    rt.shutdown().await.unwrap();
+    BEHAVIOUR.store(SEND_TO_A, Ordering::SeqCst);
 }

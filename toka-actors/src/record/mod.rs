@@ -294,7 +294,7 @@ pub struct DeadLetter {
 }
 
 /// What one outward step of a handling was, to compare a replay against.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepKind {
     /// A message sent to an agent.
     Send,
@@ -343,14 +343,38 @@ impl std::fmt::Display for Step {
 }
 
 /// The outward steps of the handling of message `seq`, in order (format 2 on). Written
-/// after a live handling that sent, published, spawned or stopped a child, before the
-/// message is marked handled, so that a replay can check it does the same.
+/// after a live handling that made any, before the message is marked handled, so that a
+/// replay can check it does the same. A handling with more than [`MAX_KEPT_STEPS`] steps
+/// keeps the first ones in full and the rest as one digest, so the record stays small.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepsRecord {
     /// The message.
     pub seq: u64,
-    /// Its steps; step `n` is at index `n - 1`.
+    /// Its first steps (all of them, up to [`MAX_KEPT_STEPS`]); step `n` is at index
+    /// `n - 1`.
     pub steps: Vec<Step>,
+    /// How many steps the handling made.
+    pub total: u32,
+    /// A digest of every step of the handling ([`steps_digest`]).
+    pub all: u64,
+}
+
+/// Steps a [`StepsRecord`] keeps in full.
+pub const MAX_KEPT_STEPS: usize = 256;
+
+/// The digest of a handling's steps, in order: the first 8 bytes of the BLAKE3 hash of
+/// their kinds, targets and content digests.
+pub fn steps_digest(steps: &[Step]) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    for step in steps {
+        hasher.update(&[step.kind as u8]);
+        hasher.update(&(step.target.len() as u64).to_le_bytes());
+        hasher.update(step.target.as_bytes());
+        hasher.update(&step.digest.to_le_bytes());
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// An agent stopped because a replay of message `seq` did not do what the journal
