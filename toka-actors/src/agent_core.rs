@@ -21,6 +21,9 @@ use crate::recovery::Recorded;
 use crate::writer::Routing;
 use crate::{Agent, AgentId, EffectId, Error, TimerId};
 
+/// A steps record larger than this keeps only its count and digest.
+const MAX_STEPS_RECORD_BYTES: usize = 8 * 1024;
+
 /// Converts a topic message into the agent's message type.
 pub(crate) type TopicDecoder<M> = fn(&[u8]) -> Result<M, postcard::Error>;
 
@@ -255,7 +258,16 @@ impl<A: Agent> Core<A> {
             total,
             all,
         };
-        let payload = record::encode("a steps record", &record)?;
+        let mut payload = record::encode("a steps record", &record)?;
+        if payload.len() > MAX_STEPS_RECORD_BYTES {
+            // Long targets: keep only the count and the digest, which still catch a change
+            // (journals may be configured with small records).
+            let record = StepsRecord {
+                steps: Vec::new(),
+                ..record
+            };
+            payload = record::encode("a steps record", &record)?;
+        }
         self.kernel
             .append_detached(&self.id, RecordKind::Steps, payload)
     }
