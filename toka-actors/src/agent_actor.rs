@@ -349,9 +349,11 @@ impl<A: Agent> AgentActor<A> {
                     continue;
                 }
             }
+            state.core.steps_recorded = event.format >= 2;
             self.handle_record(state, event.seq, &event.payload, mode, mode == Mode::Live)
                 .await?;
         }
+        state.core.steps_recorded = false;
         drop(permit);
         if !children_started {
             state.core.children.start_recorded().await?;
@@ -525,6 +527,7 @@ impl<A: Agent> Actor for AgentActor<A> {
             subscriptions: HashMap::new(),
             recorded: Recorded::default(),
             steps: Vec::new(),
+            steps_recorded: false,
             halt: None,
             since_snapshot: 0,
             children,

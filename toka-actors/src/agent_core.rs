@@ -51,8 +51,11 @@ pub(crate) struct Core<A: Agent> {
     pub(crate) subscriptions: HashMap<String, TopicDecoder<A::Msg>>,
     /// While recovering: what the journal recorded of the handlings being replayed.
     pub(crate) recorded: Recorded,
-    /// The outward steps of the live handling in progress.
+    /// The outward steps of the handling in progress.
     pub(crate) steps: Vec<Step>,
+    /// Whether the message being replayed was journaled in a format whose handlings
+    /// record their steps (2 on); format 1 messages replay unchecked.
+    pub(crate) steps_recorded: bool,
     /// A replay that did not match the journal: the agent stops with it.
     pub(crate) halt: Option<Error>,
     pub(crate) since_snapshot: u64,
@@ -170,7 +173,7 @@ impl<A: Agent> Core<A> {
             self.steps.push(step);
             return Ok(());
         }
-        if !self.recorded.steps_known.contains(&seq) {
+        if !self.steps_recorded {
             // Journaled before handlings recorded their steps (record format 1).
             return Ok(());
         }
@@ -193,7 +196,7 @@ impl<A: Agent> Core<A> {
     /// match the record's digest of them all.
     pub(crate) fn check_replay_complete(&mut self, seq: u64, made: u32) {
         let steps = std::mem::take(&mut self.steps);
-        if !self.durable || !self.recorded.steps_known.contains(&seq) {
+        if !self.durable || !self.steps_recorded {
             return;
         }
         let Some(record) = self.recorded.steps.get(&seq) else {

@@ -243,8 +243,6 @@ pub(crate) struct Recorded {
     pub(crate) intents: HashMap<EffectId, IntentRecord>,
     /// The outward steps of each handling that made any, by message.
     pub(crate) steps: HashMap<u64, StepsRecord>,
-    /// Messages journaled in format 2 or later, whose handlings recorded their steps.
-    pub(crate) steps_known: HashSet<u64>,
 }
 
 impl Recorded {
@@ -312,12 +310,7 @@ impl History {
         let seq = rec.seq;
         let recorded = &mut self.recorded;
         match rec.kind {
-            RecordKind::Msg => {
-                if rec.format >= 2 {
-                    recorded.steps_known.insert(seq);
-                }
-                self.messages.push(rec);
-            }
+            RecordKind::Msg => self.messages.push(rec),
             RecordKind::Timer => {
                 let timer: TimerRecord = record::decode(stream, seq, &rec.payload)?;
                 recorded.timers.insert(timer.id, timer);
