@@ -53,7 +53,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Verified, ApiEr
 /// Middleware of every route that needs a token: authenticates the bearer token *before*
 /// anything reads the body (a request without a valid token costs no body read), refuses
 /// a declared `Content-Length` over [`BODY_LIMIT`] with 413 at once, and hands the
-/// verified [`Capability`] to the handler as a request extension.
+/// verified token ([`Verified`]) to the handler as a request extension.
 pub(crate) async fn require_token(
     State(state): State<AppState>,
     mut request: Request,
