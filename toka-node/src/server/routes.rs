@@ -539,3 +539,30 @@ pub(crate) async fn metrics(
 fn seconds(micros: u64) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
+
+#[cfg(test)]
+mod agent_json_tests {
+    use super::*;
+
+    #[test]
+    fn a_halted_agent_says_so_and_why() {
+        let mut info = AgentInfo {
+            id: AgentId::new("relay").unwrap(),
+            kind: "relay".into(),
+            parent: None,
+            durable: true,
+            running: false,
+            incarnation: 0,
+            halted: None,
+        };
+        assert_eq!(agent_json(&info)["status"], "down");
+        assert!(agent_json(&info).get("halted").is_none());
+        info.running = true;
+        assert_eq!(agent_json(&info)["status"], "running");
+        info.running = false;
+        info.halted = Some("agent relay is not deterministic: ...".into());
+        let json = agent_json(&info);
+        assert_eq!(json["status"], "halted");
+        assert_eq!(json["halted"], "agent relay is not deterministic: ...");
+    }
+}
