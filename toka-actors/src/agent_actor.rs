@@ -7,8 +7,9 @@
 //! 2. Register with the writer, which answers the stream's version `v` and from then on
 //!    forwards every new message to this actor: messages up to `v` come from the journal,
 //!    later ones from the mailbox, with nothing lost or doubled between the two.
-//! 3. Read the history ([`recovery::read_history`], on the blocking pool): the latest
-//!    snapshot, then the stream up to `v`. Only the agent's own incarnation counts:
+//! 3. Read the history ([`recovery::read_history`]; on the blocking pool unless the
+//!    start-up pass read it ahead): the latest snapshot, then the stream up to `v`.
+//!    Only the agent's own incarnation counts:
 //!    records at or below its base, and a snapshot taken there, are an earlier
 //!    incarnation's of the same id and are ignored (see [`record`]).
 //! 4. Replay the messages already marked handled, effects suppressed and every outward

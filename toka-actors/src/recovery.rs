@@ -2,10 +2,10 @@
 //! read-ahead pass for every agent), and each durable agent's history (its snapshot and
 //! the records after it), classified for the agent actor to replay.
 //!
-//! All of it reads the journal synchronously, so it runs on tokio's blocking pool, never
-//! on an async worker. Start-up cost follows what recovery needs: the read-ahead pass
-//! begins at the oldest record some agent will replay (after its snapshot and its
-//! incarnation's base), not at the start of the log.
+//! It reads the journal synchronously, so the long reads (the start-up pass, a whole
+//! stream) run on tokio's blocking pool, never on an async worker. Start-up cost follows
+//! what recovery needs: the read-ahead pass begins at the oldest record some agent will
+//! replay (after its snapshot and its incarnation's base), not at the start of the log.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
