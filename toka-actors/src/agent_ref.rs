@@ -57,7 +57,14 @@ impl<A: Agent> AgentRef<A> {
     /// [`Error::UnknownAgent`], [`Error::Encode`], [`Error::Journal`],
     /// [`Error::ShuttingDown`].
     pub async fn send(&self, msg: A::Msg) -> Result<(), Error> {
-        delivery::deliver(&self.kernel, &self.id, Typed(msg), Origin::External, None).await
+        delivery::deliver(
+            &self.kernel,
+            &self.id,
+            Typed::new(msg),
+            Origin::External,
+            None,
+        )
+        .await
     }
 
     /// Sends `msg` and waits up to `timeout` for the handler's reply.
@@ -69,7 +76,7 @@ impl<A: Agent> AgentRef<A> {
     pub async fn ask(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply, Error> {
         let (reply, answer) = oneshot::channel();
         let (kernel, to) = (&self.kernel, &self.id);
-        delivery::deliver(kernel, to, Typed(msg), Origin::External, Some(reply)).await?;
+        delivery::deliver(kernel, to, Typed::new(msg), Origin::External, Some(reply)).await?;
         let reply = await_reply(&self.id, answer, timeout).await?;
         reply
             .downcast::<A::Reply>()

@@ -127,10 +127,8 @@ impl<A: Agent> Context<'_, A> {
     /// # Errors
     /// As [`AgentRef::send`].
     pub async fn send<B: Agent>(&mut self, to: &AgentRef<B>, msg: B::Msg) -> Result<(), Error> {
-        let msg = Typed(msg);
-        let effect = self.outward(StepKind::Send, to.id().as_str(), || {
-            delivery::Payload::encode(&msg)
-        })?;
+        let mut msg = Typed::new(msg);
+        let effect = self.outward(StepKind::Send, to.id().as_str(), || msg.encoded())?;
         if self.replaying {
             return Ok(());
         }
@@ -149,10 +147,8 @@ impl<A: Agent> Context<'_, A> {
         msg: B::Msg,
         timeout: Duration,
     ) -> Result<B::Reply, Error> {
-        let msg = Typed(msg);
-        let effect = self.outward(StepKind::Ask, to.id().as_str(), || {
-            delivery::Payload::encode(&msg)
-        })?;
+        let mut msg = Typed::new(msg);
+        let effect = self.outward(StepKind::Ask, to.id().as_str(), || msg.encoded())?;
         if let Some(recorded) = self.recorded_reply(effect, to.id()) {
             return recorded;
         }

@@ -33,19 +33,41 @@ pub(crate) trait Payload {
     fn encode(&self) -> Result<Cow<'_, [u8]>, Error>;
 }
 
-/// A typed message.
-pub(crate) struct Typed<M>(pub(crate) M);
+/// A typed message, with its encoding once something needed it (a durable sender's step
+/// digest), so a durable target's record reuses it instead of encoding again.
+pub(crate) struct Typed<M> {
+    msg: M,
+    encoded: Option<Vec<u8>>,
+}
+
+impl<M: serde::Serialize> Typed<M> {
+    /// `msg`, not encoded yet.
+    pub(crate) fn new(msg: M) -> Self {
+        Typed { msg, encoded: None }
+    }
+
+    /// Its encoding, computed on first use and kept.
+    pub(crate) fn encoded(&mut self) -> Result<&[u8], Error> {
+        if self.encoded.is_none() {
+            self.encoded = Some(record::encode("a message", &self.msg)?);
+        }
+        Ok(self.encoded.as_deref().unwrap_or_default())
+    }
+}
 
 impl<M: serde::Serialize + Send + 'static> Payload for Typed<M> {
     fn into_envelope(self, reply: Option<ReplyPort>) -> Result<Envelope, Error> {
         Ok(Envelope::Local {
-            msg: Box::new(self.0) as AnyBox,
+            msg: Box::new(self.msg) as AnyBox,
             reply,
         })
     }
 
     fn encode(&self) -> Result<Cow<'_, [u8]>, Error> {
-        record::encode("a message", &self.0).map(Cow::Owned)
+        match &self.encoded {
+            Some(bytes) => Ok(Cow::Borrowed(bytes)),
+            None => record::encode("a message", &self.msg).map(Cow::Owned),
+        }
     }
 }
 
