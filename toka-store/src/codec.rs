@@ -3,7 +3,7 @@
 //! # Key space (one ordered key-value space per journal)
 //! | key | value |
 //! |---|---|
-//! | `L` ‖ position (u64 BE) | a record (below) |
+//! | `L` ‖ position (u64 BE) | the records from that position on that one group write stored together: a pack of records, or in journals written before packs one record (see `pack`) |
 //! | `S` ‖ len (u16 BE) ‖ stream ‖ last seq (u64 BE) | stream index: the runs of contiguous positions a checkpoint stored for the stream, each `first position ‖ first seq ‖ last seq` (u64 BE); the key holds the last run's last seq (see `index`) |
 //! | `N` ‖ len (u16 BE) ‖ stream | the stream's latest snapshot |
 //! | `M` ‖ name | journal metadata (the encryption key check, the index checkpoint) |
@@ -173,30 +173,33 @@ pub(crate) fn link(previous: &Hash, digest: &Hash) -> Hash {
     *hasher.finalize().as_bytes()
 }
 
-fn header(kind: u8, out: &mut Vec<u8>) {
-    out.clear();
+/// Appends a record header to `out`; returns where the record starts.
+fn header(kind: u8, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
     out.extend_from_slice(&[FORMAT_VERSION, kind, 0, 0, 0, 0]);
     out.extend_from_slice(&GENESIS);
+    start
 }
 
-fn seal_header(chain: &Hash, out: &mut [u8]) {
-    out[CHAIN_AT..BODY_AT].copy_from_slice(chain);
-    let crc = crc32fast::hash(&out[CHAIN_AT..]);
-    out[CRC_AT..CHAIN_AT].copy_from_slice(&crc.to_le_bytes());
+fn seal_header(chain: &Hash, record: &mut [u8]) {
+    record[CHAIN_AT..BODY_AT].copy_from_slice(chain);
+    let crc = crc32fast::hash(&record[CHAIN_AT..]);
+    record[CRC_AT..CHAIN_AT].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Encodes an event record into `out` (cleared first), chained to `previous`.
-/// Returns the new chain value.
+/// Appends an event record to `out`, chained to `previous`. Returns the new chain value;
+/// the record is `out[previous len..]`.
 pub(crate) fn encode_event(
     body: &RecordBody<'_>,
     previous: &Hash,
     out: &mut Vec<u8>,
 ) -> Result<Hash, postcard::Error> {
-    header(KIND_EVENT, out);
+    let start = header(KIND_EVENT, out);
     let taken = std::mem::take(out);
     *out = postcard::to_extend(body, taken)?;
-    let chain = link(previous, blake3::hash(&out[BODY_AT..]).as_bytes());
-    seal_header(&chain, out);
+    let record = &mut out[start..];
+    let chain = link(previous, blake3::hash(&record[BODY_AT..]).as_bytes());
+    seal_header(&chain, record);
     Ok(chain)
 }
 

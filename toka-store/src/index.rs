@@ -25,6 +25,7 @@ use crate::Error;
 use crate::backend::{Backend, WriteBatch};
 use crate::codec::{self, StoredRecord, keys};
 use crate::journal::WriterState;
+use crate::log::Scan;
 
 /// Checkpoint once this many entries are pending…
 const CHECKPOINT_ENTRIES: usize = 4096;
@@ -217,16 +218,10 @@ pub(crate) fn rebuild<B: Backend>(backend: &B, head: u64) -> Result<Streams, Err
         return Ok(streams);
     }
     let mut current: Option<(Arc<str>, IndexEntry, u64)> = None;
-    let tail = backend.range(&keys::log(from), &keys::log(head.saturating_add(1)));
-    for (expected, step) in (from..).zip(tail) {
-        let (key, value) = step?;
-        let position = keys::log_position(key.as_ref())
-            .ok_or_else(|| Error::corrupt(expected, "malformed log key"))?;
-        if position != expected {
-            return Err(Error::corrupt(expected, "record missing"));
-        }
-        let StoredRecord::Event { body, .. } = codec::decode_record(position, value.as_ref())?
-        else {
+    let mut tail = Scan::new(backend, from, Some(head));
+    while let Some(step) = tail.next_record() {
+        let (position, record) = step?;
+        let StoredRecord::Event { body, .. } = codec::decode_record(position, record)? else {
             // Pruned stubs only cover snapshotted (hence indexed) events.
             continue;
         };

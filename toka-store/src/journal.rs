@@ -13,6 +13,8 @@ use crate::commit::Committer;
 use crate::crypto::Sealer;
 use crate::event::validate_stream_id;
 use crate::index::{self, IndexEntry, Streams};
+use crate::log::{self, PointReader, Scan};
+use crate::pack::{self, LogValue, PackWriter, Replacement};
 use crate::subscription::{LogSource, Subscription};
 use crate::verify::{BadRecord, VerifyReport};
 use crate::{
@@ -408,12 +410,14 @@ fn read_anchor<B: Backend>(backend: &B) -> Result<Option<(u64, Hash)>, Error> {
 
 /// The chain hash stored with the record at `position`, if it decodes.
 fn chain_at<B: Backend>(backend: &B, position: u64) -> Result<Option<Hash>, Error> {
-    Ok(match backend.get(&keys::log(position))? {
-        Some(value) => codec::decode_record(position, value.as_ref())
+    let mut reader = PointReader::default();
+    match reader.read(backend, position) {
+        Ok(record) => Ok(codec::decode_record(position, record)
             .ok()
-            .map(|r| *r.chain()),
-        None => None,
-    })
+            .map(|r| *r.chain())),
+        Err(e @ Error::Backend { .. }) => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 /// What opening found in the store.
@@ -430,24 +434,35 @@ type TailRecord = Result<(Hash, u64), BadRecord>;
 
 /// The last record: its position and, if it decodes, the record's chain and batch end.
 fn last_record<B: Backend>(backend: &B) -> Result<Option<(u64, TailRecord)>, Error> {
-    let Some((key, value)) = backend.last_in(&keys::log(0), &keys::LOG_END)? else {
+    let Some((first, value)) = log::last_value(backend)? else {
         return Ok(None);
     };
-    let position = keys::log_position(key.as_ref()).ok_or_else(|| Error::CorruptMetadata {
-        what: "log key".into(),
-        reason: "malformed".into(),
-    })?;
-    let decoded = match codec::decode_record(position, value.as_ref()) {
+    let bad = |e: Error| match e {
+        Error::Corrupt { position, reason } => Ok(BadRecord { position, reason }),
+        e @ Error::UnsupportedFormat { .. } => Ok(BadRecord {
+            position: first,
+            reason: e.to_string(),
+        }),
+        e => Err(e),
+    };
+    let parsed = match LogValue::parse(first, value.as_ref()) {
+        Ok(parsed) => parsed,
+        Err(e) => return Ok(Some((first, Err(bad(e)?)))),
+    };
+    let mut last = None;
+    for record in parsed.records() {
+        match record {
+            Ok(record) => last = Some(record),
+            Err(e) => return Ok(Some((parsed.last(), Err(bad(e)?)))),
+        }
+    }
+    let Some((position, record)) = last else {
+        return Ok(None);
+    };
+    let decoded = match codec::decode_record(position, record) {
         Ok(StoredRecord::Event { chain, body, .. }) => Ok((chain, body.batch_end)),
         Ok(StoredRecord::Pruned { chain, .. }) => Ok((chain, position)),
-        Err(e @ (Error::Corrupt { .. } | Error::UnsupportedFormat { .. })) => Err(BadRecord {
-            position,
-            reason: match e {
-                Error::Corrupt { reason, .. } => reason,
-                other => other.to_string(),
-            },
-        }),
-        Err(e) => return Err(e),
+        Err(e) => Err(bad(e)?),
     };
     Ok(Some((position, decoded)))
 }
@@ -462,27 +477,29 @@ fn drop_torn_batch<B: Backend>(
     batch_end: u64,
     anchored: u64,
 ) -> Result<Result<u64, BadRecord>, Error> {
-    // Walk back to the batch's first surviving record, remembering its stream and seq.
-    let mut first = head;
+    // Walk back over the stored values of the batch (a value never holds records of two
+    // batches) to its first surviving record, remembering its stream and seq.
+    let mut first = head + 1;
     let mut first_event = None;
-    loop {
-        let Some(value) = backend.get(&keys::log(first))? else {
-            first += 1;
+    let mut values = Vec::new();
+    while first > 1 {
+        let Some((value_first, value)) = log::value_at(backend, first - 1)? else {
             break;
         };
-        match codec::decode_record(first, value.as_ref()) {
+        let Ok(parsed) = LogValue::parse(value_first, value.as_ref()) else {
+            break;
+        };
+        let Some(Ok((_, record))) = parsed.records().next() else {
+            break;
+        };
+        match codec::decode_record(value_first, record) {
             Ok(StoredRecord::Event { body, .. }) if body.batch_end == batch_end => {
                 first_event = Some((body.stream.to_owned(), body.seq));
             }
-            _ => {
-                first += 1;
-                break;
-            }
+            _ => break,
         }
-        if first == 1 {
-            break;
-        }
-        first -= 1;
+        values.push(value_first);
+        first = value_first;
     }
     if anchored >= first {
         return Ok(Err(BadRecord {
@@ -492,9 +509,9 @@ fn drop_torn_batch<B: Backend>(
             ),
         }));
     }
-    let mut batch = WriteBatch::with_capacity(usize::try_from(head - first + 3).unwrap_or(0));
-    for position in (first..=head).rev() {
-        batch.remove(keys::log(position));
+    let mut batch = WriteBatch::with_capacity(values.len() + 2);
+    for value_first in values {
+        batch.remove(keys::log(value_first));
     }
     // A crash cannot store the batch's index entry without all of its records, but a log
     // that lost its tail by other means (with the anchor gone too) can: drop the entry and
@@ -786,8 +803,13 @@ impl<B: Backend> Inner<B> {
         let batch_end = next_position - 1;
         // Pass 2: encode and chain.
         let mut chain = writer.chain;
-        let mut batch = WriteBatch::with_capacity((batch_end + 1 - writer.next_position) as usize);
+        let records = batch_end + 1 - writer.next_position;
+        let mut batch = WriteBatch::with_capacity(
+            usize::try_from(records).unwrap_or(0) / pack::PACK_MAX_RECORDS + 1,
+        );
         let mut sealed = Vec::new();
+        // The pack being filled, with its first position.
+        let mut open_pack: Option<(u64, PackWriter)> = None;
         for (item, plan) in items.iter().zip(&planned) {
             let Ok((_, appended)) = plan else { continue };
             let stream = item.stream;
@@ -830,15 +852,30 @@ impl<B: Backend> Inner<B> {
                     sealed: self.sealer.is_some(),
                     payload,
                 };
-                let mut value =
-                    Vec::with_capacity(96 + stream.len() + event.kind.len() + payload.len());
-                chain = codec::encode_event(&body, &chain, &mut value)
+                let record_guess = 96 + stream.len() + event.kind.len() + payload.len();
+                let (_, pack) = open_pack.get_or_insert_with(|| {
+                    let left = usize::try_from(batch_end + 1 - position).unwrap_or(usize::MAX);
+                    let guess = left.saturating_mul(record_guess + 4).saturating_add(8);
+                    (
+                        position,
+                        PackWriter::with_capacity(guess.min(pack::PACK_MAX_BYTES + record_guess)),
+                    )
+                });
+                chain = codec::encode_event(&body, &chain, pack.begin_record())
                     .map_err(|e| Error::backend("encoding a record", e))?;
-                if value.len() > self.max_record_bytes {
-                    return Err(too_large(value.len()));
+                let len = pack.end_record();
+                if len > self.max_record_bytes {
+                    return Err(too_large(len));
                 }
-                batch.put(keys::log(position), value);
+                if pack.is_full() {
+                    if let Some((first, full)) = open_pack.take() {
+                        batch.put(keys::log(first), full.finish());
+                    }
+                }
             }
+        }
+        if let Some((first, last)) = open_pack.take() {
+            batch.put(keys::log(first), last.finish());
         }
         if batch_end < writer.next_position {
             // Every batch conflicted: nothing to write.
@@ -934,14 +971,11 @@ impl<B: Backend> Inner<B> {
         visit: &mut dyn FnMut(EventRef<'_>) -> ControlFlow<()>,
     ) -> Result<u64, Error> {
         let mut next = from_position.max(1);
-        for entry in self.backend.range(&keys::log(next), &keys::LOG_END) {
-            let (key, value) = entry?;
-            let position = next;
-            if keys::log_position(key.as_ref()) != Some(position) {
-                return Err(Error::corrupt(position, "record missing"));
-            }
+        let mut scan = Scan::new(&*self.backend, next, None);
+        while let Some(step) = scan.next_record() {
+            let (position, record) = step?;
             next = position.saturating_add(1);
-            if let Some(event) = self.event_ref(position, value.as_ref())? {
+            if let Some(event) = self.event_ref(position, record)? {
                 if visit(event).is_break() {
                     break;
                 }
@@ -1006,25 +1040,61 @@ impl<B: Backend> Inner<B> {
         if self.retention == Retention::PruneCoveredBySnapshot {
             let from_seq = previous.map_or(1, |p| p + 1);
             let pending = writer.streams.pending_from(stream, from_seq);
+            // Stubs for the covered records, gathered per stored value and written as
+            // that value with its records replaced.
+            let mut reader = PointReader::default();
+            let mut value_stubs: Option<(u64, Vec<Replacement>)> = None;
             for entry in StreamPositions::new(&*self.backend, stream, from_seq, pending) {
                 let (position, entry_seq) = entry?;
                 if entry_seq > seq {
                     break;
                 }
-                let key = keys::log(position);
-                let value = self
-                    .backend
-                    .get(&key)?
+                let record =
+                    codec::decode_record(position, reader.read(&*self.backend, position)?)?;
+                let StoredRecord::Event { chain, .. } = &record else {
+                    continue;
+                };
+                let stub = codec::encode_pruned(chain, &record.digest());
+                let value_first = reader
+                    .value_first()
                     .ok_or_else(|| Error::corrupt(position, "record missing"))?;
-                let record = codec::decode_record(position, value.as_ref())?;
-                if let StoredRecord::Event { chain, .. } = &record {
-                    batch.put(key, codec::encode_pruned(chain, &record.digest()));
+                match &mut value_stubs {
+                    Some((first, stubs)) if *first == value_first => stubs.push((position, stub)),
+                    _ => {
+                        if let Some((first, stubs)) = value_stubs.take() {
+                            self.put_replaced(&mut batch, first, &stubs)?;
+                        }
+                        value_stubs = Some((value_first, vec![(position, stub)]));
+                    }
                 }
+            }
+            if let Some((first, stubs)) = value_stubs.take() {
+                self.put_replaced(&mut batch, first, &stubs)?;
             }
         }
         self.backend.apply(batch)?;
         let head = self.head.load(Ordering::Acquire);
         Ok(Some(self.committer.written(head, &writer.chain)))
+    }
+
+    /// Adds to `batch` the stored value starting at `first` with the given records
+    /// replaced.
+    fn put_replaced(
+        &self,
+        batch: &mut WriteBatch,
+        first: u64,
+        replacements: &[Replacement],
+    ) -> Result<(), Error> {
+        let key = keys::log(first);
+        let value = self
+            .backend
+            .get(&key)?
+            .ok_or_else(|| Error::corrupt(first, "record missing"))?;
+        batch.put(
+            key,
+            pack::replace_records(first, value.as_ref(), replacements)?,
+        );
+        Ok(())
     }
 
     fn verify(&self) -> Result<VerifyReport, Error> {
@@ -1037,29 +1107,27 @@ impl<B: Backend> Inner<B> {
         };
         // Read before the walk: the anchor never runs ahead of what the walk will see.
         let anchor = read_anchor(&*self.backend)?;
-        let log = self.backend.range(&keys::log(1), &keys::LOG_END);
-        for (expected, entry) in (1u64..).zip(log) {
-            let (key, value) = entry?;
-            let bad = |position: u64, reason: String| Some(BadRecord { position, reason });
-            let Some(position) = keys::log_position(key.as_ref()) else {
-                report.first_bad = bad(expected, "malformed log key".into());
+        let mut scan = Scan::new(&*self.backend, 1, None);
+        loop {
+            // Where an error is reported: the record's position, or for damage to the
+            // stored value around it, the position the log was expected to hold next.
+            let mut at = scan.expected();
+            let Some(step) = scan.next_record() else {
                 break;
             };
-            if position != expected {
-                report.first_bad = bad(
-                    expected,
-                    format!("record missing (next stored record is at position {position})"),
-                );
-                break;
-            }
-            let record = match codec::decode_record(position, value.as_ref()) {
-                Ok(record) => record,
-                Err(Error::Corrupt { reason, .. }) => {
+            let bad = |position: u64, reason: String| Some(BadRecord { position, reason });
+            let decoded = step.and_then(|(position, bytes)| {
+                at = position;
+                codec::decode_record(position, bytes).map(|record| (position, record))
+            });
+            let (position, record) = match decoded {
+                Ok(decoded) => decoded,
+                Err(Error::Corrupt { position, reason }) => {
                     report.first_bad = bad(position, reason);
                     break;
                 }
                 Err(e @ Error::UnsupportedFormat { .. }) => {
-                    report.first_bad = bad(position, e.to_string());
+                    report.first_bad = bad(at, e.to_string());
                     break;
                 }
                 Err(e) => return Err(e),
@@ -1188,10 +1256,12 @@ impl<B: Backend> Iterator for StreamPositions<B> {
     }
 }
 
-/// Events of one stream: index walk + one point read per event.
+/// Events of one stream: index walk + one point read per event (consecutive events of a
+/// stream that were appended together are read from one stored value).
 struct StreamIter<B: Backend> {
     inner: Arc<Inner<B>>,
     positions: StreamPositions<B>,
+    reader: PointReader<B>,
     failed: bool,
 }
 
@@ -1201,12 +1271,8 @@ impl<B: Backend> Iterator for StreamIter<B> {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.failed {
             let step = self.positions.next()?.and_then(|(position, seq)| {
-                let value = self
-                    .inner
-                    .backend
-                    .get(&keys::log(position))?
-                    .ok_or_else(|| Error::corrupt(position, "record missing"))?;
-                let event = self.inner.decode_event(position, value.as_ref())?;
+                let record = self.reader.read(&*self.inner.backend, position)?;
+                let event = self.inner.decode_event(position, record)?;
                 match event {
                     Some(e) if e.stream != self.positions.stream || e.seq != seq => {
                         Err(Error::corrupt(
@@ -1237,22 +1303,16 @@ impl<B: Backend> Iterator for StreamIter<B> {
 /// `(position, None)` for pruned records so callers can track their position.
 struct LogIter<B: Backend> {
     inner: Arc<Inner<B>>,
-    range: B::Range,
-    expected: u64,
+    scan: Scan<B>,
     failed: bool,
 }
 
 impl<B: Backend> LogIter<B> {
     fn new(inner: Arc<Inner<B>>, from_position: u64, to_position: Option<u64>) -> Self {
-        let from = from_position.max(1);
-        let range = match to_position.and_then(|p| p.checked_add(1)) {
-            Some(end) => inner.backend.range(&keys::log(from), &keys::log(end)),
-            None => inner.backend.range(&keys::log(from), &keys::LOG_END),
-        };
+        let scan = Scan::new(&*inner.backend, from_position, to_position);
         LogIter {
             inner,
-            range,
-            expected: from,
+            scan,
             failed: false,
         }
     }
@@ -1265,18 +1325,12 @@ impl<B: Backend> Iterator for LogIter<B> {
         if self.failed {
             return None;
         }
-        let step = self.range.next()?.and_then(|(key, value)| {
-            let position = keys::log_position(key.as_ref())
-                .ok_or_else(|| Error::corrupt(self.expected, "malformed log key"))?;
-            if position != self.expected {
-                return Err(Error::corrupt(self.expected, "record missing"));
-            }
-            self.expected += 1;
-            Ok((position, self.inner.decode_event(position, value.as_ref())?))
-        });
-        if step.is_err() {
-            self.failed = true;
-        }
+        let inner = &self.inner;
+        let step = self
+            .scan
+            .next_record()?
+            .and_then(|(position, record)| Ok((position, inner.decode_event(position, record)?)));
+        self.failed = step.is_err();
         Some(step)
     }
 }
@@ -1399,6 +1453,7 @@ impl<B: Backend> Journal for EventJournal<B> {
                     .pending_from(stream, from_seq),
             ),
             inner: Arc::clone(&self.inner),
+            reader: PointReader::default(),
             failed: false,
         }))
     }

@@ -99,6 +99,8 @@ mod error;
 mod event;
 mod index;
 mod journal;
+mod log;
+mod pack;
 mod subscription;
 mod verify;
 

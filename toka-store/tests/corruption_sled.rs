@@ -107,12 +107,35 @@ fn with_raw_db(dir: &Path, edit: impl FnOnce(&sled::Db)) {
     db.flush().unwrap();
 }
 
-/// Replaces the stored value of the record at `position` by `edit(value)`.
+/// Header of a stored pack value: format 2, then the record count (u32 LE).
+const PACK_HEADER: usize = 5;
+
+/// The one record in the pack `value` a single-event append stored.
+fn record_of(value: &[u8]) -> &[u8] {
+    assert_eq!(value[0], 2, "a pack value");
+    assert_eq!(u32::from_le_bytes(value[1..5].try_into().unwrap()), 1);
+    let len = u32::from_le_bytes(value[PACK_HEADER..PACK_HEADER + 4].try_into().unwrap());
+    let record = &value[PACK_HEADER + 4..];
+    assert_eq!(record.len(), len as usize);
+    record
+}
+
+/// A pack of the one `record`, framed as the journal frames it.
+fn pack_of(record: &[u8]) -> Vec<u8> {
+    let mut value = vec![2, 1, 0, 0, 0];
+    value.extend_from_slice(&(record.len() as u32).to_le_bytes());
+    value.extend_from_slice(record);
+    value
+}
+
+/// Replaces the record at `position` (alone in its pack, as every fixture append is) by
+/// `edit(record)`, keeping the pack's framing intact.
 fn edit_record(dir: &Path, position: u64, edit: impl FnOnce(&mut Vec<u8>)) {
     with_raw_db(dir, |db| {
-        let mut value = db.get(log_key(position)).unwrap().unwrap().to_vec();
-        edit(&mut value);
-        db.insert(log_key(position), value).unwrap();
+        let value = db.get(log_key(position)).unwrap().unwrap();
+        let mut record = record_of(&value).to_vec();
+        edit(&mut record);
+        db.insert(log_key(position), pack_of(&record)).unwrap();
     });
 }
 
@@ -341,8 +364,9 @@ fn crc32_helper_matches_the_stored_checksums() {
     with_raw_db(&f.dir, |db| {
         for position in 1..=EVENTS {
             let value = db.get(log_key(position)).unwrap().unwrap();
-            let stored = u32::from_le_bytes(value[2..6].try_into().unwrap());
-            assert_eq!(crc32(&value[CHAIN_AT..]), stored, "position {position}");
+            let record = record_of(&value);
+            let stored = u32::from_le_bytes(record[2..6].try_into().unwrap());
+            assert_eq!(crc32(&record[CHAIN_AT..]), stored, "position {position}");
         }
     });
 }

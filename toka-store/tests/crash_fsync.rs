@@ -817,7 +817,7 @@ fn raw_records(dir: &Path, scratch: &Path) -> u64 {
         .flush_every_ms(None)
         .open()
         .unwrap();
-    let records = db.scan_prefix(b"L").count() as u64;
+    let records = common::stored_records(&db);
     drop(db);
     std::fs::remove_dir_all(scratch).unwrap();
     records

@@ -29,3 +29,18 @@ pub(crate) use toka_test_support::bench::log_key;
 pub(crate) use toka_test_support::child::{child_fail, emit, self_command};
 pub(crate) use toka_test_support::fs::{copy_dir, files_under};
 pub(crate) use toka_test_support::rng::{Rng, seed_from_env_or_time};
+
+/// Number of log records stored in a raw sled database: a log value is one record (format
+/// 1) or a pack (format 2: `[2][count u32 LE]…`).
+pub(crate) fn stored_records(db: &sled::Db) -> u64 {
+    db.scan_prefix(b"L")
+        .values()
+        .map(|value| {
+            let value = value.unwrap();
+            match value.first() {
+                Some(2) => u64::from(u32::from_le_bytes(value[1..5].try_into().unwrap())),
+                _ => 1,
+            }
+        })
+        .sum()
+}
