@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dashmap::DashMap;
-use toka_store::Journal;
+use toka_store::{Journal, Snapshot};
 
 use crate::record::{
     self, AttemptRecord, DeadRecord, IntentRecord, Outcome, ProgressRecord, RecordKind,
@@ -45,8 +45,18 @@ impl Rec {
     }
 }
 
-/// Records read ahead for each agent's first recovery.
-pub(crate) type Preloaded = DashMap<AgentId, Vec<Rec>>;
+/// What the start-up pass read for one agent's first recovery.
+pub(crate) struct ReadAhead {
+    /// The agent's latest snapshot, as the pass found it (nothing writes one before the
+    /// agent recovers).
+    snapshot: Option<Snapshot>,
+    /// A gap-free run of its records from the first one it will replay on (all of them,
+    /// unless the pass ran out of budget).
+    records: Vec<Rec>,
+}
+
+/// What the start-up pass read for each durable agent's first recovery.
+pub(crate) type Preloaded = DashMap<AgentId, ReadAhead>;
 
 /// What the runtime's start read from the journal.
 pub(crate) struct Recovered {
@@ -118,11 +128,11 @@ fn read_progress(journal: &dyn Journal) -> Result<HashMap<AgentId, u64>, Error> 
     Ok(handled)
 }
 
-/// Reads the records of every agent in `agents` that recovery will replay (those after
-/// the agent's snapshot and after its incarnation's base, the map's values), in one
-/// sequential pass over the log from the oldest of them, up to about `budget` bytes of
-/// payload. Each agent's list is a gap-free run of its stream from there on; recovery
-/// reads whatever follows from the stream itself.
+/// Reads the snapshot and the records of every agent in `agents` that recovery will
+/// replay (those after the agent's snapshot and after its incarnation's base, the map's
+/// values), in one sequential pass over the log from the oldest of them, up to about
+/// `budget` bytes of payload. Each agent's list is a gap-free run of its stream from there
+/// on; recovery reads whatever follows from the stream itself.
 fn preload(
     journal: &dyn Journal,
     agents: &HashMap<AgentId, u64>,
@@ -137,16 +147,23 @@ fn preload(
         HashMap::with_capacity(agents.len());
     let mut first_position = u64::MAX;
     for (id, base) in agents {
-        let from = journal
-            .load_snapshot(id.stream())?
+        let snapshot = journal.load_snapshot(id.stream())?;
+        let from = snapshot
+            .as_ref()
             .map_or(1, |snapshot| snapshot.seq + 1)
             .max(base + 1);
         // Where this agent's tail begins in the log; nothing to read if it has none.
-        let Some(first) = journal.iter_stream(id.stream(), from)?.next() else {
-            continue;
-        };
-        first_position = first_position.min(first?.position);
-        wanted.insert(id.stream().to_owned(), (id.clone(), from, Vec::new()));
+        if let Some(first) = journal.stream_position(id.stream(), from)? {
+            first_position = first_position.min(first);
+            wanted.insert(id.stream().to_owned(), (id.clone(), from, Vec::new()));
+        }
+        preloaded.insert(
+            id.clone(),
+            ReadAhead {
+                snapshot,
+                records: Vec::new(),
+            },
+        );
     }
     if wanted.is_empty() {
         return Ok(preloaded);
@@ -183,8 +200,8 @@ fn preload(
         return Err(error);
     }
     for (_, (id, _, recs)) in wanted {
-        if !recs.is_empty() {
-            preloaded.insert(id, recs);
+        if let Some(mut read) = preloaded.get_mut(&id) {
+            read.records = recs;
         }
     }
     tracing::debug!(
@@ -253,10 +270,10 @@ impl Recorded {
 }
 
 /// Reads agent `id`'s history: its snapshot (if taken after `base`), then its records up
-/// to `version` after it, starting with those the start-up pass read ahead.
+/// to `version` after it, starting with what the start-up pass read ahead.
 pub(crate) async fn read_history(
     journal: Arc<dyn Journal>,
-    preloaded: Option<Vec<Rec>>,
+    preloaded: Option<ReadAhead>,
     id: AgentId,
     base: u64,
     version: u64,
@@ -276,27 +293,27 @@ pub(crate) async fn read_history(
 /// [`read_history`]'s work.
 fn history(
     journal: &dyn Journal,
-    preloaded: Option<Vec<Rec>>,
+    preloaded: Option<ReadAhead>,
     id: &AgentId,
     base: u64,
     version: u64,
 ) -> Result<History, Error> {
     let stream = id.stream();
     let mut history = History::default();
+    let (snapshot, mut records) = match preloaded {
+        Some(read) => (read.snapshot, read.records),
+        None => (journal.load_snapshot(stream)?, Vec::new()),
+    };
     // A snapshot at or below the base is an earlier incarnation's (the base is a marker,
     // never a handled message): the state starts from `init` instead.
-    if let Some(snapshot) = journal.load_snapshot(stream)?
+    if let Some(snapshot) = snapshot
         && snapshot.seq > base
     {
         let saved = record::decode_snapshot(stream, snapshot.seq, &snapshot.state)?;
         history.snapshot = Some((snapshot.seq, saved));
     }
     let after = history.snapshot.as_ref().map_or(base, |(seq, _)| *seq);
-    let mut records: Vec<Rec> = preloaded
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.seq > after && r.seq <= version)
-        .collect();
+    records.retain(|r| r.seq > after && r.seq <= version);
     let next = records.last().map_or(after, |r| r.seq) + 1;
     records.extend(read_records(journal, id, next, version)?);
     for rec in records {

@@ -140,6 +140,20 @@ pub trait Journal: Send + Sync + 'static {
     /// The version of `stream`: its last sequence number, 0 if it has no events.
     fn stream_version(&self, stream: &str) -> Result<u64, Error>;
 
+    /// Where the stream's events from `from_seq` on begin in the log: the position of its
+    /// first event with a sequence number of at least `from_seq` (an event erased by
+    /// retention counts), or `None` if there is none. Cheaper than reading the event: the
+    /// journals of this crate answer from the stream index alone.
+    ///
+    /// # Errors
+    /// As [`Journal::iter_stream`].
+    fn stream_position(&self, stream: &str, from_seq: u64) -> Result<Option<u64>, Error> {
+        Ok(match self.iter_stream(stream, from_seq)?.next() {
+            Some(event) => Some(event?.position),
+            None => None,
+        })
+    }
+
     /// The events of `stream` with sequence number `from_seq` or higher, in order.
     fn iter_stream(&self, stream: &str, from_seq: u64) -> Result<EventIter, Error>;
 
@@ -1438,6 +1452,19 @@ impl<B: Backend> Journal for EventJournal<B> {
             return Ok(version);
         }
         index::stored_version(&*self.inner.backend, stream)
+    }
+
+    fn stream_position(&self, stream: &str, from_seq: u64) -> Result<Option<u64>, Error> {
+        validate_stream_id(stream)?;
+        let pending = self
+            .inner
+            .lock_writer()?
+            .streams
+            .pending_from(stream, from_seq);
+        StreamPositions::new(&*self.inner.backend, stream, from_seq, pending)
+            .next()
+            .map(|step| step.map(|(position, _)| position))
+            .transpose()
     }
 
     fn iter_stream(&self, stream: &str, from_seq: u64) -> Result<EventIter, Error> {

@@ -186,6 +186,9 @@ fn pruning_one_stream_rewrites_shared_packs_and_keeps_the_others() {
     let report = journal.verify().unwrap();
     assert!(report.is_intact(), "{:?}", report.first_bad);
     assert_eq!((report.records, report.pruned), (RECORDS, 40));
+    // An erased event still has its place in the log.
+    assert_eq!(journal.stream_position("b", 1).unwrap(), Some(51));
+    assert_eq!(journal.stream_position("b", 41).unwrap(), Some(91));
     // A second snapshot prunes the rest of b, in the same packs.
     assert!(
         rt.block_on(journal.save_snapshot("b", 50, b"all of b"))

@@ -974,10 +974,24 @@ pub(crate) async fn streams_are_isolated<H: Harness>(make: impl Fn() -> H) {
             assert_eq!(j.stream_version(stream).unwrap(), *count, "{stream:?}");
             let from_2 = collect(j.iter_stream(stream, 2).unwrap());
             assert_eq!(seqs(&from_2), range(2, *count), "{stream:?}");
+            for e in &events {
+                assert_eq!(
+                    j.stream_position(stream, e.seq).unwrap(),
+                    Some(e.position),
+                    "{stream:?} seq {}",
+                    e.seq
+                );
+            }
+            assert_eq!(
+                j.stream_position(stream, 0).unwrap(),
+                Some(events[0].position)
+            );
+            assert_eq!(j.stream_position(stream, count + 1).unwrap(), None);
         }
         for unknown in ["a11", "a\u{0}1", "a\u{0}\u{0}\u{0}", "aa", "a\u{1}"] {
             assert_eq!(stream_events(j, unknown), Vec::new(), "{unknown:?}");
             assert_eq!(j.stream_version(unknown).unwrap(), 0, "{unknown:?}");
+            assert_eq!(j.stream_position(unknown, 1).unwrap(), None, "{unknown:?}");
         }
         assert_eq!(j.load_snapshot("a").unwrap().unwrap().state, b"snap-a");
         assert_eq!(j.load_snapshot("a1").unwrap(), None);
