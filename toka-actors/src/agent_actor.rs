@@ -299,7 +299,7 @@ impl<A: Agent> AgentActor<A> {
             })
             .await
             .map_err(failure)?;
-        let preloaded = kernel.preloaded.remove(&id).map(|(_, read)| read);
+        let preloaded = kernel.preloaded.take(&id).await;
         let history = recovery::read_history(
             Arc::clone(&kernel.journal),
             preloaded,

@@ -69,8 +69,8 @@ pub(crate) struct Kernel {
     pub(crate) extensions: Extensions,
     /// Agents replaying at once.
     pub(crate) recovery: Semaphore,
-    /// Records read ahead for each agent's first recovery.
-    pub(crate) preloaded: Preloaded,
+    /// What the start-up pass read ahead for each agent's first recovery.
+    pub(crate) preloaded: Arc<Preloaded>,
     /// The writer, set by the root that owns it; `None` once stopped.
     writer: RwLock<Option<ActorRef<WriterMsg>>>,
     root: OnceLock<ActorRef<Envelope>>,
@@ -94,7 +94,7 @@ impl Kernel {
         kinds: HashMap<&'static str, Arc<dyn Kind>>,
         tree: Tree,
         progress: Progress,
-        preloaded: Preloaded,
+        preloaded: Arc<Preloaded>,
         extensions: Extensions,
     ) -> Self {
         let recovering = tree

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use toka_store::{Journal, Snapshot};
+use tokio::sync::watch;
 
 use crate::record::{
     self, AttemptRecord, DeadRecord, IntentRecord, Outcome, ProgressRecord, RecordKind,
@@ -55,39 +56,87 @@ pub(crate) struct ReadAhead {
     records: Vec<Rec>,
 }
 
-/// What the start-up pass read for each durable agent's first recovery.
-pub(crate) type Preloaded = DashMap<AgentId, ReadAhead>;
+/// What the start-up pass read for each durable agent's first recovery, handed out as
+/// agents recover. The pass runs on the blocking pool while the tree starts (spawning
+/// thousands of agents and reading the log then share the two kinds of threads instead of
+/// taking turns); an agent that reaches its history before the pass is done waits for it.
+pub(crate) struct Preloaded {
+    read: DashMap<AgentId, ReadAhead>,
+    done: watch::Sender<bool>,
+}
 
-/// What the runtime's start read from the journal.
+impl Preloaded {
+    /// Waiting for a pass that [`Preloaded::finish`] will end.
+    pub(crate) fn pending() -> Self {
+        Preloaded {
+            read: DashMap::new(),
+            done: watch::channel(false).0,
+        }
+    }
+
+    /// Ends the pass with what it read; after a failure agents read their own histories.
+    pub(crate) fn finish(&self, result: Result<HashMap<AgentId, ReadAhead>, Error>) {
+        match result {
+            Ok(read) => {
+                for (id, ahead) in read {
+                    self.read.insert(id, ahead);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading ahead for recovery failed; each agent reads its own history");
+            }
+        }
+        self.done.send_replace(true);
+    }
+
+    /// What the pass read for `id` (once: it is handed over), waiting for the pass to end.
+    pub(crate) async fn take(&self, id: &AgentId) -> Option<ReadAhead> {
+        let mut done = self.done.subscribe();
+        // The sender lives as long as `self`, so this only ends early if it is dropped.
+        let _ = done.wait_for(|done| *done).await;
+        self.read.remove(id).map(|(_, read)| read)
+    }
+}
+
+/// What the runtime's start reads before anything runs.
 pub(crate) struct Recovered {
     pub(crate) tree: Tree,
     pub(crate) progress: HashMap<AgentId, u64>,
-    pub(crate) preloaded: Preloaded,
 }
 
-/// Reads the tree, the progress and (within `preload_bytes`) the records every durable
-/// agent will replay. Runs on the blocking pool.
-pub(crate) async fn read_start(
-    journal: Arc<dyn Journal>,
-    preload_bytes: usize,
-) -> Result<Recovered, Error> {
+/// Reads the tree and the progress. Runs on the blocking pool.
+pub(crate) async fn read_start(journal: Arc<dyn Journal>) -> Result<Recovered, Error> {
     let read = move || {
         let tree = read_tree(&*journal)?;
         let progress = read_progress(&*journal)?;
-        let bases: HashMap<AgentId, u64> = tree
-            .walk()
-            .into_iter()
-            .filter(|(_, node)| node.spec.durable)
-            .map(|(id, node)| (id, node.base))
-            .collect();
-        let preloaded = preload(&*journal, &bases, preload_bytes)?;
-        Ok(Recovered {
-            tree,
-            progress,
-            preloaded,
-        })
+        Ok(Recovered { tree, progress })
     };
     off_worker(read).await
+}
+
+/// Starts the read-ahead pass for every durable agent of `tree` (within `budget` bytes)
+/// on the blocking pool; it ends in `into`.
+pub(crate) fn start_read_ahead(
+    journal: Arc<dyn Journal>,
+    tree: &Tree,
+    budget: usize,
+    into: Arc<Preloaded>,
+) {
+    let bases: HashMap<AgentId, u64> = tree
+        .walk()
+        .into_iter()
+        .filter(|(_, node)| node.spec.durable)
+        .map(|(id, node)| (id, node.base))
+        .collect();
+    let pass = tokio::task::spawn_blocking(move || preload(&*journal, &bases, budget));
+    tokio::spawn(async move {
+        let result = pass.await.unwrap_or_else(|e| {
+            Err(Error::Internal(format!(
+                "the read-ahead pass did not finish: {e}"
+            )))
+        });
+        into.finish(result);
+    });
 }
 
 /// Runs synchronous journal reads on the blocking pool.
@@ -137,8 +186,8 @@ fn preload(
     journal: &dyn Journal,
     agents: &HashMap<AgentId, u64>,
     budget: usize,
-) -> Result<Preloaded, Error> {
-    let preloaded = DashMap::new();
+) -> Result<HashMap<AgentId, ReadAhead>, Error> {
+    let mut preloaded = HashMap::with_capacity(agents.len());
     if agents.is_empty() || budget == 0 {
         return Ok(preloaded);
     }
@@ -200,7 +249,7 @@ fn preload(
         return Err(error);
     }
     for (_, (id, _, recs)) in wanted {
-        if let Some(mut read) = preloaded.get_mut(&id) {
+        if let Some(read) = preloaded.get_mut(&id) {
             read.records = recs;
         }
     }

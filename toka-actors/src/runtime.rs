@@ -21,7 +21,7 @@ use crate::kind::KindOf;
 use crate::metrics::{self, RuntimeMetrics};
 use crate::progress::Progress;
 use crate::record::{self, DeadRecord, Origin, RecordKind};
-use crate::recovery;
+use crate::recovery::{self, Preloaded};
 use crate::root::Root;
 use crate::tree::AgentInfo;
 use crate::writer::WriterMsg;
@@ -152,21 +152,27 @@ impl RuntimeBuilder {
     /// if recovery kept failing until the root gave up.
     pub async fn start(self) -> Result<Runtime, Error> {
         let started = Instant::now();
-        let recovered =
-            recovery::read_start(Arc::clone(&self.journal), self.config.preload_bytes).await?;
+        let recovered = recovery::read_start(Arc::clone(&self.journal)).await?;
         for (_, node) in recovered.tree.walk() {
             if !self.kinds.contains_key(node.kind.as_str()) {
                 return Err(Error::UnknownKind(node.kind.clone()));
             }
         }
         let agents = recovered.tree.len();
+        let preloaded = Arc::new(Preloaded::pending());
+        recovery::start_read_ahead(
+            Arc::clone(&self.journal),
+            &recovered.tree,
+            self.config.preload_bytes,
+            Arc::clone(&preloaded),
+        );
         let kernel = Arc::new(Kernel::new(
             self.journal,
             self.config,
             self.kinds,
             recovered.tree,
             Progress::recovered(recovered.progress),
-            recovered.preloaded,
+            preloaded,
             self.extensions,
         ));
         let (root, _) = Actor::spawn(None, Root, Arc::clone(&kernel))
