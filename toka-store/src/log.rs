@@ -56,6 +56,21 @@ struct Cached<V> {
     offset: usize,
 }
 
+impl<V: AsRef<[u8]>> Cached<V> {
+    /// The value stored under the log key of `first`, walked from its first record.
+    fn start(first: u64, value: V) -> Result<Self, Error> {
+        let parsed = LogValue::parse(first, value.as_ref())?;
+        let (last, offset) = (parsed.last(), parsed.start());
+        Ok(Cached {
+            first,
+            last,
+            next: first,
+            offset,
+            value,
+        })
+    }
+}
+
 impl<B: Backend> Default for PointReader<B> {
     fn default() -> Self {
         PointReader { cached: None }
@@ -81,14 +96,7 @@ impl<B: Backend> PointReader<B> {
         if !cached {
             let (first, value) = value_at(backend, position)?
                 .ok_or_else(|| Error::corrupt(position, "record missing"))?;
-            let parsed = LogValue::parse(first, value.as_ref())?;
-            self.cached = Some(Cached {
-                first,
-                last: parsed.last(),
-                next: first,
-                offset: parsed.start(),
-                value,
-            });
+            self.cached = Some(Cached::start(first, value)?);
         }
         let Some(cached) = self.cached.as_mut() else {
             return Err(Error::corrupt(position, "record missing"));
@@ -241,14 +249,7 @@ impl<B: Backend> Scan<B> {
                 format!("record missing (next stored record is at position {first})"),
             ));
         }
-        let parsed = LogValue::parse(first, value.as_ref())?;
-        self.current = Some(Cached {
-            first,
-            last: parsed.last(),
-            next: first,
-            offset: parsed.start(),
-            value,
-        });
+        self.current = Some(Cached::start(first, value)?);
         Ok(true)
     }
 }
