@@ -68,6 +68,16 @@ pub enum Error {
     /// An actor of the tool layer could not be started.
     #[error("tool actors: {0}")]
     Actor(String),
+    /// A model call failed. The message never contains the API key.
+    #[error("model {model}: {kind:?}: {message}")]
+    Model {
+        /// The model asked.
+        model: String,
+        /// What kind of failure.
+        kind: crate::model::ModelErrorKind,
+        /// What happened (the provider's own message where it gave one).
+        message: String,
+    },
 }
 
 /// Why a capability check failed. The text says which caveat or check refused the

@@ -42,6 +42,7 @@ mod error;
 pub mod fs;
 mod host;
 mod keyfile;
+pub mod model;
 pub mod sandbox;
 pub mod seal;
 pub mod shell;

@@ -1,0 +1,728 @@
+//! The OpenAI-compatible Chat Completions client (`POST {base_url}/chat/completions`),
+//! for OpenAI and every server that speaks its wire format.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::retry::parse_retry_after;
+use super::{
+    ChatMessage, FinishReason, ModelClient, ModelErrorKind, ModelRequest, ModelResponse,
+    ModelTimeouts, RetryPolicy, Role, StreamEvent, ToolCall, ToolNames, Usage,
+};
+use crate::{Error, Secret};
+
+/// A client of one model behind an OpenAI-compatible Chat Completions endpoint.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), toka_tools::Error> {
+/// use toka_tools::model::{ChatMessage, ModelClient, ModelRequest, OpenAiClient};
+///
+/// let client = OpenAiClient::builder("http://127.0.0.1:11434/v1", "llama3.2").build()?;
+/// let answer = client
+///     .complete(&ModelRequest::new(vec![ChatMessage::user("Say hi")]))
+///     .await?;
+/// println!("{} ({} tokens)", answer.content, answer.usage.total());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct OpenAiClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    key: Option<Secret>,
+    timeouts: ModelTimeouts,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiClient")
+            .field("url", &self.inner.url)
+            .field("model", &self.inner.model)
+            .field("api_key", &self.inner.key.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
+}
+
+/// Builds an [`OpenAiClient`].
+#[derive(Debug)]
+pub struct OpenAiClientBuilder {
+    base_url: String,
+    model: String,
+    key: Option<Secret>,
+    timeouts: ModelTimeouts,
+    retry: RetryPolicy,
+}
+
+impl OpenAiClientBuilder {
+    /// The API key (from the [`Vault`](crate::Vault)); local servers need none.
+    #[must_use]
+    pub fn api_key(mut self, key: Secret) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Connect and request timeouts.
+    #[must_use]
+    pub fn timeouts(mut self, timeouts: ModelTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// How failed calls are retried.
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The client.
+    ///
+    /// # Errors
+    /// [`Error::Model`] ([`ModelErrorKind::Config`]) for a base URL that is not http(s),
+    /// or an API key that is not printable text.
+    pub fn build(self) -> Result<OpenAiClient, Error> {
+        let config = |message: &str| Error::Model {
+            model: self.model.clone(),
+            kind: ModelErrorKind::Config,
+            message: message.to_owned(),
+        };
+        let base = self.base_url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(config("the base URL must start with http:// or https://"));
+        }
+        if let Some(key) = &self.key {
+            let usable = key
+                .expose_str()
+                .is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_graphic()));
+            if !usable {
+                return Err(config("the API key is not printable ASCII text"));
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.timeouts.connect)
+            .build()
+            .map_err(|e| config(&format!("building the HTTP client: {e}")))?;
+        Ok(OpenAiClient {
+            inner: Arc::new(Inner {
+                http,
+                url: format!("{base}/chat/completions"),
+                model: self.model,
+                key: self.key,
+                timeouts: self.timeouts,
+                retry: self.retry,
+            }),
+        })
+    }
+}
+
+impl OpenAiClient {
+    /// A builder for `model` at `base_url` (e.g. `https://api.openai.com/v1`).
+    pub fn builder(base_url: impl Into<String>, model: impl Into<String>) -> OpenAiClientBuilder {
+        OpenAiClientBuilder {
+            base_url: base_url.into(),
+            model: model.into(),
+            key: None,
+            timeouts: ModelTimeouts::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    fn error(&self, kind: ModelErrorKind, message: impl Into<String>) -> Error {
+        let mut message = message.into();
+        // A provider may echo the key (or part of it) back: never pass it on.
+        if let Some(key) = self.inner.key.as_ref().and_then(Secret::expose_str) {
+            if !key.is_empty() {
+                message = message.replace(key, "<redacted>");
+            }
+        }
+        Error::Model {
+            model: self.inner.model.clone(),
+            kind,
+            message,
+        }
+    }
+
+    /// Sends `body`, retrying as the policy says; returns the first successful response.
+    async fn send(&self, body: &Value, stream: bool) -> Result<reqwest::Response, Error> {
+        let mut retry = 0;
+        loop {
+            let mut request = self.inner.http.post(&self.inner.url).json(body);
+            if !stream {
+                request = request.timeout(self.inner.timeouts.request);
+            }
+            if let Some(key) = self.inner.key.as_ref().and_then(Secret::expose_str) {
+                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                    self.error(
+                        ModelErrorKind::Config,
+                        "the API key is not a valid header value",
+                    )
+                })?;
+                value.set_sensitive(true);
+                request = request.header(AUTHORIZATION, value);
+            }
+            let sent = if stream {
+                // Only until the headers: reqwest's own timeout would also cut the stream.
+                match tokio::time::timeout(self.inner.timeouts.request, request.send()).await {
+                    Ok(sent) => sent.map_err(|e| self.transport_error(&e)),
+                    Err(_) => Err(self.error(ModelErrorKind::Timeout, "no answer in time")),
+                }
+            } else {
+                request.send().await.map_err(|e| self.transport_error(&e))
+            };
+            let (error, retry_after) = match sent {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let retry_after = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    (self.status_error(response).await, retry_after)
+                }
+                Err(error) => (error, None),
+            };
+            let retryable = matches!(&error, Error::Model { kind, .. } if kind.is_retryable());
+            match self
+                .inner
+                .retry
+                .delay(retry, retry_after)
+                .filter(|_| retryable)
+            {
+                Some(wait) => {
+                    tracing::debug!(model = %self.inner.model, retry, ?wait, %error, "model call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
+                None => return Err(error),
+            }
+        }
+    }
+
+    async fn status_error(&self, response: reqwest::Response) -> Error {
+        let status = response.status();
+        let kind = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ModelErrorKind::Unauthorized,
+            StatusCode::TOO_MANY_REQUESTS => ModelErrorKind::RateLimited,
+            s if s.is_server_error() => ModelErrorKind::Server,
+            _ => ModelErrorKind::BadRequest,
+        };
+        if kind == ModelErrorKind::Unauthorized {
+            // Its message tends to quote the key; say only what happened.
+            return self.error(
+                kind,
+                format!("HTTP {status}: the provider refused the API key"),
+            );
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        let said = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/error/message")
+                    .or_else(|| v.get("error"))
+                    .or_else(|| v.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+        self.error(kind, format!("HTTP {status}: {said}"))
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> Error {
+        if error.is_timeout() {
+            self.error(ModelErrorKind::Timeout, "no answer in time")
+        } else if error.is_decode() {
+            self.error(ModelErrorKind::Decode, error.to_string())
+        } else {
+            self.error(ModelErrorKind::Transport, error.to_string())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The wire format.
+
+/// The request body for `request`, tools under their wire names.
+fn wire_request(model: &str, request: &ModelRequest, names: &ToolNames, stream: bool) -> Value {
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|m| wire_message(m, names))
+        .collect();
+    let mut body = json!({ "model": model, "messages": messages });
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|tool| {
+                let parameters: Value = serde_json::from_str(&tool.parameters)
+                    .unwrap_or_else(|_| json!({ "type": "object" }));
+                json!({
+                    "type": "function",
+                    "function": {
+                        "name": names.to_wire(&tool.name),
+                        "description": tool.description,
+                        "parameters": parameters,
+                    }
+                })
+            })
+            .collect();
+        body["tools"] = Value::Array(tools);
+    }
+    if let Some(max) = request.max_tokens {
+        body["max_tokens"] = json!(max);
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    if let Some(schema) = &request.response_schema {
+        let schema: Value = serde_json::from_str(schema).unwrap_or_else(|_| json!({}));
+        body["response_format"] = json!({
+            "type": "json_schema",
+            "json_schema": { "name": "answer", "schema": schema, "strict": true }
+        });
+    }
+    if stream {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({ "include_usage": true });
+    }
+    body
+}
+
+fn wire_message(message: &ChatMessage, names: &ToolNames) -> Value {
+    let mut wire = json!({ "role": message.role.as_str(), "content": message.content });
+    if message.role == Role::Assistant && !message.tool_calls.is_empty() {
+        if message.content.is_empty() {
+            wire["content"] = Value::Null;
+        }
+        let calls: Vec<Value> = message
+            .tool_calls
+            .iter()
+            .map(|call| {
+                json!({
+                    "id": call.id,
+                    "type": "function",
+                    "function": { "name": names.to_wire(&call.name), "arguments": call.arguments },
+                })
+            })
+            .collect();
+        wire["tool_calls"] = Value::Array(calls);
+    }
+    if let Some(id) = &message.tool_call_id {
+        wire["tool_call_id"] = json!(id);
+    }
+    wire
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    #[serde(default)]
+    message: Option<WireMessage>,
+    #[serde(default)]
+    delta: Option<WireMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    #[serde(default)]
+    name: Option<String>,
+    /// A JSON string as OpenAI sends it; some servers send the object itself.
+    #[serde(default)]
+    arguments: Option<Value>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+        }
+    }
+}
+
+fn arguments_text(arguments: Option<Value>) -> String {
+    match arguments {
+        Some(Value::String(text)) => text,
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn finish_reason(reason: Option<&str>, has_calls: bool) -> FinishReason {
+    match reason {
+        Some("stop") | Some("end_turn") if !has_calls => FinishReason::Stop,
+        Some("tool_calls") | Some("function_call") => FinishReason::ToolCalls,
+        Some("stop") | None if has_calls => FinishReason::ToolCalls,
+        Some("length") => FinishReason::Length,
+        None => FinishReason::Stop,
+        Some(other) => FinishReason::Other(other.to_owned()),
+    }
+}
+
+/// The complete answer of a non-streamed call.
+fn parse_response(body: &[u8], model: &str, names: &ToolNames) -> Result<ModelResponse, String> {
+    let wire: WireResponse = serde_json::from_slice(body)
+        .map_err(|e| format!("the answer is not a chat completion: {e}"))?;
+    let choice = wire
+        .choices
+        .into_iter()
+        .next()
+        .ok_or("the answer has no choices")?;
+    let message = choice.message.unwrap_or_default();
+    let tool_calls: Vec<ToolCall> = message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, call)| {
+            let function = call.function.unwrap_or(WireFunction {
+                name: None,
+                arguments: None,
+            });
+            ToolCall {
+                id: call.id.unwrap_or_else(|| format!("call_{i}")),
+                name: names
+                    .from_wire(function.name.as_deref().unwrap_or_default())
+                    .to_owned(),
+                arguments: arguments_text(function.arguments),
+            }
+        })
+        .collect();
+    Ok(ModelResponse {
+        content: message.content.unwrap_or_default(),
+        finish: finish_reason(choice.finish_reason.as_deref(), !tool_calls.is_empty()),
+        tool_calls,
+        usage: wire.usage.map(Usage::from).unwrap_or_default(),
+        model: wire.model.unwrap_or_else(|| model.to_owned()),
+    })
+}
+
+/// Assembles a streamed answer from its chunks.
+#[derive(Default)]
+struct Assembly {
+    model: Option<String>,
+    content: String,
+    /// Tool calls by index: id, wire name, arguments so far.
+    calls: BTreeMap<usize, (String, String, String)>,
+    finish: Option<String>,
+    usage: Option<Usage>,
+}
+
+impl Assembly {
+    /// Takes one chunk; returns the events it makes.
+    fn chunk(&mut self, data: &str, names: &ToolNames) -> Result<Vec<StreamEvent>, String> {
+        let wire: WireResponse = serde_json::from_str(data)
+            .map_err(|e| format!("a stream chunk does not decode: {e}"))?;
+        if wire.model.is_some() {
+            self.model = wire.model;
+        }
+        if let Some(usage) = wire.usage {
+            self.usage = Some(usage.into());
+        }
+        let mut events = Vec::new();
+        for choice in wire.choices {
+            if let Some(reason) = choice.finish_reason {
+                self.finish = Some(reason);
+            }
+            let Some(delta) = choice.delta.or(choice.message) else {
+                continue;
+            };
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                self.content.push_str(&text);
+                events.push(StreamEvent::Text(text));
+            }
+            for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                let index = call.index.unwrap_or(position);
+                let function = call.function.unwrap_or(WireFunction {
+                    name: None,
+                    arguments: None,
+                });
+                let started = !self.calls.contains_key(&index);
+                let entry = self.calls.entry(index).or_default();
+                if let Some(id) = call.id.filter(|id| !id.is_empty()) {
+                    entry.0 = id;
+                }
+                if let Some(name) = function.name.filter(|n| !n.is_empty()) {
+                    entry.1.push_str(&name);
+                }
+                if started {
+                    events.push(StreamEvent::ToolCallStarted {
+                        index,
+                        id: entry.0.clone(),
+                        name: names.from_wire(&entry.1).to_owned(),
+                    });
+                }
+                let fragment = arguments_text(function.arguments);
+                if !fragment.is_empty() {
+                    entry.2.push_str(&fragment);
+                    events.push(StreamEvent::ToolCallArguments { index, fragment });
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    fn finish(self, model: &str, names: &ToolNames) -> ModelResponse {
+        let tool_calls: Vec<ToolCall> = self
+            .calls
+            .into_iter()
+            .map(|(index, (id, name, arguments))| ToolCall {
+                id: if id.is_empty() {
+                    format!("call_{index}")
+                } else {
+                    id
+                },
+                name: names.from_wire(&name).to_owned(),
+                arguments,
+            })
+            .collect();
+        ModelResponse {
+            content: self.content,
+            finish: finish_reason(self.finish.as_deref(), !tool_calls.is_empty()),
+            tool_calls,
+            usage: self.usage.unwrap_or_default(),
+            model: self.model.unwrap_or_else(|| model.to_owned()),
+        }
+    }
+}
+
+#[async_trait]
+impl ModelClient for OpenAiClient {
+    fn model(&self) -> &str {
+        &self.inner.model
+    }
+
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, Error> {
+        let names = ToolNames::new(request.tools.iter().map(|t| t.name.as_str()));
+        let body = wire_request(&self.inner.model, request, &names, false);
+        let response = self.send(&body, false).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        parse_response(&bytes, &self.inner.model, &names)
+            .map_err(|message| self.error(ModelErrorKind::Decode, message))
+    }
+
+    async fn stream(
+        &self,
+        request: &ModelRequest,
+    ) -> Result<BoxStream<'static, Result<StreamEvent, Error>>, Error> {
+        let names = ToolNames::new(request.tools.iter().map(|t| t.name.as_str()));
+        let body = wire_request(&self.inner.model, request, &names, true);
+        let response = self.send(&body, true).await?;
+        let client = self.clone();
+        let idle = self.inner.timeouts.request;
+        let mut events = response.bytes_stream().eventsource();
+        let stream = async_stream(move |tx| async move {
+            let mut assembly = Assembly::default();
+            loop {
+                let next = match tokio::time::timeout(idle, events.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let _ = tx
+                            .send(Err(
+                                client.error(ModelErrorKind::Timeout, "the stream stalled")
+                            ))
+                            .await;
+                        return;
+                    }
+                };
+                let event = match next {
+                    None => break,
+                    Some(Ok(event)) => event,
+                    Some(Err(e)) => {
+                        let _ = tx
+                            .send(Err(client.error(
+                                ModelErrorKind::Transport,
+                                format!("the stream broke: {e}"),
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                let data = event.data.trim();
+                if data == "[DONE]" {
+                    break;
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                match assembly.chunk(data, &names) {
+                    Ok(made) => {
+                        for made in made {
+                            if tx.send(Ok(made)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(message) => {
+                        let _ = tx
+                            .send(Err(client.error(ModelErrorKind::Decode, message)))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            let done = assembly.finish(&client.inner.model, &names);
+            let _ = tx.send(Ok(StreamEvent::Done(done))).await;
+        });
+        Ok(stream)
+    }
+}
+
+/// A stream fed by a task: `produce` sends items until it returns.
+fn async_stream<F, Fut>(produce: F) -> BoxStream<'static, Result<StreamEvent, Error>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<StreamEvent, Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(produce(tx));
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_names_tools_legally_and_maps_their_calls_back() {
+        let request = ModelRequest {
+            messages: vec![
+                ChatMessage::system("be brief"),
+                ChatMessage::user("read a"),
+                ChatMessage::assistant(
+                    "",
+                    vec![ToolCall {
+                        id: "c1".into(),
+                        name: "fs.read".into(),
+                        arguments: r#"{"path":"a"}"#.into(),
+                    }],
+                ),
+                ChatMessage::tool_result("c1", "contents"),
+            ],
+            tools: vec![super::super::ModelTool {
+                name: "fs.read".into(),
+                description: "reads".into(),
+                parameters: r#"{"type":"object"}"#.into(),
+            }],
+            max_tokens: Some(50),
+            ..ModelRequest::default()
+        };
+        let names = ToolNames::new(["fs.read"]);
+        let body = wire_request("m", &request, &names, true);
+        assert_eq!(body["tools"][0]["function"]["name"], "fs_read");
+        assert_eq!(
+            body["messages"][2]["tool_calls"][0]["function"]["name"],
+            "fs_read"
+        );
+        assert_eq!(body["messages"][2]["content"], Value::Null);
+        assert_eq!(body["messages"][3]["tool_call_id"], "c1");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["max_tokens"], 50);
+
+        let answer = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m-2024",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_9", "type": "function",
+                    "function": {"name": "fs_read", "arguments": "{\"path\":\"b\"}"}}]},
+                "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        });
+        let parsed = parse_response(answer.to_string().as_bytes(), "m", &names).unwrap();
+        assert_eq!(parsed.tool_calls[0].name, "fs.read");
+        assert_eq!(parsed.tool_calls[0].arguments, r#"{"path":"b"}"#);
+        assert_eq!(parsed.finish, FinishReason::ToolCalls);
+        assert_eq!(parsed.usage.total(), 15);
+        assert_eq!(parsed.model, "m-2024");
+    }
+
+    #[test]
+    fn stream_chunks_assemble_text_and_argument_fragments() {
+        let names = ToolNames::new(["fs.read"]);
+        let mut assembly = Assembly::default();
+        let chunks = [
+            r#"{"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"fs_read","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"pa"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"th\":\"a\"}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#,
+        ];
+        let mut events = Vec::new();
+        for chunk in chunks {
+            events.extend(assembly.chunk(chunk, &names).unwrap());
+        }
+        assert_eq!(events[0], StreamEvent::Text("Hel".into()));
+        assert!(events.contains(&StreamEvent::ToolCallStarted {
+            index: 0,
+            id: "call_1".into(),
+            name: "fs.read".into()
+        }));
+        let done = assembly.finish("m", &names);
+        assert_eq!(done.content, "Hello");
+        assert_eq!(done.tool_calls[0].arguments, r#"{"path":"a"}"#);
+        assert_eq!(done.tool_calls[0].name, "fs.read");
+        assert_eq!(done.finish, FinishReason::ToolCalls);
+        assert_eq!(
+            done.usage,
+            Usage {
+                input_tokens: 7,
+                output_tokens: 3
+            }
+        );
+    }
+}
