@@ -472,6 +472,7 @@ fn check_calls(
                     path: None,
                     bytes: None,
                     now: Timestamp::now(),
+                    model: None,
                 },
             )?;
             samples.push(micros(start.elapsed()));

@@ -12,6 +12,12 @@
 //! | `path-prefix = /dir` | the request names a path, equal to `/dir` or under it |
 //! | `max-bytes = N` | the request moves at most `N` bytes (also enforced by the tool) |
 //! | `secret = NAME` / `secret = ns.*` | a tool asks for that secret (checked on access) |
+//! | `model = NAME` / `model = ns.*` | a model call asks that configured model |
+//! | `max-tokens = N` | a model call asks for at most `N` tokens (a call that names no limit is given `N`) |
+//! | `budget-tokens = N` | the calling agent has spent fewer than `N` tokens on model calls (counted from the journaled usage) |
+//!
+//! Tool caveats (`tool`, `path-prefix`, `max-bytes`, `secret`) restrict tool calls and
+//! model caveats restrict model calls; `agent` and `expires` restrict both.
 //!
 //! # Invariants
 //! - **Fail closed.** A caveat that is not valid UTF-8, has an unknown key, a malformed
@@ -106,6 +112,13 @@ pub enum Caveat {
     MaxBytes(u64),
     /// `secret = PATTERN`: tools may read only secrets matching the pattern.
     Secret(NamePattern),
+    /// `model = PATTERN`: only model calls to configured models matching the pattern.
+    Model(NamePattern),
+    /// `max-tokens = N`: a model call answers in at most `N` tokens.
+    MaxTokens(u64),
+    /// `budget-tokens = N`: model calls only while the calling agent has spent fewer than
+    /// `N` tokens.
+    BudgetTokens(u64),
 }
 
 impl Caveat {
@@ -156,23 +169,21 @@ impl Caveat {
                 }
                 Ok(Caveat::PathPrefix(value.to_owned()))
             }
-            "max-bytes" => {
-                if !value.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(Denial::new(format!("caveat {text:?}: not a byte count")));
-                }
-                value
-                    .parse()
-                    .map(Caveat::MaxBytes)
-                    .map_err(|_| Denial::new(format!("caveat {text:?}: not a byte count")))
-            }
+            "max-bytes" => Ok(Caveat::MaxBytes(count(text, value)?)),
             "secret" => Ok(Caveat::Secret(value.parse()?)),
+            "model" => Ok(Caveat::Model(value.parse()?)),
+            "max-tokens" => Ok(Caveat::MaxTokens(count(text, value)?)),
+            "budget-tokens" => Ok(Caveat::BudgetTokens(count(text, value)?)),
             _ => Err(Denial::new(format!("unknown caveat {key:?}"))),
         }
     }
 
     /// Whether this caveat lets `request` through; also narrows `grant` with what the
-    /// tool must enforce while it runs (byte budget, readable secrets).
+    /// tool must enforce while it runs (byte budget, readable secrets, token limit).
     fn admit(&self, request: &Request<'_>, grant: &mut Grant) -> Result<(), Denial> {
+        if let Some(model) = &request.model {
+            return self.admit_model(request, model, grant);
+        }
         match self {
             Caveat::Tool(pattern) if !pattern.matches(request.tool) => Err(Denial::new(format!(
                 "tool {:?} is not allowed (token allows `{pattern}`)",
@@ -211,9 +222,72 @@ impl Caveat {
                 grant.secrets.push(pattern.clone());
                 Ok(())
             }
-            Caveat::Tool(_) | Caveat::Agent(_) | Caveat::Expires(_) => Ok(()),
+            Caveat::Tool(_)
+            | Caveat::Agent(_)
+            | Caveat::Expires(_)
+            | Caveat::Model(_)
+            | Caveat::MaxTokens(_)
+            | Caveat::BudgetTokens(_) => Ok(()),
         }
     }
+
+    /// [`Caveat::admit`] for a model call.
+    fn admit_model(
+        &self,
+        request: &Request<'_>,
+        model: &ModelUse<'_>,
+        grant: &mut Grant,
+    ) -> Result<(), Denial> {
+        match self {
+            Caveat::Agent(_) | Caveat::Expires(_) => {
+                // Shared with tool calls: checked the same way.
+                let as_tool = Request {
+                    model: None,
+                    ..*request
+                };
+                self.admit(&as_tool, grant)
+            }
+            Caveat::Model(pattern) if !pattern.matches(model.name) => Err(Denial::new(format!(
+                "model {:?} is not allowed (token allows `{pattern}`)",
+                model.name
+            ))),
+            Caveat::MaxTokens(limit) => {
+                if let Some(asked) = model.max_tokens.filter(|asked| asked > limit) {
+                    return Err(Denial::new(format!(
+                        "model call asks for up to {asked} tokens, the token allows {limit}"
+                    )));
+                }
+                grant.max_tokens = Some(grant.max_tokens.map_or(*limit, |t| t.min(*limit)));
+                Ok(())
+            }
+            Caveat::BudgetTokens(budget) => {
+                if model.spent >= *budget {
+                    return Err(Denial::new(format!(
+                        "token budget spent: {} of {budget} tokens used",
+                        model.spent
+                    )));
+                }
+                let left = budget - model.spent;
+                grant.max_tokens = Some(grant.max_tokens.map_or(left, |t| t.min(left)));
+                Ok(())
+            }
+            Caveat::Model(_)
+            | Caveat::Tool(_)
+            | Caveat::PathPrefix(_)
+            | Caveat::MaxBytes(_)
+            | Caveat::Secret(_) => Ok(()),
+        }
+    }
+}
+
+/// A count in a caveat: decimal digits only.
+fn count(text: &str, value: &str) -> Result<u64, Denial> {
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Denial::new(format!("caveat {text:?}: not a count")));
+    }
+    value
+        .parse()
+        .map_err(|_| Denial::new(format!("caveat {text:?}: not a count")))
 }
 
 impl fmt::Display for Caveat {
@@ -225,6 +299,9 @@ impl fmt::Display for Caveat {
             Caveat::PathPrefix(p) => write!(f, "path-prefix = {p}"),
             Caveat::MaxBytes(n) => write!(f, "max-bytes = {n}"),
             Caveat::Secret(p) => write!(f, "secret = {p}"),
+            Caveat::Model(p) => write!(f, "model = {p}"),
+            Caveat::MaxTokens(n) => write!(f, "max-tokens = {n}"),
+            Caveat::BudgetTokens(n) => write!(f, "budget-tokens = {n}"),
         }
     }
 }
@@ -261,6 +338,20 @@ pub struct Request<'a> {
     pub bytes: Option<u64>,
     /// When the check happens.
     pub now: Timestamp,
+    /// For a model call: what it asks (`tool` then names the model call, e.g.
+    /// `model.NAME`). `None` for a tool call.
+    pub model: Option<ModelUse<'a>>,
+}
+
+/// What a model call asks, as the capability checker sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelUse<'a> {
+    /// The configured model's name.
+    pub name: &'a str,
+    /// The most tokens the call asks for, if it names a limit.
+    pub max_tokens: Option<u64>,
+    /// Tokens the calling agent has spent on model calls so far.
+    pub spent: u64,
 }
 
 /// What a token allows a call to do while it runs: limits the tool itself enforces.
@@ -270,6 +361,9 @@ pub struct Grant {
     pub max_bytes: Option<u64>,
     /// The `secret` caveats; a secret must match every one. None: every secret.
     pub secrets: Vec<NamePattern>,
+    /// For a model call: the most tokens its answer may use (the tightest `max-tokens`
+    /// caveat, or what is left of a `budget-tokens` one).
+    pub max_tokens: Option<u64>,
 }
 
 impl Grant {
@@ -302,7 +396,62 @@ mod tests {
             path: Some("/notes/a.txt"),
             bytes: Some(10),
             now: Timestamp::from_second(1_000).unwrap(),
+            model: None,
         }
+    }
+
+    fn model_call(name: &str, max_tokens: Option<u64>, spent: u64) -> Request<'_> {
+        Request {
+            tool: "model",
+            path: None,
+            bytes: None,
+            model: Some(ModelUse {
+                name,
+                max_tokens,
+                spent,
+            }),
+            ..request("model")
+        }
+    }
+
+    #[test]
+    fn model_calls_are_checked_by_model_caveats_only() {
+        let parse = |t: &str| Caveat::parse(t.as_bytes()).unwrap();
+        let caveats = [
+            parse("tool = fs.read"),
+            parse("path-prefix = /notes"),
+            parse("agent = alice"),
+            parse("model = local.*"),
+            parse("max-tokens = 500"),
+            parse("budget-tokens = 1000"),
+        ];
+        let grant = admit_all(&caveats, &model_call("local.small", None, 0)).unwrap();
+        assert_eq!(
+            grant.max_tokens,
+            Some(500),
+            "an unlimited call gets the caveat's limit"
+        );
+        let grant = admit_all(&caveats, &model_call("local.small", Some(100), 950)).unwrap();
+        assert_eq!(
+            grant.max_tokens,
+            Some(50),
+            "only what is left of the budget"
+        );
+        for (denied, why) in [
+            (model_call("gpt-4o", None, 0), "model"),
+            (model_call("local.small", Some(501), 0), "max-tokens"),
+            (model_call("local.small", None, 1000), "budget"),
+        ] {
+            assert!(admit_all(&caveats, &denied).is_err(), "{why}");
+        }
+        let mut bob = model_call("local.small", None, 0);
+        bob.agent = Some("bob");
+        assert!(
+            admit_all(&caveats, &bob).is_err(),
+            "agent applies to model calls"
+        );
+        // Model caveats do not restrict tool calls.
+        assert!(admit_all(&caveats, &request("fs.read")).is_ok());
     }
 
     #[test]
@@ -316,6 +465,10 @@ mod tests {
             "path-prefix = /",
             "max-bytes = 4096",
             "secret = github.*",
+            "model = gpt-4o-mini",
+            "model = local.*",
+            "max-tokens = 512",
+            "budget-tokens = 100000",
         ] {
             let caveat = Caveat::parse(text.as_bytes()).unwrap();
             assert_eq!(caveat.to_string(), text);
@@ -341,6 +494,9 @@ mod tests {
             b"max-bytes = -1",
             b"max-bytes = +5",
             b"max-bytes = 99999999999999999999999",
+            b"max-tokens = 1e3",
+            b"budget-tokens = -5",
+            b"model = *",
             b"\xff\xfe = x",
         ] {
             assert!(

@@ -573,6 +573,7 @@ impl ToolState {
                 path: prepared.scope.path.as_deref(),
                 bytes: prepared.scope.bytes,
                 now: Timestamp::now(),
+                model: None,
             };
             caveat::admit_all(&caveats, &request).map(|grant| Ok((prepared, grant)))
         });

@@ -52,7 +52,7 @@ mod vault;
 
 pub use call::ToolCalls;
 pub use capability::{Authority, Capability, DenialRecord, Verified};
-pub use caveat::{Caveat, Grant, NamePattern, Request};
+pub use caveat::{Caveat, Grant, ModelUse, NamePattern, Request};
 pub use error::{Denial, Error, ToolError, ToolErrorKind};
 pub use fs::{FsList, FsRead, FsRoot, FsWrite, ListOutput, ReadOutput, WriteOutput};
 pub use host::{ToolHost, ToolHostBuilder, ToolLimits, ToolMetrics};

@@ -799,6 +799,7 @@ proptest! {
             path: Some("/pub/hello.txt"),
             bytes: None,
             now: Timestamp::now(),
+            model: None,
         };
         let mut bytes = bytes;
         if v2 && !bytes.is_empty() {
@@ -826,6 +827,7 @@ proptest! {
             path: Some("/pub/hello.txt"),
             bytes: None,
             now: Timestamp::now(),
+            model: None,
         };
         prop_assert!(authority.check(&token, &request).is_ok());
         let mut binary = URL_SAFE_NO_PAD.decode(token.to_string()).unwrap();

@@ -97,6 +97,7 @@ impl Req {
             path: self.path,
             bytes: self.bytes,
             now: self.now,
+            model: None,
         }
     }
 }
@@ -139,7 +140,10 @@ fn model_admits(caveat: &Caveat, req: &Req) -> bool {
             .path
             .is_some_and(|p| prefix == "/" || p == prefix || p.starts_with(&format!("{prefix}/"))),
         Caveat::MaxBytes(limit) => req.bytes.is_none_or(|b| b <= *limit),
-        Caveat::Secret(_) => true,
+        // These generated requests are tool calls: model caveats do not restrict them.
+        Caveat::Secret(_) | Caveat::Model(_) | Caveat::MaxTokens(_) | Caveat::BudgetTokens(_) => {
+            true
+        }
     }
 }
 
@@ -500,6 +504,7 @@ fn a_token_minted_by_pymacaroons_verifies_in_toka() {
         path: Some("/pub/notes.txt"),
         bytes: Some(100),
         now,
+        model: None,
     };
     for text in [unpadded, padded] {
         let token = Capability::parse(text).expect("pymacaroons' V2 binary parses");
@@ -597,6 +602,7 @@ fn a_toka_token_verified_by_pymacaroons_still_verifies() {
         path: Some("/work/build"),
         bytes: Some(100),
         now: Timestamp::now(),
+        model: None,
     };
     let grant = authority
         .check(&token, &matching)
@@ -665,6 +671,7 @@ async fn verified_tokens_are_remembered_but_revocation_and_forgery_still_count()
         path: None,
         bytes: None,
         now: Timestamp::now(),
+        model: None,
     };
     let request = at("fs.read");
     // Twice: the second comes from memory, with the same caveats.

@@ -35,6 +35,7 @@ fn token_operations_log_no_signature_bytes() {
         path: None,
         bytes: None,
         now: jiff::Timestamp::now(),
+        model: None,
     };
     authority.check(&parsed, &request).unwrap();
     // The signature is the last 32 bytes of the V2 binary of each token.

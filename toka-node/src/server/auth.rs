@@ -98,6 +98,7 @@ pub(crate) fn permit(
         path: None,
         bytes: None,
         now: jiff::Timestamp::now(),
+        model: None,
     };
     state.inner.authority.admit(token, &request).map_err(|d| {
         state
