@@ -8,10 +8,13 @@
 //! - [`history`]: jepsen-style histories of crash tests (invocation and ack logs,
 //!   observations) and the checker that finds lost, duplicate, phantom, misplaced,
 //!   reordered and flickering operations;
-//! - [`mod@bench`]: the bench harness (watchdog, medians, the tokio runtime of workloads).
+//! - [`mod@bench`]: the bench harness (watchdog, medians, the tokio runtime of workloads);
+//! - [`model_server`]: a scripted OpenAI / Anthropic HTTP server on 127.0.0.1 for tests
+//!   of model clients (no paid API is ever called), and recorded wire-format fixtures.
 
 pub mod bench;
 pub mod child;
 pub mod fs;
 pub mod history;
+pub mod model_server;
 pub mod rng;
