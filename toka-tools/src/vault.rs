@@ -34,7 +34,7 @@ pub struct Secret(Arc<Zeroizing<Vec<u8>>>);
 
 impl Secret {
     /// Wraps `bytes` as a secret.
-    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+    pub fn new(bytes: Vec<u8>) -> Self {
         Secret(Arc::new(Zeroizing::new(bytes)))
     }
 
