@@ -28,10 +28,14 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::tool::ToolSpec;
 
+mod call;
+mod host;
 #[cfg(feature = "openai")]
 mod openai;
 mod retry;
 
+pub use call::ModelCalls;
+pub use host::{ModelHost, ModelHostBuilder, USAGE_STREAM_PREFIX, UsageRecord};
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiClient, OpenAiClientBuilder};
 pub use retry::RetryPolicy;

@@ -1,0 +1,334 @@
+//! The configured models, behind capability checks and token accounting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use toka_store::{ExpectedVersion, Journal, NewEvent};
+
+use super::{ModelClient, ModelErrorKind, ModelRequest, ModelResponse, StreamEvent, Usage};
+use crate::caveat::{self, ModelUse, Request};
+use crate::{Authority, Capability, DenialRecord, Error, ToolError, ToolErrorKind};
+
+/// Prefix of the streams that count each agent's model usage (`toka/model-usage/AGENT`;
+/// calls not made by an agent count under `toka/model-usage/external`).
+pub const USAGE_STREAM_PREFIX: &str = "toka/model-usage/";
+
+/// Record kind of a usage record.
+const USAGE_KIND: &str = "toka.model.usage";
+
+/// One model call's usage, journaled after the call answered: what a `budget-tokens`
+/// caveat counts. Holds no content, no token, no key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// The configured model's name.
+    pub model: String,
+    /// Tokens of this call.
+    pub usage: Usage,
+    /// Tokens the caller had spent, this call included.
+    pub total: u64,
+}
+
+/// The models agents may call, by configured name.
+///
+/// Every call is checked against the caller's capability token (`model`, `max-tokens`,
+/// `budget-tokens`, `agent`, `expires` caveats; denials are journaled in the audit stream
+/// like tool denials), its answer's usage is journaled per agent, and a `budget-tokens`
+/// caveat is counted from that record, across restarts. Add it to the runtime as an
+/// extension; agents call through [`ModelCalls`](super::ModelCalls).
+#[derive(Clone)]
+pub struct ModelHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    models: HashMap<String, Arc<dyn ModelClient>>,
+    authority: Authority,
+    journal: Arc<dyn Journal>,
+    /// Tokens spent per usage stream (`None` until loaded from the journal). A caller's
+    /// slot is locked from check to count, so its racing calls never overspend a budget;
+    /// other callers' calls are not held up.
+    spent: DashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>,
+}
+
+/// One caller's spent tokens, locked.
+type Spent<'a> = tokio::sync::MutexGuard<'a, Option<u64>>;
+
+impl std::fmt::Debug for ModelHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.inner.models.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("ModelHost").field("models", &names).finish()
+    }
+}
+
+/// Builds a [`ModelHost`].
+pub struct ModelHostBuilder {
+    models: HashMap<String, Arc<dyn ModelClient>>,
+    authority: Authority,
+    journal: Arc<dyn Journal>,
+}
+
+impl ModelHostBuilder {
+    /// Configures `client` under `name` (the name tokens and agents use).
+    #[must_use]
+    pub fn model(mut self, name: impl Into<String>, client: impl ModelClient) -> Self {
+        self.models.insert(name.into(), Arc::new(client));
+        self
+    }
+
+    /// The host.
+    pub fn build(self) -> ModelHost {
+        ModelHost {
+            inner: Arc::new(Inner {
+                models: self.models,
+                authority: self.authority,
+                journal: self.journal,
+                spent: DashMap::new(),
+            }),
+        }
+    }
+}
+
+impl ModelHost {
+    /// A builder; denials go to `authority`'s audit stream, usage to `journal`.
+    pub fn builder(authority: Authority, journal: Arc<dyn Journal>) -> ModelHostBuilder {
+        ModelHostBuilder {
+            models: HashMap::new(),
+            authority,
+            journal,
+        }
+    }
+
+    /// The configured models' names, sorted.
+    pub fn models(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.models.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Tokens `agent` (or, for `None`, callers that are not agents) has spent.
+    ///
+    /// # Errors
+    /// [`Error::Journal`] or [`Error::Decode`] reading the usage stream.
+    pub async fn spent(&self, agent: Option<&str>) -> Result<u64, Error> {
+        let stream = usage_stream(agent);
+        let slot = self.slot(&stream);
+        let mut spent = slot.lock().await;
+        self.load_spent(&mut spent, &stream)
+    }
+
+    /// The spent-tokens slot of usage stream `stream`.
+    fn slot(&self, stream: &str) -> Arc<tokio::sync::Mutex<Option<u64>>> {
+        if let Some(slot) = self.inner.spent.get(stream) {
+            return Arc::clone(&slot);
+        }
+        Arc::clone(&self.inner.spent.entry(stream.to_owned()).or_default())
+    }
+
+    fn load_spent(&self, spent: &mut Spent<'_>, stream: &str) -> Result<u64, Error> {
+        if let Some(total) = **spent {
+            return Ok(total);
+        }
+        let journal = &self.inner.journal;
+        let version = journal.stream_version(stream)?;
+        let total = match journal.read_stream(stream, version.max(1), 1)?.pop() {
+            Some(last) => crate::decode::<UsageRecord>(stream, last.seq, &last.payload)?.total,
+            None => 0,
+        };
+        **spent = Some(total);
+        Ok(total)
+    }
+
+    /// Asks model `model` on behalf of `agent`, holding `token`; the answer's usage is
+    /// journaled and counted.
+    ///
+    /// # Errors
+    /// [`ToolErrorKind::Denied`] (audited), [`ToolErrorKind::UnknownTool`] for a model
+    /// that is not configured, [`ToolErrorKind::Timeout`], and
+    /// [`ToolErrorKind::Failed`] / [`ToolErrorKind::Unavailable`] for provider failures
+    /// (the provider's message, never the key).
+    pub async fn complete(
+        &self,
+        token: &Capability,
+        agent: Option<&str>,
+        model: &str,
+        request: &ModelRequest,
+    ) -> Result<ModelResponse, ToolError> {
+        let stream = usage_stream(agent);
+        let slot = self.slot(&stream);
+        let mut spent = slot.lock().await;
+        let (client, request) = self
+            .admit(&mut spent, &stream, token, agent, model, request)
+            .await?;
+        let response = client.complete(&request).await.map_err(call_error)?;
+        self.count(&mut spent, &stream, model, response.usage)
+            .await?;
+        Ok(response)
+    }
+
+    /// Streams model `model`'s answer on behalf of `agent`, holding `token`; counted like
+    /// [`ModelHost::complete`] when the stream's final event arrives.
+    ///
+    /// # Errors
+    /// As [`ModelHost::complete`], before the stream starts or as its items.
+    pub async fn stream(
+        &self,
+        token: &Capability,
+        agent: Option<&str>,
+        model: &str,
+        request: &ModelRequest,
+    ) -> Result<BoxStream<'static, Result<StreamEvent, ToolError>>, ToolError> {
+        let stream = usage_stream(agent);
+        let (client, request) = {
+            let slot = self.slot(&stream);
+            let mut spent = slot.lock().await;
+            self.admit(&mut spent, &stream, token, agent, model, request)
+                .await?
+        };
+        let events = client.stream(&request).await.map_err(call_error)?;
+        let host = self.clone();
+        let model = model.to_owned();
+        Ok(events
+            .then(move |event| {
+                let (host, stream, model) = (host.clone(), stream.clone(), model.clone());
+                async move {
+                    let event = event.map_err(call_error)?;
+                    if let StreamEvent::Done(done) = &event {
+                        let slot = host.slot(&stream);
+                        let mut spent = slot.lock().await;
+                        host.count(&mut spent, &stream, &model, done.usage).await?;
+                    }
+                    Ok(event)
+                }
+            })
+            .boxed())
+    }
+
+    /// Checks the call; returns the client and the request with its token limit applied.
+    async fn admit(
+        &self,
+        spent: &mut Spent<'_>,
+        stream: &str,
+        token: &Capability,
+        agent: Option<&str>,
+        model: &str,
+        request: &ModelRequest,
+    ) -> Result<(Arc<dyn ModelClient>, ModelRequest), ToolError> {
+        let used = self.load_spent(spent, stream).map_err(|e| {
+            ToolError::new(
+                ToolErrorKind::Unavailable,
+                format!("model {model}: usage: {e}"),
+            )
+        })?;
+        let request_view = Request {
+            tool: "model",
+            agent,
+            path: None,
+            bytes: None,
+            now: Timestamp::now(),
+            model: Some(ModelUse {
+                name: model,
+                max_tokens: request.max_tokens.map(u64::from),
+                spent: used,
+            }),
+        };
+        let authority = &self.inner.authority;
+        let admitted = authority
+            .verify(token)
+            .and_then(|caveats| caveat::admit_all(&caveats, &request_view));
+        let grant = match admitted {
+            Ok(grant) => grant,
+            Err(denial) => {
+                authority
+                    .audit(DenialRecord {
+                        at_micros: Timestamp::now().as_microsecond(),
+                        tool: format!("model:{model}"),
+                        agent: agent.map(str::to_owned),
+                        token: Some(token.identifier().to_owned()),
+                        reason: denial.reason.clone(),
+                    })
+                    .await;
+                return Err(ToolError::denied(&denial));
+            }
+        };
+        let client = self.inner.models.get(model).cloned().ok_or_else(|| {
+            ToolError::new(
+                ToolErrorKind::UnknownTool,
+                format!("no model named {model:?} is configured"),
+            )
+        })?;
+        let mut request = request.clone();
+        if let Some(limit) = grant.max_tokens {
+            let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+            request.max_tokens = Some(request.max_tokens.map_or(limit, |asked| asked.min(limit)));
+        }
+        Ok((client, request))
+    }
+
+    /// Journals a call's usage and adds it to the caller's total.
+    async fn count(
+        &self,
+        spent: &mut Spent<'_>,
+        stream: &str,
+        model: &str,
+        usage: Usage,
+    ) -> Result<(), ToolError> {
+        let unavailable = |e: String| {
+            ToolError::new(
+                ToolErrorKind::Unavailable,
+                format!("model {model}: usage: {e}"),
+            )
+        };
+        let before = self
+            .load_spent(spent, stream)
+            .map_err(|e| unavailable(e.to_string()))?;
+        let record = UsageRecord {
+            model: model.to_owned(),
+            usage,
+            total: before.saturating_add(usage.total()),
+        };
+        let payload = crate::encode(stream, &record).map_err(|e| unavailable(e.to_string()))?;
+        self.inner
+            .journal
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                &[NewEvent::new(USAGE_KIND, payload)],
+            )
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        **spent = Some(record.total);
+        Ok(())
+    }
+}
+
+/// The usage stream of `agent`.
+fn usage_stream(agent: Option<&str>) -> String {
+    format!("{USAGE_STREAM_PREFIX}{}", agent.unwrap_or("external"))
+}
+
+/// A provider failure as the caller sees it.
+fn call_error(error: Error) -> ToolError {
+    match error {
+        Error::Model { kind, .. } => {
+            let class = match kind {
+                ModelErrorKind::Timeout => ToolErrorKind::Timeout,
+                ModelErrorKind::RateLimited
+                | ModelErrorKind::Server
+                | ModelErrorKind::Transport => ToolErrorKind::Unavailable,
+                ModelErrorKind::Unauthorized
+                | ModelErrorKind::BadRequest
+                | ModelErrorKind::Decode
+                | ModelErrorKind::Config => ToolErrorKind::Failed,
+            };
+            ToolError::new(class, error.to_string())
+        }
+        other => ToolError::new(ToolErrorKind::Failed, other.to_string()),
+    }
+}
