@@ -48,7 +48,7 @@ impl Agent for Asker {
         state: &mut Self::State,
         ask: Ask,
     ) -> Result<Self::Reply, AgentError> {
-        let token = Capability::parse(&ask.token).map_err(|e| AgentError::msg(e))?;
+        let token = Capability::parse(&ask.token).map_err(AgentError::msg)?;
         let mut request = ModelRequest::new(vec![ChatMessage::user(ask.question)]);
         request.max_tokens = ask.max_tokens;
         let answer = cx
