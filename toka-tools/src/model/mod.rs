@@ -28,12 +28,17 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::tool::ToolSpec;
 
+mod assistant;
 mod call;
 mod host;
 #[cfg(feature = "openai")]
 mod openai;
 mod retry;
 
+pub use assistant::{
+    ASSISTANT_KIND, Assistant, AssistantArgs, AssistantQuery, AssistantState, HistoryPolicy,
+    TranscriptEntry, TurnAnswer, UserTurn,
+};
 pub use call::ModelCalls;
 pub use host::{ModelHost, ModelHostBuilder, USAGE_STREAM_PREFIX, UsageRecord};
 #[cfg(feature = "openai")]
