@@ -17,6 +17,25 @@ pub(crate) struct Cli {
     command: Command,
 }
 
+/// `toka-node secret ...`.
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Read a secret's value from stdin (up to its end; one trailing newline is dropped)
+    /// and store it under NAME, replacing any earlier value. Never echoes the value.
+    Set(SecretSetArgs),
+    /// List the secrets' names (never their values).
+    List(DataDir),
+}
+
+/// `secret set`.
+#[derive(Debug, Args)]
+pub(crate) struct SecretSetArgs {
+    /// The secret's name (e.g. `openai-key`).
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a data directory: its journal, root key and an admin token (printed once).
@@ -43,6 +62,9 @@ enum Command {
     /// Mint, attenuate, inspect and revoke capability tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Store secrets (such as model API keys) in the data directory's encrypted vault.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Print shell completions for toka-node (e.g. `toka-node completions bash`).
     Completions(CompletionsArgs),
 }
@@ -295,6 +317,8 @@ impl Cli {
             Command::Token(TokenCommand::Attenuate(args)) => crate::token::attenuate(&args),
             Command::Token(TokenCommand::Inspect(args)) => crate::token::inspect(&args),
             Command::Token(TokenCommand::Revoke(args)) => crate::token::revoke(&args),
+            Command::Secret(SecretCommand::Set(args)) => crate::secrets::set(&args),
+            Command::Secret(SecretCommand::List(dir)) => crate::secrets::list(&dir),
             Command::Completions(args) => {
                 clap_complete::generate(
                     args.shell,
@@ -324,6 +348,11 @@ impl DataDir {
     /// tokens).
     pub(crate) fn seal_key_path(&self) -> PathBuf {
         self.data_dir.join("seal.key")
+    }
+
+    /// The encrypted vault of secrets (model API keys), and the key that seals it.
+    pub(crate) fn vault_paths(&self) -> (PathBuf, PathBuf) {
+        (self.data_dir.join("vault"), self.data_dir.join("vault.key"))
     }
 
     /// The admin token written by `init`.

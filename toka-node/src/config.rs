@@ -27,6 +27,14 @@
 //! shell_file_size_mb = 16   # largest file a run may write
 //! shell_output_bytes = 1048576  # of stdout and of stderr each; more kills the run
 //!
+//! [models.local]            # a model agents and assistants may call, by this name
+//! provider = "openai"       # OpenAI-compatible Chat Completions (OpenAI, vLLM, Ollama, llama.cpp, LM Studio, OpenRouter)
+//! base_url = "http://127.0.0.1:11434/v1"
+//! model = "llama3.2"
+//! api_key_secret = "openai-key"  # a vault secret's name (`toka-node secret set NAME`); optional for local servers
+//! timeout_secs = 120        # per call (and per stream chunk)
+//! max_retries = 3           # on 429 (honouring Retry-After), 5xx, timeouts
+//!
 //! [[agents]]                # started at boot unless the journal already has them
 //! id = "ops"
 //! kind = "supervisor"
@@ -80,6 +88,35 @@ pub(crate) struct Config {
     /// Agents to start at boot, in order, unless the tree already holds their id.
     #[serde(default)]
     pub(crate) agents: Vec<BootAgent>,
+    /// The models agents may call, by name.
+    #[serde(default)]
+    pub(crate) models: std::collections::BTreeMap<String, ModelConfig>,
+}
+
+/// A `[models.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelConfig {
+    /// The wire format: `"openai"` (Chat Completions).
+    pub(crate) provider: ModelProvider,
+    /// The API's base URL, e.g. `https://api.openai.com/v1`.
+    pub(crate) base_url: String,
+    /// The model's name on the provider's side.
+    pub(crate) model: String,
+    /// The vault secret holding the API key; none for local servers.
+    pub(crate) api_key_secret: Option<String>,
+    /// Seconds a call (or a stream's next chunk) may take. Default: 120.
+    pub(crate) timeout_secs: Option<u64>,
+    /// Retries on 429, 5xx and timeouts. Default: 3.
+    pub(crate) max_retries: Option<u32>,
+}
+
+/// A model provider's wire format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ModelProvider {
+    /// OpenAI-compatible Chat Completions.
+    Openai,
 }
 
 /// An `[[agents]]` entry.

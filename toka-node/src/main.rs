@@ -20,6 +20,7 @@ mod init;
 mod kinds;
 mod progress;
 mod run;
+mod secrets;
 mod server;
 mod token;
 

@@ -183,9 +183,17 @@ async fn serve(
         .await
         .context("starting the tool host")?;
 
+    let models = crate::secrets::model_host(
+        dir,
+        &config.models,
+        authority.clone(),
+        journal.clone() as Arc<dyn Journal>,
+    )?;
+
     let started = Instant::now();
     let start = crate::kinds::register(Runtime::builder(journal.clone()), Some(sealer.clone()))
         .extension(host.clone())
+        .extension(models)
         .start();
     let runtime = with_progress(start)
         .await
