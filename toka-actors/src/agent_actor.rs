@@ -41,7 +41,7 @@ use crate::metrics::Counters;
 use crate::record::{
     self, AttemptRecord, HaltRecord, MsgRecord, Origin, RecordKind, SnapshotRecord,
 };
-use crate::recovery::{self, Recorded};
+use crate::recovery;
 use crate::writer::WriterMsg;
 use crate::{Agent, Context, Error, StartContext, TimerId};
 
@@ -106,7 +106,7 @@ impl<A: Agent> AgentActor<A> {
             core.check_replay_complete(seq, made);
         }
         if let Some(halt) = core.halt.take() {
-            return Box::pin(self.halt(core, seq, halt, reply)).await;
+            return Box::pin(self.halt(core, seq, *halt, reply)).await;
         }
         let reason = match outcome {
             Ok(Ok(answer)) => {
@@ -320,7 +320,7 @@ impl<A: Agent> AgentActor<A> {
             }
             state.core.applied = seq;
         }
-        state.core.recorded = history.recorded;
+        state.core.recorded = Some(Box::new(history.recorded));
         let mut attempts = history.attempts;
         let done = state.core.handled.as_ref().map_or(0, |h| h.get());
         let mut permit = Some(permit);
@@ -362,7 +362,7 @@ impl<A: Agent> AgentActor<A> {
         let core = &mut state.core;
         core.applied = core.applied.max(version);
         core.own.retain(|s| *s > version);
-        core.recorded.clear();
+        core.recorded = None;
         let pending: Vec<(TimerId, u64)> =
             core.timers.values().map(|t| (t.id, t.due_micros)).collect();
         for (timer, due) in pending {
@@ -371,6 +371,34 @@ impl<A: Agent> AgentActor<A> {
         kernel.note_recovered(&id);
         tracing::debug!(agent = %id, version, replayed, "agent recovered");
         Ok(())
+    }
+
+    /// Handles a journaled message delivered to a durable agent's mailbox: skips what it
+    /// already dealt with, catches up on a gap, waits until the message is durable.
+    async fn deliver(
+        &self,
+        state: &mut AgentState<A>,
+        seq: u64,
+        position: u64,
+        payload: Vec<u8>,
+        asked: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        state.core.skip_own();
+        if seq <= state.core.applied {
+            return Ok(());
+        }
+        if seq > state.core.applied + 1 {
+            Box::pin(self.catch_up(state, seq - 1)).await?;
+        }
+        state
+            .core
+            .kernel
+            .wait_durable(position)
+            .await
+            .map_err(failure)?;
+        state.core.applied = seq;
+        self.handle_record(state, seq, &payload, Mode::Live, asked)
+            .await
     }
 
     /// Handles messages `applied + 1 ..= to` from the journal (a gap in deliveries).
@@ -526,7 +554,7 @@ impl<A: Agent> Actor for AgentActor<A> {
             timers: BTreeMap::new(),
             timer_tasks: HashMap::new(),
             subscriptions: HashMap::new(),
-            recorded: Recorded::default(),
+            recorded: None,
             steps: Vec::new(),
             steps_recorded: false,
             halt: None,
@@ -565,29 +593,15 @@ impl<A: Agent> Actor for AgentActor<A> {
         state: &mut AgentState<A>,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            // The handling arms are boxed too (one allocation per message): ractor keeps
+            // the future of `handle` inline in every actor's message loop, twice, so its
+            // size is paid by every idle agent; boxed, each message pays it while handled.
             Envelope::Deliver {
                 seq,
                 position,
                 payload,
                 asked,
-            } => {
-                state.core.skip_own();
-                if seq <= state.core.applied {
-                    return Ok(());
-                }
-                if seq > state.core.applied + 1 {
-                    Box::pin(self.catch_up(state, seq - 1)).await?;
-                }
-                state
-                    .core
-                    .kernel
-                    .wait_durable(position)
-                    .await
-                    .map_err(failure)?;
-                state.core.applied = seq;
-                self.handle_record(state, seq, &payload, Mode::Live, asked)
-                    .await
-            }
+            } => Box::pin(self.deliver(state, seq, position, payload, asked)).await,
             Envelope::Own(seq) => {
                 state.core.own_appended(seq);
                 Ok(())
@@ -597,16 +611,16 @@ impl<A: Agent> Actor for AgentActor<A> {
                     .downcast::<A::Msg>()
                     .map(|m| *m)
                     .map_err(|_| format!("not a message of kind {}", A::KIND));
-                self.handle_local(state, msg, reply).await
+                Box::pin(self.handle_local(state, msg, reply)).await
             }
             Envelope::LocalTopic { topic, body } => {
                 let msg = match state.core.subscriptions.get(&topic) {
                     Some(decode) => decode(&body).map_err(|e| e.to_string()),
                     None => Err(format!("not subscribed to topic {topic:?}")),
                 };
-                self.handle_local(state, msg, None).await
+                Box::pin(self.handle_local(state, msg, None)).await
             }
-            // Rare arms are boxed so that the common message path keeps a small future.
+            // Rare arms are boxed for the same reason.
             Envelope::TimerDue(id) => Box::pin(self.timer_due(state, id)).await,
             Envelope::RestartChildren(ids) => Box::pin(state.core.children.restart(ids)).await,
             Envelope::StartChild(request) => {
@@ -635,7 +649,9 @@ impl<A: Agent> Actor for AgentActor<A> {
         event: SupervisionEvent,
         state: &mut AgentState<A>,
     ) -> Result<(), ActorProcessingErr> {
-        state.core.children.on_event(event).await
+        // Boxed: supervision events are rare, and the future of handling one would
+        // otherwise size every agent's message loop (ractor keeps it inline, twice).
+        Box::pin(state.core.children.on_event(event)).await
     }
 
     async fn post_stop(
