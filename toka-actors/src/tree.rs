@@ -49,9 +49,12 @@ pub struct AgentInfo {
 }
 
 /// The tree: nodes by id, plus the top-level agents in start order.
+///
+/// Nodes are boxed: the table keeps spare buckets (up to half of them after it grows), and
+/// a spare bucket of boxes costs a pointer, not a whole node.
 #[derive(Debug, Default)]
 pub(crate) struct Tree {
-    nodes: HashMap<AgentId, Node>,
+    nodes: HashMap<AgentId, Box<Node>>,
     top: Vec<AgentId>,
 }
 
@@ -82,11 +85,13 @@ impl Tree {
         &mut self,
         parent: Option<AgentId>,
         kind: String,
-        args: Vec<u8>,
+        mut args: Vec<u8>,
         spec: SpawnSpec,
         base: u64,
     ) -> bool {
         let id = spec.id.clone();
+        // Kept for the agent's life: no spare capacity (an encoder's buffer has some).
+        args.shrink_to_fit();
         if self.nodes.contains_key(&id) {
             return false;
         }
@@ -101,14 +106,14 @@ impl Tree {
         }
         self.nodes.insert(
             id,
-            Node {
+            Box::new(Node {
                 parent,
                 kind,
                 args,
                 spec,
                 base,
                 children: Vec::new(),
-            },
+            }),
         );
         true
     }
@@ -122,7 +127,7 @@ impl Tree {
 
     /// Removes one node (its children must be removed separately, first).
     pub(crate) fn remove(&mut self, id: &AgentId) -> Option<Node> {
-        let node = self.nodes.remove(id)?;
+        let node = *self.nodes.remove(id)?;
         match &node.parent {
             Some(p) => {
                 if let Some(parent) = self.nodes.get_mut(p) {
@@ -155,7 +160,7 @@ impl Tree {
     }
 
     pub(crate) fn get(&self, id: &AgentId) -> Option<&Node> {
-        self.nodes.get(id)
+        self.nodes.get(id).map(|node| &**node)
     }
 
     /// The children of `parent` (`None`: the top level), in start order.
@@ -181,7 +186,7 @@ impl Tree {
         while let Some(id) = stack.pop() {
             if let Some(node) = self.nodes.get(&id) {
                 stack.extend(node.children.iter().rev().cloned());
-                out.push((id, node));
+                out.push((id, &**node));
             }
         }
         out
