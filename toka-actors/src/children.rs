@@ -24,12 +24,14 @@ pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The running children of one supervisor.
 pub(crate) struct Children {
     kernel: Arc<Kernel>,
-    /// The supervisor's id, for logs and escalation reasons.
+    /// The supervisor's id, for logs and escalation reasons; an agent's is also its key
+    /// in the tree.
     id: AgentId,
-    /// Its key in the tree: `None` for the root.
-    parent: Option<AgentId>,
+    /// Whether the supervisor is the root (key `None` in the tree).
+    root: bool,
     myself: ActorRef<Envelope>,
-    spec: SupervisorSpec,
+    /// How it supervises; `None`: the default (most agents), which takes no room.
+    spec: Option<Box<SupervisorSpec>>,
     /// The children's bookkeeping, allocated when the first child starts (most agents
     /// never have one).
     running: Option<Box<Running>>,
@@ -46,20 +48,20 @@ struct Running {
 }
 
 impl Children {
-    /// No children yet, of the supervisor `id` (`parent`: its key in the tree).
+    /// No children yet, of the supervisor `parent` (its key in the tree: `None` for the
+    /// root).
     pub(crate) fn new(
         kernel: Arc<Kernel>,
-        id: AgentId,
         parent: Option<AgentId>,
         myself: ActorRef<Envelope>,
         spec: SupervisorSpec,
     ) -> Self {
         Children {
             kernel,
-            id,
-            parent,
+            root: parent.is_none(),
+            id: parent.unwrap_or_else(AgentId::root),
             myself,
-            spec,
+            spec: (spec != SupervisorSpec::default()).then(|| Box::new(spec)),
             running: None,
         }
     }
@@ -138,7 +140,8 @@ impl Children {
 
     /// The children, in start order, as the tree records them.
     fn order(&self) -> Vec<AgentId> {
-        self.kernel.tree().children_of(self.parent.as_ref())
+        let parent = (!self.root).then_some(&self.id);
+        self.kernel.tree().children_of(parent)
     }
 
     /// Starts every recorded child that is not running.
@@ -249,7 +252,7 @@ impl Children {
             let order = self.order();
             let running = self.running.get_or_insert_with(Box::default);
             let plan = supervision::plan(
-                &self.spec,
+                &self.spec.as_deref().copied().unwrap_or_default(),
                 &mut running.window,
                 Instant::now(),
                 &order,
@@ -265,7 +268,7 @@ impl Children {
                     for c in order.iter().rev() {
                         self.stop(c).await;
                     }
-                    if self.parent.is_none() {
+                    if self.root {
                         self.kernel.fail(why);
                         return Ok(());
                     }

@@ -255,7 +255,7 @@ impl<A: Agent> Context<'_, A> {
         let existing = kernel
             .tree()
             .get(&id)
-            .map(|n| n.parent.as_ref() == Some(&self.core.id) && n.kind == B::KIND);
+            .map(|n| n.parent.as_ref() == Some(&self.core.id) && *n.kind == *B::KIND);
         match existing {
             Some(true) => return Ok(AgentRef::new(id, kernel)),
             // Replaying, the spawn was done when the message was first handled: since

@@ -1,6 +1,7 @@
 //! The supervision tree as the journal records it: the model recovery rebuilds from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +12,8 @@ use crate::{AgentId, SpawnSpec};
 #[derive(Clone, Debug)]
 pub(crate) struct Node {
     pub(crate) parent: Option<AgentId>,
-    pub(crate) kind: String,
+    /// Its kind's name, shared by every node of the kind (see [`Tree::insert`]).
+    pub(crate) kind: Arc<str>,
     pub(crate) args: Vec<u8>,
     pub(crate) spec: SpawnSpec,
     /// Where this incarnation begins in the agent's stream (see [`crate::record`]): it
@@ -56,6 +58,8 @@ pub struct AgentInfo {
 pub(crate) struct Tree {
     nodes: HashMap<AgentId, Box<Node>>,
     top: Vec<AgentId>,
+    /// The kind names of the nodes, each stored once.
+    kinds: HashSet<Arc<str>>,
 }
 
 impl Tree {
@@ -92,6 +96,14 @@ impl Tree {
         let id = spec.id.clone();
         // Kept for the agent's life: no spare capacity (an encoder's buffer has some).
         args.shrink_to_fit();
+        let kind = match self.kinds.get(kind.as_str()) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = kind.into();
+                self.kinds.insert(Arc::clone(&shared));
+                shared
+            }
+        };
         if self.nodes.contains_key(&id) {
             return false;
         }
