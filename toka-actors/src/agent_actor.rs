@@ -24,7 +24,7 @@
 //!
 //! [`RuntimeConfig::recovery_concurrency`]: crate::RuntimeConfig::recovery_concurrency
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ use crate::metrics::Counters;
 use crate::record::{
     self, AttemptRecord, HaltRecord, MsgRecord, Origin, RecordKind, SnapshotRecord,
 };
-use crate::recovery::{self, Recorded};
+use crate::recovery;
 use crate::writer::WriterMsg;
 use crate::{Agent, Context, Error, StartContext, TimerId};
 
@@ -106,7 +106,7 @@ impl<A: Agent> AgentActor<A> {
             core.check_replay_complete(seq, made);
         }
         if let Some(halt) = core.halt.take() {
-            return Box::pin(self.halt(core, seq, halt, reply)).await;
+            return Box::pin(self.halt(core, seq, *halt, reply)).await;
         }
         let reason = match outcome {
             Ok(Ok(answer)) => {
@@ -197,12 +197,13 @@ impl<A: Agent> AgentActor<A> {
         match &record.origin {
             Origin::External => {}
             Origin::Agent { from, effect } => {
-                if core.watermarks.get(from).is_some_and(|seen| seen >= effect) {
+                let watermarks = core.watermarks.get_or_insert_with(Box::default);
+                if watermarks.get(from).is_some_and(|seen| seen >= effect) {
                     tracing::debug!(agent = %core.id, seq, %from, "duplicate message dropped");
                     core.mark_handled(seq);
                     return Ok(());
                 }
-                core.watermarks.insert(from.clone(), *effect);
+                watermarks.insert(from.clone(), *effect);
             }
             Origin::Timer(id) => {
                 if core.timers.remove(id).is_none() {
@@ -268,6 +269,7 @@ impl<A: Agent> AgentActor<A> {
             watermarks: core
                 .watermarks
                 .iter()
+                .flat_map(|w| w.iter())
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             timers: core.timers.values().cloned().collect(),
@@ -314,13 +316,14 @@ impl<A: Agent> AgentActor<A> {
                 .agent
                 .restore(&state.core.args, &saved.user)
                 .map_err(failure)?;
-            state.core.watermarks = saved.watermarks.into_iter().collect();
+            state.core.watermarks = (!saved.watermarks.is_empty())
+                .then(|| Box::new(saved.watermarks.into_iter().collect()));
             for timer in saved.timers {
                 state.core.pending_timer(timer, false);
             }
             state.core.applied = seq;
         }
-        state.core.recorded = history.recorded;
+        state.core.recorded = Some(Box::new(history.recorded));
         let mut attempts = history.attempts;
         let done = state.core.handled.as_ref().map_or(0, |h| h.get());
         let mut permit = Some(permit);
@@ -362,7 +365,7 @@ impl<A: Agent> AgentActor<A> {
         let core = &mut state.core;
         core.applied = core.applied.max(version);
         core.own.retain(|s| *s > version);
-        core.recorded.clear();
+        core.recorded = None;
         let pending: Vec<(TimerId, u64)> =
             core.timers.values().map(|t| (t.id, t.due_micros)).collect();
         for (timer, due) in pending {
@@ -371,6 +374,92 @@ impl<A: Agent> AgentActor<A> {
         kernel.note_recovered(&id);
         tracing::debug!(agent = %id, version, replayed, "agent recovered");
         Ok(())
+    }
+
+    /// Handles the envelopes that need no waiting; gives back the others.
+    fn handle_now(&self, state: &mut AgentState<A>, msg: Envelope) -> Result<(), Envelope> {
+        match msg {
+            Envelope::Own(seq) => state.core.own_appended(seq),
+            Envelope::Drain(ack) => {
+                let _ = ack.send(());
+            }
+            Envelope::Query { run, reply } => self.answer_query(state, run, reply),
+            other => return Err(other),
+        }
+        Ok(())
+    }
+
+    /// Handles the envelopes whose handling awaits (see [`Actor::handle`]).
+    async fn dispatch(
+        &self,
+        state: &mut AgentState<A>,
+        msg: Envelope,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Envelope::Deliver {
+                seq,
+                position,
+                payload,
+                asked,
+            } => self.deliver(state, seq, position, payload, asked).await,
+            Envelope::Local { msg, reply } => {
+                let msg = msg
+                    .downcast::<A::Msg>()
+                    .map(|m| *m)
+                    .map_err(|_| format!("not a message of kind {}", A::KIND));
+                self.handle_local(state, msg, reply).await
+            }
+            Envelope::LocalTopic { topic, body } => {
+                let msg = match state.core.subscriptions.get(&topic) {
+                    Some(decode) => decode(&body).map_err(|e| e.to_string()),
+                    None => Err(format!("not subscribed to topic {topic:?}")),
+                };
+                self.handle_local(state, msg, None).await
+            }
+            // Rare arms are boxed again, so that the common path's box stays small.
+            Envelope::TimerDue(id) => Box::pin(self.timer_due(state, id)).await,
+            Envelope::RestartChildren(ids) => Box::pin(state.core.children.restart(ids)).await,
+            Envelope::StartChild(request) => {
+                Box::pin(state.core.children.start_requested(request)).await;
+                Ok(())
+            }
+            Envelope::StopChild { id, ack } => {
+                Box::pin(state.core.children.stop(&id)).await;
+                let _ = ack.send(());
+                Ok(())
+            }
+            other => self
+                .handle_now(state, other)
+                .map_err(|_| failure("an envelope was not handled")),
+        }
+    }
+
+    /// Handles a journaled message delivered to a durable agent's mailbox: skips what it
+    /// already dealt with, catches up on a gap, waits until the message is durable.
+    async fn deliver(
+        &self,
+        state: &mut AgentState<A>,
+        seq: u64,
+        position: u64,
+        payload: Vec<u8>,
+        asked: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        state.core.skip_own();
+        if seq <= state.core.applied {
+            return Ok(());
+        }
+        if seq > state.core.applied + 1 {
+            Box::pin(self.catch_up(state, seq - 1)).await?;
+        }
+        state
+            .core
+            .kernel
+            .wait_durable(position)
+            .await
+            .map_err(failure)?;
+        state.core.applied = seq;
+        self.handle_record(state, seq, &payload, Mode::Live, asked)
+            .await
     }
 
     /// Handles messages `applied + 1 ..= to` from the journal (a gap in deliveries).
@@ -497,7 +586,6 @@ impl<A: Agent> Actor for AgentActor<A> {
         let handled = durable.then(|| kernel.progress.cell(&start.id));
         let children = Children::new(
             Arc::clone(&kernel),
-            start.id.clone(),
             Some(start.id.clone()),
             myself.clone(),
             start.spec.supervision,
@@ -522,11 +610,11 @@ impl<A: Agent> Actor for AgentActor<A> {
             applied: start.base,
             own: BTreeSet::new(),
             handled,
-            watermarks: HashMap::new(),
+            watermarks: None,
             timers: BTreeMap::new(),
-            timer_tasks: HashMap::new(),
-            subscriptions: HashMap::new(),
-            recorded: Recorded::default(),
+            timer_tasks: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+            recorded: None,
             steps: Vec::new(),
             steps_recorded: false,
             halt: None,
@@ -564,68 +652,12 @@ impl<A: Agent> Actor for AgentActor<A> {
         msg: Envelope,
         state: &mut AgentState<A>,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            Envelope::Deliver {
-                seq,
-                position,
-                payload,
-                asked,
-            } => {
-                state.core.skip_own();
-                if seq <= state.core.applied {
-                    return Ok(());
-                }
-                if seq > state.core.applied + 1 {
-                    Box::pin(self.catch_up(state, seq - 1)).await?;
-                }
-                state
-                    .core
-                    .kernel
-                    .wait_durable(position)
-                    .await
-                    .map_err(failure)?;
-                state.core.applied = seq;
-                self.handle_record(state, seq, &payload, Mode::Live, asked)
-                    .await
-            }
-            Envelope::Own(seq) => {
-                state.core.own_appended(seq);
-                Ok(())
-            }
-            Envelope::Local { msg, reply } => {
-                let msg = msg
-                    .downcast::<A::Msg>()
-                    .map(|m| *m)
-                    .map_err(|_| format!("not a message of kind {}", A::KIND));
-                self.handle_local(state, msg, reply).await
-            }
-            Envelope::LocalTopic { topic, body } => {
-                let msg = match state.core.subscriptions.get(&topic) {
-                    Some(decode) => decode(&body).map_err(|e| e.to_string()),
-                    None => Err(format!("not subscribed to topic {topic:?}")),
-                };
-                self.handle_local(state, msg, None).await
-            }
-            // Rare arms are boxed so that the common message path keeps a small future.
-            Envelope::TimerDue(id) => Box::pin(self.timer_due(state, id)).await,
-            Envelope::RestartChildren(ids) => Box::pin(state.core.children.restart(ids)).await,
-            Envelope::StartChild(request) => {
-                Box::pin(state.core.children.start_requested(request)).await;
-                Ok(())
-            }
-            Envelope::StopChild { id, ack } => {
-                Box::pin(state.core.children.stop(&id)).await;
-                let _ = ack.send(());
-                Ok(())
-            }
-            Envelope::Drain(ack) => {
-                let _ = ack.send(());
-                Ok(())
-            }
-            Envelope::Query { run, reply } => {
-                self.answer_query(state, run, reply);
-                Ok(())
-            }
+        // What awaits is boxed (one allocation per message): ractor keeps the future of
+        // `handle` inline in every actor's message loop, twice, so its size would be paid
+        // by every idle agent; boxed, a message pays it only while it is handled.
+        match self.handle_now(state, msg) {
+            Ok(()) => Ok(()),
+            Err(msg) => Box::pin(self.dispatch(state, msg)).await,
         }
     }
 
@@ -635,7 +667,9 @@ impl<A: Agent> Actor for AgentActor<A> {
         event: SupervisionEvent,
         state: &mut AgentState<A>,
     ) -> Result<(), ActorProcessingErr> {
-        state.core.children.on_event(event).await
+        // Boxed: supervision events are rare, and the future of handling one would
+        // otherwise size every agent's message loop (ractor keeps it inline, twice).
+        Box::pin(state.core.children.on_event(event)).await
     }
 
     async fn post_stop(
@@ -645,7 +679,7 @@ impl<A: Agent> Actor for AgentActor<A> {
     ) -> Result<(), ActorProcessingErr> {
         let core = &mut state.core;
         core.children.stop_all().await;
-        for (_, task) in core.timer_tasks.drain() {
+        for (_, task) in std::mem::take(&mut core.timer_tasks) {
             task.abort();
         }
         core.kernel

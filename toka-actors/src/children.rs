@@ -24,12 +24,22 @@ pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The running children of one supervisor.
 pub(crate) struct Children {
     kernel: Arc<Kernel>,
-    /// The supervisor's id, for logs and escalation reasons.
+    /// The supervisor's id, for logs and escalation reasons; an agent's is also its key
+    /// in the tree.
     id: AgentId,
-    /// Its key in the tree: `None` for the root.
-    parent: Option<AgentId>,
+    /// Whether the supervisor is the root (key `None` in the tree).
+    root: bool,
     myself: ActorRef<Envelope>,
-    spec: SupervisorSpec,
+    /// How it supervises; `None`: the default (most agents), which takes no room.
+    spec: Option<Box<SupervisorSpec>>,
+    /// The children's bookkeeping, allocated when the first child starts (most agents
+    /// never have one).
+    running: Option<Box<Running>>,
+}
+
+/// What a supervisor keeps about its children once it has had any.
+#[derive(Default)]
+struct Running {
     by_actor: HashMap<ActorId, AgentId>,
     cells: HashMap<AgentId, ActorCell>,
     /// Children being stopped on purpose: their exit is not a failure.
@@ -38,30 +48,39 @@ pub(crate) struct Children {
 }
 
 impl Children {
-    /// No children yet, of the supervisor `id` (`parent`: its key in the tree).
+    /// No children yet, of the supervisor `parent` (its key in the tree: `None` for the
+    /// root).
     pub(crate) fn new(
         kernel: Arc<Kernel>,
-        id: AgentId,
         parent: Option<AgentId>,
         myself: ActorRef<Envelope>,
         spec: SupervisorSpec,
     ) -> Self {
         Children {
             kernel,
-            id,
-            parent,
+            root: parent.is_none(),
+            id: parent.unwrap_or_else(AgentId::root),
             myself,
-            spec,
-            by_actor: HashMap::new(),
-            cells: HashMap::new(),
-            stopping: HashSet::new(),
-            window: RestartWindow::default(),
+            spec: (spec != SupervisorSpec::default()).then(|| Box::new(spec)),
+            running: None,
         }
+    }
+
+    /// The children's bookkeeping, allocated on first use.
+    fn running(&mut self) -> &mut Running {
+        self.running.get_or_insert_with(Box::default)
+    }
+
+    /// Whether child `id` runs.
+    fn is_running(&self, id: &AgentId) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.cells.contains_key(id))
     }
 
     /// Starts child `id` as recorded in the tree (nothing if it runs).
     pub(crate) async fn start(&mut self, id: &AgentId) -> Result<(), Error> {
-        if self.cells.contains_key(id) {
+        if self.is_running(id) {
             return Ok(());
         }
         let (kind, start) = {
@@ -83,17 +102,21 @@ impl Children {
         let actor = kind
             .start(Arc::clone(&self.kernel), start, self.myself.get_cell())
             .await?;
-        self.by_actor.insert(actor.get_id(), id.clone());
-        self.cells.insert(id.clone(), actor.get_cell());
+        let running = self.running();
+        running.by_actor.insert(actor.get_id(), id.clone());
+        running.cells.insert(id.clone(), actor.get_cell());
         Ok(())
     }
 
     /// Stops a running child on purpose and waits for it (killing it after a timeout).
     pub(crate) async fn stop(&mut self, id: &AgentId) {
-        let Some(cell) = self.cells.remove(id) else {
+        let Some(running) = self.running.as_mut() else {
             return;
         };
-        self.stopping.insert(cell.get_id());
+        let Some(cell) = running.cells.remove(id) else {
+            return;
+        };
+        running.stopping.insert(cell.get_id());
         if cell.stop_and_wait(None, Some(STOP_TIMEOUT)).await.is_err() {
             tracing::warn!(agent = %id, "child did not stop in time; killing it");
             let _ = cell.kill_and_wait(Some(STOP_TIMEOUT)).await;
@@ -105,7 +128,11 @@ impl Children {
         for child in self.order().iter().rev() {
             self.stop(child).await;
         }
-        let leftover: Vec<AgentId> = self.cells.keys().cloned().collect();
+        let leftover: Vec<AgentId> = self
+            .running
+            .as_ref()
+            .map(|r| r.cells.keys().cloned().collect())
+            .unwrap_or_default();
         for child in leftover {
             self.stop(&child).await;
         }
@@ -113,7 +140,8 @@ impl Children {
 
     /// The children, in start order, as the tree records them.
     fn order(&self) -> Vec<AgentId> {
-        self.kernel.tree().children_of(self.parent.as_ref())
+        let parent = (!self.root).then_some(&self.id);
+        self.kernel.tree().children_of(parent)
     }
 
     /// Starts every recorded child that is not running.
@@ -172,19 +200,22 @@ impl Children {
             ),
             _ => return Ok(()),
         };
-        let Some(child) = self.by_actor.remove(&cell.get_id()) else {
+        let Some(running) = self.running.as_mut() else {
+            return Ok(());
+        };
+        let Some(child) = running.by_actor.remove(&cell.get_id()) else {
             return Ok(());
         };
         // An actor that failed while starting never ran its `post_stop`.
         self.kernel.directory.stopped(&child, cell.get_id());
-        if self
+        if running
             .cells
             .get(&child)
             .is_some_and(|c| c.get_id() == cell.get_id())
         {
-            self.cells.remove(&child);
+            running.cells.remove(&child);
         }
-        if self.stopping.remove(&cell.get_id()) {
+        if running.stopping.remove(&cell.get_id()) {
             return Ok(());
         }
         if halted {
@@ -219,8 +250,14 @@ impl Children {
                 return Ok(());
             }
             let order = self.order();
-            let plan =
-                supervision::plan(&self.spec, &mut self.window, Instant::now(), &order, &child);
+            let running = self.running.get_or_insert_with(Box::default);
+            let plan = supervision::plan(
+                &self.spec.as_deref().copied().unwrap_or_default(),
+                &mut running.window,
+                Instant::now(),
+                &order,
+                &child,
+            );
             match plan {
                 Plan::Escalate { restarts, within } => {
                     let why = format!(
@@ -231,7 +268,7 @@ impl Children {
                     for c in order.iter().rev() {
                         self.stop(c).await;
                     }
-                    if self.parent.is_none() {
+                    if self.root {
                         self.kernel.fail(why);
                         return Ok(());
                     }

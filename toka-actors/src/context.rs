@@ -174,7 +174,7 @@ impl<A: Agent> Context<'_, A> {
         effect: EffectId,
         to: &AgentId,
     ) -> Option<Result<T, Error>> {
-        let recorded = self.core.recorded.replies.remove(&effect)?;
+        let recorded = self.core.recorded.as_deref_mut()?.replies.remove(&effect)?;
         Some(match recorded {
             Outcome::Value(body) => record::decode(self.core.id.stream(), effect.seq, &body),
             Outcome::Failed(reason) => Err(Error::Handler {
@@ -255,7 +255,7 @@ impl<A: Agent> Context<'_, A> {
         let existing = kernel
             .tree()
             .get(&id)
-            .map(|n| n.parent.as_ref() == Some(&self.core.id) && n.kind == B::KIND);
+            .map(|n| n.parent.as_ref() == Some(&self.core.id) && *n.kind == *B::KIND);
         match existing {
             Some(true) => return Ok(AgentRef::new(id, kernel)),
             // Replaying, the spawn was done when the message was first handled: since
@@ -364,7 +364,8 @@ impl<A: Agent> Context<'_, A> {
         // The journal says what this effect id was; a handler that now does something
         // else at the same point must not be handed that outcome, nor run an effect in
         // doubt as if it were the recorded one.
-        let recorded_intent = self.core.recorded.intents.remove(&effect);
+        let recorded_intent =
+            (self.core.recorded.as_deref_mut()).and_then(|r| r.intents.remove(&effect));
         if let Some(intent) = &recorded_intent
             && (intent.name != name || intent.input_digest != input_digest)
         {
@@ -374,7 +375,9 @@ impl<A: Agent> Context<'_, A> {
                 effect, intent.name
             )));
         }
-        if let Some(recorded) = self.core.recorded.replies.remove(&effect) {
+        if let Some(recorded) =
+            (self.core.recorded.as_deref_mut()).and_then(|r| r.replies.remove(&effect))
+        {
             return match recorded {
                 Outcome::Value(body) => record::decode(self.core.id.stream(), effect.seq, &body),
                 Outcome::InDoubt => Err(Error::InDoubt {
@@ -436,7 +439,9 @@ impl<A: Agent> Context<'_, A> {
         let body = record::encode("a timer message", &msg)?;
         let me = self.core.id.clone();
         let id = self.outward(StepKind::Schedule, me.as_str(), || Ok(&body))?;
-        if let Some(recorded) = self.core.recorded.timers.get(&id).cloned() {
+        if let Some(recorded) =
+            (self.core.recorded.as_deref()).and_then(|r| r.timers.get(&id).cloned())
+        {
             self.core.pending_timer(recorded, !self.replaying);
             return Ok(id);
         }

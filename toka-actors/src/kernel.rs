@@ -154,7 +154,7 @@ impl Kernel {
         let kind = self
             .tree()
             .get(id)
-            .map(|n| n.kind.clone())
+            .map(|n| Arc::clone(&n.kind))
             .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
         self.kind(&kind)
     }
@@ -165,13 +165,13 @@ impl Kernel {
         let node = tree
             .get(id)
             .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
-        if node.kind == expected {
+        if *node.kind == *expected {
             Ok(())
         } else {
             Err(Error::WrongKind {
                 id: id.clone(),
                 expected,
-                actual: node.kind.clone(),
+                actual: node.kind.to_string(),
             })
         }
     }

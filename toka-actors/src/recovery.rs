@@ -311,13 +311,6 @@ pub(crate) struct Recorded {
     pub(crate) steps: HashMap<u64, StepsRecord>,
 }
 
-impl Recorded {
-    /// Forgets everything (recovery is over).
-    pub(crate) fn clear(&mut self) {
-        *self = Recorded::default();
-    }
-}
-
 /// Reads agent `id`'s history: its snapshot (if taken after `base`), then its records up
 /// to `version` after it, starting with what the start-up pass read ahead.
 pub(crate) async fn read_history(

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::AgentId;
 use crate::children::{Children, STOP_TIMEOUT};
 use crate::envelope::Envelope;
 use crate::kernel::Kernel;
@@ -46,7 +45,7 @@ impl Actor for Root {
     ) -> Result<RootState, ActorProcessingErr> {
         let writer = start_writer(&kernel, &myself).await?;
         let spec = kernel.config.root_supervision;
-        let children = Children::new(Arc::clone(&kernel), AgentId::root(), None, myself, spec);
+        let children = Children::new(Arc::clone(&kernel), None, myself, spec);
         Ok(RootState {
             kernel,
             writer,

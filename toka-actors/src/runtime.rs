@@ -154,8 +154,8 @@ impl RuntimeBuilder {
         let started = Instant::now();
         let recovered = recovery::read_start(Arc::clone(&self.journal)).await?;
         for (_, node) in recovered.tree.walk() {
-            if !self.kinds.contains_key(node.kind.as_str()) {
-                return Err(Error::UnknownKind(node.kind.clone()));
+            if !self.kinds.contains_key(&*node.kind) {
+                return Err(Error::UnknownKind(node.kind.to_string()));
             }
         }
         let agents = recovered.tree.len();
@@ -368,7 +368,7 @@ impl Runtime {
             .into_iter()
             .map(|(id, node)| AgentInfo {
                 running: self.kernel.directory.is_running(&id),
-                kind: node.kind.clone(),
+                kind: node.kind.to_string(),
                 parent: node.parent.clone(),
                 durable: node.spec.durable,
                 incarnation: node.base,
@@ -428,7 +428,7 @@ impl Runtime {
     ) -> Result<serde_json::Value, Error> {
         let kind = self.kernel.kind_of(id)?;
         let Some(json) = kind.json_queries() else {
-            let name = self.kernel.tree().get(id).map(|n| n.kind.clone());
+            let name = self.kernel.tree().get(id).map(|n| n.kind.to_string());
             return Err(Error::NoQueries {
                 id: id.clone(),
                 kind: name.unwrap_or_default(),

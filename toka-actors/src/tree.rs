@@ -1,6 +1,7 @@
 //! The supervision tree as the journal records it: the model recovery rebuilds from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +12,8 @@ use crate::{AgentId, SpawnSpec};
 #[derive(Clone, Debug)]
 pub(crate) struct Node {
     pub(crate) parent: Option<AgentId>,
-    pub(crate) kind: String,
+    /// Its kind's name, shared by every node of the kind (see [`Tree::insert`]).
+    pub(crate) kind: Arc<str>,
     pub(crate) args: Vec<u8>,
     pub(crate) spec: SpawnSpec,
     /// Where this incarnation begins in the agent's stream (see [`crate::record`]): it
@@ -49,10 +51,15 @@ pub struct AgentInfo {
 }
 
 /// The tree: nodes by id, plus the top-level agents in start order.
+///
+/// Nodes are boxed: the table keeps spare buckets (up to half of them after it grows), and
+/// a spare bucket of boxes costs a pointer, not a whole node.
 #[derive(Debug, Default)]
 pub(crate) struct Tree {
-    nodes: HashMap<AgentId, Node>,
+    nodes: HashMap<AgentId, Box<Node>>,
     top: Vec<AgentId>,
+    /// The kind names of the nodes, each stored once.
+    kinds: HashSet<Arc<str>>,
 }
 
 impl Tree {
@@ -82,11 +89,21 @@ impl Tree {
         &mut self,
         parent: Option<AgentId>,
         kind: String,
-        args: Vec<u8>,
+        mut args: Vec<u8>,
         spec: SpawnSpec,
         base: u64,
     ) -> bool {
         let id = spec.id.clone();
+        // Kept for the agent's life: no spare capacity (an encoder's buffer has some).
+        args.shrink_to_fit();
+        let kind = match self.kinds.get(kind.as_str()) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = kind.into();
+                self.kinds.insert(Arc::clone(&shared));
+                shared
+            }
+        };
         if self.nodes.contains_key(&id) {
             return false;
         }
@@ -101,14 +118,14 @@ impl Tree {
         }
         self.nodes.insert(
             id,
-            Node {
+            Box::new(Node {
                 parent,
                 kind,
                 args,
                 spec,
                 base,
                 children: Vec::new(),
-            },
+            }),
         );
         true
     }
@@ -122,7 +139,7 @@ impl Tree {
 
     /// Removes one node (its children must be removed separately, first).
     pub(crate) fn remove(&mut self, id: &AgentId) -> Option<Node> {
-        let node = self.nodes.remove(id)?;
+        let node = *self.nodes.remove(id)?;
         match &node.parent {
             Some(p) => {
                 if let Some(parent) = self.nodes.get_mut(p) {
@@ -155,7 +172,7 @@ impl Tree {
     }
 
     pub(crate) fn get(&self, id: &AgentId) -> Option<&Node> {
-        self.nodes.get(id)
+        self.nodes.get(id).map(|node| &**node)
     }
 
     /// The children of `parent` (`None`: the top level), in start order.
@@ -181,7 +198,7 @@ impl Tree {
         while let Some(id) = stack.pop() {
             if let Some(node) = self.nodes.get(&id) {
                 stack.extend(node.children.iter().rev().cloned());
-                out.push((id, node));
+                out.push((id, &**node));
             }
         }
         out
