@@ -25,8 +25,16 @@ pub(crate) fn open_vault(dir: &DataDir) -> anyhow::Result<Vault> {
 
 /// `secret set NAME`: the value from stdin.
 pub(crate) fn set(args: &SecretSetArgs) -> anyhow::Result<ExitCode> {
-    if args.name.is_empty() || args.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        bail!("a secret's name is one word without spaces: {:?}", args.name);
+    if args.name.is_empty()
+        || args
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        bail!(
+            "a secret's name is one word without spaces: {:?}",
+            args.name
+        );
     }
     let mut value = Vec::new();
     std::io::stdin()
@@ -46,7 +54,9 @@ pub(crate) fn set(args: &SecretSetArgs) -> anyhow::Result<ExitCode> {
         bail!("the secret is empty (write its value to stdin)");
     }
     let vault = open_vault(&args.dir)?;
-    vault.put(&args.name, &value).context("storing the secret")?;
+    vault
+        .put(&args.name, &value)
+        .context("storing the secret")?;
     value.fill(0);
     eprintln!("stored secret {:?}", args.name);
     Ok(ExitCode::SUCCESS)
@@ -75,7 +85,11 @@ pub(crate) fn model_host(
 ) -> anyhow::Result<ModelHost> {
     let mut host = ModelHost::builder(authority, journal);
     let needs_vault = models.values().any(|m| m.api_key_secret.is_some());
-    let vault = if needs_vault { Some(open_vault(dir)?) } else { None };
+    let vault = if needs_vault {
+        Some(open_vault(dir)?)
+    } else {
+        None
+    };
     for (name, config) in models {
         let ModelProvider::Openai = config.provider;
         let mut client = OpenAiClient::builder(&config.base_url, &config.model)
@@ -96,9 +110,7 @@ pub(crate) fn model_host(
             })?;
             client = client.api_key(key);
         }
-        let client = client
-            .build()
-            .with_context(|| format!("model {name}"))?;
+        let client = client.build().with_context(|| format!("model {name}"))?;
         host = host.model(name.clone(), client);
     }
     Ok(host.build())

@@ -169,11 +169,11 @@ impl Caveat {
                 }
                 Ok(Caveat::PathPrefix(value.to_owned()))
             }
-            "max-bytes" => Ok(Caveat::MaxBytes(count(text, value)?)),
+            "max-bytes" => Ok(Caveat::MaxBytes(count(text, value, "a byte count")?)),
             "secret" => Ok(Caveat::Secret(value.parse()?)),
             "model" => Ok(Caveat::Model(value.parse()?)),
-            "max-tokens" => Ok(Caveat::MaxTokens(count(text, value)?)),
-            "budget-tokens" => Ok(Caveat::BudgetTokens(count(text, value)?)),
+            "max-tokens" => Ok(Caveat::MaxTokens(count(text, value, "a token count")?)),
+            "budget-tokens" => Ok(Caveat::BudgetTokens(count(text, value, "a token count")?)),
             _ => Err(Denial::new(format!("unknown caveat {key:?}"))),
         }
     }
@@ -280,14 +280,13 @@ impl Caveat {
     }
 }
 
-/// A count in a caveat: decimal digits only.
-fn count(text: &str, value: &str) -> Result<u64, Denial> {
+/// A count in a caveat (`what`, for the error): decimal digits only.
+fn count(text: &str, value: &str, what: &str) -> Result<u64, Denial> {
+    let refused = || Denial::new(format!("caveat {text:?}: not {what}"));
     if !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Denial::new(format!("caveat {text:?}: not a count")));
+        return Err(refused());
     }
-    value
-        .parse()
-        .map_err(|_| Denial::new(format!("caveat {text:?}: not a count")))
+    value.parse().map_err(|_| refused())
 }
 
 impl fmt::Display for Caveat {
