@@ -8,10 +8,12 @@
 //! replay (after its snapshot and its incarnation's base), not at the start of the log.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use dashmap::DashMap;
+use rustc_hash::FxHashMap;
 use toka_store::{Journal, Snapshot};
 use tokio::sync::watch;
 
@@ -192,8 +194,9 @@ fn preload(
         return Ok(preloaded);
     }
     let started = Instant::now();
-    let mut wanted: HashMap<String, (AgentId, u64, Vec<Rec>)> =
-        HashMap::with_capacity(agents.len());
+    // Stream → (agent, first seq it replays).
+    let mut wanted: FxHashMap<String, (AgentId, u64)> = FxHashMap::default();
+    wanted.reserve(agents.len());
     let mut first_position = u64::MAX;
     for (id, base) in agents {
         let snapshot = journal.load_snapshot(id.stream())?;
@@ -204,7 +207,7 @@ fn preload(
         // Where this agent's tail begins in the log; nothing to read if it has none.
         if let Some(first) = journal.stream_position(id.stream(), from)? {
             first_position = first_position.min(first);
-            wanted.insert(id.stream().to_owned(), (id.clone(), from, Vec::new()));
+            wanted.insert(id.stream().to_owned(), (id.clone(), from));
         }
         preloaded.insert(
             id.clone(),
@@ -217,50 +220,136 @@ fn preload(
     if wanted.is_empty() {
         return Ok(preloaded);
     }
-    let mut bytes = 0usize;
-    let mut records = 0usize;
-    let mut failed = None;
-    journal.replay(first_position, &mut |event| {
-        if let Some((_, from, recs)) = wanted.get_mut(event.stream) {
-            if event.seq >= *from {
-                bytes += event.payload.len() + 64;
-                records += 1;
-                match Rec::read(
-                    event.stream,
-                    event.seq,
-                    event.kind,
-                    event.payload.into_owned(),
-                ) {
-                    Ok(Some(rec)) => recs.push(rec),
-                    Ok(None) => {}
-                    Err(error) => {
-                        failed = Some(error);
-                        return std::ops::ControlFlow::Break(());
-                    }
-                }
-                if bytes > budget {
-                    return std::ops::ControlFlow::Break(());
-                }
+    // The log from `first_position` on, in parts read at once: while agents wait for
+    // this pass, the other core has nothing else to do.
+    let head = journal.head_position();
+    let parts = if head.saturating_sub(first_position) >= SPLIT_SCAN_AT {
+        READ_AHEAD_PARTS
+    } else {
+        1
+    };
+    let step = (head.saturating_sub(first_position) + 1).div_ceil(parts);
+    let bounds: Vec<(u64, u64)> = (0..parts)
+        .map(|i| {
+            let from = first_position + i * step;
+            let to = if i + 1 == parts {
+                u64::MAX
+            } else {
+                from + step
+            };
+            (from, to)
+        })
+        .collect();
+    let wanted = &wanted;
+    let part_budget = budget / usize::try_from(parts).unwrap_or(1).max(1);
+    let scans: Vec<Result<Scanned, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .iter()
+            .map(|&(from, to)| scope.spawn(move || scan(journal, wanted, from, to, part_budget)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Internal("a read-ahead scan panicked".into())))
+            })
+            .collect()
+    });
+    let (mut bytes, mut records) = (0, 0);
+    for scanned in scans {
+        let scanned = scanned?;
+        bytes += scanned.bytes;
+        records += scanned.records;
+        for (stream, recs) in scanned.lists {
+            if let Some(read) = wanted.get(stream).and_then(|(id, _)| preloaded.get_mut(id)) {
+                read.records.extend(recs);
             }
         }
-        std::ops::ControlFlow::Continue(())
-    })?;
-    if let Some(error) = failed {
-        return Err(error);
-    }
-    for (_, (id, _, recs)) in wanted {
-        if let Some(read) = preloaded.get_mut(&id) {
-            read.records = recs;
+        // A part cut short by the budget leaves a gap before the next part's records:
+        // those are not used (each agent's list must be a gap-free run).
+        if !scanned.complete {
+            break;
         }
     }
     tracing::debug!(
         records,
         bytes,
         first_position,
+        parts,
         millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "read ahead for recovery"
     );
     Ok(preloaded)
+}
+
+/// Parts the read-ahead pass reads at once (the machines Toka is measured on have two
+/// cores; more parts would compete with the agents that start meanwhile).
+const READ_AHEAD_PARTS: u64 = 2;
+/// A log shorter than this is read in one part.
+const SPLIT_SCAN_AT: u64 = 64 * 1024;
+
+/// What one part of the read-ahead pass read.
+struct Scanned<'a> {
+    /// Each wanted stream's records in the part, in order.
+    lists: FxHashMap<&'a str, Vec<Rec>>,
+    bytes: usize,
+    records: usize,
+    /// Whether the part was read to its end (not cut short by the budget).
+    complete: bool,
+}
+
+/// Reads the wanted streams' records at positions `from..to`, up to about `budget`
+/// bytes of payload.
+fn scan<'a>(
+    journal: &dyn Journal,
+    wanted: &'a FxHashMap<String, (AgentId, u64)>,
+    from: u64,
+    to: u64,
+    budget: usize,
+) -> Result<Scanned<'a>, Error> {
+    let mut scanned = Scanned {
+        lists: FxHashMap::default(),
+        bytes: 0,
+        records: 0,
+        complete: true,
+    };
+    let mut failed = None;
+    journal.replay(from, &mut |event| {
+        if event.position >= to {
+            return ControlFlow::Break(());
+        }
+        let Some((stream, (_, first_seq))) = wanted.get_key_value(event.stream) else {
+            return ControlFlow::Continue(());
+        };
+        if event.seq < *first_seq {
+            return ControlFlow::Continue(());
+        }
+        scanned.bytes += event.payload.len() + 64;
+        scanned.records += 1;
+        match Rec::read(
+            event.stream,
+            event.seq,
+            event.kind,
+            event.payload.into_owned(),
+        ) {
+            Ok(Some(rec)) => scanned.lists.entry(stream.as_str()).or_default().push(rec),
+            Ok(None) => {}
+            Err(error) => {
+                failed = Some(error);
+                return ControlFlow::Break(());
+            }
+        }
+        if scanned.bytes > budget {
+            scanned.complete = false;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(scanned),
+    }
 }
 
 /// The runtime records of `id`'s stream with sequence numbers `from..=to`.

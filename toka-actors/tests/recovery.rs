@@ -303,3 +303,63 @@ async fn recoveries_run_at_most_recovery_concurrency_at_once() {
     assert_eq!(max.load(std::sync::atomic::Ordering::SeqCst), 2);
     rt.shutdown().await.unwrap();
 }
+
+/// A log long enough for the start-up pass to read it in parts at once (over 64k records
+/// after the agents' first replayed record), recovered with the default read-ahead budget,
+/// with one so small that the first part is cut short (the rest of each history is then
+/// read from the streams), and with no read-ahead at all: every counter comes back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_log_read_ahead_in_parts_recovers_every_state_whatever_the_budget() {
+    const AGENTS: i64 = 4;
+    const ADDS: i64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::default();
+    let open = || -> Arc<dyn Journal> {
+        let config = JournalConfig::default().durability(Durability::Buffered);
+        Arc::new(SledJournal::open(dir.path(), config).unwrap())
+    };
+    let rt = builder(open(), &log).start().await.unwrap();
+    let mut counters = Vec::new();
+    for a in 0..AGENTS {
+        let name = format!("c{a}");
+        counters.push(
+            rt.spawn::<Counter>(SpawnSpec::new(&name).unwrap(), name.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let sends = counters.iter().enumerate().map(|(a, counter)| async move {
+        for n in 0..ADDS {
+            counter.send(Cmd::Add(n * (a as i64 + 1))).await.unwrap();
+        }
+    });
+    futures_util::future::join_all(sends).await;
+    for (a, counter) in counters.iter().enumerate() {
+        let want: i64 = (0..ADDS).map(|n| n * (a as i64 + 1)).sum();
+        assert_eq!(counter.ask(Cmd::Get, T).await.unwrap(), want);
+    }
+    drop(counters);
+    rt.shutdown().await.unwrap();
+
+    for budget in [
+        toka_actors::RuntimeConfig::default().preload_bytes,
+        200 << 10,
+        0,
+    ] {
+        let config = toka_actors::RuntimeConfig {
+            preload_bytes: budget,
+            ..toka_actors::RuntimeConfig::default()
+        };
+        let rt = builder(open(), &log).config(config).start().await.unwrap();
+        for a in 0..AGENTS {
+            let counter = rt.agent::<Counter>(&id(&format!("c{a}"))).unwrap();
+            let want: i64 = (0..ADDS).map(|n| n * (a + 1)).sum();
+            assert_eq!(
+                counter.ask(Cmd::Get, T).await.unwrap(),
+                want,
+                "c{a} with a read-ahead budget of {budget} bytes"
+            );
+        }
+        rt.shutdown().await.unwrap();
+    }
+}
