@@ -32,6 +32,7 @@ pub mod prelude {
         Durability, EncryptionKey, Error as StoreError, EventId, ExpectedVersion, Journal,
         JournalConfig, MemoryJournal, NewEvent, RecordedEvent, Retention, Subscription,
     };
+    pub use toka_tools::model::{ModelCalls, ModelHost};
     pub use toka_tools::{
         Authority, Capability, Caveat, Error as ToolsError, FsList, FsRead, FsWrite, Sandbox,
         SandboxPolicy, ShellExec, SideEffect, Tool, ToolCalls, ToolContext, ToolError,

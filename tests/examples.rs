@@ -120,3 +120,58 @@ fn crash_recovery_example_rebuilds_the_killed_tree() {
         "{stdout}"
     );
 }
+
+/// The assistant example against a scripted OpenAI-compatible server: the model lists the
+/// files, reads the notes, and answers; the example prints the answer and the transcript.
+#[test]
+fn assistant_example_answers_from_the_files() {
+    use serde_json::json;
+    use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(ModelServer::start());
+    server.push(Reply::Json(chat_tool_calls(
+        &[("c1", "fs_list", json!({"path": ""}))],
+        90,
+        12,
+    )));
+    server.push(Reply::Json(chat_tool_calls(
+        &[("c2", "fs_read", json!({"path": "notes.txt"}))],
+        120,
+        14,
+    )));
+    server.push(Reply::Json(chat_text(
+        "Thursday at 10:00, in room B.",
+        160,
+        11,
+    )));
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "run",
+            "--quiet",
+            "--features",
+            "openai",
+            "--example",
+            "assistant",
+        ])
+        .env("TOKA_MODEL_BASE_URL", server.base_url())
+        .env("TOKA_MODEL", "scripted")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .expect("cargo run --example assistant");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("answer: Thursday at 10:00, in room B."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("steps: 3, tokens: 407"), "{stdout}");
+    let sent = server.requests();
+    assert_eq!(sent.len(), 3);
+    let last = sent[2].body["messages"].as_array().unwrap();
+    let read = last.iter().rev().find(|m| m["role"] == "tool").unwrap();
+    assert!(
+        read["content"].as_str().unwrap().contains("room B"),
+        "{read}"
+    );
+}
