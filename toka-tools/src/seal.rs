@@ -86,6 +86,37 @@ impl Sealer {
         }
     }
 
+    /// The capability that an agent's token argument stands for: with a sealer, the
+    /// argument must be sealed (the node seals every token in spawn arguments and messages
+    /// before they are journaled, so a token in clear would have been journaled in clear)
+    /// and is opened with it; without one, it is the token's text. `holder` names the agent
+    /// kind in the error (e.g. `"reactor"`).
+    ///
+    /// # Errors
+    /// What is wrong with the token, in one line that never contains it.
+    pub fn open_capability(
+        sealer: Option<&Sealer>,
+        text: &str,
+        holder: &str,
+    ) -> Result<crate::Capability, String> {
+        let parsed = match sealer {
+            None => crate::Capability::parse(text),
+            Some(sealer) => {
+                if !Sealer::is_sealed(text) {
+                    return Err(format!(
+                        "the {holder}'s token must be sealed (the node seals tokens in spawn \
+                         arguments and messages it receives)"
+                    ));
+                }
+                let secret = sealer
+                    .unseal(text)
+                    .map_err(|e| format!("the {holder}'s token: {e}"))?;
+                crate::Capability::parse(secret.expose_str().unwrap_or_default())
+            }
+        };
+        parsed.map_err(|d| format!("the {holder}'s token: {}", d.reason))
+    }
+
     /// Whether `text` is a sealed string (by its prefix; it may still fail to unseal).
     pub fn is_sealed(text: &str) -> bool {
         text.starts_with(SEALED_PREFIX)

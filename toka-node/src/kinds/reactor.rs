@@ -84,22 +84,7 @@ impl Reactor {
 
     /// The capability that `text` (the `token` argument) stands for.
     fn capability(&self, text: &str) -> Result<Capability, AgentError> {
-        let parsed = match &self.sealer {
-            None => Capability::parse(text),
-            Some(sealer) => {
-                if !Sealer::is_sealed(text) {
-                    return Err(AgentError::msg(
-                        "the reactor's token must be sealed (the node seals tokens in spawn \
-                         arguments and messages it receives)",
-                    ));
-                }
-                let secret = sealer
-                    .unseal(text)
-                    .map_err(|e| AgentError::msg(format!("the reactor's token: {e}")))?;
-                Capability::parse(secret.expose_str().unwrap_or_default())
-            }
-        };
-        parsed.map_err(|d| AgentError::msg(format!("the reactor's token: {}", d.reason)))
+        Sealer::open_capability(self.sealer.as_ref(), text, "reactor").map_err(AgentError::msg)
     }
 }
 

@@ -158,22 +158,7 @@ impl Assistant {
     }
 
     fn capability(&self, text: &str) -> Result<Capability, AgentError> {
-        let parsed = match &self.sealer {
-            None => Capability::parse(text),
-            Some(sealer) => {
-                if !Sealer::is_sealed(text) {
-                    return Err(AgentError::msg(
-                        "the assistant's token must be sealed (the node seals tokens in spawn \
-                         arguments)",
-                    ));
-                }
-                let secret = sealer
-                    .unseal(text)
-                    .map_err(|e| AgentError::msg(format!("the assistant's token: {e}")))?;
-                Capability::parse(secret.expose_str().unwrap_or_default())
-            }
-        };
-        parsed.map_err(|d| AgentError::msg(format!("the assistant's token: {}", d.reason)))
+        Sealer::open_capability(self.sealer.as_ref(), text, "assistant").map_err(AgentError::msg)
     }
 
     /// The request for the next step: system prompt, kept turns, the turn so far.
