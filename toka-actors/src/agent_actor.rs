@@ -113,6 +113,8 @@ impl<A: Agent> AgentActor<A> {
                 if mode == Mode::Live {
                     core.record_steps(seq).map_err(failure)?;
                 }
+                // The reply may tell of steps the journal does not hold durably yet.
+                core.sync_own().await.map_err(failure)?;
                 if let Some(port) = reply {
                     let _ = port.send(Ok(Box::new(answer) as AnyBox));
                 }
@@ -619,6 +621,7 @@ impl<A: Agent> Actor for AgentActor<A> {
             steps_recorded: false,
             halt: None,
             since_snapshot: 0,
+            unsynced: 0,
             children,
         };
         let mut user = user;

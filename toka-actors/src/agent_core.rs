@@ -66,11 +66,15 @@ pub(crate) struct Core<A: Agent> {
     /// and an error is large).
     pub(crate) halt: Option<Box<Error>>,
     pub(crate) since_snapshot: u64,
+    /// The last position of an own record appended without waiting for durability
+    /// (0: none pending); the handling's reply waits for it ([`Core::sync_own`]).
+    pub(crate) unsynced: u64,
     pub(crate) children: Children,
 }
 
 impl<A: Agent> Core<A> {
-    /// Appends one of the agent's own records (not delivered) and waits until durable.
+    /// Appends one of the agent's own records (not delivered) and waits until durable
+    /// (which makes every earlier append durable too: the log is flushed as a prefix).
     pub(crate) async fn append_own(
         &mut self,
         kind: RecordKind,
@@ -81,7 +85,38 @@ impl<A: Agent> Core<A> {
             .append(&self.id, kind, payload, Routing::Own)
             .await?;
         self.own.insert(appended.first_seq);
-        self.kernel.wait_durable(appended.last_position).await
+        self.kernel.wait_durable(appended.last_position).await?;
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    /// Appends one of the agent's own records without waiting for it to be durable: for
+    /// records whose loss in a crash only makes the step run again (the intent and outcome
+    /// of an [`OnDoubt::RetryUnsynced`](crate::OnDoubt::RetryUnsynced) effect). The
+    /// handling's reply waits for them ([`Core::sync_own`]), and anything a later step
+    /// makes durable comes after them in the log, so nobody ever acts on a step the journal
+    /// could lose.
+    pub(crate) async fn append_own_unsynced(
+        &mut self,
+        kind: RecordKind,
+        payload: Vec<u8>,
+    ) -> Result<(), Error> {
+        let appended = self
+            .kernel
+            .append(&self.id, kind, payload, Routing::Own)
+            .await?;
+        self.own.insert(appended.first_seq);
+        self.unsynced = self.unsynced.max(appended.last_position);
+        Ok(())
+    }
+
+    /// Waits until every own record appended so far is durable.
+    pub(crate) async fn sync_own(&mut self) -> Result<(), Error> {
+        let position = std::mem::take(&mut self.unsynced);
+        if position > 0 {
+            self.kernel.wait_durable(position).await?;
+        }
+        Ok(())
     }
 
     /// Notes that one of the agent's own records, not waited for, was appended at `seq`.

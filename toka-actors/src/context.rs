@@ -413,7 +413,14 @@ impl<A: Agent> Context<'_, A> {
                 input_digest,
             },
         )?;
-        self.core.append_own(RecordKind::Intent, intent).await?;
+        let unsynced = on_doubt == OnDoubt::RetryUnsynced;
+        if unsynced {
+            self.core
+                .append_own_unsynced(RecordKind::Intent, intent)
+                .await?;
+        } else {
+            self.core.append_own(RecordKind::Intent, intent).await?;
+        }
         let outcome = run().await;
         let recorded = match &outcome {
             Ok(value) => Outcome::Value(record::encode("an effect outcome", value)?),
@@ -426,7 +433,13 @@ impl<A: Agent> Context<'_, A> {
                 outcome: recorded,
             },
         )?;
-        self.core.append_own(RecordKind::Result, payload).await?;
+        if unsynced {
+            self.core
+                .append_own_unsynced(RecordKind::Result, payload)
+                .await?;
+        } else {
+            self.core.append_own(RecordKind::Result, payload).await?;
+        }
         outcome.map_err(|e| failed(e.to_string()))
     }
 
@@ -471,6 +484,12 @@ impl<A: Agent> Context<'_, A> {
 pub enum OnDoubt {
     /// Run it again: for effects that are safe to repeat (pure, read-only, idempotent).
     Retry,
+    /// Run it again, and do not wait for its intent and outcome to be durable before going
+    /// on: for steps with nothing to audit before they run and nothing lost by running
+    /// again (a model call). The handling's reply still waits for both, and anything a
+    /// later step makes durable comes after them in the log, so nobody acts on a step the
+    /// journal could lose; a crash before then makes the step run again.
+    RetryUnsynced,
     /// Do not: [`Context::effect`] returns [`Error::InDoubt`] and the journal records it.
     Fail,
 }

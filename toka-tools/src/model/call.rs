@@ -19,7 +19,9 @@ type Outcome = Result<ModelResponse, ToolError>;
 /// tool calls, usage), or the error, after. A replay, or a re-handling after a crash,
 /// returns the recorded answer: the model is not asked again. A call cut off by a crash
 /// between intent and answer had no outward effect, so it is asked again, and the first
-/// complete answer is the one recorded.
+/// complete answer is the one recorded. Neither record is waited for before the handler
+/// goes on ([`OnDoubt::RetryUnsynced`]): the handling's reply waits for both, so a turn of
+/// several model calls pays for one flush, not two per call.
 ///
 /// The runtime must have the [`ModelHost`] as an extension
 /// ([`RuntimeBuilder::extension`](toka_actors::RuntimeBuilder::extension)).
@@ -53,11 +55,16 @@ impl<A: Agent> ModelCalls for Context<'_, A> {
         let caller = self.id().as_str().to_owned();
         let name = format!("model:{model}");
         let outcome = self
-            .effect_with_input(&name, Some(request.digest()), OnDoubt::Retry, || async {
-                Ok::<Outcome, toka_actors::AgentError>(
-                    host.complete(token, Some(&caller), model, request).await,
-                )
-            })
+            .effect_with_input(
+                &name,
+                Some(request.digest()),
+                OnDoubt::RetryUnsynced,
+                || async {
+                    Ok::<Outcome, toka_actors::AgentError>(
+                        host.complete(token, Some(&caller), model, request).await,
+                    )
+                },
+            )
             .await;
         match outcome {
             Ok(outcome) => outcome,

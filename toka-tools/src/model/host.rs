@@ -295,7 +295,7 @@ impl ModelHost {
         let payload = crate::encode(stream, &record).map_err(|e| unavailable(e.to_string()))?;
         self.inner
             .journal
-            .append(
+            .append_unsynced(
                 stream,
                 ExpectedVersion::Any,
                 &[NewEvent::new(USAGE_KIND, payload)],
