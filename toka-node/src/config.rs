@@ -35,6 +35,12 @@
 //! timeout_secs = 120        # per call (and per stream chunk)
 //! max_retries = 3           # on 429 (honouring Retry-After), 5xx, timeouts
 //!
+//! [models.claude]
+//! provider = "anthropic"    # Anthropic's Messages API
+//! base_url = "https://api.anthropic.com/v1"
+//! model = "claude-sonnet-4-5"
+//! api_key_secret = "anthropic-key"
+//!
 //! [[agents]]                # started at boot unless the journal already has them
 //! id = "ops"
 //! kind = "supervisor"
@@ -97,7 +103,7 @@ pub(crate) struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ModelConfig {
-    /// The wire format: `"openai"` (Chat Completions).
+    /// The wire format: `"openai"` (Chat Completions) or `"anthropic"` (Messages API).
     pub(crate) provider: ModelProvider,
     /// The API's base URL, e.g. `https://api.openai.com/v1`.
     pub(crate) base_url: String,
@@ -117,6 +123,8 @@ pub(crate) struct ModelConfig {
 pub(crate) enum ModelProvider {
     /// OpenAI-compatible Chat Completions.
     Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
 }
 
 /// An `[[agents]]` entry.
@@ -309,5 +317,26 @@ mod tests {
         assert_eq!(config.agents[1].parent.as_deref(), Some("s"));
         assert!(Config::parse("").is_ok());
         assert!(Config::parse("colour = \"blue\"").is_err());
+    }
+
+    #[test]
+    fn models_name_their_provider() {
+        let config = Config::parse(
+            "[models.local]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodel = \"llama3.2\"\n[models.claude]\nprovider = \"anthropic\"\nbase_url = \"https://api.anthropic.com/v1\"\nmodel = \"claude-sonnet-4-5\"\napi_key_secret = \"anthropic-key\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.models["local"].provider, ModelProvider::Openai);
+        assert_eq!(config.models["claude"].provider, ModelProvider::Anthropic);
+        assert_eq!(
+            config.models["claude"].api_key_secret.as_deref(),
+            Some("anthropic-key")
+        );
+        assert!(
+            Config::parse(
+                "[models.x]\nprovider = \"Anthropic\"\nbase_url = \"http://h/v1\"\nmodel = \"m\"\n"
+            )
+            .is_err(),
+            "provider names are lower case"
+        );
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use toka_store::Journal;
-use toka_tools::model::{ModelHost, ModelTimeouts, OpenAiClient, RetryPolicy};
+use toka_tools::Secret;
+use toka_tools::model::{AnthropicClient, ModelHost, ModelTimeouts, OpenAiClient, RetryPolicy};
 use toka_tools::{Authority, Vault};
 
 use crate::cli::{DataDir, SecretSetArgs};
@@ -91,27 +92,45 @@ pub(crate) fn model_host(
         None
     };
     for (name, config) in models {
-        let ModelProvider::Openai = config.provider;
-        let mut client = OpenAiClient::builder(&config.base_url, &config.model)
-            .timeouts(ModelTimeouts {
-                request: Duration::from_secs(config.timeout_secs.unwrap_or(120).max(1)),
-                ..ModelTimeouts::default()
-            })
-            .retry(RetryPolicy {
-                max_retries: config.max_retries.unwrap_or(3),
-                ..RetryPolicy::default()
-            });
-        if let (Some(secret), Some(vault)) = (&config.api_key_secret, &vault) {
-            let key = vault.get(secret).with_context(|| {
+        let timeouts = ModelTimeouts {
+            request: Duration::from_secs(config.timeout_secs.unwrap_or(120).max(1)),
+            ..ModelTimeouts::default()
+        };
+        let retry = RetryPolicy {
+            max_retries: config.max_retries.unwrap_or(3),
+            ..RetryPolicy::default()
+        };
+        let key: Option<Secret> = match (&config.api_key_secret, &vault) {
+            (Some(secret), Some(vault)) => Some(vault.get(secret).with_context(|| {
                 format!(
                     "model {name}: its API key secret {secret:?} is not in the vault \
                      (store it with `toka-node secret set {secret}`)"
                 )
-            })?;
-            client = client.api_key(key);
-        }
-        let client = client.build().with_context(|| format!("model {name}"))?;
-        host = host.model(name.clone(), client);
+            })?),
+            _ => None,
+        };
+        host = match config.provider {
+            ModelProvider::Openai => {
+                let mut client = OpenAiClient::builder(&config.base_url, &config.model)
+                    .timeouts(timeouts)
+                    .retry(retry);
+                if let Some(key) = key {
+                    client = client.api_key(key);
+                }
+                let client = client.build().with_context(|| format!("model {name}"))?;
+                host.model(name.clone(), client)
+            }
+            ModelProvider::Anthropic => {
+                let mut client = AnthropicClient::builder(&config.base_url, &config.model)
+                    .timeouts(timeouts)
+                    .retry(retry);
+                if let Some(key) = key {
+                    client = client.api_key(key);
+                }
+                let client = client.build().with_context(|| format!("model {name}"))?;
+                host.model(name.clone(), client)
+            }
+        };
     }
     Ok(host.build())
 }

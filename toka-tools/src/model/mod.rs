@@ -10,7 +10,8 @@
 //!   ends with the same complete answer.
 //! - Providers, each behind a cargo feature: [`OpenAiClient`] (feature `openai`: OpenAI's
 //!   Chat Completions and every server that speaks it: vLLM, Ollama, llama.cpp's server,
-//!   LM Studio, OpenRouter).
+//!   LM Studio, OpenRouter), and [`AnthropicClient`] (feature `anthropic`: Anthropic's
+//!   Messages API).
 //! - [`ToolNames`]: providers only accept tool names matching `^[a-zA-Z0-9_-]{1,64}$`, so
 //!   `fs.read` is sent under a legal name and the model's calls are mapped back.
 //!
@@ -28,13 +29,19 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::tool::ToolSpec;
 
+#[cfg(feature = "anthropic")]
+mod anthropic;
 mod assistant;
 mod call;
 mod host;
+#[cfg(any(feature = "openai", feature = "anthropic"))]
+mod http;
 #[cfg(feature = "openai")]
 mod openai;
 mod retry;
 
+#[cfg(feature = "anthropic")]
+pub use anthropic::{AnthropicClient, AnthropicClientBuilder};
 pub use assistant::{
     ASSISTANT_KIND, Assistant, AssistantArgs, AssistantQuery, AssistantState, HistoryPolicy,
     TranscriptEntry, TurnAnswer, UserTurn,

@@ -5,15 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use eventsource_stream::Event;
 use futures_util::stream::BoxStream;
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::retry::parse_retry_after;
+use super::http::{Endpoint, KeyHeader, SseDecoder, prepare, sse_stream};
 use super::{
     ChatMessage, FinishReason, ModelClient, ModelErrorKind, ModelRequest, ModelResponse,
     ModelTimeouts, RetryPolicy, Role, StreamEvent, ToolCall, ToolNames, Usage,
@@ -35,16 +32,7 @@ use crate::{Error, Secret};
 /// ```
 #[derive(Clone)]
 pub struct OpenAiClient {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    http: reqwest::Client,
-    url: String,
-    model: String,
-    key: Option<Secret>,
-    timeouts: ModelTimeouts,
-    retry: RetryPolicy,
+    inner: Arc<Endpoint>,
 }
 
 impl std::fmt::Debug for OpenAiClient {
@@ -95,33 +83,20 @@ impl OpenAiClientBuilder {
     /// [`Error::Model`] ([`ModelErrorKind::Config`]) for a base URL that is not http(s),
     /// or an API key that is not printable text.
     pub fn build(self) -> Result<OpenAiClient, Error> {
-        let config = |message: &str| Error::Model {
-            model: self.model.clone(),
-            kind: ModelErrorKind::Config,
-            message: message.to_owned(),
-        };
-        let base = self.base_url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(config("the base URL must start with http:// or https://"));
-        }
-        if let Some(key) = &self.key {
-            let usable = key
-                .expose_str()
-                .is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_graphic()));
-            if !usable {
-                return Err(config("the API key is not printable ASCII text"));
-            }
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.timeouts.connect)
-            .build()
-            .map_err(|e| config(&format!("building the HTTP client: {e}")))?;
+        let (base, http) = prepare(
+            &self.model,
+            &self.base_url,
+            self.key.as_ref(),
+            self.timeouts,
+        )?;
         Ok(OpenAiClient {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Endpoint {
                 http,
                 url: format!("{base}/chat/completions"),
                 model: self.model,
                 key: self.key,
+                key_header: KeyHeader::Bearer,
+                headers: Vec::new(),
                 timeouts: self.timeouts,
                 retry: self.retry,
             }),
@@ -138,116 +113,6 @@ impl OpenAiClient {
             key: None,
             timeouts: ModelTimeouts::default(),
             retry: RetryPolicy::default(),
-        }
-    }
-
-    fn error(&self, kind: ModelErrorKind, message: impl Into<String>) -> Error {
-        let mut message = message.into();
-        // A provider may echo the key (or part of it) back: never pass it on.
-        if let Some(key) = self.inner.key.as_ref().and_then(Secret::expose_str) {
-            if !key.is_empty() {
-                message = message.replace(key, "<redacted>");
-            }
-        }
-        Error::Model {
-            model: self.inner.model.clone(),
-            kind,
-            message,
-        }
-    }
-
-    /// Sends `body`, retrying as the policy says; returns the first successful response.
-    async fn send(&self, body: &Value, stream: bool) -> Result<reqwest::Response, Error> {
-        let mut retry = 0;
-        loop {
-            let mut request = self.inner.http.post(&self.inner.url).json(body);
-            if !stream {
-                request = request.timeout(self.inner.timeouts.request);
-            }
-            if let Some(key) = self.inner.key.as_ref().and_then(Secret::expose_str) {
-                let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                    self.error(
-                        ModelErrorKind::Config,
-                        "the API key is not a valid header value",
-                    )
-                })?;
-                value.set_sensitive(true);
-                request = request.header(AUTHORIZATION, value);
-            }
-            let sent = if stream {
-                // Only until the headers: reqwest's own timeout would also cut the stream.
-                match tokio::time::timeout(self.inner.timeouts.request, request.send()).await {
-                    Ok(sent) => sent.map_err(|e| self.transport_error(&e)),
-                    Err(_) => Err(self.error(ModelErrorKind::Timeout, "no answer in time")),
-                }
-            } else {
-                request.send().await.map_err(|e| self.transport_error(&e))
-            };
-            let (error, retry_after) = match sent {
-                Ok(response) if response.status().is_success() => return Ok(response),
-                Ok(response) => {
-                    let retry_after = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after);
-                    (self.status_error(response).await, retry_after)
-                }
-                Err(error) => (error, None),
-            };
-            let retryable = matches!(&error, Error::Model { kind, .. } if kind.is_retryable());
-            match self
-                .inner
-                .retry
-                .delay(retry, retry_after)
-                .filter(|_| retryable)
-            {
-                Some(wait) => {
-                    tracing::debug!(model = %self.inner.model, retry, ?wait, %error, "model call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    retry += 1;
-                }
-                None => return Err(error),
-            }
-        }
-    }
-
-    async fn status_error(&self, response: reqwest::Response) -> Error {
-        let status = response.status();
-        let kind = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ModelErrorKind::Unauthorized,
-            StatusCode::TOO_MANY_REQUESTS => ModelErrorKind::RateLimited,
-            s if s.is_server_error() => ModelErrorKind::Server,
-            _ => ModelErrorKind::BadRequest,
-        };
-        if kind == ModelErrorKind::Unauthorized {
-            // Its message tends to quote the key; say only what happened.
-            return self.error(
-                kind,
-                format!("HTTP {status}: the provider refused the API key"),
-            );
-        }
-        let body = response.bytes().await.unwrap_or_default();
-        let said = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/error/message")
-                    .or_else(|| v.get("error"))
-                    .or_else(|| v.get("message"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
-        self.error(kind, format!("HTTP {status}: {said}"))
-    }
-
-    fn transport_error(&self, error: &reqwest::Error) -> Error {
-        if error.is_timeout() {
-            self.error(ModelErrorKind::Timeout, "no answer in time")
-        } else if error.is_decode() {
-            self.error(ModelErrorKind::Decode, error.to_string())
-        } else {
-            self.error(ModelErrorKind::Transport, error.to_string())
         }
     }
 }
@@ -546,13 +411,13 @@ impl ModelClient for OpenAiClient {
     async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, Error> {
         let names = ToolNames::new(request.tools.iter().map(|t| t.name.as_str()));
         let body = wire_request(&self.inner.model, request, &names, false);
-        let response = self.send(&body, false).await?;
+        let response = self.inner.send(&body, false).await?;
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.inner.transport_error(&e))?;
         parse_response(&bytes, &self.inner.model, &names)
-            .map_err(|message| self.error(ModelErrorKind::Decode, message))
+            .map_err(|message| self.inner.error(ModelErrorKind::Decode, message))
     }
 
     async fn stream(
@@ -561,76 +426,44 @@ impl ModelClient for OpenAiClient {
     ) -> Result<BoxStream<'static, Result<StreamEvent, Error>>, Error> {
         let names = ToolNames::new(request.tools.iter().map(|t| t.name.as_str()));
         let body = wire_request(&self.inner.model, request, &names, true);
-        let response = self.send(&body, true).await?;
-        let client = self.clone();
-        let idle = self.inner.timeouts.request;
-        let mut events = response.bytes_stream().eventsource();
-        let stream = async_stream(move |tx| async move {
-            let mut assembly = Assembly::default();
-            loop {
-                let next = match tokio::time::timeout(idle, events.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        let _ = tx
-                            .send(Err(
-                                client.error(ModelErrorKind::Timeout, "the stream stalled")
-                            ))
-                            .await;
-                        return;
-                    }
-                };
-                let event = match next {
-                    None => break,
-                    Some(Ok(event)) => event,
-                    Some(Err(e)) => {
-                        let _ = tx
-                            .send(Err(client.error(
-                                ModelErrorKind::Transport,
-                                format!("the stream broke: {e}"),
-                            )))
-                            .await;
-                        return;
-                    }
-                };
-                let data = event.data.trim();
-                if data == "[DONE]" {
-                    break;
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                match assembly.chunk(data, &names) {
-                    Ok(made) => {
-                        for made in made {
-                            if tx.send(Ok(made)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(message) => {
-                        let _ = tx
-                            .send(Err(client.error(ModelErrorKind::Decode, message)))
-                            .await;
-                        return;
-                    }
-                }
-            }
-            let done = assembly.finish(&client.inner.model, &names);
-            let _ = tx.send(Ok(StreamEvent::Done(done))).await;
-        });
-        Ok(stream)
+        let response = self.inner.send(&body, true).await?;
+        let decoder = ChatStream {
+            assembly: Assembly::default(),
+            names,
+            model: self.inner.model.clone(),
+        };
+        Ok(sse_stream(self.inner.clone(), response, decoder))
     }
 }
 
-/// A stream fed by a task: `produce` sends items until it returns.
-fn async_stream<F, Fut>(produce: F) -> BoxStream<'static, Result<StreamEvent, Error>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<StreamEvent, Error>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(produce(tx));
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+/// The decoder of a streamed Chat Completion: `data:` chunks until `[DONE]`.
+struct ChatStream {
+    assembly: Assembly,
+    names: ToolNames,
+    model: String,
+}
+
+impl SseDecoder for ChatStream {
+    fn event(
+        &mut self,
+        event: &Event,
+    ) -> Result<Option<Vec<StreamEvent>>, (ModelErrorKind, String)> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Ok(None);
+        }
+        if data.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        self.assembly
+            .chunk(data, &self.names)
+            .map(Some)
+            .map_err(|message| (ModelErrorKind::Decode, message))
+    }
+
+    fn finish(self) -> Result<ModelResponse, (ModelErrorKind, String)> {
+        Ok(self.assembly.finish(&self.model, &self.names))
+    }
 }
 
 #[cfg(test)]
