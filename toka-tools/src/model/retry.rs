@@ -67,6 +67,7 @@ fn jitter() -> f64 {
 
 /// The wait a `Retry-After` header asks for, in its delta-seconds form (an HTTP date is
 /// not honoured: the backoff applies then).
+#[cfg_attr(not(any(feature = "openai", feature = "anthropic")), allow(dead_code))]
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
