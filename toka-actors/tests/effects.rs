@@ -215,3 +215,108 @@ async fn a_handler_doing_another_effect_where_one_was_recorded_is_refused() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     rt.shutdown().await.unwrap();
 }
+
+/// Makes `RetryUnsynced` effects (as model calls are): each handling runs three.
+struct Unsynced {
+    runs: Arc<AtomicU32>,
+}
+
+impl Agent for Unsynced {
+    const KIND: &'static str = "unsynced";
+    type Args = ();
+    type Msg = u32;
+    type Reply = u32;
+    type State = u32;
+
+    fn init(&self, _: &()) -> Result<u32, AgentError> {
+        Ok(0)
+    }
+
+    async fn handle(
+        &self,
+        ctx: &mut Context<'_, Self>,
+        total: &mut u32,
+        add: u32,
+    ) -> Result<u32, AgentError> {
+        for _ in 0..3 {
+            let runs = self.runs.clone();
+            let n: u32 = ctx
+                .effect("ask", OnDoubt::RetryUnsynced, || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok(add)
+                })
+                .await?;
+            *total += n;
+        }
+        Ok(*total)
+    }
+}
+
+/// Unsynced effects are not waited for one by one, but the reply waits for all of them:
+/// when an ask returns, the journal's durable head covers every record of its handling;
+/// after a restart, replay returns them and the effects do not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsynced_effects_are_durable_by_the_reply_and_replayed_once() {
+    use toka_store::{Durability, Journal, JournalConfig, SledJournal};
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let open = || -> Arc<dyn Journal> {
+        // A long flush interval: nothing becomes durable behind the handler's back.
+        let config = JournalConfig::default()
+            .durability(Durability::Fsync)
+            .flush_interval(std::time::Duration::from_secs(3600));
+        Arc::new(SledJournal::open(dir.path(), config).unwrap())
+    };
+    let journal = open();
+    let rt = Runtime::builder(journal.clone())
+        .register(Unsynced { runs: runs.clone() })
+        .start()
+        .await
+        .unwrap();
+    let agent = rt
+        .spawn::<Unsynced>(SpawnSpec::new("u").unwrap(), ())
+        .await
+        .unwrap();
+    for (i, add) in [1u32, 10, 100].into_iter().enumerate() {
+        let total = agent.ask(add, T).await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3 * (i as u32 + 1));
+        // The effects' intents and outcomes (the steps record, for replay checks only,
+        // is queued behind the reply).
+        let stream = journal
+            .read_stream(id("u").stream(), 1, usize::MAX)
+            .unwrap();
+        let effects: Vec<_> = stream
+            .iter()
+            .filter(|e| e.kind.starts_with("toka.intent") || e.kind.starts_with("toka.result"))
+            .collect();
+        assert_eq!(
+            effects.len(),
+            6 * (i + 1),
+            "{:?}",
+            stream.iter().map(|e| &e.kind).collect::<Vec<_>>()
+        );
+        let last = effects.last().unwrap().position;
+        assert!(
+            journal.acknowledged_head() >= last,
+            "ask {i} returned {total} before its records were durable: durable head {} < {last}",
+            journal.acknowledged_head()
+        );
+    }
+    drop(agent);
+    rt.shutdown().await.unwrap();
+    drop(journal);
+
+    let rt = Runtime::builder(open())
+        .register(Unsynced { runs: runs.clone() })
+        .start()
+        .await
+        .unwrap();
+    let agent = rt.agent::<Unsynced>(&id("u")).unwrap();
+    assert_eq!(agent.ask(0, T).await.unwrap(), 333);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        12,
+        "replay ran no effect again"
+    );
+    rt.shutdown().await.unwrap();
+}
