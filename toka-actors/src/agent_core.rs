@@ -80,14 +80,8 @@ impl<A: Agent> Core<A> {
         kind: RecordKind,
         payload: Vec<u8>,
     ) -> Result<(), Error> {
-        let appended = self
-            .kernel
-            .append(&self.id, kind, payload, Routing::Own)
-            .await?;
-        self.own.insert(appended.first_seq);
-        self.kernel.wait_durable(appended.last_position).await?;
-        self.unsynced = 0;
-        Ok(())
+        self.append_own_unsynced(kind, payload).await?;
+        self.sync_own().await
     }
 
     /// Appends one of the agent's own records without waiting for it to be durable: for
