@@ -413,13 +413,14 @@ impl<A: Agent> Context<'_, A> {
                 input_digest,
             },
         )?;
-        let unsynced = on_doubt == OnDoubt::RetryUnsynced;
-        if unsynced {
-            self.core
-                .append_own_unsynced(RecordKind::Intent, intent)
-                .await?;
-        } else {
-            self.core.append_own(RecordKind::Intent, intent).await?;
+        // Each record is durable before the next step unless the effect says it may wait
+        // for the reply (`append_own` is exactly `append_own_unsynced` + `sync_own`).
+        let wait = on_doubt != OnDoubt::RetryUnsynced;
+        self.core
+            .append_own_unsynced(RecordKind::Intent, intent)
+            .await?;
+        if wait {
+            self.core.sync_own().await?;
         }
         let outcome = run().await;
         let recorded = match &outcome {
@@ -433,12 +434,11 @@ impl<A: Agent> Context<'_, A> {
                 outcome: recorded,
             },
         )?;
-        if unsynced {
-            self.core
-                .append_own_unsynced(RecordKind::Result, payload)
-                .await?;
-        } else {
-            self.core.append_own(RecordKind::Result, payload).await?;
+        self.core
+            .append_own_unsynced(RecordKind::Result, payload)
+            .await?;
+        if wait {
+            self.core.sync_own().await?;
         }
         outcome.map_err(|e| failed(e.to_string()))
     }
