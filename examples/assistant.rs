@@ -64,12 +64,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn::<Assistant>(
             SpawnSpec::new("helper")?,
             AssistantArgs {
-                model: "local".into(),
                 system: "You answer questions about the user's files. Use the tools.".into(),
                 tools: vec!["fs.list".into(), "fs.read".into()],
                 max_steps: 6,
-                token: token.to_string(),
-                history: Default::default(),
+                ..AssistantArgs::new("local", token.to_string())
             },
         )
         .await?;

@@ -26,11 +26,9 @@ use tokio::sync::oneshot;
 
 use crate::agent_core::{Core, step};
 use crate::agent_ref::AgentRef;
-use crate::delivery::{self, Typed, await_reply};
-use crate::record::{
-    self, IntentRecord, Origin, Outcome, RecordKind, ReplyRecord, StepKind, TimerRecord,
-};
-use crate::{Agent, AgentError, AgentId, EffectId, Error, Queries, SpawnSpec, TimerId, Topic};
+use crate::delivery::{self, Json, Typed, await_reply};
+use crate::record::{self, Origin, Outcome, RecordKind, ReplyRecord, StepKind, TimerRecord};
+use crate::{Agent, AgentId, EffectId, Error, Queries, SpawnSpec, TimerId, Topic};
 
 /// The handler's view of the runtime while it handles one message.
 pub struct Context<'a, A: Agent> {
@@ -95,7 +93,7 @@ impl<A: Agent> Context<'_, A> {
     /// The next outward step: its id, once checked against the journal (replaying) or
     /// noted for it (live). `content` (what the step carries, digested) is only computed
     /// for durable agents: transient ones journal nothing and never replay.
-    fn outward<C: AsRef<[u8]>>(
+    pub(crate) fn outward<C: AsRef<[u8]>>(
         &mut self,
         kind: StepKind,
         target: &str,
@@ -163,7 +161,50 @@ impl<A: Agent> Context<'_, A> {
             })
         }
         .await;
-        self.record_reply(effect, &outcome).await?;
+        self.record_reply(effect, outcome.as_ref()).await?;
+        outcome
+    }
+
+    /// Asks agent `to`, whatever its kind, with a JSON message and waits up to `timeout`
+    /// for its reply as JSON (as [`Runtime::ask_json`](crate::Runtime::ask_json) does from
+    /// outside). Journaled as [`Context::ask`] is: the outcome (reply or error) is
+    /// recorded, so a replay gets the same answer without asking again, and a re-run after
+    /// a crash re-delivers with the same effect id (the receiver drops a duplicate).
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::BadJson`] (a message that does not fit the
+    /// agent's kind), [`Error::Timeout`], [`Error::Handler`], as recorded.
+    pub async fn ask_json(
+        &mut self,
+        to: &AgentId,
+        msg: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, Error> {
+        let text = msg.to_string();
+        let effect = self.outward(StepKind::Ask, to.as_str(), || Ok(&text))?;
+        if let Some(recorded) = self.recorded_reply::<String>(effect, to) {
+            return recorded.and_then(|text| {
+                serde_json::from_str(&text).map_err(|e| {
+                    Error::Internal(format!("a recorded JSON reply does not parse: {e}"))
+                })
+            });
+        }
+        let kernel = self.core.kernel.clone();
+        let origin = self.origin(effect);
+        let outcome = async {
+            let kind = kernel.kind_of(to)?;
+            let (reply, answer) = oneshot::channel();
+            let msg = Json {
+                kind: &*kind,
+                value: msg,
+            };
+            delivery::deliver(&kernel, to, msg, origin, Some(reply)).await?;
+            let reply = await_reply(to, answer, timeout).await?;
+            kind.reply_to_json(reply)
+        }
+        .await;
+        self.record_reply(effect, outcome.as_ref().map(ToString::to_string))
+            .await?;
         outcome
     }
 
@@ -191,13 +232,13 @@ impl<A: Agent> Context<'_, A> {
     async fn record_reply<T: serde::Serialize>(
         &mut self,
         effect: EffectId,
-        outcome: &Result<T, Error>,
+        outcome: Result<T, &Error>,
     ) -> Result<(), Error> {
         if !self.core.durable {
             return Ok(());
         }
         let outcome = match outcome {
-            Ok(reply) => Outcome::Value(record::encode("a reply", reply)?),
+            Ok(reply) => Outcome::Value(record::encode("a reply", &reply)?),
             Err(error) => Outcome::Failed(error.to_string()),
         };
         let payload = record::encode("a reply record", &ReplyRecord { effect, outcome })?;
@@ -226,7 +267,7 @@ impl<A: Agent> Context<'_, A> {
             return recorded;
         }
         let outcome = to.query(query, timeout).await;
-        self.record_reply(effect, &outcome).await?;
+        self.record_reply(effect, outcome.as_ref()).await?;
         outcome
     }
 
@@ -310,139 +351,6 @@ impl<A: Agent> Context<'_, A> {
         Ok(())
     }
 
-    /// Runs a side effect at most once across crashes and replays (the primitive tool
-    /// calls are built on). The intent is journaled before `run` starts and its outcome
-    /// after it ends; a replay, or a re-run after a crash, returns the recorded outcome
-    /// instead of running it again. If a crash fell between intent and outcome, `on_doubt`
-    /// decides: run again, or fail with [`Error::InDoubt`] (recorded, so every later
-    /// replay sees the same).
-    ///
-    /// Transient agents journal nothing: `run` simply runs.
-    ///
-    /// # Errors
-    /// [`Error::Effect`] if `run` failed (now or when recorded), [`Error::InDoubt`],
-    /// [`Error::Encode`], [`Error::Journal`].
-    pub async fn effect<T, F, Fut>(
-        &mut self,
-        name: &str,
-        on_doubt: OnDoubt,
-        run: F,
-    ) -> Result<T, Error>
-    where
-        T: Serialize + DeserializeOwned + Send,
-        F: FnOnce() -> Fut + Send,
-        Fut: std::future::Future<Output = Result<T, AgentError>> + Send,
-    {
-        self.effect_with_input(name, None, on_doubt, run).await
-    }
-
-    /// [`Context::effect`], with a digest of the effect's input (e.g. BLAKE3 of a tool
-    /// call's arguments) written in its intent record, so the journal shows what was
-    /// about to be done, not only its name.
-    ///
-    /// # Errors
-    /// As [`Context::effect`].
-    pub async fn effect_with_input<T, F, Fut>(
-        &mut self,
-        name: &str,
-        input_digest: Option<[u8; 32]>,
-        on_doubt: OnDoubt,
-        run: F,
-    ) -> Result<T, Error>
-    where
-        T: Serialize + DeserializeOwned + Send,
-        F: FnOnce() -> Fut + Send,
-        Fut: std::future::Future<Output = Result<T, AgentError>> + Send,
-    {
-        let effect = self.outward(StepKind::Effect, name, || {
-            Ok(input_digest.as_ref().map_or(&[][..], |d| &d[..]))
-        })?;
-        let failed = |reason: String| Error::Effect {
-            name: name.to_owned(),
-            reason,
-        };
-        // The journal says what this effect id was; a handler that now does something
-        // else at the same point must not be handed that outcome, nor run an effect in
-        // doubt as if it were the recorded one.
-        let recorded_intent =
-            (self.core.recorded.as_deref_mut()).and_then(|r| r.intents.remove(&effect));
-        if let Some(intent) = &recorded_intent
-            && (intent.name != name || intent.input_digest != input_digest)
-        {
-            return Err(failed(format!(
-                "not deterministic: the journal recorded effect {:?} as {:?} with another \
-                 input; this handling does {name:?} there",
-                effect, intent.name
-            )));
-        }
-        if let Some(recorded) =
-            (self.core.recorded.as_deref_mut()).and_then(|r| r.replies.remove(&effect))
-        {
-            return match recorded {
-                Outcome::Value(body) => record::decode(self.core.id.stream(), effect.seq, &body),
-                Outcome::InDoubt => Err(Error::InDoubt {
-                    name: name.to_owned(),
-                    effect,
-                }),
-                Outcome::Failed(reason) => Err(failed(reason)),
-            };
-        }
-        if !self.core.durable {
-            return run().await.map_err(|e| failed(e.to_string()));
-        }
-        if recorded_intent.is_some() && on_doubt == OnDoubt::Fail {
-            tracing::warn!(agent = %self.core.id, name, ?effect, "side effect in doubt; not run again");
-            let payload = record::encode(
-                "an effect outcome",
-                &ReplyRecord {
-                    effect,
-                    outcome: Outcome::InDoubt,
-                },
-            )?;
-            self.core.append_own(RecordKind::Result, payload).await?;
-            return Err(Error::InDoubt {
-                name: name.to_owned(),
-                effect,
-            });
-        }
-        let intent = record::encode(
-            "an effect intent",
-            &IntentRecord {
-                effect,
-                name: name.to_owned(),
-                input_digest,
-            },
-        )?;
-        // Each record is durable before the next step unless the effect says it may wait
-        // for the reply (`append_own` is exactly `append_own_unsynced` + `sync_own`).
-        let wait = on_doubt != OnDoubt::RetryUnsynced;
-        self.core
-            .append_own_unsynced(RecordKind::Intent, intent)
-            .await?;
-        if wait {
-            self.core.sync_own().await?;
-        }
-        let outcome = run().await;
-        let recorded = match &outcome {
-            Ok(value) => Outcome::Value(record::encode("an effect outcome", value)?),
-            Err(error) => Outcome::Failed(error.to_string()),
-        };
-        let payload = record::encode(
-            "an effect outcome",
-            &ReplyRecord {
-                effect,
-                outcome: recorded,
-            },
-        )?;
-        self.core
-            .append_own_unsynced(RecordKind::Result, payload)
-            .await?;
-        if wait {
-            self.core.sync_own().await?;
-        }
-        outcome.map_err(|e| failed(e.to_string()))
-    }
-
     /// Delivers `msg` to this agent after `delay`. Durable agents journal the timer: it
     /// fires after a restart too (at once if it came due meanwhile), exactly once.
     ///
@@ -476,22 +384,6 @@ impl<A: Agent> Context<'_, A> {
         self.core.pending_timer(timer, !self.replaying);
         Ok(id)
     }
-}
-
-/// What to do with a side effect found *in doubt* on recovery: its intent was journaled
-/// but not its outcome, so it may or may not have happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnDoubt {
-    /// Run it again: for effects that are safe to repeat (pure, read-only, idempotent).
-    Retry,
-    /// Run it again, and do not wait for its intent and outcome to be durable before going
-    /// on: for steps with nothing to audit before they run and nothing lost by running
-    /// again (a model call). The handling's reply still waits for both, and anything a
-    /// later step makes durable comes after them in the log, so nobody acts on a step the
-    /// journal could lose; a crash before then makes the step run again.
-    RetryUnsynced,
-    /// Do not: [`Context::effect`] returns [`Error::InDoubt`] and the journal records it.
-    Fail,
 }
 
 /// What `on_start` can do: learn its id and subscribe to topics.

@@ -94,6 +94,7 @@ mod children;
 mod context;
 mod delivery;
 mod directory;
+mod effect;
 mod envelope;
 mod error;
 mod extensions;
@@ -116,7 +117,8 @@ mod writer;
 
 pub use agent::Agent;
 pub use agent_ref::AgentRef;
-pub use context::{Context, OnDoubt, StartContext};
+pub use context::{Context, StartContext};
+pub use effect::{Effect, OnDoubt};
 pub use error::{AgentError, Error};
 pub use id::{AgentId, EffectId, MAX_AGENT_ID_BYTES, TimerId};
 pub use metrics::RuntimeMetrics;

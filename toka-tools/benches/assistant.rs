@@ -73,15 +73,15 @@ async fn start(dir: &Path, server: &ModelServer) -> BenchResult<Toka> {
         .await?;
     let token = authority.mint([Caveat::Tool("fs.read".parse()?)])?;
     let args = AssistantArgs {
-        model: "local".into(),
         system: "bench".into(),
         tools: vec!["fs.read".into()],
         max_steps: STEPS,
-        token: token.to_string(),
         // Bounded, so every turn sends about as much as the baseline's.
         history: HistoryPolicy {
             keep_turns: Some(1),
+            ..HistoryPolicy::default()
         },
+        ..AssistantArgs::new("local", token.to_string())
     };
     let assistant = runtime
         .spawn::<Assistant>(SpawnSpec::new("bench")?, args)

@@ -13,7 +13,7 @@ use toka_actors::{AgentRef, Runtime, SpawnSpec};
 use toka_store::{JournalConfig, SledJournal};
 use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
 use toka_tools::model::{
-    Assistant, AssistantArgs, AssistantQuery, HistoryPolicy, ModelHost, OpenAiClient, UserTurn,
+    Assistant, AssistantArgs, AssistantQuery, ModelHost, OpenAiClient, UserTurn,
 };
 use toka_tools::{Authority, Caveat, FsRead, ToolHost};
 
@@ -57,12 +57,10 @@ async fn start(dir: &Path, server: &ModelServer, caveats: Vec<Caveat>, max_steps
         Err(_) => {
             let token = authority.mint(caveats).unwrap();
             let args = AssistantArgs {
-                model: "local".into(),
                 system: "You answer questions about files.".into(),
                 tools: vec!["fs.read".into()],
                 max_steps,
-                token: token.to_string(),
-                history: HistoryPolicy::default(),
+                ..AssistantArgs::new("local", token.to_string())
             };
             runtime
                 .spawn::<Assistant>(SpawnSpec::new("helper").unwrap(), args)

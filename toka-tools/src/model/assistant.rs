@@ -14,15 +14,27 @@
 //! doubt (an `external` tool cut off by the crash) is never run again; the model is told
 //! its outcome is unknown. A denied call is reported to the model as denied, so it can
 //! adapt.
+//!
+//! The tool calls of one model answer are independent, so they run concurrently
+//! ([`ToolCalls::call_tools`]), each still journaled and settled on its own. With
+//! [`AGENTS_ASK`] among its tools, the model can ask another agent (delegation and
+//! teams; see [`agents_ask_tool`](super::agents_ask_tool)).
+//!
+//! The [`HistoryPolicy`] bounds what is kept: the last N turns and/or an estimated token
+//! budget; turns that leave are dropped, or folded into a running summary by one
+//! (journaled) model call. With snapshots, a long conversation then costs its kept tail
+//! to recover, not its whole life.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use toka_actors::{Agent, AgentError, Context, Queries};
 
-use super::{ChatMessage, ModelCalls, ModelRequest, ModelTool, ToolCall, Usage};
-use crate::{Capability, Sealer, ToolCalls, ToolErrorKind, ToolHost};
+use super::delegate::{AGENTS_ASK, agents_ask_tool, ask_agent};
+use super::{ChatMessage, ModelCalls, ModelRequest, ModelTool, Role, ToolCall, Usage};
+use crate::{Capability, Sealer, ToolCalls, ToolError, ToolErrorKind, ToolHost};
 
 /// The kind name the node registers the assistant under.
 pub const ASSISTANT_KIND: &str = "assistant";
@@ -30,6 +42,19 @@ pub const ASSISTANT_KIND: &str = "assistant";
 fn default_max_steps() -> u32 {
     8
 }
+
+fn default_ask_timeout_secs() -> u64 {
+    300
+}
+
+/// What the model is asked to do when turns leave a summarising history.
+const SUMMARY_PROMPT: &str = "You keep the memory of a long conversation. Write a concise \
+    summary of the conversation below (the earlier summary, if any, and the turns that \
+    follow it): the facts, decisions, open questions and anything the user asked to \
+    remember. Answer with the summary only.";
+
+/// How a snapshot of an assistant starts (then: postcard of its kept history).
+const SNAPSHOT_MAGIC: &[u8] = b"\xfftoka-assistant/2\n";
 
 /// An assistant's arguments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,15 +78,108 @@ pub struct AssistantArgs {
     /// How much of the conversation it keeps.
     #[serde(default)]
     pub history: HistoryPolicy,
+    /// How long an [`AGENTS_ASK`] call waits for the asked agent's reply, in seconds.
+    #[serde(default = "default_ask_timeout_secs")]
+    pub ask_timeout_secs: u64,
+}
+
+impl AssistantArgs {
+    /// Arguments for an assistant asking configured model `model` and holding `token`
+    /// (sealed, for a sealed assistant), with the defaults: no system prompt, no tools,
+    /// 8 steps a turn, the whole history kept, 300 s for an [`AGENTS_ASK`] call.
+    pub fn new(model: impl Into<String>, token: impl Into<String>) -> Self {
+        AssistantArgs {
+            model: model.into(),
+            system: String::new(),
+            tools: Vec::new(),
+            max_steps: default_max_steps(),
+            token: token.into(),
+            history: HistoryPolicy::default(),
+            ask_timeout_secs: default_ask_timeout_secs(),
+        }
+    }
 }
 
 /// How much of the conversation an assistant keeps (and sends to its model).
+///
+/// After each turn, the oldest turns leave while more than `keep_turns` are kept or the
+/// kept turns are estimated at more than `max_tokens` (the newest turn always stays).
+/// Without `summarize` they are dropped. With it, they are folded into a running summary
+/// by one model call (journaled like any model call; its tokens count in the turn's
+/// usage), sent to the model with the system prompt; to make one summary call cover
+/// several turns, a summarising history then keeps only half of each limit.
+///
+/// Tokens are estimated at four bytes of text each (plus a few per message): a budget,
+/// not a tokenizer's count.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryPolicy {
-    /// Keep the last this many turns; older ones are dropped. `None`: keep every turn.
+    /// Keep at most the last this many turns. `None`: no limit on turns.
     #[serde(default)]
     pub keep_turns: Option<u32>,
+    /// Keep at most about this many tokens of turns. `None`: no limit on tokens.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Fold leaving turns into a summary instead of dropping them.
+    #[serde(default)]
+    pub summarize: bool,
+}
+
+impl HistoryPolicy {
+    /// Whether `turns` (with `tokens` estimated) are more than the policy keeps.
+    fn exceeded(&self, turns: usize, tokens: u64) -> bool {
+        self.keep_turns.is_some_and(|keep| turns > keep as usize)
+            || self.max_tokens.is_some_and(|max| tokens > u64::from(max))
+    }
+
+    /// How many of `turns` (oldest first) leave.
+    fn leaving(&self, turns: &VecDeque<Vec<ChatMessage>>) -> usize {
+        let estimates: Vec<u64> = match self.max_tokens {
+            Some(_) => turns.iter().map(|t| estimate_tokens(t)).collect(),
+            None => vec![0; turns.len()],
+        };
+        let total: u64 = estimates.iter().sum();
+        if !self.exceeded(turns.len(), total) {
+            return 0;
+        }
+        // A summarising history compacts down to half of each limit.
+        let (keep, max) = if self.summarize {
+            (
+                self.keep_turns.map(|k| (k / 2).max(1)),
+                self.max_tokens.map(|m| m / 2),
+            )
+        } else {
+            (self.keep_turns, self.max_tokens)
+        };
+        let (mut left, mut tokens) = (turns.len(), total);
+        let mut leaving = 0;
+        for turn_tokens in estimates {
+            let over = keep.is_some_and(|k| left > k as usize)
+                || max.is_some_and(|m| tokens > u64::from(m));
+            if !over || left == 1 {
+                break;
+            }
+            leaving += 1;
+            left -= 1;
+            tokens -= turn_tokens;
+        }
+        leaving
+    }
+}
+
+/// The estimated tokens of `messages`: four bytes of text each, plus four per message.
+fn estimate_tokens(messages: &[ChatMessage]) -> u64 {
+    messages
+        .iter()
+        .map(|m| {
+            let text = m.content.len()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.name.len() + c.arguments.len())
+                    .sum::<usize>();
+            4 + (text as u64).div_ceil(4)
+        })
+        .sum()
 }
 
 /// A user's message: starts a turn.
@@ -109,28 +227,53 @@ pub struct TranscriptEntry {
 }
 
 /// An assistant's state: its arguments, the capability its token stands for, and the
-/// kept turns (each the messages it added). A snapshot holds the turns only.
+/// kept history. A snapshot holds the history only.
 #[derive(Clone, Debug)]
 pub struct AssistantState {
     args: AssistantArgs,
     token: Capability,
+    history: History,
+}
+
+/// What an assistant keeps of its conversation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct History {
+    /// The summary of the turns that left (summarising policies).
+    summary: Option<String>,
+    /// The kept turns, oldest first: each the messages it added.
     turns: VecDeque<Vec<ChatMessage>>,
 }
 
 impl AssistantState {
-    /// The kept conversation, oldest first.
+    /// The kept conversation, oldest first; a summary of earlier turns, if any, comes
+    /// first as a `system` entry.
     pub fn transcript(&self) -> Vec<TranscriptEntry> {
-        self.turns
-            .iter()
-            .flatten()
-            .map(|m| TranscriptEntry {
-                role: m.role.as_str().to_owned(),
-                content: m.content.clone(),
-                tool_calls: m.tool_calls.clone(),
-                tool_call_id: m.tool_call_id.clone(),
-            })
+        let summary = self.history.summary.iter().map(|s| TranscriptEntry {
+            role: Role::System.as_str().to_owned(),
+            content: summary_text(s),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        });
+        summary
+            .chain(
+                self.history
+                    .turns
+                    .iter()
+                    .flatten()
+                    .map(|m| TranscriptEntry {
+                        role: m.role.as_str().to_owned(),
+                        content: m.content.clone(),
+                        tool_calls: m.tool_calls.clone(),
+                        tool_call_id: m.tool_call_id.clone(),
+                    }),
+            )
             .collect()
     }
+}
+
+/// How the summary of earlier turns is shown to the model.
+fn summary_text(summary: &str) -> String {
+    format!("Summary of the earlier conversation:\n{summary}")
 }
 
 /// The assistant agent kind. Register it with
@@ -161,18 +304,24 @@ impl Assistant {
         Sealer::open_capability(self.sealer.as_ref(), text, "assistant").map_err(AgentError::msg)
     }
 
-    /// The request for the next step: system prompt, kept turns, the turn so far.
+    /// The request for the next step: system prompt (with the summary of earlier turns),
+    /// kept turns, the turn so far.
     fn request(
         args: &AssistantArgs,
-        state: &AssistantState,
+        history: &History,
         turn: &[ChatMessage],
         tools: &[ModelTool],
     ) -> ModelRequest {
         let mut messages = Vec::new();
-        if !args.system.is_empty() {
-            messages.push(ChatMessage::system(args.system.clone()));
+        let system = match &history.summary {
+            Some(summary) if args.system.is_empty() => summary_text(summary),
+            Some(summary) => format!("{}\n\n{}", args.system, summary_text(summary)),
+            None => args.system.clone(),
+        };
+        if !system.is_empty() {
+            messages.push(ChatMessage::system(system));
         }
-        messages.extend(state.turns.iter().flatten().cloned());
+        messages.extend(history.turns.iter().flatten().cloned());
         messages.extend(turn.iter().cloned());
         ModelRequest {
             messages,
@@ -180,10 +329,121 @@ impl Assistant {
             ..ModelRequest::default()
         }
     }
+
+    /// The tools offered to the model: the tool host's specs of `args.tools`, and
+    /// [`AGENTS_ASK`] if listed.
+    fn offered_tools(cx: &Context<'_, Self>, args: &AssistantArgs) -> Vec<ModelTool> {
+        let host = cx.extension::<ToolHost>();
+        args.tools
+            .iter()
+            .filter_map(|name| {
+                if name == AGENTS_ASK {
+                    return Some(agents_ask_tool());
+                }
+                host.as_ref()?.spec(name).map(ModelTool::from)
+            })
+            .collect()
+    }
+
+    /// Runs the tool calls of one model answer: the tool host's concurrently, then the
+    /// [`AGENTS_ASK`] calls one by one (always in this order, so a re-run takes the same
+    /// steps). Returns what each call tells the model, in the calls' order.
+    async fn run_tool_calls(
+        cx: &mut Context<'_, Self>,
+        args: &AssistantArgs,
+        token: &Capability,
+        calls: &[ToolCall],
+    ) -> Vec<String> {
+        let inputs: Vec<Result<Value, ToolError>> = calls
+            .iter()
+            .map(|call| {
+                serde_json::from_str::<Value>(&call.arguments).map_err(|e| {
+                    ToolError::invalid_input(format!(
+                        "{}: the arguments are not JSON: {e}",
+                        call.name
+                    ))
+                })
+            })
+            .collect();
+        let mut results: Vec<Option<Result<Value, ToolError>>> = vec![None; calls.len()];
+        let mut batch = Vec::new();
+        for (slot, (call, input)) in calls.iter().zip(&inputs).enumerate() {
+            match input {
+                Err(error) => results[slot] = Some(Err(error.clone())),
+                Ok(input) if call.name != AGENTS_ASK => {
+                    batch.push((slot, call.name.as_str(), input))
+                }
+                Ok(_) => {}
+            }
+        }
+        let requests: Vec<(&str, &Value)> = batch.iter().map(|&(_, n, i)| (n, i)).collect();
+        let outcomes = cx.call_tools(token, &requests).await;
+        for ((slot, _, _), outcome) in batch.iter().zip(outcomes) {
+            results[*slot] = Some(outcome);
+        }
+        let timeout = Duration::from_secs(args.ask_timeout_secs);
+        for (slot, (call, input)) in calls.iter().zip(inputs).enumerate() {
+            if let (true, Ok(input)) = (call.name == AGENTS_ASK, input) {
+                results[slot] = Some(ask_agent(cx, token, input, timeout).await);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                tool_result_text(r.unwrap_or_else(|| Err(ToolError::invalid_input("no call"))))
+            })
+            .collect()
+    }
+
+    /// Applies the history policy after a turn: the turns that leave are dropped or, for
+    /// a summarising policy, folded into the summary by one model call.
+    async fn compact(
+        cx: &mut Context<'_, Self>,
+        args: &AssistantArgs,
+        token: &Capability,
+        history: &mut History,
+        usage: &mut Usage,
+    ) -> Result<(), AgentError> {
+        let leaving = args.history.leaving(&history.turns);
+        if leaving == 0 {
+            return Ok(());
+        }
+        let left: Vec<Vec<ChatMessage>> = history.turns.drain(..leaving).collect();
+        if !args.history.summarize {
+            return Ok(());
+        }
+        let mut text = String::new();
+        if let Some(summary) = &history.summary {
+            text.push_str("Earlier summary:\n");
+            text.push_str(summary);
+            text.push_str("\n\n");
+        }
+        for message in left.iter().flatten() {
+            text.push_str(message.role.as_str());
+            text.push_str(": ");
+            text.push_str(&message.content);
+            for call in &message.tool_calls {
+                text.push_str(&format!(" [calls {} with {}]", call.name, call.arguments));
+            }
+            text.push('\n');
+        }
+        let request = ModelRequest {
+            messages: vec![ChatMessage::system(SUMMARY_PROMPT), ChatMessage::user(text)],
+            ..ModelRequest::default()
+        };
+        let response = cx
+            .call_model(&args.model, token, &request)
+            .await
+            .map_err(|e| AgentError::msg(format!("model {} (summary): {e}", args.model)))?;
+        usage.input_tokens += response.usage.input_tokens;
+        usage.output_tokens += response.usage.output_tokens;
+        history.summary = Some(response.content);
+        Ok(())
+    }
 }
 
 /// What a tool call's outcome tells the model.
-fn tool_result_text(outcome: Result<Value, crate::ToolError>) -> String {
+fn tool_result_text(outcome: Result<Value, ToolError>) -> String {
     match outcome {
         Ok(output) => output.to_string(),
         Err(error) => match error.kind {
@@ -209,10 +469,13 @@ impl Agent for Assistant {
         if args.max_steps == 0 {
             return Err(AgentError::msg("max_steps must be at least 1"));
         }
+        if args.history.keep_turns == Some(0) {
+            return Err(AgentError::msg("history.keep_turns must be at least 1"));
+        }
         Ok(AssistantState {
             args: args.clone(),
             token: self.capability(&args.token)?,
-            turns: VecDeque::new(),
+            history: History::default(),
         })
     }
 
@@ -223,14 +486,7 @@ impl Agent for Assistant {
         msg: UserTurn,
     ) -> Result<TurnAnswer, AgentError> {
         let (args, token) = (state.args.clone(), state.token.clone());
-        let tools: Vec<ModelTool> = match cx.extension::<ToolHost>() {
-            Some(host) => args
-                .tools
-                .iter()
-                .filter_map(|name| host.spec(name).map(ModelTool::from))
-                .collect(),
-            None => Vec::new(),
-        };
+        let tools = Self::offered_tools(cx, &args);
         let mut turn = vec![ChatMessage::user(msg.user)];
         let mut usage = Usage::default();
         let mut steps = 0;
@@ -238,7 +494,7 @@ impl Agent for Assistant {
         let mut stopped = Some("max_steps".to_owned());
         while steps < args.max_steps {
             steps += 1;
-            let request = Self::request(&args, state, &turn, &tools);
+            let request = Self::request(&args, &state.history, &turn, &tools);
             let response = cx
                 .call_model(&args.model, &token, &request)
                 .await
@@ -254,26 +510,13 @@ impl Agent for Assistant {
                 stopped = None;
                 break;
             }
-            for call in response.tool_calls {
-                let outcome = match serde_json::from_str::<Value>(&call.arguments) {
-                    Ok(input) => {
-                        cx.call_tool::<Value, Value>(&call.name, &token, &input)
-                            .await
-                    }
-                    Err(e) => Err(crate::ToolError::invalid_input(format!(
-                        "{}: the arguments are not JSON: {e}",
-                        call.name
-                    ))),
-                };
-                turn.push(ChatMessage::tool_result(call.id, tool_result_text(outcome)));
+            let results = Self::run_tool_calls(cx, &args, &token, &response.tool_calls).await;
+            for (call, text) in response.tool_calls.into_iter().zip(results) {
+                turn.push(ChatMessage::tool_result(call.id, text));
             }
         }
-        state.turns.push_back(turn);
-        if let Some(keep) = args.history.keep_turns {
-            while state.turns.len() > keep as usize {
-                state.turns.pop_front();
-            }
-        }
+        state.history.turns.push_back(turn);
+        Self::compact(cx, &args, &token, &mut state.history, &mut usage).await?;
         Ok(TurnAnswer {
             answer,
             steps,
@@ -283,14 +526,24 @@ impl Agent for Assistant {
     }
 
     fn snapshot(&self, state: &AssistantState) -> Option<Vec<u8>> {
-        postcard::to_stdvec(&state.turns).ok()
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        postcard::to_io(&state.history, &mut bytes).ok()?;
+        Some(bytes)
     }
 
     fn restore(&self, args: &AssistantArgs, snapshot: &[u8]) -> Result<AssistantState, AgentError> {
-        let turns = postcard::from_bytes(snapshot)
+        let decoded = match snapshot.strip_prefix(SNAPSHOT_MAGIC) {
+            Some(history) => postcard::from_bytes(history),
+            // The first format: the kept turns alone.
+            None => postcard::from_bytes(snapshot).map(|turns| History {
+                summary: None,
+                turns,
+            }),
+        };
+        let history = decoded
             .map_err(|e| AgentError::msg(format!("an assistant snapshot does not decode: {e}")))?;
         Ok(AssistantState {
-            turns,
+            history,
             ..self.init(args)?
         })
     }

@@ -111,6 +111,11 @@ impl ModelHost {
         names
     }
 
+    /// The authority that checks the tokens of model calls (and audits denials).
+    pub fn authority(&self) -> &Authority {
+        &self.inner.authority
+    }
+
     /// Tokens `agent` (or, for `None`, callers that are not agents) has spent.
     ///
     /// # Errors

@@ -33,6 +33,7 @@ use crate::tool::ToolSpec;
 mod anthropic;
 mod assistant;
 mod call;
+mod delegate;
 mod host;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 mod http;
@@ -47,6 +48,7 @@ pub use assistant::{
     TranscriptEntry, TurnAnswer, UserTurn,
 };
 pub use call::ModelCalls;
+pub use delegate::{AGENTS_ASK, agents_ask_tool};
 pub use host::{ModelHost, ModelHostBuilder, USAGE_STREAM_PREFIX, UsageRecord};
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiClient, OpenAiClientBuilder};
