@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let turn = UserTurn {
         user: "When is the meeting, according to my notes?".into(),
     };
-    let answer = assistant.ask(turn, Duration::from_secs(300)).await?;
+    let answer = assistant.ask(turn.into(), Duration::from_secs(300)).await?;
     println!("answer: {}", answer.answer);
     println!("steps: {}, tokens: {}", answer.steps, answer.usage.total());
     for entry in assistant

@@ -106,7 +106,8 @@ async fn toka_turns(toka: &Toka, server: &ModelServer, turns: usize) -> BenchRes
             .ask(
                 UserTurn {
                     user: "Read my notes.".into(),
-                },
+                }
+                .into(),
                 Duration::from_secs(30),
             )
             .await?;

@@ -15,8 +15,9 @@
 //! | `model = NAME` / `model = ns.*` | a model call asks that configured model |
 //! | `max-tokens = N` | a model call asks for at most `N` tokens (a call that names no limit is given `N`) |
 //! | `budget-tokens = N` | the calling agent has spent fewer than `N` tokens on model calls (counted from the journaled usage) |
+//! | `approval = required` / `approval = fs.*` | always holds, but a call of any tool / of a matching tool first waits for a human decision (see [`crate::approval`]) |
 //!
-//! Tool caveats (`tool`, `path-prefix`, `max-bytes`, `secret`) restrict tool calls and
+//! Tool caveats (`tool`, `path-prefix`, `max-bytes`, `secret`, `approval`) restrict tool calls and
 //! model caveats restrict model calls; `agent` and `expires` restrict both.
 //!
 //! # Invariants
@@ -119,6 +120,29 @@ pub enum Caveat {
     /// `budget-tokens = N`: model calls only while the calling agent has spent fewer than
     /// `N` tokens.
     BudgetTokens(u64),
+    /// `approval = required` (every tool) or `approval = PATTERN` (matching tools): a tool
+    /// call waits for a human decision before it runs. Attenuation only adds caveats, so
+    /// a token handed on never drops the requirement.
+    Approval(ApprovalScope),
+}
+
+/// Which tool calls an `approval` caveat makes wait for a human decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalScope {
+    /// `approval = required`: every tool call.
+    Every,
+    /// `approval = PATTERN`: calls of the tools matching the pattern.
+    Tools(NamePattern),
+}
+
+impl ApprovalScope {
+    /// Whether a call of tool `name` needs approval.
+    pub fn covers(&self, name: &str) -> bool {
+        match self {
+            ApprovalScope::Every => true,
+            ApprovalScope::Tools(pattern) => pattern.matches(name),
+        }
+    }
 }
 
 impl Caveat {
@@ -174,6 +198,8 @@ impl Caveat {
             "model" => Ok(Caveat::Model(value.parse()?)),
             "max-tokens" => Ok(Caveat::MaxTokens(count(text, value, "a token count")?)),
             "budget-tokens" => Ok(Caveat::BudgetTokens(count(text, value, "a token count")?)),
+            "approval" if value == "required" => Ok(Caveat::Approval(ApprovalScope::Every)),
+            "approval" => Ok(Caveat::Approval(ApprovalScope::Tools(value.parse()?))),
             _ => Err(Denial::new(format!("unknown caveat {key:?}"))),
         }
     }
@@ -220,6 +246,10 @@ impl Caveat {
             }
             Caveat::Secret(pattern) => {
                 grant.secrets.push(pattern.clone());
+                Ok(())
+            }
+            Caveat::Approval(scope) => {
+                grant.approval |= scope.covers(request.tool);
                 Ok(())
             }
             Caveat::Tool(_)
@@ -275,7 +305,8 @@ impl Caveat {
             | Caveat::Tool(_)
             | Caveat::PathPrefix(_)
             | Caveat::MaxBytes(_)
-            | Caveat::Secret(_) => Ok(()),
+            | Caveat::Secret(_)
+            | Caveat::Approval(_) => Ok(()),
         }
     }
 }
@@ -301,6 +332,8 @@ impl fmt::Display for Caveat {
             Caveat::Model(p) => write!(f, "model = {p}"),
             Caveat::MaxTokens(n) => write!(f, "max-tokens = {n}"),
             Caveat::BudgetTokens(n) => write!(f, "budget-tokens = {n}"),
+            Caveat::Approval(ApprovalScope::Every) => write!(f, "approval = required"),
+            Caveat::Approval(ApprovalScope::Tools(p)) => write!(f, "approval = {p}"),
         }
     }
 }
@@ -363,6 +396,8 @@ pub struct Grant {
     /// For a model call: the most tokens its answer may use (the tightest `max-tokens`
     /// caveat, or what is left of a `budget-tokens` one).
     pub max_tokens: Option<u64>,
+    /// Whether an `approval` caveat makes the call wait for a human decision.
+    pub approval: bool,
 }
 
 impl Grant {

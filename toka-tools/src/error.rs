@@ -68,6 +68,9 @@ pub enum Error {
     /// An actor of the tool layer could not be started.
     #[error("tool actors: {0}")]
     Actor(String),
+    /// An approval cannot be decided or run (unknown, or not pending).
+    #[error("approval: {0}")]
+    Approval(String),
     /// A model call failed. The message never contains the API key.
     #[error("model {model}: {kind:?}: {message}")]
     Model {
@@ -122,6 +125,9 @@ pub enum ToolErrorKind {
     /// A crash fell between the call's intent and its result, and the tool's side effects
     /// are `External`: it was not run again.
     InDoubt,
+    /// The call waits for a human decision ([`crate::approval`]); it has not run. The
+    /// approval's id is [`ToolError::pending_approval`].
+    PendingApproval,
 }
 
 /// How a tool call failed: a kind to branch on and a message for people.
@@ -163,5 +169,21 @@ impl ToolError {
     /// A capability check refused the call.
     pub fn denied(denial: &Denial) -> Self {
         Self::new(ToolErrorKind::Denied, denial.reason.clone())
+    }
+
+    /// The call of `tool` waits for the human decision of approval `id`.
+    pub fn awaiting_approval(tool: &str, id: &str) -> Self {
+        Self::new(
+            ToolErrorKind::PendingApproval,
+            format!("approval {id} pending: {tool} runs once a human approves it"),
+        )
+    }
+
+    /// For a [`ToolErrorKind::PendingApproval`] error: the approval's id.
+    pub fn pending_approval(&self) -> Option<&str> {
+        if self.kind != ToolErrorKind::PendingApproval {
+            return None;
+        }
+        self.message.strip_prefix("approval ")?.split(' ').next()
     }
 }

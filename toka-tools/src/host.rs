@@ -35,8 +35,9 @@ use serde::de::DeserializeOwned;
 use toka_actors::Intensity;
 use tokio::sync::{Semaphore, oneshot, watch};
 
+use crate::approval::{Approvals, CallKey, Gate};
 use crate::capability::{Authority, Capability, DenialRecord};
-use crate::caveat::{self, Request};
+use crate::caveat::{self, Caveat, NamePattern, Request};
 use crate::tool::{AuditTrail, DynTool, Erased, Tool, ToolContext, ToolSpec};
 use crate::vault::Vault;
 use crate::{Error, ToolError, ToolErrorKind};
@@ -122,6 +123,10 @@ struct Shared {
     vault: Option<Arc<Vault>>,
     supervisor: OnceLock<ActorRef<()>>,
     counters: Counters,
+    /// Where calls that need a human decision wait for it.
+    approvals: Option<Approvals>,
+    /// Tools whose every call needs approval, whatever the token says.
+    always_approve: Vec<NamePattern>,
 }
 
 /// A snapshot of a tool host's counters, from [`ToolHost::metrics`].
@@ -195,6 +200,8 @@ pub struct ToolHostBuilder {
     authority: Authority,
     vault: Option<Arc<Vault>>,
     tools: Vec<(Arc<dyn DynTool>, ToolLimits)>,
+    approvals: Option<Approvals>,
+    always_approve: Vec<NamePattern>,
 }
 
 impl ToolHostBuilder {
@@ -216,6 +223,22 @@ impl ToolHostBuilder {
     #[must_use]
     pub fn vault(mut self, vault: Vault) -> Self {
         self.vault = Some(Arc::new(vault));
+        self
+    }
+
+    /// Lets calls wait for a human decision in `approvals` (see [`crate::approval`]).
+    /// Without it, a call that needs approval is denied.
+    #[must_use]
+    pub fn approvals(mut self, approvals: Approvals) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// Makes every call of the tools matching `tools` wait for approval, whatever the
+    /// token says (as if it carried `approval = PATTERN`).
+    #[must_use]
+    pub fn approval_required(mut self, tools: NamePattern) -> Self {
+        self.always_approve.push(tools);
         self
     }
 
@@ -262,6 +285,8 @@ impl ToolHostBuilder {
             vault: self.vault,
             supervisor: OnceLock::new(),
             counters: Counters::default(),
+            approvals: self.approvals,
+            always_approve: self.always_approve,
         });
         let (supervisor, _) = Actor::spawn(None, ToolSupervisor, Arc::clone(&shared))
             .await
@@ -297,6 +322,8 @@ impl ToolHost {
             authority,
             vault: None,
             tools: Vec::new(),
+            approvals: None,
+            always_approve: Vec::new(),
         }
     }
 
@@ -349,9 +376,83 @@ impl ToolHost {
         name: &str,
         input: &[u8],
     ) -> Result<Vec<u8>, ToolError> {
-        let result = self.call_json_uncounted(token, caller, name, input).await;
+        let result = self
+            .call_json_uncounted(token, caller, name, input, None)
+            .await;
         self.shared.counters.count(&result);
         result
+    }
+
+    /// The approvals calls wait in, if the host has them.
+    pub fn approvals(&self) -> Option<&Approvals> {
+        self.shared.approvals.as_ref()
+    }
+
+    /// Runs approved call `id` of a caller that is not an agent (an API client's), once:
+    /// with a token of the same caveats as the one it was asked with (so expiry still
+    /// holds), unless that token was revoked meanwhile. A call a crash cut off after it
+    /// started runs again only if its tool is safe to repeat; otherwise it is recorded
+    /// as in doubt. Its outcome is journaled with the approval.
+    ///
+    /// # Errors
+    /// [`Error::Approval`] if the host has no approvals, or `id` is not an approved call
+    /// without an agent that has not finished; [`Error::Journal`].
+    pub async fn run_approved(&self, id: &str) -> Result<Result<Vec<u8>, ToolError>, Error> {
+        let approvals = self
+            .approvals()
+            .ok_or_else(|| Error::Approval("the tool host has no approvals".into()))?;
+        let run = approvals
+            .runnable(id)
+            .filter(|r| r.approved && !r.agent && !r.finished)
+            .ok_or_else(|| Error::Approval(format!("{id} is not an approved API call to run")))?;
+        let refuse = |kind, message: String| ToolError::new(kind, message);
+        let outcome = if run.started
+            && self
+                .spec(&run.tool)
+                .is_none_or(|spec| !spec.side_effect.safe_to_repeat())
+        {
+            Err(refuse(
+                ToolErrorKind::InDoubt,
+                format!(
+                    "{}: a crash cut off approved call {id} after it started; the tool has \
+                     external side effects, so it was not run again",
+                    run.tool
+                ),
+            ))
+        } else if self.authority().is_revoked(&run.token) {
+            Err(refuse(
+                ToolErrorKind::Denied,
+                format!("{}: the token of approval {id} was revoked", run.tool),
+            ))
+        } else if let Some(input) = &run.input {
+            let caveats: Result<Vec<Caveat>, _> = run
+                .caveats
+                .iter()
+                .map(|c| Caveat::parse(c.as_bytes()))
+                .collect();
+            match caveats.and_then(|caveats| self.authority().mint(caveats)) {
+                Ok(token) => {
+                    let result = self
+                        .call_json_uncounted(&token, None, &run.tool, input, Some(id))
+                        .await;
+                    self.shared.counters.count(&result);
+                    // The call journaled its own outcome if it ran.
+                    return Ok(result);
+                }
+                Err(denial) => Err(ToolError::denied(&denial)),
+            }
+        } else {
+            Err(refuse(
+                ToolErrorKind::Failed,
+                format!(
+                    "{}: approval {id}'s input held a secret and was redacted; it was lost \
+                     in a restart: call again",
+                    run.tool
+                ),
+            ))
+        };
+        approvals.finished(id, &outcome).await?;
+        Ok(outcome)
     }
 
     /// A snapshot of the host's counters: calls, denials, failures and timeouts. Cheap
@@ -367,6 +468,7 @@ impl ToolHost {
         caller: Option<&str>,
         name: &str,
         input: &[u8],
+        approval: Option<&str>,
     ) -> Result<Vec<u8>, ToolError> {
         let slot = self.shared.slots.get(name).ok_or_else(|| {
             ToolError::new(
@@ -414,6 +516,7 @@ impl ToolHost {
                 caller: caller.map(str::to_owned),
                 deadline,
                 reply,
+                approval: approval.map(str::to_owned),
             }));
             if actor.send_message(call).is_ok() {
                 match tokio::time::timeout_at(deadline, answer).await {
@@ -464,6 +567,8 @@ struct Call {
     /// When the caller stops waiting.
     deadline: tokio::time::Instant,
     reply: oneshot::Sender<Result<Vec<u8>, ToolError>>,
+    /// The approved call this is ([`ToolHost::run_approved`]).
+    approval: Option<String>,
 }
 
 /// The reply of a call that reached its tool: sent exactly once, `Crashed` if the task
@@ -549,6 +654,7 @@ impl ToolState {
             caller,
             deadline,
             reply,
+            approval,
         } = call;
         let authority = &self.shared.authority;
         let admitted = authority.verify(&token).and_then(|caveats| {
@@ -596,6 +702,27 @@ impl ToolState {
                 let _ = reply.send(Err(invalid));
             }
             Ok(Ok((prepared, grant))) => {
+                let needs_approval = approval.is_some()
+                    || grant.approval
+                    || self.shared.always_approve.iter().any(|p| p.matches(name));
+                let waits = match (needs_approval, &self.shared.approvals) {
+                    (false, _) => None,
+                    (true, Some(approvals)) => Some(PendingGate {
+                        approvals: approvals.clone(),
+                        input,
+                        caller: caller.clone(),
+                        token: token.clone(),
+                        explicit: approval,
+                        vault: self.shared.vault.clone(),
+                    }),
+                    (true, None) => {
+                        let _ = reply.send(Err(ToolError::new(
+                            ToolErrorKind::Denied,
+                            format!("{name}: the call needs approval, and this host takes none"),
+                        )));
+                        return;
+                    }
+                };
                 let cx = ToolContext::new(name.as_str().into(), grant, self.shared.vault.clone())
                     .with_audit(AuditTrail {
                         authority: authority.clone(),
@@ -614,6 +741,13 @@ impl ToolState {
                 // dropped task answers `Crashed`), so the caller never sends it again.
                 let reply = ReplyGuard(Some(reply));
                 tokio::spawn(async move {
+                    let approved = match &waits {
+                        Some(gate) => match gate.pass(&name).await {
+                            Ok(id) => Some(id),
+                            Err(answer) => return reply.send(Err(answer)),
+                        },
+                        None => None,
+                    };
                     let guard = cx.clone();
                     let run = async {
                         let _permit = permits.acquire_owned().await;
@@ -639,9 +773,56 @@ impl ToolState {
                             format!("{name}: no result within {budget:?}"),
                         )),
                     };
+                    if let (Some(gate), Some(id)) = (&waits, approved)
+                        && let Err(error) = gate.approvals.finished(&id, &result).await
+                    {
+                        tracing::error!(tool = %name, approval = %id, %error, "could not journal an approved call's outcome");
+                    }
                     reply.send(result);
                 });
             }
+        }
+    }
+}
+
+/// A call that needs approval, on its way through [`Approvals::gate`].
+struct PendingGate {
+    approvals: Approvals,
+    input: Vec<u8>,
+    caller: Option<String>,
+    token: Capability,
+    /// The approval a [`ToolHost::run_approved`] call runs.
+    explicit: Option<String>,
+    vault: Option<Arc<Vault>>,
+}
+
+impl PendingGate {
+    /// The approval under which the call runs, or the answer it gets instead (pending,
+    /// denied, expired).
+    async fn pass(&self, tool: &str) -> Result<String, ToolError> {
+        let key = CallKey {
+            agent: self.caller.as_deref(),
+            tool,
+            digest: *blake3::hash(&self.input).as_bytes(),
+            token: self.token.identifier(),
+        };
+        let gate = self
+            .approvals
+            .gate(
+                key,
+                &self.input,
+                &self.token,
+                self.vault.as_deref(),
+                self.explicit.as_deref(),
+            )
+            .await;
+        match gate {
+            Ok(Gate::Run(id)) => Ok(id),
+            Ok(Gate::Answer(answer)) => Err(answer),
+            Err(error) => Err(ToolError::new(
+                ToolErrorKind::Unavailable,
+                format!("{tool}: approvals: {error}"),
+            )),
         }
     }
 }

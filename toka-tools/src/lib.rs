@@ -34,6 +34,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod aead;
+pub mod approval;
 mod call;
 pub mod capability;
 pub mod caveat;
@@ -50,9 +51,10 @@ mod spawn;
 mod tool;
 mod vault;
 
+pub use approval::{Approval, ApprovalStatus, Approvals, Decision};
 pub use call::ToolCalls;
 pub use capability::{Authority, Capability, DenialRecord, Verified};
-pub use caveat::{Caveat, Grant, ModelUse, NamePattern, Request};
+pub use caveat::{ApprovalScope, Caveat, Grant, ModelUse, NamePattern, Request};
 pub use error::{Denial, Error, ToolError, ToolErrorKind};
 pub use fs::{FsList, FsRead, FsRoot, FsWrite, ListOutput, ReadOutput, WriteOutput};
 pub use host::{ToolHost, ToolHostBuilder, ToolLimits, ToolMetrics};

@@ -108,7 +108,8 @@ async fn a_turn_reads_a_file_answers_and_survives_a_restart() {
         .ask(
             UserTurn {
                 user: "What is on my list?".into(),
-            },
+            }
+            .into(),
             T,
         )
         .await
@@ -161,7 +162,8 @@ async fn a_turn_reads_a_file_answers_and_survives_a_restart() {
         .ask(
             UserTurn {
                 user: "Anything else?".into(),
-            },
+            }
+            .into(),
             T,
         )
         .await
@@ -206,7 +208,8 @@ async fn a_denied_tool_is_reported_to_the_model_and_steps_are_bounded() {
         .ask(
             UserTurn {
                 user: "Read my list".into(),
-            },
+            }
+            .into(),
             T,
         )
         .await

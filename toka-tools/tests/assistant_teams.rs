@@ -15,8 +15,8 @@ use toka_actors::{AgentId, AgentRef, Runtime, SpawnSpec};
 use toka_store::{JournalConfig, SledJournal};
 use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
 use toka_tools::model::{
-    AGENTS_ASK, Assistant, AssistantArgs, AssistantQuery, HistoryPolicy, ModelHost, OpenAiClient,
-    UserTurn,
+    AGENTS_ASK, Assistant, AssistantArgs, AssistantMsg, AssistantQuery, HistoryPolicy, ModelHost,
+    OpenAiClient, UserTurn,
 };
 use toka_tools::{Authority, Caveat, FsRead, ToolHost};
 
@@ -106,8 +106,8 @@ impl Node {
     }
 }
 
-fn user(text: &str) -> UserTurn {
-    UserTurn { user: text.into() }
+fn user(text: &str) -> AssistantMsg {
+    UserTurn { user: text.into() }.into()
 }
 
 /// The content of the tool messages of a recorded model request.

@@ -140,10 +140,13 @@ fn model_admits(caveat: &Caveat, req: &Req) -> bool {
             .path
             .is_some_and(|p| prefix == "/" || p == prefix || p.starts_with(&format!("{prefix}/"))),
         Caveat::MaxBytes(limit) => req.bytes.is_none_or(|b| b <= *limit),
-        // These generated requests are tool calls: model caveats do not restrict them.
-        Caveat::Secret(_) | Caveat::Model(_) | Caveat::MaxTokens(_) | Caveat::BudgetTokens(_) => {
-            true
-        }
+        // These generated requests are tool calls: model caveats do not restrict them,
+        // and an approval caveat makes a call wait, never refuses it.
+        Caveat::Secret(_)
+        | Caveat::Model(_)
+        | Caveat::MaxTokens(_)
+        | Caveat::BudgetTokens(_)
+        | Caveat::Approval(_) => true,
     }
 }
 

@@ -190,17 +190,64 @@ pub struct UserTurn {
     pub user: String,
 }
 
-/// How a turn ended.
+/// News of a decided approval (see [`crate::approval`]): a turn waiting for it goes on.
+/// The node sends it to the calling agent when a human decides (again after a restart,
+/// so it may come twice: news no turn waits for is ignored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalNews {
+    /// The approval's id.
+    pub approval: String,
+    /// Its status (`approved`, `denied`, `expired`): informative; the tool host decides.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// What an assistant handles: as JSON, `{"user": "..."}` or `{"approval": "<id>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AssistantMsg {
+    /// A user's message: starts a turn.
+    Turn(UserTurn),
+    /// A decided approval: a turn waiting for it goes on.
+    Approval(ApprovalNews),
+}
+
+impl From<UserTurn> for AssistantMsg {
+    fn from(turn: UserTurn) -> Self {
+        AssistantMsg::Turn(turn)
+    }
+}
+
+/// How a turn ended, or why it waits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnAnswer {
     /// The model's final answer (with `stopped` set: its last text, possibly empty).
     pub answer: String,
     /// Model calls the turn made.
     pub steps: u32,
-    /// Why the turn ended without a final answer (`"max_steps"`), if it did.
+    /// Why the turn ended without a final answer, if it did: `"max_steps"`;
+    /// `"approval"` (it waits for the human decisions in `approvals` and goes on by itself
+    /// when they come: read the transcript then); `"busy"` (a message while a turn
+    /// waits: it was not taken); `"ignored"` (news of an approval no turn waits for).
     pub stopped: Option<String>,
     /// Tokens the turn's model calls used.
     pub usage: Usage,
+    /// The approvals the turn waits for (with `stopped: "approval"` or `"busy"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<String>,
+}
+
+impl TurnAnswer {
+    fn stopped(reason: &str, approvals: Vec<String>) -> Self {
+        TurnAnswer {
+            answer: String::new(),
+            steps: 0,
+            stopped: Some(reason.to_owned()),
+            usage: Usage::default(),
+            approvals,
+        }
+    }
 }
 
 /// What an assistant answers without changing anything.
@@ -242,6 +289,21 @@ struct History {
     summary: Option<String>,
     /// The kept turns, oldest first: each the messages it added.
     turns: VecDeque<Vec<ChatMessage>>,
+    /// The turn waiting for human decisions, if one is.
+    waiting: Option<WaitingTurn>,
+}
+
+/// A turn stopped until the approvals of some of its tool calls are decided.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct WaitingTurn {
+    /// The turn's messages so far, ending with the model's answer that called the tools.
+    messages: Vec<ChatMessage>,
+    /// What each of that answer's calls told the model; `None` while it waits.
+    results: Vec<Option<String>>,
+    /// The approvals still undecided.
+    approvals: Vec<String>,
+    steps: u32,
+    usage: Usage,
 }
 
 impl AssistantState {
@@ -345,15 +407,15 @@ impl Assistant {
             .collect()
     }
 
-    /// Runs the tool calls of one model answer: the tool host's concurrently, then the
+    /// Runs tool calls of one model answer: the tool host's concurrently, then the
     /// [`AGENTS_ASK`] calls one by one (always in this order, so a re-run takes the same
-    /// steps). Returns what each call tells the model, in the calls' order.
+    /// steps). Returns their outcomes in the calls' order.
     async fn run_tool_calls(
         cx: &mut Context<'_, Self>,
         args: &AssistantArgs,
         token: &Capability,
-        calls: &[ToolCall],
-    ) -> Vec<String> {
+        calls: &[&ToolCall],
+    ) -> Vec<Result<Value, ToolError>> {
         let inputs: Vec<Result<Value, ToolError>> = calls
             .iter()
             .map(|call| {
@@ -389,10 +451,112 @@ impl Assistant {
         }
         results
             .into_iter()
-            .map(|r| {
-                tool_result_text(r.unwrap_or_else(|| Err(ToolError::invalid_input("no call"))))
-            })
+            .map(|r| r.unwrap_or_else(|| Err(ToolError::invalid_input("no call"))))
             .collect()
+    }
+
+    /// Runs the calls of the turn's last answer that have no result yet, and notes what
+    /// each tells the model; the approvals some still wait for are returned.
+    async fn run_pending_calls(
+        cx: &mut Context<'_, Self>,
+        args: &AssistantArgs,
+        token: &Capability,
+        turn: &mut TurnSoFar,
+    ) -> Vec<String> {
+        let calls: Vec<ToolCall> = turn
+            .messages
+            .last()
+            .map(|m| m.tool_calls.clone())
+            .unwrap_or_default();
+        turn.results.resize(calls.len(), None);
+        let open: Vec<usize> = (0..calls.len())
+            .filter(|&i| turn.results[i].is_none())
+            .collect();
+        let asked: Vec<&ToolCall> = open.iter().map(|&i| &calls[i]).collect();
+        let outcomes = Self::run_tool_calls(cx, args, token, &asked).await;
+        let mut waiting = Vec::new();
+        for (i, outcome) in open.into_iter().zip(outcomes) {
+            match outcome.as_ref().err().and_then(ToolError::pending_approval) {
+                Some(approval) => waiting.push(approval.to_owned()),
+                None => turn.results[i] = Some(tool_result_text(outcome)),
+            }
+        }
+        waiting
+    }
+
+    /// Goes on with a turn: model call, tool calls, until a final answer, `max_steps`,
+    /// or a tool call that waits for a human decision (then the turn is kept waiting).
+    async fn go_on(
+        cx: &mut Context<'_, Self>,
+        state: &mut AssistantState,
+        mut turn: TurnSoFar,
+    ) -> Result<TurnAnswer, AgentError> {
+        let (args, token) = (state.args.clone(), state.token.clone());
+        let tools = Self::offered_tools(cx, &args);
+        let mut stopped = Some("max_steps".to_owned());
+        loop {
+            if !turn.results.is_empty() {
+                let waiting = Self::run_pending_calls(cx, &args, &token, &mut turn).await;
+                if !waiting.is_empty() {
+                    let answer = TurnAnswer {
+                        answer: turn.answer.clone(),
+                        steps: turn.steps,
+                        stopped: Some("approval".to_owned()),
+                        usage: turn.usage,
+                        approvals: waiting.clone(),
+                    };
+                    state.history.waiting = Some(WaitingTurn {
+                        messages: turn.messages,
+                        results: turn.results,
+                        approvals: waiting,
+                        steps: turn.steps,
+                        usage: turn.usage,
+                    });
+                    return Ok(answer);
+                }
+                let calls: Vec<ToolCall> = turn
+                    .messages
+                    .last()
+                    .map(|m| m.tool_calls.clone())
+                    .unwrap_or_default();
+                for (call, text) in calls.into_iter().zip(std::mem::take(&mut turn.results)) {
+                    turn.messages
+                        .push(ChatMessage::tool_result(call.id, text.unwrap_or_default()));
+                }
+            }
+            if turn.steps >= args.max_steps {
+                break;
+            }
+            turn.steps += 1;
+            let request = Self::request(&args, &state.history, &turn.messages, &tools);
+            let response = cx
+                .call_model(&args.model, &token, &request)
+                .await
+                .map_err(|e| AgentError::msg(format!("model {}: {e}", args.model)))?;
+            turn.usage.input_tokens += response.usage.input_tokens;
+            turn.usage.output_tokens += response.usage.output_tokens;
+            turn.answer.clone_from(&response.content);
+            let calls = response.tool_calls.len();
+            turn.messages.push(ChatMessage::assistant(
+                response.content,
+                response.tool_calls,
+            ));
+            if calls == 0 {
+                stopped = None;
+                break;
+            }
+            turn.results = vec![None; calls];
+        }
+        state.history.turns.push_back(turn.messages);
+        let mut usage = turn.usage;
+        Self::compact(cx, &args, &token, &mut state.history, &mut usage).await?;
+        Ok(TurnAnswer {
+            answer: turn.answer,
+            steps: turn.steps,
+            stopped,
+            usage,
+            approvals: Vec::new(),
+        })
     }
 
     /// Applies the history policy after a turn: the turns that leave are dropped or, for
@@ -442,6 +606,20 @@ impl Assistant {
     }
 }
 
+/// A turn in progress.
+#[derive(Default)]
+struct TurnSoFar {
+    /// Its messages, from the user's on.
+    messages: Vec<ChatMessage>,
+    /// For the calls of the last answer: what each told the model (`None`: not run yet).
+    /// Empty when the last message is not an answer that called tools.
+    results: Vec<Option<String>>,
+    steps: u32,
+    usage: Usage,
+    /// The model's last text.
+    answer: String,
+}
+
 /// What a tool call's outcome tells the model.
 fn tool_result_text(outcome: Result<Value, ToolError>) -> String {
     match outcome {
@@ -461,7 +639,7 @@ fn tool_result_text(outcome: Result<Value, ToolError>) -> String {
 impl Agent for Assistant {
     const KIND: &'static str = ASSISTANT_KIND;
     type Args = AssistantArgs;
-    type Msg = UserTurn;
+    type Msg = AssistantMsg;
     type Reply = TurnAnswer;
     type State = AssistantState;
 
@@ -483,46 +661,48 @@ impl Agent for Assistant {
         &self,
         cx: &mut Context<'_, Self>,
         state: &mut AssistantState,
-        msg: UserTurn,
+        msg: AssistantMsg,
     ) -> Result<TurnAnswer, AgentError> {
-        let (args, token) = (state.args.clone(), state.token.clone());
-        let tools = Self::offered_tools(cx, &args);
-        let mut turn = vec![ChatMessage::user(msg.user)];
-        let mut usage = Usage::default();
-        let mut steps = 0;
-        let mut answer = String::new();
-        let mut stopped = Some("max_steps".to_owned());
-        while steps < args.max_steps {
-            steps += 1;
-            let request = Self::request(&args, &state.history, &turn, &tools);
-            let response = cx
-                .call_model(&args.model, &token, &request)
-                .await
-                .map_err(|e| AgentError::msg(format!("model {}: {e}", args.model)))?;
-            usage.input_tokens += response.usage.input_tokens;
-            usage.output_tokens += response.usage.output_tokens;
-            answer.clone_from(&response.content);
-            turn.push(ChatMessage::assistant(
-                response.content.clone(),
-                response.tool_calls.clone(),
-            ));
-            if response.tool_calls.is_empty() {
-                stopped = None;
-                break;
+        match msg {
+            AssistantMsg::Turn(turn) => {
+                if let Some(waiting) = &state.history.waiting {
+                    return Ok(TurnAnswer::stopped("busy", waiting.approvals.clone()));
+                }
+                let turn = TurnSoFar {
+                    messages: vec![ChatMessage::user(turn.user)],
+                    ..TurnSoFar::default()
+                };
+                Self::go_on(cx, state, turn).await
             }
-            let results = Self::run_tool_calls(cx, &args, &token, &response.tool_calls).await;
-            for (call, text) in response.tool_calls.into_iter().zip(results) {
-                turn.push(ChatMessage::tool_result(call.id, text));
+            AssistantMsg::Approval(news) => {
+                let Some(mut waiting) = state.history.waiting.take() else {
+                    return Ok(TurnAnswer::stopped("ignored", Vec::new()));
+                };
+                if !waiting.approvals.contains(&news.approval) {
+                    state.history.waiting = Some(waiting);
+                    return Ok(TurnAnswer::stopped("ignored", Vec::new()));
+                }
+                waiting.approvals.retain(|a| *a != news.approval);
+                if !waiting.approvals.is_empty() {
+                    let approvals = waiting.approvals.clone();
+                    state.history.waiting = Some(waiting);
+                    return Ok(TurnAnswer::stopped("approval", approvals));
+                }
+                let answer = waiting
+                    .messages
+                    .last()
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                let turn = TurnSoFar {
+                    messages: waiting.messages,
+                    results: waiting.results,
+                    steps: waiting.steps,
+                    usage: waiting.usage,
+                    answer,
+                };
+                Self::go_on(cx, state, turn).await
             }
         }
-        state.history.turns.push_back(turn);
-        Self::compact(cx, &args, &token, &mut state.history, &mut usage).await?;
-        Ok(TurnAnswer {
-            answer,
-            steps,
-            stopped,
-            usage,
-        })
     }
 
     fn snapshot(&self, state: &AssistantState) -> Option<Vec<u8>> {
@@ -536,8 +716,8 @@ impl Agent for Assistant {
             Some(history) => postcard::from_bytes(history),
             // The first format: the kept turns alone.
             None => postcard::from_bytes(snapshot).map(|turns| History {
-                summary: None,
                 turns,
+                ..History::default()
             }),
         };
         let history = decoded

@@ -44,8 +44,8 @@ mod retry;
 #[cfg(feature = "anthropic")]
 pub use anthropic::{AnthropicClient, AnthropicClientBuilder};
 pub use assistant::{
-    ASSISTANT_KIND, Assistant, AssistantArgs, AssistantQuery, AssistantState, HistoryPolicy,
-    TranscriptEntry, TurnAnswer, UserTurn,
+    ASSISTANT_KIND, ApprovalNews, Assistant, AssistantArgs, AssistantMsg, AssistantQuery,
+    AssistantState, HistoryPolicy, TranscriptEntry, TurnAnswer, UserTurn,
 };
 pub use call::ModelCalls;
 pub use delegate::{AGENTS_ASK, agents_ask_tool};
