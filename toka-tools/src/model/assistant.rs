@@ -203,14 +203,57 @@ pub struct ApprovalNews {
     pub status: Option<String>,
 }
 
-/// What an assistant handles: as JSON, `{"user": "..."}` or `{"approval": "<id>"}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// What an assistant handles: as JSON, `{"user": "..."}` or `{"approval": "<id>"}`
+/// (in the journal, a tagged binary form).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AssistantMsg {
     /// A user's message: starts a turn.
     Turn(UserTurn),
     /// A decided approval: a turn waiting for it goes on.
     Approval(ApprovalNews),
+}
+
+/// [`AssistantMsg`] in a binary format (the journal's): tagged.
+#[derive(Serialize, Deserialize)]
+enum TaggedMsg {
+    Turn(UserTurn),
+    Approval(ApprovalNews),
+}
+
+/// [`AssistantMsg`] as JSON: told apart by its fields.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum JsonMsg {
+    Turn(UserTurn),
+    Approval(ApprovalNews),
+}
+
+impl Serialize for AssistantMsg {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let human = serializer.is_human_readable();
+        match (self.clone(), human) {
+            (AssistantMsg::Turn(t), true) => JsonMsg::Turn(t).serialize(serializer),
+            (AssistantMsg::Approval(a), true) => JsonMsg::Approval(a).serialize(serializer),
+            (AssistantMsg::Turn(t), false) => TaggedMsg::Turn(t).serialize(serializer),
+            (AssistantMsg::Approval(a), false) => TaggedMsg::Approval(a).serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AssistantMsg {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            Ok(match JsonMsg::deserialize(deserializer)? {
+                JsonMsg::Turn(t) => AssistantMsg::Turn(t),
+                JsonMsg::Approval(a) => AssistantMsg::Approval(a),
+            })
+        } else {
+            Ok(match TaggedMsg::deserialize(deserializer)? {
+                TaggedMsg::Turn(t) => AssistantMsg::Turn(t),
+                TaggedMsg::Approval(a) => AssistantMsg::Approval(a),
+            })
+        }
+    }
 }
 
 impl From<UserTurn> for AssistantMsg {
