@@ -125,11 +125,17 @@ impl Node {
 }
 
 fn streamed(request: &Recorded) -> bool {
-    request.body.get("stream").and_then(serde_json::Value::as_bool) == Some(true)
+    request
+        .body
+        .get("stream")
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +147,10 @@ async fn a_subscriber_sees_deltas_before_the_call_returns_and_only_the_answer_is
     // No subscriber: asked without streaming.
     server.push(Reply::Json(chat_text("Plain answer.", 5, 3)));
     let before = node.version();
-    assert_eq!(node.ask("First?").await.unwrap(), Ok("Plain answer.".into()));
+    assert_eq!(
+        node.ask("First?").await.unwrap(),
+        Ok("Plain answer.".into())
+    );
     let plain_records = node.records_after(before);
     assert!(!streamed(&server.requests()[0]), "asked with a stream");
 
@@ -185,9 +194,8 @@ async fn a_subscriber_sees_deltas_before_the_call_returns_and_only_the_answer_is
 
     // The journal: the same records as the unstreamed handling, and no delta on its own.
     let streamed_records = node.records_after(before);
-    let kinds = |records: &[(String, Vec<u8>)]| {
-        records.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
-    };
+    let kinds =
+        |records: &[(String, Vec<u8>)]| records.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
     assert_eq!(
         kinds(&streamed_records),
         kinds(&plain_records),

@@ -246,18 +246,25 @@ mod tests {
     async fn subscribers_get_events_and_the_last_one_gone_removes_the_channel() {
         let hub = Arc::new(LiveTurns::default());
         assert!(!hub.watched("a"));
-        hub.publish("a", TurnEvent::Delta { text: "lost".into() });
+        hub.publish(
+            "a",
+            TurnEvent::Delta {
+                text: "lost".into(),
+            },
+        );
         let mut first = hub.subscribe("a");
         let mut second = hub.subscribe("a");
         assert!(hub.watched("a"));
         assert!(!hub.watched("b"));
         hub.publish("a", TurnEvent::Delta { text: "hi".into() });
-        hub.publish("b", TurnEvent::Delta { text: "other".into() });
+        hub.publish(
+            "b",
+            TurnEvent::Delta {
+                text: "other".into(),
+            },
+        );
         for sub in [&mut first, &mut second] {
-            assert_eq!(
-                sub.recv().await,
-                Ok(TurnEvent::Delta { text: "hi".into() })
-            );
+            assert_eq!(sub.recv().await, Ok(TurnEvent::Delta { text: "hi".into() }));
             assert_eq!(sub.try_recv(), None);
         }
         drop(first);
@@ -274,7 +281,12 @@ mod tests {
         let mut slow = hub.subscribe("a");
         let extra = 10;
         for i in 0..LIVE_CAPACITY + extra {
-            hub.publish("a", TurnEvent::Delta { text: i.to_string() });
+            hub.publish(
+                "a",
+                TurnEvent::Delta {
+                    text: i.to_string(),
+                },
+            );
         }
         assert_eq!(slow.recv().await, Err(Lagged(extra as u64)));
         assert_eq!(
