@@ -7,7 +7,7 @@
 //! instead of [`complete`](super::ModelClient::complete) and forwards what the model
 //! generates (text deltas, tool calls and their argument fragments, the end of each
 //! model call) to the subscribers. The call still returns the complete
-//! [`ModelResponse`](super::ModelResponse), and that is all the journal records: deltas
+//! [`ModelResponse`], and that is all the journal records: deltas
 //! are never journaled, so a replay (or a client that reconnects after a crash) gets the
 //! recorded answer, never a second generation.
 //!
