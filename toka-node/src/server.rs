@@ -9,8 +9,9 @@
 //! | `GET /agents` | 200 `[{"id", "kind", "parent", "status"}]` | `api.agents.read`, none |
 //! | `GET /agents/{id}` | 200 `{"id", "kind", "parent", "status", "durable", "halted"?}`: `status` is `running`, `down` or `halted` (its handler does not replay its journal; `halted` says how) | `api.agents.read`, `id` |
 //! | `POST /agents/{id}/messages` | 202 once durably journaled | `api.agents.send`, `id` |
-//! | `POST /agents/{id}/ask` (`?timeout_ms=N`, at most 5 min) | 200 the reply | `api.agents.ask`, `id` |
+//! | `POST /agents/{id}/ask` (`?timeout_ms=N`, at most 5 min) | 200 the reply; with `Accept: text/event-stream`, server-sent events: the agent's live model events, then `answer` (the reply) or `error` ([`turns`]) | `api.agents.ask`, `id` |
 //! | `POST /agents/{id}/query` (`?timeout_ms=N`) | 200 the answer; nothing journaled | `api.agents.query`, `id` |
+//! | `GET /agents/{id}/turn` (`?timeout_ms=N`) | 200 server-sent events: an assistant's live model events, then `answer`, how its last turn ended, once it is idle; starts nothing ([`turns`]) | `api.agents.query`, `id` |
 //! | `DELETE /agents/{id}` | 200 (it and its children stopped) | `api.agents.stop`, `id` |
 //! | `GET /tools` | 200 the tools' specs | `api.tools.read`, none |
 //! | `POST /tools/{name}/invoke` | 200 the tool's output | the tool's own name, none (checked by the tool host) |
@@ -58,7 +59,8 @@
 //! [`serve`] drives hyper with a header read timeout, a connection cap and a graceful
 //! shutdown that drops the connections still open after its deadline (see `listen.rs`).
 //!
-//! [`AppState::close_streams`] ends every `/events/stream` response (they would otherwise
+//! [`AppState::close_streams`] ends every event stream response (`/events/stream`, streamed
+//! asks, `/turn`) (they would otherwise
 //! keep the server's graceful shutdown waiting forever); the node calls it when it stops
 //! accepting connections.
 
@@ -67,6 +69,7 @@ mod error;
 mod listen;
 mod routes;
 mod strict_json;
+mod turns;
 mod wire;
 
 use std::sync::Arc;
@@ -191,6 +194,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/agents/{id}/messages", post(routes::send))
         .route("/agents/{id}/ask", post(routes::ask))
         .route("/agents/{id}/query", post(routes::query))
+        .route("/agents/{id}/turn", get(turns::turn))
         .route("/tools", get(routes::list_tools))
         .route("/tools/{name}/invoke", post(routes::invoke))
         .route("/events", get(routes::events))

@@ -102,6 +102,15 @@ pub enum Reply {
     /// Accepts the request and never answers (for timeout tests). The connection is
     /// closed when the server is dropped.
     Hang,
+    /// Answers `stream` if the request asks for a streamed answer (`"stream": true` in
+    /// its body, as both APIs spell it), else `plain`: for a caller that may ask either
+    /// way (see [`Reply::as_asked`]).
+    AsAsked {
+        /// The answer to a streamed request.
+        stream: Box<Reply>,
+        /// The answer to any other request.
+        plain: Box<Reply>,
+    },
 }
 
 impl Reply {
@@ -125,6 +134,26 @@ impl Reply {
                 json.display(),
                 sse.display()
             ),
+        }
+    }
+
+    /// Shorthand for [`Reply::AsAsked`].
+    pub fn as_asked(stream: Reply, plain: Reply) -> Reply {
+        Reply::AsAsked {
+            stream: Box::new(stream),
+            plain: Box::new(plain),
+        }
+    }
+
+    /// The reply that answers a request with `body`: [`Reply::AsAsked`] resolved.
+    fn for_request(self, body: &Value) -> Reply {
+        match self {
+            Reply::AsAsked { stream, plain } => {
+                let streamed = body.get("stream").and_then(Value::as_bool) == Some(true);
+                if streamed { *stream } else { *plain }.for_request(body)
+            }
+            Reply::Delayed(by, inner) => Reply::Delayed(by, Box::new(inner.for_request(body))),
+            other => other,
         }
     }
 
@@ -368,7 +397,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
 
     let next = lock(&shared.queue).pop_front();
     match next {
-        Some(reply) => Ok(respond(reply).await),
+        Some(reply) => Ok(respond(reply.for_request(&body)).await),
         None => {
             let message =
                 format!("no scripted reply: the ModelServer's queue is empty (POST {path})");
@@ -665,6 +694,8 @@ fn respond(reply: Reply) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
                 respond(*inner).await
             }
             Reply::Hang => std::future::pending().await,
+            // Resolved by `for_request` before; a plain answer if one got here anyway.
+            Reply::AsAsked { plain, .. } => respond(*plain).await,
         }
     })
 }

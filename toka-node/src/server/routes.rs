@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, FromRequest, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, RequestExt as _};
@@ -60,7 +60,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 }
 
 /// The `{id}` or `{name}` of a route, with a JSON 400 for a path that does not decode.
-fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(p)| p)
         .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
 }
@@ -74,7 +74,7 @@ fn seal(state: &AppState, value: &mut Value) {
     }
 }
 
-fn agent_id(id: &str) -> Result<AgentId, ApiError> {
+pub(super) fn agent_id(id: &str) -> Result<AgentId, ApiError> {
     AgentId::new(id).map_err(ApiError::from)
 }
 
@@ -212,13 +212,16 @@ pub(crate) struct AskQuery {
     timeout_ms: Option<u64>,
 }
 
+/// `POST /agents/{id}/ask`: the reply as JSON, or, with `Accept: text/event-stream`, as
+/// server-sent events with the agent's live model events first ([`super::turns`]).
 pub(crate) async fn ask(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<AskQuery>, QueryRejection>,
     msg: Result<JsonBody<Value>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = path_param(id)?;
     permit(&state, &token, "api.agents.ask", Some(&id))?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -227,12 +230,15 @@ pub(crate) async fn ask(
     seal(&state, &mut msg);
     let id = agent_id(&id)?;
     state.inner.metrics.asks.fetch_add(1, Ordering::Relaxed);
+    if super::turns::wants_events(&headers) {
+        return super::turns::streamed_ask(&state, id, msg, timeout);
+    }
     let reply = state.inner.runtime.ask_json(&id, msg, timeout).await?;
-    Ok(Json(reply))
+    Ok(Json(reply).into_response())
 }
 
 /// The `?timeout_ms=` of an ask or a query: the node's default, or 1 to 5 minutes.
-fn timeout_of(state: &AppState, query: AskQuery) -> Result<Duration, ApiError> {
+pub(super) fn timeout_of(state: &AppState, query: AskQuery) -> Result<Duration, ApiError> {
     match query.timeout_ms {
         None => Ok(state.inner.ask_timeout),
         Some(ms @ 1..=MAX_ASK_TIMEOUT_MS) => Ok(Duration::from_millis(ms)),

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use toka_store::{ExpectedVersion, Journal, NewEvent};
 
+use super::live::{LiveTurns, TurnEvent, TurnSubscription};
 use super::{ModelClient, ModelErrorKind, ModelRequest, ModelResponse, StreamEvent, Usage};
 use crate::caveat::{self, ModelUse, Request};
 use crate::{Authority, Capability, DenialRecord, Error, ToolError, ToolErrorKind};
@@ -40,6 +41,10 @@ pub struct UsageRecord {
 /// like tool denials), its answer's usage is journaled per agent, and a `budget-tokens`
 /// caveat is counted from that record, across restarts. Add it to the runtime as an
 /// extension; agents call through [`ModelCalls`](super::ModelCalls).
+///
+/// It also carries the live events of agents' model calls: while someone is
+/// [subscribed](ModelHost::subscribe) to an agent, that agent's calls are streamed and
+/// what the model generates is forwarded as it comes (see [`live`](super::live)).
 #[derive(Clone)]
 pub struct ModelHost {
     inner: Arc<Inner>,
@@ -53,6 +58,8 @@ struct Inner {
     /// slot is locked from check to count, so its racing calls never overspend a budget;
     /// other callers' calls are not held up.
     spent: DashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>,
+    /// Agents' live events.
+    live: Arc<LiveTurns>,
 }
 
 /// One caller's spent tokens, locked.
@@ -89,6 +96,7 @@ impl ModelHostBuilder {
                 authority: self.authority,
                 journal: self.journal,
                 spent: DashMap::new(),
+                live: Arc::default(),
             }),
         }
     }
@@ -149,8 +157,22 @@ impl ModelHost {
         Ok(total)
     }
 
+    /// Subscribes to what `agent`'s model calls generate, live (see [`live`](super::live)):
+    /// from now on, until the subscription is dropped, `agent`'s calls through
+    /// [`ModelHost::complete`] are streamed and their [`TurnEvent`]s sent to it. Never
+    /// starts a model call.
+    pub fn subscribe(&self, agent: &str) -> TurnSubscription {
+        self.inner.live.subscribe(agent)
+    }
+
     /// Asks model `model` on behalf of `agent`, holding `token`; the answer's usage is
     /// journaled and counted.
+    ///
+    /// When `agent` has a [subscriber](ModelHost::subscribe), the model is asked with
+    /// [`ModelClient::stream`] and its events are forwarded to the subscribers as they
+    /// come (never waiting for them); the complete answer returned is the stream's last
+    /// event. Otherwise the model is asked with [`ModelClient::complete`]. The checks,
+    /// the token limit and the usage accounting are the same either way.
     ///
     /// # Errors
     /// [`ToolErrorKind::Denied`] (audited), [`ToolErrorKind::UnknownTool`] for a model
@@ -170,7 +192,11 @@ impl ModelHost {
         let (client, request) = self
             .admit(&mut spent, &stream, token, agent, model, request)
             .await?;
-        let response = client.complete(&request).await.map_err(call_error)?;
+        let response = match agent.filter(|a| self.inner.live.watched(a)) {
+            Some(watched) => self.relay(&*client, &request, watched).await,
+            None => client.complete(&request).await,
+        }
+        .map_err(call_error)?;
         self.count(&mut spent, &stream, model, response.usage)
             .await?;
         Ok(response)
@@ -212,6 +238,31 @@ impl ModelHost {
                 }
             })
             .boxed())
+    }
+
+    /// Asks `client` with a stream, forwarding its events to `agent`'s subscribers; the
+    /// complete answer.
+    async fn relay(
+        &self,
+        client: &dyn ModelClient,
+        request: &ModelRequest,
+        agent: &str,
+    ) -> Result<ModelResponse, Error> {
+        let mut events = client.stream(request).await?;
+        while let Some(event) = events.next().await {
+            match event? {
+                StreamEvent::Done(done) => {
+                    self.inner.live.publish(agent, TurnEvent::step_done(&done));
+                    return Ok(done);
+                }
+                other => self.inner.live.publish(agent, TurnEvent::of(other)),
+            }
+        }
+        Err(Error::Model {
+            model: client.model().to_owned(),
+            kind: ModelErrorKind::Transport,
+            message: "the stream ended without the complete answer".to_owned(),
+        })
     }
 
     /// Checks the call; returns the client and the request with its token limit applied.

@@ -8,6 +8,8 @@
 //! - [`ModelClient`]: one configured model; [`ModelClient::complete`] returns the whole
 //!   answer, [`ModelClient::stream`] yields [`StreamEvent`]s while the model generates and
 //!   ends with the same complete answer.
+//! - [`live`]: what an agent's model calls generate, as they generate it, for whoever
+//!   [subscribes](ModelHost::subscribe) to the agent ([`TurnEvent`]s); never journaled.
 //! - Providers, each behind a cargo feature: [`OpenAiClient`] (feature `openai`: OpenAI's
 //!   Chat Completions and every server that speaks it: vLLM, Ollama, llama.cpp's server,
 //!   LM Studio, OpenRouter), and [`AnthropicClient`] (feature `anthropic`: Anthropic's
@@ -37,6 +39,7 @@ mod delegate;
 mod host;
 #[cfg(any(feature = "openai", feature = "anthropic"))]
 mod http;
+pub mod live;
 #[cfg(feature = "openai")]
 mod openai;
 mod retry;
@@ -50,6 +53,7 @@ pub use assistant::{
 pub use call::ModelCalls;
 pub use delegate::{AGENTS_ASK, agents_ask_tool};
 pub use host::{ModelHost, ModelHostBuilder, USAGE_STREAM_PREFIX, UsageRecord};
+pub use live::{Lagged, TurnEvent, TurnSubscription};
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiClient, OpenAiClientBuilder};
 pub use retry::RetryPolicy;
