@@ -10,6 +10,8 @@
 //! `TOKA_REQUIRE_LLAMA_SERVER` is set, as `.ci/run` sets it.
 #![cfg(feature = "openai")]
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use serde_json::json;
 use toka_test_support::llama_server::{LlamaServer, MODEL_ALIAS};
@@ -19,9 +21,16 @@ use toka_tools::model::{
     OpenAiClient, RetryPolicy, StreamEvent,
 };
 
+/// A client as an agent would configure it: a broken connection before any answer (e.g.
+/// a keep-alive connection the server closed just as it was reused) is retried; a 400 is
+/// not.
 fn client(server: &LlamaServer) -> OpenAiClient {
     OpenAiClient::builder(server.openai_base_url(), MODEL_ALIAS)
-        .retry(RetryPolicy::none())
+        .retry(RetryPolicy {
+            max_retries: 2,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(1),
+        })
         .build()
         .unwrap()
 }

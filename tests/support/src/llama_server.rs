@@ -80,7 +80,14 @@ impl LlamaServer {
             .output();
         let absent = match &probe {
             Ok(out) if out.status.success() => None,
-            Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            Ok(out) => Some(
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("it failed")
+                    .trim()
+                    .to_owned(),
+            ),
             Err(e) => Some(format!("cannot run {python}: {e}")),
         };
         if let Some(why) = absent {
