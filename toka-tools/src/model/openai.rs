@@ -194,6 +194,7 @@ fn wire_message(message: &ChatMessage, names: &ToolNames) -> Value {
 
 #[derive(Deserialize)]
 struct WireResponse {
+    /// Some servers send `""` (vLLM without a served model name): taken as absent.
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
@@ -309,7 +310,10 @@ fn parse_response(body: &[u8], model: &str, names: &ToolNames) -> Result<ModelRe
         finish: finish_reason(choice.finish_reason.as_deref(), !tool_calls.is_empty()),
         tool_calls,
         usage: wire.usage.map(Usage::from).unwrap_or_default(),
-        model: wire.model.unwrap_or_else(|| model.to_owned()),
+        model: wire
+            .model
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| model.to_owned()),
     })
 }
 
@@ -329,8 +333,8 @@ impl Assembly {
     fn chunk(&mut self, data: &str, names: &ToolNames) -> Result<Vec<StreamEvent>, String> {
         let wire: WireResponse = serde_json::from_str(data)
             .map_err(|e| format!("a stream chunk does not decode: {e}"))?;
-        if wire.model.is_some() {
-            self.model = wire.model;
+        if let Some(name) = wire.model.filter(|m| !m.is_empty()) {
+            self.model = Some(name);
         }
         if let Some(usage) = wire.usage {
             self.usage = Some(usage.into());
@@ -547,6 +551,26 @@ mod tests {
         assert_eq!(parsed.finish, FinishReason::ToolCalls);
         assert_eq!(parsed.usage.total(), 15);
         assert_eq!(parsed.model, "m-2024");
+    }
+
+    #[test]
+    fn an_empty_model_name_is_no_name() {
+        // vLLM without --served-model-name sends `"model":""`.
+        let names = ToolNames::new([]);
+        let body = r#"{"model":"","choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}]}"#;
+        let parsed = parse_response(body.as_bytes(), "configured", &names).unwrap();
+        assert_eq!(parsed.model, "configured");
+        let mut assembly = Assembly::default();
+        assembly
+            .chunk(r#"{"model":"served","choices":[]}"#, &names)
+            .unwrap();
+        assembly
+            .chunk(
+                r#"{"model":"","choices":[{"index":0,"delta":{"content":"hi"}}]}"#,
+                &names,
+            )
+            .unwrap();
+        assert_eq!(assembly.finish("configured", &names).model, "served");
     }
 
     #[test]
