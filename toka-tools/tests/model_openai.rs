@@ -374,3 +374,130 @@ async fn bad_configuration_is_refused_up_front() {
         );
     }
 }
+
+// Real captures of llama.cpp's server (`llamacpp_real_*`, recorded by
+// tests/support/llama/capture.sh: see the fixtures' README). Served byte for byte.
+
+#[tokio::test]
+async fn recorded_llama_cpp_answers_parse() {
+    let server = ModelServer::start().await;
+    let client = OpenAiClient::builder(server.base_url(), "toka-tiny")
+        .build()
+        .unwrap();
+
+    server.push(Reply::fixture("llamacpp_real_text"));
+    let answer = client.complete(&ask("Capital of France?")).await.unwrap();
+    assert_eq!(answer.content, "Hello world!");
+    assert_eq!(answer.finish, FinishReason::Stop);
+    assert_eq!(
+        (answer.usage.input_tokens, answer.usage.output_tokens),
+        (51, 4)
+    );
+    assert_eq!(answer.model, "toka-tiny");
+
+    server.push(Reply::fixture("llamacpp_real_length"));
+    let answer = client.complete(&ask("Capital of France?")).await.unwrap();
+    assert_eq!(answer.content, "Hello world");
+    assert_eq!(answer.finish, FinishReason::Length);
+    assert_eq!(answer.usage.output_tokens, 2);
+
+    // A tool call: `content: ""` beside `tool_calls`, a 32-character id, arguments a
+    // JSON string.
+    server.push(Reply::fixture("llamacpp_real_tool_calls"));
+    let mut request = ask("Weather in Paris?");
+    request.tools = vec![ModelTool {
+        name: "get.weather".into(),
+        description: "The weather in a city".into(),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}})
+            .to_string(),
+    }];
+    let answer = client.complete(&request).await.unwrap();
+    assert_eq!(answer.finish, FinishReason::ToolCalls);
+    assert_eq!(answer.content, "");
+    assert_eq!(answer.tool_calls.len(), 1);
+    assert_eq!(answer.tool_calls[0].name, "get.weather");
+    assert_eq!(answer.tool_calls[0].id, "xylNn5z7dHyq04rAqezfUARQlyl7j3XN");
+    let arguments: serde_json::Value =
+        serde_json::from_str(&answer.tool_calls[0].arguments).unwrap();
+    assert_eq!(arguments, json!({"city": "Paris"}));
+    assert_eq!(answer.usage.total(), 338);
+}
+
+#[tokio::test]
+async fn recorded_llama_cpp_streams_assemble() {
+    let server = ModelServer::start().await;
+    let client = OpenAiClient::builder(server.base_url(), "toka-tiny")
+        .build()
+        .unwrap();
+
+    // The first delta has `content: null`; the usage chunk has `choices: []` and timings.
+    server.push(Reply::fixture("llamacpp_real_stream"));
+    let (events, done) = collect(&client, &ask("Capital of France?")).await;
+    assert_eq!(
+        events,
+        ["Hello", " world", "!"].map(|t| StreamEvent::Text(t.into()))
+    );
+    assert_eq!(done.content, "Hello world!");
+    assert_eq!(done.finish, FinishReason::Stop);
+    assert_eq!((done.usage.input_tokens, done.usage.output_tokens), (51, 4));
+
+    // The tool call's head chunk already carries the first argument fragment ("{").
+    server.push(Reply::fixture("llamacpp_real_stream_tool_calls"));
+    let mut request = ask("Weather in Paris?");
+    request.tools = vec![ModelTool {
+        name: "get.weather".into(),
+        description: "The weather in a city".into(),
+        parameters: r#"{"type":"object"}"#.into(),
+    }];
+    let (events, done) = collect(&client, &request).await;
+    assert_eq!(
+        events[0],
+        StreamEvent::ToolCallStarted {
+            index: 0,
+            id: "3YVMupxIzqwCpKyJiIUaIR4nzKgEo0T4".into(),
+            name: "get.weather".into()
+        }
+    );
+    let fragments: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ToolCallArguments { fragment, .. } => Some(fragment.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fragments, ["{", "\"city\": \"", "Paris", "\"}"]);
+    assert_eq!(done.finish, FinishReason::ToolCalls);
+    assert_eq!(done.tool_calls[0].arguments, r#"{"city": "Paris"}"#);
+    assert_eq!(done.usage.total(), 338);
+}
+
+#[tokio::test]
+async fn a_recorded_llama_cpp_refusal_is_a_bad_request() {
+    let server = ModelServer::start().await;
+    let client = OpenAiClient::builder(server.base_url(), "toka-tiny")
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    server.push(Reply::Status {
+        status: 400,
+        body: toka_test_support::model_server::fixture_json("llamacpp_real_error_context"),
+        retry_after: None,
+    });
+    let error = client.complete(&ask("hi")).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            toka_tools::Error::Model {
+                kind: ModelErrorKind::BadRequest,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("request (7512 tokens) exceeds the available context size (1024 tokens)"),
+        "{error}"
+    );
+}

@@ -10,11 +10,14 @@
 //!   reordered and flickering operations;
 //! - [`mod@bench`]: the bench harness (watchdog, medians, the tokio runtime of workloads);
 //! - [`model_server`]: a scripted OpenAI / Anthropic HTTP server on 127.0.0.1 for tests
-//!   of model clients (no paid API is ever called), and recorded wire-format fixtures.
+//!   of model clients (no paid API is ever called), and recorded wire-format fixtures;
+//! - [`llama_server`]: a real model server (llama.cpp's, from the PyPI package xllamacpp)
+//!   on 127.0.0.1 serving a tiny generated model with known answers.
 
 pub mod bench;
 pub mod child;
 pub mod fs;
 pub mod history;
+pub mod llama_server;
 pub mod model_server;
 pub mod rng;

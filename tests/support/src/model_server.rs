@@ -70,6 +70,9 @@ const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
 pub enum Reply {
     /// 200 `application/json` with this body.
     Json(Value),
+    /// 200 `application/json` with this body served verbatim (byte for byte), as loaded by
+    /// [`Reply::fixture`] from a `.json` file.
+    RawJson(String),
     /// 200 `text/event-stream`, OpenAI style: each string is one event's data payload,
     /// sent as `data: PAYLOAD\n\n`. The caller includes the final `"[DONE]"` if wanted.
     Sse(Vec<String>),
@@ -115,7 +118,8 @@ pub enum Reply {
 
 impl Reply {
     /// Loads the fixture `NAME` from `tests/support/fixtures/models/`: `NAME.json` as
-    /// [`Reply::Json`], or `NAME.sse` as [`Reply::RawSse`] (served verbatim).
+    /// [`Reply::RawJson`], or `NAME.sse` as [`Reply::RawSse`] (both served verbatim, byte
+    /// for byte as recorded).
     ///
     /// # Panics
     ///
@@ -124,7 +128,10 @@ impl Reply {
         let dir = fixtures_dir();
         let json = dir.join(format!("{name}.json"));
         if json.exists() {
-            return Reply::Json(fixture_json(name));
+            fixture_json(name); // panics on a fixture that is not JSON
+            let body = std::fs::read_to_string(&json)
+                .unwrap_or_else(|e| panic!("model fixture {}: {e}", json.display()));
+            return Reply::RawJson(body);
         }
         let sse = dir.join(format!("{name}.sse"));
         match std::fs::read_to_string(&sse) {
@@ -654,6 +661,13 @@ fn respond(reply: Reply) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
     Box::pin(async move {
         match reply {
             Reply::Json(body) => json_response(200, &body, None),
+            Reply::RawJson(body) => {
+                let mut response = Response::new(full(body));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+                response
+            }
             Reply::Status {
                 status,
                 body,

@@ -194,6 +194,7 @@ fn wire_message(message: &ChatMessage, names: &ToolNames) -> Value {
 
 #[derive(Deserialize)]
 struct WireResponse {
+    /// Some servers send `""` (vLLM without a served model name): taken as absent.
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
@@ -309,7 +310,10 @@ fn parse_response(body: &[u8], model: &str, names: &ToolNames) -> Result<ModelRe
         finish: finish_reason(choice.finish_reason.as_deref(), !tool_calls.is_empty()),
         tool_calls,
         usage: wire.usage.map(Usage::from).unwrap_or_default(),
-        model: wire.model.unwrap_or_else(|| model.to_owned()),
+        model: wire
+            .model
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| model.to_owned()),
     })
 }
 
@@ -329,8 +333,8 @@ impl Assembly {
     fn chunk(&mut self, data: &str, names: &ToolNames) -> Result<Vec<StreamEvent>, String> {
         let wire: WireResponse = serde_json::from_str(data)
             .map_err(|e| format!("a stream chunk does not decode: {e}"))?;
-        if wire.model.is_some() {
-            self.model = wire.model;
+        if let Some(name) = wire.model.filter(|m| !m.is_empty()) {
+            self.model = Some(name);
         }
         if let Some(usage) = wire.usage {
             self.usage = Some(usage.into());
@@ -347,12 +351,15 @@ impl Assembly {
                 self.content.push_str(&text);
                 events.push(StreamEvent::Text(text));
             }
-            for (position, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
-                let index = call.index.unwrap_or(position);
+            for call in delta.tool_calls.unwrap_or_default() {
                 let function = call.function.unwrap_or(WireFunction {
                     name: None,
                     arguments: None,
                 });
+                let index = match call.index {
+                    Some(index) => index,
+                    None => self.indexless(call.id.as_deref(), function.name.as_deref()),
+                };
                 let started = !self.calls.contains_key(&index);
                 let entry = self.calls.entry(index).or_default();
                 if let Some(id) = call.id.filter(|id| !id.is_empty()) {
@@ -376,6 +383,30 @@ impl Assembly {
             }
         }
         Ok(events)
+    }
+
+    /// Where a tool-call delta without an `index` belongs. Some servers (Gemini's
+    /// OpenAI-compatible endpoint) leave `index` out: each parallel call then comes as its
+    /// own delta with its id and name, and a call's later argument fragments carry
+    /// neither. So a delta with a new id, or with a name, starts the next call; one with a
+    /// known id goes to that call; any other continues the latest call.
+    fn indexless(&self, id: Option<&str>, name: Option<&str>) -> usize {
+        let id = id.filter(|id| !id.is_empty());
+        if let Some(known) = id.and_then(|id| {
+            self.calls
+                .iter()
+                .find(|(_, (seen, _, _))| seen == id)
+                .map(|(index, _)| *index)
+        }) {
+            return known;
+        }
+        let latest = self.calls.keys().next_back().copied();
+        let starts = id.is_some() || name.is_some_and(|n| !n.is_empty());
+        match latest {
+            Some(latest) if !starts => latest,
+            Some(latest) => latest + 1,
+            None => 0,
+        }
     }
 
     fn finish(self, model: &str, names: &ToolNames) -> ModelResponse {
@@ -520,6 +551,78 @@ mod tests {
         assert_eq!(parsed.finish, FinishReason::ToolCalls);
         assert_eq!(parsed.usage.total(), 15);
         assert_eq!(parsed.model, "m-2024");
+    }
+
+    #[test]
+    fn an_empty_model_name_is_no_name() {
+        // vLLM without --served-model-name sends `"model":""`.
+        let names = ToolNames::new([]);
+        let body = r#"{"model":"","choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}]}"#;
+        let parsed = parse_response(body.as_bytes(), "configured", &names).unwrap();
+        assert_eq!(parsed.model, "configured");
+        let mut assembly = Assembly::default();
+        assembly
+            .chunk(r#"{"model":"served","choices":[]}"#, &names)
+            .unwrap();
+        assembly
+            .chunk(
+                r#"{"model":"","choices":[{"index":0,"delta":{"content":"hi"}}]}"#,
+                &names,
+            )
+            .unwrap();
+        assert_eq!(assembly.finish("configured", &names).model, "served");
+    }
+
+    #[test]
+    fn tool_call_deltas_without_an_index_are_told_apart() {
+        // Hand-written in the shape reported for Gemini's OpenAI-compatible stream (no
+        // `index`; parallel calls each in its own delta; indexless argument fragments; a
+        // tool-call answer finished with "stop"), not a recorded capture.
+        let names = ToolNames::new(["get_weather", "get_time"]);
+        let mut assembly = Assembly::default();
+        let chunks = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"id":"function-call-1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"\"Paris\"}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"function-call-2","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\"}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"","type":"function","function":{"name":"get_time","arguments":"{\"tz\":\"UTC\"}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ];
+        let mut started = 0;
+        for chunk in chunks {
+            for event in assembly.chunk(chunk, &names).unwrap() {
+                if matches!(event, StreamEvent::ToolCallStarted { .. }) {
+                    started += 1;
+                }
+            }
+        }
+        assert_eq!(started, 3);
+        let done = assembly.finish("m", &names);
+        let calls: Vec<(&str, &str, &str)> = done
+            .tool_calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("function-call-1", "get_weather", r#"{"city":"Paris"}"#),
+                ("function-call-2", "get_weather", r#"{"city":"Rome"}"#),
+                ("call_2", "get_time", r#"{"tz":"UTC"}"#),
+            ]
+        );
+        assert_eq!(done.finish, FinishReason::ToolCalls);
+
+        // With an index, a repeated name or id changes nothing: the index decides.
+        let mut assembly = Assembly::default();
+        for chunk in [
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"get_time","arguments":"{"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"","arguments":"}"}}]}}]}"#,
+        ] {
+            assembly.chunk(chunk, &names).unwrap();
+        }
+        let done = assembly.finish("m", &names);
+        assert_eq!(done.tool_calls.len(), 1);
+        assert_eq!(done.tool_calls[0].arguments, "{}");
     }
 
     #[test]
