@@ -408,7 +408,11 @@ fn a_kill_9_right_after_a_model_answer_asks_no_recorded_step_again() {
         assert!(node.sigterm().success());
 
         let asked = asked(&server);
-        assert_eq!(asked.len(), 2, "offset {offset_ms} ms: two distinct steps: {asked:#?}");
+        assert_eq!(
+            asked.len(),
+            2,
+            "offset {offset_ms} ms: two distinct steps: {asked:#?}"
+        );
         let step_1 = asked[0].1;
         let step_2 = asked[1].1;
         assert_eq!(
@@ -429,7 +433,10 @@ fn a_kill_9_right_after_a_model_answer_asks_no_recorded_step_again() {
             .find(|m| m["role"] == "tool")
             .unwrap()
             .clone();
-        assert!(tool["content"].as_str().unwrap().contains("room B"), "{tool}");
+        assert!(
+            tool["content"].as_str().unwrap().contains("room B"),
+            "{tool}"
+        );
         eprintln!(
             "offset {offset_ms} ms: step 1 answer recorded {step_1_recorded}, tool outcome recorded {tool_recorded}, step 2 cut {step_2_cut}"
         );

@@ -460,7 +460,10 @@ impl ToolHost {
         }
         let calls = &self.shared.calls;
         calls.close();
-        if tokio::time::timeout(CALL_GRACE, calls.wait()).await.is_err() {
+        if tokio::time::timeout(CALL_GRACE, calls.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 calls = calls.len(),
                 "tool calls still running at shutdown; cutting them off"

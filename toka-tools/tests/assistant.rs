@@ -22,9 +22,7 @@ use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_c
 use toka_tools::model::{
     Assistant, AssistantArgs, AssistantQuery, HistoryPolicy, ModelHost, OpenAiClient, UserTurn,
 };
-use toka_tools::{
-    Authority, Caveat, FsRead, SideEffect, Tool, ToolContext, ToolError, ToolHost,
-};
+use toka_tools::{Authority, Caveat, FsRead, SideEffect, Tool, ToolContext, ToolError, ToolHost};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -337,7 +335,12 @@ impl Journal for Counting {
     fn subscribe(&self, from_position: u64) -> Subscription {
         self.inner.subscribe(from_position)
     }
-    async fn save_snapshot(&self, stream: &str, seq: u64, state: &[u8]) -> Result<bool, StoreError> {
+    async fn save_snapshot(
+        &self,
+        stream: &str,
+        seq: u64,
+        state: &[u8],
+    ) -> Result<bool, StoreError> {
         self.inner.save_snapshot(stream, seq, state).await
     }
     fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
@@ -518,7 +521,11 @@ async fn with_keep_turns_and_snapshots_a_restart_reads_a_bounded_tail() {
         let read = rig.journal.helper_reads();
         let per_turn = written / TURNS as u64;
         if bounded {
-            assert_eq!(transcript.len(), 2 * KEEP as usize, "user + answer per kept turn");
+            assert_eq!(
+                transcript.len(),
+                2 * KEEP as usize,
+                "user + answer per kept turn"
+            );
             assert_eq!(
                 transcript[0].content,
                 format!("Diary entry {}: nothing happened.", TURNS - KEEP as usize)
@@ -575,8 +582,13 @@ async fn the_journal_reopens_in_process_right_after_a_shutdown_that_cut_off_a_tu
             })
         };
         let deadline = Instant::now() + T;
-        while !(server.queued() == 0 && (stuck_in == "model" || STUCK_CALLS.load(Ordering::SeqCst) == 1)) {
-            assert!(Instant::now() < deadline, "{stuck_in}: the turn never got stuck");
+        while !(server.queued() == 0
+            && (stuck_in == "model" || STUCK_CALLS.load(Ordering::SeqCst) == 1))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{stuck_in}: the turn never got stuck"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let weak = Arc::downgrade(&rig.journal.inner);
@@ -595,7 +607,10 @@ async fn the_journal_reopens_in_process_right_after_a_shutdown_that_cut_off_a_tu
             0,
             "{stuck_in}: the journal is still held 500 ms after both shutdowns ({shut_in:?})"
         );
-        assert!(shut_in < Duration::from_secs(8), "{stuck_in}: shutdown took {shut_in:?}");
+        assert!(
+            shut_in < Duration::from_secs(8),
+            "{stuck_in}: shutdown took {shut_in:?}"
+        );
         SledJournal::open(tmp.path().join("journal"), JournalConfig::default())
             .unwrap_or_else(|e| panic!("{stuck_in}: reopening right after shutdown: {e}"));
 
@@ -613,7 +628,10 @@ async fn the_journal_reopens_in_process_right_after_a_shutdown_that_cut_off_a_tu
                 .query(AssistantQuery::Transcript, T)
                 .await
                 .unwrap();
-            if transcript.last().is_some_and(|e| e.role == "assistant" && e.tool_calls.is_empty()) {
+            if transcript
+                .last()
+                .is_some_and(|e| e.role == "assistant" && e.tool_calls.is_empty())
+            {
                 break;
             }
             assert!(Instant::now() < deadline, "{stuck_in}: {transcript:#?}");
