@@ -21,6 +21,10 @@ use crate::{AgentId, Error, Restart, SupervisorSpec};
 /// How long a stopping child may take before it is killed.
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a child stopped by the runtime's shutdown may take before it is killed (it
+/// already had [`RuntimeConfig::drain_timeout`](crate::RuntimeConfig::drain_timeout)).
+pub(crate) const SHUTDOWN_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The running children of one supervisor.
 pub(crate) struct Children {
     kernel: Arc<Kernel>,
@@ -117,7 +121,14 @@ impl Children {
             return;
         };
         running.stopping.insert(cell.get_id());
-        if cell.stop_and_wait(None, Some(STOP_TIMEOUT)).await.is_err() {
+        // While the runtime shuts down, agents already had the drain timeout to finish
+        // their work: one still busy is stuck in a handler and is killed soon.
+        let patience = if self.kernel.is_accepting() {
+            STOP_TIMEOUT
+        } else {
+            SHUTDOWN_STOP_TIMEOUT
+        };
+        if cell.stop_and_wait(None, Some(patience)).await.is_err() {
             tracing::warn!(agent = %id, "child did not stop in time; killing it");
             let _ = cell.kill_and_wait(Some(STOP_TIMEOUT)).await;
         }

@@ -494,7 +494,10 @@ impl Runtime {
 
     /// Shuts down gracefully: stops taking new work, lets every agent handle what its
     /// mailbox holds (up to [`RuntimeConfig::drain_timeout`]), stops the tree children
-    /// first, records progress and flushes the journal.
+    /// first (an agent still in a handler a second later, e.g. awaiting a model or tool
+    /// call that does not answer, is killed, as by a crash: its journal tells recovery
+    /// what to do with that step), records progress and flushes the journal. When it
+    /// returns no agent runs any more, so nothing of the runtime holds the journal.
     ///
     /// # Errors
     /// [`Error::Journal`] if the final flush fails.
@@ -534,10 +537,12 @@ impl Runtime {
             }
         }
         if let Some(root) = kernel.root() {
-            // The root stops its agents children-first, then the writer it owns.
-            let _ = root
-                .stop_and_wait(None, Some(kernel.config.drain_timeout))
-                .await;
+            // The root stops its agents children-first, then the writer it owns. Waited
+            // for to the end (each of its steps is bounded: an agent that does not stop
+            // within `SHUTDOWN_STOP_TIMEOUT` is killed): an agent still in a handler after
+            // `shutdown` returned would hold the kernel, and with it the journal and the
+            // extensions, so the journal could not be reopened.
+            let _ = root.stop_and_wait(None, None).await;
         }
         kernel.set_writer(None);
         kernel.journal.flush().await?;

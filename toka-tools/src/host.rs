@@ -34,6 +34,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use toka_actors::Intensity;
 use tokio::sync::{Semaphore, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::approval::{Approvals, CallKey, Gate};
 use crate::capability::{Authority, Capability, DenialRecord};
@@ -127,7 +129,15 @@ struct Shared {
     approvals: Option<Approvals>,
     /// Tools whose every call needs approval, whatever the token says.
     always_approve: Vec<NamePattern>,
+    /// Every call's task (and denial audit), so that shutdown can wait for them: a task
+    /// holds the authority, and through it the journal.
+    calls: TaskTracker,
+    /// Cancelled when shutdown stops waiting for calls in flight.
+    closing: CancellationToken,
 }
+
+/// How long [`ToolHost::shutdown`] lets calls in flight finish before cutting them off.
+const CALL_GRACE: Duration = Duration::from_secs(5);
 
 /// A snapshot of a tool host's counters, from [`ToolHost::metrics`].
 ///
@@ -287,6 +297,8 @@ impl ToolHostBuilder {
             counters: Counters::default(),
             approvals: self.approvals,
             always_approve: self.always_approve,
+            calls: TaskTracker::new(),
+            closing: CancellationToken::new(),
         });
         let (supervisor, _) = Actor::spawn(None, ToolSupervisor, Arc::clone(&shared))
             .await
@@ -538,15 +550,29 @@ impl ToolHost {
         }
     }
 
-    /// Stops every tool actor (calls in flight finish or time out).
+    /// Stops every tool actor, lets calls in flight finish for up to 5 s, then cuts off
+    /// those still running (as a crash would: a sandboxed process is killed; the caller,
+    /// if it still waits, is told the outcome is unknown for an `external` tool, that the
+    /// tool is unavailable otherwise). When it returns, no call of this host runs, so
+    /// none holds the authority or, through it, the journal.
     pub async fn shutdown(&self) {
         if let Some(supervisor) = self.shared.supervisor.get() {
             let _ = supervisor
-                .stop_and_wait(
-                    Some("tool host shutdown".into()),
-                    Some(Duration::from_secs(5)),
-                )
+                .stop_and_wait(Some("tool host shutdown".into()), Some(CALL_GRACE))
                 .await;
+        }
+        let calls = &self.shared.calls;
+        calls.close();
+        if tokio::time::timeout(CALL_GRACE, calls.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                calls = calls.len(),
+                "tool calls still running at shutdown; cutting them off"
+            );
+            self.shared.closing.cancel();
+            calls.wait().await;
         }
     }
 }
@@ -693,7 +719,7 @@ impl ToolState {
                     token: Some(token.identifier().to_owned()),
                     reason: denial.reason.clone(),
                 };
-                tokio::spawn(async move {
+                self.shared.calls.spawn(async move {
                     authority.audit(record).await;
                     let _ = reply.send(Err(ToolError::denied(&denial)));
                 });
@@ -737,10 +763,12 @@ impl ToolState {
                     .unwrap_or_default()
                     .min(self.slot.limits.timeout);
                 let name = name.clone();
+                let external = !self.slot.spec.side_effect.safe_to_repeat();
+                let closing = self.shared.closing.clone();
                 // From here the call has reached the tool: its reply is always sent (a
                 // dropped task answers `Crashed`), so the caller never sends it again.
                 let reply = ReplyGuard(Some(reply));
-                tokio::spawn(async move {
+                self.shared.calls.spawn(async move {
                     let approved = match &waits {
                         Some(gate) => match gate.pass(&name).await {
                             Ok(id) => Some(id),
@@ -753,7 +781,14 @@ impl ToolState {
                         let _permit = permits.acquire_owned().await;
                         AssertUnwindSafe((prepared.run)(cx)).catch_unwind().await
                     };
-                    let result = match tokio::time::timeout(budget, run).await {
+                    let timed = tokio::select! {
+                        timed = tokio::time::timeout(budget, run) => timed,
+                        () = closing.cancelled() => {
+                            reply.send(Err(cut_off_by_shutdown(&name, external)));
+                            return;
+                        }
+                    };
+                    let result = match timed {
                         Ok(Ok(result)) => withhold_secrets(&name, &guard, result),
                         Ok(Err(panic)) => {
                             let mut what = panic_message(&panic);
@@ -824,6 +859,21 @@ impl PendingGate {
                 format!("{tool}: approvals: {error}"),
             )),
         }
+    }
+}
+
+/// What the caller of a call cut off by [`ToolHost::shutdown`] is told.
+fn cut_off_by_shutdown(name: &str, external: bool) -> ToolError {
+    if external {
+        ToolError::new(
+            ToolErrorKind::InDoubt,
+            format!("{name}: the tool host shut down during the call; its outcome is unknown"),
+        )
+    } else {
+        ToolError::new(
+            ToolErrorKind::Unavailable,
+            format!("{name}: the tool host shut down during the call"),
+        )
     }
 }
 

@@ -300,6 +300,15 @@ impl ModelServer {
         lock(&self.shared.queue).len()
     }
 
+    /// Drops every pushed reply not taken yet (e.g. a [`Reply::Hang`] meant for a call
+    /// that a killed client never made); returns how many there were.
+    pub fn clear(&self) -> usize {
+        let mut queue = lock(&self.shared.queue);
+        let n = queue.len();
+        queue.clear();
+        n
+    }
+
     /// Every request received so far, in arrival order (rejected ones too).
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.shared.requests).clone()
