@@ -39,6 +39,11 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The message the client sees.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {
