@@ -373,6 +373,17 @@ fn bad_or_revoked_tokens_get_401_json() {
         assert!(body["error"].is_string(), "{body}");
     }
 
+    // rmcp's own refusals are JSON too (the node's error layer): no SSE stream to GET in
+    // a stateless server (405), a POST that does not accept JSON (406).
+    let (status, body) = fx.node.call("GET", "/mcp", Some(&fx.admin), b"");
+    assert_eq!(status, 405, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    let (status, body) = fx
+        .node
+        .call("POST", "/mcp", Some(&fx.admin), init.to_string().as_bytes());
+    assert_eq!(status, 406, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+
     // A revoked token: 401 too, though it worked a moment before. (Revoking it revokes the
     // admin token it was attenuated from: they share an identifier.)
     let reader = fx.mint(&["tool = fs.read"]);

@@ -41,6 +41,7 @@ impl ApiError {
     }
 
     /// The message the client sees.
+    #[cfg(feature = "mcp")]
     pub(crate) fn message(&self) -> &str {
         &self.message
     }
