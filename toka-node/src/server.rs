@@ -18,6 +18,7 @@
 //! | `GET /events?from=N&limit=M` | 200 a JSON list (at most 1,000) | `api.events.read`, none |
 //! | `GET /events/stream?from=N` | 200 server-sent events: catch-up, then live | `api.events.read`, none |
 //! | `GET /metrics` | 200 Prometheus text | `api.metrics.read`, none |
+//! | `POST /mcp` | the MCP server (feature `mcp`): streamable HTTP, stateless, JSON responses | per MCP request: `tools/list` shows what the token could call; `tools/call` as `POST /tools/{name}/invoke`, `agents.ask` as `POST /agents/{id}/ask` (see `mcp.rs`) |
 //!
 //! # Authorization
 //!
@@ -67,6 +68,8 @@
 mod auth;
 mod error;
 mod listen;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod routes;
 mod strict_json;
 mod turns;
@@ -185,7 +188,16 @@ impl AppState {
 /// bearer token and checks a declared `Content-Length` before its body is read
 /// ([`auth::require_token`]).
 pub(crate) fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new();
+    // `/mcp`: the MCP server (see `mcp.rs`), behind the same bearer middleware.
+    #[cfg(feature = "mcp")]
+    let router = router.route(
+        "/mcp",
+        axum::routing::any_service(mcp::service(state.clone())).layer(
+            middleware::from_fn_with_state(state.clone(), mcp::read_body),
+        ),
+    );
+    router
         .route("/agents", post(routes::spawn).get(routes::list_agents))
         .route(
             "/agents/{id}",

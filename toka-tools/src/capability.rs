@@ -532,6 +532,39 @@ impl Authority {
         caveat::admit_all(&verified.caveats, request)
     }
 
+    /// Whether `verified` could be admitted for *some* call of `tool` by `agent` (`None`:
+    /// a caller that is not an agent), whatever the call's input: not revoked, and every
+    /// caveat but those about the input (`path-prefix`, `max-bytes`) satisfied now. For
+    /// showing a holder what it may call (the MCP server's tool list) without running
+    /// anything: nothing is audited, and each real call is still checked in full (a
+    /// `tool = fs.read, path-prefix = /notes` token sees `fs.read`, and reading outside
+    /// `/notes` is still denied).
+    ///
+    /// # Errors
+    /// A [`Denial`] naming the failed check.
+    pub fn may_call(
+        &self,
+        verified: &Verified,
+        tool: &str,
+        agent: Option<&str>,
+    ) -> Result<(), Denial> {
+        if self.is_revoked(verified.token.identifier()) {
+            return Err(Denial::new(format!(
+                "token {} is revoked",
+                verified.token.identifier()
+            )));
+        }
+        let request = Request {
+            tool,
+            agent,
+            path: None,
+            bytes: None,
+            now: Timestamp::now(),
+            model: None,
+        };
+        caveat::admit_some_input(&verified.caveats, &request)
+    }
+
     /// [`Authority::verify`] without the revocation check: the signature chain is intact
     /// and every caveat is one Toka understands. For inspecting a token (which may be
     /// revoked as well as forged); never use it to admit a request.

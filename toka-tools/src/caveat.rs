@@ -419,6 +419,28 @@ pub(crate) fn admit_all(caveats: &[Caveat], request: &Request<'_>) -> Result<Gra
     Ok(grant)
 }
 
+/// Whether some call described by `request` could pass `caveats`, whatever its input:
+/// every caveat is evaluated against `request` except those about what a call's input
+/// touches (`path-prefix`, and `max-bytes` through `request.bytes = None`), which only
+/// the call itself can decide. Side-effect free: nothing is audited.
+///
+/// # Errors
+/// A [`Denial`] naming the refusing caveat.
+pub(crate) fn admit_some_input(caveats: &[Caveat], request: &Request<'_>) -> Result<(), Denial> {
+    let request = Request {
+        path: None,
+        bytes: None,
+        ..*request
+    };
+    let mut grant = Grant::default();
+    for caveat in caveats {
+        if !matches!(caveat, Caveat::PathPrefix(_)) {
+            caveat.admit(&request, &mut grant)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

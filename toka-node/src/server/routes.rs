@@ -23,7 +23,7 @@ use super::auth::permit;
 use super::{ApiError, AppState, strict_json};
 
 /// The longest `?timeout_ms=` an ask may wait (5 minutes).
-const MAX_ASK_TIMEOUT_MS: u64 = 300_000;
+pub(crate) const MAX_ASK_TIMEOUT_MS: u64 = 300_000;
 
 /// Most events one `GET /events` returns.
 const MAX_EVENTS: usize = 1_000;
