@@ -359,20 +359,35 @@ impl AssistantState {
             tool_calls: Vec::new(),
             tool_call_id: None,
         });
-        summary
-            .chain(
-                self.history
-                    .turns
-                    .iter()
-                    .flatten()
-                    .map(|m| TranscriptEntry {
-                        role: m.role.as_str().to_owned(),
-                        content: m.content.clone(),
-                        tool_calls: m.tool_calls.clone(),
-                        tool_call_id: m.tool_call_id.clone(),
-                    }),
-            )
-            .collect()
+        let entry = |m: &ChatMessage| TranscriptEntry {
+            role: m.role.as_str().to_owned(),
+            content: m.content.clone(),
+            tool_calls: m.tool_calls.clone(),
+            tool_call_id: m.tool_call_id.clone(),
+        };
+        let mut entries: Vec<TranscriptEntry> = summary
+            .chain(self.history.turns.iter().flatten().map(entry))
+            .collect();
+        if let Some(waiting) = &self.history.waiting {
+            entries.extend(waiting.messages.iter().map(entry));
+            let calls = waiting
+                .messages
+                .last()
+                .map(|m| m.tool_calls.as_slice())
+                .unwrap_or_default();
+            for (call, result) in calls.iter().zip(&waiting.results) {
+                let content = result.clone().unwrap_or_else(|| {
+                    format!("waiting for approval ({})", waiting.approvals.join(", "))
+                });
+                entries.push(TranscriptEntry {
+                    role: Role::Tool.as_str().to_owned(),
+                    content,
+                    tool_calls: Vec::new(),
+                    tool_call_id: Some(call.id.clone()),
+                });
+            }
+        }
+        entries
     }
 }
 
