@@ -65,6 +65,10 @@ enum Command {
     /// Store secrets (such as model API keys) in the data directory's encrypted vault.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// List, approve and deny the tool calls that wait for a human decision, on a
+    /// running node (over its HTTP API: `--url`, `--token-file` or `TOKA_TOKEN`).
+    #[command(subcommand)]
+    Approvals(crate::approvals_cli::ApprovalsCommand),
     /// Print shell completions for toka-node (e.g. `toka-node completions bash`).
     Completions(CompletionsArgs),
 }
@@ -240,7 +244,8 @@ pub(crate) struct MintArgs {
     pub(crate) dir: DataDir,
     /// A caveat, `KEY = VALUE` (repeatable): `tool = fs.read`, `tool = fs.*`,
     /// `agent = ID`, `expires = RFC3339`, `path-prefix = /dir`, `max-bytes = N`,
-    /// `secret = NAME`. Without any, the token allows everything (an admin token).
+    /// `secret = NAME`, `approval = required` (or `approval = fs.*`: those tool calls wait
+    /// for a human decision). Without any, the token allows everything (an admin token).
     #[arg(long = "caveat", value_name = "CAVEAT")]
     pub(crate) caveats: Vec<String>,
     /// Adds `expires = now + TTL`; e.g. `30s`, `15m`, `1h`, `2d`, `1w`, `1h30m`.
@@ -319,6 +324,7 @@ impl Cli {
             Command::Token(TokenCommand::Revoke(args)) => crate::token::revoke(&args),
             Command::Secret(SecretCommand::Set(args)) => crate::secrets::set(&args),
             Command::Secret(SecretCommand::List(dir)) => crate::secrets::list(&dir),
+            Command::Approvals(command) => command.run(),
             Command::Completions(args) => {
                 clap_complete::generate(
                     args.shell,

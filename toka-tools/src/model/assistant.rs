@@ -351,28 +351,36 @@ struct WaitingTurn {
 
 impl AssistantState {
     /// The kept conversation, oldest first; a summary of earlier turns, if any, comes
-    /// first as a `system` entry.
+    /// first as a `system` entry. A turn that waits for human decisions comes last: its
+    /// messages so far, then one `tool` entry per call of its last answer, with the
+    /// call's result or, for a call that waits, `waiting for approval (IDS)`.
     pub fn transcript(&self) -> Vec<TranscriptEntry> {
+        let entry = |m: &ChatMessage| TranscriptEntry {
+            role: m.role.as_str().to_owned(),
+            content: m.content.clone(),
+            tool_calls: m.tool_calls.clone(),
+            tool_call_id: m.tool_call_id.clone(),
+        };
         let summary = self.history.summary.iter().map(|s| TranscriptEntry {
             role: Role::System.as_str().to_owned(),
             content: summary_text(s),
             tool_calls: Vec::new(),
             tool_call_id: None,
         });
-        summary
-            .chain(
-                self.history
-                    .turns
-                    .iter()
-                    .flatten()
-                    .map(|m| TranscriptEntry {
-                        role: m.role.as_str().to_owned(),
-                        content: m.content.clone(),
-                        tool_calls: m.tool_calls.clone(),
-                        tool_call_id: m.tool_call_id.clone(),
-                    }),
-            )
-            .collect()
+        let mut entries: Vec<TranscriptEntry> = summary
+            .chain(self.history.turns.iter().flatten().map(entry))
+            .collect();
+        if let Some(waiting) = &self.history.waiting {
+            entries.extend(waiting.messages.iter().map(entry));
+            let calls = waiting.messages.last().map(|m| m.tool_calls.as_slice());
+            for (call, result) in calls.unwrap_or_default().iter().zip(&waiting.results) {
+                let content = result.clone().unwrap_or_else(|| {
+                    format!("waiting for approval ({})", waiting.approvals.join(", "))
+                });
+                entries.push(entry(&ChatMessage::tool_result(call.id.clone(), content)));
+            }
+        }
+        entries
     }
 }
 
