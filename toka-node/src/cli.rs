@@ -138,7 +138,9 @@ pub(crate) struct RunArgs {
     /// `fs_max_file_bytes`, `shell_jail`, `shell_allow`, and the sandbox limits of
     /// shell.exec: `shell_timeout_secs`, `shell_cpu_seconds`, `shell_memory_mb`,
     /// `shell_max_processes`, `shell_max_open_files`, `shell_file_size_mb`,
-    /// `shell_output_bytes`) and `[[agents]]` to start at boot (`id`, `kind`, `args`,
+    /// `shell_output_bytes`; `approval`, the tools whose every call waits for a human
+    /// decision, and `approval_ttl_secs`, after which an undecided one expires) and
+    /// `[[agents]]` to start at boot (`id`, `kind`, `args`,
     /// `parent`), and the HTTP limits `header_timeout_ms`, `body_timeout_ms`,
     /// `max_connections` and `shutdown_timeout_ms`. Unknown keys are an error. Flags and
     /// their `TOKA_*` variables override it.
