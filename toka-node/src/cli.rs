@@ -65,6 +65,10 @@ enum Command {
     /// Store secrets (such as model API keys) in the data directory's encrypted vault.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// List, approve and deny the tool calls that wait for a human decision, on a
+    /// running node (over its HTTP API: `--url`, `--token-file` or `TOKA_TOKEN`).
+    #[command(subcommand)]
+    Approvals(crate::approvals_cli::ApprovalsCommand),
     /// Print shell completions for toka-node (e.g. `toka-node completions bash`).
     Completions(CompletionsArgs),
 }
@@ -134,7 +138,9 @@ pub(crate) struct RunArgs {
     /// `fs_max_file_bytes`, `shell_jail`, `shell_allow`, and the sandbox limits of
     /// shell.exec: `shell_timeout_secs`, `shell_cpu_seconds`, `shell_memory_mb`,
     /// `shell_max_processes`, `shell_max_open_files`, `shell_file_size_mb`,
-    /// `shell_output_bytes`) and `[[agents]]` to start at boot (`id`, `kind`, `args`,
+    /// `shell_output_bytes`; `approval`, the tools whose every call waits for a human
+    /// decision, and `approval_ttl_secs`, after which an undecided one expires) and
+    /// `[[agents]]` to start at boot (`id`, `kind`, `args`,
     /// `parent`), and the HTTP limits `header_timeout_ms`, `body_timeout_ms`,
     /// `max_connections` and `shutdown_timeout_ms`. Unknown keys are an error. Flags and
     /// their `TOKA_*` variables override it.
@@ -240,7 +246,8 @@ pub(crate) struct MintArgs {
     pub(crate) dir: DataDir,
     /// A caveat, `KEY = VALUE` (repeatable): `tool = fs.read`, `tool = fs.*`,
     /// `agent = ID`, `expires = RFC3339`, `path-prefix = /dir`, `max-bytes = N`,
-    /// `secret = NAME`. Without any, the token allows everything (an admin token).
+    /// `secret = NAME`, `approval = required` (or `approval = fs.*`: those tool calls wait
+    /// for a human decision). Without any, the token allows everything (an admin token).
     #[arg(long = "caveat", value_name = "CAVEAT")]
     pub(crate) caveats: Vec<String>,
     /// Adds `expires = now + TTL`; e.g. `30s`, `15m`, `1h`, `2d`, `1w`, `1h30m`.
@@ -319,6 +326,7 @@ impl Cli {
             Command::Token(TokenCommand::Revoke(args)) => crate::token::revoke(&args),
             Command::Secret(SecretCommand::Set(args)) => crate::secrets::set(&args),
             Command::Secret(SecretCommand::List(dir)) => crate::secrets::list(&dir),
+            Command::Approvals(command) => command.run(),
             Command::Completions(args) => {
                 clap_complete::generate(
                     args.shell,

@@ -26,6 +26,8 @@
 //! shell_max_open_files = 64
 //! shell_file_size_mb = 16   # largest file a run may write
 //! shell_output_bytes = 1048576  # of stdout and of stderr each; more kills the run
+//! approval = ["shell.exec", "fs.*"]  # these tools' every call waits for a human decision
+//! approval_ttl_secs = 86400 # an undecided approval expires (counts as denied) after this
 //!
 //! [models.local]            # a model agents and assistants may call, by this name
 //! provider = "openai"       # OpenAI-compatible Chat Completions (OpenAI, vLLM, Ollama, llama.cpp, LM Studio, OpenRouter)
@@ -176,6 +178,13 @@ pub(crate) struct ToolsConfig {
     pub(crate) shell_file_size_mb: Option<u64>,
     /// Bytes kept of stdout and of stderr each; more kills the run.
     pub(crate) shell_output_bytes: Option<usize>,
+    /// Tools (names or `prefix.*`) whose every call waits for a human approval, whatever
+    /// the caller's token says.
+    #[serde(default)]
+    pub(crate) approval: Vec<String>,
+    /// How long an approval stays pending before it expires (counts as denied), in
+    /// seconds. Default: one day.
+    pub(crate) approval_ttl_secs: Option<u64>,
 }
 
 impl ToolsConfig {

@@ -118,8 +118,28 @@ fn shown_payload(payload: &[u8]) -> (Cow<'_, [u8]>, bool) {
 }
 
 /// An event as the API and `events list --json` show it: the payload as UTF-8 text or
-/// hex, capability tokens redacted (`"redacted": true`).
+/// hex, capability tokens redacted (`"redacted": true`); an approval record (stream
+/// `toka/approvals`) also decoded, under `"approval"` ([`toka_tools::approval::describe`]).
 pub(crate) fn event_json(event: &RecordedEvent) -> serde_json::Value {
+    let mut json = plain_event_json(event);
+    if event.stream == toka_tools::approval::APPROVALS_STREAM
+        && let Some(described) = toka_tools::approval::describe(&event.payload)
+    {
+        // The same backstop as for the payload: no token in what is shown.
+        let text = described.to_string();
+        json["approval"] = match toka_tools::seal::redact_tokens(text.as_bytes()) {
+            Some(redacted) => {
+                json["redacted"] = serde_json::Value::Bool(true);
+                serde_json::from_slice(&redacted).unwrap_or(serde_json::Value::Null)
+            }
+            None => described,
+        };
+    }
+    json
+}
+
+/// [`event_json`] without decoding.
+fn plain_event_json(event: &RecordedEvent) -> serde_json::Value {
     let (shown, redacted) = shown_payload(&event.payload);
     let payload = match std::str::from_utf8(&shown) {
         Ok(text) => json!({ "utf8": text }),

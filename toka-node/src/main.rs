@@ -2,7 +2,8 @@
 //!
 //! It offers the offline commands on a data directory: `init` (journal, root key,
 //! admin token), `token mint|attenuate|inspect|revoke`, `events list|verify|export`,
-//! `agents tree`, and `completions SHELL`; and `run`, the actor runtime behind the HTTP
+//! `agents tree`, and `completions SHELL`; `approvals list|approve|deny`, a client of a
+//! running node's API; and `run`, the actor runtime behind the HTTP
 //! API of [`server`]. `main` only parses, runs and maps the outcome to an exit
 //! code: 0 success, 1 a check that failed (`events verify`, `token inspect`), 2 an error
 //! (one line on stderr).
@@ -13,6 +14,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agents;
+mod approvals;
+mod approvals_cli;
 mod cli;
 mod config;
 mod events;

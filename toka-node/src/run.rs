@@ -12,7 +12,8 @@ use anyhow::Context;
 use toka_actors::{AgentId, Runtime, SpawnSpec};
 use toka_store::{Journal, JournalConfig, SledJournal};
 use toka_tools::{
-    Authority, FsList, FsRead, FsRoot, FsWrite, Sealer, ShellExec, ToolHost, ToolHostBuilder,
+    Approvals, Authority, FsList, FsRead, FsRoot, FsWrite, Sealer, ShellExec, ToolHost,
+    ToolHostBuilder,
 };
 
 use crate::cli::{DataDir, InitArgs, RunArgs, read_encryption_key};
@@ -178,10 +179,14 @@ async fn serve(
         .with_context(|| format!("opening the seal key of {}", dir.data_dir.display()))?;
     let authority = Authority::open(&dir.root_key_path(), journal.clone())
         .with_context(|| format!("opening the authority of {}", dir.data_dir.display()))?;
-    let host = tool_host(authority.clone(), &config.tools)?
-        .start()
-        .await
-        .context("starting the tool host")?;
+    let (always_approve, approval_ttl) = crate::approvals::settings(&config.tools)?;
+    let approvals = Approvals::open(journal.clone() as Arc<dyn Journal>, approval_ttl)
+        .context("reading the approvals from the journal")?;
+    let mut host = tool_host(authority.clone(), &config.tools)?.approvals(approvals);
+    for pattern in always_approve {
+        host = host.approval_required(pattern);
+    }
+    let host = host.start().await.context("starting the tool host")?;
 
     let models = crate::secrets::model_host(
         dir,
@@ -206,6 +211,7 @@ async fn serve(
     );
 
     start_boot_agents(&runtime, config, &sealer).await?;
+    let sweeper = crate::approvals::resume(&runtime, &host).await?;
 
     let listener = bind(listen).with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr().context("the bound address")?;
@@ -229,6 +235,7 @@ async fn serve(
     })
     .await;
     watch.abort();
+    sweeper.abort();
     if served.dropped > 0 {
         eprintln!(
             "toka-node: dropped {} connections still open after {} ms",

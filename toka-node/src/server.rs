@@ -14,7 +14,10 @@
 //! | `GET /agents/{id}/turn` (`?timeout_ms=N`) | 200 server-sent events: an assistant's live model events, then `answer`, how its last turn ended, once it is idle; starts nothing ([`turns`]) | `api.agents.query`, `id` |
 //! | `DELETE /agents/{id}` | 200 (it and its children stopped) | `api.agents.stop`, `id` |
 //! | `GET /tools` | 200 the tools' specs | `api.tools.read`, none |
-//! | `POST /tools/{name}/invoke` | 200 the tool's output | the tool's own name, none (checked by the tool host) |
+//! | `POST /tools/{name}/invoke` | 200 the tool's output; 202 `{"approval": ID, "status": "pending"}` if the call waits for a human decision | the tool's own name, none (checked by the tool host) |
+//! | `GET /approvals` (`?agent=ID`, `?status=S`) | 200 the approvals, oldest first ([`approvals`]) | `api.approvals.read`, `ID` or none |
+//! | `GET /approvals/{id}` | 200 `{"id", "status", "tool", "agent"?, "input", "token" (its id), "requested_at", "expires_at", "decided_by"?, "reason"?, "started", "output"?, "error"?}`; `status` is `pending`, `approved`, `denied` or `expired` | `api.approvals.read`, the approval's agent |
+//! | `POST /approvals/{id}` `{"decision": "approve" \| "deny", "reason"?}` | 200 the decided approval; 409 if not pending | `api.approvals.decide.<TOOL>` (the waiting tool's name), the approval's agent |
 //! | `GET /events?from=N&limit=M` | 200 a JSON list (at most 1,000) | `api.events.read`, none |
 //! | `GET /events/stream?from=N` | 200 server-sent events: catch-up, then live | `api.events.read`, none |
 //! | `GET /metrics` | 200 Prometheus text | `api.metrics.read`, none |
@@ -30,6 +33,9 @@
 //! name agent `X` (an id-less route such as `GET /agents` is refused: the caller is not
 //! that agent). `POST /tools/{name}/invoke` is checked by the tool host against the tool's
 //! own name (`tool = fs.read` lets the holder call `fs.read`), as agents' calls are.
+//! `POST /approvals/{id}` is checked against `api.approvals.decide.<TOOL>`, the name of the
+//! tool the approval is for (`tool = api.approvals.decide.*` decides any tool's calls,
+//! `tool = api.approvals.decide.fs.*` only the file tools'), for the approval's agent.
 //!
 //! # Errors
 //!
@@ -65,6 +71,7 @@
 //! keep the server's graceful shutdown waiting forever); the node calls it when it stops
 //! accepting connections.
 
+mod approvals;
 mod auth;
 mod error;
 mod listen;
@@ -209,6 +216,11 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/agents/{id}/turn", get(turns::turn))
         .route("/tools", get(routes::list_tools))
         .route("/tools/{name}/invoke", post(routes::invoke))
+        .route("/approvals", get(approvals::list))
+        .route(
+            "/approvals/{id}",
+            get(approvals::get).post(approvals::decide),
+        )
         .route("/events", get(routes::events))
         .route("/events/stream", get(routes::event_stream))
         .route("/metrics", get(routes::metrics))

@@ -239,6 +239,10 @@ struct Inner {
     journal: Arc<dyn Journal>,
     ttl: Duration,
     entries: Mutex<Vec<Entry>>,
+    /// Held while a decision or an expiry is checked and journaled, so two concurrent
+    /// decisions of one approval cannot both pass the "still pending" check (two
+    /// approvals would run the call twice).
+    deciding: tokio::sync::Mutex<()>,
     /// Told the id of every approval requested or decided.
     changes: tokio::sync::broadcast::Sender<String>,
 }
@@ -269,6 +273,7 @@ impl Approvals {
                 journal,
                 ttl,
                 entries: Mutex::new(entries),
+                deciding: tokio::sync::Mutex::new(()),
                 changes,
             }),
         })
@@ -311,6 +316,7 @@ impl Approvals {
         reason: &str,
         approver: &str,
     ) -> Result<Approval, Error> {
+        let _deciding = self.inner.deciding.lock().await;
         let record = {
             let entries = self.entries();
             let entry = entries
@@ -344,6 +350,7 @@ impl Approvals {
     /// # Errors
     /// [`Error::Journal`].
     pub async fn expire_due(&self) -> Result<Vec<String>, Error> {
+        let _deciding = self.inner.deciding.lock().await;
         let now = now_micros();
         let due: Vec<String> = self
             .entries()
@@ -539,6 +546,50 @@ pub(crate) struct RunnableApproval {
     pub(crate) agent: bool,
     pub(crate) started: bool,
     pub(crate) finished: bool,
+}
+
+/// A journaled approval record (a payload of [`APPROVALS_STREAM`]) as JSON, for event
+/// feeds; `None` if it does not decode. One of
+/// `{"requested": {"id", "tool", "agent", "input", "token", "requested_at", "expires_at"}}`,
+/// `{"decided": {"id", "decision", "reason", "approver", "at"}}`, `{"expired": {"id"}}`,
+/// `{"started": {"id"}}`, `{"finished": {"id", "output" | "error"}}`. Tokens appear as
+/// their ids (`token`, `approver`), never as tokens; the input is as journaled (vault
+/// values redacted).
+pub fn describe(payload: &[u8]) -> Option<Value> {
+    let record: Record = postcard::from_bytes(payload).ok()?;
+    let text_json = |text: &str| serde_json::from_str(text).unwrap_or(Value::String(text.into()));
+    Some(match record {
+        Record::Requested(r) => serde_json::json!({ "requested": {
+            "id": r.id,
+            "tool": r.tool,
+            "agent": r.agent,
+            "input": text_json(&r.input),
+            "token": r.token,
+            "requested_at": rfc3339(r.requested_at_micros),
+            "expires_at": rfc3339(r.expires_at_micros),
+        }}),
+        Record::Decided {
+            id,
+            approve,
+            reason,
+            approver,
+            at_micros,
+        } => serde_json::json!({ "decided": {
+            "id": id,
+            "decision": if approve { Decision::Approve } else { Decision::Deny },
+            "reason": reason,
+            "approver": approver,
+            "at": rfc3339(at_micros),
+        }}),
+        Record::Expired { id } => serde_json::json!({ "expired": { "id": id } }),
+        Record::Started { id } => serde_json::json!({ "started": { "id": id } }),
+        Record::Finished { id, outcome } => match outcome {
+            Ok(output) => {
+                serde_json::json!({ "finished": { "id": id, "output": text_json(&output) } })
+            }
+            Err(error) => serde_json::json!({ "finished": { "id": id, "error": error } }),
+        },
+    })
 }
 
 /// Applies a journaled record to the registry.

@@ -309,18 +309,23 @@ pub(crate) async fn invoke(
         .inner
         .host
         .call_json(token.token(), None, &name, &input)
-        .await
-        .map_err(|e| {
-            let e = ApiError::from(e);
-            if e.status() == StatusCode::FORBIDDEN {
-                state
-                    .inner
-                    .metrics
-                    .forbidden
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            e
-        })?;
+        .await;
+    // A call that waits for a human decision: 202 with the approval's id.
+    if let Some(id) = output.as_ref().err().and_then(|e| e.pending_approval()) {
+        let body = json!({ "approval": id, "status": "pending" });
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
+    let output = output.map_err(|e| {
+        let e = ApiError::from(e);
+        if e.status() == StatusCode::FORBIDDEN {
+            state
+                .inner
+                .metrics
+                .forbidden
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        e
+    })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], output).into_response())
 }
 
