@@ -42,6 +42,8 @@ mod error;
 pub mod fs;
 mod host;
 mod keyfile;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod model;
 pub mod sandbox;
 pub mod seal;
@@ -56,7 +58,7 @@ pub use caveat::{Caveat, Grant, ModelUse, NamePattern, Request};
 pub use error::{Denial, Error, ToolError, ToolErrorKind};
 pub use fs::{FsList, FsRead, FsRoot, FsWrite, ListOutput, ReadOutput, WriteOutput};
 pub use host::{ToolHost, ToolHostBuilder, ToolLimits, ToolMetrics};
-pub use sandbox::{Containment, Landlock, RunOutput, Sandbox, SandboxPolicy};
+pub use sandbox::{Containment, Landlock, RunOutput, Sandbox, SandboxPolicy, ServiceProcess};
 pub use seal::Sealer;
 pub use shell::{ExecOutput, ShellExec};
 pub use tool::{Scope, SideEffect, Tool, ToolContext, ToolSpec};
