@@ -18,6 +18,7 @@ mod config;
 mod events;
 mod init;
 mod kinds;
+mod mcp;
 mod progress;
 mod run;
 mod secrets;

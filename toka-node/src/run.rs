@@ -178,7 +178,8 @@ async fn serve(
         .with_context(|| format!("opening the seal key of {}", dir.data_dir.display()))?;
     let authority = Authority::open(&dir.root_key_path(), journal.clone())
         .with_context(|| format!("opening the authority of {}", dir.data_dir.display()))?;
-    let host = tool_host(authority.clone(), &config.tools)?
+    let mcp = crate::mcp::start(dir, &config.mcp).await?;
+    let host = crate::mcp::register(&mcp, tool_host(authority.clone(), &config.tools)?)
         .start()
         .await
         .context("starting the tool host")?;
@@ -240,6 +241,7 @@ async fn serve(
     // Shut down whatever happened to the server: the journal must be flushed.
     let stopped = runtime.shutdown().await;
     host.shutdown().await;
+    crate::mcp::shutdown(&mcp).await;
     if let Some(error) = journal.write_failure() {
         // Nothing more can be written; what was acknowledged is on disk.
         eprintln!("toka-node: {}", unwritable(error));
