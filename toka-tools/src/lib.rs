@@ -15,6 +15,8 @@
 //!   [`FsList`] and [`ShellExec`].
 //! - [`Vault`]: secrets encrypted at rest, handed to tools only as their capability
 //!   allows.
+//! - `mcp` (feature `mcp`): the tools of MCP servers (stdio in the sandbox, or streamable
+//!   HTTP) as tools `mcp.NAME.TOOL`, each server supervised and restarted.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

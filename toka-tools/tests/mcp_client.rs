@@ -105,11 +105,7 @@ fn text_of(output: &Value) -> String {
 fn process_alive(pid: i32) -> bool {
     // A zombie counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.split_whitespace()
-                .nth(2)
-                .is_some_and(|state| state == "Z")
-        })
+        .map(|s| s.split_whitespace().nth(2) != Some("Z"))
         .unwrap_or(false)
 }
 
