@@ -262,13 +262,11 @@ async fn supervise(
                     }
                 }
                 let down = watch_connection(&config, connection, &mut stop).await;
-                state.send_modify(|s| {
-                    s.peer = None;
-                    s.pid = None;
-                });
                 let Some(reason) = down else { break };
                 tracing::warn!(server = %config.name, %reason, "MCP server down; restarting");
                 state.send_modify(|s| {
+                    s.peer = None;
+                    s.pid = None;
                     s.restarts += 1;
                     s.last_down = Some(reason);
                 });
