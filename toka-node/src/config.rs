@@ -43,6 +43,18 @@
 //! model = "claude-sonnet-4-5"
 //! api_key_secret = "anthropic-key"
 //!
+//! [mcp.fs]                  # an MCP server (stdio) whose tools become mcp.fs.TOOL
+//! command = ["node", "/opt/mcp/server-filesystem/dist/index.js", "/srv/mcp-fs"]
+//! cwd = "/srv/mcp-fs"       # its working directory: the only one it may write
+//! read_paths = ["/opt/mcp", "/etc/ssl"]  # what else it may read (besides /usr, /lib…)
+//! env = ["LANG"]            # host variables it gets; its environment is otherwise empty
+//! timeout_secs = 30         # per call; also cpu_seconds, memory_mb, max_processes,
+//!                           # max_open_files, file_size_mb, max_result_bytes, concurrency
+//!
+//! [mcp.remote]              # a streamable-HTTP MCP server
+//! url = "https://mcp.example.com/mcp"
+//! token_secret = "remote-mcp-token"  # a vault secret, sent as a bearer token
+//!
 //! [[agents]]                # started at boot unless the journal already has them
 //! id = "ops"
 //! kind = "supervisor"
@@ -99,6 +111,9 @@ pub(crate) struct Config {
     /// The models agents may call, by name.
     #[serde(default)]
     pub(crate) models: std::collections::BTreeMap<String, ModelConfig>,
+    /// MCP servers whose tools the node offers as `mcp.NAME.TOOL` (see `mcp.rs`).
+    #[serde(default)]
+    pub(crate) mcp: std::collections::BTreeMap<String, crate::mcp::McpConfig>,
 }
 
 /// A `[models.NAME]` table.

@@ -21,6 +21,7 @@ mod config;
 mod events;
 mod init;
 mod kinds;
+mod mcp;
 mod progress;
 mod run;
 mod secrets;

@@ -182,7 +182,9 @@ async fn serve(
     let (always_approve, approval_ttl) = crate::approvals::settings(&config.tools)?;
     let approvals = Approvals::open(journal.clone() as Arc<dyn Journal>, approval_ttl)
         .context("reading the approvals from the journal")?;
-    let mut host = tool_host(authority.clone(), &config.tools)?.approvals(approvals);
+    let mcp = crate::mcp::start(dir, &config.mcp).await?;
+    let mut host = crate::mcp::register(&mcp, tool_host(authority.clone(), &config.tools)?)
+        .approvals(approvals);
     for pattern in always_approve {
         host = host.approval_required(pattern);
     }
@@ -247,6 +249,7 @@ async fn serve(
     // Shut down whatever happened to the server: the journal must be flushed.
     let stopped = runtime.shutdown().await;
     host.shutdown().await;
+    crate::mcp::shutdown(&mcp).await;
     if let Some(error) = journal.write_failure() {
         // Nothing more can be written; what was acknowledged is on disk.
         eprintln!("toka-node: {}", unwritable(error));

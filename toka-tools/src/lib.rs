@@ -15,6 +15,8 @@
 //!   [`FsList`] and [`ShellExec`].
 //! - [`Vault`]: secrets encrypted at rest, handed to tools only as their capability
 //!   allows.
+//! - `mcp` (feature `mcp`): the tools of MCP servers (stdio in the sandbox, or streamable
+//!   HTTP) as tools `mcp.NAME.TOOL`, each server supervised and restarted.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +45,8 @@ mod error;
 pub mod fs;
 mod host;
 mod keyfile;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod model;
 pub mod sandbox;
 pub mod seal;
@@ -58,7 +62,7 @@ pub use caveat::{ApprovalScope, Caveat, Grant, ModelUse, NamePattern, Request};
 pub use error::{Denial, Error, ToolError, ToolErrorKind};
 pub use fs::{FsList, FsRead, FsRoot, FsWrite, ListOutput, ReadOutput, WriteOutput};
 pub use host::{ToolHost, ToolHostBuilder, ToolLimits, ToolMetrics};
-pub use sandbox::{Containment, Landlock, RunOutput, Sandbox, SandboxPolicy};
+pub use sandbox::{Containment, Landlock, RunOutput, Sandbox, SandboxPolicy, ServiceProcess};
 pub use seal::Sealer;
 pub use shell::{ExecOutput, ShellExec};
 pub use tool::{Scope, SideEffect, Tool, ToolContext, ToolSpec};

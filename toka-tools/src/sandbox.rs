@@ -280,44 +280,8 @@ impl Sandbox {
     /// could not start. In every case the process group is gone when this returns.
     pub async fn run(&self, program: &Path, args: &[String]) -> Result<RunOutput, ToolError> {
         let started = Instant::now();
-        let limits = [
-            (
-                Resource::RLIMIT_CPU,
-                self.policy.cpu_seconds,
-                self.policy.cpu_seconds.saturating_add(1),
-            ),
-            (
-                Resource::RLIMIT_AS,
-                self.policy.address_space,
-                self.policy.address_space,
-            ),
-            (
-                Resource::RLIMIT_NOFILE,
-                self.policy.open_files,
-                self.policy.open_files,
-            ),
-            (
-                Resource::RLIMIT_NPROC,
-                self.policy.processes,
-                self.policy.processes,
-            ),
-            (
-                Resource::RLIMIT_FSIZE,
-                self.policy.file_size,
-                self.policy.file_size,
-            ),
-            (Resource::RLIMIT_CORE, 0, 0),
-        ];
-        let cgroup = match &self.cgroups {
-            Some(base) => match base.create_run(self.policy.processes) {
-                Ok(cgroup) => Some(cgroup),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no cgroup for this run; process-group cleanup only");
-                    None
-                }
-            },
-            None => None,
-        };
+        let limits = self.rlimits();
+        let cgroup = self.run_cgroup();
         let env = self.environment();
         let options = SpawnOptions {
             program,
@@ -328,6 +292,7 @@ impl Sandbox {
             limits: &limits,
             cgroup: cgroup.as_ref().map(RunCgroup::join_fd),
             ruleset: self.ruleset.as_ref().map(AsRawFd::as_raw_fd),
+            stdin_pipe: false,
         };
         let cannot_start = |e: std::io::Error| {
             ToolError::failed(format!(
@@ -442,6 +407,118 @@ impl Sandbox {
         })
     }
 
+    /// The rlimits of a sandboxed process.
+    fn rlimits(&self) -> [(Resource, u64, u64); 6] {
+        [
+            (
+                Resource::RLIMIT_CPU,
+                self.policy.cpu_seconds,
+                self.policy.cpu_seconds.saturating_add(1),
+            ),
+            (
+                Resource::RLIMIT_AS,
+                self.policy.address_space,
+                self.policy.address_space,
+            ),
+            (
+                Resource::RLIMIT_NOFILE,
+                self.policy.open_files,
+                self.policy.open_files,
+            ),
+            (
+                Resource::RLIMIT_NPROC,
+                self.policy.processes,
+                self.policy.processes,
+            ),
+            (
+                Resource::RLIMIT_FSIZE,
+                self.policy.file_size,
+                self.policy.file_size,
+            ),
+            (Resource::RLIMIT_CORE, 0, 0),
+        ]
+    }
+
+    /// A cgroup for one run or service, if the sandbox uses cgroups.
+    fn run_cgroup(&self) -> Option<RunCgroup> {
+        match &self.cgroups {
+            Some(base) => match base.create_run(self.policy.processes) {
+                Ok(cgroup) => Some(cgroup),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no cgroup for this run; process-group cleanup only");
+                    None
+                }
+            },
+            None => None,
+        }
+    }
+
+    /// Starts `program` with `args` as a long-lived service in the sandbox (all the
+    /// limits of [`Sandbox::run`] but the wall-clock timeout and the output caps, which
+    /// the caller enforces), with pipes for its stdin, stdout and stderr. The process and
+    /// everything it started are killed when the returned [`ServiceProcess`] is dropped
+    /// or [killed](ServiceProcess::kill).
+    ///
+    /// # Errors
+    /// [`ToolErrorKind::Failed`] if it could not start (the step that failed is named).
+    pub fn start_service(
+        &self,
+        program: &Path,
+        args: &[String],
+    ) -> Result<ServiceProcess, ToolError> {
+        let limits = self.rlimits();
+        let cgroup = self.run_cgroup();
+        let env = self.environment();
+        let options = SpawnOptions {
+            program,
+            args,
+            env: &env,
+            jail: &self.jail,
+            run_as: self.run_as,
+            limits: &limits,
+            cgroup: cgroup.as_ref().map(RunCgroup::join_fd),
+            ruleset: self.ruleset.as_ref().map(AsRawFd::as_raw_fd),
+            stdin_pipe: true,
+        };
+        let cannot_start = |e: std::io::Error| {
+            ToolError::failed(format!(
+                "cannot start {} in the sandbox (as {:?}, in {}): {e}",
+                program.display(),
+                self.run_as,
+                self.jail.display()
+            ))
+        };
+        let spawned = Spawn::prepare(&options)
+            .and_then(|(spawn, out, err)| spawn.start(out, err))
+            .map_err(cannot_start)?;
+        let reaper = Reaper {
+            group: Some(spawned.pid),
+            cgroup,
+            done: false.into(),
+            reaped: false.into(),
+        };
+        let exit = ChildExit::new(spawned.pid).map_err(cannot_start)?;
+        let stdin = spawned
+            .stdin
+            .ok_or_else(|| ToolError::failed("the service has no stdin pipe"))
+            .and_then(|fd| {
+                tokio::net::unix::pipe::Sender::from_owned_fd(fd)
+                    .map_err(|e| ToolError::failed(format!("its stdin: {e}")))
+            })?;
+        let stdout = Receiver::from_owned_fd(spawned.stdout)
+            .map_err(|e| ToolError::failed(format!("its stdout: {e}")))?;
+        let stderr = Receiver::from_owned_fd(spawned.stderr)
+            .map_err(|e| ToolError::failed(format!("its stderr: {e}")))?;
+        Ok(ServiceProcess {
+            pid: spawned.pid.as_raw(),
+            started: Instant::now(),
+            cpu_seconds: self.policy.cpu_seconds,
+            stdio: Some((stdin, stdout, stderr)),
+            exit,
+            reaper,
+        })
+    }
+
     /// Whether a SIGKILL that ended a run is the CPU limit's hard stop (the soft limit
     /// sends SIGXCPU first; a program ignoring it is killed a second later).
     fn cpu_exhausted(&self, started: Instant) -> bool {
@@ -501,6 +578,75 @@ fn build_ruleset(abi: i32, jail: &Path, system: &[PathBuf]) -> Result<OwnedFd, E
         })
         .map_err(|e| fail(&e))?;
     Option::<OwnedFd>::from(created).ok_or_else(|| fail(&"the kernel refused a ruleset"))
+}
+
+/// A long-lived process started by [`Sandbox::start_service`]: confined like a run, its
+/// stdio piped to the caller. Dropping it kills its process group and cgroup.
+pub struct ServiceProcess {
+    pid: i32,
+    started: Instant,
+    cpu_seconds: u64,
+    stdio: Option<ServiceStdio>,
+    exit: ChildExit,
+    reaper: Reaper,
+}
+
+/// A service's stdin (to write), stdout and stderr (to read).
+pub type ServiceStdio = (
+    tokio::net::unix::pipe::Sender,
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Receiver,
+);
+
+impl ServiceProcess {
+    /// Its process id (also its process group's).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Its stdin, stdout and stderr; `None` once taken.
+    pub fn take_stdio(&mut self) -> Option<ServiceStdio> {
+        self.stdio.take()
+    }
+
+    /// Kills it, its process group and its cgroup.
+    pub fn kill(&self) {
+        self.reaper.kill();
+    }
+
+    /// Waits until it exits (it is then reaped, and what it left behind killed), and says
+    /// how it ended: `exited with code N`, `killed by SIGNAL`, or that it used up its CPU
+    /// time.
+    pub async fn wait(&self) -> String {
+        let status = self.exit.wait(&self.reaper).await;
+        self.reaper.kill();
+        match status {
+            Ok(WaitStatus::Exited(_, code)) => format!("exited with code {code}"),
+            Ok(WaitStatus::Signaled(_, Signal::SIGXCPU, _)) => format!(
+                "used up its {} s of CPU time and was killed",
+                self.cpu_seconds
+            ),
+            Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _))
+                if self.started.elapsed() >= Duration::from_secs(self.cpu_seconds) =>
+            {
+                format!(
+                    "was killed by SIGKILL (by someone, or at its {} s CPU limit)",
+                    self.cpu_seconds
+                )
+            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => format!("was killed by {signal}"),
+            Ok(other) => format!("ended in an unexpected state: {other:?}"),
+            Err(e) => format!("could not be waited for: {e}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServiceProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceProcess")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads up to `cap` bytes into `out`; returns whether the stream had more.

@@ -55,6 +55,8 @@ pub(crate) struct Spawn {
     argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
     stdin: OwnedFd,
+    /// The parent's end of the child's stdin, when the child reads a pipe.
+    stdin_writer: Option<OwnedFd>,
     stdout: OwnedFd,
     stderr: OwnedFd,
     jail: OwnedFd,
@@ -69,6 +71,8 @@ pub(crate) struct Spawn {
 /// A running child: its pid, and the read ends of its stdout and stderr.
 pub(crate) struct Spawned {
     pub(crate) pid: Pid,
+    /// The write end of its stdin, if it reads a pipe ([`SpawnOptions::stdin_pipe`]).
+    pub(crate) stdin: Option<OwnedFd>,
     pub(crate) stdout: OwnedFd,
     pub(crate) stderr: OwnedFd,
 }
@@ -91,6 +95,8 @@ pub(crate) struct SpawnOptions<'a> {
     pub(crate) limits: &'a [(nix::sys::resource::Resource, u64, u64)],
     pub(crate) cgroup: Option<RawFd>,
     pub(crate) ruleset: Option<RawFd>,
+    /// Give the child a pipe as stdin (else `/dev/null`).
+    pub(crate) stdin_pipe: bool,
 }
 
 impl Spawn {
@@ -118,11 +124,17 @@ impl Spawn {
             .map(|s| s.as_ptr())
             .chain(std::iter::once(std::ptr::null()))
             .collect();
-        let stdin = nix::fcntl::open(
-            "/dev/null",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )?;
+        let (stdin, stdin_writer) = if options.stdin_pipe {
+            let (read, write) = pipe()?;
+            (read, Some(write))
+        } else {
+            let null = nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            (null, None)
+        };
         let jail = nix::fcntl::open(
             options.jail,
             nix::fcntl::OFlag::O_RDONLY
@@ -154,6 +166,7 @@ impl Spawn {
                 argv_ptrs,
                 envp_ptrs,
                 stdin,
+                stdin_writer,
                 stdout,
                 stderr,
                 jail,
@@ -206,6 +219,7 @@ impl Spawn {
             None,
         );
         let pid = pid?;
+        let stdin = self.stdin_writer.take();
         // The child has exec'd or exited: its copies of the write ends are its own now.
         drop(self);
         let mut buf = [0u8; 8];
@@ -230,6 +244,7 @@ impl Spawn {
         }
         Ok(Spawned {
             pid,
+            stdin,
             stdout,
             stderr,
         })
