@@ -451,10 +451,15 @@ impl Approvals {
             Some((id, ApprovalStatus::Pending, _)) => {
                 Ok(Gate::Answer(ToolError::awaiting_approval(tool, &id)))
             }
-            Some((id, status, _)) => Ok(Gate::Answer(ToolError::new(
-                ToolErrorKind::Denied,
-                format!("{tool}: approval {id} was {status:?}: the call did not run"),
-            ))),
+            Some((id, status, _)) => {
+                let refused = ToolError::new(
+                    ToolErrorKind::Denied,
+                    format!("{tool}: approval {id} was {status:?}: the call did not run"),
+                );
+                // Told once: the approval is done (its agent needs no news of it again).
+                self.finished(&id, &Err(refused.clone())).await?;
+                Ok(Gate::Answer(refused))
+            }
             None if explicit.is_some() => Ok(Gate::Answer(ToolError::new(
                 ToolErrorKind::Denied,
                 format!("{tool}: no such approval"),

@@ -201,6 +201,10 @@ async fn a_denied_or_expired_call_never_runs() {
     assert_eq!(told.kind, ToolErrorKind::Denied, "{told:?}");
     assert!(!tmp.path().join("files/d.txt").exists());
     assert!(
+        rig.approvals.decided_for_agents().is_empty(),
+        "told once, its agent needs no more news of it"
+    );
+    assert!(
         rig.approvals
             .decide(&denied, Decision::Approve, "", approver.identifier())
             .await
