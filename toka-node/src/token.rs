@@ -238,7 +238,7 @@ fn parse_caveats(texts: &[String], ttl: Option<&str>) -> anyhow::Result<Vec<Cave
         .map(|text| {
             Caveat::parse(text.as_bytes()).map_err(|d| {
                 let hint = if d.reason.starts_with("unknown caveat") {
-                    " (known: tool, agent, expires, path-prefix, max-bytes, secret)"
+                    " (known: tool, agent, expires, path-prefix, max-bytes, secret, model, max-tokens, budget-tokens, approval)"
                 } else {
                     ""
                 };
