@@ -12,10 +12,10 @@ use std::time::Duration;
 use serde_json::json;
 use toka_actors::{AgentRef, Runtime, SpawnSpec};
 use toka_store::{Journal, JournalConfig, SledJournal};
-use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
+use toka_test_support::model_server::{ModelServer, Reply, chat_text, sse_tool_calls};
 use toka_tools::model::{
     ApprovalNews, Assistant, AssistantArgs, AssistantMsg, AssistantQuery, ModelHost, OpenAiClient,
-    UserTurn,
+    TurnEvent, UserTurn,
 };
 use toka_tools::{
     ApprovalStatus, Approvals, Authority, Capability, Caveat, Decision, FsWrite, ToolErrorKind,
@@ -245,7 +245,7 @@ async fn a_denied_or_expired_call_never_runs() {
 }
 
 /// A runtime with the assistant `helper` whose token needs approval for `fs.write`.
-async fn assistant(rig: &Rig, server: &ModelServer) -> (Runtime, AgentRef<Assistant>) {
+async fn assistant(rig: &Rig, server: &ModelServer) -> (Runtime, AgentRef<Assistant>, ModelHost) {
     let models = ModelHost::builder(rig.authority.clone(), rig.journal.clone())
         .model(
             "local",
@@ -256,7 +256,7 @@ async fn assistant(rig: &Rig, server: &ModelServer) -> (Runtime, AgentRef<Assist
         .build();
     let runtime = Runtime::builder(rig.journal.clone())
         .extension(rig.host.clone())
-        .extension(models)
+        .extension(models.clone())
         .register_with_queries(Assistant::new())
         .start()
         .await
@@ -278,7 +278,7 @@ async fn assistant(rig: &Rig, server: &ModelServer) -> (Runtime, AgentRef<Assist
                 .unwrap()
         }
     };
-    (runtime, helper)
+    (runtime, helper, models)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,16 +286,15 @@ async fn an_assistant_turn_waits_for_approval_stays_queryable_and_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let server = ModelServer::start().await;
     let rig = open(tmp.path(), Duration::from_secs(3600)).await;
-    let (runtime, helper) = assistant(&rig, &server).await;
-    server.push(Reply::Json(chat_tool_calls(
-        &[(
-            "w1",
-            "fs_write",
-            json!({"path": "note.txt", "content": "remember the milk"}),
-        )],
-        20,
-        10,
-    )));
+    let (runtime, helper, models) = assistant(&rig, &server).await;
+    let mut live = models.subscribe("helper");
+    let write = [(
+        "w1",
+        "fs_write",
+        json!({"path": "note.txt", "content": "remember the milk"}),
+    )];
+    // Watched, the model call is streamed.
+    server.push(Reply::Sse(sse_tool_calls(&write, 20, 10)));
     let turn: AssistantMsg = UserTurn {
         user: "Write me a note".into(),
     }
@@ -304,6 +303,18 @@ async fn an_assistant_turn_waits_for_approval_stays_queryable_and_goes_on() {
     assert_eq!(waiting.stopped.as_deref(), Some("approval"));
     assert_eq!(waiting.approvals.len(), 1);
     let id = waiting.approvals[0].clone();
+    // Its live stream says so too.
+    let mut told = Vec::new();
+    while let Some(Ok(event)) = live.try_recv() {
+        told.push(event);
+    }
+    assert!(
+        told.contains(&TurnEvent::AwaitingApproval {
+            approvals: vec![id.clone()]
+        }),
+        "{told:?}"
+    );
+    drop(live);
     // Meanwhile it answers queries, and says what it waits for.
     let transcript = helper.query(AssistantQuery::Transcript, T).await.unwrap();
     let last = transcript
@@ -324,13 +335,14 @@ async fn an_assistant_turn_waits_for_approval_stays_queryable_and_goes_on() {
         .unwrap();
     assert_eq!(busy.stopped.as_deref(), Some("busy"));
     assert_eq!(server.requests().len(), 1);
-    drop(helper);
+    // What holds the journal must go before it is opened again.
+    drop((helper, models));
     runtime.shutdown().await.unwrap();
     rig.close().await;
 
     // Decided after a restart: the news makes the turn go on, the write happens once.
     let rig = open(tmp.path(), Duration::from_secs(3600)).await;
-    let (runtime, helper) = assistant(&rig, &server).await;
+    let (runtime, helper, _) = assistant(&rig, &server).await;
     let approver = rig.authority.mint([]).unwrap();
     rig.approvals
         .decide(&id, Decision::Approve, "ok", approver.identifier())

@@ -33,7 +33,7 @@ use serde_json::Value;
 use toka_actors::{Agent, AgentError, Context, Queries};
 
 use super::delegate::{AGENTS_ASK, agents_ask_tool, ask_agent};
-use super::{ChatMessage, ModelCalls, ModelRequest, ModelTool, Role, ToolCall, Usage};
+use super::{ChatMessage, ModelCalls, ModelRequest, ModelTool, Role, ToolCall, TurnEvent, Usage};
 use crate::{Capability, Sealer, ToolCalls, ToolError, ToolErrorKind, ToolHost};
 
 /// The kind name the node registers the assistant under.
@@ -563,6 +563,12 @@ impl Assistant {
                         usage: turn.usage,
                         approvals: waiting.clone(),
                     };
+                    if let Some(host) = cx.extension::<super::ModelHost>()
+                        && !cx.is_replaying()
+                    {
+                        let approvals = waiting.clone();
+                        host.notify(cx.id().as_str(), TurnEvent::AwaitingApproval { approvals });
+                    }
                     state.history.waiting = Some(WaitingTurn {
                         messages: turn.messages,
                         results: turn.results,

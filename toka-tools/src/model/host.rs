@@ -165,6 +165,13 @@ impl ModelHost {
         self.inner.live.subscribe(agent)
     }
 
+    /// Tells `agent`'s subscribers (if any) of `event`, never waiting for them: how an
+    /// agent adds its own news (the assistant: a turn waiting for approval) to the live
+    /// events of its model calls.
+    pub fn notify(&self, agent: &str, event: TurnEvent) {
+        self.inner.live.publish(agent, event);
+    }
+
     /// Asks model `model` on behalf of `agent`, holding `token`; the answer's usage is
     /// journaled and counted.
     ///

@@ -82,17 +82,24 @@ pub enum TurnEvent {
         /// Tokens the call used.
         usage: Usage,
     },
+    /// The turn stopped to wait for human decisions on some of its tool calls (see
+    /// [`crate::approval`]); it goes on by itself when they come.
+    AwaitingApproval {
+        /// The approvals it waits for.
+        approvals: Vec<String>,
+    },
 }
 
 impl TurnEvent {
     /// The event's name: its `type` tag (`delta`, `tool_call`, `tool_call_arguments`,
-    /// `step_done`).
+    /// `step_done`, `awaiting_approval`).
     pub fn name(&self) -> &'static str {
         match self {
             TurnEvent::Delta { .. } => "delta",
             TurnEvent::ToolCall { .. } => "tool_call",
             TurnEvent::ToolCallArguments { .. } => "tool_call_arguments",
             TurnEvent::StepDone { .. } => "step_done",
+            TurnEvent::AwaitingApproval { .. } => "awaiting_approval",
         }
     }
 
