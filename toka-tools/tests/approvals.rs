@@ -319,7 +319,7 @@ async fn an_assistant_turn_waits_for_approval_stays_queryable_and_goes_on() {
     let transcript = helper.query(AssistantQuery::Transcript, T).await.unwrap();
     let last = transcript
         .last()
-        .expect(&format!("{waiting:?} {:?}", runtime.tree()));
+        .unwrap_or_else(|| panic!("{waiting:?} {:?}", runtime.tree()));
     assert_eq!(last.role, "tool");
     assert!(last.content.contains(&id), "{last:?}");
     // A new turn is not taken while one waits.
