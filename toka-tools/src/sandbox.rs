@@ -59,7 +59,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, Interest};
 use tokio::net::unix::pipe::Receiver;
 
 use crate::cgroup::{CgroupBase, RunCgroup};
-use crate::spawn::{Spawn, SpawnOptions, pidfd};
+use crate::spawn::{Spawn, SpawnOptions, Spawned, pidfd};
 use crate::{Error, ToolError, ToolErrorKind};
 
 /// How long output is drained after the program exits (its leftovers are killed first).
@@ -272,14 +272,15 @@ impl Sandbox {
         self.ruleset.as_ref().and(self.landlock_abi)
     }
 
-    /// Runs `program` with `args` in the sandbox and collects its output.
-    ///
-    /// # Errors
-    /// [`ToolErrorKind::Timeout`] past the wall-clock limit, [`ToolErrorKind::Limit`] when
-    /// output passes its cap or the CPU limit killed it, [`ToolErrorKind::Failed`] if it
-    /// could not start. In every case the process group is gone when this returns.
-    pub async fn run(&self, program: &Path, args: &[String]) -> Result<RunOutput, ToolError> {
-        let started = Instant::now();
+    /// Starts `program` in the sandbox (limits, cgroup, environment, jail, user,
+    /// Landlock), with a stdin pipe if asked: the child, the reaper that kills its group
+    /// and cgroup, and its exit.
+    fn spawn_child(
+        &self,
+        program: &Path,
+        args: &[String],
+        stdin_pipe: bool,
+    ) -> Result<(Spawned, Reaper, ChildExit), ToolError> {
         let limits = self.rlimits();
         let cgroup = self.run_cgroup();
         let env = self.environment();
@@ -292,7 +293,7 @@ impl Sandbox {
             limits: &limits,
             cgroup: cgroup.as_ref().map(RunCgroup::join_fd),
             ruleset: self.ruleset.as_ref().map(AsRawFd::as_raw_fd),
-            stdin_pipe: false,
+            stdin_pipe,
         };
         let cannot_start = |e: std::io::Error| {
             ToolError::failed(format!(
@@ -312,6 +313,18 @@ impl Sandbox {
             reaped: false.into(),
         };
         let exit = ChildExit::new(spawned.pid).map_err(cannot_start)?;
+        Ok((spawned, reaper, exit))
+    }
+
+    /// Runs `program` with `args` in the sandbox and collects its output.
+    ///
+    /// # Errors
+    /// [`ToolErrorKind::Timeout`] past the wall-clock limit, [`ToolErrorKind::Limit`] when
+    /// output passes its cap or the CPU limit killed it, [`ToolErrorKind::Failed`] if it
+    /// could not start. In every case the process group is gone when this returns.
+    pub async fn run(&self, program: &Path, args: &[String]) -> Result<RunOutput, ToolError> {
+        let started = Instant::now();
+        let (spawned, reaper, exit) = self.spawn_child(program, args, false)?;
         let out_pipe = Receiver::from_owned_fd(spawned.stdout).ok();
         let err_pipe = Receiver::from_owned_fd(spawned.stderr).ok();
         let cap = self.policy.output_bytes;
@@ -466,38 +479,7 @@ impl Sandbox {
         program: &Path,
         args: &[String],
     ) -> Result<ServiceProcess, ToolError> {
-        let limits = self.rlimits();
-        let cgroup = self.run_cgroup();
-        let env = self.environment();
-        let options = SpawnOptions {
-            program,
-            args,
-            env: &env,
-            jail: &self.jail,
-            run_as: self.run_as,
-            limits: &limits,
-            cgroup: cgroup.as_ref().map(RunCgroup::join_fd),
-            ruleset: self.ruleset.as_ref().map(AsRawFd::as_raw_fd),
-            stdin_pipe: true,
-        };
-        let cannot_start = |e: std::io::Error| {
-            ToolError::failed(format!(
-                "cannot start {} in the sandbox (as {:?}, in {}): {e}",
-                program.display(),
-                self.run_as,
-                self.jail.display()
-            ))
-        };
-        let spawned = Spawn::prepare(&options)
-            .and_then(|(spawn, out, err)| spawn.start(out, err))
-            .map_err(cannot_start)?;
-        let reaper = Reaper {
-            group: Some(spawned.pid),
-            cgroup,
-            done: false.into(),
-            reaped: false.into(),
-        };
-        let exit = ChildExit::new(spawned.pid).map_err(cannot_start)?;
+        let (spawned, reaper, exit) = self.spawn_child(program, args, true)?;
         let stdin = spawned
             .stdin
             .ok_or_else(|| ToolError::failed("the service has no stdin pipe"))
