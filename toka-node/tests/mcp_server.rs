@@ -487,3 +487,38 @@ fn the_mcp_inspector_cli_lists_and_calls() {
     assert!(out.get("tools").is_none(), "{out}");
     assert!(fx.node.sigterm().success());
 }
+
+#[test]
+fn a_call_that_needs_approval_waits_over_mcp_and_runs_once_approved() {
+    let fx = Fixture::start();
+    let writer = fx.mint(&["approval = fs.write"]);
+    let report = mcp(
+        &fx.node,
+        &writer,
+        json!([
+            {"op": "call", "name": "fs.write", "args": {"path": "out.txt", "content": "approved"}},
+        ]),
+    );
+    let step = &report["steps"][0];
+    // Not an error: the client learns the approval it waits for.
+    assert_eq!(step["isError"], false, "{step}");
+    assert_eq!(step["structured"]["status"], "pending", "{step}");
+    let id = step["structured"]["approval"].as_str().unwrap().to_owned();
+    let out = fx._tmp.path().join("files/out.txt");
+    assert!(!out.exists(), "nothing ran before the decision");
+    // Approved (here with the CLI against the running node), the call runs, once.
+    let decided = Command::new(common::BIN)
+        .args(["approvals", "approve", &id, "--url"])
+        .arg(format!("http://{}", fx.node.addr))
+        .env("TOKA_TOKEN", &fx.admin)
+        .output()
+        .unwrap();
+    assert!(decided.status.success(), "{decided:?}");
+    for _ in 0..100 {
+        if out.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "approved");
+}
