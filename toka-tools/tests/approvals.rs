@@ -5,17 +5,19 @@
 //! goes on when the news of the decision comes.
 #![cfg(feature = "openai")]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use toka_actors::{AgentRef, Runtime, SpawnSpec};
+use toka_actors::{AgentRef, Runtime, RuntimeConfig, SpawnSpec};
 use toka_store::{Journal, JournalConfig, SledJournal};
 use toka_test_support::model_server::{ModelServer, Reply, chat_text, sse_tool_calls};
 use toka_tools::model::{
-    ApprovalNews, Assistant, AssistantArgs, AssistantMsg, AssistantQuery, ModelHost, OpenAiClient,
-    TurnEvent, UserTurn,
+    ApprovalNews, Assistant, AssistantArgs, AssistantMsg, AssistantQuery, ModelHost, TurnEvent,
+    UserTurn,
 };
 use toka_tools::{
     ApprovalStatus, Approvals, Authority, Capability, Caveat, Decision, FsWrite, ToolErrorKind,
@@ -246,21 +248,14 @@ async fn a_denied_or_expired_call_never_runs() {
 
 /// A runtime with the assistant `helper` whose token needs approval for `fs.write`.
 async fn assistant(rig: &Rig, server: &ModelServer) -> (Runtime, AgentRef<Assistant>, ModelHost) {
-    let models = ModelHost::builder(rig.authority.clone(), rig.journal.clone())
-        .model(
-            "local",
-            OpenAiClient::builder(server.base_url(), "served")
-                .build()
-                .unwrap(),
-        )
-        .build();
-    let runtime = Runtime::builder(rig.journal.clone())
-        .extension(rig.host.clone())
-        .extension(models.clone())
-        .register_with_queries(Assistant::new())
-        .start()
-        .await
-        .unwrap();
+    let models = common::local_model(&rig.authority, rig.journal.clone(), server);
+    let runtime = common::assistant_runtime(
+        rig.journal.clone(),
+        RuntimeConfig::default(),
+        &rig.host,
+        &models,
+    )
+    .await;
     let helper = match runtime.agent::<Assistant>(&"helper".parse().unwrap()) {
         Ok(existing) => existing,
         Err(_) => {

@@ -7,6 +7,8 @@
 #![cfg(feature = "openai")]
 
 use std::ops::ControlFlow;
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -19,9 +21,7 @@ use toka_store::{
     JournalConfig, NewEvent, SledJournal, Snapshot, StreamBatch, Subscription, VerifyReport,
 };
 use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
-use toka_tools::model::{
-    Assistant, AssistantArgs, AssistantQuery, HistoryPolicy, ModelHost, OpenAiClient, UserTurn,
-};
+use toka_tools::model::{Assistant, AssistantArgs, AssistantQuery, HistoryPolicy, UserTurn};
 use toka_tools::{Authority, Caveat, FsRead, SideEffect, Tool, ToolContext, ToolError, ToolHost};
 
 const T: Duration = Duration::from_secs(10);
@@ -43,21 +43,9 @@ async fn start(dir: &Path, server: &ModelServer, caveats: Vec<Caveat>, max_steps
         .start()
         .await
         .unwrap();
-    let models = ModelHost::builder(authority.clone(), journal.clone())
-        .model(
-            "local",
-            OpenAiClient::builder(server.base_url(), "served")
-                .build()
-                .unwrap(),
-        )
-        .build();
-    let runtime = Runtime::builder(journal)
-        .extension(tools.clone())
-        .extension(models)
-        .register_with_queries(Assistant::new())
-        .start()
-        .await
-        .unwrap();
+    let models = common::local_model(&authority, journal.clone(), server);
+    let runtime =
+        common::assistant_runtime(journal, RuntimeConfig::default(), &tools, &models).await;
     let id = "helper".parse().unwrap();
     let assistant = match runtime.agent::<Assistant>(&id) {
         Ok(existing) => existing,
@@ -407,27 +395,13 @@ async fn open_rig(
         .start()
         .await
         .unwrap();
-    let models = ModelHost::builder(authority.clone(), journal.clone())
-        .model(
-            "local",
-            OpenAiClient::builder(server.base_url(), "served")
-                .build()
-                .unwrap(),
-        )
-        .build();
+    let models = common::local_model(&authority, journal.clone(), server);
     let config = RuntimeConfig {
         snapshot_every: snapshot_every.unwrap_or(u64::MAX),
         drain_timeout: Duration::from_millis(200),
         ..RuntimeConfig::default()
     };
-    let runtime = Runtime::builder(journal.clone())
-        .config(config)
-        .extension(tools.clone())
-        .extension(models)
-        .register_with_queries(Assistant::new())
-        .start()
-        .await
-        .unwrap();
+    let runtime = common::assistant_runtime(journal.clone(), config, &tools, &models).await;
     let id = "helper".parse().unwrap();
     let assistant = match runtime.agent::<Assistant>(&id) {
         Ok(existing) => existing,

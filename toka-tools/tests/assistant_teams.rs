@@ -5,18 +5,19 @@
 //! after a restart); bounded and summarised history.
 #![cfg(feature = "openai")]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use toka_actors::record::RecordKind;
-use toka_actors::{AgentId, AgentRef, Runtime, SpawnSpec};
+use toka_actors::{AgentId, AgentRef, Runtime, RuntimeConfig, SpawnSpec};
 use toka_store::{JournalConfig, SledJournal};
 use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
 use toka_tools::model::{
-    AGENTS_ASK, Assistant, AssistantArgs, AssistantMsg, AssistantQuery, HistoryPolicy, ModelHost,
-    OpenAiClient, UserTurn,
+    AGENTS_ASK, Assistant, AssistantArgs, AssistantMsg, AssistantQuery, HistoryPolicy, UserTurn,
 };
 use toka_tools::{Authority, Caveat, FsRead, ToolHost};
 
@@ -41,21 +42,9 @@ async fn start(dir: &Path, server: &ModelServer) -> Node {
         .start()
         .await
         .unwrap();
-    let models = ModelHost::builder(authority.clone(), journal.clone())
-        .model(
-            "local",
-            OpenAiClient::builder(server.base_url(), "served")
-                .build()
-                .unwrap(),
-        )
-        .build();
-    let runtime = Runtime::builder(journal)
-        .extension(tools.clone())
-        .extension(models)
-        .register_with_queries(Assistant::new())
-        .start()
-        .await
-        .unwrap();
+    let models = common::local_model(&authority, journal.clone(), server);
+    let runtime =
+        common::assistant_runtime(journal, RuntimeConfig::default(), &tools, &models).await;
     Node {
         runtime,
         tools,

@@ -227,3 +227,37 @@ pub fn outcome_body(outcome: &record::Outcome) -> Result<&[u8], String> {
         record::Outcome::InDoubt => Err("in doubt".to_owned()),
     }
 }
+
+/// The configured model `local`, answered by the scripted `server`, checking
+/// `authority`'s tokens and journaling usage in `journal`.
+#[cfg(feature = "openai")]
+pub fn local_model(
+    authority: &toka_tools::Authority,
+    journal: std::sync::Arc<dyn Journal>,
+    server: &toka_test_support::model_server::ModelServer,
+) -> toka_tools::model::ModelHost {
+    let client = toka_tools::model::OpenAiClient::builder(server.base_url(), "served")
+        .build()
+        .expect("a client for the scripted model server");
+    toka_tools::model::ModelHost::builder(authority.clone(), journal)
+        .model("local", client)
+        .build()
+}
+
+/// A runtime over `journal` that runs assistants with `tools` and `models`.
+#[cfg(feature = "openai")]
+pub async fn assistant_runtime(
+    journal: std::sync::Arc<dyn Journal>,
+    config: toka_actors::RuntimeConfig,
+    tools: &toka_tools::ToolHost,
+    models: &toka_tools::model::ModelHost,
+) -> toka_actors::Runtime {
+    toka_actors::Runtime::builder(journal)
+        .config(config)
+        .extension(tools.clone())
+        .extension(models.clone())
+        .register_with_queries(toka_tools::model::Assistant::new())
+        .start()
+        .await
+        .expect("starting the runtime")
+}
