@@ -17,7 +17,7 @@ use toka_tools::{
 
 use crate::cli::{DataDir, InitArgs, RunArgs, read_encryption_key};
 use crate::config::{Config, LogFormat, ToolsConfig};
-use crate::server::{AppState, ServeLimits, Services, app, unwritable};
+use crate::server::{AppState, NodeInfo, ServeLimits, Services, app, unwritable};
 
 /// Where the API listens unless told otherwise.
 const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -162,6 +162,7 @@ async fn serve(
     limits: &Limits,
     listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    let node_started = Instant::now();
     let mut journal_config = JournalConfig::default();
     if let Some(durability) = config.durability {
         journal_config = journal_config.durability(durability.into());
@@ -218,6 +219,15 @@ async fn serve(
         sealer,
         ask_timeout: limits.ask_timeout,
         body_timeout: limits.body_timeout,
+        info: NodeInfo {
+            started: node_started,
+            journal_dir: Some(journal_path.clone()),
+            durability: match config.durability {
+                Some(crate::config::DurabilitySetting::Buffered) => "buffered",
+                _ => "fsync",
+            },
+            models: config.models.keys().cloned().collect(),
+        },
     };
     let state = AppState::new(runtime.clone(), services, recovery);
     let watch = tokio::spawn(watch_journal(Arc::clone(&journal) as Arc<dyn Journal>));

@@ -29,6 +29,12 @@ async fn state() -> (AppState, Authority) {
         sealer,
         ask_timeout: Duration::from_secs(5),
         body_timeout: Duration::from_secs(5),
+        info: super::NodeInfo {
+            started: std::time::Instant::now(),
+            journal_dir: None,
+            durability: "fsync",
+            models: Vec::new(),
+        },
     };
     let state = AppState::new(runtime, services, Duration::ZERO);
     (state, authority)
