@@ -304,8 +304,13 @@ pub(crate) struct MintArgs {
 pub(crate) struct AttenuateArgs {
     /// The token to narrow (`-`: read it from standard input).
     pub(crate) token: String,
-    /// A caveat to add, `KEY = VALUE` (repeatable; see `token mint --help`).
-    #[arg(long = "caveat", value_name = "CAVEAT", required = true)]
+    /// A caveat to add, `KEY = VALUE` (repeatable; see `token mint --help`); at least
+    /// one, or `--ttl`.
+    #[arg(
+        long = "caveat",
+        value_name = "CAVEAT",
+        required_unless_present = "ttl"
+    )]
     pub(crate) caveats: Vec<String>,
     /// Adds `expires = now + TTL`; e.g. `30s`, `15m`, `1h`, `2d`.
     #[arg(long)]
