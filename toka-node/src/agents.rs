@@ -113,7 +113,9 @@ impl Tree {
             let Some(id) = agent["id"].as_str() else {
                 continue;
             };
-            let parent = agent["parent"].as_str().filter(|p| tree.nodes.contains_key(*p));
+            let parent = agent["parent"]
+                .as_str()
+                .filter(|p| tree.nodes.contains_key(*p));
             match parent.and_then(|p| tree.nodes.get_mut(p)) {
                 Some(node) => node.children.push(id.to_owned()),
                 None => tree.top.push(id.to_owned()),

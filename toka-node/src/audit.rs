@@ -33,9 +33,9 @@ pub(crate) fn denials(args: &DenialsArgs) -> anyhow::Result<ExitCode> {
     let limit = args.limit.min(MAX_DENIALS);
     let list = match access(&args.audit.dir, &args.audit.node)? {
         Access::Offline(journal) => denials_json(&journal, limit)?,
-        Access::Online(client) => {
-            array(block_on(client.get(&format!("/audit/denials?limit={limit}")))??)
-        }
+        Access::Online(client) => array(block_on(
+            client.get(&format!("/audit/denials?limit={limit}")),
+        )??),
     };
     print(&list, args.audit.json, "no denials", |d| {
         format!(
@@ -68,7 +68,8 @@ fn print(
     } else if list.is_empty() {
         writeln!(out, "{none}")
     } else {
-        list.iter().try_for_each(|item| writeln!(out, "{}", line(item)))
+        list.iter()
+            .try_for_each(|item| writeln!(out, "{}", line(item)))
     };
     match written {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -107,7 +107,10 @@ impl NodeClient {
     }
 
     /// Sends `request`; the response if its status is a success.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = request.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
         if status.is_success() {

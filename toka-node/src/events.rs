@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::json;
 use serde_json::Value;
+use serde_json::json;
 use toka_store::{Journal, RecordedEvent, VerifyReport};
 
 use crate::cli::{ExportArgs, ListArgs, VerifyArgs, block_on};
@@ -107,7 +107,11 @@ async fn list_online(client: &NodeClient, args: &ListArgs) -> anyhow::Result<Exi
             left -= 1;
         }
         let last = events.last().map_or(0, |event| {
-            let key = if args.stream.is_some() { "seq" } else { "position" };
+            let key = if args.stream.is_some() {
+                "seq"
+            } else {
+                "position"
+            };
             event[key].as_u64().unwrap_or(0)
         });
         if last < from {

@@ -44,7 +44,10 @@ pub(crate) enum Access {
 /// Decides how to reach `dir` (see the [module docs](self)).
 pub(crate) fn access(dir: &DataDir, node: &NodeArgs) -> anyhow::Result<Access> {
     if let Some(url) = &node.node {
-        return Ok(Access::Online(NodeClient::new(url, Some(token(dir, node)?))?));
+        return Ok(Access::Online(NodeClient::new(
+            url,
+            Some(token(dir, node)?),
+        )?));
     }
     // A held lock is seen at once here; opening the journal would first retry it for
     // a few seconds (for a handle of this process being released).
@@ -58,7 +61,10 @@ pub(crate) fn access(dir: &DataDir, node: &NodeArgs) -> anyhow::Result<Access> {
     let url = default_url(node)?;
     let probe = NodeClient::new(&url, None)?;
     if block_on(probe.answers(PROBE))? {
-        return Ok(Access::Online(NodeClient::new(&url, Some(token(dir, node)?))?));
+        return Ok(Access::Online(NodeClient::new(
+            &url,
+            Some(token(dir, node)?),
+        )?));
     }
     bail!(
         "no node answers at {url}, and {} is locked by a running process (if its node \

@@ -60,7 +60,11 @@ async fn online(client: &NodeClient) -> anyhow::Result<Value> {
 fn pending(items: &[Value]) -> usize {
     items
         .iter()
-        .filter(|a| a.get("status").and_then(Value::as_str).is_none_or(|s| s == "pending"))
+        .filter(|a| {
+            a.get("status")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s == "pending")
+        })
         .count()
 }
 

@@ -83,10 +83,18 @@ fn token_commands_work_online_and_a_revocation_refuses_the_token_at_once() {
     let admin = admin_token(&dir);
 
     // Minted by the running node (the journal is locked: offline would fail).
-    let token = ok(&dir, &listen, &["token", "mint", "--caveat", "tool = api.agents.*"]);
+    let token = ok(
+        &dir,
+        &listen,
+        &["token", "mint", "--caveat", "tool = api.agents.*"],
+    );
     let token = token.trim();
     assert_eq!(node.get("/agents", token).0, 200);
-    let minted = lines(&ok(&dir, &listen, &["token", "mint", "--ttl", "1h", "--json"]));
+    let minted = lines(&ok(
+        &dir,
+        &listen,
+        &["token", "mint", "--ttl", "1h", "--json"],
+    ));
     assert_eq!(minted[0]["caveats"].as_array().unwrap().len(), 1);
 
     // Attenuated through the node: still valid, narrower.
@@ -94,23 +102,47 @@ fn token_commands_work_online_and_a_revocation_refuses_the_token_at_once() {
     let narrower = lines(&ok(
         &dir,
         &listen,
-        &["token", "attenuate", token, "--caveat", "tool = api.agents.read", "--node", &url, "--json"],
+        &[
+            "token",
+            "attenuate",
+            token,
+            "--caveat",
+            "tool = api.agents.read",
+            "--node",
+            &url,
+            "--json",
+        ],
     ));
     let narrower = narrower[0]["token"].as_str().unwrap().to_owned();
     assert_eq!(node.get("/agents", &narrower).0, 200);
     assert_eq!(node.get("/metrics", &narrower).0, 403);
 
     // Revoked through the node: refused at once, with every attenuation; admin unaffected.
-    let said = ok(&dir, &listen, &["token", "revoke", token, "--reason", "leaked"]);
+    let said = ok(
+        &dir,
+        &listen,
+        &["token", "revoke", token, "--reason", "leaked"],
+    );
     assert!(said.contains("revoked token"), "{said}");
     let (status, body) = node.get("/agents", token);
     assert_eq!(status, 401, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("revoked"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("revoked"),
+        "{body}"
+    );
     assert_eq!(node.get("/agents", &narrower).0, 401);
     assert_eq!(node.get("/agents", &admin).0, 200);
     // The node attenuates no revoked token.
     let out = toka(
-        &["token", "attenuate", token, "--caveat", "agent = x", "--node", &url],
+        &[
+            "token",
+            "attenuate",
+            token,
+            "--caveat",
+            "agent = x",
+            "--node",
+            &url,
+        ],
         &[("TOKA_TOKEN", &admin)],
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -126,7 +158,10 @@ fn token_commands_work_online_and_a_revocation_refuses_the_token_at_once() {
     assert_eq!(revocations[0]["identifier"], identifier.as_str());
     assert_eq!(revocations[0]["reason"], "leaked");
     let denials = ok(&dir, &listen, &["audit", "denials"]);
-    assert!(!denials.contains(token), "a denial shows a token: {denials}");
+    assert!(
+        !denials.contains(token),
+        "a denial shows a token: {denials}"
+    );
 
     // Journaled: after a restart the node still refuses it.
     assert!(node.sigterm().success());
@@ -148,7 +183,11 @@ fn token_commands_still_work_offline_on_a_stopped_data_dir() {
     assert!(node.sigterm().success());
     // Nothing listens at the config's address: the directory itself is used.
     let listen = free_addr();
-    let token = ok(&dir, &listen, &["token", "mint", "--caveat", "tool = api.agents.read"]);
+    let token = ok(
+        &dir,
+        &listen,
+        &["token", "mint", "--caveat", "tool = api.agents.read"],
+    );
     let token = token.trim();
     let narrower = ok(&dir, &listen, &["token", "attenuate", token, "--ttl", "1h"]);
     assert_ne!(narrower.trim(), token);
@@ -171,16 +210,26 @@ fn events_and_agents_work_online_then_offline_with_the_same_answers() {
 
     // Online.
     let listed = lines(&ok(&dir, &listen, &["events", "list", "--json"]));
-    let table = ok(&dir, &listen, &["events", "list", "--stream", "agent/leaf", "--from", "2"]);
+    let table = ok(
+        &dir,
+        &listen,
+        &["events", "list", "--stream", "agent/leaf", "--from", "2"],
+    );
     let exported = ok(&dir, &listen, &["events", "export"]);
     let verified = lines(&ok(&dir, &listen, &["events", "verify", "--json"]));
     let tree = lines(&ok(&dir, &listen, &["agents", "tree", "--json"]));
     let tree_text = ok(&dir, &listen, &["agents", "tree"]);
 
-    let positions: Vec<u64> = listed.iter().map(|e| e["position"].as_u64().unwrap()).collect();
+    let positions: Vec<u64> = listed
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
     assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
     assert!(positions.len() as u64 >= head);
-    let in_leaf = listed.iter().filter(|e| e["stream"] == "agent/leaf").count();
+    let in_leaf = listed
+        .iter()
+        .filter(|e| e["stream"] == "agent/leaf")
+        .count();
     assert!(in_leaf >= 5, "{listed:?}");
     assert_eq!(table.lines().count(), in_leaf - 1, "{table}");
     assert!(table.lines().all(|l| l.contains(" agent/leaf ")), "{table}");
@@ -211,12 +260,18 @@ fn events_and_agents_work_online_then_offline_with_the_same_answers() {
     assert!(node.sigterm().success());
     let listen = free_addr();
     let offline_export = ok(&dir, &listen, &["events", "export"]);
-    assert!(offline_export.starts_with(&exported), "offline export differs");
+    assert!(
+        offline_export.starts_with(&exported),
+        "offline export differs"
+    );
     let offline_list = lines(&ok(&dir, &listen, &["events", "list", "--json"]));
     assert_eq!(offline_list[..listed.len()], listed[..]);
     let offline_verify = lines(&ok(&dir, &listen, &["events", "verify", "--json"]));
     assert_eq!(offline_verify[0]["intact"], true);
-    assert_eq!(lines(&ok(&dir, &listen, &["agents", "tree", "--json"])), tree);
+    assert_eq!(
+        lines(&ok(&dir, &listen, &["agents", "tree", "--json"])),
+        tree
+    );
     assert_eq!(ok(&dir, &listen, &["agents", "tree"]), tree_text);
 }
 
@@ -232,7 +287,11 @@ fn raw_get(node: &Node, path: &str, token: &str) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    format!("{}\r\n\r\n{body}", head.to_ascii_lowercase().replacen("http/1.1", "HTTP/1.1", 1))
+    format!(
+        "{}\r\n\r\n{body}",
+        head.to_ascii_lowercase()
+            .replacen("http/1.1", "HTTP/1.1", 1)
+    )
 }
 
 #[test]
@@ -287,7 +346,11 @@ fn status_prints_the_nodes_fields_online_and_the_directorys_offline() {
         assert!(text.contains(field), "{field:?} not in:\n{text}");
     }
     // The route needs its capability.
-    let narrow = ok(&dir, &listen, &["token", "mint", "--caveat", "tool = api.agents.*"]);
+    let narrow = ok(
+        &dir,
+        &listen,
+        &["token", "mint", "--caveat", "tool = api.agents.*"],
+    );
     assert_eq!(node.get("/status", narrow.trim()).0, 403);
 
     assert!(node.sigterm().success());
@@ -336,7 +399,11 @@ fn a_locked_data_dir_with_no_node_answering_says_so_in_one_line() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
         // Seen at once, not after the journal's lock retries.
-        assert!(started.elapsed().as_secs() < 3, "{args:?} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed().as_secs() < 3,
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
     }
     drop(journal);
 }
@@ -350,7 +417,14 @@ fn errors_through_the_node_are_one_line_and_a_second_node_names_the_lock_once() 
     let bad = tmp.path().join("bad.token");
     std::fs::write(&bad, "not-a-token\n").unwrap();
     let out = toka(
-        &["events", "list", "--node", &url, "--token-file", bad.to_str().unwrap()],
+        &[
+            "events",
+            "list",
+            "--node",
+            &url,
+            "--token-file",
+            bad.to_str().unwrap(),
+        ],
         &[],
     );
     let err = String::from_utf8_lossy(&out.stderr);
@@ -362,7 +436,14 @@ fn errors_through_the_node_are_one_line_and_a_second_node_names_the_lock_once() 
     // `TOKA_TOKEN` and `--node` reach the node with no data dir here at all.
     let admin = admin_token(&dir);
     let out = toka(
-        &["agents", "tree", "--node", &url, "--data-dir", "/nonexistent"],
+        &[
+            "agents",
+            "tree",
+            "--node",
+            &url,
+            "--data-dir",
+            "/nonexistent",
+        ],
         &[("TOKA_TOKEN", &admin)],
     );
     assert!(out.status.success(), "{out:?}");
@@ -370,7 +451,13 @@ fn errors_through_the_node_are_one_line_and_a_second_node_names_the_lock_once() 
     // A second node on the same directory: the lock is named once (it was printed
     // twice, once in the store's message and again as its cause).
     let out = toka(
-        &["run", "--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()],
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
         &[],
     );
     let err = String::from_utf8_lossy(&out.stderr);

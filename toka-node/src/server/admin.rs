@@ -125,7 +125,9 @@ pub(crate) async fn attenuate(
     permit(&state, &caller, "api.tokens.mint", None)?;
     let JsonBody(body) = body?;
     if body.caveats.is_empty() {
-        return Err(ApiError::bad_request("attenuating needs at least one caveat"));
+        return Err(ApiError::bad_request(
+            "attenuating needs at least one caveat",
+        ));
     }
     let caveats = caveats_of(&body.caveats)?;
     let token = state
@@ -133,9 +135,9 @@ pub(crate) async fn attenuate(
         .authority
         .verify_text(&body.token)
         .map_err(|d| ApiError::bad_request(format!("the token to attenuate: {}", d.reason)))?;
-    let narrower = caveats
-        .iter()
-        .fold(token.token().clone(), |token, caveat| token.attenuate(caveat));
+    let narrower = caveats.iter().fold(token.token().clone(), |token, caveat| {
+        token.attenuate(caveat)
+    });
     Ok((StatusCode::CREATED, Json(token_json(&narrower)?)).into_response())
 }
 
@@ -148,24 +150,24 @@ pub(crate) async fn revoke(
 ) -> Result<Json<Value>, ApiError> {
     permit(&state, &caller, "api.tokens.revoke", None)?;
     let JsonBody(body) = body?;
-    let identifier =
-        crate::token::identifier_of(&body.identifier).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let identifier = crate::token::identifier_of(&body.identifier)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let authority = &state.inner.authority;
     let already = authority.is_revoked(&identifier);
     if !already {
-        let reason = body
-            .reason
-            .as_deref()
-            .unwrap_or("revoked over the API");
+        let reason = body.reason.as_deref().unwrap_or("revoked over the API");
         if reason.len() > 1024 {
             return Err(ApiError::bad_request("the reason is over 1,024 bytes"));
         }
-        authority.revoke(&identifier, reason).await.map_err(|e| match e {
-            toka_tools::Error::Journal(store) => {
-                ApiError::from(toka_actors::Error::Journal(store))
-            }
-            other => ApiError::internal(other),
-        })?;
+        authority
+            .revoke(&identifier, reason)
+            .await
+            .map_err(|e| match e {
+                toka_tools::Error::Journal(store) => {
+                    ApiError::from(toka_actors::Error::Journal(store))
+                }
+                other => ApiError::internal(other),
+            })?;
     }
     Ok(Json(
         json!({ "identifier": identifier, "already_revoked": already }),
@@ -185,7 +187,10 @@ pub(crate) fn revocations_json(journal: &dyn Journal) -> anyhow::Result<Vec<Valu
     for event in journal.iter_stream(REVOCATION_STREAM, 1)? {
         let event = event?;
         let record: RevocationRecord = postcard::from_bytes(&event.payload).map_err(|e| {
-            anyhow::anyhow!("{REVOCATION_STREAM} record {} does not decode: {e}", event.seq)
+            anyhow::anyhow!(
+                "{REVOCATION_STREAM} record {} does not decode: {e}",
+                event.seq
+            )
         })?;
         out.push(json!({
             "identifier": record.identifier,
@@ -295,7 +300,9 @@ pub(crate) async fn export(
                 Ok(Ok(_)) => return,
                 Ok(Err(error)) => {
                     tracing::error!(%error, "export: reading the journal");
-                    let _ = tx.send(json!({ "error": "reading the journal failed" })).await;
+                    let _ = tx
+                        .send(json!({ "error": "reading the journal failed" }))
+                        .await;
                     return;
                 }
                 Err(error) => {
