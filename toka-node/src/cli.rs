@@ -339,6 +339,10 @@ pub(crate) struct InspectArgs {
     /// A file holding the journal's 32-byte encryption key, if it is encrypted.
     #[arg(long, env = "TOKA_KEY_FILE")]
     pub(crate) key_file: Option<PathBuf>,
+    /// While a node runs on the data directory, the revocations are asked of it (the
+    /// signature is still checked with the directory's root key).
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,

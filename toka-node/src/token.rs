@@ -17,7 +17,7 @@ use serde_json::json;
 use toka_tools::capability::MAX_TOKEN_BYTES;
 use toka_tools::{Authority, Capability, Caveat, Denial};
 
-use crate::cli::{AttenuateArgs, DataDir, InspectArgs, MintArgs, RevokeArgs, block_on};
+use crate::cli::{AttenuateArgs, DataDir, InspectArgs, MintArgs, NodeArgs, RevokeArgs, block_on};
 use crate::client::NodeClient;
 use crate::remote::{Access, access};
 
@@ -93,7 +93,10 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .any(|c| matches!(c, Caveat::Expires(at) if *at <= now))
     });
-    let check = dir.as_ref().map(|dir| check(dir, &token)).transpose()?;
+    let check = dir
+        .as_ref()
+        .map(|dir| check(dir, &args.node, &token))
+        .transpose()?;
     let signature_valid = check.as_ref().map(|check| match &check.verified {
         Ok(_) => true,
         // `verify` checks the signature chain, then parses the caveats: failing with the
@@ -204,21 +207,45 @@ struct Check {
     revoked: bool,
 }
 
-fn check(dir: &DataDir, token: &Capability) -> anyhow::Result<Check> {
-    let authority = open_authority(dir)?;
-    // `Authority::verify` refuses a revoked token before it looks at the signature; to
-    // report both, check the signature on its own.
-    let verified = authority.verify_signature(token);
-    Ok(Check {
-        verified,
-        revoked: authority.is_revoked(token.identifier()),
-    })
+fn check(dir: &DataDir, node: &NodeArgs, token: &Capability) -> anyhow::Result<Check> {
+    match access(dir, node)? {
+        Access::Offline(journal) => {
+            let authority = authority_over(dir, journal)?;
+            // `Authority::verify` refuses a revoked token before it looks at the
+            // signature; to report both, check the signature on its own.
+            let verified = authority.verify_signature(token);
+            Ok(Check {
+                verified,
+                revoked: authority.is_revoked(token.identifier()),
+            })
+        }
+        Access::Online(client) => {
+            // The root key can be read while the node runs; the revocations are the
+            // node's.
+            let authority = root_authority(dir)?;
+            let verified = authority.verify_signature(token);
+            let revocations = block_on(client.get("/tokens/revocations"))??;
+            let revoked = revocations.as_array().is_some_and(|list| {
+                list.iter()
+                    .any(|r| r["identifier"].as_str() == Some(token.identifier()))
+            });
+            Ok(Check { verified, revoked })
+        }
+    }
 }
 
-/// The authority of an initialised data directory (never creates a root key).
-fn open_authority(dir: &DataDir) -> anyhow::Result<Authority> {
+/// An authority over the data directory's root key only (no journal: it knows no
+/// revocation), to check signatures while a node holds the journal.
+fn root_authority(dir: &DataDir) -> anyhow::Result<Authority> {
     dir.require_initialised()?;
-    authority_over(dir, dir.open_journal()?)
+    let path = dir.root_key_path();
+    let secret = zeroize::Zeroizing::new(
+        std::fs::read(&path).with_context(|| format!("reading the root key {}", path.display()))?,
+    );
+    if secret.len() != 32 {
+        bail!("the root key {} is not 32 bytes", path.display());
+    }
+    Ok(Authority::from_secret(&secret))
 }
 
 /// The authority of an initialised data directory over its opened journal.
