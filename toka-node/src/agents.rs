@@ -1,4 +1,5 @@
-//! `agents tree`: the supervision tree as the journal records it.
+//! `agents tree`: the supervision tree as the journal records it, or, through the running
+//! node, as the node holds it (`GET /agents`, with each agent's status).
 //!
 //! Replays the [`TREE_STREAM`] records in order, as the runtime does on recovery: a spawn
 //! adds an agent (under its parent, or at the top level when the parent is unknown; a
@@ -13,14 +14,17 @@ use serde_json::json;
 use toka_actors::record::{TREE_STREAM, TreeRecord};
 use toka_store::Journal;
 
-use crate::cli::TreeArgs;
+use crate::cli::{TreeArgs, block_on};
 use crate::progress::Progress;
+use crate::remote::{Access, access};
 
 /// One live agent.
 #[derive(Debug)]
 struct Node {
     kind: String,
     parent: Option<String>,
+    /// `running`, `down` or `halted` (known only through the node).
+    status: Option<String>,
     /// In spawn order.
     children: Vec<String>,
 }
@@ -54,6 +58,7 @@ impl Tree {
                     Node {
                         kind,
                         parent,
+                        status: None,
                         children: Vec::new(),
                     },
                 );
@@ -86,10 +91,42 @@ impl Tree {
         }
         out
     }
+
+    /// The tree of `GET /agents`: `[{"id", "kind", "parent", "status"}]`.
+    fn from_api(agents: &[serde_json::Value]) -> Tree {
+        let mut tree = Tree::default();
+        for agent in agents {
+            let Some(id) = agent["id"].as_str() else {
+                continue;
+            };
+            tree.nodes.insert(
+                id.to_owned(),
+                Node {
+                    kind: agent["kind"].as_str().unwrap_or_default().to_owned(),
+                    parent: agent["parent"].as_str().map(str::to_owned),
+                    status: agent["status"].as_str().map(str::to_owned),
+                    children: Vec::new(),
+                },
+            );
+        }
+        for agent in agents {
+            let Some(id) = agent["id"].as_str() else {
+                continue;
+            };
+            let parent = agent["parent"]
+                .as_str()
+                .filter(|p| tree.nodes.contains_key(*p));
+            match parent.and_then(|p| tree.nodes.get_mut(p)) {
+                Some(node) => node.children.push(id.to_owned()),
+                None => tree.top.push(id.to_owned()),
+            }
+        }
+        tree
+    }
 }
 
-pub(crate) fn tree(args: &TreeArgs) -> anyhow::Result<ExitCode> {
-    let journal = args.dir.open_journal()?;
+/// The tree as the journal records it.
+fn replay(journal: &impl Journal) -> anyhow::Result<Tree> {
     let mut tree = Tree::default();
     let mut progress = Progress::new(
         journal.stream_version(TREE_STREAM)?,
@@ -110,6 +147,22 @@ pub(crate) fn tree(args: &TreeArgs) -> anyhow::Result<ExitCode> {
         tree.apply(record);
     }
     progress.finish();
+    Ok(tree)
+}
+
+/// The number of agents the journal records (for `status` offline).
+pub(crate) fn count(journal: &impl Journal) -> anyhow::Result<usize> {
+    Ok(replay(journal)?.nodes.len())
+}
+
+pub(crate) fn tree(args: &TreeArgs) -> anyhow::Result<ExitCode> {
+    let tree = match access(&args.dir, &args.node)? {
+        Access::Offline(journal) => replay(&journal)?,
+        Access::Online(client) => {
+            let agents = block_on(client.get("/agents"))??;
+            Tree::from_api(agents.as_array().map(Vec::as_slice).unwrap_or_default())
+        }
+    };
     let walked = tree.walk();
     let mut out = io::stdout().lock();
     let written = if args.json {
@@ -122,9 +175,13 @@ pub(crate) fn tree(args: &TreeArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "no agents")
     } else {
         walked.iter().try_for_each(|(depth, id, node)| {
+            let status = match node.status.as_deref() {
+                Some(status) if status != "running" => format!(" [{status}]"),
+                _ => String::new(),
+            };
             writeln!(
                 out,
-                "{:indent$}{id} ({})",
+                "{:indent$}{id} ({}){status}",
                 "",
                 node.kind,
                 indent = depth * 2

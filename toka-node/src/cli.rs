@@ -53,15 +53,26 @@ enum Command {
     /// SIGTERM: stops accepting requests, drains the agents, flushes the journal and
     /// exits 0.
     Run(RunArgs),
-    /// Inspect the event journal of a data directory (offline: the node must not be running).
+    /// Inspect the event journal of a data directory (through the running node, or
+    /// offline on a stopped one).
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Inspect the agents recorded in a data directory (offline).
+    /// Inspect the agents of a data directory (through the running node, or offline).
     #[command(subcommand)]
     Agents(AgentsCommand),
     /// Mint, attenuate, inspect and revoke capability tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The audit trail: revoked tokens and refused requests (through the running node, or
+    /// offline).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// The node's status: version, uptime, agents by status, journal size and head,
+    /// durability, recovery time, tools, models and pending approvals.
+    ///
+    /// With no node running on the data directory, what the directory itself says: the
+    /// journal's size and head and the agents it records.
+    Status(StatusArgs),
     /// Store secrets (such as model API keys) in the data directory's encrypted vault.
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -86,6 +97,15 @@ enum EventsCommand {
     /// `correlation_id` and `payload_base64` (the payload bytes, decrypted, in standard
     /// base64 with padding).
     Export(ExportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Every revoked token identifier, with its reason and time, oldest first.
+    Revocations(AuditArgs),
+    /// The most recent capability denials (tool, agent, token identifier, reason), oldest
+    /// first.
+    Denials(DenialsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +141,25 @@ pub(crate) struct DataDir {
     /// `run`, also `key_file` in the config file).
     #[arg(long, env = "TOKA_KEY_FILE")]
     pub(crate) key_file: Option<PathBuf>,
+}
+
+/// How to reach a running node. Without `--node`, a command opens the data directory
+/// itself, and calls the node at the config's `listen` only when a running node holds
+/// the directory.
+#[derive(Clone, Debug, Default, Args)]
+pub(crate) struct NodeArgs {
+    /// Work through the running node at URL (e.g. `http://127.0.0.1:7070`) [default:
+    /// the data directory itself, or, when a running node holds it, the node at the
+    /// config's `listen` (`TOKA_LISTEN`, or 127.0.0.1:7070)].
+    #[arg(long, env = "TOKA_NODE", value_name = "URL")]
+    pub(crate) node: Option<String>,
+    /// A file holding the bearer token for the node [default: `TOKA_TOKEN` (the token
+    /// itself), else `DATA_DIR/admin.token`].
+    #[arg(long, env = "TOKA_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// The node's config file, read for its `listen` address.
+    #[arg(long, env = "TOKA_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +238,8 @@ pub(crate) struct InitArgs {
 pub(crate) struct ListArgs {
     #[command(flatten)]
     pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
     /// Only this stream (positions then follow the stream's sequence numbers).
     #[arg(long)]
     pub(crate) stream: Option<String>,
@@ -217,6 +258,8 @@ pub(crate) struct ListArgs {
 pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -226,6 +269,8 @@ pub(crate) struct VerifyArgs {
 pub(crate) struct ExportArgs {
     #[command(flatten)]
     pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
     /// JSON lines: the only export format (accepted so scripts can say what they expect).
     #[arg(long)]
     pub(crate) json: bool,
@@ -235,6 +280,8 @@ pub(crate) struct ExportArgs {
 pub(crate) struct TreeArgs {
     #[command(flatten)]
     pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
     /// Print a JSON array of `{"id", "kind", "parent"}`, parents before children.
     #[arg(long)]
     pub(crate) json: bool,
@@ -244,6 +291,8 @@ pub(crate) struct TreeArgs {
 pub(crate) struct MintArgs {
     #[command(flatten)]
     pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
     /// A caveat, `KEY = VALUE` (repeatable): `tool = fs.read`, `tool = fs.*`,
     /// `agent = ID`, `expires = RFC3339`, `path-prefix = /dir`, `max-bytes = N`,
     /// `secret = NAME`, `approval = required` (or `approval = fs.*`: those tool calls wait
@@ -262,8 +311,13 @@ pub(crate) struct MintArgs {
 pub(crate) struct AttenuateArgs {
     /// The token to narrow (`-`: read it from standard input).
     pub(crate) token: String,
-    /// A caveat to add, `KEY = VALUE` (repeatable; see `token mint --help`).
-    #[arg(long = "caveat", value_name = "CAVEAT", required = true)]
+    /// A caveat to add, `KEY = VALUE` (repeatable; see `token mint --help`); at least
+    /// one, or `--ttl`.
+    #[arg(
+        long = "caveat",
+        value_name = "CAVEAT",
+        required_unless_present = "ttl"
+    )]
     pub(crate) caveats: Vec<String>,
     /// Adds `expires = now + TTL`; e.g. `30s`, `15m`, `1h`, `2d`.
     #[arg(long)]
@@ -271,6 +325,13 @@ pub(crate) struct AttenuateArgs {
     /// Print `{"token", "identifier", "caveats"}` as JSON instead of the bare token.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Where the admin token is, with `--node` (needs nothing else: without `--node`,
+    /// the token is narrowed here, without any key).
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    /// With `--node`, the node first checks that the token is genuine and unrevoked.
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +346,10 @@ pub(crate) struct InspectArgs {
     /// A file holding the journal's 32-byte encryption key, if it is encrypted.
     #[arg(long, env = "TOKA_KEY_FILE")]
     pub(crate) key_file: Option<PathBuf>,
+    /// While a node runs on the data directory, the revocations are asked of it (the
+    /// signature is still checked with the directory's root key).
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -296,12 +361,46 @@ pub(crate) struct RevokeArgs {
     pub(crate) id: String,
     #[command(flatten)]
     pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
     /// Why, recorded with the revocation.
     #[arg(long, default_value = "revoked with toka-node token revoke")]
     pub(crate) reason: String,
     /// Print `{"identifier", "already_revoked"}` as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+    /// Print the status as JSON (the node's `GET /status`, plus `pending_approvals`
+    /// and `online`).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DenialsArgs {
+    #[command(flatten)]
+    pub(crate) audit: AuditArgs,
+    /// How many of the most recent denials (at most 1,000).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +423,9 @@ impl Cli {
             Command::Token(TokenCommand::Attenuate(args)) => crate::token::attenuate(&args),
             Command::Token(TokenCommand::Inspect(args)) => crate::token::inspect(&args),
             Command::Token(TokenCommand::Revoke(args)) => crate::token::revoke(&args),
+            Command::Audit(AuditCommand::Revocations(args)) => crate::audit::revocations(&args),
+            Command::Audit(AuditCommand::Denials(args)) => crate::audit::denials(&args),
+            Command::Status(args) => crate::status::status(&args),
             Command::Secret(SecretCommand::Set(args)) => crate::secrets::set(&args),
             Command::Secret(SecretCommand::List(dir)) => crate::secrets::list(&dir),
             Command::Approvals(command) => command.run(),
@@ -420,10 +522,11 @@ pub(crate) fn read_encryption_key(key_file: &Path) -> anyhow::Result<EncryptionK
     Ok(EncryptionKey::from_bytes(key))
 }
 
-/// Runs `future` to completion on a single-threaded runtime (the offline commands need
-/// one only for the journal's async append).
+/// Runs `future` to completion on a single-threaded runtime (for the journal's async
+/// append offline, and the HTTP client online).
 pub(crate) fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .context("starting the async runtime")?;
     Ok(runtime.block_on(future))

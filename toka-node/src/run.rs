@@ -18,7 +18,7 @@ use toka_tools::{
 
 use crate::cli::{DataDir, InitArgs, RunArgs, read_encryption_key};
 use crate::config::{Config, LogFormat, ToolsConfig};
-use crate::server::{AppState, ServeLimits, Services, app, unwritable};
+use crate::server::{AppState, NodeInfo, ServeLimits, Services, app, unwritable};
 
 /// Where the API listens unless told otherwise.
 const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -163,6 +163,7 @@ async fn serve(
     limits: &Limits,
     listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    let node_started = Instant::now();
     let mut journal_config = JournalConfig::default();
     if let Some(durability) = config.durability {
         journal_config = journal_config.durability(durability.into());
@@ -215,6 +216,8 @@ async fn serve(
     start_boot_agents(&runtime, config, &sealer).await?;
     let sweeper = crate::approvals::resume(&runtime, &host).await?;
 
+    // Before `listening on`: a signal from then on stops the node gracefully.
+    let stop = shutdown_signal();
     let listener = bind(listen).with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr().context("the bound address")?;
     println!("listening on {bound}");
@@ -226,12 +229,21 @@ async fn serve(
         sealer,
         ask_timeout: limits.ask_timeout,
         body_timeout: limits.body_timeout,
+        info: NodeInfo {
+            started: node_started,
+            journal_dir: Some(journal_path.clone()),
+            durability: match config.durability {
+                Some(crate::config::DurabilitySetting::Buffered) => "buffered",
+                _ => "fsync",
+            },
+            models: config.models.keys().cloned().collect(),
+        },
     };
     let state = AppState::new(runtime.clone(), services, recovery);
     let watch = tokio::spawn(watch_journal(Arc::clone(&journal) as Arc<dyn Journal>));
     let router = app(state.clone());
     let served = crate::server::serve(listener, router, limits.serve, async move {
-        shutdown_signal().await;
+        stop.await;
         eprintln!("toka-node: shutting down");
         state.close_streams();
     })
@@ -420,19 +432,30 @@ fn tool_host(authority: Authority, config: &ToolsConfig) -> anyhow::Result<ToolH
     Ok(builder)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed *now*, not
+/// when the future is first polled: the node calls this before it says `listening on`,
+/// so a signal sent as soon as it serves (its accept loop may not have polled the
+/// future yet) stops it gracefully instead of killing it.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the node");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            (Ok(mut term), Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGINT; only SIGTERM stops the node");
+                term.recv().await;
+            }
+            (Err(e), _) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

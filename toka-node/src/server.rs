@@ -18,9 +18,17 @@
 //! | `GET /approvals` (`?agent=ID`, `?status=S`) | 200 the approvals, oldest first ([`approvals`]) | `api.approvals.read`, `ID` or none |
 //! | `GET /approvals/{id}` | 200 `{"id", "status", "tool", "agent"?, "input", "token" (its id), "requested_at", "expires_at", "decided_by"?, "reason"?, "started", "output"?, "error"?}`; `status` is `pending`, `approved`, `denied` or `expired` | `api.approvals.read`, the approval's agent |
 //! | `POST /approvals/{id}` `{"decision": "approve" \| "deny", "reason"?}` | 200 the decided approval; 409 if not pending | `api.approvals.decide.<TOOL>` (the waiting tool's name), the approval's agent |
-//! | `GET /events?from=N&limit=M` | 200 a JSON list (at most 1,000) | `api.events.read`, none |
+//! | `GET /events?from=N&limit=M&stream=S` | 200 a JSON list (at most 1,000); with `stream`, that stream's events from sequence number N | `api.events.read`, none |
 //! | `GET /events/stream?from=N` | 200 server-sent events: catch-up, then live | `api.events.read`, none |
 //! | `GET /metrics` | 200 Prometheus text | `api.metrics.read`, none |
+//! | `GET /status` | 200 `{"version", "uptime_secs", "agents": {"total", "running", "down", "halted"}, "journal": {"head_position", "acknowledged_head", "size_bytes", "durability", "writable"}, "recovery_ms", "tools", "models"}` | `api.status.read`, none |
+//! | `POST /tokens` `{"caveats": ["tool = fs.read", ...]}` | 201 `{"token", "identifier", "caveats"}`: a new token (a root power: the caveats are the caller's choice) | `api.tokens.mint`, none |
+//! | `POST /tokens/attenuate` `{"token", "caveats"}` | 201 `{"token", "identifier", "caveats"}`; 400 if the token is forged, revoked or not understood | `api.tokens.mint`, none |
+//! | `POST /tokens/revoke` `{"identifier", "reason"?}` (an identifier or a whole token) | 200 `{"identifier", "already_revoked"}`: journaled, refused (401) from the next request on | `api.tokens.revoke`, none |
+//! | `GET /tokens/revocations` | 200 `[{"identifier", "reason", "at", "at_micros"}]`, oldest first | `api.audit.read`, none |
+//! | `GET /audit/denials?limit=N` | 200 the last N (default 100, at most 1,000) capability denials `[{"at", "at_micros", "tool", "agent", "token" (its identifier), "reason"}]`, oldest first | `api.audit.read`, none |
+//! | `GET /events/export` | 200 JSON lines (`application/x-ndjson`), streamed: every acknowledged event as `events export` prints it | `api.events.read`, none |
+//! | `GET /events/verify` | 200 JSON lines, streamed: `{"progress": {"elapsed_ms", "head_position"}}` while the hash chain is walked, then `{"report": {"intact", "records", "pruned", "head_position", "head_hash", "first_bad"}}` | `api.events.verify`, none |
 //! | `POST /mcp` | the MCP server (feature `mcp`): streamable HTTP, stateless, JSON responses | per MCP request: `tools/list` shows what the token could call; `tools/call` as `POST /tools/{name}/invoke`, `agents.ask` as `POST /agents/{id}/ask` (see `mcp.rs`) |
 //!
 //! # Authorization
@@ -71,6 +79,7 @@
 //! keep the server's graceful shutdown waiting forever); the node calls it when it stops
 //! accepting connections.
 
+pub(crate) mod admin;
 mod approvals;
 mod auth;
 mod error;
@@ -120,6 +129,21 @@ struct Inner {
     metrics: Metrics,
     /// `true` once event streams must end.
     closing: watch::Sender<bool>,
+    /// What `GET /status` reports about the node itself.
+    info: NodeInfo,
+}
+
+/// What the node says about itself in `GET /status`.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeInfo {
+    /// When the node started (before recovery).
+    pub(crate) started: std::time::Instant,
+    /// The journal's directory, whose size is reported (none for a memory journal).
+    pub(crate) journal_dir: Option<std::path::PathBuf>,
+    /// `fsync` or `buffered`.
+    pub(crate) durability: &'static str,
+    /// The configured models' names.
+    pub(crate) models: Vec<String>,
 }
 
 /// Counters for `GET /metrics`.
@@ -149,6 +173,8 @@ pub(crate) struct Services {
     pub(crate) ask_timeout: Duration,
     /// How long a request body may take to arrive (then 408).
     pub(crate) body_timeout: Duration,
+    /// What `GET /status` reports about the node.
+    pub(crate) info: NodeInfo,
 }
 
 impl AppState {
@@ -160,6 +186,7 @@ impl AppState {
             sealer,
             ask_timeout,
             body_timeout,
+            info,
         } = services;
         let journal = Arc::clone(runtime.journal());
         let metrics = Metrics::default();
@@ -178,6 +205,7 @@ impl AppState {
                 body_timeout,
                 metrics,
                 closing: watch::channel(false).0,
+                info,
             }),
         }
     }
@@ -224,6 +252,14 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/events", get(routes::events))
         .route("/events/stream", get(routes::event_stream))
         .route("/metrics", get(routes::metrics))
+        .route("/status", get(admin::status))
+        .route("/tokens", post(admin::mint))
+        .route("/tokens/attenuate", post(admin::attenuate))
+        .route("/tokens/revoke", post(admin::revoke))
+        .route("/tokens/revocations", get(admin::revocations))
+        .route("/audit/denials", get(admin::denials))
+        .route("/events/export", get(admin::export))
+        .route("/events/verify", get(admin::verify))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -1,8 +1,10 @@
 //! The `token` commands: mint, attenuate, inspect and revoke capability tokens.
 //!
-//! Minting and revoking need an initialised data directory (its root key and journal);
-//! attenuating needs nothing but the token; inspecting decodes any token and, given an
-//! initialised data directory, also checks its signature and revocation.
+//! Minting and revoking need an initialised data directory (its root key and journal),
+//! or its running node (`POST /tokens`, `POST /tokens/revoke`; see [`crate::remote`]): a
+//! revocation through the node takes effect at once. Attenuating needs nothing but the
+//! token (with `--node`, the node checks it first); inspecting decodes any token and,
+//! given an initialised data directory, also checks its signature and revocation.
 
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -15,12 +17,25 @@ use serde_json::json;
 use toka_tools::capability::MAX_TOKEN_BYTES;
 use toka_tools::{Authority, Capability, Caveat, Denial};
 
-use crate::cli::{AttenuateArgs, DataDir, InspectArgs, MintArgs, RevokeArgs, block_on};
+use crate::cli::{AttenuateArgs, DataDir, InspectArgs, MintArgs, NodeArgs, RevokeArgs, block_on};
+use crate::client::NodeClient;
+use crate::remote::{Access, access};
 
 pub(crate) fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
     // Validate everything before touching the data directory.
     let caveats = parse_caveats(&args.caveats, args.ttl.as_deref())?;
-    let authority = open_authority(&args.dir)?;
+    if args.node.node.is_none() {
+        args.dir.require_initialised()?;
+    }
+    let journal = match access(&args.dir, &args.node)? {
+        Access::Offline(journal) => journal,
+        Access::Online(client) => {
+            let body = json!({ "caveats": texts(&caveats) });
+            let minted = block_on(client.post("/tokens", &body))??;
+            return print_token(&token_of(&client, &minted)?, args.json);
+        }
+    };
+    let authority = authority_over(&args.dir, journal)?;
     let token = authority
         .mint(caveats)
         .map_err(|d| anyhow::anyhow!("minting: {}", d.reason))?;
@@ -30,10 +45,27 @@ pub(crate) fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn attenuate(args: &AttenuateArgs) -> anyhow::Result<ExitCode> {
     let token = read_token(&args.token)?;
     let caveats = parse_caveats(&args.caveats, args.ttl.as_deref())?;
+    if let Some(client) = crate::remote::explicit(&args.dir, &args.node)? {
+        let body = json!({ "token": token.to_string(), "caveats": texts(&caveats) });
+        let narrower = block_on(client.post("/tokens/attenuate", &body))??;
+        return print_token(&token_of(&client, &narrower)?, args.json);
+    }
     let narrower = caveats
         .iter()
         .fold(token, |token, caveat| token.attenuate(caveat));
     print_token(&narrower, args.json)
+}
+
+fn texts(caveats: &[Caveat]) -> Vec<String> {
+    caveats.iter().map(ToString::to_string).collect()
+}
+
+/// The token in a node's `{"token", ...}` answer.
+fn token_of(client: &NodeClient, answer: &serde_json::Value) -> anyhow::Result<Capability> {
+    answer["token"]
+        .as_str()
+        .and_then(|text| Capability::parse(text).ok())
+        .with_context(|| format!("the node at {} answered no readable token", client.url()))
 }
 
 pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
@@ -61,7 +93,10 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .any(|c| matches!(c, Caveat::Expires(at) if *at <= now))
     });
-    let check = dir.as_ref().map(|dir| check(dir, &token)).transpose()?;
+    let check = dir
+        .as_ref()
+        .map(|dir| check(dir, &args.node, &token))
+        .transpose()?;
     let signature_valid = check.as_ref().map(|check| match &check.verified {
         Ok(_) => true,
         // `verify` checks the signature chain, then parses the caveats: failing with the
@@ -132,12 +167,25 @@ pub(crate) fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn revoke(args: &RevokeArgs) -> anyhow::Result<ExitCode> {
     let identifier = identifier_of(&args.id)?;
-    let authority = open_authority(&args.dir)?;
-    let already = authority.is_revoked(&identifier);
-    if !already {
-        block_on(authority.revoke(&identifier, &args.reason))?
-            .with_context(|| format!("revoking {identifier}"))?;
+    if args.node.node.is_none() {
+        args.dir.require_initialised()?;
     }
+    let already = match access(&args.dir, &args.node)? {
+        Access::Offline(journal) => {
+            let authority = authority_over(&args.dir, journal)?;
+            let already = authority.is_revoked(&identifier);
+            if !already {
+                block_on(authority.revoke(&identifier, &args.reason))?
+                    .with_context(|| format!("revoking {identifier}"))?;
+            }
+            already
+        }
+        Access::Online(client) => {
+            let body = json!({ "identifier": identifier, "reason": args.reason });
+            let answer = block_on(client.post("/tokens/revoke", &body))??;
+            answer["already_revoked"].as_bool().unwrap_or(false)
+        }
+    };
     if args.json {
         println!(
             "{}",
@@ -159,21 +207,51 @@ struct Check {
     revoked: bool,
 }
 
-fn check(dir: &DataDir, token: &Capability) -> anyhow::Result<Check> {
-    let authority = open_authority(dir)?;
-    // `Authority::verify` refuses a revoked token before it looks at the signature; to
-    // report both, check the signature on its own.
-    let verified = authority.verify_signature(token);
-    Ok(Check {
-        verified,
-        revoked: authority.is_revoked(token.identifier()),
-    })
+fn check(dir: &DataDir, node: &NodeArgs, token: &Capability) -> anyhow::Result<Check> {
+    match access(dir, node)? {
+        Access::Offline(journal) => {
+            let authority = authority_over(dir, journal)?;
+            // `Authority::verify` refuses a revoked token before it looks at the
+            // signature; to report both, check the signature on its own.
+            let verified = authority.verify_signature(token);
+            Ok(Check {
+                verified,
+                revoked: authority.is_revoked(token.identifier()),
+            })
+        }
+        Access::Online(client) => {
+            // The root key can be read while the node runs; the revocations are the
+            // node's.
+            let authority = root_authority(dir)?;
+            let verified = authority.verify_signature(token);
+            let revocations = block_on(client.get("/tokens/revocations"))??;
+            let revoked = revocations.as_array().is_some_and(|list| {
+                list.iter()
+                    .any(|r| r["identifier"].as_str() == Some(token.identifier()))
+            });
+            Ok(Check { verified, revoked })
+        }
+    }
 }
 
-/// The authority of an initialised data directory (never creates a root key).
-fn open_authority(dir: &DataDir) -> anyhow::Result<Authority> {
+/// An authority over the data directory's root key only (no journal: it knows no
+/// revocation), to check signatures while a node holds the journal.
+fn root_authority(dir: &DataDir) -> anyhow::Result<Authority> {
     dir.require_initialised()?;
-    let journal = Arc::new(dir.open_journal()?);
+    let path = dir.root_key_path();
+    let secret = zeroize::Zeroizing::new(
+        std::fs::read(&path).with_context(|| format!("reading the root key {}", path.display()))?,
+    );
+    if secret.len() != 32 {
+        bail!("the root key {} is not 32 bytes", path.display());
+    }
+    Ok(Authority::from_secret(&secret))
+}
+
+/// The authority of an initialised data directory over its opened journal.
+fn authority_over(dir: &DataDir, journal: toka_store::SledJournal) -> anyhow::Result<Authority> {
+    dir.require_initialised()?;
+    let journal = Arc::new(journal);
     let key_path = dir.root_key_path();
     Authority::open(&key_path, journal)
         .with_context(|| format!("opening the authority of {}", dir.data_dir.display()))
@@ -217,7 +295,7 @@ fn read_token(text: &str) -> anyhow::Result<Capability> {
 }
 
 /// The identifier named by `text`: a token's identifier, or a whole token.
-fn identifier_of(text: &str) -> anyhow::Result<String> {
+pub(crate) fn identifier_of(text: &str) -> anyhow::Result<String> {
     if let Ok(token) = Capability::parse(text) {
         return Ok(token.identifier().to_owned());
     }

@@ -334,9 +334,12 @@ pub(crate) async fn invoke(
 pub(crate) struct EventsQuery {
     from: Option<u64>,
     limit: Option<usize>,
+    /// Only this stream; `from` is then a sequence number.
+    stream: Option<String>,
 }
 
-/// `GET /events`: the acknowledged (durable) records only, as the event stream shows
+/// `GET /events` (`?stream=S`: that stream's, from sequence number `from`): the
+/// acknowledged (durable) records only, as the event stream shows
 /// them; a record written but not yet flushed appears once it is.
 pub(crate) async fn events(
     State(state): State<AppState>,
@@ -349,7 +352,19 @@ pub(crate) async fn events(
     let acknowledged = state.inner.journal.acknowledged_head();
     let available = usize::try_from((acknowledged + 1).saturating_sub(from)).unwrap_or(usize::MAX);
     let limit = query.limit.unwrap_or(100).min(MAX_EVENTS).min(available);
-    let events = if limit == 0 {
+    let events = if let Some(stream) = &query.stream {
+        let limit = query.limit.unwrap_or(100).min(MAX_EVENTS);
+        let mut events = state
+            .inner
+            .journal
+            .read_stream(stream, from, limit)
+            .map_err(|e| match e {
+                toka_store::Error::InvalidStreamId { .. } => ApiError::bad_request(e.to_string()),
+                e => ApiError::internal(e),
+            })?;
+        events.retain(|event| event.position <= acknowledged);
+        events
+    } else if limit == 0 {
         Vec::new()
     } else {
         state

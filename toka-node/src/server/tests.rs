@@ -29,6 +29,12 @@ async fn state() -> (AppState, Authority) {
         sealer,
         ask_timeout: Duration::from_secs(5),
         body_timeout: Duration::from_secs(5),
+        info: super::NodeInfo {
+            started: std::time::Instant::now(),
+            journal_dir: None,
+            durability: "fsync",
+            models: Vec::new(),
+        },
     };
     let state = AppState::new(runtime, services, Duration::ZERO);
     (state, authority)
@@ -190,4 +196,75 @@ async fn expired_and_revoked_tokens_are_unauthorized() {
     authority.revoke(token.identifier(), "test").await.unwrap();
     let (status, _) = call(&state, "GET", "/agents", Some(&token.to_string()), "").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn operator_routes_need_their_capabilities_and_check_their_input() {
+    let (state, authority) = state().await;
+    let admin = authority.mint([]).unwrap().to_string();
+    let agents_only = authority
+        .mint([Caveat::Tool(NamePattern::Exact("api.agents.read".into()))])
+        .unwrap()
+        .to_string();
+    let attenuate = format!(r#"{{"token": "{admin}", "caveats": ["agent = a"]}}"#);
+    let routes = [
+        ("POST", "/tokens", r#"{"caveats": []}"#),
+        ("POST", "/tokens/attenuate", attenuate.as_str()),
+        ("POST", "/tokens/revoke", r#"{"identifier": "x"}"#),
+        ("GET", "/tokens/revocations", ""),
+        ("GET", "/audit/denials", ""),
+        ("GET", "/events/export", ""),
+        ("GET", "/events/verify", ""),
+        ("GET", "/status", ""),
+    ];
+    for (method, uri, body) in routes {
+        let (status, reply) = call(&state, method, uri, Some(&agents_only), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}: {reply}");
+        let (status, reply) = call(&state, method, uri, None, body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}: {reply}");
+    }
+    let token = Some(admin.as_str());
+    for (uri, body) in [
+        ("/tokens", r#"{"caveats": ["colour = blue"]}"#),
+        ("/tokens", r#"{"caveats": [], "extra": 1}"#),
+        (
+            "/tokens/attenuate",
+            r#"{"token": "garbage", "caveats": ["agent = a"]}"#,
+        ),
+        ("/tokens/revoke", r#"{"identifier": "a b"}"#),
+    ] {
+        let (status, reply) = call(&state, "POST", uri, token, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {body}: {reply}");
+        assert!(reply["error"].is_string(), "{reply}");
+    }
+
+    // Minted, used, revoked: refused from the next request on.
+    let body = r#"{"caveats": ["tool = api.agents.read"]}"#;
+    let (status, minted) = call(&state, "POST", "/tokens", token, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    assert_eq!(minted["caveats"], json!(["tool = api.agents.read"]));
+    let new = minted["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(&state, "GET", "/agents", Some(&new), "").await.0,
+        StatusCode::OK
+    );
+    let body = format!(r#"{{"identifier": "{new}", "reason": "leaked"}}"#);
+    let (status, reply) = call(&state, "POST", "/tokens/revoke", token, &body).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["identifier"], minted["identifier"]);
+    assert_eq!(reply["already_revoked"], false);
+    let (status, reply) = call(&state, "GET", "/agents", Some(&new), "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+    let (status, reply) = call(&state, "POST", "/tokens/revoke", token, &body).await;
+    assert_eq!(
+        (status, &reply["already_revoked"]),
+        (StatusCode::OK, &json!(true))
+    );
+
+    let (status, reply) = call(&state, "GET", "/status", token, "").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["journal"]["durability"], "fsync");
+    assert_eq!(reply["journal"]["size_bytes"], Value::Null);
+    let (status, reply) = call(&state, "GET", "/events?stream=", token, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
 }
