@@ -165,7 +165,7 @@ export function payloadText(payload) {
   } catch {
     // A binary record: look inside.
   }
-  const runs = text.match(/[\x20-\x7e\u00a0-\uffff\t\n]{2,}/g) || [];
+  const runs = text.match(/[\x20-\x7e\u00a0-\ufffc\t\n]{2,}/g) || [];
   let best = null;
   for (const whole of runs) {
     // Bounded work per payload: long runs are cut, and only a few starts are tried.
@@ -181,9 +181,10 @@ export function payloadText(payload) {
     }
   }
   if (best) return best;
-  const printable = runs.filter((r) => r.trim().length >= 3).join(' · ');
+  // Binary fields decode as stray characters: show only ASCII words.
+  const printable = (text.match(/[\x20-\x7e]{3,}/g) || []).filter((r) => /[A-Za-z0-9]{3}/.test(r)).join(' · ');
   if (printable) return printable;
-  return hex ? `0x${hex.slice(0, 64)}${hex.length > 64 ? '…' : ''}` : '';
+  return hex ? `binary, ${hex.length / 2} bytes: ${hex.slice(0, 48)}${hex.length > 48 ? '…' : ''}` : '';
 }
 
 /** The longest prefix of `s` that parses as JSON, tried at each closing bracket or quote. */

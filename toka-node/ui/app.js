@@ -2,7 +2,7 @@
 // router, and signing out when the node stops accepting the token.
 
 import * as api from './api.js';
-import { pages, probe, h } from './pages.js';
+import { pages, probe, h, startSampler } from './pages.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -15,6 +15,8 @@ let current = { name: null, stop: () => {} };
 /** Pages this token may see (set at sign-in). */
 let visible = new Set();
 let heartbeat = null;
+/** Stops the background sampling of /metrics. */
+let stopSampler = () => {};
 /** True while a pasted token is being checked: its 401 is an answer, not a sign-out. */
 let signingIn = false;
 
@@ -39,6 +41,9 @@ function stopPage() {
 function showSignIn(message) {
   stopPage();
   clearInterval(heartbeat);
+  stopSampler();
+  stopSampler = () => {};
+  toast.hidden = true;
   nav.hidden = true;
   goto.hidden = true;
   signOutButton.hidden = true;
@@ -95,6 +100,8 @@ async function start() {
   goto.hidden = false;
   signOutButton.hidden = false;
   clearInterval(heartbeat);
+  stopSampler();
+  stopSampler = visible.has('metrics') ? startSampler() : () => {};
   // Streams and idle pages make no calls: check the token every 2 s so a revocation
   // signs the console out wherever it is.
   heartbeat = setInterval(() => {

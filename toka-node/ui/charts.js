@@ -19,7 +19,7 @@ export function short(v) {
   if (a >= 1e9) return `${(v / 1e9).toFixed(2)}G`;
   if (a >= 1e6) return `${(v / 1e6).toFixed(2)}M`;
   if (a >= 1e3) return `${(v / 1e3).toFixed(2)}k`;
-  if (a >= 10 || v === 0) return v.toFixed(0);
+  if (a >= 10 || Number.isInteger(v)) return v.toFixed(0);
   return v.toFixed(2);
 }
 

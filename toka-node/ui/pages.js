@@ -112,6 +112,12 @@ async function tail(n) {
 
 const base = (kind) => String(kind).split('@')[0];
 
+/** What an event's payload says: the node's decoding when it gives one (approvals), else the payload's text. */
+function shown(e) {
+  if (e.approval !== undefined) return JSON.stringify(e.approval);
+  return api.payloadText(e.payload);
+}
+
 // ---------------------------------------------------------------- postcard, for audit records
 
 /** Reads the postcard encoding of the audit and revocation records (strings, options, zigzag varints). */
@@ -444,12 +450,12 @@ function journalPage(root, _arg, ctx) {
   const MAX = 1000;
   const matches = (e) => (!stream.value || e.stream.startsWith(stream.value))
     && (!kind.value || e.kind.includes(kind.value))
-    && (!text.value || api.payloadText(e.payload).includes(text.value));
+    && (!text.value || shown(e).includes(text.value));
   const row = (e) => h('tr', { 'data-position': e.position },
     h('td', {}, e.position), h('td', {}, time(e.timestamp_micros)),
     h('td', {}, stream.value ? e.stream : h('a', { href: '#', 'data-stream': e.stream }, e.stream)),
     h('td', {}, e.seq), h('td', {}, e.kind),
-    h('td', {}, h('code', {}, api.payloadText(e.payload)), e.redacted ? h('span', { class: 'tag' }, 'redacted') : null));
+    h('td', {}, h('code', {}, shown(e)), e.redacted ? h('span', { class: 'tag' }, 'redacted') : null));
   const render = () => rows.replaceChildren(...events.filter(matches).slice(-300).reverse().map(row));
   for (const input of [stream, kind, text]) input.addEventListener('input', render);
   section.querySelector('form').addEventListener('submit', (e) => e.preventDefault());
@@ -624,8 +630,15 @@ function toolsPage(root) {
       const recent = events.slice(-30).reverse();
       calls.replaceChildren(recent.length ? h('table', { class: 'events' },
         h('tr', {}, ['time', 'agent', 'record', 'what'].map((c) => h('th', {}, c))),
-        recent.map((e) => h('tr', {}, h('td', {}, time(e.timestamp_micros)), h('td', {}, e.stream.replace(/^agent\//, '')),
-          h('td', {}, base(e.kind) === 'toka.intent' ? 'call' : 'result'), h('td', {}, h('code', {}, api.payloadText(e.payload))))))
+        recent.map((e) => {
+          const intent = base(e.kind) === 'toka.intent';
+          const text = api.payloadText(e.payload);
+          // An intent starts with the effect's name: a tool (`fs.read`) or a model (`model:NAME`).
+          const name = intent ? (text.match(/^[A-Za-z0-9_.:-]+/) || [text])[0] : text;
+          return h('tr', {}, h('td', {}, time(e.timestamp_micros)),
+            h('td', {}, h('a', { href: `#/agent/${encodeURIComponent(e.stream.replace(/^agent\//, ''))}` }, e.stream.replace(/^agent\//, ''))),
+            h('td', {}, intent ? 'call' : 'result'), h('td', {}, h('code', {}, name)));
+        }))
         : h('p', { class: 'muted' }, 'No effects in the last 2,000 journal records.'));
     } catch (e) {
       failed(b, e, calls);
@@ -659,26 +672,39 @@ function sumOf(values, prefix) {
   return total;
 }
 
+/** Takes one sample of /metrics; false if the token may not read them. */
+async function sample() {
+  const values = api.parseMetrics(await api.get('/metrics', { text: true }));
+  // Labelled counters summed under their name (model tokens by direction, say).
+  const tokens = sumOf(values, 'toka_model_tokens_total');
+  if (tokens !== undefined) values.__model_tokens = tokens;
+  samples.push([Date.now(), values]);
+  while (samples.length && samples[0][0] < Date.now() - SPAN_MS - 5000) samples.shift();
+  return values;
+}
+
+/** Samples /metrics every 2 s from sign-in on, so the charts have a history when opened. */
+export function startSampler() {
+  samples.length = 0;
+  return every(2000, sample);
+}
+
 function metricsPage(root) {
   const numbers = h('dl', { id: 'metric-numbers', class: 'facts wide' });
   const charts = h('div', { id: 'charts', class: 'charts' });
-  const section = panel('metrics-panel', 'Metrics (sampled every 2 s from /metrics)', numbers, charts);
+  const section = panel('metrics-panel', 'Metrics (sampled every 2 s from /metrics since sign-in)', numbers, charts);
   root.append(section);
 
   async function refresh() {
-    let text;
-    try {
-      text = await api.get('/metrics', { text: true });
-    } catch (e) {
-      failed(section, e, charts);
-      return;
+    if (!samples.length) {
+      try {
+        await sample();
+      } catch (e) {
+        failed(section, e, charts);
+        return;
+      }
     }
-    const values = api.parseMetrics(text);
-    // Labelled counters summed under their name (model tokens by direction, say).
-    const tokens = sumOf(values, 'toka_model_tokens_total');
-    if (tokens !== undefined) values.__model_tokens = tokens;
-    samples.push([Date.now(), values]);
-    while (samples.length && samples[0][0] < Date.now() - SPAN_MS - 5000) samples.shift();
+    const values = samples[samples.length - 1][1];
 
     const latency = [];
     for (let i = 1; i < samples.length; i++) {
@@ -690,7 +716,9 @@ function metricsPage(root) {
       else latency.push([t, 0]);
     }
     const gauge = (name) => samples.filter(([, v]) => v[name] !== undefined).map(([t, v]) => [t, v[name]]);
-    const chart = (id, title, series, unit) => h('figure', { id, class: 'chart-box' }, h('figcaption', {}, title), lineChart(series, { spanMs: SPAN_MS, unit }));
+    const chart = (id, title, series, unit) => h('figure', { id, class: 'chart-box' }, h('figcaption', {}, title),
+      lineChart(series, { spanMs: SPAN_MS, unit }),
+      h('div', { class: 'legend' }, series.map((s, i) => h('span', { class: `key s${i}` }, s.label))));
     const figures = [
       chart('chart-messages', 'Messages / s', [
         { label: 'handled', points: rate('toka_messages_handled_total') },
