@@ -174,7 +174,10 @@ fn the_console_in_a_real_browser() {
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let _ = script.kill();
-                panic!("the browser scenario took over 240 s; it said:\n{}", said.join("\n"));
+                panic!(
+                    "the browser scenario took over 240 s; it said:\n{}",
+                    said.join("\n")
+                );
             }
         };
         eprintln!("console: {line}");

@@ -81,7 +81,10 @@ async fn index(headers: HeaderMap) -> Response {
     serve(&ASSETS[0], &headers)
 }
 
-async fn asset(file: Result<Path<String>, axum::extract::rejection::PathRejection>, headers: HeaderMap) -> Response {
+async fn asset(
+    file: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Response {
     let Ok(Path(file)) = file else {
         return ApiError::new(StatusCode::NOT_FOUND, "no such console file").into_response();
     };
@@ -104,7 +107,10 @@ fn serve(asset: &Asset, request: &HeaderMap) -> Response {
         ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response()
     };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
