@@ -26,8 +26,8 @@
 //!
 //! # Authorization
 //!
-//! Every route but `/health` and the console (`/ui`) needs `Authorization: Bearer <token>`, a capability token
-//! minted by the node's root key. A token that is missing, unreadable, forged, revoked,
+//! Every route but `/health` and the console (`/ui`) needs `Authorization: Bearer
+//! <token>`, a capability token minted by the node's root key. A token that is missing, unreadable, forged, revoked,
 //! expired or carries a caveat Toka does not understand gets 401. A valid token whose caveats refuse
 //! the route's request (table above, `path` and `bytes` unset) gets 403. So `tool =
 //! api.agents.*` allows the agent routes only, and `agent = X` allows only the routes that
