@@ -292,6 +292,9 @@ impl Children {
                 } => {
                     tracing::info!(agent = %self.id, %child, %reason, ?restart, ?delay, "restarting");
                     Counters::add(&self.kernel.metrics.agent_restarts, restart.len() as u64);
+                    for r in &restart {
+                        self.kernel.directory.restarted(r);
+                    }
                     for s in &stop {
                         self.stop(s).await;
                     }

@@ -36,6 +36,8 @@ pub(crate) struct Directory {
     topics: DashMap<String, Vec<AgentId>>,
     /// Agents halted for non-determinism, and why.
     halted: DashMap<AgentId, String>,
+    /// How often each agent was restarted by its supervisor since the runtime started.
+    restarts: DashMap<AgentId, u64>,
 }
 
 impl Directory {
@@ -73,6 +75,16 @@ impl Directory {
     /// Why `id` halted, if it did (and has not started again since).
     pub(crate) fn halt_reason(&self, id: &AgentId) -> Option<String> {
         self.halted.get(id).map(|r| r.value().clone())
+    }
+
+    /// Counts a restart of `id` by its supervisor.
+    pub(crate) fn restarted(&self, id: &AgentId) {
+        *self.restarts.entry(id.clone()).or_default() += 1;
+    }
+
+    /// How often `id` was restarted since the runtime started (a stop forgets it).
+    pub(crate) fn restarts(&self, id: &AgentId) -> u64 {
+        self.restarts.get(id).map_or(0, |n| *n.value())
     }
 
     /// Removes `id`'s entry if it is still actor `actor`'s.
@@ -170,5 +182,6 @@ impl Directory {
         }
         self.asks.retain(|(agent, _), _| !ids.contains(agent));
         self.halted.retain(|agent, _| !ids.contains(agent));
+        self.restarts.retain(|agent, _| !ids.contains(agent));
     }
 }

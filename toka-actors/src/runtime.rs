@@ -373,6 +373,7 @@ impl Runtime {
                 durable: node.spec.durable,
                 incarnation: node.base,
                 halted: self.kernel.directory.halt_reason(&id),
+                restarts: self.kernel.directory.restarts(&id),
                 id,
             })
             .collect()

@@ -48,6 +48,11 @@ pub struct AgentInfo {
     /// restart it until a runtime whose handler matches starts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted: Option<String>,
+    /// How often its supervisor restarted it since this runtime started (not journaled:
+    /// a restart of the node starts counting again; a stop forgets it). A one-for-all or
+    /// rest-for-one restart counts for every agent it restarts.
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 /// The tree: nodes by id, plus the top-level agents in start order.

@@ -191,5 +191,17 @@ async fn metrics_count_messages_appends_flush_waits_and_restarts() {
         assert!(std::time::Instant::now() < deadline, "no restart counted");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // The tree counts it for the agent that restarted, and only for it.
+    let restarts = |agent: &str| {
+        rt.tree()
+            .into_iter()
+            .find(|info| info.id.as_str() == agent)
+            .map(|info| info.restarts)
+    };
+    // (The failing message is tried again after each restart, so there may be several.)
+    let counted = restarts("c").unwrap();
+    assert!(counted >= 1);
+    assert!(counted <= rt.metrics().agent_restarts - before.agent_restarts);
+    assert_eq!(restarts("t"), Some(0));
     rt.shutdown().await.unwrap();
 }

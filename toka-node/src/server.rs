@@ -6,8 +6,8 @@
 //! |---|---|---|
 //! | `GET /health` | 200 `{"status": "ok"}` | none: no token needed |
 //! | `POST /agents` `{"id", "kind", "args"?, "parent"?}` | 201 | `api.agents.spawn`, the new id |
-//! | `GET /agents` | 200 `[{"id", "kind", "parent", "status"}]` | `api.agents.read`, none |
-//! | `GET /agents/{id}` | 200 `{"id", "kind", "parent", "status", "durable", "halted"?}`: `status` is `running`, `down` or `halted` (its handler does not replay its journal; `halted` says how) | `api.agents.read`, `id` |
+//! | `GET /agents` | 200 `[{"id", "kind", "parent", "status", "durable", "restarts", "halted"?}]` | `api.agents.read`, none |
+//! | `GET /agents/{id}` | 200 `{"id", "kind", "parent", "status", "durable", "restarts", "halted"?, "snapshot"}`: `status` is `running`, `down` or `halted` (its handler does not replay its journal; `halted` says how); `restarts` counts its supervisor's restarts of it since the node started; `snapshot` is `{"seq", "bytes", "timestamp_micros"}` of its latest snapshot, or `null` | `api.agents.read`, `id` |
 //! | `POST /agents/{id}/messages` | 202 once durably journaled | `api.agents.send`, `id` |
 //! | `POST /agents/{id}/ask` (`?timeout_ms=N`, at most 5 min) | 200 the reply; with `Accept: text/event-stream`, server-sent events: the agent's live model events, then `answer` (the reply) or `error` ([`turns`]) | `api.agents.ask`, `id` |
 //! | `POST /agents/{id}/query` (`?timeout_ms=N`) | 200 the answer; nothing journaled | `api.agents.query`, `id` |
@@ -29,12 +29,13 @@
 //! | `GET /audit/denials?limit=N` | 200 the last N (default 100, at most 1,000) capability denials `[{"at", "at_micros", "tool", "agent", "token" (its identifier), "reason"}]`, oldest first | `api.audit.read`, none |
 //! | `GET /events/export` | 200 JSON lines (`application/x-ndjson`), streamed: every acknowledged event as `events export` prints it | `api.events.read`, none |
 //! | `GET /events/verify` | 200 JSON lines, streamed: `{"progress": {"elapsed_ms", "head_position"}}` while the hash chain is walked, then `{"report": {"intact", "records", "pruned", "head_position", "head_hash", "first_bad"}}` | `api.events.verify`, none |
+//! | `GET /ui`, `GET /ui/{file}` | 200 the operator console (HTML, JS, CSS compiled in); `/ui/` redirects to `/ui` | none: no token needed (the page holds no data; its API calls carry the operator's token) |
 //! | `POST /mcp` | the MCP server (feature `mcp`): streamable HTTP, stateless, JSON responses | per MCP request: `tools/list` shows what the token could call; `tools/call` as `POST /tools/{name}/invoke`, `agents.ask` as `POST /agents/{id}/ask` (see `mcp.rs`) |
 //!
 //! # Authorization
 //!
-//! Every route but `/health` needs `Authorization: Bearer <token>`, a capability token
-//! minted by the node's root key. A token that is missing, unreadable, forged, revoked,
+//! Every route but `/health` and the console (`/ui`) needs `Authorization: Bearer
+//! <token>`, a capability token minted by the node's root key. A token that is missing, unreadable, forged, revoked,
 //! expired or carries a caveat Toka does not understand gets 401. A valid token whose caveats refuse
 //! the route's request (table above, `path` and `bytes` unset) gets 403. So `tool =
 //! api.agents.*` allows the agent routes only, and `agent = X` allows only the routes that
@@ -82,6 +83,7 @@
 pub(crate) mod admin;
 mod approvals;
 mod auth;
+mod console;
 mod error;
 mod listen;
 #[cfg(feature = "mcp")]
@@ -265,6 +267,9 @@ pub(crate) fn app(state: AppState) -> Router {
             auth::require_token,
         ))
         .route("/health", get(routes::health))
+        // `/ui`: the operator console's static files; it calls the routes above with the
+        // token the operator pastes (see `console.rs`).
+        .merge(console::routes())
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(error::json_errors))

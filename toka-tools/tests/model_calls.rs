@@ -157,6 +157,13 @@ async fn an_answer_is_journaled_and_never_asked_again_after_a_restart() {
     }
     assert_eq!(server.requests().len(), 2);
     assert_eq!(node.authority.denials().unwrap().len(), 0);
+    let metrics = |node: &Node| node.runtime.extension::<ModelHost>().unwrap().metrics();
+    let m = metrics(&node);
+    assert_eq!(
+        (m.calls, m.input_tokens, m.output_tokens),
+        (2, 26, 6),
+        "{m:?}"
+    );
     let Node {
         runtime,
         asker,
@@ -188,6 +195,13 @@ async fn an_answer_is_journaled_and_never_asked_again_after_a_restart() {
     let sent = server.requests();
     assert_eq!(sent.len(), 3, "recovery asked the model again: {sent:#?}");
     assert_eq!(sent[2].body["messages"][0]["content"], "Italy?");
+    // The replayed answers are not counted again: only what the model answered now.
+    let m = metrics(&node);
+    assert_eq!(
+        (m.calls, m.input_tokens, m.output_tokens),
+        (1, 10, 2),
+        "{m:?}"
+    );
     stop(node).await;
 }
 

@@ -90,6 +90,7 @@ fn agent_json(info: &AgentInfo) -> Value {
         "parent": info.parent.as_ref().map(AgentId::as_str),
         "status": status,
         "durable": info.durable,
+        "restarts": info.restarts,
     });
     if let Some(reason) = &info.halted {
         json["halted"] = Value::String(reason.clone());
@@ -180,14 +181,24 @@ pub(crate) async fn get_agent(
     let id = path_param(id)?;
     permit(&state, &token, "api.agents.read", Some(&id))?;
     let id = agent_id(&id)?;
-    state
+    let mut json = state
         .inner
         .runtime
         .tree()
         .iter()
         .find(|info| info.id == id)
-        .map(|info| Json(agent_json(info)))
-        .ok_or_else(|| toka_actors::Error::UnknownAgent(id).into())
+        .map(agent_json)
+        .ok_or_else(|| ApiError::from(toka_actors::Error::UnknownAgent(id.clone())))?;
+    // The latest snapshot's position and size (not its state: that is the agent's).
+    let snapshot = state
+        .inner
+        .journal
+        .load_snapshot(id.stream())
+        .map_err(ApiError::internal)?;
+    json["snapshot"] = snapshot.map_or(Value::Null, |s| {
+        json!({ "seq": s.seq, "bytes": s.state.len(), "timestamp_micros": s.timestamp.as_micros() })
+    });
+    Ok(Json(json))
 }
 
 pub(crate) async fn send(
@@ -535,6 +546,18 @@ pub(crate) async fn metrics(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
+    if let Some(models) = state
+        .inner
+        .runtime
+        .extension::<toka_tools::model::ModelHost>()
+    {
+        let models = models.metrics();
+        let _ = writeln!(
+            text,
+            "# HELP toka_model_calls_total model calls answered (live, not replayed)\n# TYPE toka_model_calls_total counter\ntoka_model_calls_total {}\n# HELP toka_model_tokens_total tokens model calls used, by direction\n# TYPE toka_model_tokens_total counter\ntoka_model_tokens_total{{direction=\"input\"}} {}\ntoka_model_tokens_total{{direction=\"output\"}} {}",
+            models.calls, models.input_tokens, models.output_tokens
+        );
+    }
     let _ = writeln!(
         text,
         "# HELP toka_journal_flush_wait_seconds time spent waiting for appends to become durable\n# TYPE toka_journal_flush_wait_seconds summary\ntoka_journal_flush_wait_seconds_sum {}\ntoka_journal_flush_wait_seconds_count {}",
@@ -580,8 +603,10 @@ mod agent_json_tests {
             running: false,
             incarnation: 0,
             halted: None,
+            restarts: 2,
         };
         assert_eq!(agent_json(&info)["status"], "down");
+        assert_eq!(agent_json(&info)["restarts"], 2);
         assert!(agent_json(&info).get("halted").is_none());
         info.running = true;
         assert_eq!(agent_json(&info)["status"], "running");

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use futures_util::StreamExt;
@@ -60,6 +61,29 @@ struct Inner {
     spent: DashMap<String, Arc<tokio::sync::Mutex<Option<u64>>>>,
     /// Agents' live events.
     live: Arc<LiveTurns>,
+    /// Counters for [`ModelHost::metrics`].
+    counters: Counters,
+}
+
+/// [`ModelHost::metrics`]' atomics.
+#[derive(Default)]
+struct Counters {
+    calls: AtomicU64,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+}
+
+/// What a [`ModelHost`]'s model calls used since it was built: only answers received
+/// now, never the recorded answers a replay reuses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelMetrics {
+    /// Model calls that answered (their usage journaled).
+    pub calls: u64,
+    /// Tokens of those calls' requests.
+    pub input_tokens: u64,
+    /// Tokens of their answers.
+    pub output_tokens: u64,
 }
 
 /// One caller's spent tokens, locked.
@@ -97,6 +121,7 @@ impl ModelHostBuilder {
                 journal: self.journal,
                 spent: DashMap::new(),
                 live: Arc::default(),
+                counters: Counters::default(),
             }),
         }
     }
@@ -109,6 +134,16 @@ impl ModelHost {
             models: HashMap::new(),
             authority,
             journal,
+        }
+    }
+
+    /// Calls answered and tokens used since this host was built.
+    pub fn metrics(&self) -> ModelMetrics {
+        let c = &self.inner.counters;
+        ModelMetrics {
+            calls: c.calls.load(Ordering::Relaxed),
+            input_tokens: c.input_tokens.load(Ordering::Relaxed),
+            output_tokens: c.output_tokens.load(Ordering::Relaxed),
         }
     }
 
@@ -367,6 +402,12 @@ impl ModelHost {
             .map_err(|e| unavailable(e.to_string()))?
             .map_err(|e| unavailable(e.to_string()))?;
         **spent = Some(record.total);
+        let c = &self.inner.counters;
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        c.input_tokens
+            .fetch_add(usage.input_tokens, Ordering::Relaxed);
+        c.output_tokens
+            .fetch_add(usage.output_tokens, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -52,7 +52,7 @@ pub use assistant::{
 };
 pub use call::ModelCalls;
 pub use delegate::{AGENTS_ASK, agents_ask_tool};
-pub use host::{ModelHost, ModelHostBuilder, USAGE_STREAM_PREFIX, UsageRecord};
+pub use host::{ModelHost, ModelHostBuilder, ModelMetrics, USAGE_STREAM_PREFIX, UsageRecord};
 pub use live::{Lagged, TurnEvent, TurnSubscription};
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiClient, OpenAiClientBuilder};
