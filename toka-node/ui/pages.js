@@ -118,70 +118,6 @@ function shown(e) {
   return api.payloadText(e.payload);
 }
 
-// ---------------------------------------------------------------- postcard, for audit records
-
-/** Reads the postcard encoding of the audit and revocation records (strings, options, zigzag varints). */
-class Postcard {
-  constructor(hex) {
-    this.bytes = new Uint8Array((hex.match(/../g) || []).map((b) => parseInt(b, 16)));
-    this.at = 0;
-  }
-
-  varint() {
-    let shift = 0n;
-    let v = 0n;
-    for (;;) {
-      if (this.at >= this.bytes.length) throw new Error('truncated');
-      const b = this.bytes[this.at++];
-      v |= BigInt(b & 0x7f) << shift;
-      if (!(b & 0x80)) return v;
-      shift += 7n;
-      if (shift > 70n) throw new Error('varint too long');
-    }
-  }
-
-  i64() {
-    const v = this.varint();
-    return Number((v >> 1n) ^ -(v & 1n));
-  }
-
-  str() {
-    const len = Number(this.varint());
-    if (this.at + len > this.bytes.length) throw new Error('truncated');
-    const s = new TextDecoder('utf-8', { fatal: true }).decode(this.bytes.subarray(this.at, this.at + len));
-    this.at += len;
-    return s;
-  }
-
-  opt(read) {
-    const tag = this.bytes[this.at++];
-    if (tag === 0) return null;
-    if (tag === 1) return read();
-    throw new Error('bad option');
-  }
-}
-
-/** A `toka/audit` denial record as `{at, tool, agent, token, reason}`, or null. */
-function decodeDenial(event) {
-  try {
-    const p = new Postcard(event.payload.hex || '');
-    const at = p.i64();
-    return { at, tool: p.str(), agent: p.opt(() => p.str()), token: p.opt(() => p.str()), reason: p.str() };
-  } catch {
-    return null;
-  }
-}
-
-/** A `toka/revocations` record as `{identifier, reason, at}`, or null. */
-function decodeRevocation(event) {
-  try {
-    const p = new Postcard(event.payload.hex || '');
-    return { identifier: p.str(), reason: p.str(), at: p.i64() };
-  } catch {
-    return null;
-  }
-}
-
 // ---------------------------------------------------------------- what the token may see
 
 /** The pages this token may see: each page's own route answers something but 403/404. */
@@ -190,7 +126,7 @@ export async function probe() {
     tree: () => api.get('/agents'),
     journal: () => api.get('/events?limit=0'),
     approvals: () => api.get('/approvals?status=pending'),
-    audit: () => api.get('/events?limit=0'),
+    audit: () => api.get('/audit/denials?limit=1'),
     tools: () => api.get('/tools'),
     metrics: () => api.get('/metrics', { text: true }),
   };
@@ -572,35 +508,30 @@ function approvalsPage(root, _arg, ctx) {
 function auditPage(root) {
   const denials = h('div', { id: 'audit-denials' });
   const revocations = h('div', { id: 'audit-revocations' });
-  const a = panel('denials-panel', 'Denials (toka/audit)', denials);
-  const b = panel('revocations-panel', 'Revocations (toka/revocations)', revocations);
-  root.append(h('p', { class: 'muted' }, 'From the last 5,000 journal records.'), a, b);
+  const a = panel('denials-panel', 'Denials (the last 100)', denials);
+  const b = panel('revocations-panel', 'Revocations', revocations);
+  root.append(a, b);
 
   async function refresh() {
-    let events;
     try {
-      events = await tail(5000);
+      const d = (await api.get('/audit/denials?limit=100')).reverse();
+      denials.replaceChildren(d.length ? h('table', { class: 'events' },
+        h('tr', {}, ['time', 'tool', 'agent', 'token', 'reason'].map((c) => h('th', {}, c))),
+        d.map((r) => h('tr', {}, h('td', {}, time(r.at_micros)), h('td', {}, r.tool),
+          h('td', {}, r.agent || '—'), h('td', {}, r.token || '—'), h('td', {}, r.reason))))
+        : h('p', { class: 'muted' }, 'No denials.'));
     } catch (e) {
       failed(a, e, denials);
-      failed(b, e, revocations);
-      return;
     }
-    const d = events.filter((e) => e.stream === 'toka/audit').reverse().slice(0, 100);
-    denials.replaceChildren(d.length ? h('table', { class: 'events' },
-      h('tr', {}, ['time', 'tool', 'agent', 'token', 'reason'].map((c) => h('th', {}, c))),
-      d.map((e) => {
-        const r = decodeDenial(e);
-        return r ? h('tr', {}, h('td', {}, time(r.at)), h('td', {}, r.tool), h('td', {}, r.agent || '—'), h('td', {}, r.token || '—'), h('td', {}, r.reason))
-          : h('tr', {}, h('td', {}, time(e.timestamp_micros)), h('td', { colspan: 4 }, h('code', {}, api.payloadText(e.payload))));
-      })) : h('p', { class: 'muted' }, 'No denials.'));
-    const r = events.filter((e) => e.stream === 'toka/revocations').reverse().slice(0, 100);
-    revocations.replaceChildren(r.length ? h('table', { class: 'events' },
-      h('tr', {}, ['time', 'token', 'reason'].map((c) => h('th', {}, c))),
-      r.map((e) => {
-        const v = decodeRevocation(e);
-        return v ? h('tr', {}, h('td', {}, time(v.at)), h('td', {}, v.identifier), h('td', {}, v.reason))
-          : h('tr', {}, h('td', {}, time(e.timestamp_micros)), h('td', { colspan: 2 }, h('code', {}, api.payloadText(e.payload))));
-      })) : h('p', { class: 'muted' }, 'No revocations.'));
+    try {
+      const r = (await api.get('/tokens/revocations')).reverse().slice(0, 100);
+      revocations.replaceChildren(r.length ? h('table', { class: 'events' },
+        h('tr', {}, ['time', 'token', 'reason'].map((c) => h('th', {}, c))),
+        r.map((v) => h('tr', {}, h('td', {}, time(v.at_micros)), h('td', {}, v.identifier), h('td', {}, v.reason))))
+        : h('p', { class: 'muted' }, 'No revocations.'));
+    } catch (e) {
+      failed(b, e, revocations);
+    }
   }
   return every(3000, refresh);
 }
