@@ -3,14 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-/// How long one request to the node may take.
-const TIMEOUT: Duration = Duration::from_secs(30);
+use crate::client::NodeClient;
 
 /// Longest input shown in `approvals list`'s table, in characters.
 const INPUT_WIDTH: usize = 60;
@@ -83,11 +81,9 @@ impl ApprovalsCommand {
     }
 }
 
-/// A client of the node's API.
+/// A client of the node's API ([`NodeClient`]), run to completion on its own runtime.
 struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+    node: NodeClient,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -101,50 +97,24 @@ impl Client {
                 .to_owned(),
             (None, None) => bail!("no token: give --token-file FILE, or set TOKA_TOKEN"),
         };
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
         Ok(Client {
-            http,
-            base: api.url.trim_end_matches('/').to_owned(),
-            token,
+            node: NodeClient::new(&api.url, Some(token))?,
             runtime,
         })
     }
 
-    /// `method path` with `body`; the answer's JSON, or an error with the API's message.
-    fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        self.runtime.block_on(async {
-            let response = request
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the node at {}", self.base))?;
-            let status = response.status();
-            let text = response.text().await.context("reading the node's answer")?;
-            let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            if !status.is_success() {
-                let message = json["error"]
-                    .as_str()
-                    .map_or_else(|| json.to_string(), str::to_owned);
-                bail!("{status}: {message}");
-            }
-            Ok(json)
-        })
+    /// `GET path`: the answer's JSON, or an error with the API's message.
+    fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.runtime.block_on(self.node.get(path))?)
+    }
+
+    /// `POST path` with `body`: the answer's JSON, or an error with the API's message.
+    fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        Ok(self.runtime.block_on(self.node.post(path, body))?)
     }
 }
 
@@ -174,7 +144,7 @@ fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     } else {
         format!("/approvals?{}", query.join("&"))
     };
-    let listed = client.call(reqwest::Method::GET, &path, None)?;
+    let listed = client.get(&path)?;
     if args.json {
         println!("{listed}");
         return Ok(ExitCode::SUCCESS);
@@ -213,7 +183,7 @@ fn decide(args: &DecideArgs, decision: &str) -> anyhow::Result<ExitCode> {
         body["reason"] = Value::String(reason.clone());
     }
     let path = format!("/approvals/{}", segment(&args.id));
-    let decided = client.call(reqwest::Method::POST, &path, Some(body))?;
+    let decided = client.post(&path, &body)?;
     if args.json {
         println!("{decided}");
     } else {
