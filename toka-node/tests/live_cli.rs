@@ -353,8 +353,7 @@ fn status_prints_the_nodes_fields_online_and_the_directorys_offline() {
     assert!(status["recovery_ms"].is_u64());
     assert_eq!(status["tools"], json!(["fs.list", "fs.read"]));
     assert_eq!(status["models"], json!(["local"]));
-    // This node has no `GET /approvals`: nothing is said about approvals.
-    assert!(status.get("pending_approvals").is_none(), "{status}");
+    assert_eq!(status["pending_approvals"], 0, "{status}");
 
     let text = ok(&dir, &listen, &["status"]);
     for field in [
@@ -366,6 +365,7 @@ fn status_prints_the_nodes_fields_online_and_the_directorys_offline() {
         "recovery ",
         "tools          fs.list, fs.read",
         "models         local",
+        "approvals      0 pending",
     ] {
         assert!(text.contains(field), "{field:?} not in:\n{text}");
     }
