@@ -239,9 +239,10 @@ struct Inner {
     journal: Arc<dyn Journal>,
     ttl: Duration,
     entries: Mutex<Vec<Entry>>,
-    /// Held while a decision or an expiry is checked and journaled, so two concurrent
-    /// decisions of one approval cannot both pass the "still pending" check (two
-    /// approvals would run the call twice).
+    /// Held while a decision, an expiry or a call's gate is checked and journaled, so two
+    /// concurrent decisions of one approval cannot both pass the "still pending" check
+    /// (two approvals would run the call twice), and two concurrent identical calls get
+    /// one approval, not two.
     deciding: tokio::sync::Mutex<()>,
     /// Told the id of every approval requested or decided.
     changes: tokio::sync::broadcast::Sender<String>,
@@ -417,6 +418,7 @@ impl Approvals {
         vault: Option<&Vault>,
         explicit: Option<&str>,
     ) -> Result<Gate, Error> {
+        let _deciding = self.inner.deciding.lock().await;
         let now = now_micros();
         let found = {
             let mut entries = self.entries();

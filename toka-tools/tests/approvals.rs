@@ -396,3 +396,22 @@ async fn an_assistant_turn_waits_for_approval_stays_queryable_and_goes_on() {
     runtime.shutdown().await.unwrap();
     rig.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_calls_wait_for_one_approval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rig = open(tmp.path(), Duration::from_secs(3600)).await;
+    let token = rig
+        .authority
+        .mint([Caveat::parse(b"approval = required").unwrap()])
+        .unwrap();
+    let calls = (0..8).map(|_| rig.write(&token, Some("agent-1"), "c.txt", "same"));
+    let ids: std::collections::BTreeSet<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|outcome| outcome.unwrap_err().pending_approval().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(rig.approvals.list().len(), 1);
+    rig.close().await;
+}
