@@ -11,13 +11,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Node, admin_token, cli};
+use common::{BIN, Node, admin_token, cli, transcript};
 use serde_json::{Value, json};
 use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
 
@@ -518,20 +518,7 @@ fn assistant_setup(server: &ModelServer) -> Setup {
         server.base_url()
     );
     let setup = Setup::new("", &models);
-    let mut set = Command::new(BIN)
-        .args(["secret", "set", "openai-key", "--data-dir"])
-        .arg(setup.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    set.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{KEY}\n").as_bytes())
-        .unwrap();
-    assert!(set.wait().unwrap().success());
+    common::set_secret(&setup.dir(), "openai-key", KEY);
     setup
 }
 
@@ -539,19 +526,7 @@ fn assistant_setup(server: &ModelServer) -> Setup {
 /// counter `hits`; the assistant's token.
 fn spawn_agents(node: &Node, admin: &str) -> String {
     let (token, _) = attenuate(admin, &["approval = fs.write"]);
-    let spawn = json!({
-        "id": "helper",
-        "kind": "assistant",
-        "args": {
-            "model": "local",
-            "system": "You write files.",
-            "tools": ["fs.write"],
-            "max_steps": 4,
-            "token": token,
-        }
-    });
-    let (status, body) = node.json("POST", "/agents", admin, &spawn);
-    assert_eq!(status, 201, "{body}");
+    common::spawn_assistant(node, admin, &token, "You write files.", &["fs.write"]);
     let (status, body) = node.json(
         "POST",
         "/agents",
@@ -560,12 +535,6 @@ fn spawn_agents(node: &Node, admin: &str) -> String {
     );
     assert_eq!(status, 201, "{body}");
     token
-}
-
-fn transcript(node: &Node, token: &str) -> Vec<Value> {
-    let (status, body) = node.json("POST", "/agents/helper/query", token, &json!("transcript"));
-    assert_eq!(status, 200, "{body}");
-    body.as_array().cloned().unwrap()
 }
 
 const FINAL: &str = "I wrote done to out.txt.";

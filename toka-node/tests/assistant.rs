@@ -16,10 +16,9 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Node, admin_token, cli};
+use common::{Node, admin_token, cli, transcript};
 use serde_json::{Value, json};
 use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
 
@@ -42,30 +41,7 @@ fn setup_with(tmp: &Path, server: &ModelServer, tools: &str) -> std::path::PathB
     )
     .unwrap();
     cli(&dir, &["init"]);
-    let mut set = Command::new(BIN)
-        .args(["secret", "set", "openai-key", "--data-dir"])
-        .arg(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    set.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{KEY}\n").as_bytes())
-        .unwrap();
-    let out = set.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !printed.contains(KEY),
-        "secret set echoed the key: {printed}"
-    );
+    common::set_secret(&dir, "openai-key", KEY);
     let config = tmp.join("toka.toml");
     std::fs::write(
         &config,
@@ -90,25 +66,13 @@ fn spawn_assistant(node: &Node, token: &str) {
 }
 
 fn spawn_assistant_with(node: &Node, token: &str, tools: &[&str]) {
-    let spawn = json!({
-        "id": "helper",
-        "kind": "assistant",
-        "args": {
-            "model": "local",
-            "system": "You answer questions about files.",
-            "tools": tools,
-            "max_steps": 4,
-            "token": token,
-        }
-    });
-    let (status, body) = node.json("POST", "/agents", token, &spawn);
-    assert_eq!(status, 201, "{body}");
-}
-
-fn transcript(node: &Node, token: &str) -> Vec<Value> {
-    let (status, body) = node.json("POST", "/agents/helper/query", token, &json!("transcript"));
-    assert_eq!(status, 200, "{body}");
-    body.as_array().cloned().unwrap_or_default()
+    common::spawn_assistant(
+        node,
+        token,
+        token,
+        "You answer questions about files.",
+        tools,
+    );
 }
 
 fn read_notes() -> Reply {

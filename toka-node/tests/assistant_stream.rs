@@ -14,11 +14,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Node, admin_token, cli};
+use common::{Node, admin_token, cli, transcript};
 use serde_json::{Value, json};
 use toka_test_support::model_server::{
     ModelServer, Recorded, Reply, chat_text, sse_text, sse_tool_calls,
@@ -39,20 +38,7 @@ fn setup(tmp: &Path, server: &ModelServer) -> std::path::PathBuf {
     )
     .unwrap();
     cli(&dir, &["init"]);
-    let mut set = Command::new(BIN)
-        .args(["secret", "set", "openai-key", "--data-dir"])
-        .arg(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    set.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{KEY}\n").as_bytes())
-        .unwrap();
-    assert!(set.wait().unwrap().success());
+    common::set_secret(&dir, "openai-key", KEY);
     let config = tmp.join("toka.toml");
     std::fs::write(
         &config,
@@ -73,25 +59,13 @@ fn start(tmp: &Path, config: &Path) -> Node {
 }
 
 fn spawn_assistant(node: &Node, token: &str) {
-    let spawn = json!({
-        "id": "helper",
-        "kind": "assistant",
-        "args": {
-            "model": "local",
-            "system": "You answer questions about files.",
-            "tools": ["fs.read"],
-            "max_steps": 4,
-            "token": token,
-        }
-    });
-    let (status, body) = node.json("POST", "/agents", token, &spawn);
-    assert_eq!(status, 201, "{body}");
-}
-
-fn transcript(node: &Node, token: &str) -> Vec<Value> {
-    let (status, body) = node.json("POST", "/agents/helper/query", token, &json!("transcript"));
-    assert_eq!(status, 200, "{body}");
-    body.as_array().cloned().unwrap_or_default()
+    common::spawn_assistant(
+        node,
+        token,
+        token,
+        "You answer questions about files.",
+        &["fs.read"],
+    );
 }
 
 /// Step 1 of a turn, streamed: the model reads the notes.

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Node, admin_token, cli};
+use common::{Node, admin_token, cli, transcript};
 use serde_json::{Value, json};
 use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
 
@@ -211,25 +211,7 @@ fn mcp_tools_are_listed_and_called_over_the_api() {
 }
 
 fn spawn_assistant(node: &Node, token: &str, tools: &[&str]) {
-    let spawn = json!({
-        "id": "helper",
-        "kind": "assistant",
-        "args": {
-            "model": "local",
-            "system": "You use tools.",
-            "tools": tools,
-            "max_steps": 4,
-            "token": token,
-        }
-    });
-    let (status, body) = node.json("POST", "/agents", token, &spawn);
-    assert_eq!(status, 201, "{body}");
-}
-
-fn transcript(node: &Node, token: &str) -> Vec<Value> {
-    let (status, body) = node.json("POST", "/agents/helper/query", token, &json!("transcript"));
-    assert_eq!(status, 200, "{body}");
-    body.as_array().cloned().unwrap_or_default()
+    common::spawn_assistant(node, token, token, "You use tools.", tools);
 }
 
 /// Sends an ask whose connection will die with the node.

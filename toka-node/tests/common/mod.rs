@@ -259,3 +259,59 @@ pub(crate) fn cli(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "{args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// Stores `value` as the vault secret `name` of data directory `dir` with
+/// `toka-node secret set` (the value on stdin), and checks that nothing echoed it.
+pub(crate) fn set_secret(dir: &Path, name: &str, value: &str) {
+    let mut set = Command::new(BIN)
+        .args(["secret", "set", name, "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{value}\n").as_bytes())
+        .unwrap();
+    let out = set.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !printed.contains(value),
+        "secret set echoed the secret: {printed}"
+    );
+}
+
+/// Spawns the assistant `helper` on the configured model `local`, with `system` and
+/// `tools`, holding `token`; the request is made with `auth`.
+pub(crate) fn spawn_assistant(node: &Node, auth: &str, token: &str, system: &str, tools: &[&str]) {
+    let spawn = json!({
+        "id": "helper",
+        "kind": "assistant",
+        "args": {
+            "model": "local",
+            "system": system,
+            "tools": tools,
+            "max_steps": 4,
+            "token": token,
+        }
+    });
+    let (status, body) = node.json("POST", "/agents", auth, &spawn);
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The transcript of the assistant `helper`.
+pub(crate) fn transcript(node: &Node, token: &str) -> Vec<Value> {
+    let (status, body) = node.json("POST", "/agents/helper/query", token, &json!("transcript"));
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("a transcript is a list: {body}"))
+}
