@@ -1,13 +1,47 @@
 //! The examples run and print what they promise.
+//!
+//! The examples are built once, for the whole workspace (`cargo build --workspace
+//! --examples`), so their dependencies have the features `cargo test --workspace` already
+//! built them with: nothing is compiled or linked a second time. Then each test runs its
+//! example's binary.
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
+
+/// The feature the `assistant` example needs, besides the defaults.
+const EXAMPLE_FEATURES: &str = "toka/openai";
+
+/// The built example `name` (its binary in this target directory's `examples`).
+fn example(name: &str) -> Command {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--examples",
+                "--features",
+            ])
+            .arg(EXAMPLE_FEATURES)
+            .output()
+            .expect("cargo build --examples");
+        assert!(out.status.success(), "{out:?}");
+        // This test runs from `<target>/<profile>/deps`; examples live beside `deps`.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("the profile directory");
+        profile.join("examples")
+    });
+    Command::new(dir.join(name))
+}
 
 #[test]
 fn journal_example_runs() {
-    let out = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--example", "journal"])
-        .output()
-        .expect("cargo run --example journal");
+    let out = example("journal").output().expect("the journal example");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -22,10 +56,9 @@ fn journal_example_runs() {
 
 #[test]
 fn supervised_example_recovers_its_tree() {
-    let out = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--example", "supervised"])
+    let out = example("supervised")
         .output()
-        .expect("cargo run --example supervised");
+        .expect("the supervised example");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("before restart: alice=8 bob=4"), "{stdout}");
@@ -37,12 +70,11 @@ fn supervised_example_recovers_its_tree() {
     );
 }
 
-/// Runs `cargo run --example NAME` and returns its stdout, checking it succeeded.
+/// Runs example `name` and returns its stdout, checking it succeeded.
 fn run_example(name: &str) -> String {
-    let out = Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--example", name])
+    let out = example(name)
         .output()
-        .unwrap_or_else(|e| panic!("cargo run --example {name}: {e}"));
+        .unwrap_or_else(|e| panic!("example {name}: {e}"));
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -145,20 +177,12 @@ fn assistant_example_answers_from_the_files() {
         160,
         11,
     )));
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "run",
-            "--quiet",
-            "--features",
-            "openai",
-            "--example",
-            "assistant",
-        ])
+    let out = example("assistant")
         .env("TOKA_MODEL_BASE_URL", server.base_url())
         .env("TOKA_MODEL", "scripted")
         .env_remove("OPENAI_API_KEY")
         .output()
-        .expect("cargo run --example assistant");
+        .expect("the assistant example");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(

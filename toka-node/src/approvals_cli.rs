@@ -1,13 +1,14 @@
 //! `toka-node approvals list | approve ID | deny ID`: the approvals of a *running* node,
-//! over its HTTP API (its data directory is locked while it runs).
+//! over its HTTP API (approvals are kept by the node; its data directory is locked while
+//! it runs). The node is found as every live command finds it ([`crate::remote::online`]).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use crate::cli::{DataDir, NodeArgs};
 use crate::client::NodeClient;
 
 /// Longest input shown in `approvals list`'s table, in characters.
@@ -24,20 +25,16 @@ pub(crate) enum ApprovalsCommand {
     Deny(DecideArgs),
 }
 
-/// Where the running node is, and the token to call it with.
+/// Which node, and the token to call it with: the running node of `--data-dir` (at its
+/// config's `listen`) or `--node URL`; the token from `--token-file`, `TOKA_TOKEN` or
+/// the data directory's `admin.token`. It must allow `api.approvals.read` (to list) or
+/// `api.approvals.decide.<TOOL>` (to decide).
 #[derive(Debug, Args)]
 pub(crate) struct Api {
-    /// The running node's API.
-    #[arg(long, env = "TOKA_URL", default_value = "http://127.0.0.1:7070")]
-    pub(crate) url: String,
-    /// The token to call the API with: it must allow `api.approvals.read` (to list) or
-    /// `api.approvals.decide.<TOOL>` (to decide). Prefer `--token-file` or the variable:
-    /// a flag's value shows in the process list.
-    #[arg(long, env = "TOKA_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
-    /// A file holding the token (such as `DATA_DIR/admin.token`).
-    #[arg(long, conflicts_with = "token")]
-    pub(crate) token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) dir: DataDir,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
 }
 
 /// `approvals list`.
@@ -89,20 +86,12 @@ struct Client {
 
 impl Client {
     fn new(api: &Api) -> anyhow::Result<Client> {
-        let token = match (&api.token, &api.token_file) {
-            (Some(token), _) => token.trim().to_owned(),
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .with_context(|| format!("reading the token file {}", file.display()))?
-                .trim()
-                .to_owned(),
-            (None, None) => bail!("no token: give --token-file FILE, or set TOKA_TOKEN"),
-        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
         Ok(Client {
-            node: NodeClient::new(&api.url, Some(token))?,
+            node: crate::remote::online(&api.dir, &api.node)?,
             runtime,
         })
     }
@@ -220,19 +209,15 @@ mod tests {
             "apr-1",
             "--reason",
             "ok",
-            "--url",
+            "--node",
             "http://127.0.0.1:1"
         ]));
+        assert!(
+            parses(&["list", "--url", "http://127.0.0.1:1"]),
+            "--url still works"
+        );
         assert!(parses(&["deny", "apr-1", "--token-file", "/tmp/t"]));
         assert!(!parses(&["approve"]), "an id is needed");
-        assert!(!parses(&[
-            "deny",
-            "apr-1",
-            "--token",
-            "t",
-            "--token-file",
-            "f"
-        ]));
         assert!(!parses(&["undo", "apr-1"]));
     }
 

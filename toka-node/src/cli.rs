@@ -48,8 +48,10 @@ enum Command {
     Init(InitArgs),
     /// Run the node: recover the agent tree from the journal, then serve the HTTP API.
     ///
-    /// Initialises `DATA_DIR` first if it never was (as `init` does, printing the admin
-    /// token once). Prints `listening on ADDR` on stdout once it serves. SIGINT or
+    /// Initialises `DATA_DIR` first if it never was (as `init` does, but the admin token
+    /// stays in `DATA_DIR/admin.token`: a service's output ends up in logs). Prints
+    /// `listening on ADDR` on stdout once it serves, then on stderr the console's URL
+    /// and where to read the admin token. SIGINT or
     /// SIGTERM: stops accepting requests, drains the agents, flushes the journal and
     /// exits 0.
     Run(RunArgs),
@@ -151,7 +153,7 @@ pub(crate) struct NodeArgs {
     /// Work through the running node at URL (e.g. `http://127.0.0.1:7070`) [default:
     /// the data directory itself, or, when a running node holds it, the node at the
     /// config's `listen` (`TOKA_LISTEN`, or 127.0.0.1:7070)].
-    #[arg(long, env = "TOKA_NODE", value_name = "URL")]
+    #[arg(long, env = "TOKA_NODE", value_name = "URL", alias = "url")]
     pub(crate) node: Option<String>,
     /// A file holding the bearer token for the node [default: `TOKA_TOKEN` (the token
     /// itself), else `DATA_DIR/admin.token`].
@@ -182,7 +184,8 @@ pub(crate) struct RunArgs {
     /// `[[agents]]` to start at boot (`id`, `kind`, `args`,
     /// `parent`), and the HTTP limits `header_timeout_ms`, `body_timeout_ms`,
     /// `max_connections` and `shutdown_timeout_ms`. Unknown keys are an error. Flags and
-    /// their `TOKA_*` variables override it.
+    /// their `TOKA_*` variables override it. Without a config file, the fs tools are
+    /// confined to the data directory's `workspace` (created) and shell.exec is off.
     #[arg(long, env = "TOKA_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// How appends reach the disk: `fsync` (every acknowledged append is on disk, the
@@ -468,6 +471,11 @@ impl DataDir {
     /// The admin token written by `init`.
     pub(crate) fn admin_token_path(&self) -> PathBuf {
         self.data_dir.join("admin.token")
+    }
+
+    /// The fs tools' workspace when no config file names an `fs_root`.
+    pub(crate) fn workspace_path(&self) -> PathBuf {
+        self.data_dir.join("workspace")
     }
 
     /// Opens the journal of this data directory, which must already exist.

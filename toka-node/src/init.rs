@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use toka_tools::Authority;
+use toka_tools::{Authority, Capability};
 
-use crate::cli::InitArgs;
+use crate::cli::{DataDir, InitArgs};
 
 pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
@@ -64,6 +64,60 @@ pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         (false, false) => {}
     }
 
+    let token = create(dir)?;
+    let text = token.to_string();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "created": true,
+                "data_dir": dir.data_dir.display().to_string(),
+                "admin_token_file": token_path.display().to_string(),
+                "identifier": token.identifier(),
+                "token": text,
+            })
+        );
+    } else {
+        eprintln!(
+            "toka-node: initialised {}: journal, root key {} and an admin token (no caveats), \
+             saved in {} and printed below, once",
+            dir.data_dir.display(),
+            key_path.display(),
+            token_path.display()
+        );
+        println!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first `toka-node run` on a fresh data directory: initialises it like `init`, but
+/// never prints the admin token (a service's output ends up in logs); one line on stderr
+/// says where it is. A half-initialised directory fails as `init` does.
+pub(crate) fn on_first_run(dir: &DataDir) -> anyhow::Result<()> {
+    if dir.root_key_path().exists() && dir.admin_token_path().exists() {
+        return Ok(());
+    }
+    if !dir.root_key_path().exists() && !dir.admin_token_path().exists() {
+        create(dir)?;
+        eprintln!(
+            "toka-node: initialised {}: journal, root key and an admin token (no caveats) in {}",
+            dir.data_dir.display(),
+            dir.admin_token_path().display()
+        );
+        return Ok(());
+    }
+    init(&InitArgs {
+        dir: dir.clone(),
+        json: false,
+    })
+    .map(drop)
+}
+
+/// Creates the data directory, its journal, root key and admin token file (see the
+/// module docs); returns the admin token.
+fn create(dir: &DataDir) -> anyhow::Result<Capability> {
+    let key_path = dir.root_key_path();
+    let token_path = dir.admin_token_path();
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -91,27 +145,5 @@ pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     if let Ok(d) = std::fs::File::open(&dir.data_dir) {
         let _ = d.sync_all();
     }
-
-    if args.json {
-        println!(
-            "{}",
-            json!({
-                "created": true,
-                "data_dir": dir.data_dir.display().to_string(),
-                "admin_token_file": token_path.display().to_string(),
-                "identifier": token.identifier(),
-                "token": text,
-            })
-        );
-    } else {
-        eprintln!(
-            "toka-node: initialised {}: journal, root key {} and an admin token (no caveats), \
-             saved in {} and printed below, once",
-            dir.data_dir.display(),
-            key_path.display(),
-            token_path.display()
-        );
-        println!("{text}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(token)
 }

@@ -14,6 +14,9 @@
 //! Opening the directory first (rather than asking whatever node answers at the default
 //! address) means a command never acts on another directory's node by mistake.
 //!
+//! Commands with no offline form (`approvals`) use [`online`]: `--node URL`, else the
+//! config's `listen`.
+//!
 //! Online, the bearer token is read from `--token-file FILE`, else `TOKA_TOKEN` (the
 //! token itself), else the data directory's `admin.token`.
 
@@ -71,6 +74,17 @@ pub(crate) fn access(dir: &DataDir, node: &NodeArgs) -> anyhow::Result<Access> {
          listens elsewhere, pass --node URL)",
         dir.data_dir.display()
     )
+}
+
+/// Only through a running node, for commands that have no offline form (approvals live
+/// in the node's memory): `--node URL`, else the node at the config's `listen` (as
+/// [`access`] finds it), with the token [`access`] would use.
+pub(crate) fn online(dir: &DataDir, node: &NodeArgs) -> anyhow::Result<NodeClient> {
+    let url = match &node.node {
+        Some(url) => url.clone(),
+        None => default_url(node)?,
+    };
+    NodeClient::new(&url, Some(token(dir, node)?))
 }
 
 /// Only through the node: `--node URL` is needed (for commands that need no data

@@ -16,7 +16,7 @@ use toka_tools::{
     ToolHostBuilder,
 };
 
-use crate::cli::{DataDir, InitArgs, RunArgs, read_encryption_key};
+use crate::cli::{DataDir, RunArgs, read_encryption_key};
 use crate::config::{Config, LogFormat, ToolsConfig};
 use crate::server::{AppState, NodeInfo, ServeLimits, Services, app, unwritable};
 
@@ -53,6 +53,14 @@ const JOURNAL_CHECK: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
+    // Without a config file the node is still useful: fs tools confined to a workspace
+    // in the data directory (shell.exec stays off until configured).
+    let default_workspace = args.config.is_none().then(|| args.dir.workspace_path());
+    if let Some(workspace) = &default_workspace {
+        std::fs::create_dir_all(workspace)
+            .with_context(|| format!("creating the fs workspace {}", workspace.display()))?;
+        config.tools.fs_root = Some(workspace.clone());
+    }
     // Flags (and their TOKA_* variables) override the config file.
     if args.durability.is_some() {
         config.durability = args.durability;
@@ -74,12 +82,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if dir.key_file.is_none() {
         dir.key_file.clone_from(&config.key_file);
     }
-    if !dir.root_key_path().exists() || !dir.admin_token_path().exists() {
-        crate::init::init(&InitArgs {
-            dir: dir.clone(),
-            json: false,
-        })?;
-    }
+    crate::init::on_first_run(&dir)?;
     let listen = match args.listen.or(config.listen) {
         Some(listen) => listen,
         None => DEFAULT_LISTEN.parse().context("the default address")?,
@@ -222,6 +225,7 @@ async fn serve(
     let bound = listener.local_addr().context("the bound address")?;
     println!("listening on {bound}");
     let _ = std::io::stdout().flush();
+    first_run_hints(dir, config, bound);
 
     let services = Services {
         authority,
@@ -296,6 +300,23 @@ async fn with_progress<F: Future>(work: F) -> F::Output {
 /// `net.core.somaxconn`). Beyond `max_connections` clients wait here rather than be
 /// refused and retried; tokio's default is 128.
 const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Tells the operator, on stderr, where the console is, how to sign in (where the admin
+/// token is: never the token itself) and where the fs tools are confined.
+fn first_run_hints(dir: &DataDir, config: &Config, bound: SocketAddr) {
+    let mut console = bound;
+    if console.ip().is_unspecified() {
+        console.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    eprintln!("toka-node: console at http://{console}/ui");
+    eprintln!(
+        "toka-node: sign in with the admin token: cat {}",
+        dir.admin_token_path().display()
+    );
+    if let Some(root) = &config.tools.fs_root {
+        eprintln!("toka-node: fs tools confined to {}", root.display());
+    }
+}
 
 /// Binds the API's listener (with `SO_REUSEADDR`, as tokio's `bind` does).
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -491,3 +491,74 @@ fn queries_read_state_without_writing_the_journal() {
     assert_eq!((status, answer), (200, json!({"value": 20})));
     assert!(node.sigterm().success());
 }
+
+/// With no config file, `toka-node run` is a useful node: fs tools confined to
+/// `DATA/workspace`, no shell, and stderr says where the console is and how to read the
+/// admin token, without ever printing the token.
+#[test]
+fn first_run_without_config_serves_an_fs_workspace_and_points_at_the_console() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("toka-data");
+    let stderr_path = tmp.path().join("stderr");
+    let mut child = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env_remove("TOKA_LISTEN")
+        .env_remove("TOKA_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let node = Node::listening(child, stdout);
+    let token = admin_token(&dir);
+
+    let (status, tools) = node.get("/tools", &token);
+    assert_eq!(status, 200, "{tools}");
+    let names: Vec<&str> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fs.list", "fs.read", "fs.write"]);
+    let write = json!({"path": "hello.txt", "content": "hi"});
+    let (status, out) = node.json("POST", "/tools/fs.write/invoke", &token, &write);
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("workspace/hello.txt")).unwrap(),
+        "hi"
+    );
+    let escape = json!({"path": "../admin.token"});
+    let (status, out) = node.json("POST", "/tools/fs.read/invoke", &token, &escape);
+    assert_eq!(status, 400, "{out}");
+    assert!(
+        out["error"].as_str().unwrap().contains("traversal"),
+        "{out}"
+    );
+
+    assert_eq!(node.sigterm().code(), Some(0));
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    let addr_line = stderr
+        .lines()
+        .find(|line| line.contains("console at http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no console URL in:\n{stderr}"));
+    assert!(addr_line.ends_with("/ui"), "{addr_line}");
+    let token_path = dir.join("admin.token");
+    assert!(
+        stderr.contains(&format!("cat {}", token_path.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "fs tools confined to {}",
+            dir.join("workspace").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&token),
+        "the admin token leaked:\n{stderr}"
+    );
+}

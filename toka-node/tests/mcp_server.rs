@@ -508,7 +508,7 @@ fn a_call_that_needs_approval_waits_over_mcp_and_runs_once_approved() {
     assert!(!out.exists(), "nothing ran before the decision");
     // Approved (here with the CLI against the running node), the call runs, once.
     let decided = Command::new(common::BIN)
-        .args(["approvals", "approve", &id, "--url"])
+        .args(["approvals", "approve", &id, "--node"])
         .arg(format!("http://{}", fx.node.addr))
         .env("TOKA_TOKEN", &fx.admin)
         .output()
