@@ -1,6 +1,7 @@
-//! `audit revocations` and `audit denials`: the revoked tokens and the refused requests,
-//! from the journal's `toka/revocations` and `toka/audit` streams, or through the running
-//! node (`GET /tokens/revocations`, `GET /audit/denials`).
+//! `audit revocations`, `audit denials` and `audit tokens`: the revoked tokens, the
+//! refused requests and the issued tokens, from the journal's `toka/revocations`,
+//! `toka/audit` and `toka/tokens` streams, or through the running node
+//! (`GET /tokens/revocations`, `GET /audit/denials`, `GET /audit/tokens`).
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use serde_json::Value;
 
 use crate::cli::{AuditArgs, DenialsArgs, block_on};
 use crate::remote::{Access, access};
-use crate::server::admin::{denials_json, revocations_json};
+use crate::server::admin::{denials_json, issued_json, revocations_json};
 
 /// Most denials asked for at once (the node's limit too).
 const MAX_DENIALS: usize = 1_000;
@@ -45,6 +46,35 @@ pub(crate) fn denials(args: &DenialsArgs) -> anyhow::Result<ExitCode> {
             d["agent"].as_str().unwrap_or("-"),
             d["token"].as_str().unwrap_or("-"),
             d["reason"].as_str().unwrap_or_default()
+        )
+    })
+}
+
+pub(crate) fn tokens(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let list = match access(&args.dir, &args.node)? {
+        Access::Offline(journal) => issued_json(&journal)?,
+        Access::Online(client) => array(block_on(client.get("/audit/tokens"))??),
+    };
+    print(&list, args.json, "no token was issued", |t| {
+        let caveats = t["caveats"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        format!(
+            "{}  {}  by {}  {}",
+            t["at"].as_str().unwrap_or("?"),
+            t["identifier"].as_str().unwrap_or_default(),
+            t["issued_by"].as_str().unwrap_or("?"),
+            if caveats.is_empty() {
+                "(no caveats)"
+            } else {
+                &caveats
+            }
         )
     })
 }

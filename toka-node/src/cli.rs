@@ -108,6 +108,9 @@ enum AuditCommand {
     /// The most recent capability denials (tool, agent, token identifier, reason), oldest
     /// first.
     Denials(DenialsArgs),
+    /// Every token issued (by `init`, `token mint` or `POST /tokens`): when, its
+    /// identifier, who issued it and its caveats, oldest first. Never the token itself.
+    Tokens(AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -428,6 +431,7 @@ impl Cli {
             Command::Token(TokenCommand::Revoke(args)) => crate::token::revoke(&args),
             Command::Audit(AuditCommand::Revocations(args)) => crate::audit::revocations(&args),
             Command::Audit(AuditCommand::Denials(args)) => crate::audit::denials(&args),
+            Command::Audit(AuditCommand::Tokens(args)) => crate::audit::tokens(&args),
             Command::Status(args) => crate::status::status(&args),
             Command::Secret(SecretCommand::Set(args)) => crate::secrets::set(&args),
             Command::Secret(SecretCommand::List(dir)) => crate::secrets::list(&dir),

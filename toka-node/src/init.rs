@@ -125,9 +125,8 @@ fn create(dir: &DataDir) -> anyhow::Result<Capability> {
         .with_context(|| format!("creating {}", dir.data_dir.display()))?;
     let journal = Arc::new(dir.open_or_create_journal()?);
     let authority = Authority::open(&key_path, journal).context("creating the root key")?;
-    let token = authority
-        .mint([])
-        .map_err(|denial| anyhow::anyhow!("minting the admin token: {}", denial.reason))?;
+    let token = crate::cli::block_on(authority.issue(Vec::new(), "init"))?
+        .context("minting the admin token")?;
     let text = token.to_string();
 
     // Exclusive create with the mode set at creation: never overwrites, never readable

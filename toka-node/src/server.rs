@@ -260,6 +260,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/tokens/revoke", post(admin::revoke))
         .route("/tokens/revocations", get(admin::revocations))
         .route("/audit/denials", get(admin::denials))
+        .route("/audit/tokens", get(admin::issued))
         .route("/events/export", get(admin::export))
         .route("/events/verify", get(admin::verify))
         .route_layer(middleware::from_fn_with_state(

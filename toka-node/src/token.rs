@@ -36,9 +36,7 @@ pub(crate) fn mint(args: &MintArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let authority = authority_over(&args.dir, journal)?;
-    let token = authority
-        .mint(caveats)
-        .map_err(|d| anyhow::anyhow!("minting: {}", d.reason))?;
+    let token = block_on(authority.issue(caveats, "cli"))?.context("minting")?;
     print_token(&token, args.json)
 }
 

@@ -380,6 +380,19 @@ fn mint_attenuate_inspect_revoke() {
 #[test]
 fn bad_caveats_and_ttls_are_clear_errors() {
     let (_tmp, data, admin) = initialised();
+    let export = || {
+        stdout(&toka_node(&[
+            "events",
+            "export",
+            "--json",
+            "--data-dir",
+            &data,
+        ]))
+    };
+    // Only init's record of the admin token.
+    let before = export();
+    assert_eq!(before.lines().count(), 1, "{before}");
+    assert!(before.contains("toka.issued"), "{before}");
     let mint = |extra: &[&str]| {
         let mut args = vec!["token", "mint", "--data-dir", data.as_str()];
         args.extend_from_slice(extra);
@@ -403,8 +416,7 @@ fn bad_caveats_and_ttls_are_clear_errors() {
         "bad --caveat",
     );
     // Nothing was minted or journaled by the failures.
-    let out = toka_node(&["events", "export", "--json", "--data-dir", &data]);
-    assert_eq!(stdout(&out), "");
+    assert_eq!(export(), before);
 }
 
 #[test]

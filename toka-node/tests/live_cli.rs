@@ -184,10 +184,38 @@ fn token_commands_work_online_and_a_revocation_refuses_the_token_at_once() {
         "a denial shows a token: {denials}"
     );
 
+    // Every issue is journaled: the admin token by init, the two mints by the node on the
+    // admin token's behalf; identifiers and caveats, never a token.
+    let admin_id = report["identifier"].as_str().unwrap().to_owned();
+    let issued = lines(&ok(&dir, &listen, &["audit", "tokens", "--json"]));
+    let by: Vec<&str> = issued
+        .iter()
+        .map(|t| t["issued_by"].as_str().unwrap())
+        .collect();
+    let api = format!("api:{admin_id}");
+    assert_eq!(by, ["init", api.as_str(), api.as_str()], "{issued:?}");
+    assert_eq!(issued[0]["identifier"], admin_id.as_str());
+    assert_eq!(issued[1]["identifier"], identifier.as_str());
+    assert_eq!(issued[1]["caveats"], json!(["tool = api.agents.*"]));
+    let table = ok(&dir, &listen, &["audit", "tokens"]);
+    for secret in [token, admin.as_str(), narrower.as_str()] {
+        assert!(!table.contains(secret), "a token in the audit: {table}");
+        assert!(
+            !issued.iter().any(|t| t.to_string().contains(secret)),
+            "a token in the audit: {issued:?}"
+        );
+    }
+
     // Journaled: after a restart the node still refuses it.
     assert!(node.sigterm().success());
     let offline = lines(&ok(&dir, &listen, &["audit", "revocations", "--json"]));
     assert_eq!(offline, revocations);
+    ok(&dir, &listen, &["token", "mint", "--caveat", "agent = x"]);
+    let offline = lines(&ok(&dir, &listen, &["audit", "tokens", "--json"]));
+    assert_eq!(offline.len(), 4, "{offline:?}");
+    assert_eq!(offline[..3], issued[..]);
+    assert_eq!(offline[3]["issued_by"], "cli");
+    assert_eq!(offline[3]["caveats"], json!(["agent = x"]));
     let node = Node::start(&dir);
     assert_eq!(node.get("/agents", token).0, 401);
     assert!(node.sigterm().success());

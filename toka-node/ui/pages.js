@@ -510,7 +510,9 @@ function auditPage(root) {
   const revocations = h('div', { id: 'audit-revocations' });
   const a = panel('denials-panel', 'Denials (the last 100)', denials);
   const b = panel('revocations-panel', 'Revocations', revocations);
-  root.append(a, b);
+  const issued = h('div', { id: 'audit-issued' });
+  const c = panel('issued-panel', 'Issued tokens (the last 100)', issued);
+  root.append(a, b, c);
 
   async function refresh() {
     try {
@@ -531,6 +533,16 @@ function auditPage(root) {
         : h('p', { class: 'muted' }, 'No revocations.'));
     } catch (e) {
       failed(b, e, revocations);
+    }
+    try {
+      const t = (await api.get('/audit/tokens')).reverse().slice(0, 100);
+      issued.replaceChildren(t.length ? h('table', { class: 'events' },
+        h('tr', {}, ['time', 'token', 'issued by', 'caveats'].map((c) => h('th', {}, c))),
+        t.map((v) => h('tr', {}, h('td', {}, time(v.at_micros)), h('td', {}, v.identifier),
+          h('td', {}, v.issued_by), h('td', {}, v.caveats.length ? v.caveats.join('; ') : 'none'))))
+        : h('p', { class: 'muted' }, 'No tokens issued.'));
+    } catch (e) {
+      failed(c, e, issued);
     }
   }
   return every(3000, refresh);

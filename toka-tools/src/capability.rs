@@ -52,6 +52,13 @@ pub const AUDIT_STREAM: &str = "toka/audit";
 /// Record kind of a revocation.
 pub const REVOKED: &str = "toka.revoked";
 
+/// The stream where [`Authority::issue`] journals every token it issues
+/// ([`IssueRecord`]).
+pub const ISSUE_STREAM: &str = "toka/tokens";
+
+/// The kind of an [`IssueRecord`].
+pub const ISSUED: &str = "toka.issued";
+
 /// Record kind of a denial.
 pub const DENIED: &str = "toka.denied";
 
@@ -325,6 +332,22 @@ pub struct RevocationRecord {
     pub at_micros: i64,
 }
 
+/// A token issued by [`Authority::issue`], as journaled in [`ISSUE_STREAM`]: who issued
+/// which identifier with which caveats. Holds no signature: the record cannot be turned
+/// back into the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueRecord {
+    /// The new token's identifier.
+    pub identifier: String,
+    /// Its caveats, as text (`tool = fs.read`); none for an unrestricted token.
+    pub caveats: Vec<String>,
+    /// Who issued it: `init`, `cli` (offline, with the data directory), or
+    /// `api:<identifier>` (the calling token's identifier).
+    pub issued_by: String,
+    /// When (microseconds since the Unix epoch).
+    pub at_micros: i64,
+}
+
 /// A denied request, as journaled in [`AUDIT_STREAM`]. Holds no token and no secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DenialRecord {
@@ -443,6 +466,54 @@ impl Authority {
             raw.push(RawCaveat::FirstParty(predicate));
         }
         Ok(Capability::from_parts(identifier, None, raw, signature))
+    }
+
+    /// Mints a token like [`Authority::mint`] and journals who issued it, with which
+    /// caveats, in [`ISSUE_STREAM`] (no signature: the record is not the token), before
+    /// returning it. An authority without a journal ([`Authority::from_secret`]) only
+    /// mints.
+    ///
+    /// # Errors
+    /// [`Error::Journal`] (then no token is returned), [`Error::Denied`] as
+    /// [`Authority::mint`].
+    pub async fn issue(&self, caveats: Vec<Caveat>, issued_by: &str) -> Result<Capability, Error> {
+        let record_caveats = caveats.iter().map(ToString::to_string).collect();
+        let token = self.mint(caveats)?;
+        if let Some(journal) = &self.inner.journal {
+            let record = IssueRecord {
+                identifier: token.identifier().to_owned(),
+                caveats: record_caveats,
+                issued_by: issued_by.to_owned(),
+                at_micros: Timestamp::now().as_microsecond(),
+            };
+            let payload = crate::encode(ISSUE_STREAM, &record)?;
+            journal
+                .append(
+                    ISSUE_STREAM,
+                    ExpectedVersion::Any,
+                    &[NewEvent::new(ISSUED, payload)],
+                )
+                .await?
+                .map_err(toka_store::Error::from)?;
+        }
+        tracing::info!(token = token.identifier(), issued_by, "token issued");
+        Ok(token)
+    }
+
+    /// The tokens issued so far ([`Authority::issue`]), oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Journal`], [`Error::Decode`].
+    pub fn issued(&self) -> Result<Vec<IssueRecord>, Error> {
+        let Some(journal) = &self.inner.journal else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for event in journal.iter_stream(ISSUE_STREAM, 1)? {
+            let event = event?;
+            out.push(crate::decode(ISSUE_STREAM, event.seq, &event.payload)?);
+        }
+        Ok(out)
     }
 
     /// Checks `token` for `request`: not revoked, signature chain intact, every caveat

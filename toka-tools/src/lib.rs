@@ -57,7 +57,7 @@ mod vault;
 
 pub use approval::{Approval, ApprovalStatus, Approvals, Decision};
 pub use call::ToolCalls;
-pub use capability::{Authority, Capability, DenialRecord, Verified};
+pub use capability::{Authority, Capability, DenialRecord, IssueRecord, Verified};
 pub use caveat::{ApprovalScope, Caveat, Grant, ModelUse, NamePattern, Request};
 pub use error::{Denial, Error, ToolError, ToolErrorKind};
 pub use fs::{FsList, FsRead, FsRoot, FsWrite, ListOutput, ReadOutput, WriteOutput};

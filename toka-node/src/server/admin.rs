@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use toka_store::Journal;
-use toka_tools::capability::{AUDIT_STREAM, REVOCATION_STREAM, RevocationRecord};
-use toka_tools::{Capability, Caveat, DenialRecord, Verified};
+use toka_tools::capability::{AUDIT_STREAM, ISSUE_STREAM, REVOCATION_STREAM, RevocationRecord};
+use toka_tools::{Capability, Caveat, DenialRecord, IssueRecord, Verified};
 use tokio::sync::mpsc;
 
 use super::auth::permit;
@@ -106,12 +106,13 @@ pub(crate) async fn mint(
     permit(&state, &caller, "api.tokens.mint", None)?;
     let JsonBody(body) = body?;
     let caveats = caveats_of(&body.caveats)?;
+    let issued_by = format!("api:{}", caller.token().identifier());
     let token = state
         .inner
         .authority
-        .mint(caveats)
-        .map_err(|d| ApiError::internal(d.reason))?;
-    tracing::info!(token = token.identifier(), "token minted over the API");
+        .issue(caveats, &issued_by)
+        .await
+        .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(token_json(&token)?)).into_response())
 }
 
@@ -200,6 +201,41 @@ pub(crate) fn revocations_json(journal: &dyn Journal) -> anyhow::Result<Vec<Valu
         }));
     }
     Ok(out)
+}
+
+/// Every token issued ([`toka_tools::Authority::issue`]) in a journal, oldest first, as
+/// JSON (also used offline): identifiers and caveats, never a token.
+pub(crate) fn issued_json(journal: &dyn Journal) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for event in journal.iter_stream(ISSUE_STREAM, 1)? {
+        let event = event?;
+        let record: IssueRecord = postcard::from_bytes(&event.payload).map_err(|e| {
+            anyhow::anyhow!("{ISSUE_STREAM} record {} does not decode: {e}", event.seq)
+        })?;
+        out.push(json!({
+            "at": rfc3339(record.at_micros),
+            "at_micros": record.at_micros,
+            "identifier": record.identifier,
+            "caveats": record.caveats,
+            "issued_by": record.issued_by,
+        }));
+    }
+    Ok(out)
+}
+
+/// `GET /audit/tokens`: every token issued (by `init`, the CLI or `POST /tokens`), oldest
+/// first: its identifier, caveats and issuer, never the token.
+pub(crate) async fn issued(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Verified>,
+) -> Result<Json<Value>, ApiError> {
+    permit(&state, &caller, "api.audit.read", None)?;
+    let journal = Arc::clone(&state.inner.journal);
+    let list = tokio::task::spawn_blocking(move || issued_json(&*journal))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(Value::Array(list)))
 }
 
 /// The last `limit` denials in a journal, oldest first, as JSON (also used offline).

@@ -153,6 +153,8 @@ try {
   check(denied.status === 403, `fs.list refused to a fs.read token (${denied.status})`);
   await page.goto(`${url}/ui#/audit`);
   await page.waitForFunction(() => (document.querySelector('#audit-denials')?.textContent || '').includes('fs.list'), null, WAIT);
+  // The admin token was issued by init; its record names no token, only its identifier.
+  await page.waitForFunction(() => (document.querySelector('#audit-issued')?.textContent || '').includes('init'), null, WAIT);
   await shot('06-audit');
 
   step('tools and their recent calls');
