@@ -1082,8 +1082,10 @@ fn i10_4_token_checked_before_the_body() {
         (outcomes, sampler.join().unwrap())
     });
     eprintln!("RSS {before} KiB before, {peak} KiB at most during the flood");
+    // Buffered, the bodies would take 200 × 900 KiB ≈ 176 MiB; an idle node's own RSS
+    // (~80 MiB in a debug build) varies with the build, so the bound is on the growth.
     assert!(
-        peak < 80 << 10,
+        peak.saturating_sub(before) < 48 << 10,
         "the node's RSS reached {peak} KiB (from {before} KiB) under tokenless bodies"
     );
     for outcome in &outcomes {
