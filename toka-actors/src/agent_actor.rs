@@ -29,9 +29,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use tracing::Instrument as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use toka_store::Timestamp;
+use tracing::Instrument as _;
 
 use crate::agent_core::Core;
 use crate::children::Children;
@@ -93,7 +93,8 @@ fn handle_span<A: Agent>(
         "toka.handle",
         agent.id = %core.id,
         agent.kind = A::KIND,
-        message.seq = seq,
+        // Signed: OpenTelemetry's integers are (a u64 would be exported as text).
+        message.seq = i64::try_from(seq).unwrap_or(i64::MAX),
         toka.recovered = recovered,
         otel.kind = "consumer",
         otel.status_code = tracing::field::Empty,

@@ -68,7 +68,7 @@ pub(crate) async fn http_span(request: Request, next: Next) -> Response {
     }
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }
@@ -92,9 +92,9 @@ impl Telemetry {
 #[cfg(not(feature = "otel"))]
 pub(crate) fn unsupported(config: Option<&OtelConfig>) -> anyhow::Result<()> {
     match config {
-        Some(_) => anyhow::bail!(
-            "[otel] is set, but this toka-node was built without the `otel` feature"
-        ),
+        Some(_) => {
+            anyhow::bail!("[otel] is set, but this toka-node was built without the `otel` feature")
+        }
         None => Ok(()),
     }
 }
@@ -117,7 +117,8 @@ mod exporter {
 
     /// The spans exported: the Toka crates' at `INFO` and above (the node's own HTTP
     /// spans included), warnings from anything.
-    const EXPORT_FILTER: &str = "warn,toka_node=info,toka_actors=info,toka_tools=info,toka_store=info,toka=info";
+    const EXPORT_FILTER: &str =
+        "warn,toka_node=info,toka_actors=info,toka_tools=info,toka_store=info,toka=info";
 
     /// The tracer provider; [`Telemetry::shutdown`] flushes it.
     pub(crate) struct Telemetry {

@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tracing::Instrument as _;
 use jiff::Timestamp;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::Serialize;
@@ -37,6 +36,7 @@ use toka_actors::Intensity;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::approval::{Approvals, CallKey, Gate};
 use crate::capability::{Authority, Capability, DenialRecord};

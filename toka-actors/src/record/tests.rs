@@ -147,7 +147,10 @@ fn snapshots_carry_their_format_and_format_1_snapshots_still_read() {
     // Format 2 wrote the same layout under its own number: still read.
     let mut v2_written = v2.clone();
     v2_written[SNAPSHOT_HEADER.len()] = 2;
-    assert_eq!(decode_snapshot("agent/a", 9, &v2_written).unwrap(), snapshot);
+    assert_eq!(
+        decode_snapshot("agent/a", 9, &v2_written).unwrap(),
+        snapshot
+    );
     let mut v4 = v2.clone();
     v4[SNAPSHOT_HEADER.len()] = 4;
     assert!(matches!(

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use tracing::Instrument as _;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use toka_store::{ExpectedVersion, Journal, NewEvent};
+use tracing::Instrument as _;
 
 use super::live::{LiveTurns, TurnEvent, TurnSubscription};
 use super::{ModelClient, ModelErrorKind, ModelRequest, ModelResponse, StreamEvent, Usage};
@@ -229,7 +229,7 @@ impl ModelHost {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ModelResponse, ToolError> {
-        let span = chat_span(model, agent);
+        let span = chat_span(self.inner.models.get(model).map(|c| &**c), model, agent);
         let answered = async {
             let stream = usage_stream(agent);
             let slot = self.slot(&stream);
@@ -237,7 +237,6 @@ impl ModelHost {
             let (client, request) = self
                 .admit(&mut spent, &stream, token, agent, model, request)
                 .await?;
-            note_client(&tracing::Span::current(), &*client);
             let response = match agent.filter(|a| self.inner.live.watched(a)) {
                 Some(watched) => self.relay(&*client, &request, watched).await,
                 None => client.complete(&request).await,
@@ -265,7 +264,7 @@ impl ModelHost {
         model: &str,
         request: &ModelRequest,
     ) -> Result<BoxStream<'static, Result<StreamEvent, ToolError>>, ToolError> {
-        let span = chat_span(model, agent);
+        let span = chat_span(self.inner.models.get(model).map(|c| &**c), model, agent);
         let stream = usage_stream(agent);
         let started = async {
             let (client, request) = {
@@ -274,7 +273,6 @@ impl ModelHost {
                 self.admit(&mut spent, &stream, token, agent, model, request)
                     .await?
             };
-            note_client(&tracing::Span::current(), &*client);
             client.stream(&request).await.map_err(call_error)
         }
         .instrument(span.clone())
@@ -441,20 +439,21 @@ impl ModelHost {
     }
 }
 
-/// The span of one model call, after OpenTelemetry's GenAI conventions: named `chat
-/// MODEL`, with `gen_ai.operation.name`, `gen_ai.system` and `gen_ai.request.model` (the
-/// provider's model name), and, once answered, `gen_ai.usage.input_tokens` and
-/// `gen_ai.usage.output_tokens`. `toka.model` is the configured name. Neither the prompt
-/// nor the answer nor any key is recorded.
-fn chat_span(model: &str, agent: Option<&str>) -> tracing::Span {
+/// The span of one model call (`client`, configured as `model`), after OpenTelemetry's
+/// GenAI conventions: named `chat MODEL` (the provider's model name), with
+/// `gen_ai.operation.name`, `gen_ai.system` and `gen_ai.request.model`, and, once
+/// answered, `gen_ai.usage.input_tokens` and `gen_ai.usage.output_tokens`. `toka.model`
+/// is the configured name. Neither the prompt nor the answer nor any key is recorded.
+fn chat_span(client: Option<&dyn ModelClient>, model: &str, agent: Option<&str>) -> tracing::Span {
+    let provider_model = client.map_or(model, |c| c.model());
     tracing::info_span!(
         "gen_ai.chat",
-        otel.name = %format!("chat {model}"),
+        otel.name = %format!("chat {provider_model}"),
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,
         gen_ai.operation.name = "chat",
-        gen_ai.system = tracing::field::Empty,
-        gen_ai.request.model = tracing::field::Empty,
+        gen_ai.system = client.map_or("_OTHER", |c| c.system()),
+        gen_ai.request.model = provider_model,
         gen_ai.usage.input_tokens = tracing::field::Empty,
         gen_ai.usage.output_tokens = tracing::field::Empty,
         error.type = tracing::field::Empty,
@@ -463,18 +462,14 @@ fn chat_span(model: &str, agent: Option<&str>) -> tracing::Span {
     )
 }
 
-/// Records the client's provider and model name on a model call's span.
-fn note_client(span: &tracing::Span, client: &dyn ModelClient) {
-    span.record("gen_ai.system", client.system());
-    span.record("gen_ai.request.model", client.model());
-}
-
 /// Records how a model call ended on its span: its usage, or the error's kind.
 fn note_answer(span: &tracing::Span, answered: Result<Usage, &ToolError>) {
     match answered {
         Ok(usage) => {
-            span.record("gen_ai.usage.input_tokens", usage.input_tokens);
-            span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+            // Signed: OTLP's integers are, and u64 fields would be exported as text.
+            let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            span.record("gen_ai.usage.input_tokens", signed(usage.input_tokens));
+            span.record("gen_ai.usage.output_tokens", signed(usage.output_tokens));
         }
         Err(error) => {
             span.record("otel.status_code", "error");
