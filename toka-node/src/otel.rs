@@ -25,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 /// `[otel]` in the config file.
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OtelConfig {
