@@ -405,6 +405,7 @@ fn msg_payload() -> BenchResult<Vec<u8>> {
         sent_micros: Timestamp::now().as_micros(),
         topic: None,
         body: &body,
+        trace: None,
     })?)
 }
 

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use toka_store::Timestamp;
+use tracing::Instrument as _;
 
 use crate::agent_core::Core;
 use crate::children::Children;
@@ -70,6 +71,40 @@ enum Mode {
     Replay,
     /// First time (or re-run after a crash): effects performed.
     Live,
+}
+
+/// A journaled message record to handle: its sequence number, the format that wrote it,
+/// its bytes.
+struct Incoming<'p> {
+    seq: u64,
+    format: u32,
+    payload: &'p [u8],
+}
+
+/// The `toka.handle` span of a live handling of message `seq`, continuing the trace the
+/// record kept (see [`crate::TracePropagator`]); disabled when no subscriber wants it.
+fn handle_span<A: Agent>(
+    core: &Core<A>,
+    seq: u64,
+    recovered: bool,
+    trace: Option<record::StoredTrace>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "toka.handle",
+        agent.id = %core.id,
+        agent.kind = A::KIND,
+        // Signed: OpenTelemetry's integers are (a u64 would be exported as text).
+        message.seq = i64::try_from(seq).unwrap_or(i64::MAX),
+        toka.recovered = recovered,
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+    );
+    if let (Some(hook), Some(sent)) = (&core.kernel.trace, trace) {
+        if !span.is_disabled() {
+            hook.continue_trace(&span, &sent.into(), recovered);
+        }
+    }
+    span
 }
 
 fn failure(error: impl std::fmt::Display) -> ActorProcessingErr {
@@ -127,6 +162,7 @@ impl<A: Agent> AgentActor<A> {
             Ok(Err(error)) => error.to_string(),
             Err(panic) => panic_message(&panic),
         };
+        tracing::Span::current().record("otel.status_code", "error");
         tracing::warn!(agent = %core.id, seq, %reason, "handler failed");
         if let Some(port) = reply {
             let _ = port.send(Err(Error::Handler {
@@ -176,15 +212,22 @@ impl<A: Agent> AgentActor<A> {
         Err(Box::new(halt) as ActorProcessingErr)
     }
 
-    /// Handles one journaled message record of a durable agent.
+    /// Handles one journaled message record of a durable agent; `recovered`: by a
+    /// recovery (the handling's span links to the send's trace instead of continuing
+    /// it).
     async fn handle_record(
         &self,
         state: &mut AgentState<A>,
-        seq: u64,
-        payload: &[u8],
+        incoming: Incoming<'_>,
         mode: Mode,
         asked: bool,
+        recovered: bool,
     ) -> Result<(), ActorProcessingErr> {
+        let Incoming {
+            seq,
+            format,
+            payload,
+        } = incoming;
         let core = &mut state.core;
         let reply = if asked {
             core.kernel.directory.take_ask(&core.id, seq)
@@ -192,7 +235,7 @@ impl<A: Agent> AgentActor<A> {
             None
         };
         let stream = core.id.stream();
-        let record: MsgRecord<'_> = match record::decode(stream, seq, payload) {
+        let record: MsgRecord<'_> = match record::decode_msg(format, stream, seq, payload) {
             Ok(record) => record,
             Err(error) => return Box::pin(self.undecodable(state, seq, error, reply)).await,
         };
@@ -227,7 +270,13 @@ impl<A: Agent> AgentActor<A> {
         let sent = Timestamp::from_micros(record.sent_micros);
         match decoded {
             Ok(msg) => {
+                // A replay (the state rebuilt from what was handled before) is not traced.
+                let span = match mode {
+                    Mode::Live => handle_span::<A>(&state.core, seq, recovered, record.trace),
+                    Mode::Replay => tracing::Span::none(),
+                };
                 self.run_handler(state, seq, mode, Some(sent), msg, reply)
+                    .instrument(span)
                     .await?;
                 if mode == Mode::Live {
                     Box::pin(self.maybe_snapshot(state, seq)).await;
@@ -356,7 +405,12 @@ impl<A: Agent> AgentActor<A> {
                 }
             }
             state.core.steps_recorded = event.format >= 2;
-            self.handle_record(state, event.seq, &event.payload, mode, mode == Mode::Live)
+            let incoming = Incoming {
+                seq: event.seq,
+                format: event.format,
+                payload: &event.payload,
+            };
+            self.handle_record(state, incoming, mode, mode == Mode::Live, true)
                 .await?;
         }
         state.core.steps_recorded = false;
@@ -460,7 +514,12 @@ impl<A: Agent> AgentActor<A> {
             .await
             .map_err(failure)?;
         state.core.applied = seq;
-        self.handle_record(state, seq, &payload, Mode::Live, asked)
+        let incoming = Incoming {
+            seq,
+            format: record::FORMAT,
+            payload: &payload,
+        };
+        self.handle_record(state, incoming, Mode::Live, asked, false)
             .await
     }
 
@@ -474,7 +533,12 @@ impl<A: Agent> AgentActor<A> {
             .map_err(failure)?;
         for event in events {
             if event.kind == RecordKind::Msg && !state.core.own.contains(&event.seq) {
-                self.handle_record(state, event.seq, &event.payload, Mode::Live, true)
+                let incoming = Incoming {
+                    seq: event.seq,
+                    format: event.format,
+                    payload: &event.payload,
+                };
+                self.handle_record(state, incoming, Mode::Live, true, false)
                     .await?;
             }
             state.core.own.remove(&event.seq);
@@ -508,7 +572,9 @@ impl<A: Agent> AgentActor<A> {
         match msg {
             Ok(msg) => {
                 let seq = state.core.base;
+                let span = handle_span::<A>(&state.core, seq, false, None);
                 self.run_handler(state, seq, Mode::Live, None, msg, reply)
+                    .instrument(span)
                     .await
             }
             Err(error) => {

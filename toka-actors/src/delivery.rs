@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use crate::envelope::QueryFn;
 use crate::envelope::{AnyBox, Envelope, ReplyPort};
@@ -157,7 +158,9 @@ pub(crate) async fn deliver(
     }
 }
 
-/// Journals encoded message `body` for durable agent `to` and waits until it is durable.
+/// Journals encoded message `body` for durable agent `to` and waits until it is durable,
+/// in a `toka.journal.append` span whose trace context the record keeps (when the
+/// runtime has a [`TracePropagator`](crate::TracePropagator) and the span is enabled).
 pub(crate) async fn journal(
     kernel: &Kernel,
     to: &AgentId,
@@ -166,6 +169,11 @@ pub(crate) async fn journal(
     body: &[u8],
     reply: Option<ReplyPort>,
 ) -> Result<(), Error> {
+    let span = tracing::info_span!("toka.journal.append", agent.id = %to, otel.kind = "producer");
+    let trace = match &kernel.trace {
+        Some(hook) if !span.is_disabled() => hook.context_of(&span).map(Into::into),
+        _ => None,
+    };
     let payload = record::encode(
         "a message",
         &MsgRecord {
@@ -173,12 +181,17 @@ pub(crate) async fn journal(
             sent_micros: toka_store::Timestamp::now().as_micros(),
             topic,
             body,
+            trace,
         },
     )?;
-    let appended = kernel
-        .append(to, RecordKind::Msg, payload, Routing::Deliver(reply))
-        .await?;
-    kernel.wait_durable(appended.last_position).await
+    async {
+        let appended = kernel
+            .append(to, RecordKind::Msg, payload, Routing::Deliver(reply))
+            .await?;
+        kernel.wait_durable(appended.last_position).await
+    }
+    .instrument(span)
+    .await
 }
 
 /// Publishes encoded `body` to every subscriber of `topic`; returns how many there were.

@@ -69,6 +69,8 @@ pub(crate) struct Kernel {
     pub(crate) extensions: Extensions,
     /// Agents replaying at once.
     pub(crate) recovery: Semaphore,
+    /// Carries trace context through message records, if set.
+    pub(crate) trace: Option<Arc<dyn crate::TracePropagator>>,
     /// What the start-up pass read ahead for each agent's first recovery.
     pub(crate) preloaded: Arc<Preloaded>,
     /// The writer, set by the root that owns it; `None` once stopped.
@@ -106,6 +108,9 @@ impl Kernel {
         Kernel {
             journal,
             recovery: Semaphore::new(config.recovery_concurrency.max(1)),
+            trace: extensions
+                .get::<crate::trace::TraceHook>()
+                .map(|hook| Arc::clone(&hook.0)),
             config,
             kinds,
             tree: Mutex::new(tree),

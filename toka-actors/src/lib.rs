@@ -80,7 +80,8 @@
 //! - **Shutdown.** [`Runtime::shutdown`] stops intake, lets agents drain their mailboxes,
 //!   stops the tree children first, records progress and flushes the journal.
 //!
-//! The journal layout is described in [`record`].
+//! The journal layout is described in [`record`]. Tracing spans, and how a trace is
+//! carried through the journal from a send to its handling, in [`TracePropagator`].
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -112,6 +113,7 @@ mod runtime;
 mod spec;
 mod supervision;
 mod topic;
+mod trace;
 mod tree;
 mod writer;
 
@@ -127,4 +129,5 @@ pub use record::DeadLetter;
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeConfig};
 pub use spec::{Backoff, Intensity, Restart, SpawnSpec, Strategy, SupervisorSpec};
 pub use topic::Topic;
+pub use trace::{TraceContext, TracePropagator};
 pub use tree::AgentInfo;

@@ -104,6 +104,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Carries trace context through the journal with `propagator`: each durable send
+    /// keeps the context of its `toka.journal.append` span in the message record, and the
+    /// message's `toka.handle` span continues it (see [`TracePropagator`]). Without one,
+    /// no trace context is kept.
+    ///
+    /// [`TracePropagator`]: crate::TracePropagator
+    #[must_use]
+    pub fn trace_propagator(mut self, propagator: impl crate::TracePropagator) -> Self {
+        self.extensions
+            .insert(crate::trace::TraceHook(Arc::new(propagator)));
+        self
+    }
+
     /// Registers agent kind `A` (the value is shared by every agent of the kind). A
     /// journal that names a kind not registered fails [`RuntimeBuilder::start`].
     #[must_use]

@@ -123,7 +123,7 @@ async fn a_rerun_handler_gets_the_recorded_outcome() {
             .read_stream(id("e").stream(), 1, 100)
             .unwrap()
             .iter()
-            .filter(|ev| ev.kind == "toka.result@2")
+            .filter(|ev| ev.kind == "toka.result@3")
             .count()
             == 1
     })

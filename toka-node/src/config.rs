@@ -55,6 +55,10 @@
 //! url = "https://mcp.example.com/mcp"
 //! token_secret = "remote-mcp-token"  # a vault secret, sent as a bearer token
 //!
+//! [otel]                    # export traces over OTLP/HTTP (feature `otel`, see otel.rs)
+//! endpoint = "http://127.0.0.1:4318"
+//! service_name = "toka-node"  # optional
+//!
 //! [[agents]]                # started at boot unless the journal already has them
 //! id = "ops"
 //! kind = "supervisor"
@@ -114,6 +118,8 @@ pub(crate) struct Config {
     /// MCP servers whose tools the node offers as `mcp.NAME.TOOL` (see `mcp.rs`).
     #[serde(default)]
     pub(crate) mcp: std::collections::BTreeMap<String, crate::mcp::McpConfig>,
+    /// Where traces are exported (feature `otel`, see `otel.rs`); none: nowhere.
+    pub(crate) otel: Option<crate::otel::OtelConfig>,
 }
 
 /// A `[models.NAME]` table.

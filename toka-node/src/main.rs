@@ -25,6 +25,7 @@ mod events;
 mod init;
 mod kinds;
 mod mcp;
+mod otel;
 mod progress;
 mod remote;
 mod run;

@@ -76,7 +76,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     config.max_connections = args.max_connections.or(config.max_connections);
     config.shutdown_timeout_ms = args.shutdown_timeout_ms.or(config.shutdown_timeout_ms);
     let json = args.log_json || config.log_format == Some(LogFormat::Json);
-    init_logging(config.log.as_deref(), json);
+    let telemetry = init_logging(config.log.as_deref(), json, config.otel.as_ref())?;
     let limits = Limits::from_config(&config)?;
     let mut dir = args.dir.clone();
     if dir.key_file.is_none() {
@@ -91,7 +91,13 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(&dir, &config, &limits, listen))?;
+    let served = runtime.block_on(serve(&dir, &config, &limits, listen, telemetry.is_some()));
+    drop(runtime);
+    // After the runtime: the last spans (the shutdown's) are exported too.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -143,21 +149,47 @@ impl Limits {
     }
 }
 
-fn init_logging(filter: Option<&str>, json: bool) {
-    use tracing_subscriber::EnvFilter;
+/// Logs to stderr under `filter` (`RUST_LOG` overrides it); with `otel`, also exports
+/// spans (see `otel.rs`), whose exporter the caller shuts down.
+fn init_logging(
+    filter: Option<&str>,
+    json: bool,
+    otel: Option<&crate::otel::OtelConfig>,
+) -> anyhow::Result<Option<crate::otel::Telemetry>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| filter.map(str::to_owned))
         .unwrap_or_else(|| "warn".to_owned());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
+    let fmt = if json {
+        fmt.json().with_filter(EnvFilter::new(filter)).boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(EnvFilter::new(filter)).boxed()
     };
+    let registry = tracing_subscriber::registry().with(fmt);
+    #[cfg(feature = "otel")]
+    {
+        let (telemetry, layer) = match otel {
+            Some(config) => {
+                let (telemetry, layer) = crate::otel::Telemetry::start(config)?;
+                (Some(telemetry), Some(layer))
+            }
+            None => (None, None),
+        };
+        let _ = registry.with(layer).try_init();
+        Ok(telemetry)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        crate::otel::unsupported(otel)?;
+        let _ = registry.try_init();
+        Ok(None)
+    }
 }
 
 async fn serve(
@@ -165,6 +197,7 @@ async fn serve(
     config: &Config,
     limits: &Limits,
     listen: SocketAddr,
+    traced: bool,
 ) -> anyhow::Result<()> {
     let node_started = Instant::now();
     let mut journal_config = JournalConfig::default();
@@ -202,10 +235,19 @@ async fn serve(
     )?;
 
     let started = Instant::now();
-    let start = crate::kinds::register(Runtime::builder(journal.clone()), Some(sealer.clone()))
+    let builder = crate::kinds::register(Runtime::builder(journal.clone()), Some(sealer.clone()))
         .extension(host.clone())
-        .extension(models)
-        .start();
+        .extension(models);
+    // With `[otel]`, message records keep the trace context of their send.
+    #[cfg(feature = "otel")]
+    let builder = if traced {
+        builder.trace_propagator(crate::otel::TraceContextCarrier)
+    } else {
+        builder
+    };
+    #[cfg(not(feature = "otel"))]
+    let _ = traced;
+    let start = builder.start();
     let runtime = with_progress(start)
         .await
         .context("recovering the runtime from the journal")?;

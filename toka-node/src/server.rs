@@ -274,6 +274,8 @@ pub(crate) fn app(state: AppState) -> Router {
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::map_response(error::json_errors))
+        // Outermost: one span per request, with the final status (see `otel.rs`).
+        .layer(middleware::from_fn(crate::otel::http_span))
         .with_state(state)
 }
 

@@ -1133,11 +1133,11 @@ fn i10_6_a_respawned_id_starts_fresh_and_parents_need_rights() {
         .collect();
     let marker = of_a
         .iter()
-        .position(|e| e["kind"] == "toka.incarnation@2")
+        .position(|e| e["kind"] == "toka.incarnation@3")
         .unwrap_or_else(|| panic!("no incarnation marker: {of_a:?}"));
     let old = of_a[..marker]
         .iter()
-        .filter(|e| e["kind"] == "toka.msg@2")
+        .filter(|e| e["kind"] == "toka.msg@3")
         .count();
     // `add 300` and the `get`.
     assert_eq!(old, 2, "the old incarnation's messages: {of_a:?}");
@@ -1186,7 +1186,7 @@ fn i10_6_a_respawned_id_starts_fresh_and_parents_need_rights() {
     let dead: Vec<Value> = events(&node, &admin)
         .into_iter()
         .map(|(_, e)| e)
-        .filter(|e| e["kind"] == "toka.dead@2")
+        .filter(|e| e["kind"] == "toka.dead@3")
         .collect();
     assert!(dead.is_empty(), "dead letters: {dead:?}");
 
@@ -1289,7 +1289,7 @@ fn stream_matches_events(durability: &str) {
     );
     let message = listed
         .iter()
-        .find(|(_, e)| e["stream"] == "agent/c" && e["kind"] == "toka.msg@2")
+        .find(|(_, e)| e["stream"] == "agent/c" && e["kind"] == "toka.msg@3")
         .unwrap_or_else(|| panic!("{durability}: the message is not listed: {listed:?}"))
         .0;
     assert!(last >= message);

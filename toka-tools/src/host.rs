@@ -36,6 +36,7 @@ use toka_actors::Intensity;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::approval::{Approvals, CallKey, Gate};
 use crate::capability::{Authority, Capability, DenialRecord};
@@ -378,6 +379,10 @@ impl ToolHost {
     /// Calls tool `name` with JSON `input` on behalf of `caller` (an agent id, or `None`
     /// for a non-agent caller such as an API client), holding `token`.
     ///
+    /// The call runs in a `toka.tool.call` span (`INFO`): `tool.name`,
+    /// `tool.side_effect`, `tool.outcome` (`ok` or the error's kind), `agent.id`; never
+    /// its input, output or token.
+    ///
     /// # Errors
     /// A [`ToolError`]: `UnknownTool`, `Denied` (journaled in the audit stream),
     /// `InvalidInput`, `Failed`, `Timeout`, `Crashed`, `Unavailable`, `Limit`.
@@ -388,9 +393,33 @@ impl ToolHost {
         name: &str,
         input: &[u8],
     ) -> Result<Vec<u8>, ToolError> {
+        let span = tracing::info_span!(
+            "toka.tool.call",
+            otel.name = %format!("tool {name}"),
+            otel.status_code = tracing::field::Empty,
+            tool.name = name,
+            tool.side_effect = tracing::field::Empty,
+            tool.outcome = tracing::field::Empty,
+            agent.id = caller,
+        );
+        if !span.is_disabled() {
+            if let Some(slot) = self.shared.slots.get(name) {
+                span.record(
+                    "tool.side_effect",
+                    tracing::field::debug(slot.spec.side_effect),
+                );
+            }
+        }
         let result = self
             .call_json_uncounted(token, caller, name, input, None)
+            .instrument(span.clone())
             .await;
+        match &result {
+            Ok(_) => span.record("tool.outcome", "ok"),
+            Err(error) => span
+                .record("tool.outcome", tracing::field::debug(error.kind))
+                .record("otel.status_code", "error"),
+        };
         self.shared.counters.count(&result);
         result
     }

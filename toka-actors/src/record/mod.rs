@@ -11,17 +11,31 @@
 //!   sequence number is the message's `seq`.
 //!
 //! # Formats
-//! Every record says which *record format* wrote it, in its kind: `toka.msg@2` is a
-//! message in format 2 ([`FORMAT`]). Format 1 is the first one journaled (until
-//! December 2026): its kinds carry no `@` (`toka.msg`). This build reads both; a record
-//! in a newer format is refused with [`Error::RecordFormat`], which names both formats,
+//! Every record says which *record format* wrote it, in its kind: `toka.msg@3` is a
+//! message in format 3 ([`FORMAT`]). Format 1 is the first one journaled (until
+//! December 2026): its kinds carry no `@` (`toka.msg`). Format 2 followed it (December
+//! 2026, steps and halt records among others). Format 3 adds
+//! the trace context to the message record ([`MsgRecord::trace`], see below); every
+//! other record is laid out as in format 2. This build reads all three; a record in a
+//! newer format is refused with [`Error::RecordFormat`], which names both formats,
 //! never misread. Snapshots carry their format in a header ([`SnapshotRecord`]).
 //!
 //! Stored records are this module's own types, never the public API's: a field added
 //! to [`SpawnSpec`] changes nothing in the journal, because spawn
-//! records hold a [`StoredSpec`], converted explicitly. The encodings of format 2 are
-//! pinned by byte-for-byte tests; a change to them is a new format, with a reader for
-//! the old one kept (as [`v1`] is).
+//! records hold a [`StoredSpec`], converted explicitly. The encodings of format 3 (and
+//! those of format 2 it still reads) are pinned by byte-for-byte tests; a change to them
+//! is a new format, with a reader for the old one kept (as [`v1`] is).
+//!
+//! # Trace context (format 3)
+//! A message record keeps the W3C trace context of its send ([`StoredTrace`]: trace id,
+//! span id, flags; `None` when the runtime has no [`TracePropagator`](crate::TracePropagator)
+//! or no trace was active), so the handling, live or after a crash, continues the trace
+//! of the request that sent it. It is the record's last field: a format 3 message
+//! without a trace costs one byte more than in format 2. Why a new format rather than the
+//! journal event's `correlation_id`: that is a 16-byte id, room for the trace id but not
+//! for the parent span id and flags, and using `causation_id` (an event id) for a span id
+//! would make both mean something else than they say. A format 2 reader refuses format 3
+//! records ([`Error::RecordFormat`]) rather than dropping their trace silently.
 //!
 //! # Incarnations: one stream for every agent that ever had the id
 //! An id can be stopped and spawned again (same or another kind, arguments, parent). Like
@@ -59,7 +73,7 @@ use crate::{AgentId, EffectId, Error, Intensity, Restart, SpawnSpec, Strategy, T
 pub mod v1;
 
 /// The record format this build writes: the newest it reads.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// The supervision tree's stream.
 pub const TREE_STREAM: &str = "toka/tree";
@@ -129,19 +143,19 @@ impl RecordKind {
 
     fn names(self) -> (&'static str, &'static str) {
         match self {
-            RecordKind::Msg => ("toka.msg", "toka.msg@2"),
-            RecordKind::Timer => ("toka.timer", "toka.timer@2"),
-            RecordKind::Reply => ("toka.reply", "toka.reply@2"),
-            RecordKind::Intent => ("toka.intent", "toka.intent@2"),
-            RecordKind::Result => ("toka.result", "toka.result@2"),
-            RecordKind::Attempt => ("toka.attempt", "toka.attempt@2"),
-            RecordKind::Dead => ("toka.dead", "toka.dead@2"),
-            RecordKind::Steps => ("toka.steps", "toka.steps@2"),
-            RecordKind::Halt => ("toka.halt", "toka.halt@2"),
-            RecordKind::Spawn => ("toka.spawn", "toka.spawn@2"),
-            RecordKind::Stop => ("toka.stop", "toka.stop@2"),
-            RecordKind::Progress => ("toka.progress", "toka.progress@2"),
-            RecordKind::Incarnation => ("toka.incarnation", "toka.incarnation@2"),
+            RecordKind::Msg => ("toka.msg", "toka.msg@3"),
+            RecordKind::Timer => ("toka.timer", "toka.timer@3"),
+            RecordKind::Reply => ("toka.reply", "toka.reply@3"),
+            RecordKind::Intent => ("toka.intent", "toka.intent@3"),
+            RecordKind::Result => ("toka.result", "toka.result@3"),
+            RecordKind::Attempt => ("toka.attempt", "toka.attempt@3"),
+            RecordKind::Dead => ("toka.dead", "toka.dead@3"),
+            RecordKind::Steps => ("toka.steps", "toka.steps@3"),
+            RecordKind::Halt => ("toka.halt", "toka.halt@3"),
+            RecordKind::Spawn => ("toka.spawn", "toka.spawn@3"),
+            RecordKind::Stop => ("toka.stop", "toka.stop@3"),
+            RecordKind::Progress => ("toka.progress", "toka.progress@3"),
+            RecordKind::Incarnation => ("toka.incarnation", "toka.incarnation@3"),
         }
     }
 
@@ -196,8 +210,8 @@ pub enum Origin {
     Timer(TimerId),
 }
 
-/// A message record: the encoded message and where it came from. The same in formats 1
-/// and 2.
+/// A message record: the encoded message, where it came from, and (format 3 on) the
+/// trace it continues. Formats 1 and 2 had no `trace` ([`decode_msg`] reads them).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MsgRecord<'a> {
     /// The sender.
@@ -211,9 +225,79 @@ pub struct MsgRecord<'a> {
     /// The postcard-encoded message.
     #[serde(borrow, with = "serde_bytes")]
     pub body: &'a [u8],
+    /// The trace context of the send (format 3 on; `None` in older records).
+    pub trace: Option<StoredTrace>,
 }
 
-/// A durable timer. The same in formats 1 and 2.
+/// A message record as formats 1 and 2 stored it: no trace context.
+#[derive(Debug, Serialize, Deserialize)]
+struct MsgRecordV2<'a> {
+    origin: Origin,
+    sent_micros: u64,
+    #[serde(borrow)]
+    topic: Option<&'a str>,
+    #[serde(borrow, with = "serde_bytes")]
+    body: &'a [u8],
+}
+
+/// A W3C trace context as a message record stores it: 16 + 8 + 1 bytes, as in a
+/// `traceparent` header (see [`TraceContext`](crate::TraceContext)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTrace {
+    /// The trace id.
+    pub trace_id: [u8; 16],
+    /// The id of the span that sent the message (the parent of its handling).
+    pub span_id: [u8; 8],
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl From<crate::TraceContext> for StoredTrace {
+    fn from(t: crate::TraceContext) -> Self {
+        StoredTrace {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+            flags: t.flags,
+        }
+    }
+}
+
+impl From<StoredTrace> for crate::TraceContext {
+    fn from(t: StoredTrace) -> Self {
+        crate::TraceContext {
+            trace_id: t.trace_id,
+            span_id: t.span_id,
+            flags: t.flags,
+        }
+    }
+}
+
+/// Decodes message record `seq` of `stream`, written in `format` (formats 1 and 2 have
+/// no trace context).
+///
+/// # Errors
+/// [`Error::Decode`].
+pub fn decode_msg<'a>(
+    format: u32,
+    stream: &str,
+    seq: u64,
+    bytes: &'a [u8],
+) -> Result<MsgRecord<'a>, Error> {
+    if format <= 2 {
+        let old: MsgRecordV2<'a> = decode(stream, seq, bytes)?;
+        Ok(MsgRecord {
+            origin: old.origin,
+            sent_micros: old.sent_micros,
+            topic: old.topic,
+            body: old.body,
+            trace: None,
+        })
+    } else {
+        decode(stream, seq, bytes)
+    }
+}
+
+/// A durable timer. The same in formats 1 to 3.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimerRecord {
     /// Its id.
@@ -259,7 +343,7 @@ pub struct IntentRecord {
     pub input_digest: Option<[u8; 32]>,
 }
 
-/// A failed attempt at handling message `seq`. The same in formats 1 and 2.
+/// A failed attempt at handling message `seq`. The same in formats 1 to 3.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// The message.
@@ -269,7 +353,7 @@ pub struct AttemptRecord {
 }
 
 /// A message set aside after `attempts` failures (read as a
-/// [`DeadLetter`]). The same in formats 1 and 2.
+/// [`DeadLetter`]). The same in formats 1 to 3.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadRecord {
     /// The message's sequence number in the agent's stream.
@@ -389,7 +473,7 @@ pub struct HaltRecord {
 
 /// The marker beginning a new incarnation of an agent id in its stream
 /// ([`RecordKind::Incarnation`]): every record of the stream at or below its sequence
-/// number belongs to an earlier incarnation. The same in formats 1 and 2.
+/// number belongs to an earlier incarnation. The same in formats 1 to 3.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncarnationRecord {
     /// The kind of the new incarnation, for audit.
@@ -546,7 +630,8 @@ pub enum TreeRecord {
     },
 }
 
-/// Agents and the highest message sequence each has handled. The same in formats 1 and 2.
+/// Agents and the highest message sequence each has handled. The same in formats 1 to
+/// 3.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressRecord {
     /// `(agent, seq)` pairs.

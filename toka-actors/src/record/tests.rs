@@ -117,10 +117,14 @@ fn kinds_name_their_format_and_newer_formats_are_refused() {
     assert_eq!(RecordKind::parse("toka.steps", "s", 1).unwrap(), None);
     assert_eq!(RecordKind::parse("app.event", "s", 1).unwrap(), None);
     assert_eq!(RecordKind::parse("toka.revoked", "s", 1).unwrap(), None);
-    let error = RecordKind::parse("toka.msg@3", "agent/x", 9).unwrap_err();
+    assert_eq!(
+        RecordKind::parse("toka.msg@2", "s", 1).unwrap(),
+        Some((RecordKind::Msg, 2))
+    );
+    let error = RecordKind::parse("toka.msg@4", "agent/x", 9).unwrap_err();
     let text = error.to_string();
     assert!(
-        text.contains("format 3") && text.contains("formats 1 to 2") && text.contains("agent/x"),
+        text.contains("format 4") && text.contains("formats 1 to 3") && text.contains("agent/x"),
         "{text}"
     );
     assert!(RecordKind::parse("toka.approval@7", "agent/x", 9).is_err());
@@ -140,11 +144,18 @@ fn snapshots_carry_their_format_and_format_1_snapshots_still_read() {
     assert_eq!(decode_snapshot("agent/a", 9, &v1).unwrap(), snapshot);
     // A format 1 snapshot cannot start with the header: as a length it overflows.
     assert!(postcard::from_bytes::<SnapshotRecord>(&v2).is_err());
-    let mut v3 = v2.clone();
-    v3[SNAPSHOT_HEADER.len()] = 3;
+    // Format 2 wrote the same layout under its own number: still read.
+    let mut v2_written = v2.clone();
+    v2_written[SNAPSHOT_HEADER.len()] = 2;
+    assert_eq!(
+        decode_snapshot("agent/a", 9, &v2_written).unwrap(),
+        snapshot
+    );
+    let mut v4 = v2.clone();
+    v4[SNAPSHOT_HEADER.len()] = 4;
     assert!(matches!(
-        decode_snapshot("agent/a", 9, &v3),
-        Err(Error::RecordFormat { found: 3, .. })
+        decode_snapshot("agent/a", 9, &v4),
+        Err(Error::RecordFormat { found: 4, .. })
     ));
 }
 
@@ -152,6 +163,7 @@ fn snapshots_carry_their_format_and_format_1_snapshots_still_read() {
 fn garbage_records_are_errors_not_panics() {
     for bytes in [&b""[..], b"\xff\xff\xff\xff\xff\xff", b"\x01\x05ab"] {
         assert!(decode::<MsgRecord<'_>>("agent/x", 3, bytes).is_err());
+        assert!(decode_msg(2, "agent/x", 3, bytes).is_err());
         assert!(decode_tree("toka.spawn@2", 3, bytes).is_err());
         assert!(decode_tree("toka.spawn", 3, bytes).is_err());
         assert!(decode_reply("toka.reply@2", "agent/x", 3, bytes).is_err());
@@ -162,11 +174,61 @@ fn garbage_records_are_errors_not_panics() {
         sent_micros: 7,
         topic: Some("t"),
         body: b"hi",
+        trace: None,
     };
     let bytes = encode("a message", &record).unwrap();
     let back: MsgRecord<'_> = decode("agent/x", 1, &bytes).unwrap();
     assert_eq!(
         (back.origin, back.topic, back.body),
         (record.origin, Some("t"), &b"hi"[..])
+    );
+}
+
+#[test]
+fn format_3_messages_keep_their_trace_and_format_2_messages_still_read() {
+    let trace = StoredTrace {
+        trace_id: [0x4b; 16],
+        span_id: [0xb7; 8],
+        flags: 1,
+    };
+    let record = MsgRecord {
+        origin: Origin::External,
+        sent_micros: 7,
+        topic: None,
+        body: b"hi",
+        trace: Some(trace),
+    };
+    let bytes = encode("a message", &record).unwrap();
+    let mut pinned = vec![0, 7, 0, 2, b'h', b'i', 1];
+    pinned.extend([0x4b; 16]);
+    pinned.extend([0xb7; 8]);
+    pinned.push(1);
+    assert_eq!(
+        bytes, pinned,
+        "changing a stored layout needs a new format (and a reader for this one)"
+    );
+    let back = decode_msg(FORMAT, "agent/x", 1, &bytes).unwrap();
+    assert_eq!(back.trace, Some(trace));
+    assert_eq!(back.body, b"hi");
+    let untraced = MsgRecord {
+        trace: None,
+        ..record
+    };
+    assert_eq!(
+        encode("a message", &untraced).unwrap(),
+        [0, 7, 0, 2, b'h', b'i', 0]
+    );
+    // What formats 1 and 2 wrote (no trace field) reads with no trace.
+    let old = [0, 7, 1, 1, b't', 2, b'h', b'i'];
+    for format in [1, 2] {
+        let read = decode_msg(format, "agent/x", 1, &old).unwrap();
+        assert_eq!(
+            (read.topic, read.body, read.trace),
+            (Some("t"), &b"hi"[..], None)
+        );
+    }
+    assert_eq!(
+        crate::TraceContext::from(trace).traceparent(),
+        format!("00-{}-{}-01", "4b".repeat(16), "b7".repeat(8))
     );
 }

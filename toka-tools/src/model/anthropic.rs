@@ -733,6 +733,10 @@ impl ModelClient for AnthropicClient {
         &self.inner.model
     }
 
+    fn system(&self) -> &str {
+        "anthropic"
+    }
+
     async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, Error> {
         let wire = Wire::new(request);
         let body = wire_request(&self.inner.model, request, &wire, self.max_tokens, false);

@@ -10,6 +10,7 @@ use futures_util::stream::BoxStream;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use toka_store::{ExpectedVersion, Journal, NewEvent};
+use tracing::Instrument as _;
 
 use super::live::{LiveTurns, TurnEvent, TurnSubscription};
 use super::{ModelClient, ModelErrorKind, ModelRequest, ModelResponse, StreamEvent, Usage};
@@ -228,20 +229,27 @@ impl ModelHost {
         model: &str,
         request: &ModelRequest,
     ) -> Result<ModelResponse, ToolError> {
-        let stream = usage_stream(agent);
-        let slot = self.slot(&stream);
-        let mut spent = slot.lock().await;
-        let (client, request) = self
-            .admit(&mut spent, &stream, token, agent, model, request)
-            .await?;
-        let response = match agent.filter(|a| self.inner.live.watched(a)) {
-            Some(watched) => self.relay(&*client, &request, watched).await,
-            None => client.complete(&request).await,
+        let span = chat_span(self.inner.models.get(model).map(|c| &**c), model, agent);
+        let answered = async {
+            let stream = usage_stream(agent);
+            let slot = self.slot(&stream);
+            let mut spent = slot.lock().await;
+            let (client, request) = self
+                .admit(&mut spent, &stream, token, agent, model, request)
+                .await?;
+            let response = match agent.filter(|a| self.inner.live.watched(a)) {
+                Some(watched) => self.relay(&*client, &request, watched).await,
+                None => client.complete(&request).await,
+            }
+            .map_err(call_error)?;
+            self.count(&mut spent, &stream, model, response.usage)
+                .await?;
+            Ok(response)
         }
-        .map_err(call_error)?;
-        self.count(&mut spent, &stream, model, response.usage)
-            .await?;
-        Ok(response)
+        .instrument(span.clone())
+        .await;
+        note_answer(&span, answered.as_ref().map(|r| r.usage));
+        answered
     }
 
     /// Streams model `model`'s answer on behalf of `agent`, holding `token`; counted like
@@ -256,25 +264,44 @@ impl ModelHost {
         model: &str,
         request: &ModelRequest,
     ) -> Result<BoxStream<'static, Result<StreamEvent, ToolError>>, ToolError> {
+        let span = chat_span(self.inner.models.get(model).map(|c| &**c), model, agent);
         let stream = usage_stream(agent);
-        let (client, request) = {
-            let slot = self.slot(&stream);
-            let mut spent = slot.lock().await;
-            self.admit(&mut spent, &stream, token, agent, model, request)
-                .await?
+        let started = async {
+            let (client, request) = {
+                let slot = self.slot(&stream);
+                let mut spent = slot.lock().await;
+                self.admit(&mut spent, &stream, token, agent, model, request)
+                    .await?
+            };
+            client.stream(&request).await.map_err(call_error)
+        }
+        .instrument(span.clone())
+        .await;
+        let events = match started {
+            Ok(events) => events,
+            Err(error) => {
+                note_answer(&span, Err(&error));
+                return Err(error);
+            }
         };
-        let events = client.stream(&request).await.map_err(call_error)?;
         let host = self.clone();
         let model = model.to_owned();
         Ok(events
             .then(move |event| {
                 let (host, stream, model) = (host.clone(), stream.clone(), model.clone());
+                let span = span.clone();
                 async move {
-                    let event = event.map_err(call_error)?;
+                    let event = event.map_err(|e| {
+                        let error = call_error(e);
+                        note_answer(&span, Err(&error));
+                        error
+                    })?;
                     if let StreamEvent::Done(done) = &event {
                         let slot = host.slot(&stream);
                         let mut spent = slot.lock().await;
-                        host.count(&mut spent, &stream, &model, done.usage).await?;
+                        let counted = host.count(&mut spent, &stream, &model, done.usage).await;
+                        note_answer(&span, counted.as_ref().map(|()| done.usage));
+                        counted?;
                     }
                     Ok(event)
                 }
@@ -409,6 +436,45 @@ impl ModelHost {
         c.output_tokens
             .fetch_add(usage.output_tokens, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// The span of one model call (`client`, configured as `model`), after OpenTelemetry's
+/// GenAI conventions: named `chat MODEL` (the provider's model name), with
+/// `gen_ai.operation.name`, `gen_ai.system` and `gen_ai.request.model`, and, once
+/// answered, `gen_ai.usage.input_tokens` and `gen_ai.usage.output_tokens`. `toka.model`
+/// is the configured name. Neither the prompt nor the answer nor any key is recorded.
+fn chat_span(client: Option<&dyn ModelClient>, model: &str, agent: Option<&str>) -> tracing::Span {
+    let provider_model = client.map_or(model, |c| c.model());
+    tracing::info_span!(
+        "gen_ai.chat",
+        otel.name = %format!("chat {provider_model}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.system = client.map_or("_OTHER", |c| c.system()),
+        gen_ai.request.model = provider_model,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        toka.model = model,
+        agent.id = agent,
+    )
+}
+
+/// Records how a model call ended on its span: its usage, or the error's kind.
+fn note_answer(span: &tracing::Span, answered: Result<Usage, &ToolError>) {
+    match answered {
+        Ok(usage) => {
+            // Signed: OTLP's integers are, and u64 fields would be exported as text.
+            let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            span.record("gen_ai.usage.input_tokens", signed(usage.input_tokens));
+            span.record("gen_ai.usage.output_tokens", signed(usage.output_tokens));
+        }
+        Err(error) => {
+            span.record("otel.status_code", "error");
+            span.record("error.type", tracing::field::debug(error.kind));
+        }
     }
 }
 

@@ -272,6 +272,12 @@ pub trait ModelClient: Send + Sync + 'static {
     /// The model's name on the provider's side (e.g. `gpt-4o-mini`).
     fn model(&self) -> &str;
 
+    /// The provider, as OpenTelemetry's `gen_ai.system` names it (`openai`,
+    /// `anthropic`); `_OTHER` unless the client says.
+    fn system(&self) -> &str {
+        "_OTHER"
+    }
+
     /// Asks the model and returns its complete answer.
     ///
     /// # Errors

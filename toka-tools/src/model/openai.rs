@@ -439,6 +439,10 @@ impl ModelClient for OpenAiClient {
         &self.inner.model
     }
 
+    fn system(&self) -> &str {
+        "openai"
+    }
+
     async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, Error> {
         let names = ToolNames::new(request.tools.iter().map(|t| t.name.as_str()));
         let body = wire_request(&self.inner.model, request, &names, false);
