@@ -306,7 +306,7 @@ pub(crate) fn spec() -> utoipa::openapi::OpenApi {
 
 /// [`spec`] as JSON, made once.
 static SPEC_JSON: LazyLock<String> = LazyLock::new(|| {
-    serde_json::to_string_pretty(&spec()).unwrap_or_else(|e| {
+    openapi::to_json(&spec()).unwrap_or_else(|e| {
         tracing::error!(error = %e, "serializing the OpenAPI description");
         String::from("{}")
     })

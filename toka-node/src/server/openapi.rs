@@ -140,6 +140,28 @@ pub(crate) fn finish(spec: &mut OpenApi) {
     }
 }
 
+/// `spec` as pretty JSON, with utoipa's spelling of the unsigned formats (`u-int64`)
+/// corrected to the usual one (`uint64`).
+pub(crate) fn to_json(spec: &OpenApi) -> serde_json::Result<String> {
+    fn fix(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(format)) = map.get_mut("format") {
+                    if let Some(bits) = format.strip_prefix("u-int") {
+                        *format = format!("uint{bits}");
+                    }
+                }
+                map.values_mut().for_each(fix);
+            }
+            Value::Array(items) => items.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(spec)?;
+    fix(&mut json);
+    serde_json::to_string_pretty(&json)
+}
+
 /// The shared error responses: (component name, description).
 const COMMON_ERRORS: &[(&str, &str)] = &[
     (
@@ -507,13 +529,17 @@ mod tests {
             PathItem::new(HttpMethod::Get, OperationBuilder::new().build()),
         );
         finish(&mut spec);
-        let json = serde_json::to_value(&spec).unwrap();
+        let json: Value = serde_json::from_str(&to_json(&spec).unwrap()).unwrap();
         assert_eq!(json["openapi"], "3.1.0");
         let open = &json["paths"]["/open"]["get"];
         assert_eq!(open["security"], serde_json::json!([]));
         assert!(open["responses"].get("401").is_none());
         let closed = &json["paths"]["/closed"]["get"];
         assert_eq!(closed["security"], serde_json::json!([{ "bearer": [] }]));
+        assert_eq!(
+            json["components"]["schemas"]["ApiError"]["required"],
+            serde_json::json!(["error"])
+        );
         for status in ["400", "401", "403"] {
             assert_eq!(
                 closed["responses"][status]["$ref"],

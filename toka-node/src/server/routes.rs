@@ -275,8 +275,7 @@ pub(crate) struct AskQuery {
 /// `POST /agents/{id}/ask`: the reply as JSON, or, with `Accept: text/event-stream`, as
 /// server-sent events with the agent's live model events first ([`super::turns`]).
 #[utoipa::path(post, path = "/agents/{id}/ask", tag = "agents",
-    params(("id" = String, Path, description = "The agent's id", example = "c1")),
-    params(AskQuery),
+    params(("id" = String, Path, description = "The agent's id", example = "c1"), AskQuery),
     request_body(content = Value, description = "The message, as the agent's kind wants it", example = json!("get")),
     responses(
         (status = 200, description = "The agent's reply (JSON); with `Accept: text/event-stream`, server-sent events: the agent's live model events (`delta`, `tool_call`, `tool_call_arguments`, `step_done`, `lagged`), then `answer` (the reply) or `error` (`{\"error\", \"status\"}`)",
@@ -324,8 +323,7 @@ pub(super) fn timeout_of(state: &AppState, query: AskQuery) -> Result<Duration, 
 /// `POST /agents/{id}/query`: a read-only question answered from the agent's current
 /// state (every message acknowledged before it included); nothing is journaled.
 #[utoipa::path(post, path = "/agents/{id}/query", tag = "agents",
-    params(("id" = String, Path, description = "The agent's id", example = "c1")),
-    params(AskQuery),
+    params(("id" = String, Path, description = "The agent's id", example = "c1"), AskQuery),
     request_body(content = Value, description = "The question, as the agent's kind wants it", example = json!("get")),
     responses(
         (status = 200, description = "The answer", body = Value),
