@@ -236,6 +236,21 @@ pub(crate) struct Health {
     pub(crate) reason: Option<String>,
 }
 
+/// One server-sent event of a `text/event-stream` answer, as a client reads it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServerSentEvent {
+    /// Its name: on `GET /events/stream` `event` (or `error`, last); on a streamed ask or
+    /// `GET /agents/{id}/turn` `delta`, `tool_call`, `tool_call_arguments`, `step_done`,
+    /// `lagged`, then `answer` or `error`.
+    pub(crate) event: String,
+    /// Its data: JSON text (an event as `GET /events` shows it; a live model event's fields;
+    /// the reply; `{"error", "status"}`).
+    pub(crate) data: String,
+    /// On `GET /events/stream`: the event's position.
+    #[schema(nullable = false)]
+    pub(crate) id: Option<String>,
+}
+
 /// An agent as `GET /agents` lists it.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Agent {

@@ -279,7 +279,7 @@ pub(crate) struct AskQuery {
     request_body(content = Value, description = "The message, as the agent's kind wants it", example = json!("get")),
     responses(
         (status = 200, description = "The agent's reply (JSON); with `Accept: text/event-stream`, server-sent events: the agent's live model events (`delta`, `tool_call`, `tool_call_arguments`, `step_done`, `lagged`), then `answer` (the reply) or `error` (`{\"error\", \"status\"}`)",
-            content((Value = "application/json"), (String = "text/event-stream"))),
+            content((Value = "application/json"), (doc::ServerSentEvent = "text/event-stream"))),
         (status = 400, description = "A message that does not fit the agent's kind, or a bad `timeout_ms`", body = doc::ApiErrorBody),
         (status = 404, description = "No such agent", body = doc::ApiErrorBody),
         (status = 422, description = "The agent's handler failed", body = doc::ApiErrorBody),
@@ -505,7 +505,7 @@ pub(crate) struct StreamQuery {
 /// `GET /events` shows it); it ends when the node shuts down.
 #[utoipa::path(get, path = "/events/stream", tag = "events",
     params(StreamQuery),
-    responses((status = 200, description = "Server-sent events: catch-up, then live", body = String, content_type = "text/event-stream")))]
+    responses((status = 200, description = "Server-sent events: catch-up, then live", body = doc::ServerSentEvent, content_type = "text/event-stream")))]
 pub(crate) async fn event_stream(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,

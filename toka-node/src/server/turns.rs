@@ -94,7 +94,7 @@ pub(crate) fn streamed_ask(
 #[utoipa::path(get, path = "/agents/{id}/turn", tag = "agents",
     params(("id" = String, Path, description = "The assistant's id", example = "c1"), AskQuery),
     responses(
-        (status = 200, description = "Server-sent events: the assistant's live model events, then `answer` (`{\"answer\", \"steps\", \"stopped\"}`) or `error`", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Server-sent events: the assistant's live model events, then `answer` (`{\"answer\", \"steps\", \"stopped\"}`) or `error`", body = doc::ServerSentEvent, content_type = "text/event-stream"),
         (status = 400, description = "Not an assistant, or a bad `timeout_ms`", body = doc::ApiErrorBody),
         (status = 404, description = "No such agent", body = doc::ApiErrorBody),
     ))]
