@@ -101,9 +101,10 @@ pub(crate) fn mcp() -> OpenApi {
 fn mcp_endpoint() {}
 
 /// Completes the description once the routes are in: each operation that does not say
-/// it is public (`security(())`) gets the bearer requirement and the 401 and 403
-/// responses; every operation gets 400; one with a request body gets 408 and 413. A public
-/// operation's security becomes the empty list (no requirement).
+/// it is public (`security(())`) gets the bearer requirement and the 400, 401 and 403
+/// responses (a public one 400 only if it has parameters, and the empty security list: no
+/// requirement); one with a request body gets 408 and 413. A response the annotation gives
+/// for one of these statuses is kept.
 pub(crate) fn finish(spec: &mut OpenApi) {
     let components = spec.components.get_or_insert_with(Default::default);
     components.schemas.insert(
@@ -275,6 +276,7 @@ pub(crate) struct Agent {
 /// An agent as `GET /agents/{id}` shows it.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AgentDetail {
+    /// What `GET /agents` says of it.
     #[serde(flatten)]
     pub(crate) agent: Agent,
     /// Its latest snapshot; `null` if it has none.
