@@ -531,6 +531,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_health_and_the_description_are_public() {
+        let json: Value = serde_json::from_str(&to_json(&crate::server::spec()).unwrap()).unwrap();
+        let mut public = Vec::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                assert!(
+                    responses.keys().any(|s| s.starts_with('2')),
+                    "{method} {path}: no success response"
+                );
+                assert!(
+                    op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+                    "{method} {path}"
+                );
+                if op["security"] == serde_json::json!([]) {
+                    public.push(format!("{method} {path}"));
+                } else {
+                    assert_eq!(op["security"], serde_json::json!([{ "bearer": [] }]));
+                    assert!(responses.contains_key("401"), "{method} {path}");
+                    assert!(responses.contains_key("403"), "{method} {path}");
+                }
+                if op.get("requestBody").is_some() {
+                    assert!(responses.contains_key("413"), "{method} {path}");
+                }
+            }
+        }
+        public.sort();
+        assert_eq!(public, ["get /health", "get /openapi.json"]);
+        assert!(
+            !json.to_string().contains("u-int"),
+            "utoipa's format spelling left"
+        );
+    }
+
+    #[test]
     fn finish_marks_public_and_secured_operations() {
         use utoipa::openapi::HttpMethod;
         use utoipa::openapi::path::{OperationBuilder, PathItem};
