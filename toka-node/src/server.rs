@@ -5,6 +5,7 @@
 //! | Route | Success | Capability request (`tool`, `agent`) |
 //! |---|---|---|
 //! | `GET /health` | 200 `{"status": "ok"}` | none: no token needed |
+//! | `GET /openapi.json` | 200 this API's OpenAPI 3.1 description ([`openapi`]) | none: no token needed |
 //! | `POST /agents` `{"id", "kind", "args"?, "parent"?}` | 201 | `api.agents.spawn`, the new id |
 //! | `GET /agents` | 200 `[{"id", "kind", "parent", "status", "durable", "restarts", "halted"?}]` | `api.agents.read`, none |
 //! | `GET /agents/{id}` | 200 `{"id", "kind", "parent", "status", "durable", "restarts", "halted"?, "snapshot"}`: `status` is `running`, `down` or `halted` (its handler does not replay its journal; `halted` says how); `restarts` counts its supervisor's restarts of it since the node started; `snapshot` is `{"seq", "bytes", "timestamp_micros"}` of its latest snapshot, or `null` | `api.agents.read`, `id` |
@@ -27,6 +28,7 @@
 //! | `POST /tokens/revoke` `{"identifier", "reason"?}` (an identifier or a whole token) | 200 `{"identifier", "already_revoked"}`: journaled, refused (401) from the next request on | `api.tokens.revoke`, none |
 //! | `GET /tokens/revocations` | 200 `[{"identifier", "reason", "at", "at_micros"}]`, oldest first | `api.audit.read`, none |
 //! | `GET /audit/denials?limit=N` | 200 the last N (default 100, at most 1,000) capability denials `[{"at", "at_micros", "tool", "agent", "token" (its identifier), "reason"}]`, oldest first | `api.audit.read`, none |
+//! | `GET /audit/tokens` | 200 every token issued `[{"at", "at_micros", "identifier", "caveats", "issued_by"}]`, oldest first; never a token | `api.audit.read`, none |
 //! | `GET /events/export` | 200 JSON lines (`application/x-ndjson`), streamed: every acknowledged event as `events export` prints it | `api.events.read`, none |
 //! | `GET /events/verify` | 200 JSON lines, streamed: `{"progress": {"elapsed_ms", "head_position"}}` while the hash chain is walked, then `{"report": {"intact", "records", "pruned", "head_position", "head_hash", "first_bad"}}` | `api.events.verify`, none |
 //! | `GET /ui`, `GET /ui/{file}` | 200 the operator console (HTML, JS, CSS compiled in); `/ui/` redirects to `/ui` | none: no token needed (the page holds no data; its API calls carry the operator's token) |
@@ -34,7 +36,7 @@
 //!
 //! # Authorization
 //!
-//! Every route but `/health` and the console (`/ui`) needs `Authorization: Bearer
+//! Every route but `/health`, `/openapi.json` and the console (`/ui`) needs `Authorization: Bearer
 //! <token>`, a capability token minted by the node's root key. A token that is missing, unreadable, forged, revoked,
 //! expired or carries a caveat Toka does not understand gets 401. A valid token whose caveats refuse
 //! the route's request (table above, `path` and `bytes` unset) gets 403. So `tool =
@@ -88,23 +90,26 @@ mod error;
 mod listen;
 #[cfg(feature = "mcp")]
 mod mcp;
+pub(crate) mod openapi;
 mod routes;
 mod strict_json;
 mod turns;
 mod wire;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::response::IntoResponse;
 use toka_actors::Runtime;
 use toka_store::Journal;
 use toka_tools::{Authority, Sealer, ToolHost};
 use tokio::sync::watch;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) use error::{ApiError, unwritable};
 pub(crate) use listen::{ServeLimits, serve};
@@ -221,11 +226,16 @@ impl AppState {
 /// The API's router.
 ///
 /// Layers, outermost first: every error response becomes JSON ([`error::json_errors`]);
-/// `/health` and unknown routes need no token; every other route authenticates its
-/// bearer token and checks a declared `Content-Length` before its body is read
-/// ([`auth::require_token`]).
+/// `/health`, `/openapi.json`, the console and unknown routes need no token; every other
+/// route authenticates its bearer token and checks a declared `Content-Length` before its
+/// body is read ([`auth::require_token`]).
+///
+/// Each API route is registered with utoipa-axum's `routes!` from its handler's
+/// `#[utoipa::path]` annotation, so it is in [`spec`] by construction; the only routes
+/// added without it are `/mcp` (described apart, see [`openapi`]) and the console's
+/// (a web page, not an API).
 pub(crate) fn app(state: AppState) -> Router {
-    let router = Router::new();
+    let (router, _) = protected().split_for_parts();
     // `/mcp`: the MCP server (see `mcp.rs`), behind the same bearer middleware.
     #[cfg(feature = "mcp")]
     let router = router.route(
@@ -234,40 +244,13 @@ pub(crate) fn app(state: AppState) -> Router {
             middleware::from_fn_with_state(state.clone(), mcp::read_body),
         ),
     );
+    let (public, _) = public().split_for_parts();
     router
-        .route("/agents", post(routes::spawn).get(routes::list_agents))
-        .route(
-            "/agents/{id}",
-            get(routes::get_agent).delete(routes::stop_agent),
-        )
-        .route("/agents/{id}/messages", post(routes::send))
-        .route("/agents/{id}/ask", post(routes::ask))
-        .route("/agents/{id}/query", post(routes::query))
-        .route("/agents/{id}/turn", get(turns::turn))
-        .route("/tools", get(routes::list_tools))
-        .route("/tools/{name}/invoke", post(routes::invoke))
-        .route("/approvals", get(approvals::list))
-        .route(
-            "/approvals/{id}",
-            get(approvals::get).post(approvals::decide),
-        )
-        .route("/events", get(routes::events))
-        .route("/events/stream", get(routes::event_stream))
-        .route("/metrics", get(routes::metrics))
-        .route("/status", get(admin::status))
-        .route("/tokens", post(admin::mint))
-        .route("/tokens/attenuate", post(admin::attenuate))
-        .route("/tokens/revoke", post(admin::revoke))
-        .route("/tokens/revocations", get(admin::revocations))
-        .route("/audit/denials", get(admin::denials))
-        .route("/audit/tokens", get(admin::issued))
-        .route("/events/export", get(admin::export))
-        .route("/events/verify", get(admin::verify))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))
-        .route("/health", get(routes::health))
+        .merge(public)
         // `/ui`: the operator console's static files; it calls the routes above with the
         // token the operator pastes (see `console.rs`).
         .merge(console::routes())
@@ -277,6 +260,71 @@ pub(crate) fn app(state: AppState) -> Router {
         // Outermost: one span per request, with the final status (see `otel.rs`).
         .layer(middleware::from_fn(crate::otel::http_span))
         .with_state(state)
+}
+
+/// The routes that need a token, each with its description.
+fn protected() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(routes::spawn, routes::list_agents))
+        .routes(routes!(routes::get_agent, routes::stop_agent))
+        .routes(routes!(routes::send))
+        .routes(routes!(routes::ask))
+        .routes(routes!(routes::query))
+        .routes(routes!(turns::turn))
+        .routes(routes!(routes::list_tools))
+        .routes(routes!(routes::invoke))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::get, approvals::decide))
+        .routes(routes!(routes::events))
+        .routes(routes!(routes::event_stream))
+        .routes(routes!(routes::metrics))
+        .routes(routes!(admin::status))
+        .routes(routes!(admin::mint))
+        .routes(routes!(admin::attenuate))
+        .routes(routes!(admin::revoke))
+        .routes(routes!(admin::revocations))
+        .routes(routes!(admin::denials))
+        .routes(routes!(admin::issued))
+        .routes(routes!(admin::export))
+        .routes(routes!(admin::verify))
+}
+
+/// The described routes that need no token.
+fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(routes::health))
+        .routes(routes!(openapi_json))
+}
+
+/// The API's OpenAPI 3.1 description, as `GET /openapi.json` serves it: the routes of
+/// [`app`] (from their handlers' annotations) and `/mcp`, completed by
+/// [`openapi::finish`].
+pub(crate) fn spec() -> utoipa::openapi::OpenApi {
+    let (_, mut spec) = protected().split_for_parts();
+    #[cfg(feature = "mcp")]
+    spec.merge(openapi::mcp());
+    spec.merge(public().split_for_parts().1);
+    openapi::finish(&mut spec);
+    spec
+}
+
+/// [`spec`] as JSON, made once.
+static SPEC_JSON: LazyLock<String> = LazyLock::new(|| {
+    openapi::to_json(&spec()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "serializing the OpenAPI description");
+        String::from("{}")
+    })
+});
+
+/// `GET /openapi.json`: this API's OpenAPI 3.1 description.
+#[utoipa::path(get, path = "/openapi.json", tag = "node", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 description of this API", body = Object)))]
+async fn openapi_json() -> axum::response::Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        SPEC_JSON.as_str(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

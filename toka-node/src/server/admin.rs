@@ -31,6 +31,7 @@ use toka_tools::{Capability, Caveat, DenialRecord, IssueRecord, Verified};
 use tokio::sync::mpsc;
 
 use super::auth::permit;
+use super::openapi as doc;
 use super::routes::JsonBody;
 use super::{ApiError, AppState};
 
@@ -47,26 +48,33 @@ const EXPORT_PAGE: usize = 256;
 const VERIFY_TICK: Duration = Duration::from_millis(500);
 
 /// `POST /tokens`'s body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MintBody {
+    /// The new token's caveats (at most 64), e.g. `tool = fs.read`; none: an unrestricted token.
     #[serde(default)]
+    #[schema(example = json!(["tool = api.agents.read"]))]
     caveats: Vec<String>,
 }
 
 /// `POST /tokens/attenuate`'s body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AttenuateBody {
+    /// The token to narrow.
     token: String,
+    /// The caveats to add (1 to 64).
+    #[schema(example = json!(["tool = api.agents.read"]))]
     caveats: Vec<String>,
 }
 
 /// `POST /tokens/revoke`'s body: the identifier, or a whole token.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RevokeBody {
+    /// The token's identifier, or the whole token.
     identifier: String,
+    /// Why (at most 1,024 bytes).
     #[serde(default)]
     reason: Option<String>,
 }
@@ -98,6 +106,12 @@ fn token_json(token: &Capability) -> Result<Value, ApiError> {
 }
 
 /// `POST /tokens`: a new token signed by the node's root key, with these caveats.
+#[utoipa::path(post, path = "/tokens", tag = "tokens",
+    request_body = MintBody,
+    responses(
+        (status = 201, description = "The new token", body = doc::Token),
+        (status = 400, description = "A caveat that does not parse, or too many", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn mint(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,
@@ -118,6 +132,12 @@ pub(crate) async fn mint(
 
 /// `POST /tokens/attenuate`: `token` narrowed by more caveats, once the node has checked
 /// that it is genuine, unrevoked and understood (400 otherwise).
+#[utoipa::path(post, path = "/tokens/attenuate", tag = "tokens",
+    request_body = AttenuateBody,
+    responses(
+        (status = 201, description = "The narrower token", body = doc::Token),
+        (status = 400, description = "A token that is forged, revoked or not understood; no caveat, or one that does not parse", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn attenuate(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,
@@ -144,6 +164,13 @@ pub(crate) async fn attenuate(
 
 /// `POST /tokens/revoke`: revokes the identifier (and every token attenuated from it),
 /// journaled, effective from the next request on.
+#[utoipa::path(post, path = "/tokens/revoke", tag = "tokens",
+    request_body = RevokeBody,
+    responses(
+        (status = 200, description = "Revoked (journaled), refused from the next request on", body = doc::Revoked),
+        (status = 400, description = "Not an identifier or token, or an over-long reason", body = doc::ApiErrorBody),
+        (status = 503, description = "The journal refuses writes", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,
@@ -225,6 +252,8 @@ pub(crate) fn issued_json(journal: &dyn Journal) -> anyhow::Result<Vec<Value>> {
 
 /// `GET /audit/tokens`: every token issued (by `init`, the CLI or `POST /tokens`), oldest
 /// first: its identifier, caveats and issuer, never the token.
+#[utoipa::path(get, path = "/audit/tokens", tag = "tokens",
+    responses((status = 200, description = "Every token issued, oldest first", body = Vec<doc::IssuedToken>)))]
 pub(crate) async fn issued(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,
@@ -260,6 +289,8 @@ pub(crate) fn denials_json(journal: &dyn Journal, limit: usize) -> anyhow::Resul
 }
 
 /// `GET /tokens/revocations`: every revoked identifier, oldest first.
+#[utoipa::path(get, path = "/tokens/revocations", tag = "tokens",
+    responses((status = 200, description = "Every revocation, oldest first", body = Vec<doc::Revocation>)))]
 pub(crate) async fn revocations(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,
@@ -274,13 +305,18 @@ pub(crate) async fn revocations(
 }
 
 /// `GET /audit/denials`'s query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DenialsQuery {
+    /// How many (default 100, at most 1,000).
     limit: Option<usize>,
 }
 
 /// `GET /audit/denials?limit=N`: the last N (default 100, at most 1,000) capability
 /// denials, oldest first. They hold the token's identifier, never the token.
+#[utoipa::path(get, path = "/audit/denials", tag = "tokens",
+    params(DenialsQuery),
+    responses((status = 200, description = "The last denials, oldest first", body = Vec<doc::Denial>)))]
 pub(crate) async fn denials(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,
@@ -314,6 +350,8 @@ fn ndjson(lines: mpsc::Receiver<Value>) -> Response {
 
 /// `GET /events/export`: every acknowledged event, oldest first, one JSON object per
 /// line, streamed (payloads in standard base64, tokens redacted), as `events export`.
+#[utoipa::path(get, path = "/events/export", tag = "events",
+    responses((status = 200, description = "JSON lines, streamed: one event per line (`position`, `stream`, `seq`, `id`, `kind`, `timestamp`, `timestamp_micros`, `causation_id`, `correlation_id`, `payload_base64`, `redacted`)", body = String, content_type = "application/x-ndjson")))]
 pub(crate) async fn export(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,
@@ -360,6 +398,8 @@ pub(crate) async fn export(
 /// `GET /events/verify`: walks the whole hash chain while the node runs. Answers JSON
 /// lines: `{"progress": {"elapsed_ms", "head_position"}}` every half second of the walk,
 /// then `{"report": {...}}` (as `events verify --json` prints it).
+#[utoipa::path(get, path = "/events/verify", tag = "events",
+    responses((status = 200, description = "JSON lines, streamed: `{\"progress\": {\"elapsed_ms\", \"head_position\"}}` while the walk runs, then `{\"report\": {\"intact\", \"records\", \"pruned\", \"head_position\", \"head_hash\", \"first_bad\"}}`", body = String, content_type = "application/x-ndjson")))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,
@@ -418,6 +458,8 @@ pub(crate) fn size_of(dir: &Path) -> u64 {
 }
 
 /// `GET /status`: what an operator checks first.
+#[utoipa::path(get, path = "/status", tag = "node",
+    responses((status = 200, description = "What an operator checks first", body = doc::Status)))]
 pub(crate) async fn status(
     State(state): State<AppState>,
     Extension(caller): Extension<Verified>,

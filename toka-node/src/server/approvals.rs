@@ -35,6 +35,7 @@ use serde_json::Value;
 use toka_tools::{Approval, ApprovalStatus, Approvals, Decision, Verified};
 
 use super::auth::permit;
+use super::openapi as doc;
 use super::routes::{JsonBody, path_param};
 use super::{ApiError, AppState};
 
@@ -55,14 +56,24 @@ fn view(approval: &Approval) -> Result<Value, ApiError> {
 }
 
 /// `GET /approvals`'s query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only this agent's calls.
     agent: Option<String>,
+    /// Only the approvals in this state.
+    #[param(value_type = Option<doc::ApprovalStatus>)]
     status: Option<ApprovalStatus>,
 }
 
 /// `GET /approvals`.
+#[utoipa::path(get, path = "/approvals", tag = "approvals",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The approvals the token may see, oldest first", body = Vec<doc::Approval>),
+        (status = 404, description = "This node takes no approvals", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -111,6 +122,12 @@ fn find(state: &AppState, id: &str) -> Result<Approval, ApiError> {
 }
 
 /// `GET /approvals/{id}`.
+#[utoipa::path(get, path = "/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    responses(
+        (status = 200, description = "The approval", body = doc::Approval),
+        (status = 404, description = "No such approval", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -131,15 +148,27 @@ pub(crate) async fn get(
 }
 
 /// `POST /approvals/{id}`'s body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DecideBody {
+    /// `approve` or `deny`.
+    #[schema(value_type = doc::Decision)]
     decision: Decision,
+    /// Why (at most 4,096 bytes).
     #[serde(default)]
     reason: Option<String>,
 }
 
 /// `POST /approvals/{id}`.
+#[utoipa::path(post, path = "/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    request_body = DecideBody,
+    responses(
+        (status = 200, description = "The decided approval", body = doc::Approval),
+        (status = 404, description = "No such approval", body = doc::ApiErrorBody),
+        (status = 409, description = "Not pending any more", body = doc::ApiErrorBody),
+        (status = 503, description = "The journal refuses writes", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn decide(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,

@@ -20,6 +20,7 @@ use toka_actors::{AgentId, AgentInfo, SpawnSpec};
 use toka_tools::Verified;
 
 use super::auth::permit;
+use super::openapi as doc;
 use super::{ApiError, AppState, strict_json};
 
 /// The longest `?timeout_ms=` an ask may wait (5 minutes).
@@ -101,6 +102,11 @@ fn agent_json(info: &AgentInfo) -> Value {
 /// 200 `{"status": "ok"}` while the node can serve writes; 503 with `status`
 /// `"unwritable"` (and a `reason` saying what to do) once the journal refuses writes, or
 /// `"failed"` once the runtime's root supervisor gave up.
+#[utoipa::path(get, path = "/health", tag = "node", security(()),
+    responses(
+        (status = 200, description = "The node can serve writes", body = doc::Health),
+        (status = 503, description = "The journal refuses writes, or the runtime gave up", body = doc::Health),
+    ))]
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     if let Some(error) = state.inner.journal.write_failure() {
         let body = json!({ "status": "unwritable", "reason": super::unwritable(error) });
@@ -118,13 +124,20 @@ pub(crate) async fn not_found() -> ApiError {
 }
 
 /// `POST /agents`'s body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SpawnBody {
+    /// The new agent's id.
+    #[schema(example = "c1")]
     id: String,
+    /// Its kind: `counter`, `supervisor`, `reactor`, `assistant` (with models), ...
+    #[schema(example = "counter")]
     kind: String,
+    /// Its arguments, as its kind wants them (an object; default `{}`).
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     args: Value,
+    /// The agent to spawn it under (the token must allow spawning on it too).
     #[serde(default)]
     parent: Option<String>,
 }
@@ -133,6 +146,17 @@ fn empty_object() -> Value {
     json!({})
 }
 
+/// `POST /agents`: spawns an agent (under `parent`, if given).
+#[utoipa::path(post, path = "/agents", tag = "agents",
+    request_body = SpawnBody,
+    responses(
+        (status = 201, description = "Spawned (and journaled)", body = doc::Spawned),
+        (status = 400, description = "An unknown kind, arguments that do not fit it, an invalid id", body = doc::ApiErrorBody),
+        (status = 404, description = "No such parent", body = doc::ApiErrorBody),
+        (status = 409, description = "The id is taken", body = doc::ApiErrorBody),
+        (status = 422, description = "The agent failed to start", body = doc::ApiErrorBody),
+        (status = 503, description = "The node is shutting down or its journal refuses writes", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn spawn(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -164,6 +188,9 @@ pub(crate) async fn spawn(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// `GET /agents`: the supervision tree, as a list.
+#[utoipa::path(get, path = "/agents", tag = "agents",
+    responses((status = 200, description = "Every agent", body = Vec<doc::Agent>)))]
 pub(crate) async fn list_agents(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -173,6 +200,13 @@ pub(crate) async fn list_agents(
     Ok(Json(Value::Array(tree.iter().map(agent_json).collect())))
 }
 
+/// `GET /agents/{id}`: one agent, with its latest snapshot's position.
+#[utoipa::path(get, path = "/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "The agent's id", example = "c1")),
+    responses(
+        (status = 200, description = "The agent", body = doc::AgentDetail),
+        (status = 404, description = "No such agent", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn get_agent(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -201,6 +235,17 @@ pub(crate) async fn get_agent(
     Ok(Json(json))
 }
 
+/// `POST /agents/{id}/messages`: journals a message for the agent; answered once it is
+/// durable.
+#[utoipa::path(post, path = "/agents/{id}/messages", tag = "agents",
+    params(("id" = String, Path, description = "The agent's id", example = "c1")),
+    request_body(content = Value, description = "The message, as the agent's kind wants it", example = json!({"add": 5})),
+    responses(
+        (status = 202, description = "Durably journaled", body = doc::Accepted),
+        (status = 400, description = "A message that does not fit the agent's kind", body = doc::ApiErrorBody),
+        (status = 404, description = "No such agent", body = doc::ApiErrorBody),
+        (status = 503, description = "The node is shutting down or its journal refuses writes", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn send(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -218,13 +263,29 @@ pub(crate) async fn send(
 }
 
 /// `POST /agents/{id}/ask`'s query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AskQuery {
+    /// How long to wait for the answer, in milliseconds (1 to 300,000; default: the
+    /// node's `ask_timeout`).
+    #[param(minimum = 1, maximum = 300_000)]
     timeout_ms: Option<u64>,
 }
 
 /// `POST /agents/{id}/ask`: the reply as JSON, or, with `Accept: text/event-stream`, as
 /// server-sent events with the agent's live model events first ([`super::turns`]).
+#[utoipa::path(post, path = "/agents/{id}/ask", tag = "agents",
+    params(("id" = String, Path, description = "The agent's id", example = "c1"), AskQuery),
+    request_body(content = Value, description = "The message, as the agent's kind wants it", example = json!("get")),
+    responses(
+        (status = 200, description = "The agent's reply (JSON); with `Accept: text/event-stream`, server-sent events: the agent's live model events (`delta`, `tool_call`, `tool_call_arguments`, `step_done`, `lagged`), then `answer` (the reply) or `error` (`{\"error\", \"status\"}`)",
+            content((Value = "application/json"), (doc::ServerSentEvent = "text/event-stream"))),
+        (status = 400, description = "A message that does not fit the agent's kind, or a bad `timeout_ms`", body = doc::ApiErrorBody),
+        (status = 404, description = "No such agent", body = doc::ApiErrorBody),
+        (status = 422, description = "The agent's handler failed", body = doc::ApiErrorBody),
+        (status = 503, description = "The node is shutting down or its journal refuses writes", body = doc::ApiErrorBody),
+        (status = 504, description = "No reply in time", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn ask(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -261,6 +322,17 @@ pub(super) fn timeout_of(state: &AppState, query: AskQuery) -> Result<Duration, 
 
 /// `POST /agents/{id}/query`: a read-only question answered from the agent's current
 /// state (every message acknowledged before it included); nothing is journaled.
+#[utoipa::path(post, path = "/agents/{id}/query", tag = "agents",
+    params(("id" = String, Path, description = "The agent's id", example = "c1"), AskQuery),
+    request_body(content = Value, description = "The question, as the agent's kind wants it", example = json!("get")),
+    responses(
+        (status = 200, description = "The answer", body = Value),
+        (status = 400, description = "A question that does not fit the agent's kind (or a kind without queries), or a bad `timeout_ms`", body = doc::ApiErrorBody),
+        (status = 404, description = "No such agent", body = doc::ApiErrorBody),
+        (status = 422, description = "The agent's handler failed", body = doc::ApiErrorBody),
+        (status = 503, description = "The node is shutting down", body = doc::ApiErrorBody),
+        (status = 504, description = "No answer in time", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn query(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -279,6 +351,14 @@ pub(crate) async fn query(
     Ok(Json(answer))
 }
 
+/// `DELETE /agents/{id}`: stops the agent and its children.
+#[utoipa::path(delete, path = "/agents/{id}", tag = "agents",
+    params(("id" = String, Path, description = "The agent's id", example = "c1")),
+    responses(
+        (status = 200, description = "Stopped", body = doc::Stopped),
+        (status = 404, description = "No such agent", body = doc::ApiErrorBody),
+        (status = 503, description = "The node is shutting down or its journal refuses writes", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn stop_agent(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -292,6 +372,9 @@ pub(crate) async fn stop_agent(
     Ok(Json(json!({ "stopped": id.as_str() })))
 }
 
+/// `GET /tools`: the tools' descriptions.
+#[utoipa::path(get, path = "/tools", tag = "tools",
+    responses((status = 200, description = "Every tool the node offers", body = Vec<doc::ToolSpec>)))]
 pub(crate) async fn list_tools(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -302,6 +385,20 @@ pub(crate) async fn list_tools(
         .map_err(ApiError::internal)
 }
 
+/// `POST /tools/{name}/invoke`: calls a tool under the caller's token (checked by the tool
+/// host against the tool's own name).
+#[utoipa::path(post, path = "/tools/{name}/invoke", tag = "tools",
+    params(("name" = String, Path, description = "The tool's name", example = "fs.read")),
+    request_body(content = Value, description = "The tool's input, per its `input_schema`", example = json!({"path": "notes.txt"})),
+    responses(
+        (status = 200, description = "The tool's output", body = Value),
+        (status = 202, description = "The call waits for a human decision", body = doc::PendingCall),
+        (status = 400, description = "Input that does not fit the tool", body = doc::ApiErrorBody),
+        (status = 404, description = "No such tool", body = doc::ApiErrorBody),
+        (status = 422, description = "The tool failed", body = doc::ApiErrorBody),
+        (status = 503, description = "The tool is unavailable", body = doc::ApiErrorBody),
+        (status = 504, description = "The tool did not finish in time", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn invoke(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -341,9 +438,12 @@ pub(crate) async fn invoke(
 }
 
 /// `GET /events`'s query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
+    /// The first position (or, with `stream`, sequence number); default 1.
     from: Option<u64>,
+    /// How many at most (default 100, at most 1,000).
     limit: Option<usize>,
     /// Only this stream; `from` is then a sequence number.
     stream: Option<String>,
@@ -352,6 +452,9 @@ pub(crate) struct EventsQuery {
 /// `GET /events` (`?stream=S`: that stream's, from sequence number `from`): the
 /// acknowledged (durable) records only, as the event stream shows
 /// them; a record written but not yet flushed appears once it is.
+#[utoipa::path(get, path = "/events", tag = "events",
+    params(EventsQuery),
+    responses((status = 200, description = "Acknowledged events, oldest first", body = Vec<doc::Event>)))]
 pub(crate) async fn events(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -390,11 +493,19 @@ pub(crate) async fn events(
 }
 
 /// `GET /events/stream`'s query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StreamQuery {
+    /// The first position to send (default 1).
     from: Option<u64>,
 }
 
+/// `GET /events/stream`: every acknowledged event from `from` on, then the live ones, as
+/// server-sent events (`event: event`, `id:` the position, `data:` the event as
+/// `GET /events` shows it); it ends when the node shuts down.
+#[utoipa::path(get, path = "/events/stream", tag = "events",
+    params(StreamQuery),
+    responses((status = 200, description = "Server-sent events: catch-up, then live", body = doc::ServerSentEvent, content_type = "text/event-stream")))]
 pub(crate) async fn event_stream(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
@@ -438,6 +549,9 @@ pub(crate) async fn event_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// `GET /metrics`: the node's counters in Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,

@@ -44,6 +44,7 @@ use toka_tools::model::{ASSISTANT_KIND, Lagged, ModelHost, TurnEvent, TurnSubscr
 use tokio::sync::watch;
 
 use super::auth::permit;
+use super::openapi as doc;
 use super::routes::{AskQuery, agent_id, path_param, timeout_of};
 use super::{ApiError, AppState};
 
@@ -90,6 +91,13 @@ pub(crate) fn streamed_ask(
 /// progress ends), then `answer` with how its last turn ended, read from its transcript
 /// (`{"answer", "steps", "stopped"}`: the plain ask's reply without `usage`, which the
 /// transcript does not keep; `"answer": null` if it had no turn yet). Starts nothing.
+#[utoipa::path(get, path = "/agents/{id}/turn", tag = "agents",
+    params(("id" = String, Path, description = "The assistant's id", example = "c1"), AskQuery),
+    responses(
+        (status = 200, description = "Server-sent events: the assistant's live model events, then `answer` (`{\"answer\", \"steps\", \"stopped\"}`) or `error`", body = doc::ServerSentEvent, content_type = "text/event-stream"),
+        (status = 400, description = "Not an assistant, or a bad `timeout_ms`", body = doc::ApiErrorBody),
+        (status = 404, description = "No such agent", body = doc::ApiErrorBody),
+    ))]
 pub(crate) async fn turn(
     State(state): State<AppState>,
     Extension(token): Extension<Verified>,
