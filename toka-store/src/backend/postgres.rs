@@ -44,7 +44,8 @@
 //! for as long as it is open, so a second process (or a second handle) opening the same
 //! journal is refused, as sled's file lock does. PostgreSQL releases the lock when the
 //! connection ends, also when the process was killed; opening retries for
-//! [`LOCK_RETRY_FOR`](crate::backend::LOCK_RETRY_FOR)-like [`PG_LOCK_RETRY_FOR`] meanwhile.
+//! up to [`PG_LOCK_RETRY_FOR`] meanwhile. The connection is named
+//! `toka-journal/<schema>` (`application_name`, seen in `pg_stat_activity`).
 //!
 //! # Secrets
 //! Connection URLs may carry a password. It is never logged nor put in an error: use
@@ -84,7 +85,7 @@ pub const PG_SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// How long opening waits for the journal's advisory lock, which a connection that just
 /// closed (or whose process was killed) may still hold for a moment.
-pub const PG_LOCK_RETRY_FOR: Duration = Duration::from_secs(10);
+pub const PG_LOCK_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`. `{s}` is
 /// replaced with the quoted schema name. Never edit a released one; add a new one.
@@ -176,7 +177,8 @@ impl PgBackend {
         const OP: &str = "opening the PostgreSQL journal";
         validate_schema(schema)?;
         let mut config = postgres::Config::from_str(url).map_err(|e| Error::backend(OP, e))?;
-        config.application_name("toka-journal");
+        // Names the connection in `pg_stat_activity` (at most 63 bytes are kept).
+        config.application_name(&format!("toka-journal/{schema}"));
         let (jobs, receive) = mpsc::channel::<Job>();
         let (opened_tx, opened) = mpsc::sync_channel::<Result<(), Error>>(1);
         let worker_schema = schema.to_owned();

@@ -97,3 +97,16 @@ impl Drop for TestSchema {
         let _ = self.sql("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {s} CASCADE");
     }
 }
+
+/// Runs a query returning one `bigint` on a fresh connection.
+pub(crate) fn query_i64(url: &str, sql: String) -> Result<i64, String> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let mut client =
+            postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        let row = client.query_one(&sql, &[]).map_err(|e| e.to_string())?;
+        Ok(row.get::<_, i64>(0))
+    })
+    .join()
+    .map_err(|_| "the admin thread panicked".to_owned())?
+}
