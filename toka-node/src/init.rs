@@ -23,6 +23,17 @@ use toka_tools::Authority;
 use crate::cli::InitArgs;
 
 pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
+    init_with(args, || {
+        Ok(Arc::new(args.dir.open_or_create_journal()?) as Arc<dyn toka_store::Journal>)
+    })
+}
+
+/// [`init`] with the journal opened by `open_journal` (`run --journal postgres://…`: the
+/// root key's records go to PostgreSQL, and the data directory gets no sled journal).
+pub(crate) fn init_with(
+    args: &InitArgs,
+    open_journal: impl FnOnce() -> anyhow::Result<Arc<dyn toka_store::Journal>>,
+) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
     let key_path = dir.root_key_path();
     let token_path = dir.admin_token_path();
@@ -69,7 +80,7 @@ pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         .mode(0o700)
         .create(&dir.data_dir)
         .with_context(|| format!("creating {}", dir.data_dir.display()))?;
-    let journal = Arc::new(dir.open_or_create_journal()?);
+    let journal = open_journal()?;
     let authority = Authority::open(&key_path, journal).context("creating the root key")?;
     let token = authority
         .mint([])

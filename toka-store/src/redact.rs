@@ -1,7 +1,7 @@
 //! Showing connection strings without their secrets.
 
-/// A PostgreSQL connection URL with its password replaced by `***`, for logs and messages:
-/// the `user:password@` part of a `postgres://` URL, and `password=` parameters of a URL's
+/// A connection URL with its password replaced by `***`, for logs and messages: the
+/// `user:password@` part of any `scheme://` URL, and `password=` parameters of a URL's
 /// query or of libpq's `key=value` form. Anything else is returned unchanged.
 ///
 /// ```
@@ -13,19 +13,14 @@
 /// ```
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
-    for scheme in ["postgres://", "postgresql://"] {
-        if let Some(rest) = url.strip_prefix(scheme) {
-            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-            let authority = &rest[..authority_end];
-            if let Some(at) = authority.rfind('@') {
-                let userinfo = &authority[..at];
-                if let Some(colon) = userinfo.find(':') {
-                    out = format!(
-                        "{scheme}{}:***{}",
-                        &userinfo[..colon],
-                        &rest[at..]
-                    );
-                }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // Up to the query, and to the last `@` in it: a password with an unescaped `/` or
+        // `@` is still hidden (a path with an `@` is then hidden too; better too much).
+        let authority_end = rest.find('?').unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        if let Some(at) = authority.rfind('@') {
+            if let Some(colon) = authority[..at].find(':') {
+                out = format!("{scheme}://{}:***{}", &authority[..colon], &rest[at..]);
             }
         }
     }
@@ -65,6 +60,8 @@ mod tests {
             ("postgres://h/db?password=pw&x=1", "postgres://h/db?password=***&x=1"),
             ("host=h password='p w' user=u", "host=h password=*** user=u"),
             ("host=h password=pw", "host=h password=***"),
+            ("mysql://u:pw@h/db", "mysql://u:***@h/db"),
+            ("postgres://u:p/w@h/db?x=1", "postgres://u:***@h/db?x=1"),
         ];
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
