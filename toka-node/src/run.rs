@@ -86,9 +86,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             json: false,
         };
         match &journal_url {
-            Some(url) => crate::init::init_with(&init, || {
-                open_postgres(url, journal_config.clone())
-            })?,
+            Some(url) => {
+                crate::init::init_with(&init, || open_postgres(url, journal_config.clone()))?
+            }
             None => crate::init::init(&init)?,
         };
     }
@@ -197,8 +197,9 @@ fn open_postgres(url: &str, config: JournalConfig) -> anyhow::Result<Arc<dyn Jou
     }
     #[cfg(feature = "postgres")]
     {
-        let journal = toka_store::PgJournal::connect(url, config)
-            .map_err(|error| anyhow::Error::new(error).context(format!("opening the journal at {shown}")))?;
+        let journal = toka_store::PgJournal::connect(url, config).map_err(|error| {
+            anyhow::Error::new(error).context(format!("opening the journal at {shown}"))
+        })?;
         Ok(Arc::new(journal))
     }
     #[cfg(not(feature = "postgres"))]

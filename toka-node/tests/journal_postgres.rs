@@ -96,10 +96,7 @@ fn node_keeps_its_journal_in_postgres() {
     // The journal really is in PostgreSQL: the schema has the node's records.
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let rows: i64 = client
-        .query_one(
-            &format!("SELECT count(*) FROM \"{}\".kv", schema.name),
-            &[],
-        )
+        .query_one(&format!("SELECT count(*) FROM \"{}\".kv", schema.name), &[])
         .unwrap()
         .get(0);
     assert!(rows > 0);
@@ -111,7 +108,9 @@ fn journal_passwords_are_never_shown() {
         return;
     };
     const SECRET: &str = "N0t-the-pa55word";
-    let host = url.rsplit_once('@').map_or("127.0.0.1:5432/toka", |(_, h)| h);
+    let host = url
+        .rsplit_once('@')
+        .map_or("127.0.0.1:5432/toka", |(_, h)| h);
     let tmp = tempfile::tempdir().unwrap();
     for journal in [
         format!("postgres://toka:{SECRET}@{host}"),

@@ -121,7 +121,10 @@ fn main() -> BenchResult<()> {
         rows.push((appenders, median(&sled), median(&pg)));
     }
     println!("\ndurable appends/s (Fsync, single events, 256 B), medians of {REPS}:");
-    println!("{:>10} {:>14} {:>14} {:>10}", "appenders", "sled", "postgres", "pg/sled");
+    println!(
+        "{:>10} {:>14} {:>14} {:>10}",
+        "appenders", "sled", "postgres", "pg/sled"
+    );
     for (appenders, sled, pg) in rows {
         println!(
             "{appenders:>10} {:>14} {:>14} {:>9.2}x",

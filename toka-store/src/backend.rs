@@ -24,13 +24,13 @@ mod postgres;
 #[cfg(feature = "sled")]
 mod sled;
 
-#[cfg(feature = "sled")]
-pub use self::sled::{ANCHOR_FILE, LOCK_RETRY_FOR, SledBackend};
-pub use memory::MemoryBackend;
 #[cfg(feature = "postgres")]
 pub use self::postgres::{
     DEFAULT_PG_SCHEMA, PG_LOCK_RETRY_FOR, PG_SCHEMA_VERSION, PgBackend, PgRange,
 };
+#[cfg(feature = "sled")]
+pub use self::sled::{ANCHOR_FILE, LOCK_RETRY_FOR, SledBackend};
+pub use memory::MemoryBackend;
 
 /// A key-value pair read from a [`Backend`].
 pub type Entry<V> = (V, V);

@@ -123,8 +123,8 @@ pub use event::{
 pub use journal::PgJournal;
 #[cfg(feature = "sled")]
 pub use journal::SledJournal;
-pub use redact::redact_url;
 pub use journal::{AppendResult, EventIter, EventJournal, Journal, MemoryJournal, StreamBatch};
+pub use redact::redact_url;
 pub use subscription::Subscription;
 pub use verify::{BadRecord, VerifyReport};
 

@@ -28,8 +28,8 @@ pub fn redact_url(url: &str) -> String {
     let mut redacted = String::with_capacity(out.len());
     let mut rest = out.as_str();
     while let Some(index) = rest.find("password=") {
-        let at_boundary = index == 0
-            || matches!(rest.as_bytes()[index - 1], b'?' | b'&' | b' ' | b'\t');
+        let at_boundary =
+            index == 0 || matches!(rest.as_bytes()[index - 1], b'?' | b'&' | b' ' | b'\t');
         let value_start = index + "password=".len();
         redacted.push_str(&rest[..value_start]);
         rest = &rest[value_start..];
@@ -57,7 +57,10 @@ mod tests {
             ("postgres://u:pw@h:5/db", "postgres://u:***@h:5/db"),
             ("postgresql://u:p@w@h/db", "postgresql://u:***@h/db"),
             ("postgres://u@h/db", "postgres://u@h/db"),
-            ("postgres://h/db?password=pw&x=1", "postgres://h/db?password=***&x=1"),
+            (
+                "postgres://h/db?password=pw&x=1",
+                "postgres://h/db?password=***&x=1",
+            ),
             ("host=h password='p w' user=u", "host=h password=*** user=u"),
             ("host=h password=pw", "host=h password=***"),
             ("mysql://u:pw@h/db", "mysql://u:***@h/db"),

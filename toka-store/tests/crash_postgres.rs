@@ -50,7 +50,11 @@ fn parse_payload(bytes: &[u8]) -> Option<(OpId, u64, u64)> {
     let [round, task, counter, n, index] = fields[..] else {
         return None;
     };
-    let op = (u32::try_from(round).ok()?, u32::try_from(task).ok()?, counter);
+    let op = (
+        u32::try_from(round).ok()?,
+        u32::try_from(task).ok()?,
+        counter,
+    );
     (payload(op, n, index) == bytes).then_some((op, n, index))
 }
 
@@ -168,8 +172,16 @@ fn run_child(url: &str, round: u32, after_open: bool, delay: Duration) -> ChildO
     child.kill().unwrap();
     let status = child.wait().unwrap();
     let out = reader.join().unwrap();
-    assert!(out.errors.is_empty(), "round {round}: child errors: {:?}", out.errors);
-    assert_eq!(status.signal(), Some(9), "round {round}: child ended by itself: {status}");
+    assert!(
+        out.errors.is_empty(),
+        "round {round}: child errors: {:?}",
+        out.errors
+    );
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "round {round}: child ended by itself: {status}"
+    );
     out
 }
 
@@ -189,13 +201,19 @@ fn check(
     for event in journal.iter_all(1) {
         let event = event.map_err(|e| format!("reading the log: {e}"))?;
         if event.position != expected_position {
-            return Err(format!("position gap: expected {expected_position}, found {}", event.position));
+            return Err(format!(
+                "position gap: expected {expected_position}, found {}",
+                event.position
+            ));
         }
         expected_position += 1;
         let seq = stream_seq.entry(event.stream.clone()).or_insert(0);
         *seq += 1;
         if event.seq != *seq {
-            return Err(format!("stream {} seq gap at position {}", event.stream, event.position));
+            return Err(format!(
+                "stream {} seq gap at position {}",
+                event.stream, event.position
+            ));
         }
         let Some((op, n, index)) = parse_payload(&event.payload) else {
             return Err(format!("unknown payload at position {}", event.position));
@@ -208,7 +226,10 @@ fn check(
                 open = (index + 1 < n).then_some((op, n, index + 1));
             }
             Some((current, ..)) => {
-                return Err(format!("torn batch {current:?}: {op:?} at {}", event.position));
+                return Err(format!(
+                    "torn batch {current:?}: {op:?} at {}",
+                    event.position
+                ));
             }
             None => {
                 if index != 0 {
@@ -233,7 +254,10 @@ fn check(
         return Err(format!("torn last batch {op:?}"));
     }
     if expected_position != head + 1 {
-        return Err(format!("log ends at {} but head is {head}", expected_position - 1));
+        return Err(format!(
+            "log ends at {} but head is {head}",
+            expected_position - 1
+        ));
     }
     for (op, &(position, first_seq, last_seq)) in acked {
         match present.get(op) {
@@ -274,7 +298,10 @@ fn acknowledged_appends_survive_sigkill_postgres() {
             Duration::from_millis(rng.range(20, 400))
         };
         let out = run_child(&url, round, !early, delay);
-        assert!(early || out.opened, "round {round}: the child never opened the journal");
+        assert!(
+            early || out.opened,
+            "round {round}: the child never opened the journal"
+        );
         total_acked += out.acked.len();
         invoked.extend(out.invoked);
         acked.extend(out.acked);
@@ -282,7 +309,10 @@ fn acknowledged_appends_survive_sigkill_postgres() {
             .unwrap_or_else(|e| panic!("round {round}: reopening failed: {e}"));
         present = check(&journal, &invoked, &acked, &present)
             .unwrap_or_else(|e| panic!("round {round} (TOKA_SEED={seed}): {e}"));
-        assert!(journal.verify().unwrap().is_intact(), "round {round}: chain broken");
+        assert!(
+            journal.verify().unwrap().is_intact(),
+            "round {round}: chain broken"
+        );
     }
     println!(
         "crash_postgres: {ROUNDS} kills, {total_acked} acknowledged appends, {} ops present, {:?}",
@@ -309,7 +339,11 @@ fn checker_flags_a_lost_ack_and_a_phantom() {
     let runtime = multi_thread_runtime(1);
     runtime.block_on(async {
         journal
-            .append("t0", ExpectedVersion::Any, &[NewEvent::new("x", payload((0, 0, 7), 1, 0))])
+            .append(
+                "t0",
+                ExpectedVersion::Any,
+                &[NewEvent::new("x", payload((0, 0, 7), 1, 0))],
+            )
             .await
             .unwrap()
             .unwrap();

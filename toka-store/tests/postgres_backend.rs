@@ -28,7 +28,10 @@ async fn opening_applies_the_migrations_and_refuses_a_newer_schema() {
     };
     let journal = PgJournal::connect(&schema.journal_url(), fsync()).unwrap();
     assert_eq!(journal.backend().schema(), schema.name);
-    assert_eq!(journal.backend().schema_version().unwrap(), PG_SCHEMA_VERSION);
+    assert_eq!(
+        journal.backend().schema_version().unwrap(),
+        PG_SCHEMA_VERSION
+    );
     journal
         .append("a", ExpectedVersion::NoStream, &[event(1)])
         .await
@@ -188,7 +191,9 @@ async fn errors_never_show_the_password() {
         .strip_prefix("postgres://")
         .and_then(|rest| rest.split([':', '@']).next())
         .unwrap_or("toka");
-    let host = url.rsplit_once('@').map_or("127.0.0.1:5432/toka", |(_, h)| h);
+    let host = url
+        .rsplit_once('@')
+        .map_or("127.0.0.1:5432/toka", |(_, h)| h);
     let urls = [
         format!("postgres://{user}:{SECRET}@{host}"),
         format!("postgres://{user}:{SECRET}@127.0.0.1:1/toka"),
@@ -198,7 +203,10 @@ async fn errors_never_show_the_password() {
     ];
     for url in urls {
         let error = PgBackend::connect(&url).unwrap_err();
-        let shown = format!("{error} / {error:?} / {:?}", std::error::Error::source(&error));
+        let shown = format!(
+            "{error} / {error:?} / {:?}",
+            std::error::Error::source(&error)
+        );
         assert!(!shown.contains(SECRET), "password shown: {shown}");
         assert!(!toka_store::redact_url(&url).contains(SECRET));
     }

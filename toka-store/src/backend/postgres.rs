@@ -89,8 +89,10 @@ pub const PG_LOCK_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`. `{s}` is
 /// replaced with the quoted schema name. Never edit a released one; add a new one.
-const MIGRATIONS: &[&str] = &["CREATE TABLE {s}.kv (key bytea PRIMARY KEY, value bytea NOT NULL);
-     CREATE TABLE {s}.anchor (id smallint PRIMARY KEY CHECK (id = 0), value bytea NOT NULL);"];
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE {s}.kv (key bytea PRIMARY KEY, value bytea NOT NULL);
+     CREATE TABLE {s}.anchor (id smallint PRIMARY KEY CHECK (id = 0), value bytea NOT NULL);",
+];
 
 /// Rows per page of a range scan (values are at most a pack or one record).
 const PAGE: i64 = 64;
@@ -245,7 +247,9 @@ impl Shared {
             let result = match &conn.failed {
                 Some(reason) => Err(failure(
                     op,
-                    format!("the PostgreSQL connection failed earlier ({reason}); reopen the journal"),
+                    format!(
+                        "the PostgreSQL connection failed earlier ({reason}); reopen the journal"
+                    ),
                 )),
                 None => f(conn).map_err(|e| Error::backend(op, e)),
             };
@@ -339,10 +343,7 @@ impl Conn {
         client
             .batch_execute("SET synchronous_commit TO on")
             .map_err(err)?;
-        let fsync: String = client
-            .query_one("SHOW fsync", &[])
-            .map_err(err)?
-            .get(0);
+        let fsync: String = client.query_one("SHOW fsync", &[]).map_err(err)?.get(0);
         if fsync != "on" {
             tracing::warn!(
                 "the PostgreSQL server runs with fsync = {fsync}: a crash of its machine can lose acknowledged events"
@@ -506,7 +507,10 @@ fn migrate(client: &mut Client, schema: &str) -> Result<(), Error> {
             supported: i64::from(PG_SCHEMA_VERSION),
         });
     }
-    for (version, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(found).unwrap_or(0)) {
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         tx.batch_execute(&sql.replace("{s}", &s))
             .map_err(|e| Error::backend(OP, e))?;
         tx.execute(
@@ -745,7 +749,10 @@ mod tests {
         assert_eq!(url, "postgres://u:p@h/db?sslmode=disable");
         assert_eq!(schema.as_deref(), Some("abc"));
         let (url, schema) = split_schema("postgres://u@h/db?schema=abc").unwrap();
-        assert_eq!((url.as_str(), schema.as_deref()), ("postgres://u@h/db", Some("abc")));
+        assert_eq!(
+            (url.as_str(), schema.as_deref()),
+            ("postgres://u@h/db", Some("abc"))
+        );
         let (url, schema) = split_schema("host=h user=u").unwrap();
         assert_eq!((url.as_str(), schema), ("host=h user=u", None));
     }
