@@ -17,7 +17,8 @@
 //! All statements run on **one connection owned by a worker thread** of the back-end; the
 //! journal's threads (tokio workers included: the `postgres` crate cannot block inside a
 //! runtime) hand it jobs over a channel, and it runs them in order.
-//! - [`Backend::apply`] queues the writes and returns at once. The worker opens a
+//! - [`Backend::apply`] queues the writes and returns at once (it waits only while 1,024
+//!   jobs are queued already: backpressure for `Buffered` appenders). The worker opens a
 //!   transaction if none is open and writes them (consecutive queued batches are merged
 //!   into one `INSERT … SELECT unnest(…) ON CONFLICT DO UPDATE` and one `DELETE … = ANY`).
 //! - **Read-your-writes**: reads are jobs on the same connection, queued behind those
@@ -94,6 +95,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE {s}.anchor (id smallint PRIMARY KEY CHECK (id = 0), value bytea NOT NULL);",
 ];
 
+/// Jobs queued for the worker at most: past this, `apply` (and reads) wait for room, so
+/// a `Buffered` journal's appenders cannot run ahead of PostgreSQL without bound.
+const QUEUE: usize = 1024;
+
 /// Rows per page of a range scan (values are at most a pack or one record).
 const PAGE: i64 = 64;
 
@@ -121,7 +126,7 @@ enum Job {
 
 struct Shared {
     schema: String,
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::SyncSender<Job>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -181,7 +186,7 @@ impl PgBackend {
         let mut config = postgres::Config::from_str(url).map_err(|e| Error::backend(OP, e))?;
         // Names the connection in `pg_stat_activity` (at most 63 bytes are kept).
         config.application_name(&format!("toka-journal/{schema}"));
-        let (jobs, receive) = mpsc::channel::<Job>();
+        let (jobs, receive) = mpsc::sync_channel::<Job>(QUEUE);
         let (opened_tx, opened) = mpsc::sync_channel::<Result<(), Error>>(1);
         let worker_schema = schema.to_owned();
         let thread = std::thread::Builder::new()
@@ -230,7 +235,7 @@ impl PgBackend {
 }
 
 impl Shared {
-    fn sender(&self, op: &'static str) -> Result<&mpsc::Sender<Job>, Error> {
+    fn sender(&self, op: &'static str) -> Result<&mpsc::SyncSender<Job>, Error> {
         self.jobs
             .as_ref()
             .ok_or_else(|| failure(op, "the PostgreSQL back-end is closed"))
@@ -566,7 +571,7 @@ fn merge(writes: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>, batch: WriteBatch) {
     }
 }
 
-/// The range iterator of [`PgBackend`]: pages of [`PAGE`] rows by keyset queries, each
+/// The range iterator of [`PgBackend`]: pages of 64 rows by keyset queries, each
 /// page one job on the worker (a scan holds no transaction or cursor open).
 pub struct PgRange {
     shared: Arc<Shared>,
