@@ -14,7 +14,6 @@
 //! Replay a run with `TOKA_SEED=<seed> cargo test -p toka-store --features postgres --test crash_postgres`.
 #![cfg(all(unix, feature = "postgres"))]
 
-mod common;
 mod pg;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,9 +21,11 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use common::{Rng, child_fail, emit, fsync_config, multi_thread_runtime, seed_from_env_or_time};
 use pg::TestSchema;
+use toka_store::{Durability, JournalConfig};
 use toka_store::{ExpectedVersion, Journal, NewEvent, PgJournal};
+use toka_test_support::child::{child_fail, emit, self_command};
+use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
 /// The journal URL; set only in the child.
 const CHILD_URL_ENV: &str = "TOKA_CRASH_PG_URL";
@@ -33,6 +34,18 @@ const TASKS: u32 = 4;
 const MAX_BATCH: u64 = 4;
 const ROUNDS: u32 = 16;
 const CHILD_LIFETIME: Duration = Duration::from_secs(30);
+
+fn fsync_config() -> JournalConfig {
+    JournalConfig::default().durability(Durability::Fsync)
+}
+
+fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
 
 /// One append: round, task (stream `t{task}`), the task's counter.
 type OpId = (u32, u32, u64);
@@ -124,7 +137,7 @@ struct ChildOutput {
 }
 
 fn run_child(url: &str, round: u32, after_open: bool, delay: Duration) -> ChildOutput {
-    let mut child = common::self_command("crash_child_postgres")
+    let mut child = self_command("crash_child_postgres")
         .env(CHILD_URL_ENV, url)
         .env(CHILD_ROUND_ENV, round.to_string())
         .spawn()
