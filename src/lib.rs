@@ -26,6 +26,8 @@ pub mod prelude {
         OnDoubt, Queries, Restart, Runtime, RuntimeConfig, SpawnSpec, StartContext, Strategy,
         SupervisorSpec, Topic,
     };
+    #[cfg(feature = "postgres")]
+    pub use toka_store::PgJournal;
     #[cfg(feature = "sled")]
     pub use toka_store::SledJournal;
     pub use toka_store::{

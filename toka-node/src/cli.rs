@@ -195,6 +195,13 @@ pub(crate) struct RunArgs {
     /// default) or `buffered` (flushed in the background) [config: `durability`].
     #[arg(long, env = "TOKA_DURABILITY", value_enum)]
     pub(crate) durability: Option<crate::config::DurabilitySetting>,
+    /// Keep the journal in PostgreSQL: `postgres://user[:password]@host[:port]/db`, with
+    /// `?schema=NAME` for the schema it lives in (default `toka`, created with its tables
+    /// on first use) [default: the sled database `journal` in the data directory; config:
+    /// `journal`]. The password is never shown (prefer `TOKA_JOURNAL` or the config file
+    /// to a flag, which other users can see in the process list).
+    #[arg(long, env = "TOKA_JOURNAL", value_name = "URL", hide_env_values = true)]
+    pub(crate) journal: Option<String>,
     /// A tracing filter, e.g. `info,toka_actors=debug` [default: warn; config: `log`;
     /// `RUST_LOG` overrides it].
     #[arg(long, env = "TOKA_LOG", value_name = "FILTER")]

@@ -8,6 +8,7 @@
 //! log_format = "json"       # or "text" (the default); --log-json overrides it
 //! ask_timeout_ms = 5000     # how long POST /agents/{id}/ask waits for a reply
 //! key_file = "/etc/toka/journal.key"  # 32 bytes: encrypt the journal (as --key-file)
+//! journal = "postgres://toka@127.0.0.1/toka?schema=toka"  # the journal in PostgreSQL (as --journal)
 //! header_timeout_ms = 5000  # a request head must arrive within this (also the idle timeout)
 //! body_timeout_ms = 10000   # a request body must arrive within this, else 408
 //! max_connections = 512     # connections served at once; more wait to be accepted
@@ -97,6 +98,9 @@ pub(crate) struct Config {
     pub(crate) ask_timeout_ms: Option<u64>,
     /// A file holding the journal's 32-byte encryption key (`--key-file` overrides it).
     pub(crate) key_file: Option<PathBuf>,
+    /// Where the journal lives: a `postgres://` URL; absent: the sled database in the data
+    /// directory (`--journal` overrides it).
+    pub(crate) journal: Option<String>,
     /// How long a request head may take to arrive, in milliseconds. Default: 5,000.
     pub(crate) header_timeout_ms: Option<u64>,
     /// How long a request body may take to arrive, in milliseconds. Default: 10,000.

@@ -23,6 +23,20 @@ use toka_tools::{Authority, Capability};
 use crate::cli::{DataDir, InitArgs};
 
 pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
+    init_with(args, || sled_journal(&args.dir))
+}
+
+/// The data directory's own (sled) journal, created if need be.
+fn sled_journal(dir: &DataDir) -> anyhow::Result<Arc<dyn toka_store::Journal>> {
+    Ok(Arc::new(dir.open_or_create_journal()?))
+}
+
+/// [`init`] with the journal opened by `open_journal` (`run --journal postgres://…`: the
+/// root key's records go to PostgreSQL, and the data directory gets no sled journal).
+pub(crate) fn init_with(
+    args: &InitArgs,
+    open_journal: impl FnOnce() -> anyhow::Result<Arc<dyn toka_store::Journal>>,
+) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
     let key_path = dir.root_key_path();
     let token_path = dir.admin_token_path();
@@ -64,7 +78,7 @@ pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         (false, false) => {}
     }
 
-    let token = create(dir)?;
+    let token = create(dir, open_journal)?;
     let text = token.to_string();
     if args.json {
         println!(
@@ -93,12 +107,17 @@ pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
 /// The first `toka-node run` on a fresh data directory: initialises it like `init`, but
 /// never prints the admin token (a service's output ends up in logs); one line on stderr
 /// says where it is. A half-initialised directory fails as `init` does.
-pub(crate) fn on_first_run(dir: &DataDir) -> anyhow::Result<()> {
+///
+/// `open_journal` opens the node's journal (the data directory's own, or PostgreSQL).
+pub(crate) fn on_first_run(
+    dir: &DataDir,
+    open_journal: impl FnOnce() -> anyhow::Result<Arc<dyn toka_store::Journal>>,
+) -> anyhow::Result<()> {
     if dir.root_key_path().exists() && dir.admin_token_path().exists() {
         return Ok(());
     }
     if !dir.root_key_path().exists() && !dir.admin_token_path().exists() {
-        create(dir)?;
+        create(dir, open_journal)?;
         eprintln!(
             "toka-node: initialised {}: journal, root key and an admin token (no caveats) in {}",
             dir.data_dir.display(),
@@ -106,16 +125,22 @@ pub(crate) fn on_first_run(dir: &DataDir) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    init(&InitArgs {
-        dir: dir.clone(),
-        json: false,
-    })
+    init_with(
+        &InitArgs {
+            dir: dir.clone(),
+            json: false,
+        },
+        open_journal,
+    )
     .map(drop)
 }
 
 /// Creates the data directory, its journal, root key and admin token file (see the
 /// module docs); returns the admin token.
-fn create(dir: &DataDir) -> anyhow::Result<Capability> {
+fn create(
+    dir: &DataDir,
+    open_journal: impl FnOnce() -> anyhow::Result<Arc<dyn toka_store::Journal>>,
+) -> anyhow::Result<Capability> {
     let key_path = dir.root_key_path();
     let token_path = dir.admin_token_path();
     DirBuilder::new()
@@ -123,7 +148,7 @@ fn create(dir: &DataDir) -> anyhow::Result<Capability> {
         .mode(0o700)
         .create(&dir.data_dir)
         .with_context(|| format!("creating {}", dir.data_dir.display()))?;
-    let journal = Arc::new(dir.open_or_create_journal()?);
+    let journal = open_journal()?;
     let authority = Authority::open(&key_path, journal).context("creating the root key")?;
     let token = crate::cli::block_on(authority.issue(Vec::new(), "init"))?
         .context("minting the admin token")?;

@@ -82,7 +82,16 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if dir.key_file.is_none() {
         dir.key_file.clone_from(&config.key_file);
     }
-    crate::init::on_first_run(&dir)?;
+    let journal_url = args
+        .journal
+        .clone()
+        .or_else(|| config.journal.clone())
+        .filter(|url| !url.is_empty());
+    let journal_config = journal_config(&dir, &config)?;
+    crate::init::on_first_run(&dir, || match &journal_url {
+        Some(url) => open_postgres(url, journal_config.clone()),
+        None => Ok(Arc::new(dir.open_or_create_journal()?) as Arc<dyn Journal>),
+    })?;
     let listen = match args.listen.or(config.listen) {
         Some(listen) => listen,
         None => DEFAULT_LISTEN.parse().context("the default address")?,
@@ -91,7 +100,15 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let served = runtime.block_on(serve(&dir, &config, &limits, listen, telemetry.is_some()));
+    let served = runtime.block_on(serve(
+        &dir,
+        &config,
+        &limits,
+        listen,
+        telemetry.is_some(),
+        journal_url.as_deref(),
+        journal_config,
+    ));
     drop(runtime);
     // After the runtime: the last spans (the shutdown's) are exported too.
     if let Some(telemetry) = telemetry {
@@ -192,14 +209,8 @@ fn init_logging(
     }
 }
 
-async fn serve(
-    dir: &DataDir,
-    config: &Config,
-    limits: &Limits,
-    listen: SocketAddr,
-    traced: bool,
-) -> anyhow::Result<()> {
-    let node_started = Instant::now();
+/// The journal's settings: durability from the config, the encryption key of the data dir.
+fn journal_config(dir: &DataDir, config: &Config) -> anyhow::Result<JournalConfig> {
     let mut journal_config = JournalConfig::default();
     if let Some(durability) = config.durability {
         journal_config = journal_config.durability(durability.into());
@@ -207,11 +218,48 @@ async fn serve(
     if let Some(key_file) = &dir.key_file {
         journal_config = journal_config.encryption(read_encryption_key(key_file)?);
     }
+    Ok(journal_config)
+}
+
+/// Opens the journal in PostgreSQL (`--journal postgres://…`). Errors show the URL with
+/// its password redacted.
+fn open_postgres(url: &str, config: JournalConfig) -> anyhow::Result<Arc<dyn Journal>> {
+    let shown = toka_store::redact_url(url);
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        anyhow::bail!("unsupported journal URL {shown}: use postgres://user@host/db");
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let journal = toka_store::PgJournal::connect(url, config).map_err(|error| {
+            anyhow::Error::new(error).context(format!("opening the journal at {shown}"))
+        })?;
+        Ok(Arc::new(journal))
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = config;
+        anyhow::bail!("journal {shown}: this toka-node was built without the `postgres` feature")
+    }
+}
+
+async fn serve(
+    dir: &DataDir,
+    config: &Config,
+    limits: &Limits,
+    listen: SocketAddr,
+    traced: bool,
+    journal_url: Option<&str>,
+    journal_config: JournalConfig,
+) -> anyhow::Result<()> {
+    let node_started = Instant::now();
     let journal_path = dir.journal_path();
-    let journal = Arc::new(
-        SledJournal::open(&journal_path, journal_config)
-            .map_err(|error| open_error(&journal_path, error))?,
-    );
+    let journal: Arc<dyn Journal> = match journal_url {
+        Some(url) => open_postgres(url, journal_config)?,
+        None => Arc::new(
+            SledJournal::open(&journal_path, journal_config)
+                .map_err(|error| open_error(&journal_path, error))?,
+        ),
+    };
     let sealer = Sealer::open(&dir.seal_key_path())
         .with_context(|| format!("opening the seal key of {}", dir.data_dir.display()))?;
     let authority = Authority::open(&dir.root_key_path(), journal.clone())
@@ -277,7 +325,7 @@ async fn serve(
         body_timeout: limits.body_timeout,
         info: NodeInfo {
             started: node_started,
-            journal_dir: Some(journal_path.clone()),
+            journal_dir: journal_url.is_none().then(|| journal_path.clone()),
             durability: match config.durability {
                 Some(crate::config::DurabilitySetting::Buffered) => "buffered",
                 _ => "fsync",

@@ -19,9 +19,15 @@
 use crate::Error;
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sled")]
 mod sled;
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::{
+    DEFAULT_PG_SCHEMA, PG_LOCK_RETRY_FOR, PG_SCHEMA_VERSION, PgBackend, PgRange,
+};
 #[cfg(feature = "sled")]
 pub use self::sled::{ANCHOR_FILE, LOCK_RETRY_FOR, SledBackend};
 pub use memory::MemoryBackend;

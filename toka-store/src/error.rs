@@ -49,6 +49,18 @@ pub enum Error {
         /// The version this build reads and writes.
         supported: u8,
     },
+    /// A PostgreSQL journal's schema was migrated by a newer build than this one.
+    #[error(
+        "the PostgreSQL journal schema {schema:?} is at version {found}; this build knows versions up to {supported}"
+    )]
+    UnsupportedSchema {
+        /// The PostgreSQL schema holding the journal.
+        schema: String,
+        /// The version found in its `toka_schema` table.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
     /// An event (after encoding and sealing) is larger than the configured limit.
     #[error(
         "event #{index} of the batch for stream {stream:?} encodes to {size} bytes, over the {max}-byte record limit"

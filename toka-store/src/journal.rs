@@ -312,6 +312,33 @@ impl EventJournal<crate::backend::SledBackend> {
     }
 }
 
+/// A journal stored in a PostgreSQL schema (feature `postgres`); see
+/// [`PgBackend`](crate::PgBackend) for the layout and how durability is kept.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use toka_store::{ExpectedVersion, Journal, JournalConfig, NewEvent, PgJournal};
+/// let journal = PgJournal::connect("postgres://toka@127.0.0.1/toka?schema=agents", JournalConfig::default())?;
+/// journal.append("a", ExpectedVersion::NoStream, &[NewEvent::new("created", vec![])]).await??;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "postgres")]
+pub type PgJournal = EventJournal<crate::backend::PgBackend>;
+
+#[cfg(feature = "postgres")]
+impl EventJournal<crate::backend::PgBackend> {
+    /// Connects to PostgreSQL at `url` and opens (or creates) the journal in the schema the
+    /// URL names (`?schema=NAME`, default `toka`); see
+    /// [`PgBackend::connect`](crate::PgBackend::connect).
+    ///
+    /// # Errors
+    /// As [`PgBackend::connect`](crate::PgBackend::connect) and
+    /// [`EventJournal::with_backend`]. No error contains the URL's password.
+    pub fn connect(url: &str, config: JournalConfig) -> Result<Self, Error> {
+        Self::with_backend(crate::backend::PgBackend::connect(url)?, config)
+    }
+}
+
 /// What appends serialize on. Shared with the commit thread, which checkpoints the
 /// stream index from it.
 pub(crate) struct WriterState {

@@ -14,8 +14,9 @@
 //!   [`Journal::verify`] names the first bad position.
 //! - **Encryption at rest** (opt-in): payloads and snapshots sealed with
 //!   XChaCha20-Poly1305 under a caller-supplied [`EncryptionKey`].
-//! - Back-ends: [`MemoryJournal`] and [`SledJournal`] (feature `sled`, on by default), the
-//!   same logic over two [`Backend`]s, checked by one conformance suite.
+//! - Back-ends: [`MemoryJournal`], [`SledJournal`] (feature `sled`, on by default) and
+//!   `PgJournal` (feature `postgres`: a PostgreSQL schema, one transaction per group
+//!   commit), the same logic over three [`Backend`]s, checked by one conformance suite.
 //!
 //! # Durability contract
 //! An append goes through these steps, in this order:
@@ -87,6 +88,7 @@
 //! | Name | Description | Default |
 //! |---|---|---|
 //! | `sled` | The [`SledJournal`] back-end | yes |
+//! | `postgres` | The `PgJournal` back-end on PostgreSQL (see `backend::PgBackend`) | no |
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -101,9 +103,12 @@ mod index;
 mod journal;
 mod log;
 mod pack;
+mod redact;
 mod subscription;
 mod verify;
 
+#[cfg(feature = "postgres")]
+pub use backend::PgBackend;
 #[cfg(feature = "sled")]
 pub use backend::SledBackend;
 pub use backend::{Backend, MemoryBackend, WriteBatch};
@@ -114,9 +119,12 @@ pub use event::{
     Appended, EventId, EventRef, ExpectedVersion, MAX_STREAM_ID_BYTES, NewEvent, RecordedEvent,
     Snapshot, Timestamp,
 };
+#[cfg(feature = "postgres")]
+pub use journal::PgJournal;
 #[cfg(feature = "sled")]
 pub use journal::SledJournal;
 pub use journal::{AppendResult, EventIter, EventJournal, Journal, MemoryJournal, StreamBatch};
+pub use redact::redact_url;
 pub use subscription::Subscription;
 pub use verify::{BadRecord, VerifyReport};
 

@@ -27,9 +27,12 @@ use toka_store::{
 /// Expands to one `#[tokio::test]` per conformance case. `$make` is an expression that
 /// builds a fresh [`Harness`] (fresh, empty storage); it is evaluated anew for every
 /// harness a case needs.
+///
+/// `journal_conformance!(when $guard => $make)` runs each case only when `$guard` (a `bool`
+/// expression, evaluated per case) holds, for back-ends that need an outside service.
 macro_rules! journal_conformance {
-    ($make:expr) => {
-        journal_conformance!(@cases $make;
+    (when $guard:expr => $make:expr) => {
+        journal_conformance!(@cases $guard, $make;
             append_and_read_back_round_trips_every_field,
             replay_all_events_and_highest_seq,
             replay_honours_bounds_and_limits,
@@ -78,10 +81,16 @@ macro_rules! journal_conformance {
             multi_stream_appends_are_one_ordered_write,
         );
     };
-    (@cases $make:expr; $($case:ident),+ $(,)?) => {
+    ($make:expr) => {
+        journal_conformance!(when true => $make);
+    };
+    (@cases $guard:expr, $make:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
+                if !$guard {
+                    return;
+                }
                 conformance::$case(|| $make).await;
             }
         )+

@@ -1,0 +1,774 @@
+//! The PostgreSQL back-end: the journal's key-value space as a table in a PostgreSQL schema.
+//!
+//! # Layout
+//! One journal lives in one PostgreSQL **schema** (default `toka`, chosen with the
+//! `schema` parameter of the connection URL or [`PgBackend::connect_schema`]), so several
+//! journals (tests, tenants, later the nodes of a cluster) share a database without
+//! seeing each other:
+//! - `<schema>.toka_schema (version, applied_at)`: the schema migrations applied, one row
+//!   each. Opening applies the missing ones in order, in one transaction; a schema newer
+//!   than this build knows is refused ([`Error::UnsupportedSchema`]).
+//! - `<schema>.kv (key bytea PRIMARY KEY, value bytea)`: the journal's ordered key space.
+//!   `bytea` compares byte-wise (`memcmp`, then length), which is the key order the
+//!   journal expects, independent of collations.
+//! - `<schema>.anchor (id = 0, value bytea)`: the journal's anchor (see below).
+//!
+//! # How the contract of [`Backend`] is met
+//! All statements run on **one connection owned by a worker thread** of the back-end; the
+//! journal's threads (tokio workers included: the `postgres` crate cannot block inside a
+//! runtime) hand it jobs over a channel, and it runs them in order.
+//! - [`Backend::apply`] queues the writes and returns at once (it waits only while 1,024
+//!   jobs are queued already: backpressure for `Buffered` appenders). The worker opens a
+//!   transaction if none is open and writes them (consecutive queued batches are merged
+//!   into one `INSERT … SELECT unnest(…) ON CONFLICT DO UPDATE` and one `DELETE … = ANY`).
+//! - **Read-your-writes**: reads are jobs on the same connection, queued behind those
+//!   writes, so they see them (inside the open transaction).
+//! - [`Backend::flush`] commits the transaction with `synchronous_commit = on` (set for the
+//!   session, whatever the server's default): when it returns, PostgreSQL has written and
+//!   fsynced the commit record. So **one transaction per group commit**: every append
+//!   applied since the last flush commits in one go, with one WAL fsync.
+//! - **Ordered prefix recovery**: what survives a crash of the client (or of the server)
+//!   is every committed transaction, and transactions commit in apply order; an
+//!   uncommitted transaction vanishes whole.
+//! - The **anchor** is stored after each flush: inside the next transaction if one is
+//!   already open, otherwise in its own transaction with `synchronous_commit = off` (it
+//!   costs no fsync and becomes durable with the next commit; an older anchor never claims
+//!   more than is stored).
+//! - **Failure**: after any error while a transaction is open (the transaction is then
+//!   aborted, so the writes since the last flush are gone), or once the connection is
+//!   lost, every later call fails: the journal turns poisoned, and reopening it (a new
+//!   connection) recovers what was committed. A write queued by `apply` that fails is
+//!   reported by the next call, at the latest by the flush an appender waits for.
+//!
+//! # One writer per journal
+//! The worker's connection holds a session-level advisory lock on the schema's journal
+//! for as long as it is open, so a second process (or a second handle) opening the same
+//! journal is refused, as sled's file lock does. PostgreSQL releases the lock when the
+//! connection ends, also when the process was killed; opening retries for
+//! up to [`PG_LOCK_RETRY_FOR`] meanwhile. The connection is named
+//! `toka-journal/<schema>` (`application_name`, seen in `pg_stat_activity`).
+//!
+//! # Secrets
+//! Connection URLs may carry a password. It is never logged nor put in an error: use
+//! [`redact_url`](crate::redact_url) to show a URL.
+//!
+//! # Not (yet) here, and what a cluster will need
+//! - TLS: connections are plain (`NoTls`); use a local socket, 127.0.0.1 or a trusted
+//!   network.
+//! - Reconnecting: a lost connection poisons the journal; reopen it.
+//! - Subscriptions are fed in-process by the writer (the journal's acknowledged head), so
+//!   no `LISTEN`/`NOTIFY` is needed here. Readers in *other* processes (cluster nodes
+//!   following a journal they do not write) will need a `NOTIFY` after each commit
+//!   (delivered only after commit, as wanted) on a dedicated listening connection.
+//! - A cluster also needs writer fencing beyond the advisory lock (a lease or epoch row
+//!   checked in every transaction, so a paused old writer cannot commit after a failover)
+//!   and per-node journals: one schema per journal namespace, each with its own
+//!   `toka_schema` migrations, as laid out above.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Statement};
+
+use super::{Backend, Entry, WriteBatch};
+use crate::Error;
+
+/// The schema used when the URL names none.
+pub const DEFAULT_PG_SCHEMA: &str = "toka";
+
+/// The newest schema version this build knows (the number of migrations).
+pub const PG_SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// How long opening waits for the journal's advisory lock, which a connection that just
+/// closed (or whose process was killed) may still hold for a moment.
+pub const PG_LOCK_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// The migrations, in order: migration `i` brings the schema to version `i + 1`. `{s}` is
+/// replaced with the quoted schema name. Never edit a released one; add a new one.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE {s}.kv (key bytea PRIMARY KEY, value bytea NOT NULL);
+     CREATE TABLE {s}.anchor (id smallint PRIMARY KEY CHECK (id = 0), value bytea NOT NULL);",
+];
+
+/// Jobs queued for the worker at most: past this, `apply` (and reads) wait for room, so
+/// a `Buffered` journal's appenders cannot run ahead of PostgreSQL without bound.
+const QUEUE: usize = 1024;
+
+/// Rows per page of a range scan (values are at most a pack or one record).
+const PAGE: i64 = 64;
+
+/// PostgreSQL storage for [`PgJournal`](crate::PgJournal). Cheap to clone (clones share
+/// the worker and its connection).
+#[derive(Clone)]
+pub struct PgBackend {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("schema", &self.shared.schema)
+            .finish()
+    }
+}
+
+type Task = Box<dyn FnOnce(&mut Conn) + Send>;
+
+enum Job {
+    Apply(WriteBatch),
+    Run(Task),
+}
+
+struct Shared {
+    schema: String,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker, which closes the connection (an open
+        // transaction, holding writes nobody flushed, is rolled back) and so releases the
+        // advisory lock. Waiting for it lets a reopen right after find the lock free.
+        self.jobs = None;
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An error of this back-end that is not PostgreSQL's own.
+#[derive(Debug)]
+struct PgFailure(String);
+
+impl std::fmt::Display for PgFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PgFailure {}
+
+fn failure(op: &'static str, message: impl Into<String>) -> Error {
+    Error::backend(op, PgFailure(message.into()))
+}
+
+impl PgBackend {
+    /// Connects to the database of `url` (`postgres://user[:password]@host[:port]/db`, or
+    /// libpq's `key=value` form) and opens the journal in the schema named by the URL's
+    /// `schema` parameter (`…/db?schema=agents`), default [`DEFAULT_PG_SCHEMA`]. Creates
+    /// the schema and applies missing migrations.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the URL is malformed, the server cannot be reached or refuses
+    /// the login, or another connection holds the journal; [`Error::UnsupportedSchema`]
+    /// if the schema was migrated by a newer build. No error contains the password.
+    pub fn connect(url: &str) -> Result<Self, Error> {
+        let (url, schema) = split_schema(url)?;
+        Self::connect_schema(&url, schema.as_deref().unwrap_or(DEFAULT_PG_SCHEMA))
+    }
+
+    /// Like [`PgBackend::connect`], with the schema given apart (`url` must then carry no
+    /// `schema` parameter). Schema names are 1 to 63 characters of `a-z`, `0-9` and `_`,
+    /// not starting with a digit.
+    ///
+    /// # Errors
+    /// As [`PgBackend::connect`]; also for an invalid schema name.
+    pub fn connect_schema(url: &str, schema: &str) -> Result<Self, Error> {
+        const OP: &str = "opening the PostgreSQL journal";
+        validate_schema(schema)?;
+        let mut config = postgres::Config::from_str(url).map_err(|e| Error::backend(OP, e))?;
+        // Names the connection in `pg_stat_activity` (at most 63 bytes are kept).
+        config.application_name(&format!("toka-journal/{schema}"));
+        let (jobs, receive) = mpsc::sync_channel::<Job>(QUEUE);
+        let (opened_tx, opened) = mpsc::sync_channel::<Result<(), Error>>(1);
+        let worker_schema = schema.to_owned();
+        let thread = std::thread::Builder::new()
+            .name(format!("toka-pg-{schema}"))
+            .spawn(move || match Conn::open(&config, &worker_schema) {
+                Ok(conn) => {
+                    let _ = opened_tx.send(Ok(()));
+                    run(conn, receive);
+                }
+                Err(error) => {
+                    let _ = opened_tx.send(Err(error));
+                }
+            })
+            .map_err(|e| Error::backend("starting the PostgreSQL worker thread", e))?;
+        let result = opened
+            .recv()
+            .unwrap_or_else(|_| Err(failure(OP, "the PostgreSQL worker thread stopped")));
+        let shared = Arc::new(Shared {
+            schema: schema.to_owned(),
+            jobs: Some(jobs),
+            thread: Mutex::new(Some(thread)),
+        });
+        result?;
+        tracing::debug!(schema, "PostgreSQL journal back-end connected");
+        Ok(PgBackend { shared })
+    }
+
+    /// The schema holding this journal.
+    pub fn schema(&self) -> &str {
+        &self.shared.schema
+    }
+
+    /// The schema version stored in the database (after opening: [`PG_SCHEMA_VERSION`]).
+    ///
+    /// # Errors
+    /// [`Error::Backend`].
+    pub fn schema_version(&self) -> Result<i32, Error> {
+        self.shared.call("reading the schema version", |conn| {
+            let sql = format!(
+                "SELECT coalesce(max(version), 0) FROM {}.toka_schema",
+                quote(&conn.schema)
+            );
+            conn.query(|client, _| client.query_one(&sql, &[]).map(|row| row.get(0)))
+        })
+    }
+}
+
+impl Shared {
+    fn sender(&self, op: &'static str) -> Result<&mpsc::SyncSender<Job>, Error> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| failure(op, "the PostgreSQL back-end is closed"))
+    }
+
+    /// Runs `f` on the worker and waits for its result.
+    fn call<R: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Conn) -> Result<R, postgres::Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let task: Task = Box::new(move |conn: &mut Conn| {
+            let result = match &conn.failed {
+                Some(reason) => Err(failure(
+                    op,
+                    format!(
+                        "the PostgreSQL connection failed earlier ({reason}); reopen the journal"
+                    ),
+                )),
+                None => f(conn).map_err(|e| Error::backend(op, e)),
+            };
+            let _ = tx.send(result);
+        });
+        self.sender(op)?
+            .send(Job::Run(task))
+            .map_err(|_| failure(op, "the PostgreSQL worker thread stopped"))?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(failure(op, "the PostgreSQL worker thread stopped")))
+    }
+}
+
+/// Checks a schema name: 1–63 of `a-z0-9_`, not starting with a digit (no quoting
+/// surprises, and within PostgreSQL's identifier length).
+fn validate_schema(schema: &str) -> Result<(), Error> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(failure(
+            "opening the PostgreSQL journal",
+            format!(
+                "invalid schema name {schema:?}: use 1 to 63 of a-z, 0-9 and _, not starting with a digit"
+            ),
+        ))
+    }
+}
+
+fn quote(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// Splits the `schema` parameter off a `postgres://` URL. Other forms pass unchanged.
+fn split_schema(url: &str) -> Result<(String, Option<String>), Error> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok((url.to_owned(), None));
+    }
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut schema = None;
+    let mut kept = Vec::new();
+    for param in query.split('&') {
+        match param.split_once('=') {
+            Some(("schema", value)) => schema = Some(value.to_owned()),
+            _ => kept.push(param),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, schema))
+}
+
+/// The worker's connection and its prepared statements.
+struct Conn {
+    client: Client,
+    schema: String,
+    stmts: Stmts,
+    /// A transaction is open (writes since the last flush).
+    in_tx: bool,
+    /// Why the connection is unusable, once it is.
+    failed: Option<String>,
+}
+
+struct Stmts {
+    get: Statement,
+    last_in: Statement,
+    page_from: Statement,
+    page_after: Statement,
+    upsert: Statement,
+    delete: Statement,
+    anchor_get: Statement,
+    anchor_put: Statement,
+}
+
+impl Conn {
+    fn open(config: &postgres::Config, schema: &str) -> Result<Self, Error> {
+        const OP: &str = "opening the PostgreSQL journal";
+        let mut client = config.connect(NoTls).map_err(|e| Error::backend(OP, e))?;
+        let err = |e| Error::backend(OP, e);
+        // Durability must not depend on the server's or the role's defaults.
+        client
+            .batch_execute("SET synchronous_commit TO on")
+            .map_err(err)?;
+        let fsync: String = client.query_one("SHOW fsync", &[]).map_err(err)?.get(0);
+        if fsync != "on" {
+            tracing::warn!(
+                "the PostgreSQL server runs with fsync = {fsync}: a crash of its machine can lose acknowledged events"
+            );
+        }
+        lock_journal(&mut client, schema)?;
+        migrate(&mut client, schema)?;
+        let s = quote(schema);
+        let mut prepare = |sql: String| client.prepare(&sql).map_err(err);
+        let stmts = Stmts {
+            get: prepare(format!("SELECT value FROM {s}.kv WHERE key = $1"))?,
+            last_in: prepare(format!(
+                "SELECT key, value FROM {s}.kv WHERE key >= $1 AND key < $2 ORDER BY key DESC LIMIT 1"
+            ))?,
+            page_from: prepare(format!(
+                "SELECT key, value FROM {s}.kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
+            ))?,
+            page_after: prepare(format!(
+                "SELECT key, value FROM {s}.kv WHERE key > $1 AND key < $2 ORDER BY key LIMIT $3"
+            ))?,
+            upsert: prepare(format!(
+                "INSERT INTO {s}.kv (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ))?,
+            delete: prepare(format!("DELETE FROM {s}.kv WHERE key = ANY($1::bytea[])"))?,
+            anchor_get: prepare(format!("SELECT value FROM {s}.anchor WHERE id = 0"))?,
+            anchor_put: prepare(format!(
+                "INSERT INTO {s}.anchor (id, value) VALUES (0, $1) \
+                 ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value"
+            ))?,
+        };
+        Ok(Conn {
+            client,
+            schema: schema.to_owned(),
+            stmts,
+            in_tx: false,
+            failed: None,
+        })
+    }
+
+    /// Runs `f`; an error inside a transaction (which PostgreSQL then aborts) or on a
+    /// closed connection makes the connection unusable.
+    fn query<R>(
+        &mut self,
+        f: impl FnOnce(&mut Client, &Stmts) -> Result<R, postgres::Error>,
+    ) -> Result<R, postgres::Error> {
+        let result = f(&mut self.client, &self.stmts);
+        if let Err(error) = &result {
+            if self.in_tx || self.client.is_closed() {
+                self.fail(error.to_string());
+            }
+        }
+        result
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(%reason, "the PostgreSQL journal connection failed; reopen the journal");
+        if self.in_tx {
+            // The transaction is aborted: its writes are gone. Try to leave it cleanly.
+            let _ = self.client.batch_execute("ROLLBACK");
+            self.in_tx = false;
+        }
+        self.failed.get_or_insert(reason);
+    }
+
+    fn begin(&mut self) -> Result<(), postgres::Error> {
+        if !self.in_tx {
+            self.client.batch_execute("BEGIN")?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the merged final state of some batches (key → value, `None`: removed).
+    fn apply(&mut self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        if self.failed.is_some() || writes.is_empty() {
+            return;
+        }
+        let result = (|| {
+            self.begin()?;
+            let (mut keys, mut values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+            for (key, value) in &writes {
+                match value {
+                    Some(value) => {
+                        keys.push(key.as_slice());
+                        values.push(value.as_slice());
+                    }
+                    None => removed.push(key.as_slice()),
+                }
+            }
+            if !removed.is_empty() {
+                self.client.execute(&self.stmts.delete, &[&removed])?;
+            }
+            if !keys.is_empty() {
+                let params: [&(dyn ToSql + Sync); 2] = [&keys, &values];
+                self.client.execute(&self.stmts.upsert, &params)?;
+            }
+            Ok::<_, postgres::Error>(())
+        })();
+        if let Err(error) = result {
+            self.fail(format!("a write failed: {error}"));
+        }
+    }
+}
+
+/// Takes the session-level advisory lock of `schema`'s journal, retrying for a while.
+fn lock_journal(client: &mut Client, schema: &str) -> Result<(), Error> {
+    const OP: &str = "locking the PostgreSQL journal";
+    let hash = blake3::hash(format!("toka-journal/{schema}").as_bytes());
+    let mut key = [0; 8];
+    key.copy_from_slice(&hash.as_bytes()[..8]);
+    let key = i64::from_be_bytes(key);
+    let deadline = Instant::now() + PG_LOCK_RETRY_FOR;
+    loop {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .map_err(|e| Error::backend(OP, e))?
+            .get(0);
+        if locked {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(failure(
+                OP,
+                format!(
+                    "the journal in schema {schema:?} is open in another connection (its advisory lock is held)"
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Creates the schema if needed and applies the missing migrations, in one transaction.
+fn migrate(client: &mut Client, schema: &str) -> Result<(), Error> {
+    const OP: &str = "migrating the PostgreSQL journal schema";
+    let s = quote(schema);
+    let mut tx = client.transaction().map_err(|e| Error::backend(OP, e))?;
+    // Creating a schema races with other sessions creating the same one; the lock
+    // serializes migrations of the whole database (they are rare and quick).
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock(7435370656391717479);
+         CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.toka_schema (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .map_err(|e| Error::backend(OP, e))?;
+    let found: i32 = tx
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {s}.toka_schema"),
+            &[],
+        )
+        .map_err(|e| Error::backend(OP, e))?
+        .get(0);
+    if found > PG_SCHEMA_VERSION {
+        return Err(Error::UnsupportedSchema {
+            schema: schema.to_owned(),
+            found: i64::from(found),
+            supported: i64::from(PG_SCHEMA_VERSION),
+        });
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        tx.batch_execute(&sql.replace("{s}", &s))
+            .map_err(|e| Error::backend(OP, e))?;
+        tx.execute(
+            &format!("INSERT INTO {s}.toka_schema (version) VALUES ($1)"),
+            &[&version],
+        )
+        .map_err(|e| Error::backend(OP, e))?;
+        tracing::info!(schema, version, "applied a PostgreSQL journal migration");
+    }
+    tx.commit().map_err(|e| Error::backend(OP, e))
+}
+
+/// The worker: runs jobs in order; merges consecutive queued writes into one statement.
+fn run(mut conn: Conn, jobs: mpsc::Receiver<Job>) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        match job {
+            Job::Run(task) => task(&mut conn),
+            Job::Apply(batch) => {
+                let mut writes = BTreeMap::new();
+                merge(&mut writes, batch);
+                loop {
+                    match jobs.try_recv() {
+                        Ok(Job::Apply(batch)) => merge(&mut writes, batch),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                conn.apply(writes);
+            }
+        }
+    }
+    if conn.in_tx {
+        // Writes nobody flushed: the journal flushes before it closes, so only a journal
+        // that failed gets here. Roll back explicitly rather than leave it to the server.
+        let _ = conn.client.batch_execute("ROLLBACK");
+    }
+}
+
+fn merge(writes: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>, batch: WriteBatch) {
+    for (key, value) in batch.ops {
+        writes.insert(key, value);
+    }
+}
+
+/// The range iterator of [`PgBackend`]: pages of 64 rows by keyset queries, each
+/// page one job on the worker (a scan holds no transaction or cursor open).
+pub struct PgRange {
+    shared: Arc<Shared>,
+    /// The last key returned (`None`: start at `start`, inclusive).
+    after: Option<Vec<u8>>,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    page: std::vec::IntoIter<Entry<Vec<u8>>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for PgRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgRange")
+    }
+}
+
+impl Iterator for PgRange {
+    type Item = Result<Entry<Vec<u8>>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(entry) = self.page.next() {
+            return Some(Ok(entry));
+        }
+        if self.done {
+            return None;
+        }
+        let (from, inclusive) = match &self.after {
+            Some(key) => (key.clone(), false),
+            None => (self.start.clone(), true),
+        };
+        let end = self.end.clone();
+        let page = self.shared.call("scanning a range", move |conn| {
+            conn.query(|client, stmts| {
+                let stmt = if inclusive {
+                    &stmts.page_from
+                } else {
+                    &stmts.page_after
+                };
+                let rows = client.query(stmt, &[&from, &end, &PAGE])?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                    .collect::<Vec<_>>())
+            })
+        });
+        match page {
+            Ok(page) => {
+                match page.last() {
+                    Some((key, _)) if page.len() as i64 == PAGE => {
+                        self.after = Some(key.clone());
+                    }
+                    _ => self.done = true,
+                }
+                self.page = page.into_iter();
+                self.page.next().map(Ok)
+            }
+            Err(error) => {
+                self.done = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+impl Backend for PgBackend {
+    type Value = Vec<u8>;
+    type Range = PgRange;
+
+    /// Queues the writes for the worker and returns; they run in the open transaction
+    /// before any later read or flush (see the module docs).
+    fn apply(&self, batch: WriteBatch) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        const OP: &str = "writing to PostgreSQL";
+        self.shared
+            .sender(OP)?
+            .send(Job::Apply(batch))
+            .map_err(|_| failure(OP, "the PostgreSQL worker thread stopped"))
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, Error> {
+        let key = key.to_vec();
+        self.shared.call("reading a key", move |conn| {
+            conn.query(|client, stmts| {
+                Ok(client
+                    .query_opt(&stmts.get, &[&key])?
+                    .map(|row| row.get::<_, Vec<u8>>(0)))
+            })
+        })
+    }
+
+    fn range(&self, start: &[u8], end: &[u8]) -> Self::Range {
+        PgRange {
+            shared: Arc::clone(&self.shared),
+            after: None,
+            start: start.to_vec(),
+            end: end.to_vec(),
+            page: Vec::new().into_iter(),
+            done: start >= end,
+        }
+    }
+
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry<Self::Value>>, Error> {
+        if start >= end {
+            return Ok(None);
+        }
+        let (start, end) = (start.to_vec(), end.to_vec());
+        self.shared
+            .call("reading the last key of a range", move |conn| {
+                conn.query(|client, stmts| {
+                    Ok(client
+                        .query_opt(&stmts.last_in, &[&start, &end])?
+                        .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1))))
+                })
+            })
+    }
+
+    /// Commits the open transaction; PostgreSQL fsyncs its WAL before `COMMIT` returns.
+    fn flush(&self) -> Result<(), Error> {
+        self.shared.call("committing to PostgreSQL", |conn| {
+            if !conn.in_tx {
+                return Ok(());
+            }
+            let result = conn.client.batch_execute("COMMIT");
+            match result {
+                Ok(()) => {
+                    conn.in_tx = false;
+                    Ok(())
+                }
+                Err(error) => {
+                    conn.fail(format!("a commit failed: {error}"));
+                    Err(error)
+                }
+            }
+        })
+    }
+
+    fn write_anchor(&self, anchor: &[u8]) -> Result<(), Error> {
+        let anchor = anchor.to_vec();
+        self.shared.call("writing the anchor", move |conn| {
+            if conn.in_tx {
+                return conn.query(|client, stmts| {
+                    client.execute(&stmts.anchor_put, &[&anchor]).map(drop)
+                });
+            }
+            // Its own transaction, without waiting for an fsync: durable with the next
+            // commit (or within the server's wal_writer_delay).
+            let hex: String = anchor.iter().map(|b| format!("{b:02x}")).collect();
+            let sql = format!(
+                "BEGIN; SET LOCAL synchronous_commit TO off;
+                 INSERT INTO {s}.anchor (id, value) VALUES (0, '\\x{hex}'::bytea)
+                 ON CONFLICT (id) DO UPDATE SET value = EXCLUDED.value;
+                 COMMIT;",
+                s = quote(&conn.schema)
+            );
+            conn.query(|client, _| client.batch_execute(&sql))
+        })
+    }
+
+    fn read_anchor(&self) -> Result<Option<Vec<u8>>, Error> {
+        self.shared.call("reading the anchor", |conn| {
+            conn.query(|client, stmts| {
+                Ok(client
+                    .query_opt(&stmts.anchor_get, &[])?
+                    .map(|row| row.get::<_, Vec<u8>>(0)))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_parameter_is_split_off() {
+        let (url, schema) = split_schema("postgres://u:p@h/db?schema=abc&sslmode=disable").unwrap();
+        assert_eq!(url, "postgres://u:p@h/db?sslmode=disable");
+        assert_eq!(schema.as_deref(), Some("abc"));
+        let (url, schema) = split_schema("postgres://u@h/db?schema=abc").unwrap();
+        assert_eq!(
+            (url.as_str(), schema.as_deref()),
+            ("postgres://u@h/db", Some("abc"))
+        );
+        let (url, schema) = split_schema("host=h user=u").unwrap();
+        assert_eq!((url.as_str(), schema), ("host=h user=u", None));
+    }
+
+    #[test]
+    fn schema_names_are_checked() {
+        for good in ["toka", "a_1", "_x"] {
+            validate_schema(good).unwrap();
+        }
+        for bad in ["", "1a", "A", "a-b", "a\"b", &"x".repeat(64)] {
+            assert!(validate_schema(bad).is_err(), "{bad:?}");
+        }
+    }
+}
