@@ -31,7 +31,8 @@
 //!      `append_unsynced` calls of one such event to random agent streams.
 //!    - `durable-fsync`: the same agents over a `Durability::Fsync` journal, with 1, 16, 64
 //!      and 256 concurrent senders for a fixed time each. Rate: acknowledged sends/s. For
-//!      one sender the baseline is raw sled `insert` + `flush()` per op; for more, Toka
+//!      one sender the baseline is raw sled `insert` + `flush()` + `fdatasync` of its log
+//!      per op (sled's flush alone is not durable: see toka-store's sled back-end); for more, Toka
 //!      with one sender (the ratio is the group-commit speed-up). Context: the journal
 //!      alone (`append` of one event per call, same number of concurrent tasks).
 //! 3. **Recovery** (`recovery`, `recovery-snapshots`): a journal with 10,000 durable agents
@@ -1501,14 +1502,17 @@ fn journal_alone_fsync_round(
     Ok(out)
 }
 
-/// Raw sled: one writer doing `insert` + `flush()` per op for `duration`; ops/s.
+/// Raw sled: one writer doing `insert` + `flush()` + `fdatasync` of sled's log file per op
+/// for `duration`; ops/s. The `fdatasync` is what makes sled's flush durable (it only
+/// `sync_file_range`s its log), and what the journal's sled back-end does too.
 fn raw_fsync(duration: Duration, value_len: usize) -> BenchResult<Vec<f64>> {
-    progress("raw sled insert+flush");
+    progress("raw sled insert+flush+fdatasync");
     let dir = TempDir::new()?;
     let db = sled::Config::new()
         .path(dir.path())
         .flush_every_ms(None)
         .open()?;
+    let log = std::fs::File::open(dir.path().join("db"))?;
     let value = value_of_len(value_len);
     let start = Instant::now();
     let deadline = start + duration;
@@ -1516,6 +1520,7 @@ fn raw_fsync(duration: Duration, value_len: usize) -> BenchResult<Vec<f64>> {
     while Instant::now() < deadline {
         db.insert(log_key(position), value.as_slice())?;
         db.flush()?;
+        log.sync_data()?;
         position += 1;
     }
     let elapsed = start.elapsed();
@@ -1575,7 +1580,7 @@ fn bench_durable_fsync(rt: &tokio::runtime::Runtime, scale: Scale) -> BenchResul
                 "durable Fsync, 1 sender",
                 unit,
                 toka,
-                "raw sled insert+flush, 1",
+                "raw sled insert+flush+fdatasync, 1",
                 median(&raw),
                 None,
             );
