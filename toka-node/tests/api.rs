@@ -231,15 +231,10 @@ fn tools_come_from_the_config_file() {
         202
     );
 
-    let (status, tools) = node.get("/tools", &token);
-    assert_eq!(status, 200);
-    let names: Vec<&str> = tools
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["fs.list", "fs.read", "fs.write"]);
+    assert_eq!(
+        tool_names(&node, &token),
+        ["fs.list", "fs.read", "fs.write"]
+    );
 
     let write = json!({"path": "note.txt", "content": "hello"});
     let (status, out) = node.json("POST", "/tools/fs.write/invoke", &token, &write);
@@ -514,15 +509,10 @@ fn first_run_without_config_serves_an_fs_workspace_and_points_at_the_console() {
     let node = Node::listening(child, stdout);
     let token = admin_token(&dir);
 
-    let (status, tools) = node.get("/tools", &token);
-    assert_eq!(status, 200, "{tools}");
-    let names: Vec<&str> = tools
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["fs.list", "fs.read", "fs.write"]);
+    assert_eq!(
+        tool_names(&node, &token),
+        ["fs.list", "fs.read", "fs.write"]
+    );
     let write = json!({"path": "hello.txt", "content": "hi"});
     let (status, out) = node.json("POST", "/tools/fs.write/invoke", &token, &write);
     assert_eq!(status, 200, "{out}");
@@ -561,4 +551,16 @@ fn first_run_without_config_serves_an_fs_workspace_and_points_at_the_console() {
         !stderr.contains(&token),
         "the admin token leaked:\n{stderr}"
     );
+}
+
+/// The names `GET /tools` lists.
+fn tool_names(node: &Node, token: &str) -> Vec<String> {
+    let (status, tools) = node.get("/tools", token);
+    assert_eq!(status, 200, "{tools}");
+    tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -33,13 +33,7 @@ fn setup(tmp: &Path, server: &ModelServer) -> std::path::PathBuf {
 /// As [`setup`], with `tools` (TOML lines) added to the `[tools]` table.
 fn setup_with(tmp: &Path, server: &ModelServer, tools: &str) -> std::path::PathBuf {
     let dir = tmp.join("data");
-    let files = tmp.join("files");
-    std::fs::create_dir(&files).unwrap();
-    std::fs::write(
-        files.join("notes.txt"),
-        "Meeting moved to Thursday, room B.",
-    )
-    .unwrap();
+    let files = common::notes_dir(tmp);
     cli(&dir, &["init"]);
     common::set_secret(&dir, "openai-key", KEY);
     let config = tmp.join("toka.toml");

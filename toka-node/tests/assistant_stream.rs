@@ -30,13 +30,7 @@ const ANSWER: [&str; 4] = ["On Thurs", "day, in ", "room ", "B."];
 /// `local` at `server` and the file tools; returns the config file.
 fn setup(tmp: &Path, server: &ModelServer) -> std::path::PathBuf {
     let dir = tmp.join("data");
-    let files = tmp.join("files");
-    std::fs::create_dir(&files).unwrap();
-    std::fs::write(
-        files.join("notes.txt"),
-        "Meeting moved to Thursday, room B.",
-    )
-    .unwrap();
+    let files = common::notes_dir(tmp);
     cli(&dir, &["init"]);
     common::set_secret(&dir, "openai-key", KEY);
     let config = tmp.join("toka.toml");

@@ -97,13 +97,7 @@ fn the_console_in_a_real_browser() {
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let files = tmp.path().join("files");
-    std::fs::create_dir(&files).unwrap();
-    std::fs::write(
-        files.join("notes.txt"),
-        "Meeting moved to Thursday, room B.",
-    )
-    .unwrap();
+    let files = common::notes_dir(tmp.path());
     cli(&dir, &["init"]);
     let admin = admin_token(&dir);
     // Minted (its own identifier), so revoking it leaves the admin token alone.

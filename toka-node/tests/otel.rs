@@ -189,13 +189,7 @@ fn traces_go_from_the_request_through_the_journal_to_the_handling_and_survive_ki
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(ModelServer::start()).with_api_key(KEY);
     let dir = tmp.path().join("data");
-    let files = tmp.path().join("files");
-    std::fs::create_dir(&files).unwrap();
-    std::fs::write(
-        files.join("notes.txt"),
-        "Meeting moved to Thursday, room B.",
-    )
-    .unwrap();
+    let files = common::notes_dir(tmp.path());
     cli(&dir, &["init"]);
     common::set_secret(&dir, "openai-key", KEY);
     let config = tmp.path().join("toka.toml");

@@ -315,3 +315,16 @@ pub(crate) fn transcript(node: &Node, token: &str) -> Vec<Value> {
         .cloned()
         .unwrap_or_else(|| panic!("a transcript is a list: {body}"))
 }
+
+/// `tmp/files` with the assistant tests' `notes.txt` ("Meeting moved to Thursday, room B."):
+/// the fs tools' root of a node under test.
+pub(crate) fn notes_dir(tmp: &Path) -> std::path::PathBuf {
+    let files = tmp.join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(
+        files.join("notes.txt"),
+        "Meeting moved to Thursday, room B.",
+    )
+    .unwrap();
+    files
+}
