@@ -76,6 +76,15 @@ impl NodeClient {
         } else {
             format!("http://{base}")
         };
+        // The node takes bearer tokens only; a password in the URL would be echoed in
+        // errors and sent as Basic auth. Refused without repeating the URL.
+        let url = reqwest::Url::parse(&base)
+            .map_err(|e| anyhow::anyhow!("the node URL is not a URL ({e})"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            anyhow::bail!(
+                "the node URL carries credentials; give the token with --token-file or TOKA_TOKEN"
+            );
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
@@ -206,5 +215,24 @@ impl std::fmt::Debug for NodeClient {
         f.debug_struct("NodeClient")
             .field("base", &self.base)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeClient;
+
+    #[test]
+    fn urls_with_credentials_are_refused_without_echoing_them() {
+        for url in [
+            "http://user:PASSW0RD@127.0.0.1:1",
+            "http://PASSW0RD@127.0.0.1:1",
+        ] {
+            let err = NodeClient::new(url, None).err().unwrap().to_string();
+            assert!(err.contains("credentials"), "{err}");
+            assert!(!err.contains("PASSW0RD"), "{err}");
+        }
+        assert!(NodeClient::new("127.0.0.1:7070", None).is_ok());
+        assert!(NodeClient::new("http://127.0.0.1:7070/", None).is_ok());
     }
 }

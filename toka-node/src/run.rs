@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,14 +54,6 @@ const JOURNAL_CHECK: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
-    // Without a config file the node is still useful: fs tools confined to a workspace
-    // in the data directory (shell.exec stays off until configured).
-    let default_workspace = args.config.is_none().then(|| args.dir.workspace_path());
-    if let Some(workspace) = &default_workspace {
-        std::fs::create_dir_all(workspace)
-            .with_context(|| format!("creating the fs workspace {}", workspace.display()))?;
-        config.tools.fs_root = Some(workspace.clone());
-    }
     // Flags (and their TOKA_* variables) override the config file.
     if args.durability.is_some() {
         config.durability = args.durability;
@@ -92,6 +85,12 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(url) => open_postgres(url, journal_config.clone()),
         None => Ok(Arc::new(dir.open_or_create_journal()?) as Arc<dyn Journal>),
     })?;
+    // Without a config file the node is still useful: fs tools confined to a workspace
+    // in the data directory (shell.exec stays off until configured). Made after `init`,
+    // so the data directory is created private (0700).
+    if args.config.is_none() {
+        config.tools.fs_root = Some(default_workspace(&dir)?);
+    }
     let listen = match args.listen.or(config.listen) {
         Some(listen) => listen,
         None => DEFAULT_LISTEN.parse().context("the default address")?,
@@ -168,6 +167,18 @@ impl Limits {
 
 /// Logs to stderr under `filter` (`RUST_LOG` overrides it); with `otel`, also exports
 /// spans (see `otel.rs`), whose exporter the caller shuts down.
+/// `filter`, with the MCP SDK (rmcp) held at `info` when the filter asks for `debug` or
+/// `trace` without naming it: rmcp's debug lines carry whole MCP requests and responses,
+/// tool arguments and file contents included. `rmcp=debug` in the filter still turns them
+/// on.
+fn with_quiet_payload_logs(mut filter: String) -> String {
+    let verbose = filter.contains("debug") || filter.contains("trace");
+    if verbose && !filter.contains("rmcp") {
+        filter.push_str(",rmcp=info");
+    }
+    filter
+}
+
 fn init_logging(
     filter: Option<&str>,
     json: bool,
@@ -176,10 +187,12 @@ fn init_logging(
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _};
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .or_else(|| filter.map(str::to_owned))
-        .unwrap_or_else(|| "warn".to_owned());
+    let filter = with_quiet_payload_logs(
+        std::env::var("RUST_LOG")
+            .ok()
+            .or_else(|| filter.map(str::to_owned))
+            .unwrap_or_else(|| "warn".to_owned()),
+    );
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
@@ -391,6 +404,37 @@ async fn with_progress<F: Future>(work: F) -> F::Output {
 /// refused and retried; tokio's default is 128.
 const ACCEPT_BACKLOG: u32 = 4096;
 
+/// The data directory's `workspace` (created 0700 if absent), the fs tools' root when no
+/// config names one. A workspace that is a symbolic link is refused: the tools would
+/// follow it out of the data directory.
+fn default_workspace(dir: &DataDir) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let workspace = dir.workspace_path();
+    match std::fs::symlink_metadata(&workspace) {
+        Ok(meta) if meta.file_type().is_symlink() => anyhow::bail!(
+            "the fs workspace {} is a symbolic link: remove it, or name the tools' root with \
+             fs_root in a config file",
+            workspace.display()
+        ),
+        Ok(meta) if !meta.is_dir() => {
+            anyhow::bail!(
+                "the fs workspace {} is not a directory",
+                workspace.display()
+            )
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&workspace)
+            .with_context(|| format!("creating the fs workspace {}", workspace.display()))?,
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("reading the fs workspace {}", workspace.display()));
+        }
+    }
+    Ok(workspace)
+}
+
 /// Tells the operator, on stderr, where the console is, how to sign in (where the admin
 /// token is: never the token itself) and where the fs tools are confined.
 fn first_run_hints(dir: &DataDir, config: &Config, bound: SocketAddr) {
@@ -568,5 +612,24 @@ fn shutdown_signal() -> impl Future<Output = ()> {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_quiet_payload_logs;
+
+    #[test]
+    fn verbose_filters_keep_mcp_payloads_out_unless_asked() {
+        assert_eq!(with_quiet_payload_logs("warn".into()), "warn");
+        assert_eq!(with_quiet_payload_logs("debug".into()), "debug,rmcp=info");
+        assert_eq!(
+            with_quiet_payload_logs("info,toka_actors=trace".into()),
+            "info,toka_actors=trace,rmcp=info"
+        );
+        assert_eq!(
+            with_quiet_payload_logs("debug,rmcp=debug".into()),
+            "debug,rmcp=debug"
+        );
     }
 }

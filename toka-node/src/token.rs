@@ -292,19 +292,21 @@ fn read_token(text: &str) -> anyhow::Result<Capability> {
     Capability::parse(text).map_err(|d| anyhow::anyhow!("cannot read the token: {}", d.reason))
 }
 
-/// The identifier named by `text`: a token's identifier, or a whole token.
+/// The identifier named by `text`: a whole token's identifier, or an identifier as
+/// tokens have them (a UUID, as `token inspect` and `audit tokens` show it). Anything
+/// else (a damaged token, say) is refused without being echoed: revoking it would revoke
+/// nothing while saying it did, and journal the text.
 pub(crate) fn identifier_of(text: &str) -> anyhow::Result<String> {
     if let Ok(token) = Capability::parse(text) {
         return Ok(token.identifier().to_owned());
     }
-    let id = text.trim();
-    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        bail!(
-            "{:?} is neither a token nor a token identifier (as `token inspect` shows it)",
-            id.chars().take(64).collect::<String>()
-        );
+    match uuid::Uuid::try_parse(text.trim()) {
+        Ok(id) => Ok(id.hyphenated().to_string()),
+        Err(_) => bail!(
+            "neither a token nor a token identifier (a UUID, as `token inspect` or `audit \
+             tokens` shows it); is the token complete?"
+        ),
     }
-    Ok(id.to_owned())
 }
 
 /// Parses `--caveat` texts, plus the `expires` caveat of `--ttl`.
@@ -421,16 +423,26 @@ mod tests {
     }
 
     #[test]
-    fn identifiers_come_from_tokens_or_as_given() {
+    fn identifiers_come_from_whole_tokens_or_uuids_only() {
         let token = Authority::from_secret(b"0123456789abcdef0123456789abcdef")
             .mint([])
             .unwrap();
+        let text = token.to_string();
+        assert_eq!(identifier_of(&text).unwrap(), token.identifier());
         assert_eq!(
-            identifier_of(&token.to_string()).unwrap(),
+            identifier_of(&format!(" {} ", token.identifier())).unwrap(),
             token.identifier()
         );
-        assert_eq!(identifier_of(" some-id ").unwrap(), "some-id");
+        // A damaged token is refused, and the error does not echo it.
+        for damaged in [
+            &text[..text.len() - 1],
+            &format!("{text}AA"),
+            &format!("\"{text}\""),
+        ] {
+            let err = identifier_of(damaged).unwrap_err().to_string();
+            assert!(!err.contains(&text[..20]), "{err}");
+        }
         assert!(identifier_of("").is_err());
-        assert!(identifier_of("a b").is_err());
+        assert!(identifier_of("some-id").is_err());
     }
 }

@@ -551,6 +551,27 @@ fn first_run_without_config_serves_an_fs_workspace_and_points_at_the_console() {
         !stderr.contains(&token),
         "the admin token leaked:\n{stderr}"
     );
+
+    // The data directory and the workspace are private.
+    use std::os::unix::fs::PermissionsExt;
+    for private in [&dir, &dir.join("workspace")] {
+        let mode = std::fs::metadata(private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", private.display());
+    }
+
+    // A workspace that is a symbolic link (out of the data directory) is refused.
+    std::fs::remove_dir_all(dir.join("workspace")).unwrap();
+    std::os::unix::fs::symlink("/", dir.join("workspace")).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env_remove("TOKA_LISTEN")
+        .env_remove("TOKA_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a symbolic link"), "{err}");
 }
 
 /// The names `GET /tools` lists.

@@ -446,7 +446,13 @@ fn garbage_tokens_and_missing_data_dirs_are_errors_not_panics() {
         "not initialised",
     );
     assert_error(
-        &toka_node(&["token", "revoke", "some-id", "--data-dir", missing]),
+        &toka_node(&[
+            "token",
+            "revoke",
+            "0190e7a2-5c3b-7d4e-9f00-000000000001",
+            "--data-dir",
+            missing,
+        ]),
         "not initialised",
     );
     assert_error(

@@ -431,7 +431,13 @@ fn a_locked_data_dir_with_no_node_answering_says_so_in_one_line() {
     for args in [
         &["token", "mint", "--data-dir", d][..],
         &["token", "inspect", &admin, "--data-dir", d],
-        &["token", "revoke", "some-id", "--data-dir", d],
+        &[
+            "token",
+            "revoke",
+            "0190e7a2-5c3b-7d4e-9f00-000000000001",
+            "--data-dir",
+            d,
+        ],
         &["events", "list", "--data-dir", d],
         &["events", "verify", "--data-dir", d],
         &["events", "export", "--data-dir", d],

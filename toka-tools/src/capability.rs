@@ -321,6 +321,15 @@ impl<'de> Deserialize<'de> for Capability {
     }
 }
 
+/// `text` with every capability token in it replaced (see
+/// [`redact_tokens`](crate::seal::redact_tokens)).
+fn without_tokens(text: &str) -> String {
+    match crate::seal::redact_tokens(text.as_bytes()) {
+        Some(redacted) => String::from_utf8_lossy(&redacted).into_owned(),
+        None => text.to_owned(),
+    }
+}
+
 /// A revoked token, as journaled in [`REVOCATION_STREAM`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RevocationRecord {
@@ -469,15 +478,19 @@ impl Authority {
     }
 
     /// Mints a token like [`Authority::mint`] and journals who issued it, with which
-    /// caveats, in [`ISSUE_STREAM`] (no signature: the record is not the token), before
-    /// returning it. An authority without a journal ([`Authority::from_secret`]) only
+    /// caveats, in [`ISSUE_STREAM`] (no signature: the record is not the token; any token
+    /// text in a caveat is redacted), before returning it. An authority without a journal ([`Authority::from_secret`]) only
     /// mints.
     ///
     /// # Errors
     /// [`Error::Journal`] (then no token is returned), [`Error::Denied`] as
     /// [`Authority::mint`].
     pub async fn issue(&self, caveats: Vec<Caveat>, issued_by: &str) -> Result<Capability, Error> {
-        let record_caveats = caveats.iter().map(ToString::to_string).collect();
+        // A caveat can hold any text (`agent = <a token>`): the record holds none.
+        let record_caveats = caveats
+            .iter()
+            .map(|caveat| without_tokens(&caveat.to_string()))
+            .collect();
         let token = self.mint(caveats)?;
         if let Some(journal) = &self.inner.journal {
             let record = IssueRecord {
@@ -676,7 +689,7 @@ impl Authority {
         if let Some(journal) = &self.inner.journal {
             let record = RevocationRecord {
                 identifier: identifier.to_owned(),
-                reason: reason.to_owned(),
+                reason: without_tokens(reason),
                 at_micros: Timestamp::now().as_microsecond(),
             };
             let payload = crate::encode(REVOCATION_STREAM, &record)?;

@@ -702,3 +702,41 @@ async fn verified_tokens_are_remembered_but_revocation_and_forgery_still_count()
     assert!(refused.reason.contains("revoked"), "{}", refused.reason);
     assert!(authority.admit(&verified, &request).is_err());
 }
+
+/// `Authority::issue` journals who issued which identifier with which caveats, never a
+/// token: not the issued one, and not one written into a caveat or a revocation reason.
+#[tokio::test]
+async fn issued_tokens_are_journaled_without_any_token_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal: std::sync::Arc<dyn toka_store::Journal> = std::sync::Arc::new(
+        toka_store::MemoryJournal::new(toka_store::JournalConfig::default()).unwrap(),
+    );
+    let authority = Authority::open(&dir.path().join("root.key"), journal.clone()).unwrap();
+    let admin = authority.issue(Vec::new(), "init").await.unwrap();
+    let admin_text = admin.to_string();
+    let planted = Caveat::Agent(admin_text.clone());
+    let narrow = authority
+        .issue(vec![tool("fs.read"), planted], "api:someone")
+        .await
+        .unwrap();
+    authority
+        .revoke(narrow.identifier(), &format!("leaked with {admin_text}"))
+        .await
+        .unwrap();
+
+    let issued = authority.issued().unwrap();
+    assert_eq!(issued.len(), 2);
+    assert_eq!(issued[0].identifier, admin.identifier());
+    assert_eq!(issued[0].issued_by, "init");
+    assert!(issued[0].caveats.is_empty());
+    assert_eq!(issued[1].identifier, narrow.identifier());
+    assert_eq!(issued[1].issued_by, "api:someone");
+    assert_eq!(issued[1].caveats[0], "tool = fs.read");
+    assert_eq!(issued[1].caveats[1], "agent = [redacted capability token]");
+    for event in journal.read_all(1, 100).unwrap() {
+        let bytes = String::from_utf8_lossy(&event.payload).into_owned();
+        for token in [&admin_text, &narrow.to_string()] {
+            assert!(!bytes.contains(token.as_str()), "{}: {bytes}", event.stream);
+        }
+    }
+}
