@@ -258,7 +258,7 @@ async fn records_in_a_newer_format_are_refused_naming_both_formats() {
             .append(
                 id("a").stream(),
                 ExpectedVersion::Any,
-                &[NewEvent::new("toka.msg@3", vec![0])],
+                &[NewEvent::new("toka.msg@4", vec![0])],
             )
             .await
             .unwrap()
@@ -267,7 +267,7 @@ async fn records_in_a_newer_format_are_refused_naming_both_formats() {
     }
     let error = start(dir.path()).await.unwrap_err().to_string();
     assert!(
-        error.contains("agent/a") && error.contains("format 3") && error.contains("formats 1 to 2"),
+        error.contains("agent/a") && error.contains("format 4") && error.contains("formats 1 to 3"),
         "{error}"
     );
 }
