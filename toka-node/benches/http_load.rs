@@ -58,8 +58,9 @@
 //! ```
 //! `TOKA_HTTP_BENCH_MEASURE_MS` (default 2500), `TOKA_HTTP_BENCH_WARMUP_MS` (1000),
 //! `TOKA_HTTP_BENCH_ROUNDS` (3), `TOKA_HTTP_BENCH_CONCURRENCY` (64) and
-//! `TOKA_HTTP_BENCH_AGENTS` (64) change the sizes. The output ends with every result as a
-//! `key=value` line.
+//! `TOKA_HTTP_BENCH_AGENTS` (64) change the sizes; `TOKA_HTTP_BENCH_NODE_CONFIG=FILE`
+//! starts the node with `--config FILE` (to measure an `[otel]` export, say). The output
+//! ends with every result as a `key=value` line.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -537,6 +538,9 @@ fn clock_ticks_per_sec() -> BenchResult<f64> {
 // The node (the parent's side)
 // ---------------------------------------------------------------------------------------
 
+/// A config file for the node under load (`--config`); none by default.
+const NODE_CONFIG_ENV: &str = "TOKA_HTTP_BENCH_NODE_CONFIG";
+
 /// A running `toka-node run`; killed if still running when dropped.
 struct Node {
     child: Child,
@@ -550,10 +554,16 @@ impl Node {
     fn start(dir: &Path) -> BenchResult<Node> {
         let data = dir.join("data");
         let log = std::fs::File::create(dir.join("node.log"))?;
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["run", "--listen", "127.0.0.1:0", "--durability", "fsync"])
             .arg("--data-dir")
-            .arg(&data)
+            .arg(&data);
+        // A config of the caller's (an `[otel]` table, say), to measure what it costs.
+        if let Some(config) = std::env::var_os(NODE_CONFIG_ENV) {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .env_remove("TOKA_LISTEN")
             .env_remove("TOKA_CONFIG")
             .env_remove("TOKA_DURABILITY")
