@@ -147,7 +147,7 @@ fn default_url(node: &NodeArgs) -> anyhow::Result<String> {
 }
 
 /// `listen` as a client can call it.
-fn reachable(mut listen: SocketAddr) -> SocketAddr {
+pub(crate) fn reachable(mut listen: SocketAddr) -> SocketAddr {
     if listen.ip().is_unspecified() {
         listen.set_ip(match listen.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -438,10 +438,7 @@ fn default_workspace(dir: &DataDir) -> anyhow::Result<PathBuf> {
 /// Tells the operator, on stderr, where the console is, how to sign in (where the admin
 /// token is: never the token itself) and where the fs tools are confined.
 fn first_run_hints(dir: &DataDir, config: &Config, bound: SocketAddr) {
-    let mut console = bound;
-    if console.ip().is_unspecified() {
-        console.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
+    let console = crate::remote::reachable(bound);
     eprintln!("toka-node: console at http://{console}/ui");
     eprintln!(
         "toka-node: sign in with the admin token: cat {}",

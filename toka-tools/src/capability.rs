@@ -330,6 +330,37 @@ fn without_tokens(text: &str) -> String {
     }
 }
 
+/// Every revocation journaled in `journal` ([`REVOCATION_STREAM`]), oldest first: what an
+/// [`Authority`] opened on it refuses, readable without the root key.
+///
+/// # Errors
+/// [`Error::Journal`], [`Error::Decode`].
+pub fn revocations_in(journal: &dyn Journal) -> Result<Vec<RevocationRecord>, Error> {
+    records_in(journal, REVOCATION_STREAM)
+}
+
+/// Every token issued into `journal` ([`ISSUE_STREAM`], see [`Authority::issue`]), oldest
+/// first, readable without the root key.
+///
+/// # Errors
+/// [`Error::Journal`], [`Error::Decode`].
+pub fn issued_in(journal: &dyn Journal) -> Result<Vec<IssueRecord>, Error> {
+    records_in(journal, ISSUE_STREAM)
+}
+
+/// Every record of `stream`, decoded, oldest first.
+fn records_in<T: serde::de::DeserializeOwned>(
+    journal: &dyn Journal,
+    stream: &str,
+) -> Result<Vec<T>, Error> {
+    let mut out = Vec::new();
+    for event in journal.iter_stream(stream, 1)? {
+        let event = event?;
+        out.push(crate::decode(stream, event.seq, &event.payload)?);
+    }
+    Ok(out)
+}
+
 /// A revoked token, as journaled in [`REVOCATION_STREAM`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RevocationRecord {
@@ -431,13 +462,10 @@ impl Authority {
     /// [`Error::KeyFile`], [`Error::Journal`], [`Error::Decode`].
     pub fn open(key_file: &Path, journal: Arc<dyn Journal>) -> Result<Self, Error> {
         let secret = zeroize::Zeroizing::new(keyfile::read_or_create(key_file)?);
-        let mut revoked = HashSet::new();
-        for event in journal.iter_stream(REVOCATION_STREAM, 1)? {
-            let event = event?;
-            let record: RevocationRecord =
-                crate::decode(REVOCATION_STREAM, event.seq, &event.payload)?;
-            revoked.insert(record.identifier);
-        }
+        let revoked = revocations_in(journal.as_ref())?
+            .into_iter()
+            .map(|record| record.identifier)
+            .collect();
         Ok(Authority {
             inner: Arc::new(AuthorityInner {
                 key: MacaroonKey::generate(secret.as_slice()),
@@ -518,15 +546,10 @@ impl Authority {
     /// # Errors
     /// [`Error::Journal`], [`Error::Decode`].
     pub fn issued(&self) -> Result<Vec<IssueRecord>, Error> {
-        let Some(journal) = &self.inner.journal else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for event in journal.iter_stream(ISSUE_STREAM, 1)? {
-            let event = event?;
-            out.push(crate::decode(ISSUE_STREAM, event.seq, &event.payload)?);
+        match &self.inner.journal {
+            Some(journal) => issued_in(journal.as_ref()),
+            None => Ok(Vec::new()),
         }
-        Ok(out)
     }
 
     /// Checks `token` for `request`: not revoked, signature chain intact, every caveat
@@ -744,14 +767,9 @@ impl Authority {
     /// # Errors
     /// [`Error::Journal`], [`Error::Decode`].
     pub fn denials(&self) -> Result<Vec<DenialRecord>, Error> {
-        let Some(journal) = &self.inner.journal else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for event in journal.iter_stream(AUDIT_STREAM, 1)? {
-            let event = event?;
-            out.push(crate::decode(AUDIT_STREAM, event.seq, &event.payload)?);
+        match &self.inner.journal {
+            Some(journal) => records_in(journal.as_ref(), AUDIT_STREAM),
+            None => Ok(Vec::new()),
         }
-        Ok(out)
     }
 }

@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use toka_store::Journal;
-use toka_tools::capability::{AUDIT_STREAM, ISSUE_STREAM, REVOCATION_STREAM, RevocationRecord};
-use toka_tools::{Capability, Caveat, DenialRecord, IssueRecord, Verified};
+use toka_tools::capability::{AUDIT_STREAM, issued_in, revocations_in};
+use toka_tools::{Capability, Caveat, DenialRecord, Verified};
 use tokio::sync::mpsc;
 
 use super::auth::permit;
@@ -211,43 +211,34 @@ fn rfc3339(micros: i64) -> Option<String> {
 
 /// The revocations in a journal, oldest first, as JSON (also used offline).
 pub(crate) fn revocations_json(journal: &dyn Journal) -> anyhow::Result<Vec<Value>> {
-    let mut out = Vec::new();
-    for event in journal.iter_stream(REVOCATION_STREAM, 1)? {
-        let event = event?;
-        let record: RevocationRecord = postcard::from_bytes(&event.payload).map_err(|e| {
-            anyhow::anyhow!(
-                "{REVOCATION_STREAM} record {} does not decode: {e}",
-                event.seq
-            )
-        })?;
-        out.push(json!({
-            "identifier": record.identifier,
-            "reason": record.reason,
-            "at": rfc3339(record.at_micros),
-            "at_micros": record.at_micros,
-        }));
-    }
-    Ok(out)
+    Ok(revocations_in(journal)?
+        .into_iter()
+        .map(|record| {
+            json!({
+                "identifier": record.identifier,
+                "reason": record.reason,
+                "at": rfc3339(record.at_micros),
+                "at_micros": record.at_micros,
+            })
+        })
+        .collect())
 }
 
 /// Every token issued ([`toka_tools::Authority::issue`]) in a journal, oldest first, as
 /// JSON (also used offline): identifiers and caveats, never a token.
 pub(crate) fn issued_json(journal: &dyn Journal) -> anyhow::Result<Vec<Value>> {
-    let mut out = Vec::new();
-    for event in journal.iter_stream(ISSUE_STREAM, 1)? {
-        let event = event?;
-        let record: IssueRecord = postcard::from_bytes(&event.payload).map_err(|e| {
-            anyhow::anyhow!("{ISSUE_STREAM} record {} does not decode: {e}", event.seq)
-        })?;
-        out.push(json!({
-            "at": rfc3339(record.at_micros),
-            "at_micros": record.at_micros,
-            "identifier": record.identifier,
-            "caveats": record.caveats,
-            "issued_by": record.issued_by,
-        }));
-    }
-    Ok(out)
+    Ok(issued_in(journal)?
+        .into_iter()
+        .map(|record| {
+            json!({
+                "at": rfc3339(record.at_micros),
+                "at_micros": record.at_micros,
+                "identifier": record.identifier,
+                "caveats": record.caveats,
+                "issued_by": record.issued_by,
+            })
+        })
+        .collect())
 }
 
 /// `GET /audit/tokens`: every token issued (by `init`, the CLI or `POST /tokens`), oldest
