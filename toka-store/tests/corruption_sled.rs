@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Rng, copy_dir, files_under, fsync_config, log_key, runtime};
+use common::{Rng, copy_dir, files_under, fsync_config, log_key, runtime, with_raw_db};
 use toka_store::{
     Error, ExpectedVersion, Journal, NewEvent, RecordedEvent, SledJournal, VerifyReport,
 };
@@ -94,17 +94,6 @@ fn fixture() -> Fixture {
         events,
         report,
     }
-}
-
-/// Runs `edit` on the raw sled database of a closed journal, then flushes and closes it.
-fn with_raw_db(dir: &Path, edit: impl FnOnce(&sled::Db)) {
-    let db = sled::Config::new()
-        .path(dir)
-        .flush_every_ms(None)
-        .open()
-        .unwrap();
-    edit(&db);
-    db.flush().unwrap();
 }
 
 /// Header of a stored pack value: format 2, then the record count (u32 LE).

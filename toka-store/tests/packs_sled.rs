@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fsync_config, log_key, runtime, stored_records};
+use common::{fsync_config, log_key, runtime, stored_records, with_raw_db};
 use toka_store::{
     Error, ExpectedVersion, Journal, NewEvent, RecordedEvent, Retention, SledJournal, StreamBatch,
 };
@@ -52,18 +52,6 @@ fn group_written(dir: &Path) -> (SledJournal, Vec<RecordedEvent>) {
     let all = journal.read_all(1, usize::MAX).unwrap();
     assert_eq!(all.len() as u64, RECORDS);
     (journal, all)
-}
-
-/// Runs `edit` on the raw sled database of a closed journal.
-fn with_raw_db<R>(dir: &Path, edit: impl FnOnce(&sled::Db) -> R) -> R {
-    let db = sled::Config::new()
-        .path(dir)
-        .flush_every_ms(None)
-        .open()
-        .unwrap();
-    let result = edit(&db);
-    db.flush().unwrap();
-    result
 }
 
 /// `(first position, record count)` of every stored log value.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     Rng, child_fail, emit, fsync_config, log_key, multi_thread_runtime, runtime, self_command,
-    stored_records,
+    stored_records, with_raw_db,
 };
 use toka_store::backend::ANCHOR_FILE;
 use toka_store::{
@@ -47,25 +47,6 @@ fn through_value(value: Option<sled::IVec>) -> Option<u64> {
 /// still held by a handle that is going away).
 fn open(dir: &Path, config: JournalConfig) -> SledJournal {
     SledJournal::open(dir, config).unwrap_or_else(|e| panic!("opening the journal failed: {e}"))
-}
-
-/// Runs `edit` on the raw sled database of a closed journal, then flushes and closes it.
-fn with_raw_db<R>(dir: &Path, edit: impl FnOnce(&sled::Db) -> R) -> R {
-    let started = Instant::now();
-    let db = loop {
-        match sled::Config::new().path(dir).flush_every_ms(None).open() {
-            Ok(db) => break db,
-            Err(e)
-                if started.elapsed() < Duration::from_secs(5) && e.to_string().contains("lock") =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("opening the raw database failed: {e}"),
-        }
-    };
-    let result = edit(&db);
-    db.flush().unwrap();
-    result
 }
 
 /// The payload of event `seq` of `stream` in these tests.

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests; each test binary uses a subset of them.
 #![allow(dead_code, unused_imports)]
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use toka_store::{Durability, JournalConfig};
 
 /// The default journal configuration with `Fsync` durability.
@@ -43,4 +46,31 @@ pub(crate) fn stored_records(db: &sled::Db) -> u64 {
             }
         })
         .sum()
+}
+
+/// Opens the raw sled database of a closed journal. sled releases its directory lock from
+/// its own background threads shortly after the last handle is dropped, so this retries a
+/// held lock for a few seconds, as `SledBackend::open` does.
+pub(crate) fn open_raw_db(dir: &Path) -> sled::Db {
+    let started = Instant::now();
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(e)
+                if started.elapsed() < Duration::from_secs(5)
+                    && e.to_string().contains("could not acquire lock") =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening the raw database failed: {e}"),
+        }
+    }
+}
+
+/// Runs `edit` on the raw sled database of a closed journal, then flushes and closes it.
+pub(crate) fn with_raw_db<R>(dir: &Path, edit: impl FnOnce(&sled::Db) -> R) -> R {
+    let db = open_raw_db(dir);
+    let result = edit(&db);
+    db.flush().unwrap();
+    result
 }
