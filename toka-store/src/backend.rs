@@ -21,6 +21,8 @@ use crate::Error;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_lease;
 #[cfg(feature = "sled")]
 mod sled;
 
@@ -28,6 +30,8 @@ mod sled;
 pub use self::postgres::{
     DEFAULT_PG_SCHEMA, PG_LOCK_RETRY_FOR, PG_SCHEMA_VERSION, PgBackend, PgRange,
 };
+#[cfg(feature = "postgres")]
+pub use self::postgres_lease::{Lease, LeaseState, Leases};
 #[cfg(feature = "sled")]
 pub use self::sled::{ANCHOR_FILE, LOCK_RETRY_FOR, SledBackend};
 pub use memory::MemoryBackend;

@@ -41,7 +41,10 @@
 //!   reported by the next call, at the latest by the flush an appender waits for.
 //!
 //! # One writer per journal
-//! The worker's connection holds a session-level advisory lock on the schema's journal
+//! A journal opened with a lease ([`PgBackend::connect_fenced`]) is **fenced** instead:
+//! every transaction it writes starts by checking its lease in the database (see
+//! [`Leases`](crate::Leases)), which is how the nodes of a cluster hand journals over. Otherwise
+//! the worker's connection holds a session-level advisory lock on the schema's journal
 //! for as long as it is open, so a second process (or a second handle) opening the same
 //! journal is refused, as sled's file lock does. PostgreSQL releases the lock when the
 //! connection ends, also when the process was killed; opening retries for
@@ -60,10 +63,8 @@
 //!   no `LISTEN`/`NOTIFY` is needed here. Readers in *other* processes (cluster nodes
 //!   following a journal they do not write) will need a `NOTIFY` after each commit
 //!   (delivered only after commit, as wanted) on a dedicated listening connection.
-//! - A cluster also needs writer fencing beyond the advisory lock (a lease or epoch row
-//!   checked in every transaction, so a paused old writer cannot commit after a failover)
-//!   and per-node journals: one schema per journal namespace, each with its own
-//!   `toka_schema` migrations, as laid out above.
+//! - Writer fencing for a cluster is [`PgBackend::connect_fenced`]; each journal lives in
+//!   a schema of its own, with its own `toka_schema` migrations, as laid out above.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -75,6 +76,7 @@ use std::time::{Duration, Instant};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
+use super::postgres_lease::{Lease, bound_network_waits};
 use super::{Backend, Entry, WriteBatch};
 use crate::Error;
 
@@ -181,17 +183,36 @@ impl PgBackend {
     /// # Errors
     /// As [`PgBackend::connect`]; also for an invalid schema name.
     pub fn connect_schema(url: &str, schema: &str) -> Result<Self, Error> {
+        Self::open(url, schema, None)
+    }
+
+    /// Opens the journal in `schema` **fenced** by `lease` (see
+    /// [`Leases`](crate::Leases)): instead of the advisory lock, every transaction it
+    /// writes first checks in the database that `lease` is still held at its epoch, so
+    /// once the lease is lost the journal commits nothing more and its calls fail with
+    /// [`Error::Fenced`]. Its connection gives up on a silent network within seconds.
+    ///
+    /// # Errors
+    /// As [`PgBackend::connect_schema`] (without the lock wait).
+    pub fn connect_fenced(url: &str, schema: &str, lease: &Lease) -> Result<Self, Error> {
+        Self::open(url, schema, Some(lease.clone()))
+    }
+
+    fn open(url: &str, schema: &str, fence: Option<Lease>) -> Result<Self, Error> {
         const OP: &str = "opening the PostgreSQL journal";
         validate_schema(schema)?;
         let mut config = postgres::Config::from_str(url).map_err(|e| Error::backend(OP, e))?;
         // Names the connection in `pg_stat_activity` (at most 63 bytes are kept).
         config.application_name(&format!("toka-journal/{schema}"));
+        if fence.is_some() {
+            bound_network_waits(&mut config);
+        }
         let (jobs, receive) = mpsc::sync_channel::<Job>(QUEUE);
         let (opened_tx, opened) = mpsc::sync_channel::<Result<(), Error>>(1);
         let worker_schema = schema.to_owned();
         let thread = std::thread::Builder::new()
             .name(format!("toka-pg-{schema}"))
-            .spawn(move || match Conn::open(&config, &worker_schema) {
+            .spawn(move || match Conn::open(&config, &worker_schema, fence) {
                 Ok(conn) => {
                     let _ = opened_tx.send(Ok(()));
                     run(conn, receive);
@@ -249,14 +270,22 @@ impl Shared {
     ) -> Result<R, Error> {
         let (tx, rx) = mpsc::sync_channel(1);
         let task: Task = Box::new(move |conn: &mut Conn| {
-            let result = match &conn.failed {
-                Some(reason) => Err(failure(
+            let result = match (conn.fenced(), &conn.failed) {
+                (Some(fenced), _) => Err(fenced),
+                (None, Some(reason)) => Err(failure(
                     op,
                     format!(
                         "the PostgreSQL connection failed earlier ({reason}); reopen the journal"
                     ),
                 )),
-                None => f(conn).map_err(|e| Error::backend(op, e)),
+                (None, None) => {
+                    let result = f(conn);
+                    // The call itself may have found the lease lost.
+                    match conn.fenced() {
+                        Some(fenced) => Err(fenced),
+                        None => result.map_err(|e| Error::backend(op, e)),
+                    }
+                }
             };
             let _ = tx.send(result);
         });
@@ -270,7 +299,7 @@ impl Shared {
 
 /// Checks a schema name: 1–63 of `a-z0-9_`, not starting with a digit (no quoting
 /// surprises, and within PostgreSQL's identifier length).
-fn validate_schema(schema: &str) -> Result<(), Error> {
+pub(super) fn validate_schema(schema: &str) -> Result<(), Error> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
         && schema
@@ -289,7 +318,7 @@ fn validate_schema(schema: &str) -> Result<(), Error> {
     }
 }
 
-fn quote(schema: &str) -> String {
+pub(super) fn quote(schema: &str) -> String {
     format!("\"{schema}\"")
 }
 
@@ -326,6 +355,10 @@ struct Conn {
     in_tx: bool,
     /// Why the connection is unusable, once it is.
     failed: Option<String>,
+    /// The lease every transaction checks first (a fenced journal), with its statement.
+    fence: Option<(Lease, Statement)>,
+    /// The lease was found lost: nothing more is written.
+    lost_lease: bool,
 }
 
 struct Stmts {
@@ -340,7 +373,7 @@ struct Stmts {
 }
 
 impl Conn {
-    fn open(config: &postgres::Config, schema: &str) -> Result<Self, Error> {
+    fn open(config: &postgres::Config, schema: &str, fence: Option<Lease>) -> Result<Self, Error> {
         const OP: &str = "opening the PostgreSQL journal";
         let mut client = config.connect(NoTls).map_err(|e| Error::backend(OP, e))?;
         let err = |e| Error::backend(OP, e);
@@ -354,8 +387,27 @@ impl Conn {
                 "the PostgreSQL server runs with fsync = {fsync}: a crash of its machine can lose acknowledged events"
             );
         }
-        lock_journal(&mut client, schema)?;
+        // A fenced journal's lease stands in for the lock (a partitioned old holder's
+        // session could keep the lock for long after its lease expired).
+        if fence.is_none() {
+            lock_journal(&mut client, schema)?;
+        }
         migrate(&mut client, schema)?;
+        let fence = match fence {
+            Some(lease) => {
+                let check = client
+                    .prepare(&format!(
+                        "SELECT 1 FROM {}.toka_leases
+                         WHERE name = $1 AND holder = $2 AND epoch = $3
+                           AND expires_at > clock_timestamp()
+                         FOR SHARE",
+                        quote(lease.schema())
+                    ))
+                    .map_err(err)?;
+                Some((lease, check))
+            }
+            None => None,
+        };
         let s = quote(schema);
         let mut prepare = |sql: String| client.prepare(&sql).map_err(err);
         let stmts = Stmts {
@@ -386,6 +438,8 @@ impl Conn {
             stmts,
             in_tx: false,
             failed: None,
+            fence,
+            lost_lease: false,
         })
     }
 
@@ -414,21 +468,65 @@ impl Conn {
         self.failed.get_or_insert(reason);
     }
 
-    fn begin(&mut self) -> Result<(), postgres::Error> {
-        if !self.in_tx {
-            self.client.batch_execute("BEGIN")?;
-            self.in_tx = true;
+    /// [`Error::Fenced`] once a fenced journal found its lease lost.
+    fn fenced(&self) -> Option<Error> {
+        match &self.fence {
+            Some((lease, _)) if self.lost_lease => Some(Error::Fenced {
+                lease: lease.name().to_owned(),
+                epoch: lease.epoch(),
+            }),
+            _ => None,
         }
-        Ok(())
+    }
+
+    /// Opens a transaction unless one is open. A fenced journal first checks its lease
+    /// and keeps the lease's row share-locked until the commit, so a new holder cannot
+    /// take it over in between; `Ok(false)`: the lease is lost, nothing may be written.
+    /// An error after `BEGIN` fails the connection.
+    fn begin(&mut self) -> Result<bool, postgres::Error> {
+        if self.in_tx {
+            return Ok(true);
+        }
+        if self.lost_lease {
+            return Ok(false);
+        }
+        self.client.batch_execute("BEGIN")?;
+        self.in_tx = true;
+        let Some((lease, check)) = &self.fence else {
+            return Ok(true);
+        };
+        let held = self
+            .client
+            .query_opt(check, &[&lease.name(), &lease.holder(), &lease.epoch()]);
+        match held {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => {
+                tracing::error!(
+                    lease = lease.name(),
+                    epoch = lease.epoch(),
+                    "the journal's lease is lost: it writes nothing more"
+                );
+                self.lost_lease = true;
+                let _ = self.client.batch_execute("ROLLBACK");
+                self.in_tx = false;
+                Ok(false)
+            }
+            Err(error) => {
+                self.fail(format!("checking the journal's lease failed: {error}"));
+                Err(error)
+            }
+        }
     }
 
     /// Writes the merged final state of some batches (key → value, `None`: removed).
     fn apply(&mut self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
-        if self.failed.is_some() || writes.is_empty() {
+        if self.failed.is_some() || self.lost_lease || writes.is_empty() {
             return;
         }
         let result = (|| {
-            self.begin()?;
+            if !self.begin()? {
+                return Ok(()); // dropped: the next call reports the lost lease
+            }
             let (mut keys, mut values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
             for (key, value) in &writes {
                 match value {
@@ -721,6 +819,21 @@ impl Backend for PgBackend {
             }
             // Its own transaction, without waiting for an fsync: durable with the next
             // commit (or within the server's wal_writer_delay).
+            if conn.fence.is_some() {
+                // Fenced: the transaction starts with the lease check.
+                if !conn.begin()? {
+                    return Ok(()); // `call` reports the lost lease
+                }
+                let written = conn.query(|client, stmts| {
+                    client.batch_execute("SET LOCAL synchronous_commit TO off")?;
+                    client.execute(&stmts.anchor_put, &[&anchor])?;
+                    client.batch_execute("COMMIT")
+                });
+                if written.is_ok() {
+                    conn.in_tx = false;
+                }
+                return written;
+            }
             let hex: String = anchor.iter().map(|b| format!("{b:02x}")).collect();
             let sql = format!(
                 "BEGIN; SET LOCAL synchronous_commit TO off;
