@@ -84,7 +84,7 @@
 
 pub(crate) mod admin;
 mod approvals;
-mod auth;
+pub(crate) mod auth;
 mod console;
 mod error;
 mod listen;

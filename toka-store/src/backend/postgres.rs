@@ -101,6 +101,9 @@ const MIGRATIONS: &[&str] = &[
 /// a `Buffered` journal's appenders cannot run ahead of PostgreSQL without bound.
 const QUEUE: usize = 1024;
 
+/// How long a transaction may stay open with no job coming before the worker commits it.
+const IDLE_COMMIT: Duration = Duration::from_millis(200);
+
 /// Rows per page of a range scan (values are at most a pack or one record).
 const PAGE: i64 = 64;
 
@@ -204,8 +207,13 @@ impl PgBackend {
         let mut config = postgres::Config::from_str(url).map_err(|e| Error::backend(OP, e))?;
         // Names the connection in `pg_stat_activity` (at most 63 bytes are kept).
         config.application_name(&format!("toka-journal/{schema}"));
-        if fence.is_some() {
+        if let Some(lease) = &fence {
             bound_network_waits(&mut config);
+            // A transaction left open by a paused or cut-off holder must not keep its
+            // locks (the new holder writes the same keys): the server ends such a session
+            // after a lease period (a live journal commits within `IDLE_COMMIT`).
+            let idle = lease.period().max(Duration::from_secs(1)).as_millis();
+            config.options(&format!("-c idle_in_transaction_session_timeout={idle}"));
         }
         let (jobs, receive) = mpsc::sync_channel::<Job>(QUEUE);
         let (opened_tx, opened) = mpsc::sync_channel::<Result<(), Error>>(1);
@@ -322,8 +330,12 @@ pub(super) fn quote(schema: &str) -> String {
     format!("\"{schema}\"")
 }
 
-/// Splits the `schema` parameter off a `postgres://` URL. Other forms pass unchanged.
-fn split_schema(url: &str) -> Result<(String, Option<String>), Error> {
+/// Splits the `schema` parameter off a `postgres://` URL: `(the URL without it, the
+/// schema)`. Other forms (libpq's `key=value`) pass unchanged, with no schema.
+///
+/// # Errors
+/// None today; kept fallible for stricter parsing.
+pub fn split_schema(url: &str) -> Result<(String, Option<String>), Error> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Ok((url.to_owned(), None));
     }
@@ -346,6 +358,15 @@ fn split_schema(url: &str) -> Result<(String, Option<String>), Error> {
     Ok((url, schema))
 }
 
+/// A fenced journal's lease and the statements checking it.
+struct Fence {
+    lease: Lease,
+    /// Whether the lease is held (no lock): run as a transaction starts.
+    held: Statement,
+    /// The same, share-locking the lease's row until the commit that follows at once.
+    held_locked: Statement,
+}
+
 /// The worker's connection and its prepared statements.
 struct Conn {
     client: Client,
@@ -355,8 +376,8 @@ struct Conn {
     in_tx: bool,
     /// Why the connection is unusable, once it is.
     failed: Option<String>,
-    /// The lease every transaction checks first (a fenced journal), with its statement.
-    fence: Option<(Lease, Statement)>,
+    /// The lease every transaction checks (a fenced journal), with its statements.
+    fence: Option<Fence>,
     /// The lease was found lost: nothing more is written.
     lost_lease: bool,
 }
@@ -395,16 +416,19 @@ impl Conn {
         migrate(&mut client, schema)?;
         let fence = match fence {
             Some(lease) => {
-                let check = client
-                    .prepare(&format!(
-                        "SELECT 1 FROM {}.toka_leases
-                         WHERE name = $1 AND holder = $2 AND epoch = $3
-                           AND expires_at > clock_timestamp()
-                         FOR SHARE",
-                        quote(lease.schema())
-                    ))
-                    .map_err(err)?;
-                Some((lease, check))
+                let sql = format!(
+                    "SELECT 1 FROM {}.toka_leases
+                     WHERE name = $1 AND holder = $2 AND epoch = $3
+                       AND expires_at > clock_timestamp()",
+                    quote(lease.schema())
+                );
+                let held = client.prepare(&sql).map_err(err)?;
+                let held_locked = client.prepare(&format!("{sql} FOR SHARE")).map_err(err)?;
+                Some(Fence {
+                    lease,
+                    held,
+                    held_locked,
+                })
             }
             None => None,
         };
@@ -471,18 +495,17 @@ impl Conn {
     /// [`Error::Fenced`] once a fenced journal found its lease lost.
     fn fenced(&self) -> Option<Error> {
         match &self.fence {
-            Some((lease, _)) if self.lost_lease => Some(Error::Fenced {
-                lease: lease.name().to_owned(),
-                epoch: lease.epoch(),
+            Some(fence) if self.lost_lease => Some(Error::Fenced {
+                lease: fence.lease.name().to_owned(),
+                epoch: fence.lease.epoch(),
             }),
             _ => None,
         }
     }
 
-    /// Opens a transaction unless one is open. A fenced journal first checks its lease
-    /// and keeps the lease's row share-locked until the commit, so a new holder cannot
-    /// take it over in between; `Ok(false)`: the lease is lost, nothing may be written.
-    /// An error after `BEGIN` fails the connection.
+    /// Opens a transaction unless one is open. A fenced journal checks its lease first
+    /// (so a writer that lost it stops at once); `Ok(false)`: the lease is lost, nothing
+    /// may be written. An error after `BEGIN` fails the connection.
     fn begin(&mut self) -> Result<bool, postgres::Error> {
         if self.in_tx {
             return Ok(true);
@@ -492,12 +515,48 @@ impl Conn {
         }
         self.client.batch_execute("BEGIN")?;
         self.in_tx = true;
-        let Some((lease, check)) = &self.fence else {
+        self.check_lease(false)
+    }
+
+    /// Commits the open transaction. A fenced journal checks its lease right before, in
+    /// the transaction, share-locking the lease's row until the commit: a new holder's
+    /// take-over waits for that commit, and a commit after a take-over is refused, so
+    /// writes of two holdings never interleave. The row is locked only while committing,
+    /// so renewing the lease never waits for a transaction in progress.
+    fn commit(&mut self) -> Result<(), postgres::Error> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        if !self.check_lease(true)? {
+            return Ok(()); // rolled back: `call` reports the lost lease
+        }
+        match self.client.batch_execute("COMMIT") {
+            Ok(()) => {
+                self.in_tx = false;
+                Ok(())
+            }
+            Err(error) => {
+                self.fail(format!("a commit failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
+    /// In a fenced journal's open transaction: whether its lease is still held (`locked`:
+    /// share-locking its row). A lost lease rolls the transaction back.
+    fn check_lease(&mut self, locked: bool) -> Result<bool, postgres::Error> {
+        let Some(fence) = &self.fence else {
             return Ok(true);
         };
+        let statement = if locked {
+            &fence.held_locked
+        } else {
+            &fence.held
+        };
+        let lease = &fence.lease;
         let held = self
             .client
-            .query_opt(check, &[&lease.name(), &lease.holder(), &lease.epoch()]);
+            .query_opt(statement, &[&lease.name(), &lease.holder(), &lease.epoch()]);
         match held {
             Ok(Some(_)) => Ok(true),
             Ok(None) => {
@@ -632,6 +691,16 @@ fn run(mut conn: Conn, jobs: mpsc::Receiver<Job>) {
     loop {
         let job = match next.take() {
             Some(job) => job,
+            None if conn.in_tx && conn.failed.is_none() => match jobs.recv_timeout(IDLE_COMMIT) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Nobody flushed what is written (an index checkpoint, say): commit
+                    // it rather than keep a transaction open, and its locks held.
+                    let _ = conn.commit();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
             None => match jobs.recv() {
                 Ok(job) => job,
                 Err(_) => break,
@@ -791,22 +860,8 @@ impl Backend for PgBackend {
 
     /// Commits the open transaction; PostgreSQL fsyncs its WAL before `COMMIT` returns.
     fn flush(&self) -> Result<(), Error> {
-        self.shared.call("committing to PostgreSQL", |conn| {
-            if !conn.in_tx {
-                return Ok(());
-            }
-            let result = conn.client.batch_execute("COMMIT");
-            match result {
-                Ok(()) => {
-                    conn.in_tx = false;
-                    Ok(())
-                }
-                Err(error) => {
-                    conn.fail(format!("a commit failed: {error}"));
-                    Err(error)
-                }
-            }
-        })
+        self.shared
+            .call("committing to PostgreSQL", |conn| conn.commit())
     }
 
     fn write_anchor(&self, anchor: &[u8]) -> Result<(), Error> {
@@ -824,15 +879,11 @@ impl Backend for PgBackend {
                 if !conn.begin()? {
                     return Ok(()); // `call` reports the lost lease
                 }
-                let written = conn.query(|client, stmts| {
+                conn.query(|client, stmts| {
                     client.batch_execute("SET LOCAL synchronous_commit TO off")?;
-                    client.execute(&stmts.anchor_put, &[&anchor])?;
-                    client.batch_execute("COMMIT")
-                });
-                if written.is_ok() {
-                    conn.in_tx = false;
-                }
-                return written;
+                    client.execute(&stmts.anchor_put, &[&anchor]).map(drop)
+                })?;
+                return conn.commit();
             }
             let hex: String = anchor.iter().map(|b| format!("{b:02x}")).collect();
             let sql = format!(

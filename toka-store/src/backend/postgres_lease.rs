@@ -39,6 +39,7 @@ pub struct Lease {
     name: String,
     holder: String,
     epoch: i64,
+    period: Duration,
 }
 
 impl Lease {
@@ -61,6 +62,11 @@ impl Lease {
     pub fn epoch(&self) -> i64 {
         self.epoch
     }
+
+    /// The period it was taken for (and is renewed by).
+    pub fn period(&self) -> Duration {
+        self.period
+    }
 }
 
 /// One row of the lease table, as [`Leases::list`] reads it.
@@ -77,19 +83,98 @@ pub struct LeaseState {
     pub remaining_ms: i64,
 }
 
-/// A connection to a lease table (see the [module docs](self)).
-pub struct Leases {
+/// A blocking PostgreSQL connection that reopens itself: a call after the connection was
+/// lost connects again. Its network waits are bounded (a silent server fails a call within
+/// seconds), so a caller keeping a lease notices in time. Used by [`Leases`], and by
+/// anything else that keeps small bookkeeping tables beside the journals (a cluster's
+/// membership).
+///
+/// The calls block: make them from a thread of your own or `spawn_blocking`.
+pub struct PgSession {
     config: postgres::Config,
-    schema: String,
     client: Mutex<Option<Client>>,
 }
 
-impl std::fmt::Debug for Leases {
+impl std::fmt::Debug for PgSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leases")
-            .field("schema", &self.schema)
-            .finish()
+        f.write_str("PgSession")
     }
+}
+
+impl PgSession {
+    /// A session to the database of `url` (no `schema` parameter), named `name` in
+    /// `pg_stat_activity`. Connects on the first call.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] for a malformed URL. No error contains the password.
+    pub fn new(url: &str, name: &str) -> Result<Self, Error> {
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|e| Error::backend("reading a PostgreSQL URL", e))?;
+        config.application_name(name);
+        // A cut-off database must fail calls within seconds, not after TCP's minutes, so
+        // that a lease holder notices before its lease runs out; a row lock held by
+        // someone else fails a call after a second instead of blocking it.
+        bound_network_waits(&mut config);
+        config.options("-c lock_timeout=1000");
+        Ok(PgSession {
+            config,
+            client: Mutex::new(None),
+        })
+    }
+
+    /// Runs `f` on the connection, opening it first if it is not open (or was lost).
+    ///
+    /// # Errors
+    /// [`Error::Backend`] naming `op`, if connecting or `f` fails.
+    pub fn run<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Client) -> Result<R, postgres::Error>,
+    ) -> Result<R, Error> {
+        let mut slot = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(Client::is_closed) {
+            *slot = None;
+        }
+        let client = match slot.as_mut() {
+            Some(client) => client,
+            None => slot.insert(
+                self.config
+                    .connect(NoTls)
+                    .map_err(|e| Error::backend(op, e))?,
+            ),
+        };
+        let result = f(client);
+        if result.is_err() && client.is_closed() {
+            *slot = None;
+        }
+        result.map_err(|e| Error::backend(op, e))
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        // The `postgres` client closes its connection by blocking on its own runtime,
+        // which panics on a tokio worker: close it on a thread of its own there.
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(client) = client {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new()
+                    .name("toka-pg-close".into())
+                    .spawn(move || drop(client));
+            }
+        }
+    }
+}
+
+/// A connection to a lease table (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Leases {
+    session: PgSession,
+    schema: String,
 }
 
 impl Leases {
@@ -103,15 +188,9 @@ impl Leases {
     pub fn connect(url: &str, schema: &str) -> Result<Self, Error> {
         const OP: &str = "opening the PostgreSQL lease table";
         validate_schema(schema)?;
-        let mut config = postgres::Config::from_str(url).map_err(|e| Error::backend(OP, e))?;
-        config.application_name(&format!("toka-leases/{schema}"));
-        // A cut-off database must fail calls within seconds, not after TCP's minutes, so
-        // that a holder notices before its lease runs out.
-        bound_network_waits(&mut config);
         let leases = Leases {
-            config,
+            session: PgSession::new(url, &format!("toka-leases/{schema}"))?,
             schema: schema.to_owned(),
-            client: Mutex::new(None),
         };
         leases.with_client(OP, |client, s| {
             client.batch_execute(&format!(
@@ -168,6 +247,7 @@ impl Leases {
             name: name.to_owned(),
             holder: holder.to_owned(),
             epoch,
+            period: ttl,
         }))
     }
 
@@ -247,29 +327,14 @@ impl Leases {
         })
     }
 
-    /// Runs `f` on the connection, opening it first if it is not open (or was lost).
+    /// Runs `f` with the connection and the quoted schema name.
     fn with_client<R>(
         &self,
         op: &'static str,
         f: impl FnOnce(&mut Client, &str) -> Result<R, postgres::Error>,
     ) -> Result<R, Error> {
-        let mut slot = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(Client::is_closed) {
-            *slot = None;
-        }
-        let client = match slot.as_mut() {
-            Some(client) => client,
-            None => slot.insert(
-                self.config
-                    .connect(NoTls)
-                    .map_err(|e| Error::backend(op, e))?,
-            ),
-        };
-        let result = f(client, &quote(&self.schema));
-        if result.is_err() && client.is_closed() {
-            *slot = None;
-        }
-        result.map_err(|e| Error::backend(op, e))
+        let schema = quote(&self.schema);
+        self.session.run(op, |client| f(client, &schema))
     }
 }
 
@@ -283,25 +348,6 @@ pub(crate) fn bound_network_waits(config: &mut postgres::Config) {
         .keepalives_idle(Duration::from_secs(1))
         .keepalives_interval(Duration::from_secs(1))
         .keepalives_retries(2);
-}
-
-impl Drop for Leases {
-    fn drop(&mut self) {
-        // The `postgres` client closes its connection by blocking on its own runtime,
-        // which panics on a tokio worker: close it on a thread of its own there.
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(client) = client {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::Builder::new()
-                    .name("toka-leases-close".into())
-                    .spawn(move || drop(client));
-            }
-        }
-    }
 }
 
 /// A duration in whole milliseconds, for PostgreSQL intervals.

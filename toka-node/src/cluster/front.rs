@@ -1,0 +1,441 @@
+//! The cluster node's HTTP front: every request is routed to the shard it concerns,
+//! served in-process when this node holds the shard, forwarded to its holder otherwise.
+//!
+//! - `/agents/{id}…`: the agent's shard (recorded, else its id's home shard).
+//! - `POST /agents`: the parent's shard, or the new id's home shard; the id is recorded
+//!   in the cluster's directory first, so it names one shard only.
+//! - `GET /agents`: every node's agents, merged (each node answers for its own shards).
+//! - `GET /cluster`: the members, the shards' holders and epochs (`api.status.read`).
+//! - `GET /health`: this node; anything else: this node's lowest shard (or, holding none,
+//!   the first held shard's node).
+//!
+//! A forwarded request carries `x-toka-forwarded`; a node that gets one for a shard it
+//! does not hold (it moved meanwhile) answers 503 instead of forwarding again. A shard
+//! being taken over answers 503 with `Retry-After: 1`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use super::placement::home_shard;
+use super::{Cluster, catalog};
+use crate::server::auth::{admit, bearer};
+use crate::server::{ApiError, BODY_LIMIT};
+
+/// Marks a request forwarded by another node (its value: that node's id).
+const FORWARDED: HeaderName = HeaderName::from_static("x-toka-forwarded");
+
+/// Asks a node for its own shards' answer only (`GET /agents` merging).
+const NODE_SCOPE: HeaderName = HeaderName::from_static("x-toka-node-scope");
+
+/// The front's router: one handler for every path.
+pub(crate) fn router(cluster: Arc<Cluster>) -> Router {
+    Router::new()
+        .fallback(front)
+        .layer(axum::middleware::from_fn(crate::otel::http_span))
+        .with_state(cluster)
+}
+
+async fn front(State(cluster): State<Arc<Cluster>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    if path == "/health" {
+        return health(&cluster);
+    }
+    let public = path == "/openapi.json" || path == "/ui" || path.starts_with("/ui/");
+    let forwarded = request.headers().contains_key(&FORWARDED);
+    if public {
+        return home(&cluster, request, forwarded).await;
+    }
+    let token = match bearer(&cluster.authority, request.headers()) {
+        Ok(token) => token,
+        Err(message) => return ApiError::new(StatusCode::UNAUTHORIZED, message).into_response(),
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["cluster"]) => {
+            if let Err(message) = admit(&cluster.authority, &token, "api.status.read", None) {
+                return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
+            }
+            status(&cluster)
+        }
+        (&Method::POST, ["agents"]) => spawn(&cluster, &token, request, forwarded).await,
+        (&Method::GET, ["agents"]) => {
+            if let Err(message) = admit(&cluster.authority, &token, "api.agents.read", None) {
+                return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
+            }
+            list(&cluster, request, forwarded).await
+        }
+        (_, ["agents", id, ..]) if !id.is_empty() => {
+            let shard = shard_of(&cluster, id).await;
+            dispatch(&cluster, shard, request, forwarded).await
+        }
+        _ => home(&cluster, request, forwarded).await,
+    }
+}
+
+/// `GET /health` of this node.
+fn health(cluster: &Cluster) -> Response {
+    let shards: Vec<u32> = valid_local(cluster);
+    json_response(json!({"status": "ok", "node": cluster.settings.node_id, "shards": shards}))
+}
+
+/// `GET /cluster`: what this node last saw of the cluster.
+fn status(cluster: &Cluster) -> Response {
+    let settings = &cluster.settings;
+    let view = cluster
+        .view
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let local = valid_local(cluster);
+    let members: Vec<Value> = view
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "address": m.address,
+                "alive": catalog::alive(m, settings.lease),
+                "silent_ms": m.silent_ms,
+            })
+        })
+        .collect();
+    let shards: Vec<Value> = (0..settings.shards)
+        .map(|shard| match view.holders.get(&shard) {
+            Some((holder, epoch, remaining)) if *remaining > 0 => json!({
+                "shard": shard,
+                "holder": holder,
+                "epoch": epoch,
+                "expires_in_ms": remaining,
+                "serving_here": local.contains(&shard),
+            }),
+            _ => json!({"shard": shard, "holder": null, "serving_here": false}),
+        })
+        .collect();
+    json_response(json!({
+        "mode": "cluster",
+        "node": settings.node_id,
+        "address": settings.advertise,
+        "lease_ms": u64::try_from(settings.lease.as_millis()).unwrap_or(u64::MAX),
+        "members": members,
+        "shards": shards,
+    }))
+}
+
+/// `POST /agents`: records the id in its shard, then spawns it there.
+async fn spawn(
+    cluster: &Arc<Cluster>,
+    token: &toka_tools::Verified,
+    request: Request,
+    forwarded: bool,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {BODY_LIMIT} bytes, or did not arrive"),
+        )
+        .into_response();
+    };
+    let named = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
+        let id = v.get("id")?.as_str()?.to_owned();
+        let parent = v.get("parent").and_then(Value::as_str).map(str::to_owned);
+        Some((id, parent))
+    });
+    let shard = match named {
+        // Malformed: the lowest shard's API says what is wrong with it.
+        None => {
+            return home(
+                cluster,
+                Request::from_parts(parts, Body::from(bytes)),
+                forwarded,
+            )
+            .await;
+        }
+        Some((id, parent)) => {
+            if let Err(message) = admit(&cluster.authority, token, "api.agents.spawn", Some(&id)) {
+                return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
+            }
+            let wanted = match &parent {
+                Some(parent) => shard_of(cluster, parent).await,
+                None => home_shard(&id, cluster.settings.shards),
+            };
+            if forwarded {
+                wanted // the first node recorded it
+            } else {
+                match reserve(cluster, id, wanted).await {
+                    Ok(shard) => shard,
+                    Err(error) => return unavailable(&format!("{error:#}")),
+                }
+            }
+        }
+    };
+    dispatch(
+        cluster,
+        shard,
+        Request::from_parts(parts, Body::from(bytes)),
+        forwarded,
+    )
+    .await
+}
+
+/// `GET /agents`: this node's shards' agents, and (unless asked for this node only) every
+/// other live node's.
+async fn list(cluster: &Arc<Cluster>, request: Request, forwarded: bool) -> Response {
+    let node_only = forwarded || request.headers().contains_key(&NODE_SCOPE);
+    let (parts, _) = request.into_parts();
+    let mut agents: Vec<Value> = Vec::new();
+    let local: Vec<_> = cluster
+        .local
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|shard| shard.valid())
+        .cloned()
+        .collect();
+    for shard in local {
+        let mut ask = Request::builder()
+            .method(Method::GET)
+            .uri(parts.uri.clone());
+        if let Some(headers) = ask.headers_mut() {
+            headers.clone_from(&parts.headers);
+        }
+        let Ok(ask) = ask.body(Body::empty()) else {
+            continue;
+        };
+        let answer = shard.router.oneshot(ask).await.into_response();
+        if answer.status() != StatusCode::OK {
+            return answer;
+        }
+        match json_array(answer).await {
+            Some(list) => agents.extend(list),
+            None => {
+                return ApiError::internal("a shard answered GET /agents unreadably")
+                    .into_response();
+            }
+        }
+    }
+    if !node_only {
+        let others: Vec<String> = {
+            let view = cluster.view.read().unwrap_or_else(|e| e.into_inner());
+            view.members
+                .iter()
+                .filter(|m| {
+                    m.id != cluster.settings.node_id && catalog::alive(m, cluster.settings.lease)
+                })
+                .map(|m| m.address.clone())
+                .collect()
+        };
+        for address in others {
+            let mut headers = parts.headers.clone();
+            headers.insert(NODE_SCOPE, HeaderValue::from_static("1"));
+            let path = parts.uri.path_and_query().map_or("/agents", |p| p.as_str());
+            let sent = cluster
+                .http
+                .get(format!("{address}{path}"))
+                .headers(forwardable(&headers))
+                .header(&FORWARDED, cluster.settings.node_id.as_str())
+                .send()
+                .await;
+            match sent {
+                Ok(answer) if answer.status() == StatusCode::OK => {
+                    match answer.json::<Vec<Value>>().await {
+                        Ok(list) => agents.extend(list),
+                        Err(error) => {
+                            tracing::warn!(%address, %error, "a node's agent list is unreadable")
+                        }
+                    }
+                }
+                Ok(answer) => {
+                    tracing::warn!(%address, status = %answer.status(), "a node did not list its agents")
+                }
+                Err(error) => {
+                    tracing::warn!(%address, error = %error.without_url(), "a node did not answer GET /agents")
+                }
+            }
+        }
+    }
+    agents.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    json_response(Value::Array(agents))
+}
+
+/// Sends `request` to this node's lowest shard, or to the node of the lowest held shard.
+async fn home(cluster: &Arc<Cluster>, request: Request, forwarded: bool) -> Response {
+    let shard = match valid_local(cluster).first() {
+        Some(shard) => *shard,
+        None => {
+            let view = cluster.view.read().unwrap_or_else(|e| e.into_inner());
+            match view
+                .holders
+                .iter()
+                .find(|(_, (_, _, remaining))| *remaining > 0)
+            {
+                Some((shard, _)) => *shard,
+                None => return unavailable("no shard is served yet: the cluster is starting"),
+            }
+        }
+    };
+    dispatch(cluster, shard, request, forwarded).await
+}
+
+/// Serves `request` from `shard`: here if this node holds it, else at its holder.
+async fn dispatch(
+    cluster: &Arc<Cluster>,
+    shard: u32,
+    request: Request,
+    forwarded: bool,
+) -> Response {
+    if let Some(local) = cluster.local_shard(shard).filter(|s| s.valid()) {
+        return local.router.oneshot(request).await.into_response();
+    }
+    if forwarded {
+        return unavailable(&format!(
+            "shard {shard} is not served by this node (it moved); retry"
+        ));
+    }
+    match cluster.holder_address(shard) {
+        Some(address) => forward(cluster, &address, request).await,
+        None => unavailable(&format!(
+            "shard {shard} has no live holder yet (a node is taking it over); retry shortly"
+        )),
+    }
+}
+
+/// Forwards `request` to the node at `address`, streaming both bodies.
+async fn forward(cluster: &Cluster, address: &str, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let sent = cluster
+        .http
+        .request(parts.method.clone(), format!("{address}{path}"))
+        .headers(forwardable(&parts.headers))
+        .header(&FORWARDED, cluster.settings.node_id.as_str())
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await;
+    match sent {
+        Ok(answer) => {
+            let mut response = Response::builder().status(answer.status());
+            if let Some(headers) = response.headers_mut() {
+                *headers = forwardable(answer.headers());
+            }
+            response
+                .body(Body::from_stream(answer.bytes_stream()))
+                .unwrap_or_else(|_| ApiError::internal("forwarding an answer").into_response())
+        }
+        Err(error) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the node holding this agent's shard did not answer: {}",
+                error.without_url()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// `headers` without the hop-by-hop ones (and `Host`, which the client sets).
+fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = headers.clone();
+    for name in [
+        header::HOST,
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::CONTENT_LENGTH,
+    ] {
+        kept.remove(name);
+    }
+    kept.remove("keep-alive");
+    kept
+}
+
+/// The shard agent `id` lives in: the directory's record, else its id's home shard.
+async fn shard_of(cluster: &Arc<Cluster>, id: &str) -> u32 {
+    if let Some(shard) = cluster
+        .directory
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+    {
+        return *shard;
+    }
+    let (looking, name) = (Arc::clone(cluster), id.to_owned());
+    let recorded = tokio::task::spawn_blocking(move || looking.catalog.shard_of(&name))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    match recorded {
+        Some(shard) => {
+            remember(cluster, id, shard);
+            shard
+        }
+        None => home_shard(id, cluster.settings.shards),
+    }
+}
+
+/// Records agent `id` in `shard` (or finds the shard it is recorded in).
+async fn reserve(cluster: &Arc<Cluster>, id: String, shard: u32) -> anyhow::Result<u32> {
+    let reserving = Arc::clone(cluster);
+    let name = id.clone();
+    let recorded = tokio::task::spawn_blocking(move || reserving.catalog.reserve(&name, shard))
+        .await
+        .map_err(|e| anyhow::anyhow!("recording the agent's shard: {e}"))??;
+    remember(cluster, &id, recorded);
+    Ok(recorded)
+}
+
+fn remember(cluster: &Cluster, id: &str, shard: u32) {
+    let mut directory = cluster.directory.write().unwrap_or_else(|e| e.into_inner());
+    if directory.len() >= 100_000 {
+        directory.clear(); // a cache: the table has them all
+    }
+    directory.insert(id.to_owned(), shard);
+}
+
+/// The shards this node serves now, lowest first.
+fn valid_local(cluster: &Cluster) -> Vec<u32> {
+    cluster
+        .local
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(_, shard)| shard.valid())
+        .map(|(shard, _)| *shard)
+        .collect()
+}
+
+/// 503 with `Retry-After: 1`.
+fn unavailable(message: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message.to_owned()).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A JSON answer.
+fn json_response(value: Value) -> Response {
+    axum::Json(value).into_response()
+}
+
+/// The JSON array in a response's body.
+async fn json_array(response: Response) -> Option<Vec<Value>> {
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
