@@ -77,8 +77,11 @@ const DEFAULT_LEASE: Duration = Duration::from_millis(3_000);
 pub(crate) struct Settings {
     /// This node's id: 1 to 32 of `a-z`, `0-9`, `_`.
     pub(crate) node_id: String,
-    /// The URL other nodes reach this node's API at.
+    /// The URL other nodes reach this node's API at (set from the bound address when
+    /// not configured).
     pub(crate) advertise: String,
+    /// Whether `advertise` was configured (else it follows the bound address).
+    advertise_given: bool,
     pub(crate) shards: u32,
     pub(crate) lease: Duration,
     /// The database URL, without a `schema` parameter.
@@ -122,10 +125,11 @@ impl Settings {
         if base.len() + 6 + node_id.len() > 63 {
             anyhow::bail!("the schema {base:?} and node id {node_id:?} are too long together");
         }
-        let advertise = advertise
+        let given = advertise
             .map(str::to_owned)
-            .or_else(|| section.and_then(|c| c.advertise.clone()))
-            .unwrap_or_else(|| format!("http://{listen}"));
+            .or_else(|| section.and_then(|c| c.advertise.clone()));
+        let advertise_given = given.is_some();
+        let advertise = given.unwrap_or_else(|| format!("http://{listen}"));
         let advertise = advertise.trim_end_matches('/').to_owned();
         if !(advertise.starts_with("http://") || advertise.starts_with("https://")) {
             anyhow::bail!("[cluster] advertise must be an http:// or https:// URL");
@@ -143,6 +147,7 @@ impl Settings {
         Ok(Some(Settings {
             node_id: node_id.to_owned(),
             advertise,
+            advertise_given,
             shards,
             lease,
             url,
@@ -209,6 +214,20 @@ pub(crate) struct View {
     pub(crate) holders: BTreeMap<u32, (String, i64, i64)>,
 }
 
+/// The holders of the shards' leases: shard → (node id, epoch, remaining ms).
+fn holders(leases: &[toka_store::LeaseState]) -> BTreeMap<u32, (String, i64, i64)> {
+    leases
+        .iter()
+        .filter_map(|lease| {
+            let shard = lease.name.strip_prefix("shard/")?.parse().ok()?;
+            Some((
+                shard,
+                (lease.holder.clone()?, lease.epoch, lease.remaining_ms),
+            ))
+        })
+        .collect()
+}
+
 /// What the front and the manager share.
 pub(crate) struct Cluster {
     pub(crate) settings: Settings,
@@ -248,7 +267,7 @@ impl Cluster {
 
 /// Runs a cluster node until SIGINT or SIGTERM, then hands its shards over.
 pub(crate) async fn serve(
-    settings: Settings,
+    mut settings: Settings,
     dir: &DataDir,
     config: &Config,
     limits: &crate::run::Limits,
@@ -258,6 +277,12 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     let serve_limits = limits.serve;
     let node_started = Instant::now();
+    let stop = crate::run::shutdown_signal();
+    let listener = crate::run::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    let bound = listener.local_addr().context("the bound address")?;
+    if !settings.advertise_given {
+        settings.advertise = format!("http://{bound}");
+    }
     let blocking =
         |what: &'static str| move |e: tokio::task::JoinError| anyhow::anyhow!("{what}: {e}");
     let (url, s) = (settings.url.clone(), settings.clone());
@@ -314,9 +339,6 @@ pub(crate) async fn serve(
             .context("building the HTTP client for forwarding")?,
     });
 
-    let stop = crate::run::shutdown_signal();
-    let listener = crate::run::bind(listen).with_context(|| format!("listening on {listen}"))?;
-    let bound = listener.local_addr().context("the bound address")?;
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let manager =
         manager::Manager::new(Arc::clone(&cluster), &shared, journal_config, node_journal);

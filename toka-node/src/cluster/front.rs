@@ -300,7 +300,15 @@ async fn dispatch(
             "shard {shard} is not served by this node (it moved); retry"
         ));
     }
-    match cluster.holder_address(shard) {
+    let address = match cluster.holder_address(shard) {
+        Some(address) => Some(address),
+        // The view is a tick old: the shard may have just moved. Look again.
+        None => {
+            refresh_view(cluster).await;
+            cluster.holder_address(shard)
+        }
+    };
+    match address {
         Some(address) => forward(cluster, &address, request).await,
         None => unavailable(&format!(
             "shard {shard} has no live holder yet (a node is taking it over); retry shortly"
@@ -308,16 +316,38 @@ async fn dispatch(
     }
 }
 
+/// Reads the members and the shards' holders again.
+async fn refresh_view(cluster: &Arc<Cluster>) {
+    let reading = Arc::clone(cluster);
+    let read = tokio::task::spawn_blocking(move || {
+        let members = reading.catalog.members()?;
+        let holders = super::holders(&reading.leases.list()?);
+        anyhow::Ok(super::View { members, holders })
+    })
+    .await;
+    if let Ok(Ok(view)) = read {
+        *cluster.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+    }
+}
+
 /// Forwards `request` to the node at `address`, streaming both bodies.
 async fn forward(cluster: &Cluster, address: &str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    // Request bodies are small (at most `BODY_LIMIT`): sent whole, with their length.
+    let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {BODY_LIMIT} bytes, or did not arrive"),
+        )
+        .into_response();
+    };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let sent = cluster
         .http
         .request(parts.method.clone(), format!("{address}{path}"))
         .headers(forwardable(&parts.headers))
         .header(&FORWARDED, cluster.settings.node_id.as_str())
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .body(body)
         .send()
         .await;
     match sent {
@@ -325,11 +355,19 @@ async fn forward(cluster: &Cluster, address: &str, request: Request) -> Response
             let mut response = Response::builder().status(answer.status());
             if let Some(headers) = response.headers_mut() {
                 *headers = forwardable(answer.headers());
+                // A body of known length keeps it (streams, such as events, have none).
+                if let Some(length) = answer.content_length() {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                }
             }
             response
                 .body(Body::from_stream(answer.bytes_stream()))
                 .unwrap_or_else(|_| ApiError::internal("forwarding an answer").into_response())
         }
+        // Nothing reached the holder: surely not applied; the shard is about to move.
+        Err(error) if error.is_connect() => unavailable(
+            "the node holding this agent's shard cannot be reached (it may have just died); retry shortly",
+        ),
         Err(error) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!(

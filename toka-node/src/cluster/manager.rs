@@ -124,14 +124,7 @@ impl<'a> Manager<'a> {
                 .leases
                 .list()
                 .map_err(anyhow::Error::from)
-                .map(|list| {
-                    list.into_iter()
-                        .filter_map(|lease| {
-                            let shard = lease.name.strip_prefix("shard/")?.parse().ok()?;
-                            Some((shard, (lease.holder?, lease.epoch, lease.remaining_ms)))
-                        })
-                        .collect()
-                });
+                .map(|list| super::holders(&list));
             Round {
                 renewed,
                 members,

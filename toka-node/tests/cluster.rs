@@ -1,0 +1,533 @@
+//! A cluster of three real `toka-node` processes over one PostgreSQL database, under load,
+//! with nodes killed (`SIGKILL`) and restarted again and again.
+//!
+//! - `a_cluster_survives_kills_with_every_acknowledged_message_applied_once`: 24 counters
+//!   spread over 8 shards; four clients send `{"add": 1}` through random nodes while one
+//!   node at a time is killed and restarted (`TOKA_CLUSTER_KILLS`, default 20). After each
+//!   kill the dead node's shards must be served again by the others within 10 s (the
+//!   figures printed: min, median and max failover time). At the end every counter holds
+//!   at least every acknowledged message and at most those plus the ones whose outcome the
+//!   client could not know, every shard journal's hash chain is intact (two writers of one
+//!   journal break it: see `toka-store/tests/leases_postgres.rs`), and each message record
+//!   of a counter's stream is one the clients sent.
+//!
+//! Needs `TOKA_TEST_POSTGRES` (see `toka-store/tests/postgres/start.sh`); without it the
+//! test passes doing nothing, unless `TOKA_REQUIRE_POSTGRES=1` (CI).
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::BIN;
+use serde_json::{Value, json};
+use toka_test_support::rng::{Rng, seed_from_env_or_time};
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const SHARDS: u32 = 8;
+const COUNTERS: usize = 24;
+
+fn test_url() -> Option<String> {
+    match std::env::var("TOKA_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("TOKA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "TOKA_REQUIRE_POSTGRES=1 but TOKA_TEST_POSTGRES is not set"
+            );
+            eprintln!("skipped: TOKA_TEST_POSTGRES is not set");
+            None
+        }
+    }
+}
+
+/// Every schema of the cluster (`<base>_…`), dropped when the test ends.
+struct Schemas {
+    url: String,
+    base: String,
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let names: Vec<String> = client
+                .query(
+                    "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+                    &[&format!("{}\\_%", self.base)],
+                )
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                .unwrap_or_default();
+            for name in names {
+                let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"));
+            }
+        }
+    }
+}
+
+/// One node process of the cluster.
+struct ClusterNode {
+    id: &'static str,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl ClusterNode {
+    fn start(id: &'static str, dir: &Path, journal: &str, port: u16) -> ClusterNode {
+        let log = dir.with_extension("log");
+        let mut node = ClusterNode {
+            id,
+            dir: dir.to_owned(),
+            log,
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        node.restart(journal);
+        node
+    }
+
+    fn restart(&mut self, journal: &str) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--node-id", self.id, "--listen"])
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env("TOKA_JOURNAL", journal)
+            .env_remove("TOKA_LISTEN")
+            .env_remove("TOKA_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "node {} exited before listening: {}",
+                self.id,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            if line.starts_with("listening on ") {
+                break;
+            }
+        }
+        // Keep draining stdout so the node never blocks on it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        self.child = Some(child);
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn sigterm(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.kill().unwrap();
+            panic!("node {} did not stop within 20 s of SIGTERM", self.id);
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// One request with a short timeout; `Err` when the node cannot be reached or did not
+/// answer in full.
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> Result<(u16, Value), String> {
+    let body = body.to_string();
+    // A refused connection is marked: nothing was sent.
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP response: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// The shards each live node serves, from their `/health`.
+fn served(nodes: &[SocketAddr]) -> BTreeMap<u32, usize> {
+    let mut served = BTreeMap::new();
+    for addr in nodes {
+        if let Ok((200, health)) = call(*addr, "GET", "/health", "", &Value::Null) {
+            for shard in health["shards"].as_array().into_iter().flatten() {
+                *served.entry(shard.as_u64().unwrap() as u32).or_insert(0) += 1;
+            }
+        }
+    }
+    served
+}
+
+/// Waits until every shard is served by exactly one of `nodes`; how long it took.
+fn wait_all_served(nodes: &[SocketAddr], limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let served = served(nodes);
+        if served.len() == SHARDS as usize && served.values().all(|&n| n == 1) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(format!("after {limit:?} the shards served are {served:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// What the clients know of one counter's messages.
+#[derive(Default, Clone, Copy, Debug)]
+struct Sent {
+    /// Answered 202: durably journaled.
+    acked: u64,
+    /// Refused before reaching any shard (the front's 503): surely not applied.
+    refused: u64,
+    /// Anything else (a node died mid-request, a forward failed): applied or not.
+    doubt: u64,
+}
+
+#[test]
+fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
+    let Some(url) = test_url() else {
+        return;
+    };
+    let kills: usize = std::env::var("TOKA_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed = seed_from_env_or_time();
+    eprintln!("seed {seed} (TOKA_TEST_SEED to replay)");
+    let base = format!("clu_{}", std::process::id());
+    let _schemas = Schemas {
+        url: url.clone(),
+        base: base.clone(),
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let journal = format!("{url}{sep}schema={base}");
+
+    // One data directory (one root key), copied to each node.
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("n1");
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(first.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    for id in &NODES[1..] {
+        toka_test_support::fs::copy_dir(&first, &tmp.path().join(id));
+    }
+    let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
+    let mut nodes: Vec<ClusterNode> = NODES
+        .iter()
+        .zip(&ports)
+        .map(|(id, port)| ClusterNode::start(id, &tmp.path().join(id), &journal, *port))
+        .collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let report = |nodes: &[ClusterNode]| -> String {
+        nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {} ---\n{}",
+                    n.id,
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if let Err(error) = wait_all_served(&addrs, Duration::from_secs(30)) {
+        panic!("the cluster did not form: {error}\n{}", report(&nodes));
+    }
+    // The shards spread: every node serves some (3, 3 and 2).
+    let spread_by = Instant::now() + Duration::from_secs(15);
+    loop {
+        let counts: Vec<usize> = addrs
+            .iter()
+            .map(|addr| {
+                let (_, health) = call(*addr, "GET", "/health", "", &Value::Null).unwrap();
+                health["shards"].as_array().map_or(0, Vec::len)
+            })
+            .collect();
+        if counts.iter().all(|&n| n >= 2) && counts.iter().sum::<usize>() == SHARDS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < spread_by,
+            "the shards did not spread: {counts:?}\n{}",
+            report(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let counters: Vec<String> = (0..COUNTERS).map(|i| format!("c{i}")).collect();
+    for (i, id) in counters.iter().enumerate() {
+        let (status, body) = call(
+            addrs[i % addrs.len()],
+            "POST",
+            "/agents",
+            &token,
+            &json!({"id": id, "kind": "counter"}),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "spawning {id}: {body}");
+    }
+    let (status, cluster) = call(addrs[0], "GET", "/cluster", &token, &Value::Null).unwrap();
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(cluster["members"].as_array().unwrap().len(), 3, "{cluster}");
+    let (_, listed) = call(addrs[1], "GET", "/agents", &token, &Value::Null).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), COUNTERS, "{listed}");
+    let (status, _) = call(addrs[2], "GET", "/cluster", "not-a-token", &Value::Null).unwrap();
+    assert_eq!(status, 401);
+
+    // Load: four clients through random nodes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent: Arc<Mutex<BTreeMap<String, Sent>>> = Arc::default();
+    let doubts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let (stop, sent, doubts, token, counters, addrs) = (
+                Arc::clone(&stop),
+                Arc::clone(&sent),
+                Arc::clone(&doubts),
+                token.clone(),
+                counters.clone(),
+                addrs.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut rng = Rng::splitmix(seed ^ (c + 1));
+                while !stop.load(Ordering::Relaxed) {
+                    let id = &counters[rng.below(counters.len() as u64) as usize];
+                    let addr = addrs[rng.below(addrs.len() as u64) as usize];
+                    let result = call(
+                        addr,
+                        "POST",
+                        &format!("/agents/{id}/messages"),
+                        &token,
+                        &json!({"add": 1}),
+                    );
+                    let unreachable = result.is_err();
+                    let mut sent = sent.lock().unwrap();
+                    let entry = sent.entry(id.clone()).or_default();
+                    match result {
+                        Ok((202, _)) => entry.acked += 1,
+                        Ok((503, body))
+                            if body["error"].as_str().is_some_and(|e| {
+                                e.contains("has no live holder")
+                                    || e.contains("not served by this node")
+                                    || e.contains("cannot be reached")
+                            }) =>
+                        {
+                            entry.refused += 1;
+                        }
+                        Ok((status, body)) if status < 500 => {
+                            panic!("{id} via {addr}: {status} {body}")
+                        }
+                        Err(error) if error.starts_with("connect:") => entry.refused += 1,
+                        other => {
+                            entry.doubt += 1;
+                            let why = match other {
+                                Ok((status, body)) => format!("{status} {}", body["error"]),
+                                Err(error) => error,
+                            };
+                            let why: String = why.chars().take(90).collect();
+                            *doubts.lock().unwrap().entry(why).or_insert(0) += 1;
+                        }
+                    }
+                    drop(sent);
+                    if unreachable {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut rng = Rng::splitmix(seed);
+    let mut failovers = Vec::new();
+    for round in 0..kills {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(700)));
+        let victim = rng.below(nodes.len() as u64) as usize;
+        nodes[victim].kill_9();
+        let survivors: Vec<SocketAddr> = addrs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, a)| *a)
+            .collect();
+        match wait_all_served(&survivors, Duration::from_secs(10)) {
+            Ok(took) => failovers.push(took),
+            Err(error) => {
+                stop.store(true, Ordering::Relaxed);
+                panic!(
+                    "round {round}: after killing {} its shards did not move within 10 s: {error}\n{}",
+                    nodes[victim].id,
+                    report(&nodes)
+                );
+            }
+        }
+        nodes[victim].restart(&journal);
+        if let Err(error) = wait_all_served(&addrs, Duration::from_secs(20)) {
+            stop.store(true, Ordering::Relaxed);
+            panic!(
+                "round {round}: the cluster did not settle after a restart: {error}\n{}",
+                report(&nodes)
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    wait_all_served(&addrs, Duration::from_secs(20)).unwrap();
+
+    failovers.sort();
+    if !failovers.is_empty() {
+        eprintln!(
+            "failover over {} kills (lease 3 s): min {:?}, median {:?}, max {:?}",
+            failovers.len(),
+            failovers[0],
+            failovers[failovers.len() / 2],
+            failovers[failovers.len() - 1]
+        );
+    }
+    let sent = sent.lock().unwrap().clone();
+    let total: u64 = sent.values().map(|s| s.acked).sum();
+    eprintln!(
+        "{total} messages acknowledged, {} refused, {} in doubt",
+        sent.values().map(|s| s.refused).sum::<u64>(),
+        sent.values().map(|s| s.doubt).sum::<u64>()
+    );
+    eprintln!("in doubt: {:#?}", doubts.lock().unwrap());
+    assert!(
+        total > 100,
+        "too few messages acknowledged to mean anything"
+    );
+    for (i, id) in counters.iter().enumerate() {
+        let (status, value) = retry_503(|| {
+            call(
+                addrs[i % addrs.len()],
+                "POST",
+                &format!("/agents/{id}/query"),
+                &token,
+                &json!("get"),
+            )
+            .unwrap()
+        });
+        assert_eq!(status, 200, "{id}: {value}");
+        let value = value["value"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{id}: no value in {value}"));
+        let s = sent.get(id).copied().unwrap_or_default();
+        assert!(
+            value >= s.acked && value <= s.acked + s.doubt,
+            "{id}: value {value}, but {s:?}: an acknowledged message was lost or one applied twice"
+        );
+    }
+
+    // Stop gracefully, then check every shard journal with the store itself.
+    for node in &mut nodes {
+        node.sigterm();
+    }
+    for shard in 0..SHARDS {
+        let journal_url = format!("{url}{sep}schema={base}_s{shard}");
+        let checked = std::thread::spawn(move || {
+            let journal =
+                toka_store::PgJournal::connect(&journal_url, toka_store::JournalConfig::default())
+                    .unwrap();
+            use toka_store::Journal as _;
+            journal.verify().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(
+            checked.is_intact(),
+            "shard {shard}: {:?}",
+            checked.first_bad
+        );
+    }
+}
+
+/// Calls `f` until it answers something else than 503 (a shard moving: `Retry-After`),
+/// for at most 10 s.
+fn retry_503(mut f: impl FnMut() -> (u16, Value)) -> (u16, Value) {
+    let started = Instant::now();
+    loop {
+        let answer = f();
+        if answer.0 != 503 || started.elapsed() > Duration::from_secs(10) {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A port free on 127.0.0.1 now (the nodes need fixed ports: a restarted node keeps its
+/// address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
