@@ -285,9 +285,12 @@ pub(crate) async fn serve(
     }
     let blocking =
         |what: &'static str| move |e: tokio::task::JoinError| anyhow::anyhow!("{what}: {e}");
+    let sealer = Sealer::open(&dir.seal_key_path())
+        .with_context(|| format!("opening the seal key of {}", dir.data_dir.display()))?;
+    let keys = key_fingerprint(dir)?;
     let (url, s) = (settings.url.clone(), settings.clone());
     let (catalog, leases, node_journal) = tokio::task::spawn_blocking(move || {
-        let catalog = Catalog::open(&url, &s.cluster_schema(), s.shards)?;
+        let catalog = Catalog::open(&url, &s.cluster_schema(), s.shards, &keys)?;
         let leases = Leases::connect(&url, &s.cluster_schema())?;
         let node_journal = PgJournal::connect(
             &format!("{url}{}schema={}", sep(&url), s.node_schema()),
@@ -301,8 +304,6 @@ pub(crate) async fn serve(
     .await
     .map_err(blocking("joining the cluster"))??;
     let node_journal: Arc<dyn Journal> = Arc::new(node_journal);
-    let sealer = Sealer::open(&dir.seal_key_path())
-        .with_context(|| format!("opening the seal key of {}", dir.data_dir.display()))?;
     let authority = Authority::open(&dir.root_key_path(), Arc::clone(&node_journal))
         .with_context(|| format!("opening the authority of {}", dir.data_dir.display()))?;
     let mcp = crate::mcp::start(dir, &config.mcp).await?;
@@ -380,6 +381,19 @@ pub(crate) async fn serve(
     managed?;
     eprintln!("toka-node: stopped; its shards are handed over");
     Ok(())
+}
+
+/// A fingerprint of the data directory's root and seal keys (a keyed hash: it tells
+/// whether two nodes have the same keys and nothing about them).
+fn key_fingerprint(dir: &DataDir) -> anyhow::Result<String> {
+    let mut hasher = blake3::Hasher::new_derive_key("toka cluster key fingerprint v1");
+    for path in [dir.root_key_path(), dir.seal_key_path()] {
+        let key = zeroize::Zeroizing::new(
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        hasher.update(&key);
+    }
+    Ok(hasher.finalize().to_hex()[..32].to_owned())
 }
 
 /// `?` or `&`: what joins a parameter to `url`.

@@ -7,9 +7,13 @@
 //!   kill the dead node's shards must be served again by the others within 10 s (the
 //!   figures printed: min, median and max failover time). At the end every counter holds
 //!   at least every acknowledged message and at most those plus the ones whose outcome the
-//!   client could not know, every shard journal's hash chain is intact (two writers of one
-//!   journal break it: see `toka-store/tests/leases_postgres.rs`), and each message record
-//!   of a counter's stream is one the clients sent.
+//!   client could not know, and every shard journal's hash chain is intact (two writers of
+//!   one journal break it: see `toka-store/tests/leases_postgres.rs`). Beside them, 8
+//!   reactors run `shell.exec` for each event sent to them (`echo ID >> ledger.txt` in one
+//!   jail all the nodes share: an outside system): no event's effect ever runs twice,
+//!   whichever node ran its reactor before and after each kill, and every acknowledged
+//!   event's effect ran, but for the few a kill left in doubt between intent and outcome
+//!   (never re-run: at most once).
 //!
 //! Needs `TOKA_TEST_POSTGRES` (see `toka-store/tests/postgres/start.sh`); without it the
 //! test passes doing nothing, unless `TOKA_REQUIRE_POSTGRES=1` (CI).
@@ -20,6 +24,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,17 +81,19 @@ struct ClusterNode {
     id: &'static str,
     dir: PathBuf,
     log: PathBuf,
+    config: PathBuf,
     child: Option<Child>,
     addr: SocketAddr,
 }
 
 impl ClusterNode {
-    fn start(id: &'static str, dir: &Path, journal: &str, port: u16) -> ClusterNode {
+    fn start(id: &'static str, dir: &Path, journal: &str, port: u16, config: &Path) -> ClusterNode {
         let log = dir.with_extension("log");
         let mut node = ClusterNode {
             id,
             dir: dir.to_owned(),
             log,
+            config: config.to_owned(),
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         };
@@ -105,6 +112,8 @@ impl ClusterNode {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(&self.dir)
+            .arg("--config")
+            .arg(&self.config)
             .env("TOKA_JOURNAL", journal)
             .env_remove("TOKA_LISTEN")
             .env_remove("TOKA_CONFIG")
@@ -277,11 +286,27 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
     for id in &NODES[1..] {
         toka_test_support::fs::copy_dir(&first, &tmp.path().join(id));
     }
+    // Every node may run `sh` in one jail: the reactors' outside world.
+    let jail = tmp.path().join("jail");
+    std::fs::create_dir(&jail).unwrap();
+    // As root the sandbox runs `sh` as `nobody`: it must reach and write its jail.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&jail, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ledger = jail.join("ledger.txt");
+    let config = tmp.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "durability = \"fsync\"\n[tools]\nshell_jail = {:?}\nshell_allow = [\"sh\"]\n",
+            jail.to_str().unwrap()
+        ),
+    )
+    .unwrap();
     let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
     let mut nodes: Vec<ClusterNode> = NODES
         .iter()
         .zip(&ports)
-        .map(|(id, port)| ClusterNode::start(id, &tmp.path().join(id), &journal, *port))
+        .map(|(id, port)| ClusterNode::start(id, &tmp.path().join(id), &journal, *port, &config))
         .collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let report = |nodes: &[ClusterNode]| -> String {
@@ -333,11 +358,33 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
         .unwrap();
         assert_eq!(status, 201, "spawning {id}: {body}");
     }
+    let reactors: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    for (i, id) in reactors.iter().enumerate() {
+        let args = json!({
+            "subscribe": format!("unused.{id}"),
+            "tool": "shell.exec",
+            "input": {"program": "sh", "args": ["-c", "echo {{/id}} >> ledger.txt"]},
+            "token": token,
+        });
+        let (status, body) = call(
+            addrs[i % addrs.len()],
+            "POST",
+            "/agents",
+            &token,
+            &json!({"id": id, "kind": "reactor", "args": args}),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "spawning {id}: {body}");
+    }
     let (status, cluster) = call(addrs[0], "GET", "/cluster", &token, &Value::Null).unwrap();
     assert_eq!(status, 200, "{cluster}");
     assert_eq!(cluster["members"].as_array().unwrap().len(), 3, "{cluster}");
     let (_, listed) = call(addrs[1], "GET", "/agents", &token, &Value::Null).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), COUNTERS, "{listed}");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        COUNTERS + reactors.len(),
+        "{listed}"
+    );
     let (status, _) = call(addrs[2], "GET", "/cluster", "not-a-token", &Value::Null).unwrap();
     assert_eq!(status, 401);
 
@@ -404,6 +451,39 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
         })
         .collect();
 
+    // Events for the reactors: each id once, through random nodes, a few per second.
+    let events_acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let eventer = {
+        let (stop, acked, token, reactors, addrs) = (
+            Arc::clone(&stop),
+            Arc::clone(&events_acked),
+            token.clone(),
+            reactors.clone(),
+            addrs.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut rng = Rng::splitmix(seed ^ 0xe7e7);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let event = format!("e{n}");
+                let reactor = &reactors[rng.below(reactors.len() as u64) as usize];
+                let addr = addrs[rng.below(addrs.len() as u64) as usize];
+                let sent = call(
+                    addr,
+                    "POST",
+                    &format!("/agents/{reactor}/messages"),
+                    &token,
+                    &json!({"id": event}),
+                );
+                if let Ok((202, _)) = sent {
+                    acked.lock().unwrap().push(event);
+                }
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+
     let mut rng = Rng::splitmix(seed);
     let mut failovers = Vec::new();
     for round in 0..kills {
@@ -440,6 +520,7 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
     for client in clients {
         client.join().unwrap();
     }
+    eventer.join().unwrap();
     wait_all_served(&addrs, Duration::from_secs(20)).unwrap();
 
     failovers.sort();
@@ -485,6 +566,37 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
             "{id}: value {value}, but {s:?}: an acknowledged message was lost or one applied twice"
         );
     }
+
+    // Effects: each event's shell command ran at most once, and every acknowledged one
+    // ran unless a kill left it in doubt (then it is never re-run).
+    let acked = events_acked.lock().unwrap().clone();
+    let settled = Instant::now() + Duration::from_secs(20);
+    let ran = loop {
+        let text = std::fs::read_to_string(&ledger).unwrap_or_default();
+        let ran: Vec<String> = text.lines().map(str::to_owned).collect();
+        let done = acked.iter().filter(|e| ran.contains(e)).count();
+        if done + kills * 2 >= acked.len() || Instant::now() > settled {
+            break ran;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for event in &ran {
+        assert!(seen.insert(event), "the effect of event {event} ran twice");
+    }
+    let missing: Vec<&String> = acked.iter().filter(|e| !seen.contains(e)).collect();
+    eprintln!(
+        "{} events acknowledged, {} effects ran, {} acknowledged without an effect (in doubt)",
+        acked.len(),
+        ran.len(),
+        missing.len()
+    );
+    assert!(acked.len() > 50, "too few events to mean anything");
+    assert!(
+        missing.len() <= kills * 2,
+        "{} acknowledged events never took effect: {missing:?}",
+        missing.len()
+    );
 
     // Stop gracefully, then check every shard journal with the store itself.
     for node in &mut nodes {

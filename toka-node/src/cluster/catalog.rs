@@ -26,20 +26,28 @@ pub(crate) struct Catalog {
 
 impl Catalog {
     /// Connects, creates the tables if missing, and checks that the cluster was made with
-    /// `shards` shards (the first node to start records its count).
-    pub(crate) fn open(url: &str, schema: &str, shards: u32) -> anyhow::Result<Catalog> {
+    /// `shards` shards and the same keys (`keys`: a fingerprint of the root and seal
+    /// keys); the first node to start records both.
+    pub(crate) fn open(
+        url: &str,
+        schema: &str,
+        shards: u32,
+        keys: &str,
+    ) -> anyhow::Result<Catalog> {
         let catalog = Catalog {
             session: PgSession::new(url, &format!("toka-cluster/{schema}"))?,
             schema: format!("\"{schema}\""),
         };
         let s = catalog.schema.clone();
         let wanted = i32::try_from(shards)?;
-        let recorded: i32 = catalog.session.run("creating the cluster tables", |client| {
+        let (recorded, recorded_keys): (i32, String) =
+            catalog.session.run("creating the cluster tables", |client| {
             client.batch_execute(&format!(
                 "SELECT pg_advisory_xact_lock(7435370656391717479);
                  CREATE SCHEMA IF NOT EXISTS {s};
                  CREATE TABLE IF NOT EXISTS {s}.toka_cluster (
-                     id smallint PRIMARY KEY CHECK (id = 0), shards integer NOT NULL);
+                     id smallint PRIMARY KEY CHECK (id = 0), shards integer NOT NULL,
+                     keys text NOT NULL);
                  CREATE TABLE IF NOT EXISTS {s}.toka_members (
                      id text PRIMARY KEY, address text NOT NULL,
                      heartbeat_at timestamptz NOT NULL,
@@ -52,14 +60,20 @@ impl Catalog {
             ))?;
             client.execute(
                 &format!(
-                    "INSERT INTO {s}.toka_cluster (id, shards) VALUES (0, $1) ON CONFLICT DO NOTHING"
+                    "INSERT INTO {s}.toka_cluster (id, shards, keys) VALUES (0, $1, $2) ON CONFLICT DO NOTHING"
                 ),
-                &[&wanted],
+                &[&wanted, &keys],
             )?;
-            Ok(client
-                .query_one(&format!("SELECT shards FROM {s}.toka_cluster"), &[])?
-                .get(0))
+            let row = client.query_one(&format!("SELECT shards, keys FROM {s}.toka_cluster"), &[])?;
+            Ok((row.get(0), row.get(1)))
         })?;
+        if recorded_keys != keys {
+            anyhow::bail!(
+                "this node's root and seal keys are not the cluster's: every node must run on a \
+                 copy of one data directory (made by `toka-node init`), so that a token and a \
+                 sealed argument from any node open on every other"
+            );
+        }
         if recorded != wanted {
             anyhow::bail!(
                 "the cluster was made with {recorded} shards; this node is configured with {wanted} \
