@@ -15,6 +15,12 @@
 //!   event's effect ran, but for the few a kill left in doubt between intent and outcome
 //!   (never re-run: at most once).
 //!
+//! - `any_node_answers_for_the_whole_cluster`: agents spawned through one node are listed,
+//!   sent to and queried through the others (an id taken through another node is 409); an
+//!   approval made on one node is listed, read and decided through the others; a token
+//!   revoked through one node is refused by every node's front within seconds (and by the
+//!   holder of a forwarded request); `GET /cluster` shows every shard held.
+//!
 //! Needs `TOKA_TEST_POSTGRES` (see `toka-store/tests/postgres/start.sh`); without it the
 //! test passes doing nothing, unless `TOKA_REQUIRE_POSTGRES=1` (CI).
 #![cfg(feature = "postgres")]
@@ -247,6 +253,138 @@ struct Sent {
     doubt: u64,
 }
 
+/// Three nodes on copies of one data directory, over fresh schemas, formed and spread.
+struct TestCluster {
+    // Field order is drop order: the nodes stop before the schemas go.
+    nodes: Vec<ClusterNode>,
+    addrs: Vec<SocketAddr>,
+    token: String,
+    /// The nodes' journal URL (`schema=` the cluster's prefix).
+    journal: String,
+    /// A directory every node's tools may use (mode 0777).
+    jail: PathBuf,
+    url: String,
+    base: String,
+    _schemas: Schemas,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts the cluster with the config file `config(jail)` for every node.
+    fn start(url: &str, tag: &str, config: impl Fn(&Path) -> String) -> TestCluster {
+        let base = format!("{tag}_{}", std::process::id());
+        let schemas = Schemas {
+            url: url.to_owned(),
+            base: base.clone(),
+        };
+        let journal = format!("{url}{}schema={base}", sep(url));
+        let tmp = tempfile::tempdir().unwrap();
+        // One data directory (one root and seal key), copied to each node.
+        let first = tmp.path().join("n1");
+        let out = Command::new(BIN)
+            .args(["init", "--data-dir"])
+            .arg(&first)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = std::fs::read_to_string(first.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        for id in &NODES[1..] {
+            toka_test_support::fs::copy_dir(&first, &tmp.path().join(id));
+        }
+        // As root the sandbox runs `sh` as `nobody`: it must reach and write its jail.
+        let jail = tmp.path().join("jail");
+        std::fs::create_dir(&jail).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&jail, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let config_file = tmp.path().join("node.toml");
+        std::fs::write(&config_file, config(&jail)).unwrap();
+        let nodes: Vec<ClusterNode> = NODES
+            .iter()
+            .map(|id| {
+                ClusterNode::start(
+                    id,
+                    &tmp.path().join(id),
+                    &journal,
+                    free_port(),
+                    &config_file,
+                )
+            })
+            .collect();
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        if let Err(error) = wait_all_served(&addrs, Duration::from_secs(30)) {
+            panic!("the cluster did not form: {error}\n{}", report(&nodes));
+        }
+        // The shards spread: every node serves some (3, 3 and 2).
+        let spread_by = Instant::now() + Duration::from_secs(15);
+        loop {
+            let counts: Vec<usize> = addrs
+                .iter()
+                .map(|addr| {
+                    let (_, health) = call(*addr, "GET", "/health", "", &Value::Null).unwrap();
+                    health["shards"].as_array().map_or(0, Vec::len)
+                })
+                .collect();
+            if counts.iter().all(|&n| n >= 2) && counts.iter().sum::<usize>() == SHARDS as usize {
+                break;
+            }
+            assert!(
+                Instant::now() < spread_by,
+                "the shards did not spread: {counts:?}\n{}",
+                report(&nodes)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TestCluster {
+            nodes,
+            addrs,
+            token,
+            journal,
+            jail,
+            url: url.to_owned(),
+            base,
+            _schemas: schemas,
+            _tmp: tmp,
+        }
+    }
+
+    /// The URL of shard `shard`'s journal.
+    fn shard_url(&self, shard: u32) -> String {
+        format!(
+            "{}{}schema={}_s{shard}",
+            self.url,
+            sep(&self.url),
+            self.base
+        )
+    }
+}
+
+/// `?` or `&`: what joins a parameter to `url`.
+fn sep(url: &str) -> char {
+    if url.contains('?') { '&' } else { '?' }
+}
+
+/// Every node's stderr, for a failure message.
+fn report(nodes: &[ClusterNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "--- {} ---\n{}",
+                n.id,
+                std::fs::read_to_string(&n.log).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
     let Some(url) = test_url() else {
@@ -258,93 +396,24 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
         .unwrap_or(20);
     let seed = seed_from_env_or_time();
     eprintln!("seed {seed} (TOKA_TEST_SEED to replay)");
-    let base = format!("clu_{}", std::process::id());
-    let _schemas = Schemas {
-        url: url.clone(),
-        base: base.clone(),
-    };
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let journal = format!("{url}{sep}schema={base}");
-
-    // One data directory (one root key), copied to each node.
-    let tmp = tempfile::tempdir().unwrap();
-    let first = tmp.path().join("n1");
-    let out = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(&first)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = std::fs::read_to_string(first.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    for id in &NODES[1..] {
-        toka_test_support::fs::copy_dir(&first, &tmp.path().join(id));
-    }
-    // Every node may run `sh` in one jail: the reactors' outside world.
-    let jail = tmp.path().join("jail");
-    std::fs::create_dir(&jail).unwrap();
-    // As root the sandbox runs `sh` as `nobody`: it must reach and write its jail.
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&jail, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let ledger = jail.join("ledger.txt");
-    let config = tmp.path().join("node.toml");
-    std::fs::write(
-        &config,
+    let cluster = TestCluster::start(&url, "clu", |jail| {
         format!(
             "durability = \"fsync\"\n[tools]\nshell_jail = {:?}\nshell_allow = [\"sh\"]\n",
             jail.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let ports: Vec<u16> = NODES.iter().map(|_| free_port()).collect();
-    let mut nodes: Vec<ClusterNode> = NODES
-        .iter()
-        .zip(&ports)
-        .map(|(id, port)| ClusterNode::start(id, &tmp.path().join(id), &journal, *port, &config))
-        .collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let report = |nodes: &[ClusterNode]| -> String {
-        nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "--- {} ---\n{}",
-                    n.id,
-                    std::fs::read_to_string(&n.log).unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    if let Err(error) = wait_all_served(&addrs, Duration::from_secs(30)) {
-        panic!("the cluster did not form: {error}\n{}", report(&nodes));
-    }
-    // The shards spread: every node serves some (3, 3 and 2).
-    let spread_by = Instant::now() + Duration::from_secs(15);
-    loop {
-        let counts: Vec<usize> = addrs
-            .iter()
-            .map(|addr| {
-                let (_, health) = call(*addr, "GET", "/health", "", &Value::Null).unwrap();
-                health["shards"].as_array().map_or(0, Vec::len)
-            })
-            .collect();
-        if counts.iter().all(|&n| n >= 2) && counts.iter().sum::<usize>() == SHARDS as usize {
-            break;
-        }
-        assert!(
-            Instant::now() < spread_by,
-            "the shards did not spread: {counts:?}\n{}",
-            report(&nodes)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        )
+    });
+    let TestCluster {
+        ref token,
+        ref journal,
+        ref jail,
+        ref addrs,
+        ..
+    } = cluster;
+    let (token, journal, addrs) = (token.clone(), journal.clone(), addrs.clone());
+    let ledger = jail.join("ledger.txt");
+    let shard_urls: Vec<String> = (0..SHARDS).map(|shard| cluster.shard_url(shard)).collect();
+    let mut nodes = cluster.nodes;
+    let report = |nodes: &[ClusterNode]| report(nodes);
 
     let counters: Vec<String> = (0..COUNTERS).map(|i| format!("c{i}")).collect();
     for (i, id) in counters.iter().enumerate() {
@@ -603,7 +672,7 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
         node.sigterm();
     }
     for shard in 0..SHARDS {
-        let journal_url = format!("{url}{sep}schema={base}_s{shard}");
+        let journal_url = shard_urls[shard as usize].clone();
         let checked = std::thread::spawn(move || {
             let journal =
                 toka_store::PgJournal::connect(&journal_url, toka_store::JournalConfig::default())
@@ -642,4 +711,182 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Polls `check` until it holds, for at most `limit`.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+#[test]
+fn any_node_answers_for_the_whole_cluster() {
+    let Some(url) = test_url() else {
+        return;
+    };
+    let cluster = TestCluster::start(&url, "clr", |jail| {
+        format!(
+            "durability = \"fsync\"\n[tools]\nfs_root = {:?}\napproval = [\"fs.write\"]\n",
+            jail.to_str().unwrap()
+        )
+    });
+    let (a, b, c) = (cluster.addrs[0], cluster.addrs[1], cluster.addrs[2]);
+    let token = cluster.token.as_str();
+
+    // Agents spawned through one node are listed, sent to and queried through any other.
+    for i in 0..12 {
+        let spawn = json!({"id": format!("k{i}"), "kind": "counter"});
+        let (status, body) = call(a, "POST", "/agents", token, &spawn).unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = call(
+        b,
+        "POST",
+        "/agents",
+        token,
+        &json!({"id": "k3", "kind": "counter"}),
+    )
+    .unwrap();
+    assert_eq!(status, 409, "the same id through another node: {body}");
+    let (_, listed) = call(c, "GET", "/agents", token, &Value::Null).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 12, "{listed}");
+    for i in 0..12 {
+        let (status, _) = call(
+            b,
+            "POST",
+            &format!("/agents/k{i}/messages"),
+            token,
+            &json!({"add": i}),
+        )
+        .unwrap();
+        assert_eq!(status, 202);
+    }
+    for i in 0..12 {
+        let (status, value) = retry_503(|| {
+            call(
+                c,
+                "POST",
+                &format!("/agents/k{i}/query"),
+                token,
+                &json!("get"),
+            )
+            .unwrap()
+        });
+        assert_eq!((status, value["value"].as_i64()), (200, Some(i)), "k{i}");
+    }
+    let (status, _) = call(a, "GET", "/agents/nobody", token, &Value::Null).unwrap();
+    assert_eq!(status, 404);
+
+    // An approval made on one node is listed, read and decided on the others.
+    let (status, pending) = call(
+        a,
+        "POST",
+        "/tools/fs.write/invoke",
+        token,
+        &json!({"path": "note.txt", "content": "once"}),
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{pending}");
+    let id = pending["approval"].as_str().unwrap().to_owned();
+    let (status, list) = call(b, "GET", "/approvals", token, &Value::Null).unwrap();
+    assert_eq!(status, 200, "{list}");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == id.as_str()),
+        "{list}"
+    );
+    let (status, one) = call(c, "GET", &format!("/approvals/{id}"), token, &Value::Null).unwrap();
+    assert_eq!(
+        (status, one["status"].as_str()),
+        (200, Some("pending")),
+        "{one}"
+    );
+    let (status, decided) = call(
+        b,
+        "POST",
+        &format!("/approvals/{id}"),
+        token,
+        &json!({"decision": "approve", "reason": "fine"}),
+    )
+    .unwrap();
+    assert_eq!(
+        (status, decided["status"].as_str()),
+        (200, Some("approved")),
+        "{decided}"
+    );
+    let (status, _) = call(c, "GET", "/approvals/apr-nothing", token, &Value::Null).unwrap();
+    assert_eq!(status, 404);
+
+    // A token revoked through one node is refused by every node soon after.
+    let (status, minted) = call(
+        a,
+        "POST",
+        "/tokens",
+        token,
+        &json!({"caveats": ["tool = api.agents.*"]}),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{minted}");
+    let narrow = minted["token"].as_str().unwrap().to_owned();
+    for addr in [a, b, c] {
+        let (status, _) = call(addr, "POST", "/agents/k1/query", &narrow, &json!("get")).unwrap();
+        assert_eq!(status, 200);
+        let (status, _) = call(addr, "GET", "/cluster", &narrow, &Value::Null).unwrap();
+        assert_eq!(status, 403);
+    }
+    let (status, body) = call(
+        b,
+        "POST",
+        "/tokens/revoke",
+        token,
+        &json!({"identifier": narrow}),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Each node's own front (`GET /cluster` is answered there, never forwarded) must
+    // refuse it: 401, where before it said 403 (the token may not read the status).
+    for addr in [a, b, c] {
+        let refused = || {
+            call(addr, "GET", "/cluster", &narrow, &Value::Null)
+                .unwrap()
+                .0
+                == 401
+        };
+        assert!(
+            eventually(Duration::from_secs(5), refused),
+            "{addr} still takes a token revoked elsewhere"
+        );
+    }
+
+    // The cluster's own view.
+    let (status, view) = call(c, "GET", "/cluster", token, &Value::Null).unwrap();
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["mode"], "cluster");
+    let shards = view["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), SHARDS as usize);
+    assert!(
+        shards
+            .iter()
+            .all(|s| s["holder"].is_string() && s["epoch"].as_i64() >= Some(1)),
+        "{view}"
+    );
+    // A forwarded request is checked at the holder too: refused everywhere.
+    for addr in [a, b, c] {
+        let (status, _) = call(addr, "POST", "/agents/k1/query", &narrow, &json!("get")).unwrap();
+        assert_eq!(status, 401);
+    }
 }

@@ -4,7 +4,10 @@
 //! - `/agents/{id}…`: the agent's shard (recorded, else its id's home shard).
 //! - `POST /agents`: the parent's shard, or the new id's home shard; the id is recorded
 //!   in the cluster's directory first, so it names one shard only.
-//! - `GET /agents`: every node's agents, merged (each node answers for its own shards).
+//! - `GET /agents`, `GET /approvals`: every node's, merged (each node answers for its own
+//!   shards); `GET /approvals?agent=ID`: that agent's shard.
+//! - `/approvals/{id}`: the first shard that knows the approval (this node's, then the
+//!   others').
 //! - `GET /cluster`: the members, the shards' holders and epochs (`api.status.read`).
 //! - `GET /health`: this node; anything else: this node's lowest shard (or, holding none,
 //!   the first held shard's node).
@@ -70,8 +73,16 @@ async fn front(State(cluster): State<Arc<Cluster>>, request: Request) -> Respons
             if let Err(message) = admit(&cluster.authority, &token, "api.agents.read", None) {
                 return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
             }
-            list(&cluster, request, forwarded).await
+            merged(&cluster, request, forwarded, "id").await
         }
+        (&Method::GET, ["approvals"]) => match query_param(request.uri(), "agent") {
+            Some(agent) => {
+                let shard = shard_of(&cluster, &agent).await;
+                dispatch(&cluster, shard, request, forwarded).await
+            }
+            None => merged(&cluster, request, forwarded, "requested_at").await,
+        },
+        (_, ["approvals", id]) if !id.is_empty() => find(&cluster, request, forwarded).await,
         (_, ["agents", id, ..]) if !id.is_empty() => {
             let shard = shard_of(&cluster, id).await;
             dispatch(&cluster, shard, request, forwarded).await
@@ -186,43 +197,76 @@ async fn spawn(
     .await
 }
 
-/// `GET /agents`: this node's shards' agents, and (unless asked for this node only) every
-/// other live node's.
-async fn list(cluster: &Arc<Cluster>, request: Request, forwarded: bool) -> Response {
-    let node_only = forwarded || request.headers().contains_key(&NODE_SCOPE);
-    let (parts, _) = request.into_parts();
-    let mut agents: Vec<Value> = Vec::new();
-    let local: Vec<_> = cluster
-        .local
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .filter(|shard| shard.valid())
-        .cloned()
-        .collect();
-    for shard in local {
-        let mut ask = Request::builder()
-            .method(Method::GET)
-            .uri(parts.uri.clone());
-        if let Some(headers) = ask.headers_mut() {
-            headers.clone_from(&parts.headers);
-        }
-        let Ok(ask) = ask.body(Body::empty()) else {
-            continue;
-        };
-        let answer = shard.router.oneshot(ask).await.into_response();
-        if answer.status() != StatusCode::OK {
-            return answer;
-        }
-        match json_array(answer).await {
-            Some(list) => agents.extend(list),
-            None => {
-                return ApiError::internal("a shard answered GET /agents unreadably")
-                    .into_response();
+/// A request as parts that can be replayed: to each local shard, then to other nodes.
+struct Replayable {
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    /// Only this node's shards answer (a merging node asked, or it was forwarded).
+    node_only: bool,
+}
+
+impl Replayable {
+    async fn of(request: Request, forwarded: bool) -> Result<Replayable, Response> {
+        let node_only = forwarded || request.headers().contains_key(&NODE_SCOPE);
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {BODY_LIMIT} bytes, or did not arrive"),
+            )
+            .into_response()
+        })?;
+        Ok(Replayable {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+            node_only,
+        })
+    }
+
+    /// The answers of this node's shards, one by one, until `done` says enough.
+    async fn each_local(
+        &self,
+        cluster: &Cluster,
+        mut done: impl FnMut(Response) -> Option<Response>,
+    ) -> Option<Response> {
+        let local: Vec<_> = cluster
+            .local
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|shard| shard.valid())
+            .cloned()
+            .collect();
+        for shard in local {
+            let mut again = Request::builder()
+                .method(self.method.clone())
+                .uri(self.uri.clone());
+            if let Some(headers) = again.headers_mut() {
+                headers.clone_from(&self.headers);
+            }
+            let Ok(again) = again.body(Body::from(self.body.clone())) else {
+                continue;
+            };
+            if let Some(answer) = done(shard.router.oneshot(again).await.into_response()) {
+                return Some(answer);
             }
         }
+        None
     }
-    if !node_only {
+
+    /// The answers of the other live nodes (their own shards only), one by one.
+    async fn each_remote(
+        &self,
+        cluster: &Cluster,
+        mut done: impl FnMut(reqwest::Response) -> Option<reqwest::Response>,
+    ) -> Option<reqwest::Response> {
+        if self.node_only {
+            return None;
+        }
         let others: Vec<String> = {
             let view = cluster.view.read().unwrap_or_else(|e| e.into_inner());
             view.members
@@ -233,37 +277,126 @@ async fn list(cluster: &Arc<Cluster>, request: Request, forwarded: bool) -> Resp
                 .map(|m| m.address.clone())
                 .collect()
         };
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
         for address in others {
-            let mut headers = parts.headers.clone();
+            let mut headers = forwardable(&self.headers);
             headers.insert(NODE_SCOPE, HeaderValue::from_static("1"));
-            let path = parts.uri.path_and_query().map_or("/agents", |p| p.as_str());
             let sent = cluster
                 .http
-                .get(format!("{address}{path}"))
-                .headers(forwardable(&headers))
+                .request(self.method.clone(), format!("{address}{path}"))
+                .headers(headers)
                 .header(&FORWARDED, cluster.settings.node_id.as_str())
+                .body(self.body.clone())
                 .send()
                 .await;
             match sent {
-                Ok(answer) if answer.status() == StatusCode::OK => {
-                    match answer.json::<Vec<Value>>().await {
-                        Ok(list) => agents.extend(list),
-                        Err(error) => {
-                            tracing::warn!(%address, %error, "a node's agent list is unreadable")
-                        }
+                Ok(answer) => {
+                    if let Some(answer) = done(answer) {
+                        return Some(answer);
                     }
                 }
-                Ok(answer) => {
-                    tracing::warn!(%address, status = %answer.status(), "a node did not list its agents")
-                }
                 Err(error) => {
-                    tracing::warn!(%address, error = %error.without_url(), "a node did not answer GET /agents")
+                    tracing::warn!(%address, error = %error.without_url(), "a node did not answer");
                 }
             }
         }
+        None
     }
-    agents.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    json_response(Value::Array(agents))
+}
+
+/// A list route (`GET /agents`, `GET /approvals`): every node's shards' lists, merged and
+/// sorted by `key`.
+async fn merged(cluster: &Arc<Cluster>, request: Request, forwarded: bool, key: &str) -> Response {
+    let request = match Replayable::of(request, forwarded).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    let mut items: Vec<Value> = Vec::new();
+    let mut answers = Vec::new();
+    let refused = request
+        .each_local(cluster, |answer| {
+            if answer.status() == StatusCode::OK {
+                answers.push(answer);
+                None
+            } else {
+                Some(answer) // 403, say: the same for every shard
+            }
+        })
+        .await;
+    if let Some(refused) = refused {
+        return refused;
+    }
+    for answer in answers {
+        match json_array(answer).await {
+            Some(list) => items.extend(list),
+            None => {
+                return ApiError::internal("a shard answered a list unreadably").into_response();
+            }
+        }
+    }
+    let mut remote = Vec::new();
+    request
+        .each_remote(cluster, |answer| {
+            if answer.status() == StatusCode::OK {
+                remote.push(answer);
+            } else {
+                tracing::warn!(status = %answer.status(), "a node did not answer a list");
+            }
+            None
+        })
+        .await;
+    for answer in remote {
+        match answer.json::<Vec<Value>>().await {
+            Ok(list) => items.extend(list),
+            Err(error) => {
+                tracing::warn!(error = %error.without_url(), "a node's list is unreadable")
+            }
+        }
+    }
+    items.sort_by(|a, b| sort_key(&a[key]).cmp(&sort_key(&b[key])));
+    json_response(Value::Array(items))
+}
+
+/// Orders numbers before strings, each by value.
+fn sort_key(value: &Value) -> (u8, i64, String) {
+    match value {
+        Value::Number(n) => (0, n.as_i64().unwrap_or(i64::MAX), String::new()),
+        other => (1, 0, other.as_str().unwrap_or_default().to_owned()),
+    }
+}
+
+/// A route naming something only one shard knows (`/approvals/{id}`): the first answer
+/// that is not 404, from this node's shards, then from the other nodes'.
+async fn find(cluster: &Arc<Cluster>, request: Request, forwarded: bool) -> Response {
+    let request = match Replayable::of(request, forwarded).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    let mut not_found = None;
+    let found = request
+        .each_local(cluster, |answer| {
+            if answer.status() == StatusCode::NOT_FOUND {
+                not_found = Some(answer);
+                None
+            } else {
+                Some(answer)
+            }
+        })
+        .await;
+    if let Some(answer) = found {
+        return answer;
+    }
+    let found = request
+        .each_remote(cluster, |answer| {
+            (answer.status() != StatusCode::NOT_FOUND).then_some(answer)
+        })
+        .await;
+    match found {
+        Some(answer) => streamed(answer),
+        None => not_found.unwrap_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not found on any node").into_response()
+        }),
+    }
 }
 
 /// Sends `request` to this node's lowest shard, or to the node of the lowest held shard.
@@ -351,19 +484,7 @@ async fn forward(cluster: &Cluster, address: &str, request: Request) -> Response
         .send()
         .await;
     match sent {
-        Ok(answer) => {
-            let mut response = Response::builder().status(answer.status());
-            if let Some(headers) = response.headers_mut() {
-                *headers = forwardable(answer.headers());
-                // A body of known length keeps it (streams, such as events, have none).
-                if let Some(length) = answer.content_length() {
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-                }
-            }
-            response
-                .body(Body::from_stream(answer.bytes_stream()))
-                .unwrap_or_else(|_| ApiError::internal("forwarding an answer").into_response())
-        }
+        Ok(answer) => streamed(answer),
         // Nothing reached the holder: surely not applied; the shard is about to move.
         Err(error) if error.is_connect() => unavailable(
             "the node holding this agent's shard cannot be reached (it may have just died); retry shortly",
@@ -377,6 +498,31 @@ async fn forward(cluster: &Cluster, address: &str, request: Request) -> Response
         )
         .into_response(),
     }
+}
+
+/// Another node's answer as this node's, its body streamed through.
+fn streamed(answer: reqwest::Response) -> Response {
+    let mut response = Response::builder().status(answer.status());
+    if let Some(headers) = response.headers_mut() {
+        *headers = forwardable(answer.headers());
+        // A body of known length keeps it (streams, such as events, have none).
+        if let Some(length) = answer.content_length() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+    }
+    response
+        .body(Body::from_stream(answer.bytes_stream()))
+        .unwrap_or_else(|_| ApiError::internal("forwarding an answer").into_response())
+}
+
+/// The value of query parameter `name`, if given once and non-empty.
+fn query_param(uri: &axum::http::Uri, name: &str) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+        .filter(|value| !value.is_empty())
 }
 
 /// `headers` without the hop-by-hop ones (and `Host`, which the client sets).
