@@ -316,15 +316,7 @@ pub(crate) async fn serve(
         ask_timeout: limits.ask_timeout,
         body_timeout: limits.body_timeout,
         traced,
-        info: NodeInfo {
-            started: node_started,
-            journal_dir: None,
-            durability: match config.durability {
-                Some(crate::config::DurabilitySetting::Buffered) => "buffered",
-                _ => "fsync",
-            },
-            models: config.models.keys().cloned().collect(),
-        },
+        info: NodeInfo::of(config, node_started, None),
     };
     let cluster = Arc::new(Cluster {
         settings: settings.clone(),

@@ -313,15 +313,11 @@ async fn serve(
         ask_timeout: limits.ask_timeout,
         body_timeout: limits.body_timeout,
         traced,
-        info: NodeInfo {
-            started: node_started,
-            journal_dir: journal_url.is_none().then(|| journal_path.clone()),
-            durability: match config.durability {
-                Some(crate::config::DurabilitySetting::Buffered) => "buffered",
-                _ => "fsync",
-            },
-            models: config.models.keys().cloned().collect(),
-        },
+        info: NodeInfo::of(
+            config,
+            node_started,
+            journal_url.is_none().then(|| journal_path.clone()),
+        ),
     };
     let stack = Stack::open(&shared, journal, |_| true).await?;
 

@@ -35,6 +35,26 @@ pub(crate) struct Shared<'a> {
     pub(crate) info: NodeInfo,
 }
 
+impl NodeInfo {
+    /// What `GET /status` says of a node started at `started` with `config`;
+    /// `journal_dir`: a sled journal's directory, whose size is reported.
+    pub(crate) fn of(
+        config: &Config,
+        started: Instant,
+        journal_dir: Option<std::path::PathBuf>,
+    ) -> NodeInfo {
+        NodeInfo {
+            started,
+            journal_dir,
+            durability: match config.durability {
+                Some(crate::config::DurabilitySetting::Buffered) => "buffered",
+                _ => "fsync",
+            },
+            models: config.models.keys().cloned().collect(),
+        }
+    }
+}
+
 /// A running stack.
 pub(crate) struct Stack {
     pub(crate) runtime: Runtime,

@@ -37,27 +37,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{BIN, postgres_url};
 use serde_json::{Value, json};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const SHARDS: u32 = 8;
 const COUNTERS: usize = 24;
-
-fn test_url() -> Option<String> {
-    match std::env::var("TOKA_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("TOKA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "TOKA_REQUIRE_POSTGRES=1 but TOKA_TEST_POSTGRES is not set"
-            );
-            eprintln!("skipped: TOKA_TEST_POSTGRES is not set");
-            None
-        }
-    }
-}
 
 /// Every schema of the cluster (`<base>_…`), dropped when the test ends.
 struct Schemas {
@@ -387,7 +373,7 @@ fn report(nodes: &[ClusterNode]) -> String {
 
 #[test]
 fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
-    let Some(url) = test_url() else {
+    let Some(url) = postgres_url() else {
         return;
     };
     let kills: usize = std::env::var("TOKA_CLUSTER_KILLS")
@@ -727,7 +713,7 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn any_node_answers_for_the_whole_cluster() {
-    let Some(url) = test_url() else {
+    let Some(url) = postgres_url() else {
         return;
     };
     let cluster = TestCluster::start(&url, "clr", |jail| {

@@ -148,12 +148,9 @@ async fn spawn(
     forwarded: bool,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is over {BODY_LIMIT} bytes, or did not arrive"),
-        )
-        .into_response();
+    let bytes = match whole(body).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
     };
     let named = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
         let id = v.get("id")?.as_str()?.to_owned();
@@ -211,13 +208,7 @@ impl Replayable {
     async fn of(request: Request, forwarded: bool) -> Result<Replayable, Response> {
         let node_only = forwarded || request.headers().contains_key(&NODE_SCOPE);
         let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is over {BODY_LIMIT} bytes, or did not arrive"),
-            )
-            .into_response()
-        })?;
+        let body = whole(body).await?;
         Ok(Replayable {
             method: parts.method,
             uri: parts.uri,
@@ -467,12 +458,9 @@ async fn refresh_view(cluster: &Arc<Cluster>) {
 async fn forward(cluster: &Cluster, address: &str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     // Request bodies are small (at most `BODY_LIMIT`): sent whole, with their length.
-    let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is over {BODY_LIMIT} bytes, or did not arrive"),
-        )
-        .into_response();
+    let body = match whole(body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let sent = cluster
@@ -599,6 +587,17 @@ fn valid_local(cluster: &Cluster) -> Vec<u32> {
         .filter(|(_, shard)| shard.valid())
         .map(|(shard, _)| *shard)
         .collect()
+}
+
+/// A request body read whole (at most [`BODY_LIMIT`]); 413 otherwise.
+async fn whole(body: Body) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {BODY_LIMIT} bytes, or did not arrive"),
+        )
+        .into_response()
+    })
 }
 
 /// 503 with `Retry-After: 1`.
