@@ -858,6 +858,25 @@ fn any_node_answers_for_the_whole_cluster() {
         );
     }
 
+    // A shard's own routes (events, status) through any node, with `?shard=N`.
+    for shard in [0, 5, 7] {
+        let (status, events) = call(
+            b,
+            "GET",
+            &format!("/events?shard={shard}&limit=5"),
+            token,
+            &Value::Null,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{events}");
+        assert!(
+            events.as_array().is_some_and(|e| !e.is_empty()),
+            "shard {shard}: {events}"
+        );
+    }
+    let (status, _) = call(b, "GET", "/status?shard=8", token, &Value::Null).unwrap();
+    assert_eq!(status, 400);
+
     // The cluster's own view.
     let (status, view) = call(c, "GET", "/cluster", token, &Value::Null).unwrap();
     assert_eq!(status, 200, "{view}");

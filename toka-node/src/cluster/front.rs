@@ -9,8 +9,9 @@
 //! - `/approvals/{id}`: the first shard that knows the approval (this node's, then the
 //!   others').
 //! - `GET /cluster`: the members, the shards' holders and epochs (`api.status.read`).
-//! - `GET /health`: this node; anything else: this node's lowest shard (or, holding none,
-//!   the first held shard's node).
+//! - `GET /health`: this node; anything else: shard `N` with `?shard=N` (its events,
+//!   status, metrics, wherever it is held), else this node's lowest shard (or, holding
+//!   none, the first held shard's node).
 //!
 //! A forwarded request carries `x-toka-forwarded`; a node that gets one for a shard it
 //! does not hold (it moved meanwhile) answers 503 instead of forwarding again. A shard
@@ -87,7 +88,15 @@ async fn front(State(cluster): State<Arc<Cluster>>, request: Request) -> Respons
             let shard = shard_of(&cluster, id).await;
             dispatch(&cluster, shard, request, forwarded).await
         }
-        _ => home(&cluster, request, forwarded).await,
+        _ => match shard_param(request.uri(), cluster.settings.shards) {
+            Some(Ok((shard, uri))) => {
+                let mut request = request;
+                *request.uri_mut() = uri;
+                dispatch(&cluster, shard, request, forwarded).await
+            }
+            Some(Err(message)) => ApiError::bad_request(message).into_response(),
+            None => home(&cluster, request, forwarded).await,
+        },
     }
 }
 
@@ -501,6 +510,35 @@ fn streamed(answer: reqwest::Response) -> Response {
     response
         .body(Body::from_stream(answer.bytes_stream()))
         .unwrap_or_else(|_| ApiError::internal("forwarding an answer").into_response())
+}
+
+/// `?shard=N` on a route naming no agent (`/events`, `/status`, `/metrics`, …): that shard,
+/// and the URI without the parameter (the shard's own API does not know it).
+fn shard_param(
+    uri: &axum::http::Uri,
+    shards: u32,
+) -> Option<Result<(u32, axum::http::Uri), String>> {
+    let text = query_param(uri, "shard")?;
+    let shard = match text.parse::<u32>() {
+        Ok(shard) if shard < shards => shard,
+        _ => return Some(Err(format!("shard must be 0 to {}", shards - 1))),
+    };
+    let kept: Vec<&str> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.starts_with("shard=") && !pair.is_empty())
+        .collect();
+    let path = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    Some(
+        path.parse()
+            .map(|uri| (shard, uri))
+            .map_err(|_| "a malformed URI".to_owned()),
+    )
 }
 
 /// The value of query parameter `name`, if given once and non-empty.
