@@ -55,10 +55,10 @@ impl<A: Agent> Kind for KindOf<A> {
         start: StartArgs,
         supervisor: ActorCell,
     ) -> BoxFuture<Result<ActorRef<Envelope>, Error>> {
-        let actor = AgentActor::<A>::new(Arc::clone(&self.agent), kernel);
+        let actor = AgentActor::<A>::new(Arc::clone(&self.agent));
         Box::pin(async move {
             let id = start.id.clone();
-            match Actor::spawn_linked(None, actor, start, supervisor).await {
+            match Actor::spawn_linked(None, actor, (kernel, start), supervisor).await {
                 Ok((actor, _)) => Ok(actor),
                 Err(error) => Err(Error::Spawn {
                     id,
