@@ -8,9 +8,9 @@
 //!   `10.231.N.1`; `n3` runs inside (`ip netns exec`) on `10.231.N.2`, its journal URL
 //!   pointing at the forwarder. Leases last 1.5 s. Clients send `{"add": 1}` to 24 counters
 //!   through `n1`/`n2` (some only to `n3`'s agents) and straight to `n3`. Each round
-//!   (`TOKA_PARTITION_ROUNDS`, default 3) cuts the veth (the host side goes down; a
-//!   blackhole route keeps the host from answering for the namespace, so both sides see
-//!   silence): within 3 lease periods every shard must be served by `n1` and `n2` only,
+//!   (`TOKA_PARTITION_ROUNDS`, default 3) cuts the veth (the host side goes down, and a
+//!   route through a second veth pair without carrier takes over, so that both sides see
+//!   silence, not errors): within 3 lease periods every shard must be served by `n1` and `n2` only,
 //!   the ones `n3` held at higher epochs, and every counter must answer through them. The
 //!   cut is held a little longer each round (0, 1, 2 lease periods more), then healed:
 //!   `n3` must say it lost each lease it held, at the epoch it held it, and the shards must
@@ -83,13 +83,16 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// A network namespace joined to the host by a veth pair, removed (with the pair and the
-/// blackhole route) when dropped, also on a panic.
+/// A network namespace joined to the host by a veth pair, removed (with the pairs and
+/// the route) when dropped, also on a panic.
 struct Netns {
     name: String,
     /// The host side of the veth pair (the namespace side is `peer`).
     host_if: String,
     peer: String,
+    /// One end of a second veth pair, up, whose other end stays down: what the host sends
+    /// to the namespace goes there while the link is cut, and is dropped without an error.
+    parked: String,
     /// `N` of the subnet `10.231.N.0/24`.
     subnet: u8,
 }
@@ -117,13 +120,15 @@ impl Netns {
             name,
             host_if: format!("tkp{pid}h"),
             peer: format!("tkp{pid}n"),
+            parked: format!("tkp{pid}p"),
             subnet,
         };
         // From here on, `Drop` cleans up whatever was made.
         let (ns, host_if, peer) = (&net.name, &net.host_if, &net.peer);
         let host_cidr = format!("{}/24", net.host_ip());
         let ns_cidr = format!("{}/24", net.ns_ip());
-        let steps: [&[&str]; 7] = [
+        let parked_peer = format!("tkp{pid}q");
+        let steps: [&[&str]; 9] = [
             &[
                 "link", "add", host_if, "type", "veth", "peer", "name", peer, "netns", ns,
             ],
@@ -132,9 +137,29 @@ impl Netns {
             &["-n", ns, "addr", "add", &ns_cidr, "dev", peer],
             &["-n", ns, "link", "set", peer, "up"],
             &["-n", ns, "link", "set", "lo", "up"],
-            // While the host side is down, the host drops what it sends to the namespace
-            // (without this it would go out by the default route).
-            &["route", "add", "blackhole", &net.subnet_cidr(), "metric", "4000"],
+            // While the host side is down, what the host sends to the namespace goes to a
+            // link without carrier and is dropped silently (without this route it would
+            // fail at once, or go out by the default route).
+            &[
+                "link",
+                "add",
+                &net.parked,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &parked_peer,
+            ],
+            &["link", "set", &net.parked, "up"],
+            &[
+                "route",
+                "add",
+                &net.subnet_cidr(),
+                "dev",
+                &net.parked,
+                "metric",
+                "4000",
+            ],
         ];
         for step in steps {
             ip(step)?;
@@ -170,14 +195,7 @@ impl Drop for Netns {
         // Deleting the namespace deletes the pair with it.
         let _ = ip(&["netns", "del", &self.name]);
         let _ = ip(&["link", "del", &self.host_if]);
-        let _ = ip(&[
-            "route",
-            "del",
-            "blackhole",
-            &self.subnet_cidr(),
-            "metric",
-            "4000",
-        ]);
+        let _ = ip(&["link", "del", &self.parked]);
     }
 }
 
@@ -242,7 +260,12 @@ impl Drop for Forwarder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        for stream in self.streams.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for stream in self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
@@ -267,9 +290,7 @@ fn server_of(url: &str) -> SocketAddr {
         other => panic!("TOKA_TEST_POSTGRES must name a TCP host, not {other:?}"),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let ip: IpAddr = host
-        .parse()
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let ip: IpAddr = host.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     SocketAddr::new(ip, port)
 }
 
@@ -434,16 +455,18 @@ fn call(
 fn served_by(nodes: &[SocketAddr]) -> Vec<Vec<u32>> {
     nodes
         .iter()
-        .map(|addr| match call(*addr, "GET", "/health", "", &Value::Null) {
-            Ok((200, health)) => health["shards"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_u64)
-                .map(|s| s as u32)
-                .collect(),
-            _ => Vec::new(),
-        })
+        .map(
+            |addr| match call(*addr, "GET", "/health", "", &Value::Null) {
+                Ok((200, health)) => health["shards"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_u64)
+                    .map(|s| s as u32)
+                    .collect(),
+                _ => Vec::new(),
+            },
+        )
         .collect()
 }
 
@@ -487,7 +510,11 @@ fn holders(url: &str, base: &str) -> BTreeMap<u32, (String, i64)> {
         .unwrap()
         .iter()
         .filter_map(|row| {
-            let shard = row.get::<_, String>(0).strip_prefix("shard/")?.parse().ok()?;
+            let shard = row
+                .get::<_, String>(0)
+                .strip_prefix("shard/")?
+                .parse()
+                .ok()?;
             Some((shard, (row.get(1), row.get(2))))
         })
         .collect()
@@ -867,6 +894,9 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
         .matches("the journal's lease is lost: it writes nothing more")
         .count();
     eprintln!("n3's journals refused {fenced} transactions at a lost epoch");
+    if std::env::var("TOKA_PARTITION_LOGS").as_deref() == Ok("1") {
+        eprintln!("{}", report(&nodes));
+    }
     for (i, id) in counters.iter().enumerate() {
         let (status, value) = retry_503(|| {
             call(
@@ -918,8 +948,12 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
 fn lost_lease_logged(log: &str, shard: u32, epoch: i64) -> bool {
     log.lines().any(|line| {
         line.contains("lost the lease")
-            && line.split_whitespace().any(|w| w == format!("shard={shard}"))
-            && line.split_whitespace().any(|w| w == format!("epoch={epoch}"))
+            && line
+                .split_whitespace()
+                .any(|w| w == format!("shard={shard}"))
+            && line
+                .split_whitespace()
+                .any(|w| w == format!("epoch={epoch}"))
     })
 }
 
