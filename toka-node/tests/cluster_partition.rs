@@ -28,7 +28,13 @@
 //!   journal's hash chain is intact. The times until the shards moved and until they spread
 //!   again are printed; `TOKA_PARTITION_LOGS=1` prints the nodes' logs too.
 //!
-//! Needs root and `ip netns` (else the test passes doing nothing, unless
+//! - `a_shard_whose_journal_connection_dies_opens_again`: the server ends a one-node
+//!   cluster's shard journal sessions (`pg_terminate_backend`) while the node keeps the
+//!   leases; the journals then refuse writes for good, so the node must give the shards up
+//!   and open them again, on fresh connections at new epochs (a counter takes messages
+//!   again within 3 lease periods, none lost). Needs only PostgreSQL.
+//!
+//! The partition test needs root and `ip netns` (else it passes doing nothing, unless
 //! `TOKA_REQUIRE_NETNS=1`), and `TOKA_TEST_POSTGRES` (see
 //! `toka-store/tests/postgres/start.sh`; else it passes doing nothing, unless
 //! `TOKA_REQUIRE_POSTGRES=1`).
@@ -1004,4 +1010,137 @@ fn retry_503(mut f: impl FnMut() -> (u16, Value)) -> (u16, Value) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A shard's journal whose connection the server ends (as a restart of PostgreSQL, or a
+/// cut shorter than the lease, would) while its node keeps the lease: the journal refuses
+/// writes from then on, so the node must open the shard again (at a new epoch) rather than
+/// answer 503 until it restarts. Needs only PostgreSQL.
+#[test]
+fn a_shard_whose_journal_connection_dies_opens_again() {
+    let Some(url) = test_url() else {
+        return;
+    };
+    let base = format!("reop_{}", std::process::id());
+    let _schemas = Schemas {
+        url: url.clone(),
+        base: base.clone(),
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let journal = format!("{url}{sep}schema={base}");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("toka.toml");
+    std::fs::write(
+        &config,
+        format!("[cluster]\nlease_ms = {}\nshards = 2\n", LEASE.as_millis()),
+    )
+    .unwrap();
+    let dir = tmp.path().join("n1");
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = ClusterNode::start(
+        "n1",
+        &dir,
+        &config,
+        &journal,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        None,
+    );
+    let addr = node.addr;
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while served_by(&[addr])[0].len() < 2 {
+        assert!(
+            Instant::now() < ready_by,
+            "no shards served\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (status, body) = call(
+        addr,
+        "POST",
+        "/agents",
+        &token,
+        &json!({"id": "c0", "kind": "counter"}),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let send = || {
+        call(
+            addr,
+            "POST",
+            "/agents/c0/messages",
+            &token,
+            &json!({"add": 1}),
+        )
+        .unwrap()
+    };
+    assert_eq!(send().0, 202);
+
+    // The server ends the sessions of both shard journals.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let ended: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name IN ($1, $2)",
+            &[
+                &format!("toka-journal/{base}_s0"),
+                &format!("toka-journal/{base}_s1"),
+            ],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 2, "the shard journals' sessions");
+
+    // Sends fail for a moment (the journal finds its connection gone), then work again.
+    let (mut acked, mut doubt) = (1u64, 0u64);
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    loop {
+        let (status, body) = send();
+        if status == 202 {
+            acked += 1;
+            if !answers.is_empty() {
+                break;
+            }
+        } else {
+            doubt += 1;
+            answers.push(format!("{status} {}", body["error"]));
+        }
+        assert!(
+            started.elapsed() < 3 * LEASE,
+            "c0 did not refuse, then take, messages within {:?} of its journal's session ending: {answers:?}\n{}",
+            started.elapsed(),
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "c0 took messages again {:?} after its journal's session ended",
+        started.elapsed()
+    );
+    let (status, value) = call(addr, "POST", "/agents/c0/query", &token, &json!("get")).unwrap();
+    assert_eq!(status, 200, "{value}");
+    let value = value["value"].as_u64().unwrap();
+    assert!(
+        value >= acked && value <= acked + doubt,
+        "c0 holds {value}; {acked} acknowledged, {doubt} refused or in doubt"
+    );
 }
