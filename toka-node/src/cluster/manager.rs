@@ -1,7 +1,8 @@
 //! The shard manager: every tick it heartbeats, renews the leases it holds, takes the
 //! shards dealt to it, hands over the shards dealt to others, stops serving a shard whose
-//! lease it lost (or could not renew in time), records the agents its shards spawned, and
-//! shares revocations. Opening a shard (recovering its runtime) runs beside the ticks, so
+//! lease it lost (or could not renew in time), reopens a shard whose journal lost its
+//! connection (the journal refuses writes from then on), records the agents its shards
+//! spawned, and shares revocations. Opening a shard (recovering its runtime) runs beside the ticks, so
 //! the leases of the other shards keep being renewed meanwhile.
 
 use std::collections::{BTreeMap, HashSet};
@@ -169,6 +170,33 @@ impl<'a> Manager<'a> {
                     "lost the lease of a shard: it stops here"
                 );
                 self.close(shard, h, false).await;
+            }
+        }
+
+        // A journal whose connection was lost refuses writes for good (it does not
+        // reconnect), though the lease may still be held: give the shard up, so that it
+        // opens again on a fresh connection, at a new epoch, instead of refusing writes
+        // until the node restarts.
+        let poisoned: Vec<u32> = held
+            .iter()
+            .filter(|(_, h)| {
+                h.stack.as_ref().is_some_and(|stack| {
+                    matches!(
+                        stack.journal.write_failure(),
+                        Some(toka_store::Error::Poisoned(_))
+                    )
+                })
+            })
+            .map(|(shard, _)| *shard)
+            .collect();
+        for shard in poisoned {
+            if let Some(h) = held.remove(&shard) {
+                tracing::warn!(
+                    shard,
+                    epoch = h.lease.epoch(),
+                    "a shard's journal refuses writes (its connection failed): reopening it"
+                );
+                self.close(shard, h, true).await;
             }
         }
 
