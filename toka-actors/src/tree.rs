@@ -79,7 +79,7 @@ impl Tree {
                 spec,
                 base,
             } => {
-                self.insert(parent, kind, args, spec.into(), base);
+                self.insert(parent, &kind, args, spec.into(), base);
             }
             TreeRecord::Stopped { ids } => {
                 for id in ids {
@@ -93,15 +93,18 @@ impl Tree {
     pub(crate) fn insert(
         &mut self,
         parent: Option<AgentId>,
-        kind: String,
+        kind: &str,
         mut args: Vec<u8>,
         spec: SpawnSpec,
         base: u64,
     ) -> bool {
         let id = spec.id.clone();
+        if self.nodes.contains_key(&id) {
+            return false;
+        }
         // Kept for the agent's life: no spare capacity (an encoder's buffer has some).
         args.shrink_to_fit();
-        let kind = match self.kinds.get(kind.as_str()) {
+        let kind = match self.kinds.get(kind) {
             Some(shared) => Arc::clone(shared),
             None => {
                 let shared: Arc<str> = kind.into();
@@ -109,9 +112,6 @@ impl Tree {
                 shared
             }
         };
-        if self.nodes.contains_key(&id) {
-            return false;
-        }
         let parent = parent.filter(|p| self.nodes.contains_key(p));
         match &parent {
             Some(p) => {
