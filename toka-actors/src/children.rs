@@ -133,6 +133,9 @@ impl Children {
             tracing::warn!(agent = %id, "child did not stop in time; killing it");
             let _ = cell.kill_and_wait(Some(STOP_TIMEOUT)).await;
         }
+        // A child that failed just before (its exit not handled yet, e.g. at shutdown,
+        // when it never will be) ran no `post_stop` to leave the directory.
+        self.kernel.directory.stopped(id, cell.get_id());
     }
 
     /// Stops every child, last started first.
