@@ -14,6 +14,9 @@
 //!      `send_message` to a ractor collector (`call_t!` in place of the asks). Rate:
 //!      messages/s. Target ≥ 0.8×. The spawn of the 1,001 agents / actors is timed too
 //!      (context row).
+//!    - `spawn`: 10,000 transient top-level agents spawned one after the other from one
+//!      task ([`Runtime::spawn`]) against as many `Actor::spawn`s of a plain ractor
+//!      actor. Rate: spawns/s. Target ≥ 0.5× (issue 11).
 //!    - `query`: sequential reads of one durable agent's state over an `Fsync` sled
 //!      journal, by [`AgentRef::query`] (answered from the state, nothing journaled)
 //!      against an ask (a journaled, fsynced message). Rate: reads/s; the rounds also print
@@ -67,7 +70,7 @@
 //! cargo bench -p toka-actors --bench runtime -- fan-in        # only workloads named so
 //! TOKA_BENCH_QUICK=1 cargo bench -p toka-actors --bench runtime  # smaller sizes (smoke run)
 //! ```
-//! Filters match workload names: `request-reply`, `query`, `fan-in`, `durable-buffered`,
+//! Filters match workload names: `request-reply`, `spawn`, `query`, `fan-in`, `durable-buffered`,
 //! `durable-fsync`, `recovery`, `recovery-snapshots`, `memory` (`durable` selects both
 //! durable workloads). The output ends with a summary table: Toka's value, the baseline's,
 //! their ratio, the target and PASS/MISS.
