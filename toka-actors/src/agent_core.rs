@@ -41,19 +41,15 @@ pub(crate) struct Core<A: Agent> {
     pub(crate) base: u64,
     /// Last stream sequence number dealt with (at least `base`).
     pub(crate) applied: u64,
-    /// Sequence numbers of this agent's own records not yet passed by `applied`.
-    pub(crate) own: BTreeSet<u64>,
     pub(crate) handled: Option<HandledCell>,
     /// Per sender, the newest effect handled from it; `None` until a message from an
     /// agent is handled (boxed: most agents are sent to from outside, or not at all).
     // The box is deliberate: `None` takes 8 bytes in every idle agent, an empty map 48.
     #[allow(clippy::box_collection)]
     pub(crate) watermarks: Option<Box<HashMap<AgentId, EffectId>>>,
-    pub(crate) timers: BTreeMap<TimerId, TimerRecord>,
-    // B-trees, not hash maps: empty, they are smaller (no hasher state), and most agents
-    // never arm a timer or subscribe.
-    pub(crate) timer_tasks: BTreeMap<TimerId, AbortHandle>,
-    pub(crate) subscriptions: BTreeMap<String, TopicDecoder<A::Msg>>,
+    /// Own records, timers and subscriptions: `None` until the agent has any (see
+    /// [`Extras`]).
+    pub(crate) extras: Option<Box<Extras<A>>>,
     /// While recovering: what the journal recorded of the handlings being replayed.
     /// `None` otherwise (boxed: most of an agent's life has nothing recorded to keep).
     pub(crate) recorded: Option<Box<Recorded>>,
@@ -75,7 +71,64 @@ pub(crate) struct Core<A: Agent> {
     pub(crate) start_children: bool,
 }
 
+/// The parts of a [`Core`] that many agents never use, allocated on first use: the core
+/// is kept inline in the agent's task by ractor, so every byte here would be paid by every
+/// idle agent (see `ARCHITECTURE.md`, "An idle agent's size is paid once per agent").
+pub(crate) struct Extras<A: Agent> {
+    /// Sequence numbers of this agent's own records not yet passed by `applied`.
+    pub(crate) own: BTreeSet<u64>,
+    pub(crate) timers: BTreeMap<TimerId, TimerRecord>,
+    // B-trees, not hash maps: empty, they are smaller (no hasher state), and most agents
+    // never arm a timer or subscribe.
+    pub(crate) timer_tasks: BTreeMap<TimerId, AbortHandle>,
+    pub(crate) subscriptions: BTreeMap<String, TopicDecoder<A::Msg>>,
+}
+
+impl<A: Agent> Default for Extras<A> {
+    fn default() -> Self {
+        Extras {
+            own: BTreeSet::new(),
+            timers: BTreeMap::new(),
+            timer_tasks: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+        }
+    }
+}
+
 impl<A: Agent> Core<A> {
+    /// The [`Extras`], allocated if the agent had none.
+    pub(crate) fn extras_mut(&mut self) -> &mut Extras<A> {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Whether `seq` is one of the agent's own records not yet passed.
+    pub(crate) fn is_own(&self, seq: u64) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.own.contains(&seq))
+    }
+
+    /// Pending timer `id`, if any.
+    pub(crate) fn timer(&self, id: &TimerId) -> Option<&TimerRecord> {
+        self.extras.as_ref().and_then(|e| e.timers.get(id))
+    }
+
+    /// Removes pending timer `id` (aborting its task); whether it was pending.
+    pub(crate) fn remove_timer(&mut self, id: &TimerId) -> bool {
+        let Some(extras) = self.extras.as_mut() else {
+            return false;
+        };
+        if let Some(task) = extras.timer_tasks.remove(id) {
+            task.abort();
+        }
+        extras.timers.remove(id).is_some()
+    }
+
+    /// The decoder of `topic`'s messages, if the agent subscribed to it.
+    pub(crate) fn subscription(&self, topic: &str) -> Option<TopicDecoder<A::Msg>> {
+        self.extras
+            .as_ref()
+            .and_then(|e| e.subscriptions.get(topic).copied())
+    }
+
     /// Appends one of the agent's own records (not delivered) and waits until durable
     /// (which makes every earlier append durable too: the log is flushed as a prefix).
     pub(crate) async fn append_own(
@@ -102,7 +155,7 @@ impl<A: Agent> Core<A> {
             .kernel
             .append(&self.id, kind, payload, Routing::Own)
             .await?;
-        self.own.insert(appended.first_seq);
+        self.extras_mut().own.insert(appended.first_seq);
         self.unsynced = self.unsynced.max(appended.last_position);
         Ok(())
     }
@@ -119,13 +172,15 @@ impl<A: Agent> Core<A> {
     /// Notes that one of the agent's own records, not waited for, was appended at `seq`.
     pub(crate) fn own_appended(&mut self, seq: u64) {
         if seq > self.applied {
-            self.own.insert(seq);
+            self.extras_mut().own.insert(seq);
         }
     }
 
     /// Subscribes to `topic`, decoding its messages with `decode`.
     pub(crate) fn subscribe(&mut self, topic: &str, decode: TopicDecoder<A::Msg>) {
-        self.subscriptions.insert(topic.to_owned(), decode);
+        self.extras_mut()
+            .subscriptions
+            .insert(topic.to_owned(), decode);
         self.kernel.directory.subscribe(topic, &self.id);
     }
 
@@ -133,7 +188,7 @@ impl<A: Agent> Core<A> {
     pub(crate) fn pending_timer(&mut self, timer: TimerRecord, arm: bool) {
         let id = timer.id;
         let due = timer.due_micros;
-        self.timers.insert(id, timer);
+        self.extras_mut().timers.insert(id, timer);
         if arm {
             self.arm(id, due);
         }
@@ -147,7 +202,11 @@ impl<A: Agent> Core<A> {
             tokio::time::sleep(delay).await;
             let _ = myself.send_message(Envelope::TimerDue(id));
         });
-        if let Some(old) = self.timer_tasks.insert(id, task.abort_handle()) {
+        if let Some(old) = self
+            .extras_mut()
+            .timer_tasks
+            .insert(id, task.abort_handle())
+        {
             old.abort();
         }
     }
@@ -155,7 +214,7 @@ impl<A: Agent> Core<A> {
     /// Marks message `seq` handled.
     pub(crate) fn mark_handled(&mut self, seq: u64) {
         if let Some(cell) = &self.handled {
-            cell.mark(seq);
+            cell.mark(seq, &self.kernel.progress);
         }
     }
 
@@ -188,7 +247,10 @@ impl<A: Agent> Core<A> {
 
     /// Moves `applied` past this agent's own records.
     pub(crate) fn skip_own(&mut self) {
-        while self.own.remove(&(self.applied + 1)) {
+        let Some(extras) = self.extras.as_mut() else {
+            return;
+        };
+        while extras.own.remove(&(self.applied + 1)) {
             self.applied += 1;
         }
     }

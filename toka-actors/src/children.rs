@@ -96,8 +96,8 @@ impl Children {
                 node.kind.clone(),
                 StartArgs {
                     id: id.clone(),
-                    args: node.args.clone(),
-                    spec: node.spec.clone(),
+                    args: node.args.to_vec(),
+                    spec: node.spawn_spec(id.clone()),
                     base: node.base,
                     has_children: !node.children.is_empty(),
                 },
@@ -248,7 +248,7 @@ impl Children {
         }
         let restart = match self.kernel.tree().get(&child) {
             None => return Ok(()),
-            Some(node) => match node.spec.restart {
+            Some(node) => match node.restart() {
                 Restart::Permanent => true,
                 Restart::Transient => failed,
                 Restart::Temporary => false,

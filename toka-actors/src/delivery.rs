@@ -147,7 +147,7 @@ pub(crate) async fn deliver(
     let Some((msg, reply)) = pending else {
         return Ok(());
     };
-    let durable = kernel.tree().get(to).map(|node| node.spec.durable);
+    let durable = kernel.tree().get(to).map(|node| node.durable());
     match durable {
         Some(true) => {
             let body = msg.encode()?;

@@ -102,7 +102,7 @@ impl Kernel {
         let recovering = tree
             .walk()
             .into_iter()
-            .filter(|(_, node)| node.spec.durable)
+            .filter(|(_, node)| node.durable())
             .map(|(id, _)| id)
             .collect();
         Kernel {
@@ -428,9 +428,7 @@ impl Kernel {
             if ids.is_empty() {
                 return Err(Error::UnknownAgent(id.clone()));
             }
-            let durable = ids
-                .iter()
-                .any(|i| tree.get(i).is_some_and(|n| n.spec.durable));
+            let durable = ids.iter().any(|i| tree.get(i).is_some_and(|n| n.durable()));
             (ids, durable)
         };
         if durable {

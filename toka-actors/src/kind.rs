@@ -55,15 +55,16 @@ impl<A: Agent> Kind for KindOf<A> {
         start: StartArgs,
         supervisor: ActorCell,
     ) -> BoxFuture<Result<ActorRef<Envelope>, Error>> {
-        let actor = AgentActor::<A>::new(Arc::clone(&self.agent), Arc::clone(&kernel));
+        let actor = AgentActor::<A>::new(Arc::clone(&self.agent));
         Box::pin(async move {
             let id = start.id.clone();
-            match Actor::spawn_linked(None, actor, start, supervisor).await {
+            let directory = Arc::clone(&kernel);
+            match Actor::spawn_linked(None, actor, (kernel, start), supervisor).await {
                 Ok((actor, _)) => Ok(actor),
                 Err(error) => {
                     // Linking fails after `pre_start` entered the agent in the directory
                     // when the supervisor is stopping; no `post_stop` will remove it.
-                    kernel.directory.stopped_dead(&id);
+                    directory.directory.stopped_dead(&id);
                     Err(Error::Spawn {
                         id,
                         reason: error.to_string(),

@@ -16,13 +16,13 @@ use crate::AgentId;
 #[derive(Default)]
 pub(crate) struct Progress {
     handled: DashMap<AgentId, Arc<AtomicU64>>,
-    dirty: Arc<AtomicBool>,
+    dirty: AtomicBool,
 }
 
-/// One agent's handled counter.
+/// One agent's handled counter. One pointer: it is kept by every durable agent (the
+/// flag saying that a counter moved is the [`Progress`]'s, passed to [`HandledCell::mark`]).
 pub(crate) struct HandledCell {
     seq: Arc<AtomicU64>,
-    dirty: Arc<AtomicBool>,
 }
 
 impl HandledCell {
@@ -31,12 +31,12 @@ impl HandledCell {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Notes message `seq` handled.
-    pub(crate) fn mark(&self, seq: u64) {
+    /// Notes message `seq` handled, in the counters of `progress` (which made this cell).
+    pub(crate) fn mark(&self, seq: u64, progress: &Progress) {
         self.seq.store(seq, Ordering::Release);
         // Read first: a store on every message would bounce the line between cores.
-        if !self.dirty.load(Ordering::Relaxed) {
-            self.dirty.store(true, Ordering::Release);
+        if !progress.dirty.load(Ordering::Relaxed) {
+            progress.dirty.store(true, Ordering::Release);
         }
     }
 }
@@ -49,7 +49,7 @@ impl Progress {
                 .into_iter()
                 .map(|(id, seq)| (id, Arc::new(AtomicU64::new(seq))))
                 .collect(),
-            dirty: Arc::default(),
+            dirty: AtomicBool::default(),
         }
     }
 
@@ -61,10 +61,7 @@ impl Progress {
                 .or_insert_with(|| Arc::new(AtomicU64::new(0)))
                 .value(),
         );
-        HandledCell {
-            seq,
-            dirty: Arc::clone(&self.dirty),
-        }
+        HandledCell { seq }
     }
 
     /// Every counter's value now.

@@ -127,7 +127,7 @@ pub(crate) fn start_read_ahead(
     let bases: HashMap<AgentId, u64> = tree
         .walk()
         .into_iter()
-        .filter(|(_, node)| node.spec.durable)
+        .filter(|(_, node)| node.durable())
         .map(|(id, node)| (id, node.base))
         .collect();
     let pass = tokio::task::spawn_blocking(move || preload(&*journal, &bases, budget));
@@ -409,6 +409,14 @@ pub(crate) async fn read_history(
     base: u64,
     version: u64,
 ) -> Result<History, Error> {
+    if version <= base {
+        // Nothing of this incarnation is journaled (a new agent's empty stream, or one
+        // that ends at the incarnation's marker): no record follows the base, and no
+        // snapshot is newer than it (a snapshot is taken at a handled message). Most
+        // recoveries of a running node are of such agents, just spawned: no read, and no
+        // trip to the blocking pool (whose threads would outlive the spawn).
+        return Ok(History::default());
+    }
     let preloaded_is_some = preloaded.is_some();
     let read = move || history(&*journal, preloaded, &id, base, version);
     // Read ahead by the start-up pass, what is left to read is a snapshot lookup and a

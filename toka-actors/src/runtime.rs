@@ -404,7 +404,7 @@ impl Runtime {
                 running: self.kernel.directory.is_running(&id),
                 kind: node.kind.to_string(),
                 parent: node.parent.clone(),
-                durable: node.spec.durable,
+                durable: node.durable(),
                 incarnation: node.base,
                 halted: self.kernel.directory.halt_reason(&id),
                 restarts: self.kernel.directory.restarts(&id),
@@ -496,7 +496,7 @@ impl Runtime {
     /// # Errors
     /// [`Error::Journal`], [`Error::Decode`].
     pub fn dead_letters(&self, id: &AgentId) -> Result<Vec<record::DeadLetter>, Error> {
-        let node = self.kernel.tree().get(id).map(|n| (n.spec.durable, n.base));
+        let node = self.kernel.tree().get(id).map(|n| (n.durable(), n.base));
         let base = match node {
             Some((false, _)) => return Ok(Vec::new()),
             Some((true, base)) => base,

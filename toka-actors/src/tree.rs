@@ -6,21 +6,95 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::record::TreeRecord;
-use crate::{AgentId, SpawnSpec};
+use crate::{AgentId, Restart, SpawnSpec, SupervisorSpec};
 
 /// One agent in the tree.
+///
+/// Kept for every agent, running or not, for the runtime's life: compact (104 bytes).
 #[derive(Clone, Debug)]
 pub(crate) struct Node {
     pub(crate) parent: Option<AgentId>,
     /// Its kind's name, shared by every node of the kind (see [`Tree::insert`]).
     pub(crate) kind: Arc<str>,
-    pub(crate) args: Vec<u8>,
-    pub(crate) spec: SpawnSpec,
+    pub(crate) args: Box<[u8]>,
+    /// Its [`SpawnSpec`] less the id (the node's key).
+    spec: NodeSpec,
     /// Where this incarnation begins in the agent's stream (see [`crate::record`]): it
     /// ignores the records at or below this sequence number. 0: the id's first.
     pub(crate) base: u64,
     /// In start order.
     pub(crate) children: Vec<AgentId>,
+}
+
+/// A [`SpawnSpec`] without its id, the settings most agents leave at their defaults
+/// boxed.
+#[derive(Clone, Debug)]
+struct NodeSpec {
+    restart: Restart,
+    durable: bool,
+    /// `None`: default supervision, the runtime's snapshot interval and attempts.
+    rest: Option<Box<SpecRest>>,
+}
+
+/// The rarely set part of a [`NodeSpec`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SpecRest {
+    supervision: SupervisorSpec,
+    snapshot_every: Option<u64>,
+    max_attempts: Option<u32>,
+}
+
+impl NodeSpec {
+    fn new(spec: SpawnSpec) -> Self {
+        // Destructured: a field added to `SpawnSpec` must be added here too.
+        let SpawnSpec {
+            id: _,
+            restart,
+            durable,
+            supervision,
+            snapshot_every,
+            max_attempts,
+        } = spec;
+        let rest = SpecRest {
+            supervision,
+            snapshot_every,
+            max_attempts,
+        };
+        let default = SpecRest {
+            supervision: SupervisorSpec::default(),
+            snapshot_every: None,
+            max_attempts: None,
+        };
+        NodeSpec {
+            restart,
+            durable,
+            rest: (rest != default).then(|| Box::new(rest)),
+        }
+    }
+}
+
+impl Node {
+    /// Whether the agent is journaled.
+    pub(crate) fn durable(&self) -> bool {
+        self.spec.durable
+    }
+
+    /// When its supervisor restarts it.
+    pub(crate) fn restart(&self) -> Restart {
+        self.spec.restart
+    }
+
+    /// Its spawn spec, given its id.
+    pub(crate) fn spawn_spec(&self, id: AgentId) -> SpawnSpec {
+        let mut spec = SpawnSpec::with_id(id).restart(self.spec.restart);
+        spec.durable = self.spec.durable;
+        if let Some(rest) = &self.spec.rest {
+            spec.supervision = rest.supervision;
+            spec.snapshot_every = rest.snapshot_every;
+            spec.max_attempts = rest.max_attempts;
+        }
+        spec
+    }
 }
 
 /// Where an agent sits in the tree; what [`Runtime::tree`](crate::Runtime::tree) lists.
@@ -94,7 +168,7 @@ impl Tree {
         &mut self,
         parent: Option<AgentId>,
         kind: &str,
-        mut args: Vec<u8>,
+        args: Vec<u8>,
         spec: SpawnSpec,
         base: u64,
     ) -> bool {
@@ -103,7 +177,7 @@ impl Tree {
             return false;
         }
         // Kept for the agent's life: no spare capacity (an encoder's buffer has some).
-        args.shrink_to_fit();
+        let args = args.into_boxed_slice();
         let kind = match self.kinds.get(kind) {
             Some(shared) => Arc::clone(shared),
             None => {
@@ -127,7 +201,7 @@ impl Tree {
                 parent,
                 kind,
                 args,
-                spec,
+                spec: NodeSpec::new(spec),
                 base,
                 children: Vec::new(),
             }),
@@ -224,6 +298,45 @@ mod tests {
             spec: (&spec).into(),
             base: 0,
         });
+    }
+
+    #[test]
+    fn nodes_give_back_the_spawn_spec() {
+        use crate::{Backoff, Intensity, Strategy};
+        use std::time::Duration;
+        let plain = SpawnSpec::new("plain").unwrap();
+        let custom = SpawnSpec::new("custom")
+            .unwrap()
+            .transient()
+            .restart(Restart::Temporary)
+            .supervise(
+                SupervisorSpec::new(Strategy::RestForOne)
+                    .intensity(Intensity {
+                        max_restarts: 7,
+                        within: Duration::from_secs(9),
+                    })
+                    .backoff(Backoff {
+                        initial: Duration::from_millis(5),
+                        max: Duration::from_secs(1),
+                    }),
+            )
+            .snapshot_every(17)
+            .max_attempts(2);
+        let mut tree = Tree::default();
+        for spec in [&plain, &custom] {
+            assert!(tree.insert(None, "k", vec![1, 2], spec.clone(), 0));
+            let node = tree.get(&spec.id).unwrap();
+            assert_eq!(node.spawn_spec(spec.id.clone()), *spec);
+            assert_eq!(node.durable(), spec.durable);
+            assert_eq!(node.restart(), spec.restart);
+            assert_eq!(&*node.args, &[1, 2]);
+        }
+        assert!(tree.get(&plain.id).unwrap().spec.rest.is_none());
+        assert_eq!(
+            std::mem::size_of::<Node>(),
+            104,
+            "a node's size changed: update its doc"
+        );
     }
 
     #[test]

@@ -202,6 +202,15 @@ pub(crate) struct RunArgs {
     /// to a flag, which other users can see in the process list).
     #[arg(long, env = "TOKA_JOURNAL", value_name = "URL", hide_env_values = true)]
     pub(crate) journal: Option<String>,
+    /// Run as node ID of a cluster over the PostgreSQL journal: the nodes sharing a
+    /// database share the agents, each shard on one node at a time (1 to 32 of a-z, 0-9,
+    /// _) [config: `[cluster] node_id`; see the README's "A cluster of nodes"].
+    #[arg(long, env = "TOKA_NODE_ID", value_name = "ID")]
+    pub(crate) node_id: Option<String>,
+    /// The URL other cluster nodes reach this node's API at [default: http:// and the
+    /// listen address; config: `[cluster] advertise`].
+    #[arg(long, env = "TOKA_ADVERTISE", value_name = "URL")]
+    pub(crate) advertise: Option<String>,
     /// A tracing filter, e.g. `info,toka_actors=debug` [default: warn; config: `log`;
     /// `RUST_LOG` overrides it].
     #[arg(long, env = "TOKA_LOG", value_name = "FILTER")]

@@ -124,6 +124,25 @@ pub(crate) struct Config {
     pub(crate) mcp: std::collections::BTreeMap<String, crate::mcp::McpConfig>,
     /// Where traces are exported (feature `otel`, see `otel.rs`); none: nowhere.
     pub(crate) otel: Option<crate::otel::OtelConfig>,
+    /// Run as a node of a cluster over the PostgreSQL journal (see `cluster.rs`).
+    pub(crate) cluster: Option<ClusterConfig>,
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClusterConfig {
+    /// This node's id (`--node-id` overrides it): 1 to 32 of `a-z`, `0-9`, `_`.
+    pub(crate) node_id: Option<String>,
+    /// The URL other nodes reach this node's API at (`--advertise` overrides it).
+    /// Default: `http://` and the listen address.
+    pub(crate) advertise: Option<String>,
+    /// How many shards the agents are spread over; fixed when the cluster is made.
+    /// Default: 8.
+    pub(crate) shards: Option<u32>,
+    /// How long a shard's lease lasts unless renewed, in milliseconds: a dead node's
+    /// shards move after about this long. Default: 3,000.
+    pub(crate) lease_ms: Option<u64>,
 }
 
 /// A `[models.NAME]` table.

@@ -150,6 +150,9 @@ fn create(
         .with_context(|| format!("creating {}", dir.data_dir.display()))?;
     let journal = open_journal()?;
     let authority = Authority::open(&key_path, journal).context("creating the root key")?;
+    // The seal key too, so that copies of the directory (the nodes of a cluster) open
+    // each other's sealed tokens.
+    toka_tools::Sealer::open(&dir.seal_key_path()).context("creating the seal key")?;
     let token = crate::cli::block_on(authority.issue(Vec::new(), "init"))?
         .context("minting the admin token")?;
     let text = token.to_string();

@@ -20,6 +20,8 @@ mod approvals_cli;
 mod audit;
 mod cli;
 mod client;
+#[cfg(feature = "postgres")]
+mod cluster;
 mod config;
 mod events;
 mod init;
@@ -31,6 +33,7 @@ mod remote;
 mod run;
 mod secrets;
 mod server;
+mod stack;
 mod status;
 mod token;
 

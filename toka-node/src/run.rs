@@ -10,16 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use toka_actors::{AgentId, Runtime, SpawnSpec};
 use toka_store::{Journal, JournalConfig, SledJournal};
 use toka_tools::{
-    Approvals, Authority, FsList, FsRead, FsRoot, FsWrite, Sealer, ShellExec, ToolHost,
-    ToolHostBuilder,
+    Authority, FsList, FsRead, FsRoot, FsWrite, Sealer, ShellExec, ToolHost, ToolHostBuilder,
 };
 
 use crate::cli::{DataDir, RunArgs, read_encryption_key};
 use crate::config::{Config, LogFormat, ToolsConfig};
-use crate::server::{AppState, NodeInfo, ServeLimits, Services, app, unwritable};
+use crate::server::{NodeInfo, ServeLimits};
+use crate::stack::{Shared, Stack};
 
 /// Where the API listens unless told otherwise.
 const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -48,9 +47,6 @@ const MAX_CONNECTIONS: usize = 1 << 16;
 /// Descriptors kept free for everything but client connections (the journal's files,
 /// tool runs, the listener).
 const RESERVED_FDS: u64 = 64;
-
-/// How often the node checks whether its journal still accepts writes.
-const JOURNAL_CHECK: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(args.config.as_deref())?;
@@ -99,15 +95,45 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let served = runtime.block_on(serve(
-        &dir,
+    #[cfg(feature = "postgres")]
+    let cluster = crate::cluster::Settings::resolve(
         &config,
-        &limits,
-        listen,
-        telemetry.is_some(),
+        args.node_id.as_deref(),
+        args.advertise.as_deref(),
         journal_url.as_deref(),
-        journal_config,
-    ));
+        listen,
+    )?;
+    #[cfg(not(feature = "postgres"))]
+    if args.node_id.is_some() || config.cluster.is_some() {
+        anyhow::bail!(
+            "a cluster node needs the `postgres` feature, which this toka-node was built without"
+        );
+    }
+    let served = runtime.block_on(async {
+        #[cfg(feature = "postgres")]
+        if let Some(settings) = cluster {
+            return crate::cluster::serve(
+                settings,
+                &dir,
+                &config,
+                &limits,
+                listen,
+                telemetry.is_some(),
+                journal_config,
+            )
+            .await;
+        }
+        serve(
+            &dir,
+            &config,
+            &limits,
+            listen,
+            telemetry.is_some(),
+            journal_url.as_deref(),
+            journal_config,
+        )
+        .await
+    });
     drop(runtime);
     // After the runtime: the last spans (the shutdown's) are exported too.
     if let Some(telemetry) = telemetry {
@@ -118,10 +144,10 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The node's time and connection limits, checked.
-struct Limits {
-    ask_timeout: Duration,
-    body_timeout: Duration,
-    serve: ServeLimits,
+pub(crate) struct Limits {
+    pub(crate) ask_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) serve: ServeLimits,
 }
 
 impl Limits {
@@ -277,50 +303,23 @@ async fn serve(
         .with_context(|| format!("opening the seal key of {}", dir.data_dir.display()))?;
     let authority = Authority::open(&dir.root_key_path(), journal.clone())
         .with_context(|| format!("opening the authority of {}", dir.data_dir.display()))?;
-    let (always_approve, approval_ttl) = crate::approvals::settings(&config.tools)?;
-    let approvals = Approvals::open(journal.clone() as Arc<dyn Journal>, approval_ttl)
-        .context("reading the approvals from the journal")?;
     let mcp = crate::mcp::start(dir, &config.mcp).await?;
-    let mut host = crate::mcp::register(&mcp, tool_host(authority.clone(), &config.tools)?)
-        .approvals(approvals);
-    for pattern in always_approve {
-        host = host.approval_required(pattern);
-    }
-    let host = host.start().await.context("starting the tool host")?;
-
-    let models = crate::secrets::model_host(
+    let shared = Shared {
         dir,
-        &config.models,
-        authority.clone(),
-        journal.clone() as Arc<dyn Journal>,
-    )?;
-
-    let started = Instant::now();
-    let builder = crate::kinds::register(Runtime::builder(journal.clone()), Some(sealer.clone()))
-        .extension(host.clone())
-        .extension(models);
-    // With `[otel]`, message records keep the trace context of their send.
-    #[cfg(feature = "otel")]
-    let builder = if traced {
-        builder.trace_propagator(crate::otel::TraceContextCarrier)
-    } else {
-        builder
+        config,
+        authority,
+        sealer,
+        mcp: &mcp,
+        ask_timeout: limits.ask_timeout,
+        body_timeout: limits.body_timeout,
+        traced,
+        info: NodeInfo::of(
+            config,
+            node_started,
+            journal_url.is_none().then(|| journal_path.clone()),
+        ),
     };
-    #[cfg(not(feature = "otel"))]
-    let _ = traced;
-    let start = builder.start();
-    let runtime = with_progress(start)
-        .await
-        .context("recovering the runtime from the journal")?;
-    let recovery = started.elapsed();
-    eprintln!(
-        "toka-node: recovered {} agents in {} ms",
-        runtime.tree().len(),
-        recovery.as_millis()
-    );
-
-    start_boot_agents(&runtime, config, &sealer).await?;
-    let sweeper = crate::approvals::resume(&runtime, &host).await?;
+    let stack = Stack::open(&shared, journal, |_| true).await?;
 
     // Before `listening on`: a signal from then on stops the node gracefully.
     let stop = shutdown_signal();
@@ -330,33 +329,13 @@ async fn serve(
     let _ = std::io::stdout().flush();
     first_run_hints(dir, config, bound);
 
-    let services = Services {
-        authority,
-        host: host.clone(),
-        sealer,
-        ask_timeout: limits.ask_timeout,
-        body_timeout: limits.body_timeout,
-        info: NodeInfo {
-            started: node_started,
-            journal_dir: journal_url.is_none().then(|| journal_path.clone()),
-            durability: match config.durability {
-                Some(crate::config::DurabilitySetting::Buffered) => "buffered",
-                _ => "fsync",
-            },
-            models: config.models.keys().cloned().collect(),
-        },
-    };
-    let state = AppState::new(runtime.clone(), services, recovery);
-    let watch = tokio::spawn(watch_journal(Arc::clone(&journal) as Arc<dyn Journal>));
-    let router = app(state.clone());
-    let served = crate::server::serve(listener, router, limits.serve, async move {
+    let state = stack.state.clone();
+    let served = crate::server::serve(listener, stack.router.clone(), limits.serve, async move {
         stop.await;
         eprintln!("toka-node: shutting down");
         state.close_streams();
     })
     .await;
-    watch.abort();
-    sweeper.abort();
     if served.dropped > 0 {
         eprintln!(
             "toka-node: dropped {} connections still open after {} ms",
@@ -366,24 +345,18 @@ async fn serve(
     }
 
     // Shut down whatever happened to the server: the journal must be flushed.
-    let stopped = runtime.shutdown().await;
-    host.shutdown().await;
+    let journal = Arc::clone(&stack.journal);
+    let closed = stack.close().await;
     crate::mcp::shutdown(&mcp).await;
-    if let Some(error) = journal.write_failure() {
-        // Nothing more can be written; what was acknowledged is on disk.
-        eprintln!("toka-node: {}", unwritable(error));
-        return Ok(());
+    closed?;
+    if journal.write_failure().is_none() {
+        eprintln!("toka-node: stopped; the journal is flushed");
     }
-    Journal::flush(&*journal)
-        .await
-        .context("flushing the journal")?;
-    stopped.context("shutting the runtime down")?;
-    eprintln!("toka-node: stopped; the journal is flushed");
     Ok(())
 }
 
 /// Awaits `work` (recovery), saying on stderr every two seconds that it is still going.
-async fn with_progress<F: Future>(work: F) -> F::Output {
+pub(crate) async fn with_progress<F: Future>(work: F) -> F::Output {
     let started = Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_secs(2));
     ticks.tick().await;
@@ -450,7 +423,7 @@ fn first_run_hints(dir: &DataDir, config: &Config, bound: SocketAddr) {
 }
 
 /// Binds the API's listener (with `SO_REUSEADDR`, as tokio's `bind` does).
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -512,56 +485,11 @@ fn open_error(path: &std::path::Path, error: toka_store::Error) -> anyhow::Error
     anyhow::Error::new(error).context(format!("opening the journal at {}{hint}", path.display()))
 }
 
-/// Watches the journal: the moment it stops accepting writes (a full disk, an I/O error)
-/// the node says so once, with what to do; `/health` reports it from then on.
-async fn watch_journal(journal: Arc<dyn Journal>) {
-    let mut ticks = tokio::time::interval(JOURNAL_CHECK);
-    loop {
-        ticks.tick().await;
-        if let Some(error) = journal.write_failure() {
-            tracing::error!("{}", unwritable(error));
-            return;
-        }
-    }
-}
-
-/// Spawns the config file's `[[agents]]` that the tree does not hold yet; tokens in their
-/// args are sealed before they are journaled.
-async fn start_boot_agents(
-    runtime: &Runtime,
-    config: &Config,
-    sealer: &Sealer,
-) -> anyhow::Result<()> {
-    for agent in &config.agents {
-        let context = || format!("starting agent {:?} of the config file", agent.id);
-        let spec = SpawnSpec::new(&agent.id).with_context(context)?;
-        if runtime.tree().iter().any(|info| info.id == spec.id) {
-            continue;
-        }
-        let spec = crate::kinds::supervisor::spawn_spec(spec, &agent.kind, &agent.args)
-            .map_err(anyhow::Error::msg)
-            .with_context(context)?;
-        let parent = agent
-            .parent
-            .as_deref()
-            .map(AgentId::new)
-            .transpose()
-            .with_context(context)?;
-        if !agent.args.is_object() {
-            anyhow::bail!("{}: args must be a table", context());
-        }
-        let mut args = agent.args.clone();
-        sealer.seal_tokens(&mut args);
-        runtime
-            .spawn_json(parent.as_ref(), &agent.kind, spec, args)
-            .await
-            .with_context(context)?;
-    }
-    Ok(())
-}
-
 /// The tool host's builder with the tools `config` asks for.
-fn tool_host(authority: Authority, config: &ToolsConfig) -> anyhow::Result<ToolHostBuilder> {
+pub(crate) fn tool_host(
+    authority: Authority,
+    config: &ToolsConfig,
+) -> anyhow::Result<ToolHostBuilder> {
     let mut builder = ToolHost::builder(authority);
     if let Some(path) = &config.fs_root {
         let mut root = FsRoot::new(path)
@@ -588,7 +516,7 @@ fn tool_host(authority: Authority, config: &ToolsConfig) -> anyhow::Result<ToolH
 /// when the future is first polled: the node calls this before it says `listening on`,
 /// so a signal sent as soon as it serves (its accept loop may not have polled the
 /// future yet) stops it gracefully instead of killing it.
-fn shutdown_signal() -> impl Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let interrupt = signal(SignalKind::interrupt());

@@ -23,6 +23,7 @@
 //! | `GET /events/stream?from=N` | 200 server-sent events: catch-up, then live | `api.events.read`, none |
 //! | `GET /metrics` | 200 Prometheus text | `api.metrics.read`, none |
 //! | `GET /status` | 200 `{"version", "uptime_secs", "agents": {"total", "running", "down", "halted"}, "journal": {"head_position", "acknowledged_head", "size_bytes", "durability", "writable"}, "recovery_ms", "tools", "models"}` | `api.status.read`, none |
+//! | `GET /cluster` | 200 `{"mode": "cluster", "node", "address", "lease_ms", "members": [{"id", "address", "alive", "silent_ms"}], "shards": [{"shard", "holder", "epoch", "expires_in_ms", "serving_here"}]}` on a cluster node (see `cluster.rs`); `{"mode": "standalone"}` otherwise | `api.status.read`, none |
 //! | `POST /tokens` `{"caveats": ["tool = fs.read", ...]}` | 201 `{"token", "identifier", "caveats"}`: a new token (a root power: the caveats are the caller's choice) | `api.tokens.mint`, none |
 //! | `POST /tokens/attenuate` `{"token", "caveats"}` | 201 `{"token", "identifier", "caveats"}`; 400 if the token is forged, revoked or not understood | `api.tokens.mint`, none |
 //! | `POST /tokens/revoke` `{"identifier", "reason"?}` (an identifier or a whole token) | 200 `{"identifier", "already_revoked"}`: journaled, refused (401) from the next request on | `api.tokens.revoke`, none |
@@ -84,7 +85,7 @@
 
 pub(crate) mod admin;
 mod approvals;
-mod auth;
+pub(crate) mod auth;
 mod console;
 mod error;
 mod listen;
@@ -279,6 +280,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::event_stream))
         .routes(routes!(routes::metrics))
         .routes(routes!(admin::status))
+        .routes(routes!(admin::cluster))
         .routes(routes!(admin::mint))
         .routes(routes!(admin::attenuate))
         .routes(routes!(admin::revoke))

@@ -12,22 +12,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, Node, admin_token, tree, value_of};
+use common::{BIN, Node, admin_token, postgres_url, tree, value_of};
 use serde_json::json;
-
-fn test_url() -> Option<String> {
-    match std::env::var("TOKA_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("TOKA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "TOKA_REQUIRE_POSTGRES=1 but TOKA_TEST_POSTGRES is not set"
-            );
-            eprintln!("skipped: TOKA_TEST_POSTGRES is not set");
-            None
-        }
-    }
-}
 
 /// Drops the schema when the test ends.
 struct Schema {
@@ -46,7 +32,7 @@ impl Drop for Schema {
 
 #[test]
 fn node_keeps_its_journal_in_postgres() {
-    let Some(url) = test_url() else {
+    let Some(url) = postgres_url() else {
         return;
     };
     let schema = Schema {
@@ -104,7 +90,7 @@ fn node_keeps_its_journal_in_postgres() {
 
 #[test]
 fn journal_passwords_are_never_shown() {
-    let Some(url) = test_url() else {
+    let Some(url) = postgres_url() else {
         return;
     };
     const SECRET: &str = "N0t-the-pa55word";

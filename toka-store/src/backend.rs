@@ -21,13 +21,17 @@ use crate::Error;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_lease;
 #[cfg(feature = "sled")]
 mod sled;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::{
-    DEFAULT_PG_SCHEMA, PG_LOCK_RETRY_FOR, PG_SCHEMA_VERSION, PgBackend, PgRange,
+    DEFAULT_PG_SCHEMA, PG_LOCK_RETRY_FOR, PG_SCHEMA_VERSION, PgBackend, PgRange, split_schema,
 };
+#[cfg(feature = "postgres")]
+pub use self::postgres_lease::{Lease, LeaseState, Leases, PgSession};
 #[cfg(feature = "sled")]
 pub use self::sled::{ANCHOR_FILE, LOCK_RETRY_FOR, SledBackend};
 pub use memory::MemoryBackend;

@@ -56,7 +56,37 @@ pub(crate) struct Durable {
     flushed: u64,
     /// Highest log position covered by a successful flush.
     flushed_position: u64,
-    failure: Option<Arc<str>>,
+    failure: Option<Failure>,
+}
+
+/// Why the commit thread stopped: kept typed for a lost lease, so that callers can tell
+/// "another writer owns this journal now" from a broken disk or connection.
+#[derive(Debug, Clone)]
+enum Failure {
+    Fenced { lease: Arc<str>, epoch: i64 },
+    Other(Arc<str>),
+}
+
+impl Failure {
+    fn of(error: &Error) -> Self {
+        match error {
+            Error::Fenced { lease, epoch } => Failure::Fenced {
+                lease: Arc::from(lease.as_str()),
+                epoch: *epoch,
+            },
+            other => Failure::Other(Arc::from(other.to_string())),
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            Failure::Fenced { lease, epoch } => Error::Fenced {
+                lease: lease.to_string(),
+                epoch: *epoch,
+            },
+            Failure::Other(reason) => Error::Poisoned(reason.to_string()),
+        }
+    }
 }
 
 struct Shared {
@@ -184,7 +214,7 @@ impl Committer {
             .await
             .map_err(|_| Error::Poisoned("the commit thread stopped".into()))?;
         match &state.failure {
-            Some(reason) if state.flushed < ticket => Err(Error::Poisoned(reason.to_string())),
+            Some(failure) if state.flushed < ticket => Err(failure.error()),
             _ => Ok(()),
         }
     }
@@ -215,7 +245,7 @@ impl Committer {
             .borrow()
             .failure
             .as_ref()
-            .map(|r| Error::Poisoned(r.to_string()))
+            .map(Failure::error)
     }
 
     /// The acknowledged head position (what subscriptions may read up to).
@@ -316,8 +346,8 @@ fn commit_loop<B: Backend>(
             }
             Err(error) => {
                 tracing::error!(%error, "journal flush failed; the journal is poisoned");
-                let reason: Arc<str> = Arc::from(error.to_string());
-                shared.durable.send_modify(|d| d.failure = Some(reason));
+                let failure = Failure::of(&error);
+                shared.durable.send_modify(|d| d.failure = Some(failure));
                 shared.poisoned.store(true, AtomicOrdering::Release);
                 // Park until closed: nothing more can be promised.
                 let mut pending = shared.lock();

@@ -61,6 +61,18 @@ pub enum Error {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// A fenced journal's lease is no longer held at its epoch (it expired, was released,
+    /// or another writer took it): the journal commits nothing more. Close it; the lease's
+    /// new holder has the journal.
+    #[error(
+        "the lease {lease:?} at epoch {epoch} is no longer held: another writer may own this journal now, so it writes nothing more"
+    )]
+    Fenced {
+        /// The lease's name.
+        lease: String,
+        /// The epoch this journal was opened with.
+        epoch: i64,
+    },
     /// An event (after encoding and sealing) is larger than the configured limit.
     #[error(
         "event #{index} of the batch for stream {stream:?} encodes to {size} bytes, over the {max}-byte record limit"

@@ -337,6 +337,25 @@ impl EventJournal<crate::backend::PgBackend> {
     pub fn connect(url: &str, config: JournalConfig) -> Result<Self, Error> {
         Self::with_backend(crate::backend::PgBackend::connect(url)?, config)
     }
+
+    /// Opens the journal in `schema` of the database at `url` (no `schema` parameter),
+    /// fenced by `lease`: once the lease is lost, every write fails with
+    /// [`Error::Fenced`] and nothing more is committed; see
+    /// [`PgBackend::connect_fenced`](crate::PgBackend::connect_fenced).
+    ///
+    /// # Errors
+    /// As [`PgJournal::connect`].
+    pub fn connect_fenced(
+        url: &str,
+        schema: &str,
+        lease: &crate::Lease,
+        config: JournalConfig,
+    ) -> Result<Self, Error> {
+        Self::with_backend(
+            crate::backend::PgBackend::connect_fenced(url, schema, lease)?,
+            config,
+        )
+    }
 }
 
 /// What appends serialize on. Shared with the commit thread, which checkpoints the

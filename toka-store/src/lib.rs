@@ -107,11 +107,11 @@ mod redact;
 mod subscription;
 mod verify;
 
-#[cfg(feature = "postgres")]
-pub use backend::PgBackend;
 #[cfg(feature = "sled")]
 pub use backend::SledBackend;
 pub use backend::{Backend, MemoryBackend, WriteBatch};
+#[cfg(feature = "postgres")]
+pub use backend::{Lease, LeaseState, Leases, PgBackend, PgSession};
 pub use config::{DEFAULT_MAX_RECORD_BYTES, Durability, JournalConfig, Retention};
 pub use crypto::EncryptionKey;
 pub use error::{Error, VersionConflict};

@@ -448,6 +448,19 @@ pub(crate) fn size_of(dir: &Path) -> u64 {
         .sum()
 }
 
+/// `GET /cluster`: the cluster's members and which node holds each shard. A standalone node
+/// answers `{"mode": "standalone"}`; a cluster node's front answers it itself (see
+/// `cluster::front`) before any shard's API is reached.
+#[utoipa::path(get, path = "/cluster", tag = "node",
+    responses((status = 200, description = "The members and the shards' holders, or `{\"mode\": \"standalone\"}`", body = doc::ClusterStatus)))]
+pub(crate) async fn cluster(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Verified>,
+) -> Result<Json<Value>, ApiError> {
+    permit(&state, &caller, "api.status.read", None)?;
+    Ok(Json(serde_json::json!({"mode": "standalone"})))
+}
+
 /// `GET /status`: what an operator checks first.
 #[utoipa::path(get, path = "/status", tag = "node",
     responses((status = 200, description = "What an operator checks first", body = doc::Status)))]

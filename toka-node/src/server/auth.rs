@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use toka_tools::{Caveat, Verified};
+use toka_tools::{Authority, Caveat, Verified};
 
 use super::{ApiError, AppState, BODY_LIMIT};
 
@@ -16,44 +16,66 @@ use super::{ApiError, AppState, BODY_LIMIT};
 /// understood caveats) but not yet checked against a request. A token seen before is not
 /// parsed or verified again ([`toka_tools::Authority::verify_text`]).
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Verified, ApiError> {
-    let unauthorized = |message: String| {
+    let token = bearer(&state.inner.authority, headers).map_err(|message| {
         state
             .inner
             .metrics
             .unauthorized
             .fetch_add(1, Ordering::Relaxed);
         ApiError::new(StatusCode::UNAUTHORIZED, message)
-    };
+    })?;
+    state.inner.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    Ok(token)
+}
+
+/// Verifies the request's `Authorization: Bearer <token>` with `authority` (signature,
+/// revocation, expiry); the error says why it is refused, without the token.
+pub(crate) fn bearer(authority: &Authority, headers: &HeaderMap) -> Result<Verified, String> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>".into()))?;
+        .ok_or_else(|| "missing Authorization: Bearer <token>".to_owned())?;
     let text = value
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`".into()))?;
-    let token = state
-        .inner
-        .authority
+        .ok_or_else(|| "the Authorization header is not `Bearer <token>`".to_owned())?;
+    let token = authority
         .verify_text(text)
-        .map_err(|d| unauthorized(format!("invalid token: {}", d.reason)))?;
+        .map_err(|d| format!("invalid token: {}", d.reason))?;
     let now = jiff::Timestamp::now();
     if let Some(Caveat::Expires(at)) = token
         .caveats()
         .iter()
         .find(|c| matches!(c, Caveat::Expires(at) if *at <= now))
     {
-        return Err(unauthorized(format!("the token expired at {at}")));
+        return Err(format!("the token expired at {at}"));
     }
-    state.inner.metrics.requests.fetch_add(1, Ordering::Relaxed);
     Ok(token)
 }
 
-/// Middleware of every route that needs a token: authenticates the bearer token *before*
-/// anything reads the body (a request without a valid token costs no body read), refuses
-/// a declared `Content-Length` over [`BODY_LIMIT`] with 413 at once, and hands the
-/// verified token ([`Verified`]) to the handler as a request extension.
+/// Checks `token`'s caveats for the request `tool` on `agent` with `authority`; the error
+/// says why it is refused.
+pub(crate) fn admit(
+    authority: &Authority,
+    token: &Verified,
+    tool: &str,
+    agent: Option<&str>,
+) -> Result<(), String> {
+    let request = toka_tools::Request {
+        tool,
+        agent,
+        path: None,
+        bytes: None,
+        now: jiff::Timestamp::now(),
+        model: None,
+    };
+    authority
+        .admit(token, &request)
+        .map(drop)
+        .map_err(|d| format!("forbidden: {}", d.reason))
+}
+
 pub(crate) async fn require_token(
     State(state): State<AppState>,
     mut request: Request,
@@ -92,21 +114,12 @@ pub(crate) fn permit(
     tool: &str,
     agent: Option<&str>,
 ) -> Result<(), ApiError> {
-    let request = toka_tools::Request {
-        tool,
-        agent,
-        path: None,
-        bytes: None,
-        now: jiff::Timestamp::now(),
-        model: None,
-    };
-    state.inner.authority.admit(token, &request).map_err(|d| {
+    admit(&state.inner.authority, token, tool, agent).map_err(|message| {
         state
             .inner
             .metrics
             .forbidden
             .fetch_add(1, Ordering::Relaxed);
-        ApiError::new(StatusCode::FORBIDDEN, format!("forbidden: {}", d.reason))
-    })?;
-    Ok(())
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    })
 }

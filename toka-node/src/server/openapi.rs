@@ -448,6 +448,24 @@ pub(crate) struct Status {
     pub(crate) models: Vec<String>,
 }
 
+/// `GET /cluster`'s answer. A standalone node answers `{"mode": "standalone"}` only.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClusterStatus {
+    /// `standalone` or `cluster`.
+    pub(crate) mode: String,
+    /// The answering node's id (cluster).
+    pub(crate) node: Option<String>,
+    /// Where other nodes reach it (cluster).
+    pub(crate) address: Option<String>,
+    /// The lease period in milliseconds (cluster).
+    pub(crate) lease_ms: Option<u64>,
+    /// The members: `{"id", "address", "alive", "silent_ms"}` (cluster).
+    pub(crate) members: Option<Vec<Value>>,
+    /// Each shard: `{"shard", "holder", "epoch", "expires_in_ms", "serving_here"}`; `holder`
+    /// is `null` while nobody holds it (cluster).
+    pub(crate) shards: Option<Vec<Value>>,
+}
+
 /// The agents of `GET /status`.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AgentCounts {

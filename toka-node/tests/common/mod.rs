@@ -328,3 +328,23 @@ pub(crate) fn notes_dir(tmp: &Path) -> std::path::PathBuf {
     .unwrap();
     files
 }
+
+/// The URL of the PostgreSQL test database (`TOKA_TEST_POSTGRES`, see
+/// `toka-store/tests/postgres/start.sh`), or `None` (after saying so) when the test should
+/// skip.
+///
+/// # Panics
+/// When `TOKA_REQUIRE_POSTGRES=1` and `TOKA_TEST_POSTGRES` is not set (CI).
+pub(crate) fn postgres_url() -> Option<String> {
+    match std::env::var("TOKA_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("TOKA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "TOKA_REQUIRE_POSTGRES=1 but TOKA_TEST_POSTGRES is not set"
+            );
+            eprintln!("skipped: TOKA_TEST_POSTGRES is not set");
+            None
+        }
+    }
+}

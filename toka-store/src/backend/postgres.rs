@@ -41,7 +41,10 @@
 //!   reported by the next call, at the latest by the flush an appender waits for.
 //!
 //! # One writer per journal
-//! The worker's connection holds a session-level advisory lock on the schema's journal
+//! A journal opened with a lease ([`PgBackend::connect_fenced`]) is **fenced** instead:
+//! every transaction it writes starts by checking its lease in the database (see
+//! [`Leases`](crate::Leases)), which is how the nodes of a cluster hand journals over. Otherwise
+//! the worker's connection holds a session-level advisory lock on the schema's journal
 //! for as long as it is open, so a second process (or a second handle) opening the same
 //! journal is refused, as sled's file lock does. PostgreSQL releases the lock when the
 //! connection ends, also when the process was killed; opening retries for
@@ -60,10 +63,8 @@
 //!   no `LISTEN`/`NOTIFY` is needed here. Readers in *other* processes (cluster nodes
 //!   following a journal they do not write) will need a `NOTIFY` after each commit
 //!   (delivered only after commit, as wanted) on a dedicated listening connection.
-//! - A cluster also needs writer fencing beyond the advisory lock (a lease or epoch row
-//!   checked in every transaction, so a paused old writer cannot commit after a failover)
-//!   and per-node journals: one schema per journal namespace, each with its own
-//!   `toka_schema` migrations, as laid out above.
+//! - Writer fencing for a cluster is [`PgBackend::connect_fenced`]; each journal lives in
+//!   a schema of its own, with its own `toka_schema` migrations, as laid out above.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -75,6 +76,7 @@ use std::time::{Duration, Instant};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
+use super::postgres_lease::{Lease, bound_network_waits};
 use super::{Backend, Entry, WriteBatch};
 use crate::Error;
 
@@ -98,6 +100,9 @@ const MIGRATIONS: &[&str] = &[
 /// Jobs queued for the worker at most: past this, `apply` (and reads) wait for room, so
 /// a `Buffered` journal's appenders cannot run ahead of PostgreSQL without bound.
 const QUEUE: usize = 1024;
+
+/// How long a transaction may stay open with no job coming before the worker commits it.
+const IDLE_COMMIT: Duration = Duration::from_millis(200);
 
 /// Rows per page of a range scan (values are at most a pack or one record).
 const PAGE: i64 = 64;
@@ -181,17 +186,41 @@ impl PgBackend {
     /// # Errors
     /// As [`PgBackend::connect`]; also for an invalid schema name.
     pub fn connect_schema(url: &str, schema: &str) -> Result<Self, Error> {
+        Self::open(url, schema, None)
+    }
+
+    /// Opens the journal in `schema` **fenced** by `lease` (see
+    /// [`Leases`](crate::Leases)): instead of the advisory lock, every transaction it
+    /// writes first checks in the database that `lease` is still held at its epoch, so
+    /// once the lease is lost the journal commits nothing more and its calls fail with
+    /// [`Error::Fenced`]. Its connection gives up on a silent network within seconds.
+    ///
+    /// # Errors
+    /// As [`PgBackend::connect_schema`] (without the lock wait).
+    pub fn connect_fenced(url: &str, schema: &str, lease: &Lease) -> Result<Self, Error> {
+        Self::open(url, schema, Some(lease.clone()))
+    }
+
+    fn open(url: &str, schema: &str, fence: Option<Lease>) -> Result<Self, Error> {
         const OP: &str = "opening the PostgreSQL journal";
         validate_schema(schema)?;
         let mut config = postgres::Config::from_str(url).map_err(|e| Error::backend(OP, e))?;
         // Names the connection in `pg_stat_activity` (at most 63 bytes are kept).
         config.application_name(&format!("toka-journal/{schema}"));
+        if let Some(lease) = &fence {
+            bound_network_waits(&mut config);
+            // A transaction left open by a paused or cut-off holder must not keep its
+            // locks (the new holder writes the same keys): the server ends such a session
+            // after a lease period (a live journal commits within `IDLE_COMMIT`).
+            let idle = lease.period().max(Duration::from_secs(1)).as_millis();
+            config.options(&format!("-c idle_in_transaction_session_timeout={idle}"));
+        }
         let (jobs, receive) = mpsc::sync_channel::<Job>(QUEUE);
         let (opened_tx, opened) = mpsc::sync_channel::<Result<(), Error>>(1);
         let worker_schema = schema.to_owned();
         let thread = std::thread::Builder::new()
             .name(format!("toka-pg-{schema}"))
-            .spawn(move || match Conn::open(&config, &worker_schema) {
+            .spawn(move || match Conn::open(&config, &worker_schema, fence) {
                 Ok(conn) => {
                     let _ = opened_tx.send(Ok(()));
                     run(conn, receive);
@@ -249,14 +278,22 @@ impl Shared {
     ) -> Result<R, Error> {
         let (tx, rx) = mpsc::sync_channel(1);
         let task: Task = Box::new(move |conn: &mut Conn| {
-            let result = match &conn.failed {
-                Some(reason) => Err(failure(
+            let result = match (conn.fenced(), &conn.failed) {
+                (Some(fenced), _) => Err(fenced),
+                (None, Some(reason)) => Err(failure(
                     op,
                     format!(
                         "the PostgreSQL connection failed earlier ({reason}); reopen the journal"
                     ),
                 )),
-                None => f(conn).map_err(|e| Error::backend(op, e)),
+                (None, None) => {
+                    let result = f(conn);
+                    // The call itself may have found the lease lost.
+                    match conn.fenced() {
+                        Some(fenced) => Err(fenced),
+                        None => result.map_err(|e| Error::backend(op, e)),
+                    }
+                }
             };
             let _ = tx.send(result);
         });
@@ -270,7 +307,7 @@ impl Shared {
 
 /// Checks a schema name: 1–63 of `a-z0-9_`, not starting with a digit (no quoting
 /// surprises, and within PostgreSQL's identifier length).
-fn validate_schema(schema: &str) -> Result<(), Error> {
+pub(super) fn validate_schema(schema: &str) -> Result<(), Error> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
         && schema
@@ -289,12 +326,16 @@ fn validate_schema(schema: &str) -> Result<(), Error> {
     }
 }
 
-fn quote(schema: &str) -> String {
+pub(super) fn quote(schema: &str) -> String {
     format!("\"{schema}\"")
 }
 
-/// Splits the `schema` parameter off a `postgres://` URL. Other forms pass unchanged.
-fn split_schema(url: &str) -> Result<(String, Option<String>), Error> {
+/// Splits the `schema` parameter off a `postgres://` URL: `(the URL without it, the
+/// schema)`. Other forms (libpq's `key=value`) pass unchanged, with no schema.
+///
+/// # Errors
+/// None today; kept fallible for stricter parsing.
+pub fn split_schema(url: &str) -> Result<(String, Option<String>), Error> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Ok((url.to_owned(), None));
     }
@@ -317,6 +358,15 @@ fn split_schema(url: &str) -> Result<(String, Option<String>), Error> {
     Ok((url, schema))
 }
 
+/// A fenced journal's lease and the statements checking it.
+struct Fence {
+    lease: Lease,
+    /// Whether the lease is held (no lock): run as a transaction starts.
+    held: Statement,
+    /// The same, share-locking the lease's row until the commit that follows at once.
+    held_locked: Statement,
+}
+
 /// The worker's connection and its prepared statements.
 struct Conn {
     client: Client,
@@ -326,6 +376,10 @@ struct Conn {
     in_tx: bool,
     /// Why the connection is unusable, once it is.
     failed: Option<String>,
+    /// The lease every transaction checks (a fenced journal), with its statements.
+    fence: Option<Fence>,
+    /// The lease was found lost: nothing more is written.
+    lost_lease: bool,
 }
 
 struct Stmts {
@@ -340,7 +394,7 @@ struct Stmts {
 }
 
 impl Conn {
-    fn open(config: &postgres::Config, schema: &str) -> Result<Self, Error> {
+    fn open(config: &postgres::Config, schema: &str, fence: Option<Lease>) -> Result<Self, Error> {
         const OP: &str = "opening the PostgreSQL journal";
         let mut client = config.connect(NoTls).map_err(|e| Error::backend(OP, e))?;
         let err = |e| Error::backend(OP, e);
@@ -354,8 +408,30 @@ impl Conn {
                 "the PostgreSQL server runs with fsync = {fsync}: a crash of its machine can lose acknowledged events"
             );
         }
-        lock_journal(&mut client, schema)?;
+        // A fenced journal's lease stands in for the lock (a partitioned old holder's
+        // session could keep the lock for long after its lease expired).
+        if fence.is_none() {
+            lock_journal(&mut client, schema)?;
+        }
         migrate(&mut client, schema)?;
+        let fence = match fence {
+            Some(lease) => {
+                let sql = format!(
+                    "SELECT 1 FROM {}.toka_leases
+                     WHERE name = $1 AND holder = $2 AND epoch = $3
+                       AND expires_at > clock_timestamp()",
+                    quote(lease.schema())
+                );
+                let held = client.prepare(&sql).map_err(err)?;
+                let held_locked = client.prepare(&format!("{sql} FOR SHARE")).map_err(err)?;
+                Some(Fence {
+                    lease,
+                    held,
+                    held_locked,
+                })
+            }
+            None => None,
+        };
         let s = quote(schema);
         let mut prepare = |sql: String| client.prepare(&sql).map_err(err);
         let stmts = Stmts {
@@ -386,6 +462,8 @@ impl Conn {
             stmts,
             in_tx: false,
             failed: None,
+            fence,
+            lost_lease: false,
         })
     }
 
@@ -414,21 +492,100 @@ impl Conn {
         self.failed.get_or_insert(reason);
     }
 
-    fn begin(&mut self) -> Result<(), postgres::Error> {
-        if !self.in_tx {
-            self.client.batch_execute("BEGIN")?;
-            self.in_tx = true;
+    /// [`Error::Fenced`] once a fenced journal found its lease lost.
+    fn fenced(&self) -> Option<Error> {
+        match &self.fence {
+            Some(fence) if self.lost_lease => Some(Error::Fenced {
+                lease: fence.lease.name().to_owned(),
+                epoch: fence.lease.epoch(),
+            }),
+            _ => None,
         }
-        Ok(())
+    }
+
+    /// Opens a transaction unless one is open. A fenced journal checks its lease first
+    /// (so a writer that lost it stops at once); `Ok(false)`: the lease is lost, nothing
+    /// may be written. An error after `BEGIN` fails the connection.
+    fn begin(&mut self) -> Result<bool, postgres::Error> {
+        if self.in_tx {
+            return Ok(true);
+        }
+        if self.lost_lease {
+            return Ok(false);
+        }
+        self.client.batch_execute("BEGIN")?;
+        self.in_tx = true;
+        self.check_lease(false)
+    }
+
+    /// Commits the open transaction. A fenced journal checks its lease right before, in
+    /// the transaction, share-locking the lease's row until the commit: a new holder's
+    /// take-over waits for that commit, and a commit after a take-over is refused, so
+    /// writes of two holdings never interleave. The row is locked only while committing,
+    /// so renewing the lease never waits for a transaction in progress.
+    fn commit(&mut self) -> Result<(), postgres::Error> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        if !self.check_lease(true)? {
+            return Ok(()); // rolled back: `call` reports the lost lease
+        }
+        match self.client.batch_execute("COMMIT") {
+            Ok(()) => {
+                self.in_tx = false;
+                Ok(())
+            }
+            Err(error) => {
+                self.fail(format!("a commit failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
+    /// In a fenced journal's open transaction: whether its lease is still held (`locked`:
+    /// share-locking its row). A lost lease rolls the transaction back.
+    fn check_lease(&mut self, locked: bool) -> Result<bool, postgres::Error> {
+        let Some(fence) = &self.fence else {
+            return Ok(true);
+        };
+        let statement = if locked {
+            &fence.held_locked
+        } else {
+            &fence.held
+        };
+        let lease = &fence.lease;
+        let held = self
+            .client
+            .query_opt(statement, &[&lease.name(), &lease.holder(), &lease.epoch()]);
+        match held {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => {
+                tracing::error!(
+                    lease = lease.name(),
+                    epoch = lease.epoch(),
+                    "the journal's lease is lost: it writes nothing more"
+                );
+                self.lost_lease = true;
+                let _ = self.client.batch_execute("ROLLBACK");
+                self.in_tx = false;
+                Ok(false)
+            }
+            Err(error) => {
+                self.fail(format!("checking the journal's lease failed: {error}"));
+                Err(error)
+            }
+        }
     }
 
     /// Writes the merged final state of some batches (key → value, `None`: removed).
     fn apply(&mut self, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
-        if self.failed.is_some() || writes.is_empty() {
+        if self.failed.is_some() || self.lost_lease || writes.is_empty() {
             return;
         }
         let result = (|| {
-            self.begin()?;
+            if !self.begin()? {
+                return Ok(()); // dropped: the next call reports the lost lease
+            }
             let (mut keys, mut values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
             for (key, value) in &writes {
                 match value {
@@ -534,6 +691,16 @@ fn run(mut conn: Conn, jobs: mpsc::Receiver<Job>) {
     loop {
         let job = match next.take() {
             Some(job) => job,
+            None if conn.in_tx && conn.failed.is_none() => match jobs.recv_timeout(IDLE_COMMIT) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Nobody flushed what is written (an index checkpoint, say): commit
+                    // it rather than keep a transaction open, and its locks held.
+                    let _ = conn.commit();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
             None => match jobs.recv() {
                 Ok(job) => job,
                 Err(_) => break,
@@ -693,22 +860,8 @@ impl Backend for PgBackend {
 
     /// Commits the open transaction; PostgreSQL fsyncs its WAL before `COMMIT` returns.
     fn flush(&self) -> Result<(), Error> {
-        self.shared.call("committing to PostgreSQL", |conn| {
-            if !conn.in_tx {
-                return Ok(());
-            }
-            let result = conn.client.batch_execute("COMMIT");
-            match result {
-                Ok(()) => {
-                    conn.in_tx = false;
-                    Ok(())
-                }
-                Err(error) => {
-                    conn.fail(format!("a commit failed: {error}"));
-                    Err(error)
-                }
-            }
-        })
+        self.shared
+            .call("committing to PostgreSQL", |conn| conn.commit())
     }
 
     fn write_anchor(&self, anchor: &[u8]) -> Result<(), Error> {
@@ -721,6 +874,17 @@ impl Backend for PgBackend {
             }
             // Its own transaction, without waiting for an fsync: durable with the next
             // commit (or within the server's wal_writer_delay).
+            if conn.fence.is_some() {
+                // Fenced: the transaction starts with the lease check.
+                if !conn.begin()? {
+                    return Ok(()); // `call` reports the lost lease
+                }
+                conn.query(|client, stmts| {
+                    client.batch_execute("SET LOCAL synchronous_commit TO off")?;
+                    client.execute(&stmts.anchor_put, &[&anchor]).map(drop)
+                })?;
+                return conn.commit();
+            }
             let hex: String = anchor.iter().map(|b| format!("{b:02x}")).collect();
             let sql = format!(
                 "BEGIN; SET LOCAL synchronous_commit TO off;

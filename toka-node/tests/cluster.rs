@@ -1,0 +1,897 @@
+//! A cluster of three real `toka-node` processes over one PostgreSQL database, under load,
+//! with nodes killed (`SIGKILL`) and restarted again and again.
+//!
+//! - `a_cluster_survives_kills_with_every_acknowledged_message_applied_once`: 24 counters
+//!   spread over 8 shards; four clients send `{"add": 1}` through random nodes while one
+//!   node at a time is killed and restarted (`TOKA_CLUSTER_KILLS`, default 20). After each
+//!   kill the dead node's shards must be served again by the others within 10 s (the
+//!   figures printed: min, median and max failover time). At the end every counter holds
+//!   at least every acknowledged message and at most those plus the ones whose outcome the
+//!   client could not know, and every shard journal's hash chain is intact (two writers of
+//!   one journal break it: see `toka-store/tests/leases_postgres.rs`). Beside them, 8
+//!   reactors run `shell.exec` for each event sent to them (`echo ID >> ledger.txt` in one
+//!   jail all the nodes share: an outside system): no event's effect ever runs twice,
+//!   whichever node ran its reactor before and after each kill, and every acknowledged
+//!   event's effect ran, but for the few a kill left in doubt between intent and outcome
+//!   (never re-run: at most once).
+//!
+//! - `any_node_answers_for_the_whole_cluster`: agents spawned through one node are listed,
+//!   sent to and queried through the others (an id taken through another node is 409); an
+//!   approval made on one node is listed, read and decided through the others; a token
+//!   revoked through one node is refused by every node's front within seconds (and by the
+//!   holder of a forwarded request); `GET /cluster` shows every shard held.
+//!
+//! Needs `TOKA_TEST_POSTGRES` (see `toka-store/tests/postgres/start.sh`); without it the
+//! test passes doing nothing, unless `TOKA_REQUIRE_POSTGRES=1` (CI).
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{BIN, postgres_url};
+use serde_json::{Value, json};
+use toka_test_support::rng::{Rng, seed_from_env_or_time};
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const SHARDS: u32 = 8;
+const COUNTERS: usize = 24;
+
+/// Every schema of the cluster (`<base>_…`), dropped when the test ends.
+struct Schemas {
+    url: String,
+    base: String,
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let names: Vec<String> = client
+                .query(
+                    "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+                    &[&format!("{}\\_%", self.base)],
+                )
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                .unwrap_or_default();
+            for name in names {
+                let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"));
+            }
+        }
+    }
+}
+
+/// One node process of the cluster.
+struct ClusterNode {
+    id: &'static str,
+    dir: PathBuf,
+    log: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl ClusterNode {
+    fn start(id: &'static str, dir: &Path, journal: &str, port: u16, config: &Path) -> ClusterNode {
+        let log = dir.with_extension("log");
+        let mut node = ClusterNode {
+            id,
+            dir: dir.to_owned(),
+            log,
+            config: config.to_owned(),
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        node.restart(journal);
+        node
+    }
+
+    fn restart(&mut self, journal: &str) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--node-id", self.id, "--listen"])
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--config")
+            .arg(&self.config)
+            .env("TOKA_JOURNAL", journal)
+            .env_remove("TOKA_LISTEN")
+            .env_remove("TOKA_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "node {} exited before listening: {}",
+                self.id,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            if line.starts_with("listening on ") {
+                break;
+            }
+        }
+        // Keep draining stdout so the node never blocks on it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        self.child = Some(child);
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn sigterm(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.kill().unwrap();
+            panic!("node {} did not stop within 20 s of SIGTERM", self.id);
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// One request with a short timeout; `Err` when the node cannot be reached or did not
+/// answer in full.
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> Result<(u16, Value), String> {
+    let body = body.to_string();
+    // A refused connection is marked: nothing was sent.
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP response: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// The shards each live node serves, from their `/health`.
+fn served(nodes: &[SocketAddr]) -> BTreeMap<u32, usize> {
+    let mut served = BTreeMap::new();
+    for addr in nodes {
+        if let Ok((200, health)) = call(*addr, "GET", "/health", "", &Value::Null) {
+            for shard in health["shards"].as_array().into_iter().flatten() {
+                *served.entry(shard.as_u64().unwrap() as u32).or_insert(0) += 1;
+            }
+        }
+    }
+    served
+}
+
+/// Waits until every shard is served by exactly one of `nodes`; how long it took.
+fn wait_all_served(nodes: &[SocketAddr], limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let served = served(nodes);
+        if served.len() == SHARDS as usize && served.values().all(|&n| n == 1) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(format!("after {limit:?} the shards served are {served:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// What the clients know of one counter's messages.
+#[derive(Default, Clone, Copy, Debug)]
+struct Sent {
+    /// Answered 202: durably journaled.
+    acked: u64,
+    /// Refused before reaching any shard (the front's 503): surely not applied.
+    refused: u64,
+    /// Anything else (a node died mid-request, a forward failed): applied or not.
+    doubt: u64,
+}
+
+/// Three nodes on copies of one data directory, over fresh schemas, formed and spread.
+struct TestCluster {
+    // Field order is drop order: the nodes stop before the schemas go.
+    nodes: Vec<ClusterNode>,
+    addrs: Vec<SocketAddr>,
+    token: String,
+    /// The nodes' journal URL (`schema=` the cluster's prefix).
+    journal: String,
+    /// A directory every node's tools may use (mode 0777).
+    jail: PathBuf,
+    url: String,
+    base: String,
+    _schemas: Schemas,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts the cluster with the config file `config(jail)` for every node.
+    fn start(url: &str, tag: &str, config: impl Fn(&Path) -> String) -> TestCluster {
+        let base = format!("{tag}_{}", std::process::id());
+        let schemas = Schemas {
+            url: url.to_owned(),
+            base: base.clone(),
+        };
+        let journal = format!("{url}{}schema={base}", sep(url));
+        let tmp = tempfile::tempdir().unwrap();
+        // One data directory (one root and seal key), copied to each node.
+        let first = tmp.path().join("n1");
+        let out = Command::new(BIN)
+            .args(["init", "--data-dir"])
+            .arg(&first)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = std::fs::read_to_string(first.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        for id in &NODES[1..] {
+            toka_test_support::fs::copy_dir(&first, &tmp.path().join(id));
+        }
+        // As root the sandbox runs `sh` as `nobody`: it must reach and write its jail.
+        let jail = tmp.path().join("jail");
+        std::fs::create_dir(&jail).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&jail, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let config_file = tmp.path().join("node.toml");
+        std::fs::write(&config_file, config(&jail)).unwrap();
+        let nodes: Vec<ClusterNode> = NODES
+            .iter()
+            .map(|id| {
+                ClusterNode::start(
+                    id,
+                    &tmp.path().join(id),
+                    &journal,
+                    free_port(),
+                    &config_file,
+                )
+            })
+            .collect();
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        if let Err(error) = wait_all_served(&addrs, Duration::from_secs(30)) {
+            panic!("the cluster did not form: {error}\n{}", report(&nodes));
+        }
+        // The shards spread: every node serves some (3, 3 and 2).
+        let spread_by = Instant::now() + Duration::from_secs(15);
+        loop {
+            let counts: Vec<usize> = addrs
+                .iter()
+                .map(|addr| {
+                    let (_, health) = call(*addr, "GET", "/health", "", &Value::Null).unwrap();
+                    health["shards"].as_array().map_or(0, Vec::len)
+                })
+                .collect();
+            if counts.iter().all(|&n| n >= 2) && counts.iter().sum::<usize>() == SHARDS as usize {
+                break;
+            }
+            assert!(
+                Instant::now() < spread_by,
+                "the shards did not spread: {counts:?}\n{}",
+                report(&nodes)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TestCluster {
+            nodes,
+            addrs,
+            token,
+            journal,
+            jail,
+            url: url.to_owned(),
+            base,
+            _schemas: schemas,
+            _tmp: tmp,
+        }
+    }
+
+    /// The URL of shard `shard`'s journal.
+    fn shard_url(&self, shard: u32) -> String {
+        format!(
+            "{}{}schema={}_s{shard}",
+            self.url,
+            sep(&self.url),
+            self.base
+        )
+    }
+}
+
+/// `?` or `&`: what joins a parameter to `url`.
+fn sep(url: &str) -> char {
+    if url.contains('?') { '&' } else { '?' }
+}
+
+/// Every node's stderr, for a failure message.
+fn report(nodes: &[ClusterNode]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "--- {} ---\n{}",
+                n.id,
+                std::fs::read_to_string(&n.log).unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let kills: usize = std::env::var("TOKA_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed = seed_from_env_or_time();
+    eprintln!("seed {seed} (TOKA_TEST_SEED to replay)");
+    let cluster = TestCluster::start(&url, "clu", |jail| {
+        format!(
+            "durability = \"fsync\"\n[tools]\nshell_jail = {:?}\nshell_allow = [\"sh\"]\n",
+            jail.to_str().unwrap()
+        )
+    });
+    let TestCluster {
+        ref token,
+        ref journal,
+        ref jail,
+        ref addrs,
+        ..
+    } = cluster;
+    let (token, journal, addrs) = (token.clone(), journal.clone(), addrs.clone());
+    let ledger = jail.join("ledger.txt");
+    let shard_urls: Vec<String> = (0..SHARDS).map(|shard| cluster.shard_url(shard)).collect();
+    let mut nodes = cluster.nodes;
+    let report = |nodes: &[ClusterNode]| report(nodes);
+
+    let counters: Vec<String> = (0..COUNTERS).map(|i| format!("c{i}")).collect();
+    for (i, id) in counters.iter().enumerate() {
+        let (status, body) = call(
+            addrs[i % addrs.len()],
+            "POST",
+            "/agents",
+            &token,
+            &json!({"id": id, "kind": "counter"}),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "spawning {id}: {body}");
+    }
+    let reactors: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    for (i, id) in reactors.iter().enumerate() {
+        let args = json!({
+            "subscribe": format!("unused.{id}"),
+            "tool": "shell.exec",
+            "input": {"program": "sh", "args": ["-c", "echo {{/id}} >> ledger.txt"]},
+            "token": token,
+        });
+        let (status, body) = call(
+            addrs[i % addrs.len()],
+            "POST",
+            "/agents",
+            &token,
+            &json!({"id": id, "kind": "reactor", "args": args}),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "spawning {id}: {body}");
+    }
+    let (status, cluster) = call(addrs[0], "GET", "/cluster", &token, &Value::Null).unwrap();
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(cluster["members"].as_array().unwrap().len(), 3, "{cluster}");
+    let (_, listed) = call(addrs[1], "GET", "/agents", &token, &Value::Null).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        COUNTERS + reactors.len(),
+        "{listed}"
+    );
+    let (status, _) = call(addrs[2], "GET", "/cluster", "not-a-token", &Value::Null).unwrap();
+    assert_eq!(status, 401);
+
+    // Load: four clients through random nodes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent: Arc<Mutex<BTreeMap<String, Sent>>> = Arc::default();
+    let doubts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let (stop, sent, doubts, token, counters, addrs) = (
+                Arc::clone(&stop),
+                Arc::clone(&sent),
+                Arc::clone(&doubts),
+                token.clone(),
+                counters.clone(),
+                addrs.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut rng = Rng::splitmix(seed ^ (c + 1));
+                while !stop.load(Ordering::Relaxed) {
+                    let id = &counters[rng.below(counters.len() as u64) as usize];
+                    let addr = addrs[rng.below(addrs.len() as u64) as usize];
+                    let result = call(
+                        addr,
+                        "POST",
+                        &format!("/agents/{id}/messages"),
+                        &token,
+                        &json!({"add": 1}),
+                    );
+                    let unreachable = result.is_err();
+                    let mut sent = sent.lock().unwrap();
+                    let entry = sent.entry(id.clone()).or_default();
+                    match result {
+                        Ok((202, _)) => entry.acked += 1,
+                        Ok((503, body))
+                            if body["error"].as_str().is_some_and(|e| {
+                                e.contains("has no live holder")
+                                    || e.contains("not served by this node")
+                                    || e.contains("cannot be reached")
+                            }) =>
+                        {
+                            entry.refused += 1;
+                        }
+                        Ok((status, body)) if status < 500 => {
+                            panic!("{id} via {addr}: {status} {body}")
+                        }
+                        Err(error) if error.starts_with("connect:") => entry.refused += 1,
+                        other => {
+                            entry.doubt += 1;
+                            let why = match other {
+                                Ok((status, body)) => format!("{status} {}", body["error"]),
+                                Err(error) => error,
+                            };
+                            let why: String = why.chars().take(90).collect();
+                            *doubts.lock().unwrap().entry(why).or_insert(0) += 1;
+                        }
+                    }
+                    drop(sent);
+                    if unreachable {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Events for the reactors: each id once, through random nodes, a few per second.
+    let events_acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let eventer = {
+        let (stop, acked, token, reactors, addrs) = (
+            Arc::clone(&stop),
+            Arc::clone(&events_acked),
+            token.clone(),
+            reactors.clone(),
+            addrs.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut rng = Rng::splitmix(seed ^ 0xe7e7);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let event = format!("e{n}");
+                let reactor = &reactors[rng.below(reactors.len() as u64) as usize];
+                let addr = addrs[rng.below(addrs.len() as u64) as usize];
+                let sent = call(
+                    addr,
+                    "POST",
+                    &format!("/agents/{reactor}/messages"),
+                    &token,
+                    &json!({"id": event}),
+                );
+                if let Ok((202, _)) = sent {
+                    acked.lock().unwrap().push(event);
+                }
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+
+    let mut rng = Rng::splitmix(seed);
+    let mut failovers = Vec::new();
+    for round in 0..kills {
+        std::thread::sleep(Duration::from_millis(300 + rng.below(700)));
+        let victim = rng.below(nodes.len() as u64) as usize;
+        nodes[victim].kill_9();
+        let survivors: Vec<SocketAddr> = addrs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, a)| *a)
+            .collect();
+        match wait_all_served(&survivors, Duration::from_secs(10)) {
+            Ok(took) => failovers.push(took),
+            Err(error) => {
+                stop.store(true, Ordering::Relaxed);
+                panic!(
+                    "round {round}: after killing {} its shards did not move within 10 s: {error}\n{}",
+                    nodes[victim].id,
+                    report(&nodes)
+                );
+            }
+        }
+        nodes[victim].restart(&journal);
+        if let Err(error) = wait_all_served(&addrs, Duration::from_secs(20)) {
+            stop.store(true, Ordering::Relaxed);
+            panic!(
+                "round {round}: the cluster did not settle after a restart: {error}\n{}",
+                report(&nodes)
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    eventer.join().unwrap();
+    wait_all_served(&addrs, Duration::from_secs(20)).unwrap();
+
+    failovers.sort();
+    if !failovers.is_empty() {
+        eprintln!(
+            "failover over {} kills (lease 3 s): min {:?}, median {:?}, max {:?}",
+            failovers.len(),
+            failovers[0],
+            failovers[failovers.len() / 2],
+            failovers[failovers.len() - 1]
+        );
+    }
+    let sent = sent.lock().unwrap().clone();
+    let total: u64 = sent.values().map(|s| s.acked).sum();
+    eprintln!(
+        "{total} messages acknowledged, {} refused, {} in doubt",
+        sent.values().map(|s| s.refused).sum::<u64>(),
+        sent.values().map(|s| s.doubt).sum::<u64>()
+    );
+    eprintln!("in doubt: {:#?}", doubts.lock().unwrap());
+    assert!(
+        total > 100,
+        "too few messages acknowledged to mean anything"
+    );
+    for (i, id) in counters.iter().enumerate() {
+        let (status, value) = retry_503(|| {
+            call(
+                addrs[i % addrs.len()],
+                "POST",
+                &format!("/agents/{id}/query"),
+                &token,
+                &json!("get"),
+            )
+            .unwrap()
+        });
+        assert_eq!(status, 200, "{id}: {value}");
+        let value = value["value"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{id}: no value in {value}"));
+        let s = sent.get(id).copied().unwrap_or_default();
+        assert!(
+            value >= s.acked && value <= s.acked + s.doubt,
+            "{id}: value {value}, but {s:?}: an acknowledged message was lost or one applied twice"
+        );
+    }
+
+    // Effects: each event's shell command ran at most once, and every acknowledged one
+    // ran unless a kill left it in doubt (then it is never re-run).
+    let acked = events_acked.lock().unwrap().clone();
+    let settled = Instant::now() + Duration::from_secs(20);
+    let ran = loop {
+        let text = std::fs::read_to_string(&ledger).unwrap_or_default();
+        let ran: Vec<String> = text.lines().map(str::to_owned).collect();
+        let done = acked.iter().filter(|e| ran.contains(e)).count();
+        if done + kills * 2 >= acked.len() || Instant::now() > settled {
+            break ran;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for event in &ran {
+        assert!(seen.insert(event), "the effect of event {event} ran twice");
+    }
+    let missing: Vec<&String> = acked.iter().filter(|e| !seen.contains(e)).collect();
+    eprintln!(
+        "{} events acknowledged, {} effects ran, {} acknowledged without an effect (in doubt)",
+        acked.len(),
+        ran.len(),
+        missing.len()
+    );
+    assert!(acked.len() > 50, "too few events to mean anything");
+    assert!(
+        missing.len() <= kills * 2,
+        "{} acknowledged events never took effect: {missing:?}",
+        missing.len()
+    );
+
+    // Stop gracefully, then check every shard journal with the store itself.
+    for node in &mut nodes {
+        node.sigterm();
+    }
+    for shard in 0..SHARDS {
+        let journal_url = shard_urls[shard as usize].clone();
+        let checked = std::thread::spawn(move || {
+            let journal =
+                toka_store::PgJournal::connect(&journal_url, toka_store::JournalConfig::default())
+                    .unwrap();
+            use toka_store::Journal as _;
+            journal.verify().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(
+            checked.is_intact(),
+            "shard {shard}: {:?}",
+            checked.first_bad
+        );
+    }
+}
+
+/// Calls `f` until it answers something else than 503 (a shard moving: `Retry-After`),
+/// for at most 10 s.
+fn retry_503(mut f: impl FnMut() -> (u16, Value)) -> (u16, Value) {
+    let started = Instant::now();
+    loop {
+        let answer = f();
+        if answer.0 != 503 || started.elapsed() > Duration::from_secs(10) {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A port free on 127.0.0.1 now (the nodes need fixed ports: a restarted node keeps its
+/// address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it holds, for at most `limit`.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}
+
+#[test]
+fn any_node_answers_for_the_whole_cluster() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let cluster = TestCluster::start(&url, "clr", |jail| {
+        format!(
+            "durability = \"fsync\"\n[tools]\nfs_root = {:?}\napproval = [\"fs.write\"]\n",
+            jail.to_str().unwrap()
+        )
+    });
+    let (a, b, c) = (cluster.addrs[0], cluster.addrs[1], cluster.addrs[2]);
+    let token = cluster.token.as_str();
+
+    // Agents spawned through one node are listed, sent to and queried through any other.
+    for i in 0..12 {
+        let spawn = json!({"id": format!("k{i}"), "kind": "counter"});
+        let (status, body) = call(a, "POST", "/agents", token, &spawn).unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = call(
+        b,
+        "POST",
+        "/agents",
+        token,
+        &json!({"id": "k3", "kind": "counter"}),
+    )
+    .unwrap();
+    assert_eq!(status, 409, "the same id through another node: {body}");
+    let (_, listed) = call(c, "GET", "/agents", token, &Value::Null).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 12, "{listed}");
+    for i in 0..12 {
+        let (status, _) = call(
+            b,
+            "POST",
+            &format!("/agents/k{i}/messages"),
+            token,
+            &json!({"add": i}),
+        )
+        .unwrap();
+        assert_eq!(status, 202);
+    }
+    for i in 0..12 {
+        let (status, value) = retry_503(|| {
+            call(
+                c,
+                "POST",
+                &format!("/agents/k{i}/query"),
+                token,
+                &json!("get"),
+            )
+            .unwrap()
+        });
+        assert_eq!((status, value["value"].as_i64()), (200, Some(i)), "k{i}");
+    }
+    let (status, _) = call(a, "GET", "/agents/nobody", token, &Value::Null).unwrap();
+    assert_eq!(status, 404);
+
+    // An approval made on one node is listed, read and decided on the others.
+    let (status, pending) = call(
+        a,
+        "POST",
+        "/tools/fs.write/invoke",
+        token,
+        &json!({"path": "note.txt", "content": "once"}),
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{pending}");
+    let id = pending["approval"].as_str().unwrap().to_owned();
+    let (status, list) = call(b, "GET", "/approvals", token, &Value::Null).unwrap();
+    assert_eq!(status, 200, "{list}");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == id.as_str()),
+        "{list}"
+    );
+    let (status, one) = call(c, "GET", &format!("/approvals/{id}"), token, &Value::Null).unwrap();
+    assert_eq!(
+        (status, one["status"].as_str()),
+        (200, Some("pending")),
+        "{one}"
+    );
+    let (status, decided) = call(
+        b,
+        "POST",
+        &format!("/approvals/{id}"),
+        token,
+        &json!({"decision": "approve", "reason": "fine"}),
+    )
+    .unwrap();
+    assert_eq!(
+        (status, decided["status"].as_str()),
+        (200, Some("approved")),
+        "{decided}"
+    );
+    let (status, _) = call(c, "GET", "/approvals/apr-nothing", token, &Value::Null).unwrap();
+    assert_eq!(status, 404);
+
+    // A token revoked through one node is refused by every node soon after.
+    let (status, minted) = call(
+        a,
+        "POST",
+        "/tokens",
+        token,
+        &json!({"caveats": ["tool = api.agents.*"]}),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{minted}");
+    let narrow = minted["token"].as_str().unwrap().to_owned();
+    for addr in [a, b, c] {
+        let (status, _) = call(addr, "POST", "/agents/k1/query", &narrow, &json!("get")).unwrap();
+        assert_eq!(status, 200);
+        let (status, _) = call(addr, "GET", "/cluster", &narrow, &Value::Null).unwrap();
+        assert_eq!(status, 403);
+    }
+    let (status, body) = call(
+        b,
+        "POST",
+        "/tokens/revoke",
+        token,
+        &json!({"identifier": narrow}),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Each node's own front (`GET /cluster` is answered there, never forwarded) must
+    // refuse it: 401, where before it said 403 (the token may not read the status).
+    for addr in [a, b, c] {
+        let refused = || {
+            call(addr, "GET", "/cluster", &narrow, &Value::Null)
+                .unwrap()
+                .0
+                == 401
+        };
+        assert!(
+            eventually(Duration::from_secs(5), refused),
+            "{addr} still takes a token revoked elsewhere"
+        );
+    }
+
+    // A shard's own routes (events, status) through any node, with `?shard=N`.
+    for shard in [0, 5, 7] {
+        let (status, events) = call(
+            b,
+            "GET",
+            &format!("/events?shard={shard}&limit=5"),
+            token,
+            &Value::Null,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{events}");
+        assert!(
+            events.as_array().is_some_and(|e| !e.is_empty()),
+            "shard {shard}: {events}"
+        );
+    }
+    let (status, _) = call(b, "GET", "/status?shard=8", token, &Value::Null).unwrap();
+    assert_eq!(status, 400);
+
+    // The cluster's own view.
+    let (status, view) = call(c, "GET", "/cluster", token, &Value::Null).unwrap();
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["mode"], "cluster");
+    let shards = view["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), SHARDS as usize);
+    assert!(
+        shards
+            .iter()
+            .all(|s| s["holder"].is_string() && s["epoch"].as_i64() >= Some(1)),
+        "{view}"
+    );
+    // A forwarded request is checked at the holder too: refused everywhere.
+    for addr in [a, b, c] {
+        let (status, _) = call(addr, "POST", "/agents/k1/query", &narrow, &json!("get")).unwrap();
+        assert_eq!(status, 401);
+    }
+}
