@@ -14,6 +14,9 @@
 //!      `send_message` to a ractor collector (`call_t!` in place of the asks). Rate:
 //!      messages/s. Target ≥ 0.8×. The spawn of the 1,001 agents / actors is timed too
 //!      (context row).
+//!    - `spawn`: 10,000 transient top-level agents spawned one after the other from one
+//!      task ([`Runtime::spawn`]) against as many `Actor::spawn`s of a plain ractor
+//!      actor. Rate: spawns/s. Target ≥ 0.5× (issue 11).
 //!    - `query`: sequential reads of one durable agent's state over an `Fsync` sled
 //!      journal, by [`AgentRef::query`] (answered from the state, nothing journaled)
 //!      against an ask (a journaled, fsynced message). Rate: reads/s; the rounds also print
@@ -67,7 +70,7 @@
 //! cargo bench -p toka-actors --bench runtime -- fan-in        # only workloads named so
 //! TOKA_BENCH_QUICK=1 cargo bench -p toka-actors --bench runtime  # smaller sizes (smoke run)
 //! ```
-//! Filters match workload names: `request-reply`, `query`, `fan-in`, `durable-buffered`,
+//! Filters match workload names: `request-reply`, `spawn`, `query`, `fan-in`, `durable-buffered`,
 //! `durable-fsync`, `recovery`, `recovery-snapshots`, `memory` (`durable` selects both
 //! durable workloads). The output ends with a summary table: Toka's value, the baseline's,
 //! their ratio, the target and PASS/MISS.
@@ -112,6 +115,8 @@ const FSYNC_SENDERS: [usize; 4] = [1, 16, 64, 256];
 const SNAPSHOT_EVERY: u64 = 100;
 /// The brief's targets.
 const RATIO_TARGET: f64 = 0.8;
+/// Issue 11's target for spawning transient agents.
+const SPAWN_RATIO_TARGET: f64 = 0.5;
 const DURABLE_RATE_TARGET: f64 = 100_000.0;
 const RECOVERY_SECS_TARGET: f64 = 5.0;
 
@@ -120,8 +125,9 @@ const RECOVERY_SECS_TARGET: f64 = 5.0;
 const HANG_AFTER: Duration = Duration::from_secs(300);
 
 /// Names accepted as filters.
-const WORKLOADS: [&str; 9] = [
+const WORKLOADS: [&str; 10] = [
     "request-reply",
+    "spawn",
     "ask-under-flood",
     "query",
     "fan-in",
@@ -139,6 +145,7 @@ struct Scale {
     asks: u64,
     fan_senders: usize,
     fan_msgs: u64,
+    spawns: usize,
     durable_agents: usize,
     durable_msgs: u64,
     fsync_time: Duration,
@@ -156,6 +163,7 @@ impl Scale {
                 asks: 20_000,
                 fan_senders: 1_000,
                 fan_msgs: 50,
+                spawns: 2_000,
                 durable_agents: 1_000,
                 durable_msgs: 10_000,
                 fsync_time: Duration::from_millis(60),
@@ -169,6 +177,7 @@ impl Scale {
                 asks: 200_000,
                 fan_senders: 1_000,
                 fan_msgs: 1_000,
+                spawns: 10_000,
                 durable_agents: 1_000,
                 durable_msgs: 150_000,
                 fsync_time: Duration::from_millis(400),
@@ -1063,6 +1072,79 @@ fn bench_query(rt: &tokio::runtime::Runtime, scale: Scale) -> BenchResult<()> {
         "ask (journaled)",
         median(&b),
         None,
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 1a'''. Spawning transient agents
+// ---------------------------------------------------------------------------------------
+
+/// Metrics: [spawns/s].
+fn toka_spawn(rt: &tokio::runtime::Runtime, n: usize) -> BenchResult<Vec<f64>> {
+    progress("toka spawn");
+    on_pool(rt, async move {
+        let runtime = Runtime::builder(memory_journal()?)
+            .register(Echo)
+            .start()
+            .await?;
+        let mut refs = Vec::with_capacity(n);
+        let start = Instant::now();
+        for i in 0..n {
+            refs.push(
+                runtime
+                    .spawn::<Echo>(SpawnSpec::new(format!("s-{i}"))?.transient(), ())
+                    .await?,
+            );
+        }
+        let elapsed = start.elapsed();
+        if runtime.tree().iter().filter(|a| a.running).count() != n {
+            return Err("not every spawned agent runs".into());
+        }
+        runtime.shutdown().await?;
+        Ok(vec![rate(n as u64, elapsed)])
+    })
+}
+
+fn raw_spawn(rt: &tokio::runtime::Runtime, n: usize) -> BenchResult<Vec<f64>> {
+    progress("raw ractor spawn");
+    on_pool(rt, async move {
+        let mut refs = Vec::with_capacity(n);
+        let start = Instant::now();
+        for _ in 0..n {
+            refs.push(Actor::spawn(None, RawEcho, ()).await?);
+        }
+        let elapsed = start.elapsed();
+        for (actor, handle) in refs {
+            actor.stop(None);
+            handle.await?;
+        }
+        Ok(vec![rate(n as u64, elapsed)])
+    })
+}
+
+fn bench_spawn(rt: &tokio::runtime::Runtime, scale: Scale) -> BenchResult<()> {
+    let n = scale.spawns;
+    println!(
+        "\n== spawn: {n} transient agents spawned one after the other from one task \
+         (Runtime::spawn, top level) vs ractor Actor::spawn; load {}",
+        loadavg()
+    );
+    let mut sides: [Side<'_>; 2] = [
+        Box::new(|| toka_spawn(rt, n)),
+        Box::new(|| raw_spawn(rt, n)),
+    ];
+    let out = rounds(REPS, true, &mut sides)?;
+    let unit = Unit::Rate("spawns");
+    let (t, b) = (col(&out[0], 0), col(&out[1], 0));
+    print_samples("spawn", unit, &t, "ractor", &b);
+    record(
+        format!("spawn {n} transient agents (1 task)"),
+        unit,
+        median(&t),
+        "ractor Actor::spawn",
+        median(&b),
+        Some(Target::Ratio(SPAWN_RATIO_TARGET)),
     );
     Ok(())
 }
@@ -2015,6 +2097,9 @@ fn main() -> BenchResult<()> {
     }
     if selected("query") {
         bench_query(&rt, scale)?;
+    }
+    if selected("spawn") {
+        bench_spawn(&rt, scale)?;
     }
     if selected("fan-in") {
         bench_fan_in(&rt, scale)?;

@@ -694,6 +694,7 @@ impl<A: Agent> Actor for AgentActor<A> {
             since_snapshot: 0,
             unsynced: 0,
             children,
+            start_children: start.has_children,
         };
         let mut user = user;
         self.agent
@@ -715,8 +716,12 @@ impl<A: Agent> Actor for AgentActor<A> {
             // Boxed: recovery's future is large, and would otherwise size every agent's
             // task for the whole of its life.
             Box::pin(self.recover(state)).await
+        } else if state.core.start_children {
+            // Boxed: most agents have no children to start, and should not carry the
+            // future for their whole life.
+            Box::pin(state.core.children.start_recorded()).await
         } else {
-            state.core.children.start_recorded().await
+            Ok(())
         }
     }
 

@@ -66,6 +66,9 @@ pub(crate) struct Core<A: Agent> {
     /// (0: none pending); the handling's reply waits for it ([`Core::sync_own`]).
     pub(crate) unsynced: u64,
     pub(crate) children: Children,
+    /// Whether the tree recorded children for the agent when it started (a newly spawned
+    /// agent has none, and does not look).
+    pub(crate) start_children: bool,
 }
 
 /// The parts of a [`Core`] that many agents never use, allocated on first use: the core

@@ -99,6 +99,7 @@ impl Children {
                     args: node.args.to_vec(),
                     spec: node.spawn_spec(id.clone()),
                     base: node.base,
+                    has_children: !node.children.is_empty(),
                 },
             )
         };
@@ -132,6 +133,9 @@ impl Children {
             tracing::warn!(agent = %id, "child did not stop in time; killing it");
             let _ = cell.kill_and_wait(Some(STOP_TIMEOUT)).await;
         }
+        // A child that failed just before (its exit not handled yet, e.g. at shutdown,
+        // when it never will be) ran no `post_stop` to leave the directory.
+        self.kernel.directory.stopped(id, cell.get_id());
     }
 
     /// Stops every child, last started first.
@@ -182,11 +186,18 @@ impl Children {
     /// Starts a child already recorded in the tree, for a spawn from outside; a child
     /// that cannot start is removed from the tree again.
     pub(crate) async fn start_requested(&mut self, request: ChildStart) {
-        let started = self.start(&request.id).await;
-        if started.is_err() {
-            let _ = self.kernel.record_stop(&request.id).await;
-        }
+        let started = self.start_spawned(&request.id).await;
         let _ = request.ack.send(started);
+    }
+
+    /// Starts a child just recorded in the tree by a spawn; a child that cannot start is
+    /// removed from the tree again.
+    pub(crate) async fn start_spawned(&mut self, id: &AgentId) -> Result<(), Error> {
+        let started = self.start(id).await;
+        if started.is_err() {
+            let _ = self.kernel.record_stop(id).await;
+        }
+        started
     }
 
     /// Handles a supervision event about a child: its exit is a failure to apply the
@@ -307,6 +318,10 @@ impl Children {
                         continue;
                     }
                     for r in restart {
+                        // Stopped (removed from the tree) meanwhile: not a failure.
+                        if self.kernel.tree().get(&r).is_none() {
+                            continue;
+                        }
                         if let Err(error) = self.start(&r).await {
                             pending.push((r, error.to_string()));
                         }

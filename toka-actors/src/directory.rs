@@ -14,7 +14,7 @@
 //!   ([`Directory::forget`]), which answers those asks with "no reply".
 
 use dashmap::DashMap;
-use ractor::{ActorId, ActorRef, MessagingErr};
+use ractor::{ActorId, ActorRef, ActorStatus, MessagingErr};
 
 use crate::AgentId;
 use crate::envelope::{Envelope, ReplyPort};
@@ -91,6 +91,14 @@ impl Directory {
     pub(crate) fn stopped(&self, id: &AgentId, actor: ActorId) {
         self.live
             .remove_if(id, |_, live| live.actor.get_id() == actor);
+    }
+
+    /// Removes `id`'s entry if its actor has stopped (one that failed to start after
+    /// entering the table).
+    pub(crate) fn stopped_dead(&self, id: &AgentId) {
+        self.live.remove_if(id, |_, live| {
+            live.actor.get_status() >= ActorStatus::Stopping
+        });
     }
 
     /// Whether an actor runs for `id`.

@@ -13,6 +13,9 @@ pub(crate) struct StartArgs {
     pub(crate) spec: SpawnSpec,
     /// Where the agent's incarnation begins in its stream (see [`record`](crate::record)).
     pub(crate) base: u64,
+    /// Whether the tree records children of the agent (to start once it has started): a
+    /// restarted or recovered agent may have some, a newly spawned one has none.
+    pub(crate) has_children: bool,
 }
 
 /// A value of the agent's own message or reply type, type-erased for transport.

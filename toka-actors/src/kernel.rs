@@ -372,17 +372,21 @@ impl Kernel {
                 return Err(Error::UnknownAgent(p.clone()));
             }
         }
+        // The spawn record needs the arguments and spec too; a transient agent's spawn is
+        // not journaled, and gives them to the tree.
+        let (tree_args, tree_spec, record) = if spec.durable {
+            (args.clone(), spec.clone(), Some((args, spec)))
+        } else {
+            (args, spec, None)
+        };
         // Reserve the id first, so that two racing spawns cannot both journal it.
-        if !self.tree().insert(
-            parent.cloned(),
-            kind.to_owned(),
-            args.clone(),
-            spec.clone(),
-            0,
-        ) {
+        if !self
+            .tree()
+            .insert(parent.cloned(), kind, tree_args, tree_spec, 0)
+        {
             return Err(Error::AlreadyExists(id));
         }
-        if spec.durable {
+        if let Some((args, spec)) = record {
             let journaled = async {
                 // A new incarnation of an id used before begins after the records of the
                 // earlier ones (see `record`): the marker is appended before the tree

@@ -58,12 +58,18 @@ impl<A: Agent> Kind for KindOf<A> {
         let actor = AgentActor::<A>::new(Arc::clone(&self.agent));
         Box::pin(async move {
             let id = start.id.clone();
+            let directory = Arc::clone(&kernel);
             match Actor::spawn_linked(None, actor, (kernel, start), supervisor).await {
                 Ok((actor, _)) => Ok(actor),
-                Err(error) => Err(Error::Spawn {
-                    id,
-                    reason: error.to_string(),
-                }),
+                Err(error) => {
+                    // Linking fails after `pre_start` entered the agent in the directory
+                    // when the supervisor is stopping; no `post_stop` will remove it.
+                    directory.directory.stopped_dead(&id);
+                    Err(Error::Spawn {
+                        id,
+                        reason: error.to_string(),
+                    })
+                }
             }
         })
     }

@@ -22,7 +22,7 @@ use crate::metrics::{self, RuntimeMetrics};
 use crate::progress::Progress;
 use crate::record::{self, DeadRecord, Origin, RecordKind};
 use crate::recovery::{self, Preloaded};
-use crate::root::Root;
+use crate::root::{Root, TopLevel};
 use crate::tree::AgentInfo;
 use crate::writer::WriterMsg;
 use crate::{Agent, AgentId, Error, Queries, SpawnSpec, SupervisorSpec, Topic};
@@ -188,9 +188,17 @@ impl RuntimeBuilder {
             preloaded,
             self.extensions,
         ));
-        let (root, _) = Actor::spawn(None, Root, Arc::clone(&kernel))
+        let slot = Arc::default();
+        let root = Root {
+            top: Arc::clone(&slot),
+        };
+        let (root, _) = Actor::spawn(None, root, Arc::clone(&kernel))
             .await
             .map_err(|e| Error::Internal(format!("starting the root supervisor: {e}")))?;
+        let children = slot
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::Internal("the root supervisor has no children".into()))?;
         kernel.set_root(root.clone());
         let top = kernel.tree().children_of(None);
         root.send_message(Envelope::RestartChildren(top))
@@ -205,7 +213,10 @@ impl RuntimeBuilder {
             millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "runtime recovered"
         );
-        Ok(Runtime { kernel })
+        Ok(Runtime {
+            kernel,
+            top: children,
+        })
     }
 }
 
@@ -216,6 +227,8 @@ impl RuntimeBuilder {
 #[derive(Clone)]
 pub struct Runtime {
     kernel: Arc<Kernel>,
+    /// The root's children: top-level spawns start their agent themselves, under its lock.
+    top: TopLevel,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -317,9 +330,17 @@ impl Runtime {
         spec: SpawnSpec,
         args: Vec<u8>,
     ) -> Result<(), Error> {
-        let supervisor = self.kernel.supervisor_of(parent)?;
+        let Some(parent) = parent else {
+            // Started from this task, under the root's lock (see `root`): no round trip.
+            let id = spec.id.clone();
+            self.kernel.record_spawn(None, kind, args, spec).await?;
+            return self.top.spawn(&id).await;
+        };
+        let supervisor = self.kernel.supervisor_of(Some(parent))?;
         let id = spec.id.clone();
-        self.kernel.record_spawn(parent, kind, args, spec).await?;
+        self.kernel
+            .record_spawn(Some(parent), kind, args, spec)
+            .await?;
         let (ack, started) = oneshot::channel();
         supervisor
             .send_message(Envelope::StartChild(ChildStart {

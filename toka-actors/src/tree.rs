@@ -153,7 +153,7 @@ impl Tree {
                 spec,
                 base,
             } => {
-                self.insert(parent, kind, args, spec.into(), base);
+                self.insert(parent, &kind, args, spec.into(), base);
             }
             TreeRecord::Stopped { ids } => {
                 for id in ids {
@@ -167,15 +167,18 @@ impl Tree {
     pub(crate) fn insert(
         &mut self,
         parent: Option<AgentId>,
-        kind: String,
+        kind: &str,
         args: Vec<u8>,
         spec: SpawnSpec,
         base: u64,
     ) -> bool {
         let id = spec.id.clone();
+        if self.nodes.contains_key(&id) {
+            return false;
+        }
         // Kept for the agent's life: no spare capacity (an encoder's buffer has some).
         let args = args.into_boxed_slice();
-        let kind = match self.kinds.get(kind.as_str()) {
+        let kind = match self.kinds.get(kind) {
             Some(shared) => Arc::clone(shared),
             None => {
                 let shared: Arc<str> = kind.into();
@@ -183,9 +186,6 @@ impl Tree {
                 shared
             }
         };
-        if self.nodes.contains_key(&id) {
-            return false;
-        }
         let parent = parent.filter(|p| self.nodes.contains_key(p));
         match &parent {
             Some(p) => {
@@ -324,7 +324,7 @@ mod tests {
             .max_attempts(2);
         let mut tree = Tree::default();
         for spec in [&plain, &custom] {
-            assert!(tree.insert(None, "k".into(), vec![1, 2], spec.clone(), 0));
+            assert!(tree.insert(None, "k", vec![1, 2], spec.clone(), 0));
             let node = tree.get(&spec.id).unwrap();
             assert_eq!(node.spawn_spec(spec.id.clone()), *spec);
             assert_eq!(node.durable(), spec.durable);
