@@ -69,11 +69,12 @@ impl<'a> Manager<'a> {
     pub(crate) async fn run(self, mut stopping: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut held: BTreeMap<u32, Held> = BTreeMap::new();
         let mut opening: FuturesUnordered<Opening<'a>> = FuturesUnordered::new();
+        let mut backoff = Backoff::default();
         let mut ticks = tokio::time::interval(self.settings().tick());
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticks.tick() => self.tick(&mut held, &mut opening).await,
+                _ = ticks.tick() => self.tick(&mut held, &mut opening, &mut backoff).await,
                 Some((shard, result)) = opening.next(), if !opening.is_empty() => {
                     self.opened(shard, result, &mut held).await;
                 }
@@ -98,6 +99,7 @@ impl<'a> Manager<'a> {
         &self,
         held: &mut BTreeMap<u32, Held>,
         opening: &mut FuturesUnordered<Opening<'a>>,
+        backoff: &mut Backoff,
     ) {
         let settings = self.settings().clone();
         let sent = Instant::now();
@@ -190,6 +192,7 @@ impl<'a> Manager<'a> {
             .map(|(shard, _)| *shard)
             .collect();
         for shard in poisoned {
+            backoff.failed(shard);
             if let Some(h) = held.remove(&shard) {
                 tracing::warn!(
                     shard,
@@ -215,7 +218,7 @@ impl<'a> Manager<'a> {
         for shard in 0..self.settings().shards {
             let mine = preferred(shard, &alive) == Some(me.as_str());
             match held.get(&shard) {
-                None if mine => wanted.push(shard),
+                None if mine && backoff.ready(shard) => wanted.push(shard),
                 Some(h) if !mine && h.stack.is_some() && !alive.is_empty() => {
                     handing_over.push(shard);
                 }
@@ -425,6 +428,34 @@ impl<'a> Manager<'a> {
             }
             Err(error) => tracing::warn!(%error, "could not share revocations"),
         }
+    }
+}
+
+/// Shards given up because their journal failed wait before they are opened again: 1 s,
+/// doubling with each failure that comes within a minute of the previous, up to 30 s (a
+/// database that keeps refusing is not hammered with recoveries).
+#[derive(Default)]
+struct Backoff {
+    /// Shard → (not before, the last wait).
+    waits: BTreeMap<u32, (Instant, Duration)>,
+}
+
+impl Backoff {
+    fn failed(&mut self, shard: u32) {
+        let now = Instant::now();
+        let wait = match self.waits.get(&shard) {
+            Some((until, last)) if now < *until + Duration::from_secs(60) => {
+                (*last * 2).min(Duration::from_secs(30))
+            }
+            _ => Duration::from_secs(1),
+        };
+        self.waits.insert(shard, (now + wait, wait));
+    }
+
+    fn ready(&self, shard: u32) -> bool {
+        self.waits
+            .get(&shard)
+            .is_none_or(|(until, _)| Instant::now() >= *until)
     }
 }
 
