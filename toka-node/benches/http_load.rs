@@ -61,12 +61,50 @@
 //! `TOKA_HTTP_BENCH_AGENTS` (64) change the sizes; `TOKA_HTTP_BENCH_NODE_CONFIG=FILE`
 //! starts the node with `--config FILE` (to measure an `[otel]` export, say). The output
 //! ends with every result as a `key=value` line.
+//!
+//! # PostgreSQL and a cluster
+//! - `TOKA_HTTP_BENCH_JOURNAL=postgres://user:password@host:port/db`: the node keeps its
+//!   journal in PostgreSQL (`run --journal URL?schema=hbench_<pid>_<n>`: a schema prefix
+//!   of the bench's own, so the URL must not name a `schema`) instead of the sled journal
+//!   of its data directory. Every schema of that prefix is dropped when the bench ends
+//!   (not when the watchdog kills it).
+//! - `TOKA_HTTP_BENCH_CLUSTER=N` (with `TOKA_HTTP_BENCH_JOURNAL`): `N` cluster nodes
+//!   (`run --node-id n1..nN`, one data directory made by `toka-node init` and copied to
+//!   each, so they share the root key) instead of one standalone node. The bench waits
+//!   until every shard (`GET /cluster` tells how many) is served by exactly one node and
+//!   each node serves its share (⌊shards/N⌋ or ⌈shards/N⌉, from `GET /health`), spawns
+//!   agent `c{i}` through node `i % N`, and the load generator opens connection `i` to
+//!   node `i % N` (a request for an agent whose shard another node holds is forwarded
+//!   there over HTTP). Node CPU is the sum over the `N` processes (threads grouped by name
+//!   over all of them). Journal records per request and records per group write are not
+//!   measured in cluster mode (`n/a`): each shard has a journal of its own and a node's
+//!   `GET /metrics` shows only its lowest shard's; so is the check that queries journal
+//!   nothing.
+//!
+//! ```text
+//! export TOKA_TEST_POSTGRES="$(toka-store/tests/postgres/start.sh)"
+//! TOKA_HTTP_BENCH_JOURNAL="$TOKA_TEST_POSTGRES" cargo bench -p toka-node --bench http_load -- messages
+//! TOKA_HTTP_BENCH_JOURNAL="$TOKA_TEST_POSTGRES" TOKA_HTTP_BENCH_CLUSTER=3 \
+//!     cargo bench -p toka-node --bench http_load -- messages query
+//! ```
+//!
+//! With PostgreSQL the bench also measures the **database's CPU** over each window: the
+//! sessions whose `application_name` names the bench's schemas (`toka-journal/<schema>`,
+//! the leases' and the catalog's) and the server's background processes (WAL writer,
+//! checkpointer, ...; these serve anyone else using the server too), found in
+//! `pg_stat_activity` before each phase and read from `/proc` (so only for a server on
+//! this machine). It is shown apart and left out of `others`.
+//!
+//! With either variable set, the output names the set-up, adds the PostgreSQL columns and
+//! `bench.journal=…`, `bench.nodes=…`, `http.*.postgres_cpu_*` to the `key=value` lines;
+//! without them it is as before.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -132,9 +170,15 @@ const PHASES: [Phase; 5] = [
     },
 ];
 
-/// The node's pid and the running load generator's, for the watchdog (0: none).
-static NODE_PID: AtomicI32 = AtomicI32::new(0);
+/// The nodes' pids and the running load generator's (0: none), for the watchdog.
+static NODE_PIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 static LOADGEN_PID: AtomicI32 = AtomicI32::new(0);
+
+/// The PostgreSQL URL of the journal (`postgres://…`, no `schema`); sled when unset.
+const JOURNAL_ENV: &str = "TOKA_HTTP_BENCH_JOURNAL";
+
+/// The number of cluster nodes (needs [`JOURNAL_ENV`]); one standalone node when unset.
+const CLUSTER_ENV: &str = "TOKA_HTTP_BENCH_CLUSTER";
 
 /// One phase: the request every connection repeats.
 #[derive(Clone, Copy)]
@@ -151,8 +195,8 @@ struct Phase {
     expect: u16,
 }
 
-/// Sizes and durations, from the environment.
-#[derive(Clone, Copy, Debug)]
+/// Sizes, durations and the set-up, from the environment.
+#[derive(Clone, Debug)]
 struct Settings {
     quick: bool,
     /// Untimed load before each measured window.
@@ -165,6 +209,10 @@ struct Settings {
     concurrency: usize,
     /// Counter agents the agent phases spread their requests over.
     agents: usize,
+    /// The journal in PostgreSQL at this URL (without `schema`); sled when `None`.
+    journal: Option<String>,
+    /// Cluster nodes (`Some` only with `journal`); one standalone node when `None`.
+    cluster: Option<usize>,
 }
 
 impl Settings {
@@ -191,6 +239,13 @@ impl Settings {
             rounds: usize::try_from(number("TOKA_HTTP_BENCH_ROUNDS", rounds)?)?,
             concurrency: usize::try_from(number("TOKA_HTTP_BENCH_CONCURRENCY", 64)?)?,
             agents: usize::try_from(number("TOKA_HTTP_BENCH_AGENTS", 64)?)?,
+            journal: std::env::var(JOURNAL_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+            cluster: match std::env::var(CLUSTER_ENV) {
+                Ok(v) if !v.trim().is_empty() => Some(usize::try_from(number(CLUSTER_ENV, 0)?)?),
+                _ => None,
+            },
         };
         if settings.measure.is_zero()
             || settings.rounds == 0
@@ -199,7 +254,40 @@ impl Settings {
         {
             return Err("measure, rounds, concurrency and agents must be positive".into());
         }
+        if let Some(url) = &settings.journal {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(format!("{JOURNAL_ENV} must be a postgres:// URL").into());
+            }
+            if url.contains("schema=") {
+                return Err(format!(
+                    "{JOURNAL_ENV} must not name a schema: the bench uses a prefix of its own and drops it"
+                )
+                .into());
+            }
+        }
+        match settings.cluster {
+            Some(0) => return Err(format!("{CLUSTER_ENV} must be at least 1").into()),
+            Some(_) if settings.journal.is_none() => {
+                return Err(format!(
+                    "{CLUSTER_ENV} needs {JOURNAL_ENV} (a cluster lives in PostgreSQL)"
+                )
+                .into());
+            }
+            _ => {}
+        }
         Ok(settings)
+    }
+
+    /// The set-up in words, for the output (`None`: the default, sled on one node).
+    fn setup(&self) -> Option<String> {
+        match (&self.journal, self.cluster) {
+            (None, _) => None,
+            (Some(_), None) => Some("journal in PostgreSQL, one standalone node".to_owned()),
+            (Some(_), Some(n)) => Some(format!(
+                "journal in PostgreSQL, a cluster of {n} node{}",
+                if n == 1 { "" } else { "s" }
+            )),
+        }
     }
 }
 
@@ -210,7 +298,8 @@ impl Settings {
 /// What a load generator does: [`LOADGEN_ENV`]'s JSON.
 #[derive(Debug, Serialize, Deserialize)]
 struct LoadSpec {
-    addr: SocketAddr,
+    /// The nodes; connection `i` goes to `addrs[i % len]`.
+    addrs: Vec<SocketAddr>,
     token: Option<String>,
     method: String,
     /// The request paths; connection `i`'s `k`-th request uses `paths[(i + k) % len]`.
@@ -284,34 +373,35 @@ async fn loadgen(spec: LoadSpec) -> BenchResult<LoadResult> {
     use hyper::client::conn::http1;
     use hyper_util::rt::TokioIo;
 
-    if spec.paths.is_empty() {
-        return Err("no paths".into());
+    if spec.paths.is_empty() || spec.addrs.is_empty() {
+        return Err("no paths or no nodes".into());
     }
     let spec = std::sync::Arc::new(spec);
     // Every connection is open before the clock starts.
     let mut senders = Vec::with_capacity(spec.concurrency);
-    for _ in 0..spec.concurrency {
-        let stream = tokio::net::TcpStream::connect(spec.addr).await?;
+    for i in 0..spec.concurrency {
+        let addr = spec.addrs[i % spec.addrs.len()];
+        let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             // Ends with the sender (or when the node closes the connection).
             let _ = connection.await;
         });
-        senders.push(sender);
+        senders.push((addr, sender));
     }
     let start = tokio::time::Instant::now();
     let window_start = start + Duration::from_millis(spec.warmup_ms);
     let window_end = window_start + Duration::from_millis(spec.measure_ms);
     let body = Bytes::from(spec.body.clone().into_bytes());
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, mut sender) in senders.into_iter().enumerate() {
+    for (i, (addr, mut sender)) in senders.into_iter().enumerate() {
         let spec = std::sync::Arc::clone(&spec);
         let body = body.clone();
         tasks.spawn(async move {
             let mut stats = ConnStats::default();
             let authorization = spec.token.as_ref().map(|t| format!("Bearer {t}"));
-            let host = spec.addr.to_string();
+            let host = addr.to_string();
             for k in 0usize.. {
                 let sent = tokio::time::Instant::now();
                 if sent >= window_end {
@@ -461,7 +551,7 @@ fn thread_ticks(pid: u32) -> BTreeMap<String, (String, u64)> {
     threads
 }
 
-/// The node's CPU at one moment: in all, and per living thread.
+/// The nodes' CPU at one moment: in all, and per living thread (`pid/tid`).
 struct CpuSample {
     total: u64,
     threads: BTreeMap<String, (String, u64)>,
@@ -470,12 +560,20 @@ struct CpuSample {
 }
 
 impl CpuSample {
-    fn take(pid: u32) -> BenchResult<Self> {
-        Ok(CpuSample {
-            total: cpu_ticks(pid)?,
-            threads: thread_ticks(pid),
+    /// The sum over the processes `pids`.
+    fn take(pids: &[u32]) -> BenchResult<Self> {
+        let mut sample = CpuSample {
+            total: 0,
+            threads: BTreeMap::new(),
             machine_busy: machine_busy_ticks()?,
-        })
+        };
+        for &pid in pids {
+            sample.total += cpu_ticks(pid)?;
+            for (tid, thread) in thread_ticks(pid) {
+                sample.threads.insert(format!("{pid}/{tid}"), thread);
+            }
+        }
+        Ok(sample)
     }
 
     /// Ticks between `self` and `later` by thread name; threads that exited in between
@@ -541,24 +639,43 @@ fn clock_ticks_per_sec() -> BenchResult<f64> {
 /// A config file for the node under load (`--config`); none by default.
 const NODE_CONFIG_ENV: &str = "TOKA_HTTP_BENCH_NODE_CONFIG";
 
+/// How to start one `toka-node run`.
+struct Launch {
+    /// Its data directory (created by `run` if absent).
+    data: std::path::PathBuf,
+    /// Where its stderr goes.
+    log: std::path::PathBuf,
+    /// `--journal URL` (with its `schema`), if not sled.
+    journal: Option<String>,
+    /// `--node-id ID`: a cluster node.
+    node_id: Option<String>,
+}
+
 /// A running `toka-node run`; killed if still running when dropped.
 struct Node {
     child: Child,
     addr: SocketAddr,
     token: String,
+    /// Its stderr.
+    log: std::path::PathBuf,
 }
 
 impl Node {
-    /// Starts `toka-node run` on a fresh data directory in `dir` with `Fsync` durability
-    /// and waits for its `listening on ADDR` line. Its stderr goes to `dir/node.log`.
-    fn start(dir: &Path) -> BenchResult<Node> {
-        let data = dir.join("data");
-        let log = std::fs::File::create(dir.join("node.log"))?;
+    /// Starts `toka-node run` as `launch` says, on 127.0.0.1 (any free port) with `Fsync`
+    /// durability, and waits for its `listening on ADDR` line.
+    fn start(launch: &Launch) -> BenchResult<Node> {
+        let log = std::fs::File::create(&launch.log)?;
         let mut command = Command::new(BIN);
         command
             .args(["run", "--listen", "127.0.0.1:0", "--durability", "fsync"])
             .arg("--data-dir")
-            .arg(&data);
+            .arg(&launch.data);
+        if let Some(journal) = &launch.journal {
+            command.arg("--journal").arg(journal);
+        }
+        if let Some(id) = &launch.node_id {
+            command.args(["--node-id", id]);
+        }
         // A config of the caller's (an `[otel]` table, say), to measure what it costs.
         if let Some(config) = std::env::var_os(NODE_CONFIG_ENV) {
             command.arg("--config").arg(config);
@@ -569,6 +686,7 @@ impl Node {
             .env_remove("TOKA_DURABILITY")
             .env_remove("TOKA_DATA_DIR")
             .env_remove("TOKA_KEY_FILE")
+            .env_remove("TOKA_JOURNAL")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -579,15 +697,16 @@ impl Node {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: String::new(),
+            log: launch.log.clone(),
         };
-        NODE_PID.store(i32::try_from(node.pid())?, Ordering::SeqCst);
+        lock_pids().push(i32::try_from(node.pid())?);
         let stdout = node.child.stdout.take().ok_or("no stdout")?;
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
         node.addr = loop {
             line.clear();
             if stdout.read_line(&mut line)? == 0 {
-                let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(&launch.log).unwrap_or_default();
                 return Err(format!("toka-node run exited before listening:\n{log}").into());
             }
             if let Some(addr) = line.trim().strip_prefix("listening on ") {
@@ -600,7 +719,7 @@ impl Node {
             .spawn(move || {
                 let _ = std::io::copy(&mut stdout, &mut std::io::sink());
             })?;
-        node.token = std::fs::read_to_string(data.join("admin.token"))?
+        node.token = std::fs::read_to_string(launch.data.join("admin.token"))?
             .trim()
             .to_owned();
         Ok(node)
@@ -634,6 +753,15 @@ impl Node {
             .map_or("", |(_, b)| b)
             .to_owned();
         Ok((status, body))
+    }
+
+    /// A `GET` answering 200 with JSON: the JSON.
+    fn get_json(&self, path: &str) -> BenchResult<serde_json::Value> {
+        let (status, body) = self.call("GET", path, "")?;
+        if status != 200 {
+            return Err(format!("GET {path} on {}: {status} {body}", self.addr).into());
+        }
+        Ok(serde_json::from_str(&body)?)
     }
 
     /// The journal counters of `GET /metrics`.
@@ -670,14 +798,18 @@ impl Node {
         }
     }
 
-    /// SIGTERM, then waits (15 s at most) for a graceful exit; the exit status.
-    fn stop(mut self) -> BenchResult<std::process::ExitStatus> {
+    /// Sends SIGTERM (a graceful stop begins).
+    fn terminate(&self) -> BenchResult<()> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        Ok(())
+    }
+
+    /// Waits (15 s at most) for the exit [`Node::terminate`] began; the exit status.
+    fn wait_exit(mut self) -> BenchResult<std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
-                NODE_PID.store(0, Ordering::SeqCst);
                 return Ok(status);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -692,7 +824,220 @@ impl Drop for Node {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        NODE_PID.store(0, Ordering::SeqCst);
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            lock_pids().retain(|p| *p != pid);
+        }
+    }
+}
+
+/// [`NODE_PIDS`], even if a thread panicked holding it.
+fn lock_pids() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    NODE_PIDS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every schema of the bench's prefix in PostgreSQL, dropped when this is dropped.
+struct Schemas {
+    url: String,
+    prefix: String,
+}
+
+impl Schemas {
+    /// The schemas of the prefix now.
+    fn list(&self, client: &mut postgres::Client) -> BenchResult<Vec<String>> {
+        let rows = client.query(
+            "SELECT nspname FROM pg_namespace WHERE nspname = $1 OR nspname LIKE $2",
+            &[&self.prefix, &format!("{}\\_%", self.prefix)],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn drop_all(&self) -> BenchResult<usize> {
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls)?;
+        let names = self.list(&mut client)?;
+        for name in &names {
+            client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))?;
+        }
+        Ok(names.len())
+    }
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        match self.drop_all() {
+            Ok(n) => println!("dropped {n} PostgreSQL schemas of prefix {}", self.prefix),
+            Err(e) => println!(
+                "WARNING: could not drop the schemas of prefix {}: {e}",
+                self.prefix
+            ),
+        }
+    }
+}
+
+/// The nodes under load: one standalone node or the nodes of a cluster.
+struct System {
+    /// Dropped (killed) before `schemas`.
+    nodes: Vec<Node>,
+    /// Whether they form a cluster (no journal metrics then).
+    cluster: bool,
+    schemas: Option<Schemas>,
+}
+
+impl System {
+    /// Starts what `settings` asks for, in the temporary directory `dir`.
+    fn start(settings: &Settings, dir: &Path) -> BenchResult<System> {
+        let schemas = settings.journal.as_ref().map(|url| Schemas {
+            url: url.clone(),
+            prefix: format!(
+                "hbench_{}_{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() % 1_000_000)
+            ),
+        });
+        let journal = schemas.as_ref().map(|s| {
+            let sep = if s.url.contains('?') { '&' } else { '?' };
+            format!("{}{sep}schema={}", s.url, s.prefix)
+        });
+        let Some(n) = settings.cluster else {
+            let node = Node::start(&Launch {
+                data: dir.join("data"),
+                log: dir.join("node.log"),
+                journal,
+                node_id: None,
+            })?;
+            return Ok(System {
+                nodes: vec![node],
+                cluster: false,
+                schemas,
+            });
+        };
+        // One data directory (one root key) copied to every node.
+        let first = dir.join("n1");
+        let out = Command::new(BIN)
+            .args(["init", "--data-dir"])
+            .arg(&first)
+            .env_remove("TOKA_DATA_DIR")
+            .env_remove("TOKA_JOURNAL")
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("toka-node init: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let mut system = System {
+            nodes: Vec::with_capacity(n),
+            cluster: true,
+            schemas,
+        };
+        for k in 1..=n {
+            let id = format!("n{k}");
+            let data = dir.join(&id);
+            if k > 1 {
+                toka_test_support::fs::copy_dir(&first, &data);
+            }
+            system.nodes.push(Node::start(&Launch {
+                data,
+                log: dir.join(format!("{id}.log")),
+                journal: journal.clone(),
+                node_id: Some(id),
+            })?);
+        }
+        Ok(system)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(Node::pid).collect()
+    }
+
+    /// The PostgreSQL server processes working for the nodes: their sessions and the
+    /// server's own background processes (WAL writer, checkpointer, ...: these also work
+    /// for anyone else using the server). Empty with sled, or when the server runs on
+    /// another machine (no such pid here).
+    fn db_pids(&self) -> BenchResult<Vec<u32>> {
+        let Some(schemas) = &self.schemas else {
+            return Ok(Vec::new());
+        };
+        let mut client = postgres::Client::connect(&schemas.url, postgres::NoTls)?;
+        let rows = client.query(
+            // The nodes name their sessions after the schema (`toka-journal/<schema>`);
+            // other roles' background processes show no backend_type.
+            "SELECT pid FROM pg_stat_activity \
+             WHERE strpos(application_name, $1) > 0 \
+             OR backend_type IS DISTINCT FROM 'client backend'",
+            &[&schemas.prefix],
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| u32::try_from(r.get::<_, i32>(0)).ok())
+            .filter(|pid| Path::new(&format!("/proc/{pid}/stat")).exists())
+            .collect())
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr).collect()
+    }
+
+    /// In a cluster, waits (60 s at most) until every shard is served by exactly one node
+    /// and each node serves its share; the shards each node serves.
+    fn wait_placed(&self) -> BenchResult<Vec<Vec<u64>>> {
+        let shards = self.nodes[0].get_json("/cluster")?["shards"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if shards == 0 {
+            return Err("GET /cluster lists no shards".into());
+        }
+        let n = self.nodes.len();
+        let (low, high) = (shards / n, shards.div_ceil(n));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut served = Vec::with_capacity(n);
+            for node in &self.nodes {
+                let health = node.get_json("/health")?;
+                let mine: Vec<u64> = health["shards"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+                    .unwrap_or_default();
+                served.push(mine);
+            }
+            let mut all: Vec<u64> = served.iter().flatten().copied().collect();
+            all.sort_unstable();
+            let once = all.len() == shards && all.windows(2).all(|w| w[0] != w[1]);
+            let fair = served.iter().all(|s| (low..=high).contains(&s.len()));
+            if once && fair {
+                return Ok(served);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the {shards} shards were not placed within 60 s: {served:?} (logs in {})",
+                    self.nodes[0].log.display()
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The journal counters once quiet (standalone only: a cluster node's `/metrics`
+    /// shows only its lowest shard's journal); in a cluster, a pause of the same length.
+    fn quiet_journal(&self) -> BenchResult<Option<JournalMetrics>> {
+        if self.cluster {
+            std::thread::sleep(Duration::from_millis(600));
+            return Ok(None);
+        }
+        self.nodes[0].quiet_journal().map(Some)
+    }
+
+    /// SIGTERM to every node, then each one's exit status.
+    fn stop(self) -> BenchResult<Vec<std::process::ExitStatus>> {
+        let System { nodes, schemas, .. } = self;
+        for node in &nodes {
+            node.terminate()?;
+        }
+        let mut statuses = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            statuses.push(node.wait_exit()?);
+        }
+        drop(schemas);
+        Ok(statuses)
     }
 }
 
@@ -719,10 +1064,16 @@ struct Sample {
     client_cpu_pct: f64,
     /// CPU of everything else on the machine over the window, % of one core.
     other_cpu_pct: f64,
-    /// Journal growth over the phase, and the requests of the whole phase.
+    /// PostgreSQL's CPU for the nodes (see [`System::db_pids`]): µs per request and % of
+    /// one core (0 with sled).
+    db_cpu_us: f64,
+    db_cpu_pct: f64,
+    /// Journal growth over the phase (0 when not measured: a cluster), and the requests
+    /// of the whole phase.
     head_growth: u64,
     requests_total: u64,
-    /// Records appended and group writes of the journal writer over the phase.
+    /// Records appended and group writes of the journal writer over the phase (0 when
+    /// not measured).
     appends: u64,
     group_writes: u64,
     errors: u64,
@@ -730,8 +1081,8 @@ struct Sample {
     threads: BTreeMap<String, f64>,
 }
 
-/// Runs `phase` against `node` in a load-generator child; its measurement.
-fn run_phase(node: &Node, phase: Phase, settings: &Settings, hz: f64) -> BenchResult<Sample> {
+/// Runs `phase` against `system` in a load-generator child; its measurement.
+fn run_phase(system: &System, phase: Phase, settings: &Settings, hz: f64) -> BenchResult<Sample> {
     let paths = if phase.path.contains("{id}") {
         (0..settings.agents)
             .map(|i| phase.path.replace("{id}", &agent_name(i)))
@@ -739,9 +1090,10 @@ fn run_phase(node: &Node, phase: Phase, settings: &Settings, hz: f64) -> BenchRe
     } else {
         vec![phase.path.to_owned()]
     };
+    let pids = system.pids();
     let spec = LoadSpec {
-        addr: node.addr,
-        token: phase.auth.then(|| node.token.clone()),
+        addrs: system.addrs(),
+        token: phase.auth.then(|| system.nodes[0].token.clone()),
         method: phase.method.to_owned(),
         paths,
         body: phase.body.to_owned(),
@@ -750,7 +1102,8 @@ fn run_phase(node: &Node, phase: Phase, settings: &Settings, hz: f64) -> BenchRe
         warmup_ms: u64::try_from(settings.warmup.as_millis())?,
         measure_ms: u64::try_from(settings.measure.as_millis())?,
     };
-    let journal_before = node.quiet_journal()?;
+    let journal_before = system.quiet_journal()?;
+    let db_pids = system.db_pids()?;
     let mut child = self_command(phase.name)
         .env(LOADGEN_ENV, serde_json::to_string(&spec)?)
         .spawn()?;
@@ -763,8 +1116,8 @@ fn run_phase(node: &Node, phase: Phase, settings: &Settings, hz: f64) -> BenchRe
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         match line.as_str() {
-            "START" => before = Some(CpuSample::take(node.pid())?),
-            "END" => after = Some(CpuSample::take(node.pid())?),
+            "START" => before = Some((CpuSample::take(&pids)?, sum_ticks(&db_pids))),
+            "END" => after = Some((CpuSample::take(&pids)?, sum_ticks(&db_pids))),
             _ => {
                 if let Some(json) = line.strip_prefix("RESULT ") {
                     result = Some(serde_json::from_str::<LoadResult>(json)?);
@@ -784,10 +1137,13 @@ fn run_phase(node: &Node, phase: Phase, settings: &Settings, hz: f64) -> BenchRe
         )
         .into());
     }
-    let (Some(before), Some(after), Some(result)) = (before, after, result) else {
+    let (Some((before, db_before)), Some((after, db_after)), Some(result)) =
+        (before, after, result)
+    else {
         return Err(format!("load generator of `{}` reported no result", phase.name).into());
     };
-    let journal_after = node.quiet_journal()?;
+    let db_ticks = db_after.saturating_sub(db_before) as f64;
+    let journal_after = system.quiet_journal()?;
     if result.ok == 0 {
         return Err(format!(
             "`{}`: no successful request in the window ({} errors, first: {:?})",
@@ -801,7 +1157,7 @@ fn run_phase(node: &Node, phase: Phase, settings: &Settings, hz: f64) -> BenchRe
         result.cpu_ticks as f64,
     );
     let machine_ticks = after.machine_busy.saturating_sub(before.machine_busy) as f64;
-    let other_ticks = (machine_ticks - node_ticks - client_ticks).max(0.0);
+    let other_ticks = (machine_ticks - node_ticks - client_ticks - db_ticks).max(0.0);
     let us_per_tick = 1e6 / hz;
     let threads = before
         .by_name(&after)
@@ -822,28 +1178,46 @@ fn run_phase(node: &Node, phase: Phase, settings: &Settings, hz: f64) -> BenchRe
         node_cpu_pct: 100.0 * node_ticks / hz / result.window_secs,
         client_cpu_pct: 100.0 * client_ticks / hz / result.window_secs,
         other_cpu_pct: 100.0 * other_ticks / hz / result.window_secs,
-        head_growth: journal_after.head.saturating_sub(journal_before.head),
-        appends: journal_after.appends.saturating_sub(journal_before.appends),
-        group_writes: journal_after
-            .group_writes
-            .saturating_sub(journal_before.group_writes),
+        db_cpu_us: db_ticks * us_per_tick / ok,
+        db_cpu_pct: 100.0 * db_ticks / hz / result.window_secs,
+        head_growth: growth(journal_before, journal_after, |m| m.head),
+        appends: growth(journal_before, journal_after, |m| m.appends),
+        group_writes: growth(journal_before, journal_after, |m| m.group_writes),
         requests_total: result.ok_total,
         errors: result.errors,
         threads,
     })
 }
 
+/// CPU time (ticks) of the processes `pids` that still run.
+fn sum_ticks(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|pid| cpu_ticks(*pid).ok()).sum()
+}
+
+/// How much a journal counter grew (0 when not measured).
+fn growth(
+    before: Option<JournalMetrics>,
+    after: Option<JournalMetrics>,
+    counter: fn(&JournalMetrics) -> u64,
+) -> u64 {
+    match (before, after) {
+        (Some(before), Some(after)) => counter(&after).saturating_sub(counter(&before)),
+        _ => 0,
+    }
+}
+
 fn agent_name(i: usize) -> String {
     format!("c{i}")
 }
 
-/// Spawns the counters `c0..c{n}` through the API.
-fn spawn_agents(node: &Node, n: usize) -> BenchResult<()> {
+/// Spawns the counters `c0..c{n}` through the API, `c{i}` through node `i % nodes`.
+fn spawn_agents(system: &System, n: usize) -> BenchResult<()> {
     for i in 0..n {
         let body = format!(
             r#"{{"id":"{}","kind":"counter","args":{{}}}}"#,
             agent_name(i)
         );
+        let node = &system.nodes[i % system.nodes.len()];
         let (status, reply) = node.call("POST", "/agents", &body)?;
         if status != 201 {
             return Err(format!("POST /agents {body}: {status} {reply}").into());
@@ -872,6 +1246,8 @@ struct Summary {
     node_cpu_pct: f64,
     client_cpu_pct: f64,
     other_cpu_pct: f64,
+    db_cpu_us: f64,
+    db_cpu_pct: f64,
     records_per_request: f64,
     /// Records per group write of the journal writer, if it wrote.
     records_per_group: Option<f64>,
@@ -896,6 +1272,8 @@ impl Summary {
             node_cpu_pct: m(|s| s.node_cpu_pct),
             client_cpu_pct: m(|s| s.client_cpu_pct),
             other_cpu_pct: m(|s| s.other_cpu_pct),
+            db_cpu_us: m(|s| s.db_cpu_us),
+            db_cpu_pct: m(|s| s.db_cpu_pct),
             records_per_request,
             records_per_group: (group_writes > 0).then(|| appends as f64 / group_writes as f64),
             head_growth,
@@ -945,11 +1323,15 @@ fn main() -> BenchResult<()> {
         settings.rounds,
         phases.iter().map(|p| p.name).collect::<Vec<_>>(),
     );
+    if let Some(setup) = settings.setup() {
+        println!("set-up: {setup}");
+    }
     let started = Instant::now();
     let phase_secs = (settings.warmup + settings.measure).as_secs();
     support::start_watchdog(Duration::from_secs(60.max(3 * phase_secs + 30)), || {
-        for pid in [&LOADGEN_PID, &NODE_PID] {
-            let pid = pid.load(Ordering::SeqCst);
+        let mut pids = vec![LOADGEN_PID.load(Ordering::SeqCst)];
+        pids.extend(lock_pids().iter().copied());
+        for pid in pids {
             if pid > 0 {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -959,18 +1341,47 @@ fn main() -> BenchResult<()> {
         }
     })?;
 
-    progress("starting the node");
+    progress(if settings.cluster.is_some() {
+        "starting the nodes"
+    } else {
+        "starting the node"
+    });
     let dir = tempfile::tempdir()?;
-    let node = Node::start(dir.path())?;
-    println!(
-        "node pid {} on {}, data in {}",
-        node.pid(),
-        node.addr,
-        dir.path().display()
-    );
+    let system = System::start(&settings, dir.path())?;
+    for (k, node) in system.nodes.iter().enumerate() {
+        println!(
+            "{}node pid {} on {}, data in {}",
+            if system.cluster {
+                format!("n{} ", k + 1)
+            } else {
+                String::new()
+            },
+            node.pid(),
+            node.addr,
+            dir.path().display()
+        );
+    }
+    if let Some(schemas) = &system.schemas {
+        println!("journal in PostgreSQL, schema prefix {}", schemas.prefix);
+    }
+    if system.cluster {
+        progress("waiting until the shards are placed");
+        let placing = Instant::now();
+        let served = system.wait_placed()?;
+        println!(
+            "shards placed in {:.1} s: {}",
+            placing.elapsed().as_secs_f64(),
+            served
+                .iter()
+                .enumerate()
+                .map(|(k, s)| format!("n{} {s:?}", k + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     progress("spawning the agents");
     let spawned = Instant::now();
-    spawn_agents(&node, settings.agents)?;
+    spawn_agents(&system, settings.agents)?;
     println!(
         "spawned {} counters in {:.2} s",
         settings.agents,
@@ -986,7 +1397,7 @@ fn main() -> BenchResult<()> {
         };
         for phase in order {
             progress(format!("round {} {}", round + 1, phase.name));
-            let sample = run_phase(&node, phase, &settings, hz)?;
+            let sample = run_phase(&system, phase, &settings, hz)?;
             println!(
                 "round {} {:<9} {:>8}/s  p50 {:>8}  p99 {:>8}  node {:>6.1} µs/req ({:>3.0}% cpu)  \
                  loadgen {:>3.0}%  others {:>3.0}%  journal +{} over {} requests, {} group writes",
@@ -1003,12 +1414,25 @@ fn main() -> BenchResult<()> {
                 sample.requests_total,
                 sample.group_writes,
             );
+            if settings.journal.is_some() {
+                println!(
+                    "        PostgreSQL {:>6.1} µs/req ({:>3.0}% cpu, included in no other figure)",
+                    sample.db_cpu_us, sample.db_cpu_pct
+                );
+            }
             samples.entry(phase.name).or_default().push(sample);
         }
     }
     support::finished();
-    let counters = node.call("GET", "/metrics", "")?.1;
-    let status = node.stop()?;
+    let counters = system.nodes[0].call("GET", "/metrics", "")?.1;
+    let journal_measured = !system.cluster;
+    let statuses = system.stop()?;
+    let status = statuses
+        .iter()
+        .find(|s| !s.success())
+        .or(statuses.first())
+        .copied()
+        .ok_or("no node")?;
 
     // The table.
     let summaries: Vec<(Phase, Summary)> = phases
@@ -1023,10 +1447,16 @@ fn main() -> BenchResult<()> {
         "\n== results: medians of {} round(s); ratios against GET /health in the same run",
         settings.rounds
     );
+    let pg = settings.journal.is_some();
     println!(
-        "| Phase | Requests/s | p50 | p99 | Node CPU/request | CPU % node / loadgen / others | Journal records/request | Records/group write | Rate vs /health | CPU/request vs /health |"
+        "| Phase | Requests/s | p50 | p99 | Node CPU/request |{} CPU % node / loadgen / {}others | Journal records/request | Records/group write | Rate vs /health | CPU/request vs /health |",
+        if pg { " PostgreSQL CPU/request |" } else { "" },
+        if pg { "PostgreSQL / " } else { "" },
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "|---|---|---|---|---|---|---|---|---|---|{}",
+        if pg { "---|" } else { "" }
+    );
     for (phase, s) in &summaries {
         let (rate_ratio, cpu_ratio) = floor.map_or(("—".into(), "—".into()), |(rate, cpu)| {
             (
@@ -1034,8 +1464,25 @@ fn main() -> BenchResult<()> {
                 format!("{:.1}×", s.node_cpu_us / cpu),
             )
         });
+        let (records, per_group) = if journal_measured {
+            (
+                format!("{:.2}", s.records_per_request),
+                s.records_per_group
+                    .map_or("—".into(), |r| format!("{r:.1}")),
+            )
+        } else {
+            ("n/a".to_owned(), "n/a".to_owned())
+        };
+        let (db_us, db_pct) = if pg {
+            (
+                format!(" {:.1} µs |", s.db_cpu_us),
+                format!("{:.0} / ", s.db_cpu_pct),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         println!(
-            "| {} | {} | {} | {} | {:.1} µs | {:.0} / {:.0} / {:.0} | {:.2} | {} | {rate_ratio} | {cpu_ratio} |",
+            "| {} | {} | {} | {} | {:.1} µs |{db_us} {:.0} / {:.0} / {db_pct}{:.0} | {records} | {per_group} | {rate_ratio} | {cpu_ratio} |",
             phase.label,
             fmt_rate(s.rate),
             fmt_us(s.p50_us),
@@ -1044,22 +1491,32 @@ fn main() -> BenchResult<()> {
             s.node_cpu_pct,
             s.client_cpu_pct,
             s.other_cpu_pct,
-            s.records_per_request,
-            s.records_per_group
-                .map_or("—".into(), |r| format!("{r:.1}")),
         );
     }
     println!(
         "(CPU %: of one core over the window; `others` is every other process on the machine: \
          a round where it is high ran on a shared box and measured less throughput)"
     );
+    if pg {
+        println!(
+            "(PostgreSQL: CPU of the nodes' database sessions and of the server's background \
+             processes, which also serve anyone else using the server; not in `others`)"
+        );
+    }
+    if !journal_measured {
+        println!(
+            "(cluster: node CPU is the sum over the {} nodes; journal records are n/a: every shard \
+             has a journal of its own and a node's /metrics shows only its lowest shard's)",
+            settings.cluster.unwrap_or(1)
+        );
+    }
     let get = |name: &str| {
         summaries
             .iter()
             .find(|(p, _)| p.name == name)
             .map(|(_, s)| s)
     };
-    if let Some(query) = get("query") {
+    if let Some(query) = get("query").filter(|_| journal_measured) {
         println!(
             "\nquery phases: the journal head grew by {} over {} queries ({})",
             query.head_growth,
@@ -1070,6 +1527,8 @@ fn main() -> BenchResult<()> {
                 "UNEXPECTED: a query journaled something"
             }
         );
+    }
+    if let Some(query) = get("query") {
         if let Some(ask) = get("ask") {
             println!(
                 "query vs ask (same read): {:.1}× the throughput, {:.2}× the node CPU per read",
@@ -1097,9 +1556,18 @@ fn main() -> BenchResult<()> {
         .lines()
         .filter(|l| l.starts_with("toka_api_") && !l.starts_with('#'))
         .collect();
-    println!("\nnode counters at the end: {}", api_lines.join(", "));
     println!(
-        "node stopped with SIGTERM: {status}; total {:.1} s",
+        "\n{}node counters at the end: {}",
+        if journal_measured { "" } else { "n1's " },
+        api_lines.join(", ")
+    );
+    println!(
+        "{} with SIGTERM: {status}; total {:.1} s",
+        if statuses.len() > 1 {
+            format!("{} nodes stopped", statuses.len())
+        } else {
+            "node stopped".to_owned()
+        },
         started.elapsed().as_secs_f64()
     );
 
@@ -1113,12 +1581,18 @@ fn main() -> BenchResult<()> {
         println!("http.{n}.node_cpu_pct={:.0}", s.node_cpu_pct);
         println!("http.{n}.loadgen_cpu_pct={:.0}", s.client_cpu_pct);
         println!("http.{n}.others_cpu_pct={:.0}", s.other_cpu_pct);
-        println!(
-            "http.{n}.journal_records_per_req={:.3}",
-            s.records_per_request
-        );
-        if let Some(r) = s.records_per_group {
-            println!("http.{n}.journal_records_per_group_write={r:.2}");
+        if pg {
+            println!("http.{n}.postgres_cpu_us_per_req={:.2}", s.db_cpu_us);
+            println!("http.{n}.postgres_cpu_pct={:.0}", s.db_cpu_pct);
+        }
+        if journal_measured {
+            println!(
+                "http.{n}.journal_records_per_req={:.3}",
+                s.records_per_request
+            );
+            if let Some(r) = s.records_per_group {
+                println!("http.{n}.journal_records_per_group_write={r:.2}");
+            }
         }
         println!("http.{n}.errors={}", s.errors);
         if let Some((rate, cpu)) = floor {
@@ -1128,10 +1602,17 @@ fn main() -> BenchResult<()> {
     }
     if let (Some(query), Some(ask)) = (get("query"), get("ask")) {
         println!("http.query_vs_ask.rate={:.2}", query.rate / ask.rate);
-        println!("http.query.journal_growth={}", query.head_growth);
+        if journal_measured {
+            println!("http.query.journal_growth={}", query.head_growth);
+        }
     }
     println!("bench.total_secs={:.1}", started.elapsed().as_secs_f64());
     println!("bench.quick={}", settings.quick);
+    if settings.journal.is_some() {
+        println!("bench.journal=postgres");
+        println!("bench.nodes={}", settings.cluster.unwrap_or(1));
+        println!("bench.cluster={}", settings.cluster.is_some());
+    }
     let errors: u64 = summaries.iter().map(|(_, s)| s.errors).sum();
     if errors > 0 {
         return Err(format!("{errors} requests failed (see the WARNING lines)").into());
