@@ -13,8 +13,8 @@
 //! # Who runs a shard: leases with fencing
 //! A node runs a shard only while it holds the shard's **lease**
 //! ([`toka_store::Leases`], in `<base>_cluster.toka_leases`), and opens the shard's journal
-//! **fenced** by it: every transaction first checks, in the database, that the lease is
-//! still held at its epoch. So a node that lost a lease (killed, paused, cut off by a
+//! **fenced** by it: every transaction commits only if the database finds the lease still
+//! held at its epoch. So a node that lost a lease (killed, paused, cut off by a
 //! partition) commits nothing more to that shard, and a shard never runs on two nodes at
 //! once as far as the journal can tell. A node renews its leases every tick
 //! (`lease_ms / 6`); if it cannot, it stops serving a shard before the lease can expire
@@ -35,9 +35,10 @@
 //! to its holder (the caller's token goes along and is checked there, too). `GET /agents`
 //! merges every node's agents; other routes go to this node's lowest shard. Forwarding
 //! over HTTP rather than `ractor_cluster`: the API is already the one typed, authorized,
-//! journaled entry point (a remote actor message would need a second authorization path),
-//! and a durable send's cost is dominated by the journal's commit, not by one more
-//! loopback hop (see the README's cluster figures).
+//! journaled entry point (a remote actor message would need a second authorization path
+//! and wire format). The hop costs a second request's CPU: with 3 nodes on one 2-core box
+//! the node CPU per message doubled (README's cluster figures); a client that sends to the
+//! holder (`GET /cluster` names it) skips it.
 //!
 //! # Tokens
 //! Every node verifies tokens with the same root key (one data directory, copied to each

@@ -42,8 +42,9 @@
 //!
 //! # One writer per journal
 //! A journal opened with a lease ([`PgBackend::connect_fenced`]) is **fenced** instead:
-//! every transaction it writes starts by checking its lease in the database (see
-//! [`Leases`](crate::Leases)), which is how the nodes of a cluster hand journals over. Otherwise
+//! every transaction it writes commits only if its lease is still held, checked in the
+//! database in the same round trip as the `COMMIT` (see [`Leases`](crate::Leases)), which
+//! is how the nodes of a cluster hand journals over. Otherwise
 //! the worker's connection holds a session-level advisory lock on the schema's journal
 //! for as long as it is open, so a second process (or a second handle) opening the same
 //! journal is refused, as sled's file lock does. PostgreSQL releases the lock when the
@@ -358,13 +359,21 @@ pub fn split_schema(url: &str) -> Result<(String, Option<String>), Error> {
     Ok((url, schema))
 }
 
-/// A fenced journal's lease and the statements checking it.
+/// A fenced journal's lease and the statement committing under it.
 struct Fence {
     lease: Lease,
-    /// Whether the lease is held (no lock): run as a transaction starts.
-    held: Statement,
-    /// The same, share-locking the lease's row until the commit that follows at once.
-    held_locked: Statement,
+    /// One round trip: checks the lease, share-locking its row, then `COMMIT`s; raises
+    /// [`LEASE_LOST`] instead when the lease is not held (the transaction is then
+    /// aborted, and the `COMMIT` never runs).
+    commit: String,
+}
+
+/// The SQLSTATE the fenced commit raises when the lease is lost.
+const LEASE_LOST: &str = "TK001";
+
+/// `text` as an SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The worker's connection and its prepared statements.
@@ -414,24 +423,24 @@ impl Conn {
             lock_journal(&mut client, schema)?;
         }
         migrate(&mut client, schema)?;
-        let fence = match fence {
-            Some(lease) => {
-                let sql = format!(
-                    "SELECT 1 FROM {}.toka_leases
-                     WHERE name = $1 AND holder = $2 AND epoch = $3
-                       AND expires_at > clock_timestamp()",
-                    quote(lease.schema())
-                );
-                let held = client.prepare(&sql).map_err(err)?;
-                let held_locked = client.prepare(&format!("{sql} FOR SHARE")).map_err(err)?;
-                Some(Fence {
-                    lease,
-                    held,
-                    held_locked,
-                })
-            }
-            None => None,
-        };
+        let fence = fence.map(|lease| {
+            let commit = format!(
+                "DO $toka$ BEGIN
+                   IF NOT EXISTS (SELECT 1 FROM {}.toka_leases
+                                  WHERE name = {} AND holder = {} AND epoch = {}
+                                    AND expires_at > clock_timestamp()
+                                  FOR SHARE) THEN
+                     RAISE EXCEPTION 'the journal''s lease is lost' USING ERRCODE = '{LEASE_LOST}';
+                   END IF;
+                 END $toka$;
+                 COMMIT",
+                quote(lease.schema()),
+                literal(lease.name()),
+                literal(lease.holder()),
+                lease.epoch()
+            );
+            Fence { lease, commit }
+        });
         let s = quote(schema);
         let mut prepare = |sql: String| client.prepare(&sql).map_err(err);
         let stmts = Stmts {
@@ -503,9 +512,8 @@ impl Conn {
         }
     }
 
-    /// Opens a transaction unless one is open. A fenced journal checks its lease first
-    /// (so a writer that lost it stops at once); `Ok(false)`: the lease is lost, nothing
-    /// may be written. An error after `BEGIN` fails the connection.
+    /// Opens a transaction unless one is open; `Ok(false)`: a fenced journal's lease was
+    /// found lost, nothing may be written.
     fn begin(&mut self) -> Result<bool, postgres::Error> {
         if self.in_tx {
             return Ok(true);
@@ -515,63 +523,43 @@ impl Conn {
         }
         self.client.batch_execute("BEGIN")?;
         self.in_tx = true;
-        self.check_lease(false)
+        Ok(true)
     }
 
     /// Commits the open transaction. A fenced journal checks its lease right before, in
-    /// the transaction, share-locking the lease's row until the commit: a new holder's
-    /// take-over waits for that commit, and a commit after a take-over is refused, so
-    /// writes of two holdings never interleave. The row is locked only while committing,
-    /// so renewing the lease never waits for a transaction in progress.
+    /// the transaction and the same round trip, share-locking the lease's row until the
+    /// commit: a new holder's take-over waits for that commit, and a commit after a
+    /// take-over is refused (rolled back), so writes of two holdings never interleave.
+    /// The row is locked only while committing, so renewing the lease never waits for a
+    /// transaction in progress.
     fn commit(&mut self) -> Result<(), postgres::Error> {
         if !self.in_tx {
             return Ok(());
         }
-        if !self.check_lease(true)? {
-            return Ok(()); // rolled back: `call` reports the lost lease
-        }
-        match self.client.batch_execute("COMMIT") {
+        let committed = match &self.fence {
+            Some(fence) => self.client.batch_execute(&fence.commit),
+            None => self.client.batch_execute("COMMIT"),
+        };
+        match committed {
             Ok(()) => {
                 self.in_tx = false;
                 Ok(())
             }
-            Err(error) => {
-                self.fail(format!("a commit failed: {error}"));
-                Err(error)
-            }
-        }
-    }
-
-    /// In a fenced journal's open transaction: whether its lease is still held (`locked`:
-    /// share-locking its row). A lost lease rolls the transaction back.
-    fn check_lease(&mut self, locked: bool) -> Result<bool, postgres::Error> {
-        let Some(fence) = &self.fence else {
-            return Ok(true);
-        };
-        let statement = if locked {
-            &fence.held_locked
-        } else {
-            &fence.held
-        };
-        let lease = &fence.lease;
-        let held = self
-            .client
-            .query_opt(statement, &[&lease.name(), &lease.holder(), &lease.epoch()]);
-        match held {
-            Ok(Some(_)) => Ok(true),
-            Ok(None) => {
-                tracing::error!(
-                    lease = lease.name(),
-                    epoch = lease.epoch(),
-                    "the journal's lease is lost: it writes nothing more"
-                );
+            Err(error) if error.code().map(|c| c.code()) == Some(LEASE_LOST) => {
+                if let Some(fence) = &self.fence {
+                    tracing::error!(
+                        lease = fence.lease.name(),
+                        epoch = fence.lease.epoch(),
+                        "the journal's lease is lost: it writes nothing more"
+                    );
+                }
                 self.lost_lease = true;
                 let _ = self.client.batch_execute("ROLLBACK");
                 self.in_tx = false;
-                Ok(false)
+                Ok(()) // rolled back: `call` reports the lost lease
             }
             Err(error) => {
-                self.fail(format!("checking the journal's lease failed: {error}"));
+                self.fail(format!("a commit failed: {error}"));
                 Err(error)
             }
         }

@@ -12,12 +12,12 @@
 //!
 //! A journal opened with a lease ([`PgBackend::connect_fenced`](crate::PgBackend::connect_fenced),
 //! [`PgJournal::connect_fenced`](crate::PgJournal::connect_fenced)) is **fenced**: every
-//! transaction it writes starts by checking, in the database, that its lease is still held
-//! at its epoch and not expired, and keeps that row share-locked until it commits. So a
-//! writer that lost its lease (paused, cut off by a partition, or simply slow) commits
-//! nothing more: its next transaction fails with [`Error::Fenced`], and a new holder's
-//! `try_acquire` waits for a transaction already past the check to end, so their writes
-//! never interleave.
+//! transaction it writes commits only if, in the same round trip, the database finds its
+//! lease still held at its epoch and not expired; that check share-locks the lease's row
+//! until the commit. So a writer that lost its lease (paused, cut off by a partition, or
+//! simply slow) commits nothing more: its transaction is rolled back and the write fails
+//! with [`Error::Fenced`], and a new holder's `try_acquire` waits for a commit already past
+//! the check, so their writes never interleave.
 //!
 //! The calls block (the `postgres` crate runs its own small runtime): call them from a
 //! thread of your own or `tokio::task::spawn_blocking`, never on an async worker. A lost
