@@ -25,18 +25,22 @@
 //! test passes doing nothing, unless `TOKA_REQUIRE_POSTGRES=1` (CI).
 #![cfg(feature = "postgres")]
 
+mod cluster_common;
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster_common::{
+    ClusterNode, Schemas, Sent, call, eventually, free_port, refused_before_any_shard, report,
+    retry_503, sep,
+};
 use common::{BIN, postgres_url};
 use serde_json::{Value, json};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
@@ -44,161 +48,6 @@ use toka_test_support::rng::{Rng, seed_from_env_or_time};
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const SHARDS: u32 = 8;
 const COUNTERS: usize = 24;
-
-/// Every schema of the cluster (`<base>_…`), dropped when the test ends.
-struct Schemas {
-    url: String,
-    base: String,
-}
-
-impl Drop for Schemas {
-    fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
-            let names: Vec<String> = client
-                .query(
-                    "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
-                    &[&format!("{}\\_%", self.base)],
-                )
-                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-                .unwrap_or_default();
-            for name in names {
-                let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"));
-            }
-        }
-    }
-}
-
-/// One node process of the cluster.
-struct ClusterNode {
-    id: &'static str,
-    dir: PathBuf,
-    log: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl ClusterNode {
-    fn start(id: &'static str, dir: &Path, journal: &str, port: u16, config: &Path) -> ClusterNode {
-        let log = dir.with_extension("log");
-        let mut node = ClusterNode {
-            id,
-            dir: dir.to_owned(),
-            log,
-            config: config.to_owned(),
-            child: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        node.restart(journal);
-        node
-    }
-
-    fn restart(&mut self, journal: &str) {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--node-id", self.id, "--listen"])
-            .arg(self.addr.to_string())
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--config")
-            .arg(&self.config)
-            .env("TOKA_JOURNAL", journal)
-            .env_remove("TOKA_LISTEN")
-            .env_remove("TOKA_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "node {} exited before listening: {}",
-                self.id,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            if line.starts_with("listening on ") {
-                break;
-            }
-        }
-        // Keep draining stdout so the node never blocks on it.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        self.child = Some(child);
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    fn sigterm(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            child.kill().unwrap();
-            panic!("node {} did not stop within 20 s of SIGTERM", self.id);
-        }
-    }
-}
-
-impl Drop for ClusterNode {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
-/// One request with a short timeout; `Err` when the node cannot be reached or did not
-/// answer in full.
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: &Value,
-) -> Result<(u16, Value), String> {
-    let body = body.to_string();
-    // A refused connection is marked: nothing was sent.
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(|e| e.to_string())?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no HTTP response: {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
-}
 
 /// The shards each live node serves, from their `/health`.
 fn served(nodes: &[SocketAddr]) -> BTreeMap<u32, usize> {
@@ -228,25 +77,12 @@ fn wait_all_served(nodes: &[SocketAddr], limit: Duration) -> Result<Duration, St
     }
 }
 
-/// What the clients know of one counter's messages.
-#[derive(Default, Clone, Copy, Debug)]
-struct Sent {
-    /// Answered 202: durably journaled.
-    acked: u64,
-    /// Refused before reaching any shard (the front's 503): surely not applied.
-    refused: u64,
-    /// Anything else (a node died mid-request, a forward failed): applied or not.
-    doubt: u64,
-}
-
 /// Three nodes on copies of one data directory, over fresh schemas, formed and spread.
 struct TestCluster {
     // Field order is drop order: the nodes stop before the schemas go.
     nodes: Vec<ClusterNode>,
     addrs: Vec<SocketAddr>,
     token: String,
-    /// The nodes' journal URL (`schema=` the cluster's prefix).
-    journal: String,
     /// A directory every node's tools may use (mode 0777).
     jail: PathBuf,
     url: String,
@@ -297,9 +133,10 @@ impl TestCluster {
                 ClusterNode::start(
                     id,
                     &tmp.path().join(id),
-                    &journal,
-                    free_port(),
                     &config_file,
+                    &journal,
+                    SocketAddr::from(([127, 0, 0, 1], free_port())),
+                    None,
                 )
             })
             .collect();
@@ -331,7 +168,6 @@ impl TestCluster {
             nodes,
             addrs,
             token,
-            journal,
             jail,
             url: url.to_owned(),
             base,
@@ -351,26 +187,6 @@ impl TestCluster {
     }
 }
 
-/// `?` or `&`: what joins a parameter to `url`.
-fn sep(url: &str) -> char {
-    if url.contains('?') { '&' } else { '?' }
-}
-
-/// Every node's stderr, for a failure message.
-fn report(nodes: &[ClusterNode]) -> String {
-    nodes
-        .iter()
-        .map(|n| {
-            format!(
-                "--- {} ---\n{}",
-                n.id,
-                std::fs::read_to_string(&n.log).unwrap_or_default()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
     let Some(url) = postgres_url() else {
@@ -388,15 +204,8 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
             jail.to_str().unwrap()
         )
     });
-    let TestCluster {
-        ref token,
-        ref journal,
-        ref jail,
-        ref addrs,
-        ..
-    } = cluster;
-    let (token, journal, addrs) = (token.clone(), journal.clone(), addrs.clone());
-    let ledger = jail.join("ledger.txt");
+    let (token, addrs) = (cluster.token.clone(), cluster.addrs.clone());
+    let ledger = cluster.jail.join("ledger.txt");
     let shard_urls: Vec<String> = (0..SHARDS).map(|shard| cluster.shard_url(shard)).collect();
     let mut nodes = cluster.nodes;
     let report = |nodes: &[ClusterNode]| report(nodes);
@@ -474,15 +283,7 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
                     let entry = sent.entry(id.clone()).or_default();
                     match result {
                         Ok((202, _)) => entry.acked += 1,
-                        Ok((503, body))
-                            if body["error"].as_str().is_some_and(|e| {
-                                e.contains("has no live holder")
-                                    || e.contains("not served by this node")
-                                    || e.contains("cannot be reached")
-                            }) =>
-                        {
-                            entry.refused += 1;
-                        }
+                        Ok((503, body)) if refused_before_any_shard(&body) => entry.refused += 1,
                         Ok((status, body)) if status < 500 => {
                             panic!("{id} via {addr}: {status} {body}")
                         }
@@ -562,7 +363,7 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
                 );
             }
         }
-        nodes[victim].restart(&journal);
+        nodes[victim].restart();
         if let Err(error) = wait_all_served(&addrs, Duration::from_secs(20)) {
             stop.store(true, Ordering::Relaxed);
             panic!(
@@ -674,41 +475,6 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
             checked.first_bad
         );
     }
-}
-
-/// Calls `f` until it answers something else than 503 (a shard moving: `Retry-After`),
-/// for at most 10 s.
-fn retry_503(mut f: impl FnMut() -> (u16, Value)) -> (u16, Value) {
-    let started = Instant::now();
-    loop {
-        let answer = f();
-        if answer.0 != 503 || started.elapsed() > Duration::from_secs(10) {
-            return answer;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A port free on 127.0.0.1 now (the nodes need fixed ports: a restarted node keeps its
-/// address).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `check` until it holds, for at most `limit`.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    check()
 }
 
 #[test]

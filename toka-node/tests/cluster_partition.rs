@@ -40,18 +40,19 @@
 //! `TOKA_REQUIRE_POSTGRES=1`).
 #![cfg(feature = "postgres")]
 
+mod cluster_common;
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use cluster_common::{ClusterNode, Schemas, Sent, call, refused_before_any_shard, retry_503};
+use common::{BIN, postgres_url};
 use serde_json::{Value, json};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
@@ -64,20 +65,6 @@ const LEASE: Duration = Duration::from_millis(1_500);
 const MOVE_BOUND: Duration = Duration::from_millis(3 * 1_500);
 /// The port `n3` listens on inside its (otherwise empty) namespace.
 const NS_PORT: u16 = 7070;
-
-fn test_url() -> Option<String> {
-    match std::env::var("TOKA_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("TOKA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "TOKA_REQUIRE_POSTGRES=1 but TOKA_TEST_POSTGRES is not set"
-            );
-            eprintln!("skipped: TOKA_TEST_POSTGRES is not set");
-            None
-        }
-    }
-}
 
 /// Runs `ip ARGS`; its stderr on failure.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -308,163 +295,6 @@ fn server_of(url: &str) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// Every schema of the cluster (`<base>_…`), dropped when the test ends.
-struct Schemas {
-    url: String,
-    base: String,
-}
-
-impl Drop for Schemas {
-    fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.url, postgres::NoTls) {
-            let names: Vec<String> = client
-                .query(
-                    "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
-                    &[&format!("{}\\_%", self.base)],
-                )
-                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-                .unwrap_or_default();
-            for name in names {
-                let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"));
-            }
-        }
-    }
-}
-
-/// One node process (killed when dropped).
-struct ClusterNode {
-    id: &'static str,
-    log: PathBuf,
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl ClusterNode {
-    /// Starts `toka-node run` on `dir`, inside the namespace `netns` if given, and waits
-    /// until it listens.
-    fn start(
-        id: &'static str,
-        dir: &Path,
-        config: &Path,
-        journal: &str,
-        addr: SocketAddr,
-        netns: Option<&str>,
-    ) -> ClusterNode {
-        let log = dir.with_extension("log");
-        let stderr = std::fs::File::create(&log).unwrap();
-        let mut command = match netns {
-            Some(ns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns, BIN]);
-                command
-            }
-            None => Command::new(BIN),
-        };
-        let mut child = command
-            .args(["run", "--node-id", id, "--listen"])
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--config")
-            .arg(config)
-            .env("TOKA_JOURNAL", journal)
-            .env_remove("TOKA_LISTEN")
-            .env_remove("TOKA_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
-                "node {id} exited before listening: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            if line.starts_with("listening on ") {
-                break;
-            }
-        }
-        // Keep draining stdout so the node never blocks on it.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        ClusterNode {
-            id,
-            log,
-            child: Some(child),
-            addr,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn sigterm(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            child.kill().unwrap();
-            panic!("node {} did not stop within 20 s of SIGTERM", self.id);
-        }
-    }
-}
-
-impl Drop for ClusterNode {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// One request with a short timeout; `Err` when the node cannot be reached or did not
-/// answer in full (`connect: …` when nothing was sent).
-fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: &Value,
-) -> Result<(u16, Value), String> {
-    let body = body.to_string();
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(|e| e.to_string())?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no HTTP response: {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
-}
-
 /// The shards each of `nodes` serves (by their `/health`); an unreachable node serves none.
 fn served_by(nodes: &[SocketAddr]) -> Vec<Vec<u32>> {
     nodes
@@ -534,17 +364,6 @@ fn holders(url: &str, base: &str) -> BTreeMap<u32, (String, i64)> {
         .collect()
 }
 
-/// What the clients know of one counter's messages.
-#[derive(Default, Clone, Copy, Debug)]
-struct Sent {
-    /// Answered 202: durably journaled.
-    acked: u64,
-    /// Refused before reaching any shard: surely not applied.
-    refused: u64,
-    /// Anything else (a cut mid-request, a forward that got no answer): applied or not.
-    doubt: u64,
-}
-
 /// Where a client sends.
 #[derive(Clone, Copy)]
 enum Aim {
@@ -558,7 +377,7 @@ enum Aim {
 
 #[test]
 fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
-    let Some(url) = test_url() else {
+    let Some(url) = postgres_url() else {
         return;
     };
     let rounds: usize = std::env::var("TOKA_PARTITION_ROUNDS")
@@ -742,15 +561,7 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
                     let entry = sent.entry(id.clone()).or_default();
                     match result {
                         Ok((202, _)) => entry.acked += 1,
-                        Ok((503, body))
-                            if body["error"].as_str().is_some_and(|e| {
-                                e.contains("has no live holder")
-                                    || e.contains("not served by this node")
-                                    || e.contains("cannot be reached")
-                            }) =>
-                        {
-                            entry.refused += 1;
-                        }
+                        Ok((503, body)) if refused_before_any_shard(&body) => entry.refused += 1,
                         Ok((status, body)) if status < 500 => {
                             unexpected
                                 .lock()
@@ -999,26 +810,13 @@ fn lost_lease_logged(log: &str, shard: u32, epoch: i64) -> bool {
     })
 }
 
-/// Calls `f` until it answers something else than 503 (a shard moving: `Retry-After`),
-/// for at most 10 s.
-fn retry_503(mut f: impl FnMut() -> (u16, Value)) -> (u16, Value) {
-    let started = Instant::now();
-    loop {
-        let answer = f();
-        if answer.0 != 503 || started.elapsed() > Duration::from_secs(10) {
-            return answer;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A shard's journal whose connection the server ends (as a restart of PostgreSQL, or a
 /// cut shorter than the lease, would) while its node keeps the lease: the journal refuses
 /// writes from then on, so the node must open the shard again (at a new epoch) rather than
 /// answer 503 until it restarts. Needs only PostgreSQL.
 #[test]
 fn a_shard_whose_journal_connection_dies_opens_again() {
-    let Some(url) = test_url() else {
+    let Some(url) = postgres_url() else {
         return;
     };
     let base = format!("reop_{}", std::process::id());
