@@ -38,8 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    ClusterNode, Schemas, Sent, call, eventually, free_port, refused_before_any_shard, report,
-    retry_503, sep,
+    ClusterNode, Outcome, Schemas, Sent, call, eventually, free_port, report, retry_503, sep,
 };
 use common::{BIN, postgres_url};
 use serde_json::{Value, json};
@@ -280,23 +279,12 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
                     );
                     let unreachable = result.is_err();
                     let mut sent = sent.lock().unwrap();
-                    let entry = sent.entry(id.clone()).or_default();
-                    match result {
-                        Ok((202, _)) => entry.acked += 1,
-                        Ok((503, body)) if refused_before_any_shard(&body) => entry.refused += 1,
-                        Ok((status, body)) if status < 500 => {
+                    match sent.entry(id.clone()).or_default().record(result) {
+                        Outcome::Unexpected(status, body) => {
                             panic!("{id} via {addr}: {status} {body}")
                         }
-                        Err(error) if error.starts_with("connect:") => entry.refused += 1,
-                        other => {
-                            entry.doubt += 1;
-                            let why = match other {
-                                Ok((status, body)) => format!("{status} {}", body["error"]),
-                                Err(error) => error,
-                            };
-                            let why: String = why.chars().take(90).collect();
-                            *doubts.lock().unwrap().entry(why).or_insert(0) += 1;
-                        }
+                        Outcome::Doubt(why) => *doubts.lock().unwrap().entry(why).or_insert(0) += 1,
+                        Outcome::Acked | Outcome::Refused => {}
                     }
                     drop(sent);
                     if unreachable {

@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_common::{ClusterNode, Schemas, Sent, call, refused_before_any_shard, retry_503};
+use cluster_common::{ClusterNode, Outcome, Schemas, Sent, call, retry_503};
 use common::{BIN, postgres_url};
 use serde_json::{Value, json};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
@@ -558,26 +558,15 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
                     );
                     let unreachable = result.is_err();
                     let mut sent = sent.lock().unwrap();
-                    let entry = sent.entry(id.clone()).or_default();
-                    match result {
-                        Ok((202, _)) => entry.acked += 1,
-                        Ok((503, body)) if refused_before_any_shard(&body) => entry.refused += 1,
-                        Ok((status, body)) if status < 500 => {
+                    match sent.entry(id.clone()).or_default().record(result) {
+                        Outcome::Unexpected(status, body) => {
                             unexpected
                                 .lock()
                                 .unwrap()
                                 .push(format!("{id} via {addr}: {status} {body}"));
                         }
-                        Err(error) if error.starts_with("connect:") => entry.refused += 1,
-                        other => {
-                            entry.doubt += 1;
-                            let why = match other {
-                                Ok((status, body)) => format!("{status} {}", body["error"]),
-                                Err(error) => error,
-                            };
-                            let why: String = why.chars().take(90).collect();
-                            *doubts.lock().unwrap().entry(why).or_insert(0) += 1;
-                        }
+                        Outcome::Doubt(why) => *doubts.lock().unwrap().entry(why).or_insert(0) += 1,
+                        Outcome::Acked | Outcome::Refused => {}
                     }
                     drop(sent);
                     if unreachable {

@@ -242,6 +242,37 @@ pub(crate) struct Sent {
     pub(crate) doubt: u64,
 }
 
+/// What one message's answer tells its sender.
+pub(crate) enum Outcome {
+    Acked,
+    Refused,
+    /// In doubt, and why (a short text, for a histogram).
+    Doubt(String),
+    /// A 4xx: the test sent something wrong.
+    Unexpected(u16, Value),
+}
+
+impl Sent {
+    /// Counts the answer to one `POST /agents/{id}/messages`.
+    pub(crate) fn record(&mut self, result: Result<(u16, Value), String>) -> Outcome {
+        let outcome = match result {
+            Ok((202, _)) => Outcome::Acked,
+            Ok((503, body)) if refused_before_any_shard(&body) => Outcome::Refused,
+            Ok((status, body)) if status < 500 => Outcome::Unexpected(status, body),
+            Err(error) if error.starts_with("connect:") => Outcome::Refused,
+            Ok((status, body)) => Outcome::Doubt(format!("{status} {}", body["error"])),
+            Err(error) => Outcome::Doubt(error.chars().take(90).collect()),
+        };
+        match &outcome {
+            Outcome::Acked => self.acked += 1,
+            Outcome::Refused => self.refused += 1,
+            Outcome::Doubt(_) => self.doubt += 1,
+            Outcome::Unexpected(..) => {}
+        }
+        outcome
+    }
+}
+
 /// Whether a 503's body says the request reached no shard (surely not applied).
 pub(crate) fn refused_before_any_shard(body: &Value) -> bool {
     body["error"].as_str().is_some_and(|e| {
