@@ -122,10 +122,12 @@ impl SledBackend {
     /// the lock still held; `open` retries that case for up to [`LOCK_RETRY_FOR`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        remove_unfinished_snapshots(path)?;
         let config = sled::Config::new().path(path).flush_every_ms(None);
         let deadline = Instant::now() + LOCK_RETRY_FOR;
         loop {
+            // Again on every try: while a handle going away still holds the lock, the
+            // removal is skipped, and sled would then open onto the unfinished snapshot.
+            remove_unfinished_snapshots(path)?;
             match config.open() {
                 Ok(db) => {
                     let anchor = AnchorFile {
