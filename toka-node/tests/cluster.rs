@@ -32,15 +32,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    ClusterNode, Outcome, Schemas, Sent, call, eventually, free_port, report, retry_503, sep,
+    ClusterNode, Outcome, Schemas, Sent, call, check_counters, eventually, free_port,
+    init_data_dirs, report, retry_503, sep, verify_shards,
 };
-use common::{BIN, postgres_url};
+use common::postgres_url;
 use serde_json::{Value, json};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
@@ -101,24 +101,7 @@ impl TestCluster {
         let journal = format!("{url}{}schema={base}", sep(url));
         let tmp = tempfile::tempdir().unwrap();
         // One data directory (one root and seal key), copied to each node.
-        let first = tmp.path().join("n1");
-        let out = Command::new(BIN)
-            .args(["init", "--data-dir"])
-            .arg(&first)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = std::fs::read_to_string(first.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        for id in &NODES[1..] {
-            toka_test_support::fs::copy_dir(&first, &tmp.path().join(id));
-        }
+        let token = init_data_dirs(tmp.path(), &NODES);
         // As root the sandbox runs `sh` as `nobody`: it must reach and write its jail.
         let jail = tmp.path().join("jail");
         std::fs::create_dir(&jail).unwrap();
@@ -207,7 +190,6 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
     let ledger = cluster.jail.join("ledger.txt");
     let shard_urls: Vec<String> = (0..SHARDS).map(|shard| cluster.shard_url(shard)).collect();
     let mut nodes = cluster.nodes;
-    let report = |nodes: &[ClusterNode]| report(nodes);
 
     let counters: Vec<String> = (0..COUNTERS).map(|i| format!("c{i}")).collect();
     for (i, id) in counters.iter().enumerate() {
@@ -389,27 +371,7 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
         total > 100,
         "too few messages acknowledged to mean anything"
     );
-    for (i, id) in counters.iter().enumerate() {
-        let (status, value) = retry_503(|| {
-            call(
-                addrs[i % addrs.len()],
-                "POST",
-                &format!("/agents/{id}/query"),
-                &token,
-                &json!("get"),
-            )
-            .unwrap()
-        });
-        assert_eq!(status, 200, "{id}: {value}");
-        let value = value["value"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{id}: no value in {value}"));
-        let s = sent.get(id).copied().unwrap_or_default();
-        assert!(
-            value >= s.acked && value <= s.acked + s.doubt,
-            "{id}: value {value}, but {s:?}: an acknowledged message was lost or one applied twice"
-        );
-    }
+    check_counters(&addrs, &token, &counters, &sent, String::new);
 
     // Effects: each event's shell command ran at most once, and every acknowledged one
     // ran unless a kill left it in doubt (then it is never re-run).
@@ -446,23 +408,7 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
     for node in &mut nodes {
         node.sigterm();
     }
-    for shard in 0..SHARDS {
-        let journal_url = shard_urls[shard as usize].clone();
-        let checked = std::thread::spawn(move || {
-            let journal =
-                toka_store::PgJournal::connect(&journal_url, toka_store::JournalConfig::default())
-                    .unwrap();
-            use toka_store::Journal as _;
-            journal.verify().unwrap()
-        })
-        .join()
-        .unwrap();
-        assert!(
-            checked.is_intact(),
-            "shard {shard}: {:?}",
-            checked.first_bad
-        );
-    }
+    verify_shards(shard_urls);
 }
 
 #[test]

@@ -51,8 +51,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_common::{ClusterNode, Outcome, Schemas, Sent, call, retry_503};
-use common::{BIN, postgres_url};
+use cluster_common::{
+    ClusterNode, Outcome, Schemas, Sent, call, check_counters, free_port, init_data_dirs, report,
+    retry_503, sep, verify_shards,
+};
+use common::postgres_url;
 use serde_json::{Value, json};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
@@ -403,7 +406,7 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
         }
     };
     let forwarder = Forwarder::start(IpAddr::V4(net.host_ip()), server_of(&url));
-    let sep = if url.contains('?') { '&' } else { '?' };
+    let sep = sep(&url);
     let journal = format!("{url}{sep}schema={base}");
     let ns_journal = url_via(&journal, forwarder.addr);
 
@@ -415,24 +418,8 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
         format!("[cluster]\nlease_ms = {}\n", LEASE.as_millis()),
     )
     .unwrap();
+    let token = init_data_dirs(tmp.path(), &["n1", "n2", "n3"]);
     let first = tmp.path().join("n1");
-    let out = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(&first)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = std::fs::read_to_string(first.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    for id in ["n2", "n3"] {
-        toka_test_support::fs::copy_dir(&first, &tmp.path().join(id));
-    }
     let host_addr = || {
         let port = TcpListener::bind((net.host_ip(), 0))
             .unwrap()
@@ -463,13 +450,6 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
     let all: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let hosts: Vec<SocketAddr> = all[..2].to_vec();
     let n3 = all[2];
-    let report = |nodes: &[ClusterNode]| -> String {
-        nodes
-            .iter()
-            .map(|n| format!("--- {} ---\n{}", n.id, n.log()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     if let Err(error) = wait_served(&all, 2, Duration::from_secs(30)) {
         panic!(
             "the cluster did not form and spread: {error}\n{}",
@@ -739,50 +719,15 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
     if std::env::var("TOKA_PARTITION_LOGS").as_deref() == Ok("1") {
         eprintln!("{}", report(&nodes));
     }
-    for (i, id) in counters.iter().enumerate() {
-        let (status, value) = retry_503(|| {
-            call(
-                all[i % all.len()],
-                "POST",
-                &format!("/agents/{id}/query"),
-                &token,
-                &json!("get"),
-            )
-            .unwrap()
-        });
-        assert_eq!(status, 200, "{id}: {value}");
-        let value = value["value"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{id}: no value in {value}"));
-        let s = sent.get(id).copied().unwrap_or_default();
-        assert!(
-            value >= s.acked && value <= s.acked + s.doubt,
-            "{id}: value {value}, but {s:?}: an acknowledged message was lost or one applied twice\n{}",
-            report(&nodes)
-        );
-    }
+    check_counters(&all, &token, &counters, &sent, || {
+        format!("\n{}", report(&nodes))
+    });
 
     // Stop gracefully, then check every shard journal with the store itself.
     for node in &mut nodes {
         node.sigterm();
     }
-    for shard in 0..SHARDS {
-        let journal_url = format!("{url}{sep}schema={base}_s{shard}");
-        let checked = std::thread::spawn(move || {
-            let journal =
-                toka_store::PgJournal::connect(&journal_url, toka_store::JournalConfig::default())
-                    .unwrap();
-            use toka_store::Journal as _;
-            journal.verify().unwrap()
-        })
-        .join()
-        .unwrap();
-        assert!(
-            checked.is_intact(),
-            "shard {shard}: {:?}",
-            checked.first_bad
-        );
-    }
+    verify_shards((0..SHARDS).map(|shard| format!("{url}{sep}schema={base}_s{shard}")));
     drop(forwarder);
 }
 
@@ -813,7 +758,7 @@ fn a_shard_whose_journal_connection_dies_opens_again() {
         url: url.clone(),
         base: base.clone(),
     };
-    let sep = if url.contains('?') { '&' } else { '?' };
+    let sep = sep(&url);
     let journal = format!("{url}{sep}schema={base}");
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("toka.toml");
@@ -822,26 +767,9 @@ fn a_shard_whose_journal_connection_dies_opens_again() {
         format!("[cluster]\nlease_ms = {}\nshards = 2\n", LEASE.as_millis()),
     )
     .unwrap();
+    let token = init_data_dirs(tmp.path(), &["n1"]);
     let dir = tmp.path().join("n1");
-    let out = Command::new(BIN)
-        .args(["init", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = std::fs::read_to_string(dir.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let node = ClusterNode::start(
         "n1",
         &dir,

@@ -296,3 +296,81 @@ pub(crate) fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Makes the data directory `<tmp>/<ids[0]>` with `toka-node init` and copies it to each
+/// other id (every node of a cluster needs the same root and seal keys); the admin token.
+pub(crate) fn init_data_dirs(tmp: &Path, ids: &[&str]) -> String {
+    let first = tmp.join(ids[0]);
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in &ids[1..] {
+        toka_test_support::fs::copy_dir(&first, &tmp.join(id));
+    }
+    std::fs::read_to_string(first.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Asks every counter its value (counter `i` through `addrs[i % len]`) and checks it lies
+/// between its acknowledged messages and those plus the ones in doubt; `context` is added
+/// to a failure's message.
+pub(crate) fn check_counters(
+    addrs: &[SocketAddr],
+    token: &str,
+    counters: &[String],
+    sent: &std::collections::BTreeMap<String, Sent>,
+    context: impl Fn() -> String,
+) {
+    for (i, id) in counters.iter().enumerate() {
+        let (status, value) = retry_503(|| {
+            call(
+                addrs[i % addrs.len()],
+                "POST",
+                &format!("/agents/{id}/query"),
+                token,
+                &serde_json::json!("get"),
+            )
+            .unwrap()
+        });
+        assert_eq!(status, 200, "{id}: {value}");
+        let value = value["value"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{id}: no value in {value}"));
+        let s = sent.get(id).copied().unwrap_or_default();
+        assert!(
+            value >= s.acked && value <= s.acked + s.doubt,
+            "{id}: value {value}, but {s:?}: an acknowledged message was lost or one applied twice{}",
+            context()
+        );
+    }
+}
+
+/// Opens each shard journal (`urls`, the nodes stopped) with the store itself and checks
+/// its hash chain is intact.
+pub(crate) fn verify_shards(urls: impl IntoIterator<Item = String>) {
+    for (shard, url) in urls.into_iter().enumerate() {
+        let checked = std::thread::spawn(move || {
+            use toka_store::Journal as _;
+            toka_store::PgJournal::connect(&url, toka_store::JournalConfig::default())
+                .unwrap()
+                .verify()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(
+            checked.is_intact(),
+            "shard {shard}: {:?}",
+            checked.first_bad
+        );
+    }
+}
