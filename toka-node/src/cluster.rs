@@ -329,6 +329,10 @@ pub(crate) async fn serve(
         directory: RwLock::new(HashMap::new()),
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            // A pooled connection that sat idle through a partition may be dead without
+            // either side knowing; under load connections are never idle this long.
+            .pool_idle_timeout(Duration::from_secs(1))
+            .tcp_keepalive(Duration::from_secs(1))
             .build()
             .context("building the HTTP client for forwarding")?,
     });
