@@ -492,6 +492,9 @@ impl<A: Agent> AgentActor<A> {
                 let _ = ack.send(());
                 Ok(())
             }
+            Envelope::ChildExited(exit) => {
+                Box::pin(state.core.children.on_remote_exit(*exit)).await
+            }
             other => self
                 .handle_now(state, other)
                 .map_err(|_| failure("an envelope was not handled")),

@@ -48,6 +48,8 @@ struct Running {
     cells: HashMap<AgentId, ActorCell>,
     /// Children being stopped on purpose: their exit is not a failure.
     stopping: HashSet<ActorId>,
+    /// Remote children (running in another runtime) started and not halted since.
+    remote: HashSet<AgentId>,
     window: RestartWindow,
 }
 
@@ -79,13 +81,54 @@ impl Children {
     fn is_running(&self, id: &AgentId) -> bool {
         self.running
             .as_ref()
-            .is_some_and(|r| r.cells.contains_key(id))
+            .is_some_and(|r| r.cells.contains_key(id) || r.remote.contains(id))
+    }
+
+    /// The runtime's [`Remote`](crate::remote::Remote), for a child that runs elsewhere.
+    fn remote(&self, child: &AgentId) -> Result<Arc<dyn crate::remote::Remote>, Error> {
+        self.kernel.remote.clone().ok_or_else(|| Error::Remote {
+            id: child.clone(),
+            reason: "this runtime has no connection to other runtimes".into(),
+        })
+    }
+
+    /// Makes sure remote child `id` runs in its runtime (see [`remote`](crate::remote)).
+    async fn start_remote(&mut self, id: &AgentId) -> Result<(), Error> {
+        let child = {
+            let tree = self.kernel.tree();
+            let node = tree
+                .get(id)
+                .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+            let mut spec = node.spawn_spec(id.clone());
+            spec.placement = crate::remote::Placement::Anywhere;
+            crate::remote::RemoteChild {
+                supervisor: self.id.clone(),
+                kind: node.kind.to_string(),
+                args: node.args.to_vec(),
+                spec,
+            }
+        };
+        if self.kernel.tree().must_not_start(id) {
+            return Ok(());
+        }
+        let remote = self.remote(id)?;
+        remote.start_child(child).await?;
+        if self.kernel.tree().must_not_start(id) {
+            // A stop for good began while it started: it may have removed the child
+            // before this start reached it. Remove it again (idempotent).
+            return remote.remove_child(id.clone()).await;
+        }
+        self.running().remote.insert(id.clone());
+        Ok(())
     }
 
     /// Starts child `id` as recorded in the tree (nothing if it runs).
     pub(crate) async fn start(&mut self, id: &AgentId) -> Result<(), Error> {
         if self.is_running(id) {
             return Ok(());
+        }
+        if self.kernel.tree().is_elsewhere(id) {
+            return self.start_remote(id).await;
         }
         let (kind, start) = {
             let tree = self.kernel.tree();
@@ -118,6 +161,17 @@ impl Children {
         let Some(running) = self.running.as_mut() else {
             return;
         };
+        if running.remote.remove(id) {
+            // Halted, not removed: a restart starts it again where it lives.
+            let halted = match self.remote(id) {
+                Ok(remote) => remote.halt_child(id.clone()).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = halted {
+                tracing::warn!(agent = %self.id, child = %id, %error, "could not halt a remote child");
+            }
+            return;
+        }
         let Some(cell) = running.cells.remove(id) else {
             return;
         };
@@ -240,6 +294,72 @@ impl Children {
         if running.stopping.remove(&cell.get_id()) {
             return Ok(());
         }
+        if self.root {
+            let supervisor = self.kernel.tree().adopted_by(&child).cloned();
+            if let Some(supervisor) = supervisor {
+                self.report_exit(crate::remote::ChildExit {
+                    supervisor,
+                    child,
+                    failed,
+                    reason,
+                    halted,
+                });
+                return Ok(());
+            }
+        }
+        self.exited(child, failed, reason, halted).await
+    }
+
+    /// Tells the supervisor in another runtime that its child `exit.child`, adopted here,
+    /// exited: it decides what happens next (the child stays stopped meanwhile). Sent
+    /// from a task of its own, retried for a while: the root does not wait on another
+    /// runtime. A report that is lost is made good when the supervisor next starts its
+    /// children.
+    fn report_exit(&self, exit: crate::remote::ChildExit) {
+        let Ok(remote) = self.remote(&exit.child) else {
+            return;
+        };
+        tracing::info!(child = %exit.child, supervisor = %exit.supervisor, reason = %exit.reason, "adopted child exited; telling its supervisor");
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            for attempt in 1..=8 {
+                match remote.child_exited(exit.clone()).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(child = %exit.child, attempt, %error, "could not report an exit to a remote supervisor");
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Handles the exit of a remote child, reported by the runtime that runs it: as the
+    /// exit of a local child. A report about a child not running (halted on purpose,
+    /// stopped, or reported twice) is dropped.
+    pub(crate) async fn on_remote_exit(
+        &mut self,
+        exit: crate::remote::ChildExit,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(running) = self.running.as_mut() else {
+            return Ok(());
+        };
+        if exit.supervisor != self.id || !running.remote.remove(&exit.child) {
+            return Ok(());
+        }
+        self.exited(exit.child, exit.failed, exit.reason, exit.halted)
+            .await
+    }
+
+    /// Applies the child's restart type and the strategy to a child that exited.
+    async fn exited(
+        &mut self,
+        child: AgentId,
+        failed: bool,
+        reason: String,
+        halted: bool,
+    ) -> Result<(), ActorProcessingErr> {
         if halted {
             // Restarting would replay into the same mismatch: the child stays in the tree,
             // stopped, until a build whose handler matches its journal starts it.

@@ -147,14 +147,98 @@ pub(crate) async fn deliver(
     let Some((msg, reply)) = pending else {
         return Ok(());
     };
-    let durable = kernel.tree().get(to).map(|node| node.durable());
-    match durable {
-        Some(true) => {
+    let placed = {
+        let tree = kernel.tree();
+        match tree.get(to) {
+            Some(_) if tree.is_elsewhere(to) => Placed::Elsewhere,
+            Some(node) => Placed::Here {
+                durable: node.durable(),
+            },
+            None => Placed::Unknown,
+        }
+    };
+    match placed {
+        Placed::Here { durable: true } => {
             let body = msg.encode()?;
             journal(kernel, to, origin, msg.topic(), &body, reply).await
         }
         // In the tree but not running: a transient agent being restarted.
-        _ => Err(Error::UnknownAgent(to.clone())),
+        Placed::Here { durable: false } => Err(Error::UnknownAgent(to.clone())),
+        Placed::Elsewhere => remote(kernel, to, msg, origin, reply).await,
+        Placed::Unknown if kernel.places_elsewhere(to) => {
+            remote(kernel, to, msg, origin, reply).await
+        }
+        Placed::Unknown => Err(Error::UnknownAgent(to.clone())),
+    }
+}
+
+/// Where a message's target is, as this runtime's tree knows it.
+enum Placed {
+    /// In this runtime.
+    Here { durable: bool },
+    /// A remote child of one of this runtime's agents.
+    Elsewhere,
+    /// Not in the tree.
+    Unknown,
+}
+
+/// Hands `msg` for agent `to` of another runtime to the runtime's
+/// [`Remote`](crate::remote::Remote); done once that runtime has it (journaled, for a
+/// durable agent). Tells only: an ask's reply cannot come back this way.
+async fn remote(
+    kernel: &Kernel,
+    to: &AgentId,
+    msg: impl Payload,
+    origin: Origin,
+    reply: Option<ReplyPort>,
+) -> Result<(), Error> {
+    let unsupported = |reason: &str| Error::Remote {
+        id: to.clone(),
+        reason: reason.to_owned(),
+    };
+    if reply.is_some() {
+        return Err(unsupported(
+            "asks reach only agents of this runtime (send, and have it send back)",
+        ));
+    }
+    let Some(link) = kernel.remote.as_ref() else {
+        return Err(Error::UnknownAgent(to.clone()));
+    };
+    let message = crate::remote::RemoteMessage {
+        topic: msg.topic().map(str::to_owned),
+        body: msg.encode()?.into_owned(),
+        origin,
+    };
+    link.deliver(to.clone(), message).await
+}
+
+/// A message from another runtime: encoded, with its topic if it was published.
+pub(crate) struct Encoded<'k> {
+    pub(crate) kind: &'k dyn Kind,
+    pub(crate) topic: Option<String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Payload for Encoded<'_> {
+    fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
+    }
+
+    fn into_envelope(self, reply: Option<ReplyPort>) -> Result<Envelope, Error> {
+        Ok(match self.topic {
+            Some(topic) => Envelope::LocalTopic {
+                topic,
+                body: self.body,
+            },
+            None => Envelope::Local {
+                msg: self.kind.boxed_msg_from_bytes(&self.body)?,
+                reply,
+            },
+        })
+    }
+
+    fn encode(&self) -> Result<Cow<'_, [u8]>, Error> {
+        Ok(Cow::Borrowed(&self.body))
     }
 }
 

@@ -64,6 +64,9 @@ pub(crate) enum Envelope {
         id: AgentId,
         ack: oneshot::Sender<()>,
     },
+    /// A remote child's exit, reported by the runtime that runs it (see
+    /// [`remote`](crate::remote)).
+    ChildExited(Box<crate::remote::ChildExit>),
     /// Answer once every message queued before this one has been handled.
     Drain(oneshot::Sender<()>),
     /// A query: answered from the state, behind every message queued before it; nothing

@@ -170,6 +170,15 @@ pub enum Error {
     /// The runtime's root supervisor gave up (restart intensity exceeded at the top).
     #[error("the runtime failed: {0}")]
     Failed(String),
+    /// A request to an agent in another runtime failed, or is not possible there (see
+    /// [`remote`](crate::remote)).
+    #[error("agent {id} in another runtime: {reason}")]
+    Remote {
+        /// The agent.
+        id: AgentId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The error an agent's handler returns: any error, boxed, or a message.

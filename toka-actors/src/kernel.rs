@@ -24,6 +24,7 @@ use crate::progress::Progress;
 use crate::query::JsonQueries;
 use crate::record::{self, RecordKind, TreeRecord};
 use crate::recovery::Preloaded;
+use crate::remote::{Placement, Remote};
 use crate::tree::Tree;
 use crate::writer::{Routing, WriterMsg, WriterParts};
 use crate::{AgentId, Error, RuntimeConfig, SpawnSpec};
@@ -47,6 +48,9 @@ pub(crate) trait Kind: Send + Sync {
     fn msg_from_json(&self, json: &serde_json::Value) -> Result<Vec<u8>, Error>;
     /// A JSON message as the kind's boxed `Msg` (for transient agents).
     fn boxed_msg_from_json(&self, json: serde_json::Value) -> Result<AnyBox, Error>;
+    /// An encoded message as the kind's boxed `Msg` (a transient agent's message from
+    /// another runtime).
+    fn boxed_msg_from_bytes(&self, bytes: &[u8]) -> Result<AnyBox, Error>;
     /// A boxed `Reply` as JSON.
     fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error>;
     /// How the kind answers JSON queries, if it does.
@@ -69,6 +73,8 @@ pub(crate) struct Kernel {
     pub(crate) extensions: Extensions,
     /// Agents replaying at once.
     pub(crate) recovery: Semaphore,
+    /// Reaches the agents of other runtimes, if set (see [`remote`](crate::remote)).
+    pub(crate) remote: Option<Arc<dyn Remote>>,
     /// Carries trace context through message records, if set.
     pub(crate) trace: Option<Arc<dyn crate::TracePropagator>>,
     /// What the start-up pass read ahead for each agent's first recovery.
@@ -102,7 +108,7 @@ impl Kernel {
         let recovering = tree
             .walk()
             .into_iter()
-            .filter(|(_, node)| node.durable())
+            .filter(|(id, node)| node.durable() && !tree.is_elsewhere(id))
             .map(|(id, _)| id)
             .collect();
         Kernel {
@@ -110,6 +116,9 @@ impl Kernel {
             recovery: Semaphore::new(config.recovery_concurrency.max(1)),
             trace: extensions
                 .get::<crate::trace::TraceHook>()
+                .map(|hook| Arc::clone(&hook.0)),
+            remote: extensions
+                .get::<RemoteHook>()
                 .map(|hook| Arc::clone(&hook.0)),
             config,
             kinds,
@@ -167,9 +176,16 @@ impl Kernel {
     /// Checks that `id` is in the tree and of kind `expected`.
     pub(crate) fn check_kind(&self, id: &AgentId, expected: &'static str) -> Result<(), Error> {
         let tree = self.tree();
-        let node = tree
-            .get(id)
-            .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+        let Some(node) = tree.get(id) else {
+            // An agent of another runtime: its kind is checked where it lives, when a
+            // message for it arrives there.
+            drop(tree);
+            return if self.places_elsewhere(id) {
+                Ok(())
+            } else {
+                Err(Error::UnknownAgent(id.clone()))
+            };
+        };
         if *node.kind == *expected {
             Ok(())
         } else {
@@ -356,7 +372,9 @@ impl Kernel {
 
     // ---- the tree ----
 
-    /// Records a new agent in the tree (journaled if durable). The caller starts it.
+    /// Records a new agent in the tree (journaled if durable). The caller starts it. A
+    /// child placed [`Placement::Anywhere`] whose id the runtime's [`Remote`] places in
+    /// another runtime is recorded as a remote child (see [`remote`](crate::remote)).
     pub(crate) async fn record_spawn(
         &self,
         parent: Option<&AgentId>,
@@ -364,10 +382,50 @@ impl Kernel {
         args: Vec<u8>,
         spec: SpawnSpec,
     ) -> Result<(), Error> {
+        let placed = match parent {
+            None => Placed::Here(None),
+            Some(p) if spec.placement == Placement::Anywhere && self.places_elsewhere(&spec.id) => {
+                Placed::Elsewhere(p.clone())
+            }
+            Some(p) => Placed::Here(Some(p.clone())),
+        };
+        self.record_placed(placed, kind, args, spec).await
+    }
+
+    /// Whether the runtime's [`Remote`] places agent `id` in another runtime.
+    pub(crate) fn places_elsewhere(&self, id: &AgentId) -> bool {
+        self.remote.as_ref().is_some_and(|r| r.is_elsewhere(id))
+    }
+
+    /// Records top-level agent `spec.id` run here for `supervisor` of another runtime
+    /// (see [`remote`](crate::remote)). The caller starts it.
+    pub(crate) async fn record_adopt(
+        &self,
+        supervisor: AgentId,
+        kind: &str,
+        args: Vec<u8>,
+        spec: SpawnSpec,
+    ) -> Result<(), Error> {
+        self.record_placed(Placed::Adopted(supervisor), kind, args, spec)
+            .await
+    }
+
+    async fn record_placed(
+        &self,
+        placed: Placed,
+        kind: &str,
+        args: Vec<u8>,
+        spec: SpawnSpec,
+    ) -> Result<(), Error> {
         self.check_accepting()?;
         self.kind(kind)?;
         let id = spec.id.clone();
-        if let Some(p) = parent {
+        let parent = match &placed {
+            Placed::Here(parent) => parent.clone(),
+            Placed::Elsewhere(parent) => Some(parent.clone()),
+            Placed::Adopted(_) => None,
+        };
+        if let Some(p) = &parent {
             if self.tree().get(p).is_none() {
                 return Err(Error::UnknownAgent(p.clone()));
             }
@@ -380,31 +438,55 @@ impl Kernel {
             (args, spec, None)
         };
         // Reserve the id first, so that two racing spawns cannot both journal it.
-        if !self
-            .tree()
-            .insert(parent.cloned(), kind, tree_args, tree_spec, 0)
         {
-            return Err(Error::AlreadyExists(id));
+            let mut tree = self.tree();
+            if !tree.insert(parent.clone(), kind, tree_args, tree_spec, 0) {
+                return Err(Error::AlreadyExists(id));
+            }
+            match &placed {
+                Placed::Here(_) => {}
+                Placed::Elsewhere(_) => tree.mark_elsewhere(&id),
+                Placed::Adopted(supervisor) => tree.mark_adopted(&id, supervisor.clone()),
+            }
         }
         if let Some((args, spec)) = record {
             let journaled = async {
-                // A new incarnation of an id used before begins after the records of the
-                // earlier ones (see `record`): the marker is appended before the tree
-                // record, so once the spawn is durable, so is its base.
-                let base = self
-                    .ask_writer(|ack| WriterMsg::Incarnation {
-                        id: id.clone(),
+                let record = if let Placed::Elsewhere(parent) = placed {
+                    // Its stream lives in the runtime that runs it: no incarnation here.
+                    TreeRecord::SpawnedElsewhere {
+                        parent,
                         kind: kind.to_owned(),
-                        ack,
-                    })
-                    .await?;
-                self.tree().set_base(&id, base);
-                let record = TreeRecord::Spawned {
-                    parent: parent.cloned(),
-                    kind: kind.to_owned(),
-                    args,
-                    spec: (&spec).into(),
-                    base,
+                        args,
+                        spec: (&spec).into(),
+                    }
+                } else {
+                    // A new incarnation of an id used before begins after the records of
+                    // the earlier ones (see `record`): the marker is appended before the
+                    // tree record, so once the spawn is durable, so is its base.
+                    let base = self
+                        .ask_writer(|ack| WriterMsg::Incarnation {
+                            id: id.clone(),
+                            kind: kind.to_owned(),
+                            ack,
+                        })
+                        .await?;
+                    self.tree().set_base(&id, base);
+                    match placed {
+                        Placed::Adopted(supervisor) => TreeRecord::Adopted {
+                            supervisor,
+                            kind: kind.to_owned(),
+                            args,
+                            spec: (&spec).into(),
+                            base,
+                        },
+                        _ => TreeRecord::Spawned {
+                            parent,
+                            kind: kind.to_owned(),
+                            args,
+                            spec: (&spec).into(),
+                            base,
+                        },
+                    }
                 };
                 let payload = record::encode("a spawn record", &record)?;
                 self.append_runtime(record::TREE_STREAM, RecordKind::Spawn, payload)
@@ -422,15 +504,38 @@ impl Kernel {
     /// Removes `id` and its subtree from the tree, journaling the stop; returns the
     /// removed ids, children first.
     pub(crate) async fn record_stop(&self, id: &AgentId) -> Result<Vec<AgentId>, Error> {
-        let (ids, durable) = {
+        let (ids, durable, elsewhere) = {
             let tree = self.tree();
             let ids = tree.subtree_bottom_up(id);
             if ids.is_empty() {
                 return Err(Error::UnknownAgent(id.clone()));
             }
             let durable = ids.iter().any(|i| tree.get(i).is_some_and(|n| n.durable()));
-            (ids, durable)
+            let elsewhere: Vec<AgentId> = ids
+                .iter()
+                .filter(|i| tree.is_elsewhere(i))
+                .cloned()
+                .collect();
+            (ids, durable, elsewhere)
         };
+        // Remote children go first: a failure leaves the stop undone (and retryable)
+        // rather than a child running on, unknown to anyone, in another runtime. Marked
+        // leaving first, so that a restart racing with the stop does not start them
+        // again (or removes what it started; see `Children::start_remote`).
+        if let Some(remote) = &self.remote {
+            for child in &elsewhere {
+                self.tree().set_leaving(child, true);
+            }
+            for child in &elsewhere {
+                if let Err(error) = remote.remove_child(child.clone()).await {
+                    let mut tree = self.tree();
+                    for child in &elsewhere {
+                        tree.set_leaving(child, false);
+                    }
+                    return Err(error);
+                }
+            }
+        }
         if durable {
             let payload =
                 record::encode("a stop record", &TreeRecord::Stopped { ids: ids.clone() })?;
@@ -460,3 +565,16 @@ impl Kernel {
         }
     }
 }
+
+/// Where a new agent goes (see [`Kernel::record_spawn`]).
+enum Placed {
+    /// Here, under this parent (`None`: top level).
+    Here(Option<AgentId>),
+    /// In another runtime, supervised by this parent here.
+    Elsewhere(AgentId),
+    /// Here at the top level, for this supervisor in another runtime.
+    Adopted(AgentId),
+}
+
+/// The runtime's [`Remote`], as an extension.
+pub(crate) struct RemoteHook(pub(crate) Arc<dyn Remote>);

@@ -91,6 +91,11 @@ impl<A: Agent> Kind for KindOf<A> {
         Ok(Box::new(msg))
     }
 
+    fn boxed_msg_from_bytes(&self, bytes: &[u8]) -> Result<AnyBox, Error> {
+        let msg: A::Msg = crate::record::decode(A::KIND, 0, bytes)?;
+        Ok(Box::new(msg))
+    }
+
     fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error> {
         let reply = reply.downcast::<A::Reply>().map_err(|_| {
             Error::Internal(format!("a reply of kind {} has another type", A::KIND))

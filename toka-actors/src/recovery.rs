@@ -127,7 +127,7 @@ pub(crate) fn start_read_ahead(
     let bases: HashMap<AgentId, u64> = tree
         .walk()
         .into_iter()
-        .filter(|(_, node)| node.durable())
+        .filter(|(id, node)| node.durable() && !tree.is_elsewhere(id))
         .map(|(id, node)| (id, node.base))
         .collect();
     let pass = tokio::task::spawn_blocking(move || preload(&*journal, &bases, budget));

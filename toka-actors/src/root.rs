@@ -55,6 +55,28 @@ impl TopLevel {
     }
 }
 
+impl TopLevel {
+    /// Starts top-level agent `id`, recorded in the tree before (nothing if it runs); an
+    /// agent that cannot start stays in the tree.
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`] once the root stopped its children; as
+    /// [`Children::start`].
+    pub(crate) async fn start(&self, id: &AgentId) -> Result<(), Error> {
+        let mut root = self.0.lock().await;
+        if root.closed {
+            drop(root);
+            return Err(Error::ShuttingDown);
+        }
+        root.children.start(id).await
+    }
+
+    /// Stops top-level agent `id` on purpose (not a failure) and keeps it in the tree.
+    pub(crate) async fn halt(&self, id: &AgentId) {
+        self.0.lock().await.children.stop(id).await;
+    }
+}
+
 /// The root actor. `top` receives the root's children once it started.
 pub(crate) struct Root {
     pub(crate) top: Arc<OnceLock<TopLevel>>,
@@ -130,6 +152,11 @@ impl Actor for Root {
             }
             Envelope::Drain(ack) => {
                 let _ = ack.send(());
+            }
+            Envelope::ChildExited(exit) => {
+                // The root supervises no remote child (only agents' children run
+                // elsewhere); a report for it is stale.
+                tracing::debug!(child = %exit.child, "ignoring a remote exit sent to the root");
             }
             // Messages are for agents; the root has no behaviour of its own.
             Envelope::Deliver { .. }

@@ -117,6 +117,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Connects the runtime to other runtimes through `remote`: children spawned with
+    /// [`SpawnSpec::anywhere`] may run there, supervised from here, and messages reach
+    /// the agents it places there (see [`remote`](crate::remote)).
+    #[must_use]
+    pub fn remote(mut self, remote: impl crate::remote::Remote) -> Self {
+        self.extensions
+            .insert(crate::kernel::RemoteHook(Arc::new(remote)));
+        self
+    }
+
     /// Registers agent kind `A` (the value is shared by every agent of the kind). A
     /// journal that names a kind not registered fails [`RuntimeBuilder::start`].
     #[must_use]
@@ -386,6 +396,115 @@ impl Runtime {
         Ok(())
     }
 
+    // ---- requests from other runtimes (see `remote`) ----
+
+    /// Delivers a message from another runtime to agent `id` of this one (what a
+    /// [`Remote::deliver`](crate::remote::Remote::deliver) ends in): journaled for a
+    /// durable agent, which drops it if it already has it from the same sender's effect.
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`], [`Error::Encode`], [`Error::Journal`].
+    pub async fn remote_deliver(
+        &self,
+        id: &AgentId,
+        message: crate::remote::RemoteMessage,
+    ) -> Result<(), Error> {
+        if self.kernel.tree().is_elsewhere(id) {
+            // Not here either: never bounce a message between runtimes.
+            return Err(Error::UnknownAgent(id.clone()));
+        }
+        let kind = self.kernel.kind_of(id)?;
+        let msg = delivery::Encoded {
+            kind: &*kind,
+            topic: message.topic,
+            body: message.body,
+        };
+        delivery::deliver(&self.kernel, id, msg, message.origin, None).await
+    }
+
+    /// Makes sure `child` runs here, adopted for its supervisor in another runtime (what
+    /// [`Remote::start_child`](crate::remote::Remote::start_child) ends in): spawned
+    /// (journaled) the first time, started again if it is stopped, left alone if it
+    /// runs.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if the id belongs to another agent here (not adopted by
+    /// that supervisor, or of another kind); as [`Runtime::spawn`].
+    pub async fn remote_start_child(&self, child: crate::remote::RemoteChild) -> Result<(), Error> {
+        let id = child.spec.id.clone();
+        let known = {
+            let tree = self.kernel.tree();
+            tree.get(&id).map(|node| {
+                *node.kind == *child.kind && tree.adopted_by(&id) == Some(&child.supervisor)
+            })
+        };
+        match known {
+            Some(false) => Err(Error::AlreadyExists(id)),
+            Some(true) => self.top.start(&id).await,
+            None => {
+                let mut spec = child.spec;
+                spec.placement = crate::remote::Placement::WithParent;
+                match self
+                    .kernel
+                    .record_adopt(child.supervisor, &child.kind, child.args, spec)
+                    .await
+                {
+                    // A concurrent start recorded it meanwhile.
+                    Err(Error::AlreadyExists(_)) => self.top.start(&id).await,
+                    Err(other) => Err(other),
+                    Ok(()) => self.top.spawn(&id).await,
+                }
+            }
+        }
+    }
+
+    /// Stops agent `id`, adopted here for a supervisor in another runtime, and keeps it
+    /// (what [`Remote::halt_child`](crate::remote::Remote::halt_child) ends in): its
+    /// supervisor starts it again when it restarts it. Nothing if it is not running.
+    ///
+    /// # Errors
+    /// [`Error::UnknownAgent`] if no such adopted agent is here.
+    pub async fn remote_halt_child(&self, id: &AgentId) -> Result<(), Error> {
+        if self.kernel.tree().adopted_by(id).is_none() {
+            return Err(Error::UnknownAgent(id.clone()));
+        }
+        self.top.halt(id).await;
+        Ok(())
+    }
+
+    /// Stops agent `id`, adopted here for a supervisor in another runtime, and removes it
+    /// (what [`Remote::remove_child`](crate::remote::Remote::remove_child) ends in), as
+    /// [`Runtime::stop`]. Nothing if it is gone already.
+    ///
+    /// # Errors
+    /// [`Error::Journal`].
+    pub async fn remote_remove_child(&self, id: &AgentId) -> Result<(), Error> {
+        if self.kernel.tree().adopted_by(id).is_none() {
+            return Ok(());
+        }
+        match self.stop(id).await {
+            Err(Error::UnknownAgent(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Hands the exit of a remote child to its supervisor here (what
+    /// [`Remote::child_exited`](crate::remote::Remote::child_exited) ends in), which
+    /// applies its restart strategy as for a local child. Dropped if the supervisor is
+    /// not running: when it starts, it starts its children again.
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`].
+    pub fn remote_child_exited(&self, exit: crate::remote::ChildExit) -> Result<(), Error> {
+        self.kernel.check_accepting()?;
+        let Some(supervisor) = self.kernel.directory.actor(&exit.supervisor) else {
+            tracing::debug!(supervisor = %exit.supervisor, child = %exit.child, "remote exit for a supervisor not running; dropped");
+            return Ok(());
+        };
+        let _ = supervisor.send_message(Envelope::ChildExited(Box::new(exit)));
+        Ok(())
+    }
+
     /// A typed reference to agent `id`, if it is in the tree and of kind `A`.
     ///
     /// # Errors
@@ -408,6 +527,8 @@ impl Runtime {
                 incarnation: node.base,
                 halted: self.kernel.directory.halt_reason(&id),
                 restarts: self.kernel.directory.restarts(&id),
+                elsewhere: tree.is_elsewhere(&id),
+                supervisor: tree.adopted_by(&id).cloned(),
                 id,
             })
             .collect()

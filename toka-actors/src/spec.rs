@@ -113,6 +113,18 @@ impl SupervisorSpec {
     }
 }
 
+/// Where a child runs (see [`remote`](crate::remote)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// In its parent's runtime (the default).
+    #[default]
+    WithParent,
+    /// Wherever the runtime's [`Remote`](crate::remote::Remote) places its id: another runtime (a remote
+    /// child), or its parent's when there is no [`Remote`](crate::remote::Remote) or the id belongs here.
+    Anywhere,
+}
+
 /// Everything about starting one agent except its arguments: recorded in the journal with
 /// the spawn, so that recovery starts it the same way.
 ///
@@ -141,6 +153,11 @@ pub struct SpawnSpec {
     pub snapshot_every: Option<u64>,
     /// Attempts at one message before it is dead-lettered; `None`: the runtime's default.
     pub max_attempts: Option<u32>,
+    /// Where a child runs: in its parent's runtime, or wherever the runtime's
+    /// [`Remote`](crate::remote::Remote) places it (see [`remote`](crate::remote)).
+    /// Ignored for top-level agents.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 impl SpawnSpec {
@@ -161,6 +178,7 @@ impl SpawnSpec {
             supervision: SupervisorSpec::default(),
             snapshot_every: None,
             max_attempts: None,
+            placement: Placement::WithParent,
         }
     }
 
@@ -189,6 +207,15 @@ impl SpawnSpec {
     #[must_use]
     pub fn snapshot_every(mut self, messages: u64) -> Self {
         self.snapshot_every = Some(messages.max(1));
+        self
+    }
+
+    /// Lets a child run in another runtime: wherever the runtime's
+    /// [`Remote`](crate::remote::Remote) places its id (a remote child, supervised across
+    /// runtimes; see [`remote`](crate::remote)).
+    #[must_use]
+    pub fn anywhere(mut self) -> Self {
+        self.placement = Placement::Anywhere;
         self
     }
 

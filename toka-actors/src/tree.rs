@@ -54,6 +54,8 @@ impl NodeSpec {
             supervision,
             snapshot_every,
             max_attempts,
+            // Where a child runs is the tree's `elsewhere` set, not part of its node.
+            placement: _,
         } = spec;
         let rest = SpecRest {
             supervision,
@@ -127,6 +129,14 @@ pub struct AgentInfo {
     /// rest-for-one restart counts for every agent it restarts.
     #[serde(default)]
     pub restarts: u64,
+    /// A remote child: it runs in another runtime, and is listed here for its parent,
+    /// which supervises it (see [`remote`](crate::remote)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub elsewhere: bool,
+    /// The supervisor in another runtime this top-level agent runs for, if any (see
+    /// [`remote`](crate::remote)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<AgentId>,
 }
 
 /// The tree: nodes by id, plus the top-level agents in start order.
@@ -139,6 +149,14 @@ pub(crate) struct Tree {
     top: Vec<AgentId>,
     /// The kind names of the nodes, each stored once.
     kinds: HashSet<Arc<str>>,
+    /// Children of this runtime's agents that run in another runtime (remote children,
+    /// see [`remote`](crate::remote)): in the tree for their supervisor, never started
+    /// here.
+    elsewhere: HashSet<AgentId>,
+    /// Top-level agents run here for a supervisor in another runtime: agent → supervisor.
+    adopted: HashMap<AgentId, AgentId>,
+    /// Remote children being stopped for good: not started again meanwhile.
+    leaving: HashSet<AgentId>,
 }
 
 impl Tree {
@@ -160,7 +178,74 @@ impl Tree {
                     self.remove(&id);
                 }
             }
+            TreeRecord::SpawnedElsewhere {
+                parent,
+                kind,
+                args,
+                spec,
+            } => {
+                let spec: SpawnSpec = spec.into();
+                let id = spec.id.clone();
+                if self.insert(Some(parent), &kind, args, spec, 0) {
+                    self.elsewhere.insert(id);
+                }
+            }
+            TreeRecord::Adopted {
+                supervisor,
+                kind,
+                args,
+                spec,
+                base,
+            } => {
+                let spec: SpawnSpec = spec.into();
+                let id = spec.id.clone();
+                if self.insert(None, &kind, args, spec, base) {
+                    self.adopted.insert(id, supervisor);
+                }
+            }
         }
+    }
+
+    /// Marks `id` as a child that runs in another runtime.
+    pub(crate) fn mark_elsewhere(&mut self, id: &AgentId) {
+        if self.nodes.contains_key(id) {
+            self.elsewhere.insert(id.clone());
+        }
+    }
+
+    /// Whether `id` is a child of this runtime's agent that runs in another runtime.
+    pub(crate) fn is_elsewhere(&self, id: &AgentId) -> bool {
+        !self.elsewhere.is_empty() && self.elsewhere.contains(id)
+    }
+
+    /// Marks remote child `id` as being stopped for good (`false`: no longer).
+    pub(crate) fn set_leaving(&mut self, id: &AgentId, leaving: bool) {
+        if leaving {
+            self.leaving.insert(id.clone());
+        } else {
+            self.leaving.remove(id);
+        }
+    }
+
+    /// Whether `id` is a remote child that must not start: being stopped for good, or
+    /// gone.
+    pub(crate) fn must_not_start(&self, id: &AgentId) -> bool {
+        !self.nodes.contains_key(id) || self.leaving.contains(id)
+    }
+
+    /// Marks top-level `id` as run here for `supervisor` in another runtime.
+    pub(crate) fn mark_adopted(&mut self, id: &AgentId, supervisor: AgentId) {
+        if self.nodes.contains_key(id) {
+            self.adopted.insert(id.clone(), supervisor);
+        }
+    }
+
+    /// The supervisor in another runtime that `id` runs here for, if any.
+    pub(crate) fn adopted_by(&self, id: &AgentId) -> Option<&AgentId> {
+        if self.adopted.is_empty() {
+            return None;
+        }
+        self.adopted.get(id)
     }
 
     /// Adds a node; `false` if the id is taken.
@@ -219,6 +304,9 @@ impl Tree {
     /// Removes one node (its children must be removed separately, first).
     pub(crate) fn remove(&mut self, id: &AgentId) -> Option<Node> {
         let node = *self.nodes.remove(id)?;
+        self.elsewhere.remove(id);
+        self.adopted.remove(id);
+        self.leaving.remove(id);
         match &node.parent {
             Some(p) => {
                 if let Some(parent) = self.nodes.get_mut(p) {

@@ -738,6 +738,7 @@ fn journaled_tree(journal: &SledJournal) -> Vec<String> {
             Ok(TreeRecord::Spawned { spec, .. }) => {
                 child_fail(&format!("the journal says {} was spawned again", spec.id))
             }
+            Ok(other) => child_fail(&format!("unexpected tree record: {other:?}")),
             Err(e) => child_fail(&format!("tree record {} does not decode: {e}", event.seq)),
         }
     }

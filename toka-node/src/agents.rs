@@ -38,6 +38,36 @@ struct Tree {
 
 impl Tree {
     fn apply(&mut self, record: TreeRecord) {
+        // A remote child is listed under its parent; an agent adopted for a supervisor in
+        // another shard at the top level.
+        let record = match record {
+            TreeRecord::SpawnedElsewhere {
+                parent,
+                kind,
+                args,
+                spec,
+            } => TreeRecord::Spawned {
+                parent: Some(parent),
+                kind,
+                args,
+                spec,
+                base: 0,
+            },
+            TreeRecord::Adopted {
+                kind,
+                args,
+                spec,
+                base,
+                ..
+            } => TreeRecord::Spawned {
+                parent: None,
+                kind,
+                args,
+                spec,
+                base,
+            },
+            other => other,
+        };
         match record {
             TreeRecord::Spawned {
                 parent, kind, spec, ..
@@ -75,6 +105,8 @@ impl Tree {
                     }
                 }
             }
+            // Converted above; later kinds of change are not shown.
+            _ => {}
         }
     }
 

@@ -6,7 +6,8 @@
 //! (PostgreSQL schema `<base>_s<N>`), with its own single writer: what a standalone node
 //! is, with the same recovery (snapshot + replay), the same exactly-once steps and the
 //! same tool host. A top-level agent's shard is a hash of its id; a child lives in its
-//! parent's shard (a supervision tree never spans shards). The table
+//! parent's shard, unless it was spawned to run anywhere: then it runs in its own id's
+//! shard, supervised across shards by its parent ([`link`], `toka_actors::remote`). The table
 //! `<base>_cluster.toka_agents` records each agent's shard; the shard's holder records
 //! the agents its agents spawn within a tick.
 //!
@@ -48,6 +49,7 @@
 
 mod catalog;
 mod front;
+mod link;
 mod manager;
 mod placement;
 

@@ -319,7 +319,7 @@ async fn serve(
             journal_url.is_none().then(|| journal_path.clone()),
         ),
     };
-    let stack = Stack::open(&shared, journal, |_| true).await?;
+    let stack = Stack::open(&shared, journal, |_| true, None).await?;
 
     // Before `listening on`: a signal from then on stops the node gracefully.
     let stop = shutdown_signal();

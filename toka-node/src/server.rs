@@ -24,6 +24,7 @@
 //! | `GET /metrics` | 200 Prometheus text | `api.metrics.read`, none |
 //! | `GET /status` | 200 `{"version", "uptime_secs", "agents": {"total", "running", "down", "halted"}, "journal": {"head_position", "acknowledged_head", "size_bytes", "durability", "writable"}, "recovery_ms", "tools", "models"}` | `api.status.read`, none |
 //! | `GET /cluster` | 200 `{"mode": "cluster", "node", "address", "lease_ms", "members": [{"id", "address", "alive", "silent_ms"}], "shards": [{"shard", "holder", "epoch", "expires_in_ms", "serving_here"}]}` on a cluster node (see `cluster.rs`); `{"mode": "standalone"}` otherwise | `api.status.read`, none |
+//! | `POST /cluster/remote` | cluster nodes only, between nodes (not in the OpenAPI description): 204 once a request of one shard's runtime for an agent of a shard this node holds (a remote child's start, halt, removal or exit, a tell) is applied; 503 if the shard is not held here (see `cluster/link.rs`) | `api.cluster.remote`, none (nodes mint themselves a 60-second token with only this) |
 //! | `POST /tokens` `{"caveats": ["tool = fs.read", ...]}` | 201 `{"token", "identifier", "caveats"}`: a new token (a root power: the caveats are the caller's choice) | `api.tokens.mint`, none |
 //! | `POST /tokens/attenuate` `{"token", "caveats"}` | 201 `{"token", "identifier", "caveats"}`; 400 if the token is forged, revoked or not understood | `api.tokens.mint`, none |
 //! | `POST /tokens/revoke` `{"identifier", "reason"?}` (an identifier or a whole token) | 200 `{"identifier", "already_revoked"}`: journaled, refused (401) from the next request on | `api.tokens.revoke`, none |
@@ -186,6 +187,11 @@ pub(crate) struct Services {
 }
 
 impl AppState {
+    /// The runtime it serves.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
     /// The state over a started runtime; `recovery` is how long its start took.
     pub(crate) fn new(runtime: Runtime, services: Services, recovery: Duration) -> Self {
         let Services {

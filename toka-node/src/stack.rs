@@ -68,11 +68,13 @@ pub(crate) struct Stack {
 
 impl Stack {
     /// Recovers the runtime from `journal` and starts everything over it; spawns the
-    /// config file's boot agents for which `boots` says yes.
+    /// config file's boot agents for which `boots` says yes. `remote`: how the runtime
+    /// reaches the other shards' agents (a cluster's shard; see `toka_actors::remote`).
     pub(crate) async fn open(
         shared: &Shared<'_>,
         journal: Arc<dyn Journal>,
         boots: impl Fn(&str) -> bool,
+        remote: Option<Arc<dyn toka_actors::Remote>>,
     ) -> anyhow::Result<Stack> {
         let config = shared.config;
         let (always_approve, approval_ttl) = crate::approvals::settings(&config.tools)?;
@@ -101,6 +103,10 @@ impl Stack {
         )
         .extension(host.clone())
         .extension(models);
+        let builder = match remote {
+            Some(remote) => builder.remote(remote),
+            None => builder,
+        };
         // With `[otel]`, message records keep the trace context of their send.
         #[cfg(feature = "otel")]
         let builder = if shared.traced {

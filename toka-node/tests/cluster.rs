@@ -595,3 +595,161 @@ fn any_node_answers_for_the_whole_cluster() {
         assert_eq!(status, 401);
     }
 }
+
+/// The shard an agent id hashes to (pinned by the node's own unit test of `home_shard`).
+fn home_shard(id: &str) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(SHARDS)) as u32
+}
+
+/// The index in `NODES` of the node holding `shard`, as `GET /cluster` says.
+fn holder_of(addr: SocketAddr, token: &str, shard: u32) -> Option<usize> {
+    let (status, view) = call(addr, "GET", "/cluster", token, &Value::Null).ok()?;
+    assert_eq!(status, 200, "{view}");
+    let holder = view["shards"]
+        .as_array()?
+        .iter()
+        .find(|s| s["shard"] == shard)?["holder"]
+        .as_str()?
+        .to_owned();
+    NODES.iter().position(|n| *n == holder)
+}
+
+#[test]
+fn a_parent_supervises_a_child_that_runs_on_another_node() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let cluster = TestCluster::start(&url, "cls", |_| "durability = \"fsync\"\n".into());
+    let (token, addrs) = (cluster.token.clone(), cluster.addrs.clone());
+    let mut nodes = cluster.nodes;
+    let token = token.as_str();
+    let boss_shard = home_shard("boss");
+    let boss_node = holder_of(addrs[0], token, boss_shard).unwrap();
+    // A child id whose own shard another node holds.
+    let child = (0..)
+        .map(|i| format!("w{i}"))
+        .find(|id| holder_of(addrs[0], token, home_shard(id)).is_some_and(|n| n != boss_node))
+        .unwrap();
+    let child_shard = home_shard(&child);
+    let child_node = holder_of(addrs[0], token, child_shard).unwrap();
+    let spawn = json!({"id": "boss", "kind": "supervisor"});
+    assert_eq!(
+        call(addrs[0], "POST", "/agents", token, &spawn).unwrap().0,
+        201
+    );
+    let spawn = json!({"id": child, "kind": "counter", "parent": "boss", "placement": "anywhere"});
+    let (status, body) = call(addrs[1], "POST", "/agents", token, &spawn).unwrap();
+    assert_eq!(status, 201, "{body}");
+
+    // Listed once, by the shard that runs it, with its supervisor.
+    let listed = |addr: SocketAddr| -> Vec<Value> {
+        let (status, list) =
+            retry_503(|| call(addr, "GET", "/agents", token, &Value::Null).unwrap());
+        assert_eq!(status, 200, "{list}");
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["id"] == child.as_str())
+            .cloned()
+            .collect()
+    };
+    let entries = listed(addrs[2]);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["supervisor"], "boss", "{entries:?}");
+    assert_eq!(entries[0]["status"], "running", "{entries:?}");
+    // Its own shard's journal has it, adopted; the parent's records it as its child.
+    let child_path = format!("/agents/{child}");
+    let (status, detail) = call(addrs[boss_node], "GET", &child_path, token, &Value::Null).unwrap();
+    assert_eq!(
+        (status, &detail["supervisor"]),
+        (200, &json!("boss")),
+        "{detail}"
+    );
+
+    // Messages reach it through any node.
+    let send = format!("/agents/{child}/messages");
+    let query = format!("/agents/{child}/query");
+    let value = |addr: SocketAddr| {
+        let (status, answer) =
+            retry_503(|| call(addr, "POST", &query, token, &json!("get")).unwrap());
+        assert_eq!(status, 200, "{answer}");
+        answer["value"].as_i64().unwrap()
+    };
+    assert_eq!(
+        call(addrs[boss_node], "POST", &send, token, &json!({"add": 5}))
+            .unwrap()
+            .0,
+        202
+    );
+    assert_eq!(value(addrs[0]), 5);
+
+    // The child's node dies: its shard moves, the child comes back elsewhere, still
+    // supervised by boss; then boss's node dies, and boss finds its child running.
+    nodes[child_node].kill_9();
+    let survivor = (0..3).find(|&n| n != child_node).unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || holder_of(
+            addrs[survivor],
+            token,
+            child_shard
+        )
+        .is_some_and(|n| n != child_node)),
+        "the child's shard did not move\n{}",
+        report(&nodes)
+    );
+    assert_eq!(value(addrs[survivor]), 5);
+    nodes[child_node].restart();
+    assert!(wait_all_served(&addrs, Duration::from_secs(30)).is_ok());
+    let boss_now = holder_of(addrs[0], token, boss_shard).unwrap();
+    nodes[boss_now].kill_9();
+    let survivor = (0..3).find(|&n| n != boss_now).unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || holder_of(
+            addrs[survivor],
+            token,
+            boss_shard
+        )
+        .is_some_and(|n| n != boss_now)),
+        "boss's shard did not move\n{}",
+        report(&nodes)
+    );
+    // (The child's shard may have been on that node too, and be moving as well.)
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let entries = listed(addrs[survivor]);
+            entries.len() == 1 && entries[0]["supervisor"] == "boss"
+        }),
+        "{:?}\n{}",
+        listed(addrs[survivor]),
+        report(&nodes)
+    );
+    assert_eq!(value(addrs[survivor]), 5);
+    nodes[boss_now].restart();
+
+    // Stopping boss stops and removes its child on whichever node runs it.
+    let (status, body) = retry_503(|| {
+        call(
+            addrs[survivor],
+            "DELETE",
+            "/agents/boss",
+            token,
+            &Value::Null,
+        )
+        .unwrap()
+    });
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        eventually(Duration::from_secs(10), || listed(addrs[survivor])
+            .is_empty()),
+        "the child outlived its supervisor\n{}",
+        report(&nodes)
+    );
+    let (status, _) =
+        retry_503(|| call(addrs[survivor], "POST", &query, token, &json!("get")).unwrap());
+    assert_eq!(status, 404);
+}

@@ -605,8 +605,9 @@ impl From<StoredSpec> for SpawnSpec {
     }
 }
 
-/// A change to the supervision tree.
+/// A change to the supervision tree. Later formats may add kinds of change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum TreeRecord {
     /// An agent was spawned.
     Spawned {
@@ -627,6 +628,34 @@ pub enum TreeRecord {
     Stopped {
         /// The stopped agents.
         ids: Vec<AgentId>,
+    },
+    /// A child placed in another runtime, recorded in its parent's journal (see
+    /// [`remote`](crate::remote)): supervised here, run there.
+    SpawnedElsewhere {
+        /// Its parent (supervisor).
+        parent: AgentId,
+        /// Its kind.
+        kind: String,
+        /// Its postcard-encoded arguments.
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+        /// How it is started and supervised (holds its id).
+        spec: StoredSpec,
+    },
+    /// A top-level agent run here for a supervisor in another runtime (see
+    /// [`remote`](crate::remote)): its exits go to that supervisor.
+    Adopted {
+        /// The supervising agent, in another runtime.
+        supervisor: AgentId,
+        /// Its kind.
+        kind: String,
+        /// Its postcard-encoded arguments.
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+        /// How it is started (holds its id).
+        spec: StoredSpec,
+        /// Where its incarnation begins in its stream (as for `Spawned`).
+        base: u64,
     },
 }
 

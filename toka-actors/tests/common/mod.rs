@@ -63,6 +63,8 @@ pub enum Cmd {
     Publish(i64),
     /// Stops child id.
     StopChild(String),
+    /// Spawns a child counter with this id, placed anywhere (see `toka_actors::remote`).
+    SpawnAnywhere(String),
 }
 
 impl From<i64> for Cmd {
@@ -134,6 +136,10 @@ impl Agent for Counter {
             }
             Cmd::StopChild(id) => {
                 ctx.stop_child(&AgentId::new(&id)?).await?;
+            }
+            Cmd::SpawnAnywhere(id) => {
+                ctx.spawn::<Counter>(toka_actors::SpawnSpec::new(&id)?.anywhere(), id.clone())
+                    .await?;
             }
         }
         if !ctx.is_replaying() {

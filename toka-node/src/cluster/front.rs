@@ -33,7 +33,7 @@ use crate::server::auth::{admit, bearer};
 use crate::server::{ApiError, BODY_LIMIT};
 
 /// Marks a request forwarded by another node (its value: that node's id).
-const FORWARDED: HeaderName = HeaderName::from_static("x-toka-forwarded");
+pub(super) const FORWARDED: HeaderName = HeaderName::from_static("x-toka-forwarded");
 
 /// Asks a node for its own shards' answer only (`GET /agents` merging).
 const NODE_SCOPE: HeaderName = HeaderName::from_static("x-toka-node-scope");
@@ -70,6 +70,7 @@ async fn front(State(cluster): State<Arc<Cluster>>, request: Request) -> Respons
             status(&cluster)
         }
         (&Method::POST, ["agents"]) => spawn(&cluster, &token, request, forwarded).await,
+        (&Method::POST, ["cluster", "remote"]) => remote(&cluster, &token, request).await,
         (&Method::GET, ["agents"]) => {
             if let Err(message) = admit(&cluster.authority, &token, "api.agents.read", None) {
                 return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
@@ -164,7 +165,8 @@ async fn spawn(
     let named = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
         let id = v.get("id")?.as_str()?.to_owned();
         let parent = v.get("parent").and_then(Value::as_str).map(str::to_owned);
-        Some((id, parent))
+        let anywhere = v.get("placement").and_then(Value::as_str) == Some("anywhere");
+        Some((id, parent, anywhere))
     });
     let shard = match named {
         // Malformed: the lowest shard's API says what is wrong with it.
@@ -176,21 +178,30 @@ async fn spawn(
             )
             .await;
         }
-        Some((id, parent)) => {
+        Some((id, parent, anywhere)) => {
             if let Err(message) = admit(&cluster.authority, token, "api.agents.spawn", Some(&id)) {
                 return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
             }
-            let wanted = match &parent {
-                Some(parent) => shard_of(cluster, parent).await,
-                None => home_shard(&id, cluster.settings.shards),
+            let home = home_shard(&id, cluster.settings.shards);
+            let (runs_in, spawned_in) = match &parent {
+                // A remote child: recorded in its own home shard, spawned by its
+                // parent's shard (see `link`).
+                Some(parent) if anywhere => (home, shard_of(cluster, parent).await),
+                Some(parent) => {
+                    let shard = shard_of(cluster, parent).await;
+                    (shard, shard)
+                }
+                None => (home, home),
             };
-            if forwarded {
-                wanted // the first node recorded it
-            } else {
-                match reserve(cluster, id, wanted).await {
-                    Ok(shard) => shard,
+            if !forwarded {
+                // The first node records it; a forwarded request was recorded there.
+                match reserve(cluster, id, runs_in).await {
+                    Ok(shard) if runs_in == spawned_in => shard,
+                    Ok(_) => spawned_in,
                     Err(error) => return unavailable(&format!("{error:#}")),
                 }
+            } else {
+                spawned_in
             }
         }
     };
@@ -201,6 +212,41 @@ async fn spawn(
         forwarded,
     )
     .await
+}
+
+/// `POST /cluster/remote`: a request from another node's shard for an agent of a shard
+/// this node holds (see `link`); 503 if it does not hold it (the sender tries again).
+async fn remote(
+    cluster: &Arc<Cluster>,
+    token: &toka_tools::Verified,
+    request: Request,
+) -> Response {
+    if let Err(message) = admit(
+        &cluster.authority,
+        token,
+        super::link::REMOTE_PERMISSION,
+        None,
+    ) {
+        return ApiError::new(StatusCode::FORBIDDEN, message).into_response();
+    }
+    let bytes = match whole(request.into_body()).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    let request: super::link::ShardRequest = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            return ApiError::bad_request(format!("not a shard request: {error}")).into_response();
+        }
+    };
+    let shard = shard_of(cluster, request.target().as_str()).await;
+    let Some(local) = cluster.local_shard(shard).filter(|s| s.valid()) else {
+        return unavailable(&format!("shard {shard} is not served by this node; retry"));
+    };
+    match request.apply(local.state.runtime()).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
 }
 
 /// A request as parts that can be replayed: to each local shard, then to other nodes.
@@ -450,7 +496,7 @@ async fn dispatch(
 }
 
 /// Reads the members and the shards' holders again.
-async fn refresh_view(cluster: &Arc<Cluster>) {
+pub(super) async fn refresh_view(cluster: &Arc<Cluster>) {
     let reading = Arc::clone(cluster);
     let read = tokio::task::spawn_blocking(move || {
         let members = reading.catalog.members()?;
@@ -572,7 +618,7 @@ fn forwardable(headers: &HeaderMap) -> HeaderMap {
 }
 
 /// The shard agent `id` lives in: the directory's record, else its id's home shard.
-async fn shard_of(cluster: &Arc<Cluster>, id: &str) -> u32 {
+pub(super) async fn shard_of(cluster: &Arc<Cluster>, id: &str) -> u32 {
     if let Some(shard) = cluster
         .directory
         .read()

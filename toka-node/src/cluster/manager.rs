@@ -293,6 +293,8 @@ impl<'a> Manager<'a> {
         let settings = self.settings().clone();
         let config = self.journal_config.clone();
         let boots = boot_agents_of(shared.config, shard, settings.shards);
+        let link: Arc<dyn toka_actors::Remote> =
+            Arc::new(super::link::ShardLink::new(&self.cluster, shard));
         Box::pin(async move {
             let opened = async {
                 let schema = settings.shard_schema(shard);
@@ -302,7 +304,13 @@ impl<'a> Manager<'a> {
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("opening shard {shard}: {e}"))??;
-                Stack::open(shared, Arc::new(journal), |id| boots.contains(id)).await
+                Stack::open(
+                    shared,
+                    Arc::new(journal),
+                    |id| boots.contains(id),
+                    Some(link),
+                )
+                .await
             };
             (shard, opened.await)
         })
@@ -378,6 +386,8 @@ impl<'a> Manager<'a> {
                 .runtime
                 .tree()
                 .iter()
+                // A remote child is recorded by the shard that runs it.
+                .filter(|info| !info.elsewhere)
                 .map(|info| info.id.to_string())
                 .filter(|id| !h.recorded.contains(id))
                 .collect();

@@ -100,6 +100,7 @@ impl From<Error> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Error::ShuttingDown | Error::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Remote { .. } => StatusCode::BAD_GATEWAY,
             Error::Journal(store) if refuses_writes(store) => {
                 return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, unwritable(store));
             }

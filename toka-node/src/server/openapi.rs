@@ -271,6 +271,11 @@ pub(crate) struct Agent {
     /// With `status` `halted`: how it halted.
     #[schema(nullable = false)]
     pub(crate) halted: Option<String>,
+    /// In a cluster, for a child placed in another shard than its parent's (spawned with
+    /// `"placement": "anywhere"`): the parent, which supervises it from its own shard
+    /// (`parent` is then `null`: in this shard it is top-level).
+    #[schema(nullable = false)]
+    pub(crate) supervisor: Option<String>,
 }
 
 /// An agent as `GET /agents/{id}` shows it.

@@ -96,6 +96,9 @@ fn agent_json(info: &AgentInfo) -> Value {
     if let Some(reason) = &info.halted {
         json["halted"] = Value::String(reason.clone());
     }
+    if let Some(supervisor) = &info.supervisor {
+        json["supervisor"] = Value::String(supervisor.to_string());
+    }
     json
 }
 
@@ -140,6 +143,12 @@ pub(crate) struct SpawnBody {
     /// The agent to spawn it under (the token must allow spawning on it too).
     #[serde(default)]
     parent: Option<String>,
+    /// Where a child runs: `with_parent` (default), or `anywhere`: in a cluster, in the
+    /// shard its own id hashes to, supervised across shards by its parent (on a
+    /// standalone node, with its parent).
+    #[serde(default)]
+    #[schema(value_type = String, example = "anywhere")]
+    placement: toka_actors::Placement,
 }
 
 fn empty_object() -> Value {
@@ -175,8 +184,9 @@ pub(crate) async fn spawn(
     seal(&state, &mut body.args);
     let spec = SpawnSpec::new(&body.id)?;
     // A `supervisor` supervises its children per its args.
-    let spec = crate::kinds::supervisor::spawn_spec(spec, &body.kind, &body.args)
+    let mut spec = crate::kinds::supervisor::spawn_spec(spec, &body.kind, &body.args)
         .map_err(ApiError::bad_request)?;
+    spec.placement = body.placement;
     let parent = body.parent.as_deref().map(agent_id).transpose()?;
     state
         .inner
@@ -197,7 +207,9 @@ pub(crate) async fn list_agents(
 ) -> Result<Json<Value>, ApiError> {
     permit(&state, &token, "api.agents.read", None)?;
     let tree = state.inner.runtime.tree();
-    Ok(Json(Value::Array(tree.iter().map(agent_json).collect())))
+    // A remote child is listed by the shard that runs it (with its `supervisor`).
+    let listed = tree.iter().filter(|info| !info.elsewhere).map(agent_json);
+    Ok(Json(Value::Array(listed.collect())))
 }
 
 /// `GET /agents/{id}`: one agent, with its latest snapshot's position.
@@ -220,7 +232,7 @@ pub(crate) async fn get_agent(
         .runtime
         .tree()
         .iter()
-        .find(|info| info.id == id)
+        .find(|info| info.id == id && !info.elsewhere)
         .map(agent_json)
         .ok_or_else(|| ApiError::from(toka_actors::Error::UnknownAgent(id.clone())))?;
     // The latest snapshot's position and size (not its state: that is the agent's).
@@ -718,6 +730,8 @@ mod agent_json_tests {
             incarnation: 0,
             halted: None,
             restarts: 2,
+            elsewhere: false,
+            supervisor: None,
         };
         assert_eq!(agent_json(&info)["status"], "down");
         assert_eq!(agent_json(&info)["restarts"], 2);
