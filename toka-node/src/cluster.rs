@@ -41,6 +41,11 @@
 //! the node CPU per message doubled (README's cluster figures); a client that sends to the
 //! holder (`GET /cluster` names it) skips it.
 //!
+//! Between nodes only (not part of the API, nor of its OpenAPI description): `POST
+//! /cluster/remote` carries a shard runtime's request for an agent of a shard another node
+//! holds ([`link`]), with a token the sending node mints for that one permission
+//! (`api.cluster.remote`, valid 60 s).
+//!
 //! # Tokens
 //! Every node verifies tokens with the same root key (one data directory, copied to each
 //! node's machine). Issued tokens and denials are journaled in the node's own journal
