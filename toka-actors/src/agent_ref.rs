@@ -78,10 +78,7 @@ impl<A: Agent> AgentRef<A> {
         let (kernel, to) = (&self.kernel, &self.id);
         delivery::deliver(kernel, to, Typed::new(msg), Origin::External, Some(reply)).await?;
         let reply = await_reply(&self.id, answer, timeout).await?;
-        reply
-            .downcast::<A::Reply>()
-            .map(|r| *r)
-            .map_err(|_| Error::Internal(format!("a reply of kind {} has another type", A::KIND)))
+        delivery::reply_as::<A::Reply>(reply, A::KIND)
     }
 
     /// Asks the agent a read-only question, answered from its current state within
@@ -95,11 +92,14 @@ impl<A: Agent> AgentRef<A> {
     where
         A: Queries,
     {
-        let run = crate::query::query_fn::<A>(self.id.clone(), query);
-        let answer = delivery::query(&self.kernel, &self.id, run, timeout).await?;
-        answer
-            .downcast::<A::Answer>()
-            .map(|a| *a)
-            .map_err(|_| Error::Internal(format!("an answer of kind {} has another type", A::KIND)))
+        let encoded = || crate::record::encode("a query", &query);
+        let answer = match delivery::remote_query(&self.kernel, &self.id, encoded, timeout).await {
+            Some(answer) => answer?,
+            None => {
+                let run = crate::query::query_fn::<A>(self.id.clone(), query);
+                delivery::query(&self.kernel, &self.id, run, timeout).await?
+            }
+        };
+        delivery::reply_as::<A::Answer>(answer, A::KIND)
     }
 }

@@ -192,15 +192,6 @@ async fn remote(
     origin: Origin,
     reply: Option<ReplyPort>,
 ) -> Result<(), Error> {
-    let unsupported = |reason: &str| Error::Remote {
-        id: to.clone(),
-        reason: reason.to_owned(),
-    };
-    if reply.is_some() {
-        return Err(unsupported(
-            "asks reach only agents of this runtime (send, and have it send back)",
-        ));
-    }
     let Some(link) = kernel.remote.as_ref() else {
         return Err(Error::UnknownAgent(to.clone()));
     };
@@ -209,7 +200,65 @@ async fn remote(
         body: msg.encode()?.into_owned(),
         origin,
     };
-    link.deliver(to.clone(), message).await
+    let Some(reply) = reply else {
+        return link.deliver(to.clone(), message).await;
+    };
+    // An ask: the reply comes back encoded; the asker decodes it (`reply_as`) and keeps
+    // its own timeout.
+    let asked = link.ask(to.clone(), message);
+    tokio::spawn(async move {
+        let answer = asked
+            .await
+            .map(|bytes| Box::new(RemoteReply(bytes)) as AnyBox);
+        let _ = reply.send(answer);
+    });
+    Ok(())
+}
+
+/// A reply or answer from another runtime, still encoded.
+pub(crate) struct RemoteReply(Vec<u8>);
+
+/// A reply (or answer) of type `R`, as a local agent gives it or as another runtime
+/// encoded it.
+pub(crate) fn reply_as<R: serde::de::DeserializeOwned + 'static>(
+    reply: AnyBox,
+    kind: &str,
+) -> Result<R, Error> {
+    match reply.downcast::<R>() {
+        Ok(reply) => Ok(*reply),
+        Err(other) => match other.downcast::<RemoteReply>() {
+            Ok(encoded) => record::decode(kind, 0, &encoded.0),
+            Err(_) => Err(Error::Internal(format!(
+                "a reply of kind {kind} has another type"
+            ))),
+        },
+    }
+}
+
+/// Queries agent `id` of another runtime with `query` (encoded as its kind's `Query`),
+/// if it is one; `None` if `id` is to be queried here.
+pub(crate) async fn remote_query(
+    kernel: &Kernel,
+    id: &AgentId,
+    query: impl FnOnce() -> Result<Vec<u8>, Error>,
+    timeout: Duration,
+) -> Option<Result<AnyBox, Error>> {
+    let link = kernel.remote.as_ref()?;
+    let elsewhere = {
+        let tree = kernel.tree();
+        match tree.get(id) {
+            Some(_) => tree.is_elsewhere(id),
+            None => link.is_elsewhere(id),
+        }
+    };
+    if !elsewhere {
+        return None;
+    }
+    let asked = async {
+        let answer = link.query(id.clone(), query()?, timeout).await?;
+        Ok(Box::new(RemoteReply(answer)) as AnyBox)
+    };
+    Some(asked.await)
 }
 
 /// A message from another runtime: encoded, with its topic if it was published.

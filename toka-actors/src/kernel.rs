@@ -51,6 +51,8 @@ pub(crate) trait Kind: Send + Sync {
     /// An encoded message as the kind's boxed `Msg` (a transient agent's message from
     /// another runtime).
     fn boxed_msg_from_bytes(&self, bytes: &[u8]) -> Result<AnyBox, Error>;
+    /// A boxed `Reply`, postcard-encoded (an ask from another runtime).
+    fn reply_to_bytes(&self, reply: AnyBox) -> Result<Vec<u8>, Error>;
     /// A boxed `Reply` as JSON.
     fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error>;
     /// How the kind answers JSON queries, if it does.

@@ -96,6 +96,13 @@ impl<A: Agent> Kind for KindOf<A> {
         Ok(Box::new(msg))
     }
 
+    fn reply_to_bytes(&self, reply: AnyBox) -> Result<Vec<u8>, Error> {
+        let reply = reply.downcast::<A::Reply>().map_err(|_| {
+            Error::Internal(format!("a reply of kind {} has another type", A::KIND))
+        })?;
+        crate::record::encode("a reply", &*reply)
+    }
+
     fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error> {
         let reply = reply.downcast::<A::Reply>().map_err(|_| {
             Error::Internal(format!("a reply of kind {} has another type", A::KIND))

@@ -128,7 +128,7 @@ pub use metrics::RuntimeMetrics;
 pub use query::Queries;
 pub use record::DeadLetter;
 pub use remote::{ChildExit, Placement, Remote, RemoteChild, RemoteMessage};
-pub use runtime::{Runtime, RuntimeBuilder, RuntimeConfig};
+pub use runtime::{REMOTE_ASK_LIMIT, Runtime, RuntimeBuilder, RuntimeConfig};
 pub use spec::{Backoff, Intensity, Restart, SpawnSpec, Strategy, SupervisorSpec};
 pub use topic::Topic;
 pub use trace::{TraceContext, TracePropagator};

@@ -110,6 +110,10 @@ pub(crate) struct JsonQueries {
     pub(crate) from_json: fn(AgentId, serde_json::Value) -> Result<QueryFn, Error>,
     /// An answer as JSON.
     pub(crate) to_json: fn(AnyBox) -> Result<serde_json::Value, Error>,
+    /// A postcard-encoded query for agent `id` (from another runtime).
+    pub(crate) from_bytes: fn(AgentId, &[u8]) -> Result<QueryFn, Error>,
+    /// An answer, postcard-encoded (for another runtime).
+    pub(crate) to_bytes: fn(AnyBox) -> Result<Vec<u8>, Error>,
 }
 
 impl JsonQueries {
@@ -133,6 +137,16 @@ impl JsonQueries {
                     what: "answer",
                     reason: e.to_string(),
                 })
+            },
+            from_bytes: |id, bytes| {
+                let query: A::Query = crate::record::decode(A::KIND, 0, bytes)?;
+                Ok(query_fn::<A>(id, query))
+            },
+            to_bytes: |answer| {
+                let answer = answer.downcast::<A::Answer>().map_err(|_| {
+                    Error::Internal(format!("an answer of kind {} has another type", A::KIND))
+                })?;
+                crate::record::encode("an answer", &*answer)
             },
         }
     }

@@ -31,15 +31,19 @@
 //!   (that is, finds running) its remote children.
 //!
 //! # Messages to agents elsewhere
-//! A message to an agent this runtime does not hold, which [`Remote::is_elsewhere`]
-//! places in another runtime, goes through [`Remote::deliver`] (tells only: an ask or
-//! query of such an agent fails with [`Error::Remote`]). A durable agent's send carries
-//! its [`Origin`] (agent and effect id), so the receiver drops a second copy of it (a
-//! handler re-run after a crash), and the send counts only once the receiver has
-//! journaled it.
+//! A send, ask or query to an agent this runtime does not hold, which
+//! [`Remote::is_elsewhere`] places in another runtime, goes through [`Remote::deliver`],
+//! [`Remote::ask`] or [`Remote::query`]: the message (or query) travels postcard-encoded,
+//! and the reply (or answer) comes back encoded, decoded by the asker's own type. A
+//! durable agent's send or ask carries its [`Origin`] (agent and effect id), so the
+//! receiver drops a second copy of it (a handler re-run after a crash); a send counts
+//! only once the receiver has journaled it, and a handler's ask or query journals its
+//! outcome as for a local agent, so a replay never asks again. Topics stay within a
+//! runtime.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +53,9 @@ use crate::{AgentId, Error, SpawnSpec};
 
 /// A future a [`Remote`] returns.
 pub type RemoteFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+/// A future a [`Remote`] returns with an encoded reply or answer.
+pub type RemoteAnswer = Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send>>;
 
 /// A message for an agent in another runtime.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +112,19 @@ pub trait Remote: Send + Sync + 'static {
     /// [`Runtime::remote_deliver`]: crate::Runtime::remote_deliver
     fn deliver(&self, to: AgentId, message: RemoteMessage) -> RemoteFuture;
 
+    /// Asks agent `to` in its runtime ([`Runtime::remote_ask`] there); its reply,
+    /// postcard-encoded as its kind's `Reply`.
+    ///
+    /// [`Runtime::remote_ask`]: crate::Runtime::remote_ask
+    fn ask(&self, to: AgentId, message: RemoteMessage) -> RemoteAnswer;
+
+    /// Queries agent `to` in its runtime ([`Runtime::remote_query`] there) with `query`,
+    /// postcard-encoded as its kind's `Query`, waiting at most `timeout`; the answer,
+    /// encoded as its `Answer`.
+    ///
+    /// [`Runtime::remote_query`]: crate::Runtime::remote_query
+    fn query(&self, to: AgentId, query: Vec<u8>, timeout: Duration) -> RemoteAnswer;
+
     /// Makes sure `child` runs in its runtime, adopted for its supervisor
     /// ([`Runtime::remote_start_child`] there).
     ///
@@ -136,6 +156,14 @@ impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
 
     fn deliver(&self, to: AgentId, message: RemoteMessage) -> RemoteFuture {
         (**self).deliver(to, message)
+    }
+
+    fn ask(&self, to: AgentId, message: RemoteMessage) -> RemoteAnswer {
+        (**self).ask(to, message)
+    }
+
+    fn query(&self, to: AgentId, query: Vec<u8>, timeout: Duration) -> RemoteAnswer {
+        (**self).query(to, query, timeout)
     }
 
     fn start_child(&self, child: RemoteChild) -> RemoteFuture {

@@ -27,6 +27,10 @@ use crate::tree::AgentInfo;
 use crate::writer::WriterMsg;
 use crate::{Agent, AgentId, Error, Queries, SpawnSpec, SupervisorSpec, Topic};
 
+/// How long [`Runtime::remote_ask`] waits for a reply: the longest ask the node's API
+/// allows (the asker in the other runtime keeps its own, usually shorter, timeout).
+pub const REMOTE_ASK_LIMIT: Duration = Duration::from_secs(300);
+
 /// Limits and defaults of a runtime.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -420,6 +424,60 @@ impl Runtime {
             body: message.body,
         };
         delivery::deliver(&self.kernel, id, msg, message.origin, None).await
+    }
+
+    /// Asks agent `id` of this runtime for another runtime (what a
+    /// [`Remote::ask`](crate::remote::Remote::ask) ends in); its reply, postcard-encoded.
+    /// Waits for the reply at most [`REMOTE_ASK_LIMIT`] (the asker has its own timeout).
+    ///
+    /// # Errors
+    /// As [`Runtime::ask_json`].
+    pub async fn remote_ask(
+        &self,
+        id: &AgentId,
+        message: crate::remote::RemoteMessage,
+    ) -> Result<Vec<u8>, Error> {
+        if self.kernel.tree().is_elsewhere(id) {
+            return Err(Error::UnknownAgent(id.clone()));
+        }
+        let kind = self.kernel.kind_of(id)?;
+        let msg = delivery::Encoded {
+            kind: &*kind,
+            topic: message.topic,
+            body: message.body,
+        };
+        let (reply, answer) = oneshot::channel();
+        delivery::deliver(&self.kernel, id, msg, message.origin, Some(reply)).await?;
+        let reply = await_reply(id, answer, REMOTE_ASK_LIMIT).await?;
+        kind.reply_to_bytes(reply)
+    }
+
+    /// Queries agent `id` of this runtime for another runtime (what a
+    /// [`Remote::query`](crate::remote::Remote::query) ends in) with `query`,
+    /// postcard-encoded as its kind's `Query`; the answer, encoded.
+    ///
+    /// # Errors
+    /// As [`Runtime::query_json`], and [`Error::Decode`] for a query that does not decode.
+    pub async fn remote_query(
+        &self,
+        id: &AgentId,
+        query: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        if self.kernel.tree().is_elsewhere(id) {
+            return Err(Error::UnknownAgent(id.clone()));
+        }
+        let kind = self.kernel.kind_of(id)?;
+        let Some(queries) = kind.json_queries() else {
+            let name = self.kernel.tree().get(id).map(|n| n.kind.to_string());
+            return Err(Error::NoQueries {
+                id: id.clone(),
+                kind: name.unwrap_or_default(),
+            });
+        };
+        let run = (queries.from_bytes)(id.clone(), query)?;
+        let answer = delivery::query(&self.kernel, id, run, timeout).await?;
+        (queries.to_bytes)(answer)
     }
 
     /// Makes sure `child` runs here, adopted for its supervisor in another runtime (what

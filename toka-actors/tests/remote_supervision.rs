@@ -1,6 +1,6 @@
-//! A supervision tree that spans runtimes (see `toka_actors::remote`): two runtimes over
-//! two journals, connected by a `Remote` that places ids beginning with `b-` in runtime
-//! `b` and every other id in runtime `a`.
+//! A supervision tree that spans runtimes, and messages between them (see
+//! `toka_actors::remote`): two runtimes over two journals, connected by a `Remote` that
+//! places ids beginning with `b-` in runtime `b` and every other id in runtime `a`.
 
 mod common;
 
@@ -9,10 +9,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use common::*;
-use toka_actors::remote::RemoteFuture;
+use toka_actors::remote::{RemoteAnswer, RemoteFuture};
 use toka_actors::{
-    AgentId, AgentInfo, ChildExit, Error, Intensity, Remote, RemoteChild, RemoteMessage, Runtime,
-    SpawnSpec, Strategy, SupervisorSpec,
+    AgentError, AgentId, AgentInfo, ChildExit, Error, Intensity, Queries, Remote, RemoteChild,
+    RemoteMessage, Runtime, SpawnSpec, Strategy, SupervisorSpec,
 };
 use toka_store::Journal;
 
@@ -65,6 +65,16 @@ impl Remote for Link {
         Box::pin(async move { rt?.remote_deliver(&to, message).await })
     }
 
+    fn ask(&self, to: AgentId, message: RemoteMessage) -> RemoteAnswer {
+        let rt = self.to(&to);
+        Box::pin(async move { rt?.remote_ask(&to, message).await })
+    }
+
+    fn query(&self, to: AgentId, query: Vec<u8>, timeout: Duration) -> RemoteAnswer {
+        let rt = self.to(&to);
+        Box::pin(async move { rt?.remote_query(&to, &query, timeout).await })
+    }
+
     fn start_child(&self, child: RemoteChild) -> RemoteFuture {
         let rt = self.to(&child.spec.id);
         Box::pin(async move { rt?.remote_start_child(child).await })
@@ -86,6 +96,16 @@ impl Remote for Link {
     }
 }
 
+/// Counters answer `()` with their value.
+impl Queries for Counter {
+    type Query = ();
+    type Answer = i64;
+
+    fn query(&self, value: &i64, _: ()) -> Result<i64, AgentError> {
+        Ok(*value)
+    }
+}
+
 /// Two runtimes, their journals and the log their counters write.
 struct Pair {
     world: World,
@@ -104,7 +124,11 @@ impl Pair {
 
     /// Starts runtime `name` over its journal (again, after a `down`).
     async fn up(&self, name: &'static str) -> Arc<Runtime> {
-        let rt = builder(Arc::clone(&self.journals[name]), &self.log)
+        let counter = Counter {
+            log: self.log.clone(),
+        };
+        let rt = Runtime::builder(Arc::clone(&self.journals[name]))
+            .register_with_queries(counter)
             .remote(Link {
                 here: name,
                 world: self.world.clone(),
@@ -175,11 +199,25 @@ async fn a_child_placed_elsewhere_runs_there_and_is_supervised_from_here() {
     assert!(restarts >= 1, "a's supervisor restarted it: {restarts}");
     assert!(info(&b, "b-w").unwrap().running);
 
-    // Asks reach only agents of the same runtime, and say so.
-    let refused = p.ask(Cmd::AskAndAdd("b-w".into()), T).await;
+    // Asks and queries reach it too, from a handler or from outside.
+    assert_eq!(p.ask(Cmd::AskAndAdd("b-w".into()), T).await.unwrap(), 5);
+    let w_from_a = a.agent::<Counter>(&id("b-w")).unwrap();
+    assert_eq!(w_from_a.query((), T).await.unwrap(), 5);
+    assert_eq!(w_from_a.ask(Cmd::Add(1), T).await.unwrap(), 6);
+    // An agent of the other runtime that is not a child is reached by its id as well.
+    b.spawn::<Counter>(SpawnSpec::new("b-x").unwrap(), "b-x".into())
+        .await
+        .unwrap();
+    p.ask(Cmd::SendTo("b-x".into(), 3), T).await.unwrap();
+    assert_eq!(p.ask(Cmd::AskAndAdd("b-x".into()), T).await.unwrap(), 8);
+    let missing = a
+        .agent::<Counter>(&id("b-none"))
+        .unwrap()
+        .query((), T)
+        .await;
     assert!(
-        format!("{refused:?}").contains("another runtime"),
-        "{refused:?}"
+        matches!(missing, Err(Error::UnknownAgent(_))),
+        "{missing:?}"
     );
 
     // Stopping the parent stops and removes the child in b.

@@ -244,7 +244,8 @@ async fn remote(
         return unavailable(&format!("shard {shard} is not served by this node; retry"));
     };
     match request.apply(local.state.runtime()).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(reply)) => axum::Json(super::link::ShardAnswer { reply }).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
 }
