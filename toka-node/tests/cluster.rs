@@ -705,7 +705,13 @@ fn a_parent_supervises_a_child_that_runs_on_another_node() {
     assert_eq!(value(addrs[survivor]), 5);
     nodes[child_node].restart();
     assert!(wait_all_served(&addrs, Duration::from_secs(30)).is_ok());
-    let boss_now = holder_of(addrs[0], token, boss_shard).unwrap();
+    // (Shards may be being handed over to the returning node: wait for a holder.)
+    let mut boss_now = None;
+    assert!(eventually(Duration::from_secs(20), || {
+        boss_now = holder_of(addrs[0], token, boss_shard);
+        boss_now.is_some()
+    }));
+    let boss_now = boss_now.unwrap();
     nodes[boss_now].kill_9();
     let survivor = (0..3).find(|&n| n != boss_now).unwrap();
     assert!(
