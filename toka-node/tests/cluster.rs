@@ -38,10 +38,11 @@ use std::time::{Duration, Instant};
 
 use cluster_common::{
     ClusterNode, Outcome, Schemas, Sent, call, check_counters, eventually, free_port,
-    init_data_dirs, report, retry_503, sep, verify_shards,
+    init_data_dirs_with, report, retry_503, sep, verify_shards,
 };
 use common::postgres_url;
 use serde_json::{Value, json};
+use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -93,6 +94,17 @@ struct TestCluster {
 impl TestCluster {
     /// Starts the cluster with the config file `config(jail)` for every node.
     fn start(url: &str, tag: &str, config: impl Fn(&Path) -> String) -> TestCluster {
+        Self::start_prepared(url, tag, config, |_| {})
+    }
+
+    /// As [`TestCluster::start`], with `prepare` run on the data directory before it is
+    /// copied to each node.
+    fn start_prepared(
+        url: &str,
+        tag: &str,
+        config: impl Fn(&Path) -> String,
+        prepare: impl Fn(&Path),
+    ) -> TestCluster {
         let base = format!("{tag}_{}", std::process::id());
         let schemas = Schemas {
             url: url.to_owned(),
@@ -101,7 +113,7 @@ impl TestCluster {
         let journal = format!("{url}{}schema={base}", sep(url));
         let tmp = tempfile::tempdir().unwrap();
         // One data directory (one root and seal key), copied to each node.
-        let token = init_data_dirs(tmp.path(), &NODES);
+        let token = init_data_dirs_with(tmp.path(), &NODES, prepare);
         // As root the sandbox runs `sh` as `nobody`: it must reach and write its jail.
         let jail = tmp.path().join("jail");
         std::fs::create_dir(&jail).unwrap();
@@ -758,4 +770,132 @@ fn a_parent_supervises_a_child_that_runs_on_another_node() {
     let (status, _) =
         retry_503(|| call(addrs[survivor], "POST", &query, token, &json!("get")).unwrap());
     assert_eq!(status, 404);
+}
+
+/// A model's answer that calls `fs.read` on `notes.txt`.
+fn read_notes() -> Reply {
+    Reply::Json(chat_tool_calls(
+        &[("call_1", "fs_read", json!({"path": "notes.txt"}))],
+        60,
+        12,
+    ))
+}
+
+#[test]
+fn a_model_turn_cut_by_kill_9_finishes_on_another_node_asking_each_step_once() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    const KEY: &str = "sk-cluster-test-9d2e4f6a8b0c1e3f";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(ModelServer::start()).with_api_key(KEY);
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(
+        files.path().join("notes.txt"),
+        "Meeting moved to Thursday, room B.",
+    )
+    .unwrap();
+    let config = format!(
+        "durability = \"fsync\"\n[tools]\nfs_root = {:?}\n\
+         [models.local]\nprovider = \"openai\"\nbase_url = {:?}\nmodel = \"scripted\"\n\
+         api_key_secret = \"openai-key\"\ntimeout_secs = 30\nmax_retries = 0\n",
+        files.path().to_str().unwrap(),
+        server.base_url(),
+    );
+    let cluster = TestCluster::start_prepared(
+        &url,
+        "clm",
+        |_| config.clone(),
+        |dir| common::set_secret(dir, "openai-key", KEY),
+    );
+    let (token, addrs) = (cluster.token.clone(), cluster.addrs.clone());
+    let mut nodes = cluster.nodes;
+    let token = token.as_str();
+    let spawn = json!({"id": "helper", "kind": "assistant", "args": {
+        "model": "local", "system": "You answer questions about files.",
+        "tools": ["fs.read"], "max_steps": 4, "token": token}});
+    let (status, body) = call(addrs[0], "POST", "/agents", token, &spawn).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let shard = home_shard("helper");
+    let holder = holder_of(addrs[0], token, shard).unwrap();
+    // Asked through another node than the holder: the ask is forwarded.
+    let via = addrs[(holder + 1) % 3];
+
+    // Step 1 answers (a tool call); step 2 hangs: the holder is killed while it waits.
+    server.push(read_notes());
+    server.push(Reply::Hang);
+    let asker = {
+        let token = token.to_owned();
+        std::thread::spawn(move || {
+            let question = json!({"user": "When is the meeting?"});
+            // The answer may be cut with the forwarded connection; not checked here.
+            let _ = call(via, "POST", "/agents/helper/ask", &token, &question);
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || server.requests().len() >= 2),
+        "the second step never reached the model\n{}",
+        report(&nodes)
+    );
+    nodes[holder].kill_9();
+    server.push(Reply::Json(chat_text("On Thursday, in room B.", 90, 8)));
+    let survivor = addrs[(holder + 2) % 3];
+    let mut entries = Vec::new();
+    let finished = eventually(Duration::from_secs(30), || {
+        let (status, body) = call(
+            survivor,
+            "POST",
+            "/agents/helper/query",
+            token,
+            &json!("transcript"),
+        )
+        .unwrap_or((0, Value::Null));
+        entries = body.as_array().cloned().unwrap_or_default();
+        status == 200
+            && entries.last().is_some_and(|e| {
+                e["role"] == "assistant" && e["content"] == "On Thursday, in room B."
+            })
+    });
+    assert!(
+        finished,
+        "the turn did not finish on another node: {entries:#?}\n{}",
+        report(&nodes)
+    );
+    let _ = asker.join();
+    let roles: Vec<&str> = entries
+        .iter()
+        .map(|e| e["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "tool", "assistant"],
+        "one turn, once"
+    );
+    let sent = server.requests();
+    assert_eq!(
+        sent.len(),
+        3,
+        "step 1 once, step 2 cut then asked again: {sent:#?}"
+    );
+    let asked_first = sent.iter().filter(|r| r.body == sent[0].body).count();
+    assert_eq!(
+        asked_first, 1,
+        "the answered step was asked again on the new node"
+    );
+    assert_eq!(
+        sent[1].body, sent[2].body,
+        "the cut step is asked again as it was"
+    );
+    // The key reached the model and nothing else: no node's log has it.
+    assert_eq!(
+        sent[2].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    nodes[holder].restart();
+    for node in &nodes {
+        assert!(
+            !node.log().contains(KEY),
+            "a node logged the model's API key"
+        );
+    }
 }

@@ -300,6 +300,12 @@ pub(crate) fn free_port() -> u16 {
 /// Makes the data directory `<tmp>/<ids[0]>` with `toka-node init` and copies it to each
 /// other id (every node of a cluster needs the same root and seal keys); the admin token.
 pub(crate) fn init_data_dirs(tmp: &Path, ids: &[&str]) -> String {
+    init_data_dirs_with(tmp, ids, |_| {})
+}
+
+/// As [`init_data_dirs`], with `prepare` run on the first directory before it is copied
+/// (e.g. to put a secret in its vault).
+pub(crate) fn init_data_dirs_with(tmp: &Path, ids: &[&str], prepare: impl Fn(&Path)) -> String {
     let first = tmp.join(ids[0]);
     let out = Command::new(BIN)
         .args(["init", "--data-dir"])
@@ -311,6 +317,7 @@ pub(crate) fn init_data_dirs(tmp: &Path, ids: &[&str]) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    prepare(&first);
     for id in &ids[1..] {
         toka_test_support::fs::copy_dir(&first, &tmp.join(id));
     }
