@@ -44,6 +44,9 @@ pub(crate) struct Manager<'a> {
     shared: &'a Shared<'a>,
     journal_config: JournalConfig,
     node_journal: Arc<dyn Journal>,
+    /// Shards being closed in tasks of their own, so that a slow close (agents finishing
+    /// their messages) never holds up the renewal of the other leases.
+    closing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl<'a> Manager<'a> {
@@ -58,6 +61,7 @@ impl<'a> Manager<'a> {
             shared,
             journal_config,
             node_journal,
+            closing: std::sync::Mutex::default(),
         }
     }
 
@@ -86,7 +90,11 @@ impl<'a> Manager<'a> {
             self.opened(shard, result, &mut held).await;
         }
         for (shard, held) in std::mem::take(&mut held) {
-            self.close(shard, held, true).await;
+            self.close(shard, held, true);
+        }
+        let closing = std::mem::take(&mut *self.closing.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in closing {
+            let _ = task.await;
         }
         let cluster = Arc::clone(&self.cluster);
         let _ =
@@ -171,7 +179,7 @@ impl<'a> Manager<'a> {
                     epoch = h.lease.epoch(),
                     "lost the lease of a shard: it stops here"
                 );
-                self.close(shard, h, false).await;
+                self.close(shard, h, false);
             }
         }
 
@@ -199,7 +207,7 @@ impl<'a> Manager<'a> {
                     epoch = h.lease.epoch(),
                     "a shard's journal refuses writes (its connection failed): reopening it"
                 );
-                self.close(shard, h, true).await;
+                self.close(shard, h, true);
             }
         }
 
@@ -229,7 +237,7 @@ impl<'a> Manager<'a> {
         for shard in handing_over {
             if let Some(h) = held.remove(&shard) {
                 tracing::info!(shard, "handing a shard over to its preferred node");
-                self.close(shard, h, true).await;
+                self.close(shard, h, true);
             }
         }
         if !wanted.is_empty() {
@@ -352,29 +360,36 @@ impl<'a> Manager<'a> {
                     "could not open a shard"
                 );
                 if let Some(h) = held.remove(&shard) {
-                    self.close(shard, h, true).await;
+                    self.close(shard, h, true);
                 }
             }
         }
     }
 
-    /// Stops serving a shard, closes its stack and, when `release`, gives its lease up.
-    async fn close(&self, shard: u32, held: Held, release: bool) {
+    /// Stops serving a shard at once, then closes its stack and, when `release`, gives
+    /// its lease up, in a task of its own (the lease stays held, so nobody, this node
+    /// included, takes the shard before the close is done).
+    fn close(&self, shard: u32, held: Held, release: bool) {
         self.cluster
             .local
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&shard);
-        if let Some(stack) = held.stack {
-            if let Err(error) = stack.close().await {
-                tracing::warn!(shard, error = format!("{error:#}"), "closing a shard");
+        let cluster = Arc::clone(&self.cluster);
+        let task = tokio::spawn(async move {
+            if let Some(stack) = held.stack {
+                if let Err(error) = stack.close().await {
+                    tracing::warn!(shard, error = format!("{error:#}"), "closing a shard");
+                }
             }
-        }
-        if release {
-            let cluster = Arc::clone(&self.cluster);
-            let lease = held.lease;
-            let _ = tokio::task::spawn_blocking(move || cluster.leases.release(&lease)).await;
-        }
+            if release {
+                let lease = held.lease;
+                let _ = tokio::task::spawn_blocking(move || cluster.leases.release(&lease)).await;
+            }
+        });
+        let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+        closing.retain(|task| !task.is_finished());
+        closing.push(task);
     }
 
     /// Records the agents the held shards spawned, and shares revocations both ways.
