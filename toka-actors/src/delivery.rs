@@ -183,8 +183,8 @@ enum Placed {
 }
 
 /// Hands `msg` for agent `to` of another runtime to the runtime's
-/// [`Remote`](crate::remote::Remote); done once that runtime has it (journaled, for a
-/// durable agent). Tells only: an ask's reply cannot come back this way.
+/// [`Remote`](crate::remote::Remote): a tell is done once that runtime has it
+/// (journaled, for a durable agent); an ask's encoded reply comes back to `reply`.
 async fn remote(
     kernel: &Kernel,
     to: &AgentId,

@@ -413,11 +413,7 @@ impl Runtime {
         id: &AgentId,
         message: crate::remote::RemoteMessage,
     ) -> Result<(), Error> {
-        if self.kernel.tree().is_elsewhere(id) {
-            // Not here either: never bounce a message between runtimes.
-            return Err(Error::UnknownAgent(id.clone()));
-        }
-        let kind = self.kernel.kind_of(id)?;
+        let kind = self.kind_here(id)?;
         let msg = delivery::Encoded {
             kind: &*kind,
             topic: message.topic,
@@ -437,10 +433,7 @@ impl Runtime {
         id: &AgentId,
         message: crate::remote::RemoteMessage,
     ) -> Result<Vec<u8>, Error> {
-        if self.kernel.tree().is_elsewhere(id) {
-            return Err(Error::UnknownAgent(id.clone()));
-        }
-        let kind = self.kernel.kind_of(id)?;
+        let kind = self.kind_here(id)?;
         let msg = delivery::Encoded {
             kind: &*kind,
             topic: message.topic,
@@ -464,20 +457,36 @@ impl Runtime {
         query: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
-        if self.kernel.tree().is_elsewhere(id) {
-            return Err(Error::UnknownAgent(id.clone()));
-        }
-        let kind = self.kernel.kind_of(id)?;
-        let Some(queries) = kind.json_queries() else {
-            let name = self.kernel.tree().get(id).map(|n| n.kind.to_string());
-            return Err(Error::NoQueries {
-                id: id.clone(),
-                kind: name.unwrap_or_default(),
-            });
-        };
+        let queries = self.queries_of(&*self.kind_here(id)?, id)?;
         let run = (queries.from_bytes)(id.clone(), query)?;
         let answer = delivery::query(&self.kernel, id, run, timeout).await?;
         (queries.to_bytes)(answer)
+    }
+
+    /// The kind of agent `id`, which must run in this runtime: a request from another
+    /// runtime is never sent on to a third (no message bounces between runtimes).
+    fn kind_here(&self, id: &AgentId) -> Result<Arc<dyn Kind>, Error> {
+        if self.kernel.tree().is_elsewhere(id) {
+            return Err(Error::UnknownAgent(id.clone()));
+        }
+        self.kernel.kind_of(id)
+    }
+
+    /// How agent `id`'s kind answers queries.
+    fn queries_of(
+        &self,
+        kind: &dyn Kind,
+        id: &AgentId,
+    ) -> Result<crate::query::JsonQueries, Error> {
+        kind.json_queries().ok_or_else(|| Error::NoQueries {
+            id: id.clone(),
+            kind: self
+                .kernel
+                .tree()
+                .get(id)
+                .map(|n| n.kind.to_string())
+                .unwrap_or_default(),
+        })
     }
 
     /// Makes sure `child` runs here, adopted for its supervisor in another runtime (what
@@ -640,14 +649,7 @@ impl Runtime {
         query: serde_json::Value,
         timeout: Duration,
     ) -> Result<serde_json::Value, Error> {
-        let kind = self.kernel.kind_of(id)?;
-        let Some(json) = kind.json_queries() else {
-            let name = self.kernel.tree().get(id).map(|n| n.kind.to_string());
-            return Err(Error::NoQueries {
-                id: id.clone(),
-                kind: name.unwrap_or_default(),
-            });
-        };
+        let json = self.queries_of(&*self.kernel.kind_of(id)?, id)?;
         let run = (json.from_json)(id.clone(), query)?;
         let answer = delivery::query(&self.kernel, id, run, timeout).await?;
         (json.to_json)(answer)
