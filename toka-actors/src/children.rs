@@ -162,6 +162,9 @@ impl Children {
             return;
         };
         if running.remote.remove(id) {
+            if self.kernel.tree().get(id).is_none() {
+                return; // removed (stopped for good) where it lives already
+            }
             // Halted, not removed: a restart starts it again where it lives.
             let halted = match self.remote(id) {
                 Ok(remote) => remote.halt_child(id.clone()).await,
