@@ -111,7 +111,7 @@ mod verify;
 pub use backend::SledBackend;
 pub use backend::{Backend, MemoryBackend, WriteBatch};
 #[cfg(feature = "postgres")]
-pub use backend::{Lease, LeaseState, Leases, PgBackend, PgSession};
+pub use backend::{FollowConfig, Lease, LeaseState, Leases, PgBackend, PgSession};
 pub use config::{DEFAULT_MAX_RECORD_BYTES, Durability, JournalConfig, Retention};
 pub use crypto::EncryptionKey;
 pub use error::{Error, VersionConflict};
