@@ -50,6 +50,7 @@ mod catalog;
 mod front;
 mod manager;
 mod placement;
+mod streams;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -241,6 +242,8 @@ pub(crate) struct Cluster {
     /// Agent id → shard, as recorded (a shard never changes for an id).
     pub(crate) directory: RwLock<HashMap<String, u32>>,
     pub(crate) http: reqwest::Client,
+    /// Followers of the shards' journals, serving their event reads on this node.
+    pub(crate) followers: streams::Followers,
 }
 
 impl Cluster {
@@ -335,6 +338,7 @@ pub(crate) async fn serve(
             .tcp_keepalive(Duration::from_secs(1))
             .build()
             .context("building the HTTP client for forwarding")?,
+        followers: streams::Followers::new(journal_config.clone()),
     });
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -363,6 +367,7 @@ pub(crate) async fn serve(
         {
             shard.state.close_streams();
         }
+        front_cluster.followers.close_streams();
         let _ = stopping_tx.send(true);
     });
     // The manager runs until the server stops, then hands the shards over.

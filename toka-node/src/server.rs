@@ -114,6 +114,7 @@ use utoipa_axum::routes;
 
 pub(crate) use error::{ApiError, unwritable};
 pub(crate) use listen::{ServeLimits, serve};
+pub(crate) use routes::{EventsQuery, StreamQuery, event_sse, read_events};
 
 /// The largest request body accepted (1 MiB); larger gets 413.
 pub(crate) const BODY_LIMIT: usize = 1 << 20;
