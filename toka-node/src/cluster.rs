@@ -33,7 +33,12 @@
 //! Any node takes any request ([`front`]): a request naming an agent goes to the shard the
 //! agent lives in, served in-process if this node holds it, otherwise forwarded over HTTP
 //! to its holder (the caller's token goes along and is checked there, too). `GET /agents`
-//! merges every node's agents; other routes go to this node's lowest shard. Forwarding
+//! merges every node's agents. A shard's events (`GET /events?shard=N`,
+//! `GET /events/stream?shard=N`) are not forwarded: the node that received the request
+//! serves them from a **follower** of the shard's journal ([`toka_store::PgJournal::follow`],
+//! woken by the commits' `NOTIFY`; see `streams.rs`), so a stream is not tied to the
+//! holder and keeps going, gap-free, when the shard moves. Other routes go to this node's
+//! lowest shard. Forwarding
 //! over HTTP rather than `ractor_cluster`: the API is already the one typed, authorized,
 //! journaled entry point (a remote actor message would need a second authorization path
 //! and wire format). The hop costs a second request's CPU: with 3 nodes on one 2-core box
