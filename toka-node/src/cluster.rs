@@ -34,7 +34,12 @@
 //! Any node takes any request ([`front`]): a request naming an agent goes to the shard the
 //! agent lives in, served in-process if this node holds it, otherwise forwarded over HTTP
 //! to its holder (the caller's token goes along and is checked there, too). `GET /agents`
-//! merges every node's agents; other routes go to this node's lowest shard. Forwarding
+//! merges every node's agents. A shard's events (`GET /events?shard=N`,
+//! `GET /events/stream?shard=N`) are not forwarded: the node that received the request
+//! serves them from a **follower** of the shard's journal ([`toka_store::PgJournal::follow`],
+//! woken by the commits' `NOTIFY`; see `streams.rs`), so a stream is not tied to the
+//! holder and keeps going, gap-free, when the shard moves. Other routes go to this node's
+//! lowest shard. Forwarding
 //! over HTTP rather than `ractor_cluster`: the API is already the one typed, authorized,
 //! journaled entry point (a remote actor message would need a second authorization path
 //! and wire format). The hop costs a second request's CPU: with 3 nodes on one 2-core box
@@ -57,6 +62,7 @@ mod front;
 mod link;
 mod manager;
 mod placement;
+mod streams;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -248,6 +254,8 @@ pub(crate) struct Cluster {
     /// Agent id → shard, as recorded (a shard never changes for an id).
     pub(crate) directory: RwLock<HashMap<String, u32>>,
     pub(crate) http: reqwest::Client,
+    /// Followers of the shards' journals, serving their event reads on this node.
+    pub(crate) followers: streams::Followers,
 }
 
 impl Cluster {
@@ -342,6 +350,7 @@ pub(crate) async fn serve(
             .tcp_keepalive(Duration::from_secs(1))
             .build()
             .context("building the HTTP client for forwarding")?,
+        followers: streams::Followers::new(journal_config.clone()),
     });
 
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -370,6 +379,7 @@ pub(crate) async fn serve(
         {
             shard.state.close_streams();
         }
+        front_cluster.followers.close_streams();
         let _ = stopping_tx.send(true);
     });
     // The manager runs until the server stops, then hands the shards over.

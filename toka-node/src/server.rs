@@ -19,8 +19,8 @@
 //! | `GET /approvals` (`?agent=ID`, `?status=S`) | 200 the approvals, oldest first ([`approvals`]) | `api.approvals.read`, `ID` or none |
 //! | `GET /approvals/{id}` | 200 `{"id", "status", "tool", "agent"?, "input", "token" (its id), "requested_at", "expires_at", "decided_by"?, "reason"?, "started", "output"?, "error"?}`; `status` is `pending`, `approved`, `denied` or `expired` | `api.approvals.read`, the approval's agent |
 //! | `POST /approvals/{id}` `{"decision": "approve" \| "deny", "reason"?}` | 200 the decided approval; 409 if not pending | `api.approvals.decide.<TOOL>` (the waiting tool's name), the approval's agent |
-//! | `GET /events?from=N&limit=M&stream=S` | 200 a JSON list (at most 1,000); with `stream`, that stream's events from sequence number N | `api.events.read`, none |
-//! | `GET /events/stream?from=N` | 200 server-sent events: catch-up, then live | `api.events.read`, none |
+//! | `GET /events?from=N&limit=M&stream=S` | 200 a JSON list (at most 1,000); with `stream`, that stream's events from sequence number N; on a cluster node, `&shard=K` reads shard K's journal through a follower on the node asked | `api.events.read`, none |
+//! | `GET /events/stream?from=N` | 200 server-sent events: catch-up, then live; on a cluster node, `&shard=K` streams shard K from a follower on the node asked, across the shard moving | `api.events.read`, none |
 //! | `GET /metrics` | 200 Prometheus text | `api.metrics.read`, none |
 //! | `GET /status` | 200 `{"version", "uptime_secs", "agents": {"total", "running", "down", "halted"}, "journal": {"head_position", "acknowledged_head", "size_bytes", "durability", "writable"}, "recovery_ms", "tools", "models"}` | `api.status.read`, none |
 //! | `GET /cluster` | 200 `{"mode": "cluster", "node", "address", "lease_ms", "members": [{"id", "address", "alive", "silent_ms"}], "shards": [{"shard", "holder", "epoch", "expires_in_ms", "serving_here"}]}` on a cluster node (see `cluster.rs`); `{"mode": "standalone"}` otherwise | `api.status.read`, none |
@@ -114,6 +114,7 @@ use utoipa_axum::routes;
 
 pub(crate) use error::{ApiError, unwritable};
 pub(crate) use listen::{ServeLimits, serve};
+pub(crate) use routes::{EventsQuery, StreamQuery, event_sse, read_events};
 
 /// The largest request body accepted (1 MiB); larger gets 413.
 pub(crate) const BODY_LIMIT: usize = 1 << 20;

@@ -28,7 +28,8 @@ mod sled;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::{
-    DEFAULT_PG_SCHEMA, PG_LOCK_RETRY_FOR, PG_SCHEMA_VERSION, PgBackend, PgRange, split_schema,
+    DEFAULT_PG_SCHEMA, FollowConfig, PG_LOCK_RETRY_FOR, PG_SCHEMA_VERSION, PgBackend, PgRange,
+    split_schema,
 };
 #[cfg(feature = "postgres")]
 pub use self::postgres_lease::{Lease, LeaseState, Leases, PgSession};
@@ -43,6 +44,9 @@ pub type Entry<V> = (V, V);
 #[derive(Debug, Default)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The log head the batch's records reach (0: it writes no record). Engines that tell
+    /// other processes about commits (PostgreSQL's `NOTIFY`) announce it once committed.
+    pub(crate) head: u64,
 }
 
 impl WriteBatch {
@@ -50,6 +54,7 @@ impl WriteBatch {
     pub fn with_capacity(n: usize) -> Self {
         WriteBatch {
             ops: Vec::with_capacity(n),
+            head: 0,
         }
     }
 
@@ -61,6 +66,12 @@ impl WriteBatch {
     /// Removes `key`.
     pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
         self.ops.push((key.into(), None));
+    }
+
+    /// The log head position this batch's records reach, if it writes records (set by the
+    /// journal; engines may announce it once the batch is durable).
+    pub fn head(&self) -> Option<u64> {
+        (self.head > 0).then_some(self.head)
     }
 
     /// Number of writes.

@@ -253,6 +253,12 @@ impl Committer {
         *self.shared.visible.borrow()
     }
 
+    /// Raises the acknowledged head to `position` without a flush: a follower's, when it
+    /// learns that the journal's writer committed up to there.
+    pub(crate) fn publish_visible(&self, position: u64) {
+        publish_max(&self.shared.visible, position);
+    }
+
     /// A receiver of the acknowledged head position, for subscriptions.
     pub(crate) fn visible(&self) -> watch::Receiver<u64> {
         self.shared.visible.subscribe()

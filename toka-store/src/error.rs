@@ -157,6 +157,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The journal is a follower (`PgJournal::follow`): it
+    /// reads a journal that another process writes, and never writes itself.
+    #[error(
+        "this journal is a read-only follower of a journal another process writes: write through its writer"
+    )]
+    Follower,
     /// A version conflict, converted from [`VersionConflict`] by `?`.
     #[error(transparent)]
     Conflict(#[from] VersionConflict),

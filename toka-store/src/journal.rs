@@ -358,6 +358,75 @@ impl EventJournal<crate::backend::PgBackend> {
     }
 }
 
+#[cfg(feature = "postgres")]
+impl EventJournal<crate::backend::PgBackend> {
+    /// Opens the journal at `url` (its schema as in [`PgJournal::connect`]) as a
+    /// **follower**: a read-only view of a journal that another process (a cluster node,
+    /// another handle) writes. It takes no lock and no lease, creates nothing, never
+    /// writes (appends and snapshots fail with [`Error::Follower`]), and shows what the
+    /// writer **committed**: its [`Journal::acknowledged_head`] and its subscriptions move
+    /// when a commit's notification arrives on a listening connection of its own, or at the
+    /// latest at the next poll ([`FollowConfig`](crate::FollowConfig): every second by
+    /// default). A lost listening or reading connection is reconnected; the subscriptions
+    /// read by position, so they lose nothing meanwhile.
+    ///
+    /// Give it the writer's [`JournalConfig::encryption`] key: records are verified and
+    /// opened as the writer's own reads do. Stream reads rebuild the part of the stream
+    /// index the writer has not stored yet (its last second or so of appends) on each
+    /// call.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use toka_store::{Journal, JournalConfig, PgJournal};
+    /// let url = "postgres://toka@127.0.0.1/toka?schema=agents";
+    /// let follower = PgJournal::follow(url, JournalConfig::default())?;
+    /// let mut feed = follower.subscribe(1); // catch-up, then each commit of the writer
+    /// while let Some(event) = feed.next().await {
+    ///     println!("{}", event?.position);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`PgJournal::connect`] (no lock is waited for); also when the schema holds no
+    /// journal yet, and [`Error::WrongKey`] / [`Error::KeyRequired`] /
+    /// [`Error::NotEncrypted`] when the key does not fit.
+    pub fn follow(url: &str, config: JournalConfig) -> Result<Self, Error> {
+        Self::follow_with(url, config, crate::FollowConfig::default())
+    }
+
+    /// [`PgJournal::follow`] with how it learns of commits set by `follow`.
+    ///
+    /// # Errors
+    /// As [`PgJournal::follow`].
+    pub fn follow_with(
+        url: &str,
+        config: JournalConfig,
+        follow: crate::FollowConfig,
+    ) -> Result<Self, Error> {
+        let (base, schema) = crate::backend::split_schema(url)?;
+        let schema = schema
+            .as_deref()
+            .unwrap_or(crate::backend::DEFAULT_PG_SCHEMA);
+        let backend = crate::backend::PgBackend::connect_follower(&base, schema)?;
+        let journal = Self::open_follower(backend, config)?;
+        let weak = Arc::downgrade(&journal.inner);
+        journal
+            .inner
+            .backend
+            .listen(&follow, move |head| match weak.upgrade() {
+                Some(inner) => {
+                    inner.follow_to(head);
+                    true
+                }
+                None => false,
+            })?;
+        // Commits between opening and listening.
+        journal.inner.follow_to(None);
+        Ok(journal)
+    }
+}
+
 /// What appends serialize on. Shared with the commit thread, which checkpoints the
 /// stream index from it.
 pub(crate) struct WriterState {
@@ -379,6 +448,9 @@ struct Inner<B: Backend> {
     head: AtomicU64,
     /// Damage found at open: the journal is then read-only.
     damage: Option<BadRecord>,
+    /// A follower of a journal another process writes: never writes; its head moves as
+    /// the writer's commits are seen.
+    follower: bool,
     committer: Committer,
 }
 
@@ -393,7 +465,7 @@ impl<B: Backend> EventJournal<B> {
     /// damaged; [`Error::Backend`].
     pub fn with_backend(backend: B, config: JournalConfig) -> Result<Self, Error> {
         let backend = Arc::new(backend);
-        let sealer = open_key_check(&*backend, config.encryption.as_ref())?;
+        let sealer = key_check(&*backend, config.encryption.as_ref(), true)?;
         let Recovered {
             head,
             chain,
@@ -445,9 +517,59 @@ impl<B: Backend> EventJournal<B> {
                 writer,
                 head: AtomicU64::new(head),
                 damage,
+                follower: false,
                 committer,
             }),
         })
+    }
+
+    /// Opens a **follower** over `backend`: a read-only view of a journal that another
+    /// process writes (no recovery, no writes; the key check is verified, not created).
+    /// Its head stays where it was found until [`Inner::follow_to`] moves it.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    fn open_follower(backend: B, config: JournalConfig) -> Result<Self, Error> {
+        let backend = Arc::new(backend);
+        let sealer = key_check(&*backend, config.encryption.as_ref(), false)?;
+        let head = last_record(&*backend)?.map_or(0, |(position, _)| position);
+        let writer = Arc::new(Mutex::new(WriterState {
+            next_position: head + 1,
+            chain: GENESIS,
+            streams: Streams::default(),
+            broken: None,
+        }));
+        // Never asked to flush (nothing is written); it only carries the visible head.
+        let committer = Committer::start(
+            Arc::clone(&backend),
+            (head, GENESIS),
+            None,
+            false,
+            false,
+            Box::new(|_| {}),
+        )?;
+        tracing::debug!(
+            head,
+            encrypted = sealer.is_some(),
+            "journal follower opened"
+        );
+        Ok(EventJournal {
+            inner: Arc::new(Inner {
+                backend,
+                sealer,
+                durability: config.durability,
+                max_record_bytes: config.max_record_bytes,
+                retention: config.retention,
+                writer,
+                head: AtomicU64::new(head),
+                damage: None,
+                follower: true,
+                committer,
+            }),
+        })
+    }
+
+    /// Whether this is a follower (opened read-only on a journal another process writes).
+    pub fn is_follower(&self) -> bool {
+        self.inner.follower
     }
 
     /// The storage engine (e.g. to inspect raw bytes in tests).
@@ -673,10 +795,13 @@ fn recover<B: Backend>(backend: &B) -> Result<Recovered, Error> {
     }
 }
 
-/// Checks (or, on a new journal, creates) the sealed key check.
-fn open_key_check<B: Backend>(
+/// Checks (or, on a new journal and with `create`, creates) the sealed key check. A
+/// follower (`create` false) of a journal that has none yet accepts the key it was given;
+/// a wrong key then shows when the first sealed record does not open.
+fn key_check<B: Backend>(
     backend: &B,
     key: Option<&crate::EncryptionKey>,
+    create: bool,
 ) -> Result<Option<Sealer>, Error> {
     let stored = backend.get(keys::KEY_CHECK)?;
     match (stored, key) {
@@ -708,6 +833,9 @@ fn open_key_check<B: Backend>(
                 return Err(Error::NotEncrypted);
             }
             let sealer = Sealer::new(key)?;
+            if !create {
+                return Ok(Some(sealer));
+            }
             let mut value = vec![codec::FORMAT_VERSION];
             sealer.seal_into(keys::KEY_CHECK, KEY_CHECK_PLAINTEXT, &mut value);
             let mut batch = WriteBatch::with_capacity(1);
@@ -739,8 +867,11 @@ fn snapshot_aad(seq: u64, stream: &str) -> Vec<u8> {
 }
 
 impl<B: Backend> Inner<B> {
-    /// Refuses writes to a journal found damaged at open.
+    /// Refuses writes to a follower, and to a journal found damaged at open.
     fn writable(&self) -> Result<(), Error> {
+        if self.follower {
+            return Err(Error::Follower);
+        }
         match &self.damage {
             None => Ok(()),
             Some(bad) => Err(Error::Damaged {
@@ -748,6 +879,34 @@ impl<B: Backend> Inner<B> {
                 reason: bad.reason.clone(),
             }),
         }
+    }
+
+    /// A follower's head moves to `head` (`None`: to the last record the store holds).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    fn follow_to(&self, head: Option<u64>) {
+        let head = match head {
+            Some(head) => head,
+            None => match last_record(&*self.backend) {
+                Ok(last) => last.map_or(0, |(position, _)| position),
+                Err(error) => {
+                    tracing::warn!(%error, "a follower could not read the journal's head");
+                    return;
+                }
+            },
+        };
+        self.head.fetch_max(head, Ordering::AcqRel);
+        self.committer.publish_visible(head);
+    }
+
+    /// The index entries of `stream` from `from_seq` on that the stored index may lack:
+    /// the writer's in-memory ones, or for a follower, those rebuilt from the records
+    /// after the writer's last index checkpoint.
+    fn unstored_entries(&self, stream: &str, from_seq: u64) -> Result<Vec<IndexEntry>, Error> {
+        if self.follower {
+            let head = self.committer.acknowledged();
+            return Ok(index::rebuild(&*self.backend, head)?.pending_from(stream, from_seq));
+        }
+        Ok(self.lock_writer()?.streams.pending_from(stream, from_seq))
     }
 
     /// The writer state, for reading it.
@@ -937,6 +1096,7 @@ impl<B: Backend> Inner<B> {
         if let Some((first, last)) = open_pack.take() {
             batch.put(keys::log(first), last.finish());
         }
+        batch.head = batch_end;
         if batch_end < writer.next_position {
             // Every batch conflicted: nothing to write.
             let ticket = self
@@ -1460,6 +1620,15 @@ impl<B: Backend> Journal for EventJournal<B> {
     }
 
     async fn wait_durable(&self, position: u64) -> Result<(), Error> {
+        if self.inner.follower {
+            // What a follower sees is durable: wait until it sees `position`.
+            let mut visible = self.inner.committer.visible();
+            return visible
+                .wait_for(|head| *head >= position)
+                .await
+                .map(drop)
+                .map_err(|_| Error::Poisoned("the journal closed".into()));
+        }
         if self.inner.durability == Durability::Fsync {
             self.inner.committer.wait_durable_position(position).await
         } else {
@@ -1494,7 +1663,12 @@ impl<B: Backend> Journal for EventJournal<B> {
 
     fn stream_version(&self, stream: &str) -> Result<u64, Error> {
         validate_stream_id(stream)?;
-        if let Some(version) = self.inner.lock_state().streams.version(stream) {
+        if self.inner.follower {
+            let head = self.inner.committer.acknowledged();
+            if let Some(version) = index::rebuild(&*self.inner.backend, head)?.version(stream) {
+                return Ok(version);
+            }
+        } else if let Some(version) = self.inner.lock_state().streams.version(stream) {
             return Ok(version);
         }
         index::stored_version(&*self.inner.backend, stream)
@@ -1502,11 +1676,7 @@ impl<B: Backend> Journal for EventJournal<B> {
 
     fn stream_position(&self, stream: &str, from_seq: u64) -> Result<Option<u64>, Error> {
         validate_stream_id(stream)?;
-        let pending = self
-            .inner
-            .lock_writer()?
-            .streams
-            .pending_from(stream, from_seq);
+        let pending = self.inner.unstored_entries(stream, from_seq)?;
         StreamPositions::new(&*self.inner.backend, stream, from_seq, pending)
             .next()
             .map(|step| step.map(|(position, _)| position))
@@ -1520,10 +1690,7 @@ impl<B: Backend> Journal for EventJournal<B> {
                 &*self.inner.backend,
                 stream,
                 from_seq,
-                self.inner
-                    .lock_writer()?
-                    .streams
-                    .pending_from(stream, from_seq),
+                self.inner.unstored_entries(stream, from_seq)?,
             ),
             inner: Arc::clone(&self.inner),
             reader: PointReader::default(),

@@ -17,6 +17,8 @@
 //! - Back-ends: [`MemoryJournal`], [`SledJournal`] (feature `sled`, on by default) and
 //!   `PgJournal` (feature `postgres`: a PostgreSQL schema, one transaction per group
 //!   commit), the same logic over three [`Backend`]s, checked by one conformance suite.
+//!   A PostgreSQL journal can also be read by **followers** in other processes
+//!   (`PgJournal::follow`), whose subscriptions wake on each commit's `NOTIFY`.
 //!
 //! # Durability contract
 //! An append goes through these steps, in this order:
@@ -111,7 +113,7 @@ mod verify;
 pub use backend::SledBackend;
 pub use backend::{Backend, MemoryBackend, WriteBatch};
 #[cfg(feature = "postgres")]
-pub use backend::{Lease, LeaseState, Leases, PgBackend, PgSession};
+pub use backend::{FollowConfig, Lease, LeaseState, Leases, PgBackend, PgSession};
 pub use config::{DEFAULT_MAX_RECORD_BYTES, Durability, JournalConfig, Retention};
 pub use crypto::EncryptionKey;
 pub use error::{Error, VersionConflict};

@@ -9,9 +9,12 @@
 //! - `/approvals/{id}`: the first shard that knows the approval (this node's, then the
 //!   others').
 //! - `GET /cluster`: the members, the shards' holders and epochs (`api.status.read`).
-//! - `GET /health`: this node; anything else: shard `N` with `?shard=N` (its events,
-//!   status, metrics, wherever it is held), else this node's lowest shard (or, holding
-//!   none, the first held shard's node).
+//! - `GET /events?shard=N`, `GET /events/stream?shard=N`: served by this node from a
+//!   follower of shard `N`'s journal, wherever the shard is held (so a stream survives
+//!   the shard moving; see `streams.rs`).
+//! - `GET /health`: this node; anything else: shard `N` with `?shard=N` (its status,
+//!   metrics, wherever it is held), else this node's lowest shard (or, holding none, the
+//!   first held shard's node).
 //!
 //! A forwarded request carries `x-toka-forwarded`; a node that gets one for a shard it
 //! does not hold (it moved meanwhile) answers 503 instead of forwarding again. A shard
@@ -88,6 +91,17 @@ async fn front(State(cluster): State<Arc<Cluster>>, request: Request) -> Respons
         (_, ["agents", id, ..]) if !id.is_empty() => {
             let shard = shard_of(&cluster, id).await;
             dispatch(&cluster, shard, request, forwarded).await
+        }
+        // A shard's events: served here, from a follower of its journal (`streams.rs`).
+        (&Method::GET, ["events"] | ["events", "stream"]) => {
+            match shard_param(request.uri(), cluster.settings.shards) {
+                Some(Ok((shard, uri))) => {
+                    let stream = segments.len() == 2;
+                    super::streams::serve(&cluster, &token, shard, &uri, stream).await
+                }
+                Some(Err(message)) => ApiError::bad_request(message).into_response(),
+                None => home(&cluster, request, forwarded).await,
+            }
         }
         _ => match shard_param(request.uri(), cluster.settings.shards) {
             Some(Ok((shard, uri))) => {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use toka_actors::{AgentId, AgentInfo, SpawnSpec};
+use toka_store::Journal;
 use toka_tools::Verified;
 
 use super::auth::permit;
@@ -474,15 +475,18 @@ pub(crate) async fn events(
 ) -> Result<Json<Value>, ApiError> {
     permit(&state, &token, "api.events.read", None)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    read_events(&*state.inner.journal, &query).map(Json)
+}
+
+/// `GET /events`'s answer from `journal` (also a cluster node's follower of a shard).
+pub(crate) fn read_events(journal: &dyn Journal, query: &EventsQuery) -> Result<Value, ApiError> {
     let from = query.from.unwrap_or(1).max(1);
-    let acknowledged = state.inner.journal.acknowledged_head();
+    let acknowledged = journal.acknowledged_head();
     let available = usize::try_from((acknowledged + 1).saturating_sub(from)).unwrap_or(usize::MAX);
     let limit = query.limit.unwrap_or(100).min(MAX_EVENTS).min(available);
     let events = if let Some(stream) = &query.stream {
         let limit = query.limit.unwrap_or(100).min(MAX_EVENTS);
-        let mut events = state
-            .inner
-            .journal
+        let mut events = journal
             .read_stream(stream, from, limit)
             .map_err(|e| match e {
                 toka_store::Error::InvalidStreamId { .. } => ApiError::bad_request(e.to_string()),
@@ -493,15 +497,11 @@ pub(crate) async fn events(
     } else if limit == 0 {
         Vec::new()
     } else {
-        state
-            .inner
-            .journal
-            .read_all(from, limit)
-            .map_err(ApiError::internal)?
+        journal.read_all(from, limit).map_err(ApiError::internal)?
     };
-    Ok(Json(Value::Array(
+    Ok(Value::Array(
         events.iter().map(crate::events::event_json).collect(),
-    )))
+    ))
 }
 
 /// `GET /events/stream`'s query.
@@ -525,11 +525,23 @@ pub(crate) async fn event_stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     permit(&state, &token, "api.events.read", None)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let subscription = state
-        .inner
-        .journal
-        .subscribe(query.from.unwrap_or(1).max(1));
-    let closing = state.inner.closing.subscribe();
+    let subscription = state.inner.journal.subscribe(query.first());
+    Ok(event_sse(subscription, state.inner.closing.subscribe()))
+}
+
+impl StreamQuery {
+    /// The first position to send.
+    pub(crate) fn first(&self) -> u64 {
+        self.from.unwrap_or(1).max(1)
+    }
+}
+
+/// `GET /events/stream`'s answer: `subscription`'s events as server-sent events, until
+/// `closing` turns true (also a cluster node's stream from a follower of a shard).
+pub(crate) fn event_sse(
+    subscription: toka_store::Subscription,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     // `None` after an error: the subscription would retry the same position forever.
     let stream = futures_util::stream::unfold(
         (Some(subscription), closing),
@@ -558,7 +570,7 @@ pub(crate) async fn event_stream(
             }
         },
     );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// `GET /metrics`: the node's counters in Prometheus' text format.
