@@ -89,7 +89,9 @@ async fn a_writer_whose_lease_was_taken_over_commits_nothing_more() {
     let journal_schema = TestSchema::on(&table.url, "fencej");
     let (url, schema) = (table.url.clone(), table.name.clone());
     let leases = Arc::new(blocking(move || Leases::connect(&url, &schema).unwrap()).await);
-    let ttl = Duration::from_millis(500);
+    // Long enough for a connection and a few commits on a loaded machine (500 ms was
+    // not, twice, under load average 8), short enough to wait out.
+    let ttl = Duration::from_millis(2_000);
 
     let l = Arc::clone(&leases);
     let a_lease = blocking(move || l.try_acquire("j", "a", ttl).unwrap().unwrap()).await;
