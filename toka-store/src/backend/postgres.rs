@@ -351,11 +351,24 @@ impl Shared {
     fn call<R: Send + 'static>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut Conn) -> Result<R, postgres::Error> + Send + 'static,
+        mut f: impl FnMut(&mut Conn) -> Result<R, postgres::Error> + Send + 'static,
     ) -> Result<R, Error> {
         let (tx, rx) = mpsc::sync_channel(1);
         let task: Task = Box::new(move |conn: &mut Conn| {
             conn.reconnect_follower();
+            if conn.follower.is_some() && conn.failed.is_none() {
+                // A follower's read is harmless to repeat: one whose connection was lost
+                // (terminated, restarted server) is run again on a fresh one, once.
+                let result = f(conn);
+                let lost = result.is_err() && (conn.client.is_closed() || conn.failed.is_some());
+                if !lost {
+                    let _ = tx.send(result.map_err(|e| Error::backend(op, e)));
+                    return;
+                }
+                conn.failed
+                    .get_or_insert_with(|| "the connection was lost".into());
+                conn.reconnect_follower();
+            }
             let result = match (conn.fenced(), &conn.failed) {
                 (Some(fenced), _) => Err(fenced),
                 (None, Some(reason)) => Err(failure(
