@@ -74,8 +74,9 @@
 //! `default_transaction_read_only` session, and [`Backend::apply`] fails. It sees committed
 //! rows only. A listening thread of its own (`LISTEN` on a second connection, named
 //! `toka-listen/<schema>`) wakes it on each commit, and it polls the head as a fallback
-//! ([`FollowConfig`]); both connections reconnect after being lost (the reading one at its
-//! next call), and what committed meanwhile is found by position.
+//! ([`FollowConfig`]); both connections reconnect after being lost (a read that found its
+//! connection gone runs again on a fresh one), and what committed meanwhile is found by
+//! position.
 //!
 //! # Secrets
 //! Connection URLs may carry a password. It is never logged nor put in an error: use
