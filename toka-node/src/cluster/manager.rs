@@ -287,12 +287,14 @@ impl<'a> Manager<'a> {
         }
     }
 
-    /// Opens the shard's journal fenced by `lease` and recovers its runtime.
+    /// Opens the shard's journal fenced by `lease`, records this node's holding in it, and
+    /// recovers its runtime.
     fn open(&self, shard: u32, lease: Lease) -> Opening<'a> {
         let shared = self.shared;
         let settings = self.settings().clone();
         let config = self.journal_config.clone();
         let boots = boot_agents_of(shared.config, shard, settings.shards);
+        let epoch = lease.epoch();
         Box::pin(async move {
             let opened = async {
                 let schema = settings.shard_schema(shard);
@@ -302,6 +304,8 @@ impl<'a> Manager<'a> {
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("opening shard {shard}: {e}"))??;
+                // The holding first: every record after it is this holder's.
+                super::record_holding(&journal, &settings.node_id, epoch).await?;
                 Stack::open(shared, Arc::new(journal), |id| boots.contains(id)).await
             };
             (shard, opened.await)
