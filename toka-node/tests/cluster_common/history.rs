@@ -158,7 +158,8 @@ pub(crate) fn read_shard_history(
         if agent.is_none() && !event.stream.starts_with("toka/") {
             continue;
         }
-        let runtime = agent.is_some() || event.stream == "toka/tree" || event.stream == "toka/progress";
+        let runtime =
+            agent.is_some() || event.stream == "toka/tree" || event.stream == "toka/progress";
         if runtime && history.first_runtime.is_none() {
             history.first_runtime = Some(event.position);
         }
@@ -294,10 +295,8 @@ pub(crate) fn check_history(
         by_agent.entry(&entry.agent).or_default().push(entry);
     }
     for (agent, mut entries) in by_agent {
-        let homes: Vec<&ShardHistory> = shards
-            .iter()
-            .filter(|h| h.agents.contains(agent))
-            .collect();
+        let homes: Vec<&ShardHistory> =
+            shards.iter().filter(|h| h.agents.contains(agent)).collect();
         let [home] = homes[..] else {
             bad.push(format!(
                 "agent {agent}: its stream is in {} shard journals, not one",
@@ -355,5 +354,38 @@ pub(crate) fn check_history(
             }
         }
     }
-    if bad.is_empty() { Ok(checked) } else { Err(bad) }
+    if bad.is_empty() {
+        Ok(checked)
+    } else {
+        Err(bad)
+    }
+}
+
+/// Reads the shard journals at `urls` (shard `i` at `urls[i]`; the nodes stopped) and
+/// checks their history against `ledger`, attributing the processes of `nodes`; panics
+/// with every violation, or prints what was checked.
+pub(crate) fn check_cluster_history(
+    nodes: &[super::ClusterNode],
+    urls: impl IntoIterator<Item = String>,
+    ledger: &[LedgerEntry],
+) -> Checked {
+    let processes: BTreeMap<u32, String> = nodes
+        .iter()
+        .flat_map(|node| node.pids().iter().map(|pid| (*pid, node.id.to_owned())))
+        .collect();
+    let histories = read_shard_histories(urls);
+    match check_history(&histories, ledger, &processes) {
+        Ok(checked) => {
+            eprintln!(
+                "history: {} holdings in increasing epochs; {} journaled effects and {} ledger lines attributed to their holders; {} moves of an agent between processes",
+                checked.holdings, checked.work, checked.ledger, checked.moves
+            );
+            checked
+        }
+        Err(bad) => panic!(
+            "the history checker found {} violations:\n{}",
+            bad.len(),
+            bad.join("\n")
+        ),
+    }
 }
