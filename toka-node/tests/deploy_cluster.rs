@@ -111,8 +111,7 @@ fn the_compose_file_runs_postgres_and_three_nodes_of_one_cluster() {
             "{id}: {journal}"
         );
         journals.push(journal.to_owned());
-        let volume = format!("{id}:/data");
-        assert_eq!(strings(&node["volumes"]), [volume.clone()], "{id}");
+        assert_eq!(strings(&node["volumes"]), [format!("{id}:/data")], "{id}");
         assert!(
             init_volumes.contains(&format!("{id}:/data/{id}")),
             "init does not fill {id}'s volume: {init_volumes:?}"
