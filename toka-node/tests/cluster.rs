@@ -32,7 +32,9 @@
 //!   sent to and queried through the others (an id taken through another node is 409); an
 //!   approval made on one node is listed, read and decided through the others; a token
 //!   revoked through one node is refused by every node's front within seconds (and by the
-//!   holder of a forwarded request); `GET /cluster` shows every shard held.
+//!   holder of a forwarded request); `GET /cluster` shows every shard held, and each
+//!   shard's last holding (`GET /events?shard=N&stream=toka/cluster`) names its holder
+//!   and epoch.
 //!
 //! Needs `TOKA_TEST_POSTGRES` (see `toka-store/tests/postgres/start.sh`); without it the
 //! test passes doing nothing, unless `TOKA_REQUIRE_POSTGRES=1` (CI).
@@ -702,6 +704,37 @@ fn any_node_answers_for_the_whole_cluster() {
             .all(|s| s["holder"].is_string() && s["epoch"].as_i64() >= Some(1)),
         "{view}"
     );
+    // Each shard journal names its holders: the last holding is its current holder's.
+    // (Asked of the holder itself: a `?shard=N` forwarded by another node reaches the
+    // holder without its parameter, and is answered from the holder's lowest shard.)
+    for s in shards {
+        let shard = s["shard"].as_u64().unwrap();
+        let holder = cluster
+            .nodes
+            .iter()
+            .find(|n| s["holder"] == n.id)
+            .unwrap_or_else(|| panic!("{s}"));
+        let (status, events) = call(
+            holder.addr,
+            "GET",
+            &format!("/events?shard={shard}&stream=toka%2Fcluster&limit=1000"),
+            token,
+            &Value::Null,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{events}");
+        let last = events.as_array().and_then(|e| e.last()).cloned();
+        let last = last.unwrap_or_else(|| panic!("shard {shard}: no holding in {events}"));
+        assert_eq!(last["kind"], history::HOLDING_KIND, "{last}");
+        let holding: Value =
+            serde_json::from_str(last["payload"]["utf8"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (&holding["node"], &holding["epoch"]),
+            (&s["holder"], &s["epoch"]),
+            "shard {shard}: {holding} in the journal, {s} in the view; {events}\n{}",
+            report(&cluster.nodes)
+        );
+    }
     // A forwarded request is checked at the holder too: refused everywhere.
     for addr in [a, b, c] {
         let (status, _) = call(addr, "POST", "/agents/k1/query", &narrow, &json!("get")).unwrap();
