@@ -21,6 +21,17 @@
 //! (`lease_ms / 6`); if it cannot, it stops serving a shard before the lease can expire
 //! in the database (its own deadline counts from before the last renewal it sent).
 //!
+//! # Holdings in the journal
+//! When a node starts serving a shard at epoch `E` it first appends a **holding** to the
+//! shard's journal (stream [`HOLDINGS_STREAM`], kind [`HOLDING_KIND`], a JSON payload: the
+//! node id, the epoch, the node's process id and when it started serving), before any
+//! agent of the shard recovers or runs. The append is fenced like every other write, so
+//! the holdings of a shard journal form its history of holders, in strictly increasing
+//! epochs, and every record after a holding (up to the next one) was written by that
+//! holder. Operators see them in `GET /events?shard=N&stream=toka/cluster`; the cluster
+//! tests check their histories against them. The runtime reads its own streams only
+//! (`toka/tree`, `toka/progress`, `agent/…`), so a holding never reaches an agent.
+//!
 //! # Membership and placement
 //! Every node heartbeats in `<base>_cluster.toka_members` (`GET /cluster` shows them). A
 //! member silent for a lease period is gone. Shards are dealt round-robin over the live
@@ -79,6 +90,41 @@ use crate::server::{AppState, NodeInfo};
 use crate::stack::Shared;
 
 use self::catalog::{Catalog, Member};
+
+/// The stream of a shard journal that holds its holdings (see the module docs).
+pub(crate) const HOLDINGS_STREAM: &str = "toka/cluster";
+
+/// The kind of a holding record.
+pub(crate) const HOLDING_KIND: &str = "cluster.holding";
+
+/// Appends the holding of `node_id` at `epoch` to a shard's (fenced) journal: called
+/// before the shard's runtime recovers, so every record after it is this holder's.
+///
+/// # Errors
+/// The journal's: the lease was lost, the database failed.
+pub(crate) async fn record_holding(
+    journal: &dyn Journal,
+    node_id: &str,
+    epoch: i64,
+) -> anyhow::Result<()> {
+    let payload = serde_json::json!({
+        "node": node_id,
+        "epoch": epoch,
+        "pid": std::process::id(),
+        "started_micros": toka_store::Timestamp::now().as_micros(),
+    });
+    let event = toka_store::NewEvent::new(HOLDING_KIND, payload.to_string().into_bytes());
+    journal
+        .append(
+            HOLDINGS_STREAM,
+            toka_store::ExpectedVersion::Any,
+            std::slice::from_ref(&event),
+        )
+        .await
+        .context("recording this node's holding in the shard journal")?
+        .map_err(|conflict| anyhow::anyhow!("recording the holding: {conflict}"))?;
+    Ok(())
+}
 
 /// Shards unless `[cluster] shards` says otherwise.
 const DEFAULT_SHARDS: u32 = 8;

@@ -9,17 +9,32 @@
 //!   at least every acknowledged message and at most those plus the ones whose outcome the
 //!   client could not know, and every shard journal's hash chain is intact (two writers of
 //!   one journal break it: see `toka-store/tests/leases_postgres.rs`). Beside them, 8
-//!   reactors run `shell.exec` for each event sent to them (`echo ID >> ledger.txt` in one
-//!   jail all the nodes share: an outside system): no event's effect ever runs twice,
-//!   whichever node ran its reactor before and after each kill, and every acknowledged
+//!   reactors run `shell.exec` for each event sent to them (appending `AGENT EVENT PID
+//!   MICROS` to `ledger.txt` in one jail all the nodes share: an outside system): no
+//!   event's effect ever runs twice, whichever node ran its reactor before and after each
+//!   kill, and every acknowledged
 //!   event's effect ran, but for the few a kill left in doubt between intent and outcome
-//!   (never re-run: at most once).
+//!   (never re-run: at most once). Then the **history checker** (`cluster_common::history`)
+//!   reads every shard journal: its holdings (journaled by each node before it recovers a
+//!   shard) come in strictly increasing epochs, each by a process of the node it names;
+//!   every effect outcome journaled (the command prints `$PPID`, its node's process id,
+//!   and the time) lies after a holding of the process that ran it; and every ledger line,
+//!   in real time, comes from the process whose holding was in force then — per agent, no
+//!   two nodes within one holding, no node that did not hold it.
+//!
+//! - `the_history_checker_rejects_work_by_a_node_that_did_not_hold_the_shard`: the checker
+//!   on hand-made histories: a good one passes; work journaled under another node's
+//!   holding, an effect run while another node held the shard, two processes within one
+//!   holding, epochs out of order, a runtime record before the first holding, a holding by
+//!   a stranger, and a journaled run missing from the ledger each fail it.
 //!
 //! - `any_node_answers_for_the_whole_cluster`: agents spawned through one node are listed,
 //!   sent to and queried through the others (an id taken through another node is 409); an
 //!   approval made on one node is listed, read and decided through the others; a token
 //!   revoked through one node is refused by every node's front within seconds (and by the
-//!   holder of a forwarded request); `GET /cluster` shows every shard held.
+//!   holder of a forwarded request); `GET /cluster` shows every shard held, and each
+//!   shard's last holding (`GET /events?shard=N&stream=toka/cluster`) names its holder
+//!   and epoch.
 //!
 //! Needs `TOKA_TEST_POSTGRES` (see `toka-store/tests/postgres/start.sh`); without it the
 //! test passes doing nothing, unless `TOKA_REQUIRE_POSTGRES=1` (CI).
@@ -37,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    ClusterNode, Outcome, Schemas, Sent, call, check_counters, eventually, free_port,
+    ClusterNode, Outcome, Schemas, Sent, call, check_counters, eventually, free_port, history,
     init_data_dirs_with, report, retry_503, sep, verify_shards,
 };
 use common::postgres_url;
@@ -220,7 +235,7 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
         let args = json!({
             "subscribe": format!("unused.{id}"),
             "tool": "shell.exec",
-            "input": {"program": "sh", "args": ["-c", "echo {{/id}} >> ledger.txt"]},
+            "input": {"program": "sh", "args": ["-c", history::MARKING_SCRIPT]},
             "token": token,
         });
         let (status, body) = call(
@@ -312,7 +327,7 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
                     "POST",
                     &format!("/agents/{reactor}/messages"),
                     &token,
-                    &json!({"id": event}),
+                    &json!({"id": event, "to": reactor}),
                 );
                 if let Ok((202, _)) = sent {
                     acked.lock().unwrap().push(event);
@@ -389,9 +404,10 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
     // ran unless a kill left it in doubt (then it is never re-run).
     let acked = events_acked.lock().unwrap().clone();
     let settled = Instant::now() + Duration::from_secs(20);
+    let read_ledger =
+        || history::parse_ledger(&std::fs::read_to_string(&ledger).unwrap_or_default()).unwrap();
     let ran = loop {
-        let text = std::fs::read_to_string(&ledger).unwrap_or_default();
-        let ran: Vec<String> = text.lines().map(str::to_owned).collect();
+        let ran: Vec<String> = read_ledger().into_iter().map(|run| run.event).collect();
         let done = acked.iter().filter(|e| ran.contains(e)).count();
         if done + kills * 2 >= acked.len() || Instant::now() > settled {
             break ran;
@@ -416,11 +432,110 @@ fn a_cluster_survives_kills_with_every_acknowledged_message_applied_once() {
         missing.len()
     );
 
-    // Stop gracefully, then check every shard journal with the store itself.
+    // Stop gracefully, then check every shard journal with the store itself, and the
+    // history of holders it tells against the work journaled and the ledger.
     for node in &mut nodes {
         node.sigterm();
     }
-    verify_shards(shard_urls);
+    verify_shards(shard_urls.clone());
+    let checked = history::check_cluster_history(&nodes, shard_urls, &read_ledger());
+    assert_eq!(checked.ledger, ran.len());
+}
+
+/// The history checker of the failover test passes a good history and rejects each kind
+/// of broken one (it needs no database).
+#[test]
+fn the_history_checker_rejects_work_by_a_node_that_did_not_hold_the_shard() {
+    use history::{Holding, Run, ShardHistory, Work, check_history, marked_runs};
+    let run = |event: &str, pid: u32, at_micros: u64| Run {
+        agent: "r0".into(),
+        event: event.into(),
+        pid,
+        at_micros,
+    };
+    let holding = |position: u64, node: &str, epoch: i64, pid: u32, started_micros: u64| Holding {
+        position,
+        node: node.into(),
+        epoch,
+        pid,
+        started_micros,
+    };
+    // n1 (process 100) holds shard 0 from position 1, n2 (process 200) from position 50.
+    let good = ShardHistory {
+        shard: 0,
+        holdings: vec![
+            holding(1, "n1", 1, 100, 1_000),
+            holding(50, "n2", 2, 200, 5_000),
+        ],
+        first_runtime: Some(2),
+        agents: ["r0".to_owned()].into(),
+        work: vec![
+            Work {
+                position: 10,
+                run: run("e1", 100, 2_000),
+            },
+            Work {
+                position: 60,
+                run: run("e2", 200, 6_000),
+            },
+        ],
+        unreadable: Vec::new(),
+    };
+    let ledger = vec![run("e1", 100, 2_000), run("e2", 200, 6_000)];
+    let processes: BTreeMap<u32, String> = [(100, "n1".to_owned()), (200, "n2".to_owned())].into();
+    let checked = check_history(std::slice::from_ref(&good), &ledger, &processes).unwrap();
+    assert_eq!(
+        (
+            checked.holdings,
+            checked.work,
+            checked.ledger,
+            checked.moves
+        ),
+        (2, 2, 2, 1)
+    );
+    let rejected = |shard: &ShardHistory, ledger: &[Run], why: &str| {
+        let bad = check_history(std::slice::from_ref(shard), ledger, &processes)
+            .expect_err("a broken history passed");
+        assert!(
+            bad.iter().any(|b| b.contains(why)),
+            "expected {why:?} in {bad:#?}"
+        );
+    };
+
+    // The old holder's work journaled after the new holding (a fence that let it through).
+    let mut stale = good.clone();
+    stale.work[1].run.pid = 100;
+    let stale_ledger = [ledger[0].clone(), stale.work[1].run.clone()];
+    rejected(&stale, &stale_ledger, "journaled under");
+    // An effect the journal never saw (in doubt), run by n1 while n2 held the shard.
+    let mut late = ledger.clone();
+    late.push(run("e3", 100, 7_000));
+    rejected(&good, &late, "while shard 0 was held by");
+    // Two processes within one holding, in real time.
+    let mut both = ledger.clone();
+    both.push(run("e3", 100, 5_500));
+    both.push(run("e4", 200, 5_600));
+    rejected(&good, &both, "on two processes within one holding");
+    // Epochs that do not increase.
+    let mut epochs = good.clone();
+    epochs.holdings[1].epoch = 1;
+    rejected(&epochs, &ledger, "epochs out of order");
+    // A runtime record before the first holding (recovery before the holding).
+    let mut early = good.clone();
+    early.first_runtime = Some(1);
+    early.holdings[0].position = 3;
+    rejected(&early, &ledger, "precedes the first holding");
+    // A holding by a process the test never started as that node.
+    let mut stranger = good.clone();
+    stranger.holdings[1].node = "n3".into();
+    rejected(&stranger, &ledger, "names a process the test did not start");
+    // A journaled run the ledger does not have.
+    rejected(&good, &ledger[..1], "no such line in the ledger");
+
+    // Marks are read out of a journaled tool output (JSON text, newline escaped).
+    let output = r#"{"stdout":"holder-check r0 e1 100 2000\n","stderr":"","exit_code":0}"#;
+    assert_eq!(marked_runs(output), [run("e1", 100, 2_000)]);
+    assert!(marked_runs("holder-check r0 e1 x 2000").is_empty());
 }
 
 #[test]
@@ -601,6 +716,50 @@ fn any_node_answers_for_the_whole_cluster() {
             .all(|s| s["holder"].is_string() && s["epoch"].as_i64() >= Some(1)),
         "{view}"
     );
+    // Each shard journal names its holders: the last holding is its current holder's.
+    // Asked of another node than the holder: events are read there from a follower of
+    // the shard's journal, and a forwarded `/status?shard=N` is the holder's shard N (not
+    // its lowest shard).
+    for s in shards {
+        let shard = s["shard"].as_u64().unwrap();
+        let holder = cluster
+            .nodes
+            .iter()
+            .find(|n| s["holder"] == n.id)
+            .unwrap_or_else(|| panic!("{s}"));
+        let other = cluster.nodes.iter().find(|n| s["holder"] != n.id).unwrap();
+        let head = |addr| {
+            let path = format!("/status?shard={shard}");
+            let (status, body) = call(addr, "GET", &path, token, &Value::Null).unwrap();
+            assert_eq!(status, 200, "{body}");
+            body["journal"]["head_position"].clone()
+        };
+        assert_eq!(
+            head(other.addr),
+            head(holder.addr),
+            "shard {shard}'s status"
+        );
+        let (status, events) = call(
+            other.addr,
+            "GET",
+            &format!("/events?shard={shard}&stream=toka%2Fcluster&limit=1000"),
+            token,
+            &Value::Null,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{events}");
+        let last = events.as_array().and_then(|e| e.last()).cloned();
+        let last = last.unwrap_or_else(|| panic!("shard {shard}: no holding in {events}"));
+        assert_eq!(last["kind"], history::HOLDING_KIND, "{last}");
+        let holding: Value =
+            serde_json::from_str(last["payload"]["utf8"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (&holding["node"], &holding["epoch"]),
+            (&s["holder"], &s["epoch"]),
+            "shard {shard}: {holding} in the journal, {s} in the view; {events}\n{}",
+            report(&cluster.nodes)
+        );
+    }
     // A forwarded request is checked at the holder too: refused everywhere.
     for addr in [a, b, c] {
         let (status, _) = call(addr, "POST", "/agents/k1/query", &narrow, &json!("get")).unwrap();

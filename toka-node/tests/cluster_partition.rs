@@ -24,9 +24,11 @@
 //!   After each heal `n3` must say it lost each lease it held, at the epoch it held it
 //!   (`lost the lease` in its log: it stopped serving by its own deadline), and the shards
 //!   must spread over the three nodes again. At the end every counter holds at least every
-//!   acknowledged message and at most those plus the ones in doubt, and every shard
-//!   journal's hash chain is intact. The times until the shards moved and until they spread
-//!   again are printed; `TOKA_PARTITION_LOGS=1` prints the nodes' logs too.
+//!   acknowledged message and at most those plus the ones in doubt, every shard
+//!   journal's hash chain is intact, and its holdings (`cluster_common::history`) come in
+//!   strictly increasing epochs, each by a process of the node it names. The times until
+//!   the shards moved and until they spread again are printed; `TOKA_PARTITION_LOGS=1`
+//!   prints the nodes' logs too.
 //!
 //! - `a_shard_whose_journal_connection_dies_opens_again`: the server ends a one-node
 //!   cluster's shard journal sessions (`pg_terminate_backend`) while the node keeps the
@@ -52,8 +54,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_common::{
-    ClusterNode, Outcome, Schemas, Sent, call, check_counters, free_port, init_data_dirs, report,
-    retry_503, sep, verify_shards,
+    ClusterNode, Outcome, Schemas, Sent, call, check_counters, free_port, history, init_data_dirs,
+    report, retry_503, sep, verify_shards,
 };
 use common::postgres_url;
 use serde_json::{Value, json};
@@ -727,7 +729,11 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
     for node in &mut nodes {
         node.sigterm();
     }
-    verify_shards((0..SHARDS).map(|shard| format!("{url}{sep}schema={base}_s{shard}")));
+    let urls = || (0..SHARDS).map(|shard| format!("{url}{sep}schema={base}_s{shard}"));
+    verify_shards(urls());
+    // Holdings in increasing epochs, each by a process of the node it names, before any
+    // runtime record (no tool runs here: nothing more to attribute).
+    history::check_cluster_history(&nodes, urls(), &[]);
     drop(forwarder);
 }
 

@@ -15,7 +15,8 @@
 //! # Invariants
 //! - A child never outlives its run: after it exits, times out or floods its output, its
 //!   process group and its cgroup (one per run, which also holds processes that called
-//!   `setsid`; see `cgroup.rs`) are killed; `PR_SET_PDEATHSIG` kills it if the host dies.
+//!   `setsid`; see `cgroup.rs`) are killed; `PR_SET_PDEATHSIG` kills it if the host dies
+//!   (and a child whose host died before it set that exits before it runs the program).
 //! - With a cgroup, `pids.max` bounds each run's processes, whatever its user.
 //! - Limits are set in the child between `fork` and `exec`, so they hold from the first
 //!   instruction of the program.

@@ -66,6 +66,8 @@ pub(crate) struct Spawn {
     ruleset: Option<RawFd>,
     report: OwnedFd,
     report_read: Option<OwnedFd>,
+    /// The host's process id: the child's parent, unless the host died meanwhile.
+    host: libc::pid_t,
 }
 
 /// A running child: its pid, and the read ends of its stdout and stderr.
@@ -176,6 +178,7 @@ impl Spawn {
                 ruleset: options.ruleset,
                 report,
                 report_read: Some(report_read),
+                host: nix::unistd::getpid().as_raw(),
             },
             out_read,
             err_read,
@@ -333,6 +336,13 @@ impl Spawn {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0
                 || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0
             {
+                return fail(9);
+            }
+            // A host killed before the line above sent no death signal: the child, now
+            // another process's, must not run the program (the cluster's history check
+            // caught sandboxed commands running after their node's SIGKILL).
+            if libc::getppid() != self.host {
+                *libc::__errno_location() = libc::ESRCH;
                 return fail(9);
             }
             if let Some(fd) = self.ruleset

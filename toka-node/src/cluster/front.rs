@@ -106,7 +106,11 @@ async fn front(State(cluster): State<Arc<Cluster>>, request: Request) -> Respons
         _ => match shard_param(request.uri(), cluster.settings.shards) {
             Some(Ok((shard, uri))) => {
                 let mut request = request;
-                *request.uri_mut() = uri;
+                // The shard's own API takes the URI without `shard`; a holder elsewhere
+                // gets it whole, so that its front picks the same shard.
+                if cluster.local_shard(shard).is_some_and(|s| s.valid()) {
+                    *request.uri_mut() = uri;
+                }
                 dispatch(&cluster, shard, request, forwarded).await
             }
             Some(Err(message)) => ApiError::bad_request(message).into_response(),

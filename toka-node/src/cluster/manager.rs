@@ -295,7 +295,8 @@ impl<'a> Manager<'a> {
         }
     }
 
-    /// Opens the shard's journal fenced by `lease` and recovers its runtime.
+    /// Opens the shard's journal fenced by `lease`, records this node's holding in it, and
+    /// recovers its runtime.
     fn open(&self, shard: u32, lease: Lease) -> Opening<'a> {
         let shared = self.shared;
         let settings = self.settings().clone();
@@ -303,6 +304,7 @@ impl<'a> Manager<'a> {
         let boots = boot_agents_of(shared.config, shard, settings.shards);
         let link: Arc<dyn toka_actors::Remote> =
             Arc::new(super::link::ShardLink::new(&self.cluster, shard));
+        let epoch = lease.epoch();
         Box::pin(async move {
             let opened = async {
                 let schema = settings.shard_schema(shard);
@@ -312,6 +314,8 @@ impl<'a> Manager<'a> {
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("opening shard {shard}: {e}"))??;
+                // The holding first: every record after it is this holder's.
+                super::record_holding(&journal, &settings.node_id, epoch).await?;
                 Stack::open(
                     shared,
                     Arc::new(journal),

@@ -1,7 +1,10 @@
 //! What the cluster tests share (`cluster.rs`, `cluster_partition.rs`): node processes
 //! (optionally inside a network namespace), a tolerant HTTP client, the schemas a test
-//! makes, and the client-side accounting of sent messages.
+//! makes, the client-side accounting of sent messages, and the history checker over the
+//! shard journals ([`history`]).
 #![allow(dead_code)]
+
+pub(crate) mod history;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -47,6 +50,8 @@ pub(crate) struct ClusterNode {
     netns: Option<String>,
     log: PathBuf,
     child: Option<Child>,
+    /// The process id of each start, in order.
+    pids: Vec<u32>,
 }
 
 impl ClusterNode {
@@ -69,6 +74,7 @@ impl ClusterNode {
             netns: netns.map(str::to_owned),
             log: dir.with_extension("log"),
             child: None,
+            pids: Vec::new(),
         };
         node.restart();
         node
@@ -121,7 +127,14 @@ impl ClusterNode {
         }
         // Keep draining stdout so the node never blocks on it.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        // `ip netns exec` execs the node: the same process.
+        self.pids.push(child.id());
         self.child = Some(child);
+    }
+
+    /// The process id of each of its starts so far, in order.
+    pub(crate) fn pids(&self) -> &[u32] {
+        &self.pids
     }
 
     /// Its stderr so far.
