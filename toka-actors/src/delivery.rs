@@ -184,14 +184,11 @@ pub(crate) async fn journal(
             trace,
         },
     )?;
-    async {
-        let appended = kernel
-            .append(to, RecordKind::Msg, payload, Routing::Deliver(reply))
-            .await?;
-        kernel.wait_durable(appended.last_position).await
-    }
-    .instrument(span)
-    .await
+    kernel
+        .append_durable(to, RecordKind::Msg, payload, Routing::Deliver(reply))
+        .instrument(span)
+        .await
+        .map(drop)
 }
 
 /// Publishes encoded `body` to every subscriber of `topic`; returns how many there were.

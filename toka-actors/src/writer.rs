@@ -30,10 +30,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use toka_store::{Appended, ExpectedVersion, Journal, NewEvent, StreamBatch};
+use toka_store::{Appended, DurableCallback, ExpectedVersion, Journal, NewEvent, StreamBatch};
 use tokio::sync::oneshot;
 
 use crate::directory::Directory;
@@ -61,12 +61,13 @@ pub(crate) const PROGRESS_SNAPSHOT_EVERY: u64 = 64;
 /// Requests to the writer.
 pub(crate) enum WriterMsg {
     /// Append one event to an agent's stream, routed as `routing` says; answer `ack`, if
-    /// any, once written.
+    /// any, once written, or with `durable`, once durable.
     Append {
         id: AgentId,
         event: NewEvent,
         routing: Routing,
         ack: Option<oneshot::Sender<Result<Appended, Error>>>,
+        durable: bool,
     },
     /// Append a record to a runtime stream (tree).
     AppendTo {
@@ -128,7 +129,12 @@ struct PendingAppend {
     event: NewEvent,
     routing: Routing,
     ack: Option<oneshot::Sender<Result<Appended, Error>>>,
+    /// Acknowledge only once durable.
+    durable: bool,
 }
+
+/// Acknowledgements of one group write that wait for its flush.
+type DurableAcks = Vec<(oneshot::Sender<Result<Appended, Error>>, Appended)>;
 
 /// Appends gathered into one write at most (bounds the latency of the first).
 const MAX_GROUP: usize = 512;
@@ -197,6 +203,7 @@ impl Actor for Writer {
                 event,
                 routing,
                 ack,
+                durable,
             } => {
                 // Gather appends that queue up while the writer is busy, and write them
                 // together when the `Commit` queued behind the first one comes up.
@@ -210,6 +217,7 @@ impl Actor for Writer {
                     event,
                     routing,
                     ack,
+                    durable,
                 });
                 if state.pending.len() >= MAX_GROUP {
                     state.commit().await;
@@ -284,6 +292,20 @@ fn refused_before_writing(error: &toka_store::Error) -> bool {
     )
 }
 
+/// The error each sender of a group gets when the journal cannot make it durable: the
+/// same as its own [`Journal::wait_durable`] would have returned (typed for a lost
+/// lease, so that callers can tell it from a broken disk).
+fn durability_failure(error: &toka_store::Error) -> toka_store::Error {
+    match error {
+        toka_store::Error::Fenced { lease, epoch } => toka_store::Error::Fenced {
+            lease: lease.clone(),
+            epoch: *epoch,
+        },
+        toka_store::Error::Poisoned(reason) => toka_store::Error::Poisoned(reason.clone()),
+        other => toka_store::Error::Poisoned(other.to_string()),
+    }
+}
+
 /// Appends `id`'s incarnation marker if its stream is not empty; returns the base.
 async fn begin_incarnation(
     journal: &dyn toka_store::Journal,
@@ -355,6 +377,8 @@ impl WriterState {
         let metrics = &self.parts.metrics;
         Counters::add(&metrics.journal_group_writes, 1);
         Counters::add(&metrics.journal_appends, pending.len() as u64);
+        let mut durable_acks = DurableAcks::new();
+        let mut durable_position = 0;
         for (append, result) in pending.into_iter().zip(results) {
             let answer = match result {
                 Ok(appended) => {
@@ -373,11 +397,58 @@ impl WriterState {
                 // `Any` never conflicts; report it rather than trust that.
                 Err(conflict) => Err(Error::Internal(conflict.to_string())),
             };
-            if let Some(ack) = append.ack {
-                let _ = ack.send(answer);
+            match (append.ack, answer) {
+                (Some(ack), Ok(appended)) if append.durable => {
+                    durable_position = durable_position.max(appended.last_position);
+                    durable_acks.push((ack, appended));
+                }
+                (Some(ack), answer) => {
+                    let _ = ack.send(answer);
+                }
+                (None, _) => {}
             }
         }
+        if !durable_acks.is_empty() {
+            self.ack_when_durable(durable_position, durable_acks);
+        }
         Ok(())
+    }
+
+    /// Acknowledges `acks` once the journal is durable up to `position`: the journal's
+    /// commit thread sends them right after its flush, so each sender is woken once, by
+    /// its acknowledgement. A journal that cannot call back (one wrapping another) is
+    /// waited for by a task instead.
+    fn ack_when_durable(&self, position: u64, acks: DurableAcks) {
+        let metrics = Arc::clone(&self.parts.metrics);
+        let started = Instant::now();
+        let done: DurableCallback = Box::new(move |durable| {
+            let waited = started.elapsed();
+            let count = acks.len() as u64;
+            Counters::add(&metrics.flush_waits, count);
+            Counters::add(
+                &metrics.flush_wait_micros,
+                crate::metrics::micros(waited).saturating_mul(count),
+            );
+            match durable {
+                Ok(()) => {
+                    for (ack, appended) in acks {
+                        let _ = ack.send(Ok(appended));
+                    }
+                }
+                Err(error) => {
+                    for (ack, _) in acks {
+                        let _ = ack.send(Err(Error::from(durability_failure(&error))));
+                    }
+                }
+            }
+        });
+        if let Some(done) = self.parts.journal.when_durable(position, done) {
+            let journal = Arc::clone(&self.parts.journal);
+            tokio::spawn(async move {
+                let durable = journal.wait_durable(position).await;
+                done(durable);
+            });
+        }
     }
 
     /// Fails every append of a write the journal refused: the first caller gets the
