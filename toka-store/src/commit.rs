@@ -8,6 +8,12 @@
 //! runs, new appends pile up and share the next flush: the number of flushes grows with
 //! time spent flushing, not with the number of appenders.
 //!
+//! Instead of a task waiting, a caller can leave a callback ([`Committer::when_durable`]):
+//! the thread runs it right after the flush that covers it, in registration order, so a
+//! single writer can complete its callers' acknowledgements without waking anyone twice.
+//! The thread is woken (a `futex` call) only when it is parked and someone asks for more
+//! than it was asked already: while it flushes, requests just raise the target.
+//!
 //! Writes nobody waits for (unsynced appends) are flushed in the background, at most once
 //! per configured interval, in both modes: in `Buffered` mode that is the durability
 //! promise, in `Fsync` mode it bounds how long such a write stays invisible to
