@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::backend::{Backend, MemoryBackend, WriteBatch};
-use crate::commit::DurableCallback;
 use crate::codec::{self, GENESIS, Hash, RecordBody, SnapshotBody, StoredRecord, keys};
 use crate::commit::Committer;
+use crate::commit::DurableCallback;
 use crate::crypto::Sealer;
 use crate::event::validate_stream_id;
 use crate::index::{self, IndexEntry, Streams};

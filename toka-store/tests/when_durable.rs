@@ -149,7 +149,10 @@ fn callbacks_run_after_the_flush_that_covers_them_in_order() {
         called.push(position);
     }
     assert_eq!(called, positions, "callbacks run in registration order");
-    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "each runs once");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "each runs once"
+    );
 
     // Already durable: called at once, on the caller's thread.
     let (now_tx, now_rx) = mpsc::channel();
