@@ -5,8 +5,8 @@
 //! [`deliver`] looks the target up once: a running transient agent gets the message in
 //! its mailbox (boxed, no encoding); a durable agent, running or not, gets it journaled
 //! ([`journal`]): the record goes to the single writer, which appends it in a group
-//! write, hands it to the agent's actor if it runs, and acknowledges; the sender then
-//! waits until the journal is durable up to it. A message is acknowledged only once it
+//! write; once the journal made the group durable, it hands the message to the agent's
+//! actor if it runs, and acknowledges the sender. A message is acknowledged only once it
 //! would survive a crash, and handled only then.
 
 use std::borrow::Cow;
@@ -291,7 +291,7 @@ impl Payload for Encoded<'_> {
     }
 }
 
-/// Journals encoded message `body` for durable agent `to` and waits until it is durable,
+/// Journals encoded message `body` for durable agent `to`; returns once it is durable,
 /// in a `toka.journal.append` span whose trace context the record keeps (when the
 /// runtime has a [`TracePropagator`](crate::TracePropagator) and the span is enabled).
 pub(crate) async fn journal(
@@ -317,14 +317,11 @@ pub(crate) async fn journal(
             trace,
         },
     )?;
-    async {
-        let appended = kernel
-            .append(to, RecordKind::Msg, payload, Routing::Deliver(reply))
-            .await?;
-        kernel.wait_durable(appended.last_position).await
-    }
-    .instrument(span)
-    .await
+    kernel
+        .append_durable(to, RecordKind::Msg, payload, Routing::Deliver(reply))
+        .instrument(span)
+        .await
+        .map(drop)
 }
 
 /// Publishes encoded `body` to every subscriber of `topic`; returns how many there were.

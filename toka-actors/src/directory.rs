@@ -7,8 +7,10 @@
 //!   it when it stops, only if the entry is still its own ([`Directory::stopped`]): a
 //!   restarted agent's new actor may already have replaced it;
 //! - the writer forwards journaled messages only to durable agents that have registered
-//!   for recovery ([`Directory::route_journaled`]), so a message is either in the stream
-//!   part an agent recovers from, or in its mailbox, never both or neither;
+//!   for recovery ([`Directory::route_journaled`]), so a message is in the stream part an
+//!   agent recovers from, or in its mailbox, never neither; both only for a message
+//!   written before the agent registered and handed over after (the hand-over waits for
+//!   the flush), which the actor skips as at or below what it recovered;
 //! - an ask's reply port waits here, keyed by agent and message sequence number, so it
 //!   survives the agent's restarts; removing agents from the tree removes their ports
 //!   ([`Directory::forget`]), which answers those asks with "no reply".

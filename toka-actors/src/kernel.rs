@@ -325,6 +325,29 @@ impl Kernel {
             event: NewEvent::new(kind.stored(), payload),
             routing,
             ack: Some(ack),
+            durable: false,
+        })
+        .await
+    }
+
+    /// Appends one record to `id`'s stream through the writer, which routes it as
+    /// `routing` says. Returns once the record is durable: the writer has the journal
+    /// acknowledge it right after the flush that covers it (see
+    /// [`Journal::when_durable`](toka_store::Journal::when_durable)), so the caller is
+    /// woken once.
+    pub(crate) async fn append_durable(
+        &self,
+        id: &AgentId,
+        kind: RecordKind,
+        payload: Vec<u8>,
+        routing: Routing,
+    ) -> Result<Appended, Error> {
+        self.ask_writer(|ack| WriterMsg::Append {
+            id: id.clone(),
+            event: NewEvent::new(kind.stored(), payload),
+            routing,
+            ack: Some(ack),
+            durable: true,
         })
         .await
     }
@@ -343,6 +366,7 @@ impl Kernel {
                 event: NewEvent::new(kind.stored(), payload),
                 routing: Routing::OwnNotify,
                 ack: None,
+                durable: false,
             })
             .map_err(|_| Error::ShuttingDown)
     }

@@ -59,8 +59,10 @@
 //! `TOKA_HTTP_BENCH_MEASURE_MS` (default 2500), `TOKA_HTTP_BENCH_WARMUP_MS` (1000),
 //! `TOKA_HTTP_BENCH_ROUNDS` (3), `TOKA_HTTP_BENCH_CONCURRENCY` (64) and
 //! `TOKA_HTTP_BENCH_AGENTS` (64) change the sizes; `TOKA_HTTP_BENCH_NODE_CONFIG=FILE`
-//! starts the node with `--config FILE` (to measure an `[otel]` export, say). The output
-//! ends with every result as a `key=value` line.
+//! starts the node with `--config FILE` (to measure an `[otel]` export, say);
+//! `TOKA_HTTP_BENCH_NODE_BIN=FILE` runs that `toka-node` binary instead of the one built
+//! with the bench (keep a copy of a build to compare two versions back to back). The
+//! output ends with every result as a `key=value` line.
 //!
 //! # PostgreSQL and a cluster
 //! - `TOKA_HTTP_BENCH_JOURNAL=postgres://user:password@host:port/db`: the node keeps its
@@ -112,8 +114,17 @@ use serde::{Deserialize, Serialize};
 use toka_test_support::bench::{self as support, BenchResult, fmt_rate, median, progress};
 use toka_test_support::child::{child_fail, emit, self_command};
 
-/// The `toka-node` binary measured.
+/// The `toka-node` binary measured (unless [`NODE_BIN_ENV`] names another).
 const BIN: &str = env!("CARGO_BIN_EXE_toka-node");
+
+/// Names another `toka-node` binary to measure instead of [`BIN`] (a copy of an earlier
+/// build, to compare two versions back to back on the same machine state).
+const NODE_BIN_ENV: &str = "TOKA_HTTP_BENCH_NODE_BIN";
+
+/// The `toka-node` binary to run: [`NODE_BIN_ENV`]'s, or the one built with the bench.
+fn node_bin() -> std::ffi::OsString {
+    std::env::var_os(NODE_BIN_ENV).unwrap_or_else(|| BIN.into())
+}
 
 /// Set in a load generator's environment: its phase, as JSON ([`LoadSpec`]).
 const LOADGEN_ENV: &str = "TOKA_HTTP_BENCH_LOADGEN";
@@ -665,7 +676,7 @@ impl Node {
     /// durability, and waits for its `listening on ADDR` line.
     fn start(launch: &Launch) -> BenchResult<Node> {
         let log = std::fs::File::create(&launch.log)?;
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(node_bin());
         command
             .args(["run", "--listen", "127.0.0.1:0", "--durability", "fsync"])
             .arg("--data-dir")
@@ -914,7 +925,7 @@ impl System {
         };
         // One data directory (one root key) copied to every node.
         let first = dir.join("n1");
-        let out = Command::new(BIN)
+        let out = Command::new(node_bin())
             .args(["init", "--data-dir"])
             .arg(&first)
             .env_remove("TOKA_DATA_DIR")

@@ -8,6 +8,12 @@
 //! runs, new appends pile up and share the next flush: the number of flushes grows with
 //! time spent flushing, not with the number of appenders.
 //!
+//! Instead of a task waiting, a caller can leave a callback ([`Committer::when_durable`]):
+//! the thread runs it right after the flush that covers it, in registration order, so a
+//! single writer can complete its callers' acknowledgements without waking anyone twice.
+//! The thread is woken (a `futex` call) only when it is parked and someone asks for more
+//! than it was asked already: while it flushes, requests just raise the target.
+//!
 //! Writes nobody waits for (unsynced appends) are flushed in the background, at most once
 //! per configured interval, in both modes: in `Buffered` mode that is the durability
 //! promise, in `Fsync` mode it bounds how long such a write stays invisible to
@@ -36,7 +42,7 @@ use crate::codec::{self, Hash};
 
 /// Writes are counted by *tickets*: every batch applied to the back-end takes the next
 /// ticket, and a flush covers every ticket issued before it started.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Pending {
     /// Last ticket issued (writes applied to the back-end).
     written: u64,
@@ -48,6 +54,30 @@ struct Pending {
     /// Highest ticket known flushed.
     flushed: u64,
     closing: bool,
+    /// Whether the commit thread is parked on the condition variable: only then does a
+    /// change need a wake-up (each `notify_one` is a `futex` system call).
+    idle: bool,
+    /// Callbacks waiting for their ticket to be flushed, in ticket order
+    /// ([`Committer::when_durable`]).
+    callbacks: Vec<(u64, DurableCallback)>,
+    /// Set when the thread stopped for good (a failed flush, or closed): callbacks then
+    /// get the failure at once instead of being queued.
+    stopped: Option<Failure>,
+}
+
+/// Called once a write is durable (`Ok`) or can no longer become so (`Err`), on the
+/// commit thread or at once: see [`crate::Journal::when_durable`].
+pub type DurableCallback = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+/// Runs `callbacks` with `result`; a panicking callback is logged and does not stop the
+/// commit thread or the callbacks after it.
+fn run_callbacks(callbacks: Vec<(u64, DurableCallback)>, result: &Result<(), Failure>) {
+    for (_, callback) in callbacks {
+        let outcome = result.clone().map_err(|failure| failure.error());
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(outcome))).is_err() {
+            tracing::error!("a durability callback panicked");
+        }
+    }
 }
 
 /// What the commit thread publishes.
@@ -180,18 +210,18 @@ impl Committer {
     ///
     /// Callers hold the journal's writer lock, so positions arrive in order.
     pub(crate) fn written(&self, position: u64, chain: &Hash) -> u64 {
-        let (ticket, was_clean) = {
+        let (ticket, wake) = {
             let mut pending = self.shared.lock();
             let was_clean = pending.written <= pending.flushed;
             pending.written += 1;
             pending.written_position = position;
             pending.written_chain = *chain;
-            (pending.written, was_clean)
+            (pending.written, was_clean && pending.idle)
         };
         if self.shared.visible_when_written {
             publish_max(&self.shared.visible, position);
         }
-        if was_clean {
+        if wake {
             // Starts the background flush timer of a buffered journal.
             self.shared.wake.notify_one();
         }
@@ -201,14 +231,9 @@ impl Committer {
     /// Returns once the write with this ticket is durable (or the committer is poisoned).
     pub(crate) async fn wait_durable(&self, ticket: u64) -> Result<(), Error> {
         let mut durable = self.shared.durable.subscribe();
-        {
-            let mut pending = self.shared.lock();
-            if pending.flushed >= ticket {
-                return Ok(());
-            }
-            pending.requested = pending.requested.max(ticket);
+        if self.request(ticket) {
+            return Ok(());
         }
-        self.shared.wake.notify_one();
         let state = durable
             .wait_for(|d| d.flushed >= ticket || d.failure.is_some())
             .await
@@ -216,6 +241,58 @@ impl Committer {
         match &state.failure {
             Some(failure) if state.flushed < ticket => Err(failure.error()),
             _ => Ok(()),
+        }
+    }
+
+    /// Asks the commit thread to flush up to `ticket`; true if that is done already.
+    /// Wakes the thread only if it is parked and this raises what it must flush.
+    fn request(&self, ticket: u64) -> bool {
+        let wake = {
+            let mut pending = self.shared.lock();
+            if pending.flushed >= ticket {
+                return true;
+            }
+            let raised = ticket > pending.requested;
+            pending.requested = pending.requested.max(ticket);
+            raised && pending.idle
+        };
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        false
+    }
+
+    /// Calls `done` once log `position` (already written) is durable, from the commit
+    /// thread right after the flush that covers it, or at once if it is durable already;
+    /// with the failure if the committer is poisoned or closed first. Callbacks run in the
+    /// order they were registered.
+    pub(crate) fn when_durable(&self, position: u64, done: DurableCallback) {
+        if self.shared.durable.borrow().flushed_position >= position {
+            done(Ok(()));
+            return;
+        }
+        let wake = {
+            let mut pending = self.shared.lock();
+            if let Some(failure) = &pending.stopped {
+                let error = failure.error();
+                drop(pending);
+                done(Err(error));
+                return;
+            }
+            // Every ticket issued so far covers `position`, written before this call.
+            let ticket = pending.written;
+            if pending.flushed >= ticket {
+                drop(pending);
+                done(Ok(()));
+                return;
+            }
+            pending.callbacks.push((ticket, done));
+            let raised = ticket > pending.requested;
+            pending.requested = pending.requested.max(ticket);
+            raised && pending.idle
+        };
+        if wake {
+            self.shared.wake.notify_one();
         }
     }
 
@@ -296,6 +373,7 @@ fn commit_loop<B: Backend>(
                 if pending.written > pending.flushed && due.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
+                pending.idle = true;
                 pending = match due {
                     Some(due) if pending.written > pending.flushed => {
                         let wait = due.saturating_duration_since(Instant::now());
@@ -307,6 +385,7 @@ fn commit_loop<B: Backend>(
                     }
                     _ => shared.wake.wait(pending).unwrap_or_else(|e| e.into_inner()),
                 };
+                pending.idle = false;
             }
             (
                 (
@@ -330,7 +409,14 @@ fn commit_loop<B: Backend>(
                     micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     "journal flushed"
                 );
-                shared.lock().flushed = ticket;
+                let callbacks = {
+                    let mut pending = shared.lock();
+                    pending.flushed = ticket;
+                    // In ticket order: the covered ones are a prefix.
+                    let covered = pending.callbacks.partition_point(|(t, _)| *t <= ticket);
+                    let rest = pending.callbacks.split_off(covered);
+                    std::mem::replace(&mut pending.callbacks, rest)
+                };
                 // Visible before the appenders wake: once an append is acknowledged, the
                 // acknowledged head (and every subscription) already covers it.
                 if !shared.visible_when_written {
@@ -340,6 +426,7 @@ fn commit_loop<B: Backend>(
                     d.flushed = d.flushed.max(ticket);
                     d.flushed_position = d.flushed_position.max(position);
                 });
+                run_callbacks(callbacks, &Ok(()));
                 // After waking the appenders: the anchor is not part of their durability.
                 if keep_anchor && position > 0 {
                     // Best effort: a missing anchor only weakens a later check.
@@ -353,8 +440,16 @@ fn commit_loop<B: Backend>(
             Err(error) => {
                 tracing::error!(%error, "journal flush failed; the journal is poisoned");
                 let failure = Failure::of(&error);
-                shared.durable.send_modify(|d| d.failure = Some(failure));
+                shared
+                    .durable
+                    .send_modify(|d| d.failure = Some(failure.clone()));
                 shared.poisoned.store(true, AtomicOrdering::Release);
+                let callbacks = {
+                    let mut pending = shared.lock();
+                    pending.stopped = Some(failure.clone());
+                    std::mem::take(&mut pending.callbacks)
+                };
+                run_callbacks(callbacks, &Err(failure));
                 // Park until closed: nothing more can be promised.
                 let mut pending = shared.lock();
                 while !pending.closing {
@@ -364,6 +459,14 @@ fn commit_loop<B: Backend>(
             }
         }
         if closing {
+            let callbacks = {
+                let mut pending = shared.lock();
+                let failure = Failure::Other(Arc::from("the journal was closed"));
+                pending.stopped = Some(failure);
+                std::mem::take(&mut pending.callbacks)
+            };
+            let closed = Err(Failure::Other(Arc::from("the journal was closed")));
+            run_callbacks(callbacks, &closed);
             return;
         }
     }

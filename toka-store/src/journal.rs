@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::backend::{Backend, MemoryBackend, WriteBatch};
 use crate::codec::{self, GENESIS, Hash, RecordBody, SnapshotBody, StoredRecord, keys};
 use crate::commit::Committer;
+use crate::commit::DurableCallback;
 use crate::crypto::Sealer;
 use crate::event::validate_stream_id;
 use crate::index::{self, IndexEntry, Streams};
@@ -113,6 +114,26 @@ pub trait Journal: Send + Sync + 'static {
     /// # Errors
     /// [`Error::Poisoned`] if a flush failed.
     async fn wait_durable(&self, position: u64) -> Result<(), Error>;
+
+    /// Like [`Journal::wait_durable`] without a task waiting: calls `done` once every
+    /// event up to log `position` (already appended) has the durability of an acknowledged
+    /// append, with `Ok(())`, or with the error that means it never will. A single writer
+    /// completes its callers' acknowledgements this way, so that a sender is woken once,
+    /// when its append is durable, instead of once by the writer and once more by the
+    /// flush.
+    ///
+    /// `done` runs on the journal's commit thread right after the flush that covers
+    /// `position` (callbacks in the order registered), or on the calling thread when
+    /// there is nothing to wait for (`Buffered` mode, already flushed, already failed).
+    /// It must be quick and must not block: later flushes wait for it. Waking a task
+    /// (sending on a `tokio` channel) is what it is for.
+    ///
+    /// Returns `Some(done)` unused if this journal cannot call it (the default, for
+    /// journals that wrap another): the caller then waits with [`Journal::wait_durable`].
+    fn when_durable(&self, position: u64, done: DurableCallback) -> Option<DurableCallback> {
+        let _ = position;
+        Some(done)
+    }
 
     /// Makes every acknowledged append durable (a no-op for `Fsync` journals, where that
     /// already holds); call before a graceful shutdown of a `Buffered` journal.
@@ -1637,6 +1658,18 @@ impl<B: Backend> Journal for EventJournal<B> {
                 None => Ok(()),
             }
         }
+    }
+
+    fn when_durable(&self, position: u64, done: DurableCallback) -> Option<DurableCallback> {
+        if self.inner.durability == Durability::Fsync {
+            self.inner.committer.when_durable(position, done);
+        } else {
+            done(match self.inner.committer.failure() {
+                Some(error) => Err(error),
+                None => Ok(()),
+            });
+        }
+        None
     }
 
     async fn flush(&self) -> Result<(), Error> {

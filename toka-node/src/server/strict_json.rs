@@ -7,6 +7,7 @@
 //! deserializes the wanted type from that value. Nesting depth stays bounded by
 //! `serde_json`'s recursion limit (128).
 
+use std::any::Any;
 use std::fmt;
 
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -14,12 +15,21 @@ use serde_json::{Map, Number, Value};
 
 /// Parses `bytes` as one JSON document into `T`, refusing duplicate keys and trailing
 /// content. The error is a message for a 400.
-pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+pub(crate) fn from_slice<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T, String> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = deserializer
         .deserialize_any(StrictVisitor)
         .and_then(|value| deserializer.end().map(|()| value))
         .map_err(|e| format!("malformed JSON body: {e}"))?;
+    // A `Value` wanted (most routes): the parsed one as it is, not rebuilt by
+    // deserializing it into another `Value`.
+    let mut parsed = Some(value);
+    if let Some(wanted) = (&mut parsed as &mut dyn Any).downcast_mut::<Option<T>>() {
+        if let Some(value) = wanted.take() {
+            return Ok(value);
+        }
+    }
+    let value = parsed.unwrap_or_default();
     T::deserialize(value).map_err(|e| format!("unexpected JSON body: {e}"))
 }
 

@@ -1,0 +1,200 @@
+//! `Journal::when_durable`: a callback instead of a waiting task, run by the commit
+//! thread right after the flush that covers its position, in registration order; at once
+//! when there is nothing to wait for; with the error when the journal can no longer make
+//! the write durable. Run on a memory back-end whose flushes the test holds back or
+//! breaks.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use common::fsync_config;
+use toka_store::backend::Entry;
+use toka_store::{
+    Backend, Durability, Error, EventJournal, ExpectedVersion, Journal, JournalConfig,
+    MemoryBackend, NewEvent, WriteBatch,
+};
+
+/// What the gated back-end's `flush` does when called.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Returns at once.
+    Open,
+    /// Blocks until the gate changes.
+    Closed,
+    /// Fails.
+    Broken,
+}
+
+/// A memory back-end whose flushes the test holds back or breaks.
+#[derive(Clone)]
+struct Gated {
+    inner: MemoryBackend,
+    gate: Arc<(Mutex<Gate>, Condvar)>,
+}
+
+impl Gated {
+    fn new(gate: Gate) -> Self {
+        Gated {
+            inner: MemoryBackend::new(),
+            gate: Arc::new((Mutex::new(gate), Condvar::new())),
+        }
+    }
+
+    fn set(&self, gate: Gate) {
+        *self.gate.0.lock().unwrap() = gate;
+        self.gate.1.notify_all();
+    }
+}
+
+impl Backend for Gated {
+    type Value = <MemoryBackend as Backend>::Value;
+    type Range = <MemoryBackend as Backend>::Range;
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), Error> {
+        self.inner.apply(batch)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, Error> {
+        self.inner.get(key)
+    }
+
+    fn range(&self, start: &[u8], end: &[u8]) -> Self::Range {
+        self.inner.range(start, end)
+    }
+
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry<Self::Value>>, Error> {
+        self.inner.last_in(start, end)
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        let (gate, changed) = &*self.gate;
+        let mut gate = gate.lock().unwrap();
+        while *gate == Gate::Closed {
+            gate = changed.wait(gate).unwrap();
+        }
+        match *gate {
+            Gate::Broken => Err(Error::Poisoned("the test broke the disk".into())),
+            _ => self.inner.flush(),
+        }
+    }
+}
+
+/// Appends one event to `stream` without waiting; its log position.
+fn append(journal: &dyn Journal, stream: &str) -> u64 {
+    block_on(journal.append_unsynced(
+        stream,
+        ExpectedVersion::Any,
+        &[NewEvent::new("t", b"x".to_vec())],
+    ))
+    .unwrap()
+    .unwrap()
+    .last_position
+}
+
+/// Runs a future to completion on a fresh current-thread runtime.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    common::runtime().block_on(future)
+}
+
+/// Registers a callback that sends its result (and the acknowledged head it saw) on `tx`.
+fn register(
+    journal: &Arc<EventJournal<Gated>>,
+    position: u64,
+    tx: &mpsc::Sender<(u64, Result<(), String>, u64)>,
+) {
+    let tx = tx.clone();
+    let seen = Arc::clone(journal);
+    let unused = journal.when_durable(
+        position,
+        Box::new(move |result| {
+            let _ = tx.send((
+                position,
+                result.map_err(|e| e.to_string()),
+                seen.acknowledged_head(),
+            ));
+        }),
+    );
+    assert!(unused.is_none(), "the event journal calls back itself");
+}
+
+#[test]
+fn callbacks_run_after_the_flush_that_covers_them_in_order() {
+    let backend = Gated::new(Gate::Open);
+    let journal = Arc::new(EventJournal::with_backend(backend.clone(), fsync_config()).unwrap());
+    backend.set(Gate::Closed);
+    let (tx, rx) = mpsc::channel();
+    let mut positions = Vec::new();
+    for i in 0..20 {
+        let position = append(&*journal, &format!("s{}", i % 3));
+        register(&journal, position, &tx);
+        positions.push(position);
+    }
+    // The flush is held back: nothing may be called yet.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a callback ran before its write was flushed"
+    );
+    backend.set(Gate::Open);
+    let mut called = Vec::new();
+    for _ in &positions {
+        let (position, result, acknowledged) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(result, Ok(()));
+        assert!(
+            acknowledged >= position,
+            "called at acknowledged head {acknowledged}, before position {position} was durable"
+        );
+        called.push(position);
+    }
+    assert_eq!(called, positions, "callbacks run in registration order");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "each runs once"
+    );
+
+    // Already durable: called at once, on the caller's thread.
+    let (now_tx, now_rx) = mpsc::channel();
+    register(&journal, positions[5], &now_tx);
+    assert!(now_rx.try_recv().unwrap().1.is_ok());
+}
+
+#[test]
+fn a_failed_flush_fails_every_waiting_callback_and_every_later_one() {
+    let backend = Gated::new(Gate::Open);
+    let journal = Arc::new(EventJournal::with_backend(backend.clone(), fsync_config()).unwrap());
+    backend.set(Gate::Closed);
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..5 {
+        let position = append(&*journal, "s");
+        register(&journal, position, &tx);
+    }
+    backend.set(Gate::Broken);
+    for _ in 0..5 {
+        let (_, result, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let error = result.unwrap_err();
+        assert!(error.contains("the test broke the disk"), "{error}");
+    }
+    // Poisoned now: a later callback gets the failure at once.
+    let (later_tx, later_rx) = mpsc::channel();
+    register(&journal, 1, &later_tx);
+    register(&journal, u64::MAX, &later_tx);
+    for _ in 0..2 {
+        let (_, result, _) = later_rx.try_recv().unwrap();
+        assert!(result.is_err(), "a poisoned journal promised durability");
+    }
+}
+
+#[test]
+fn buffered_journals_call_back_at_once() {
+    let backend = Gated::new(Gate::Open);
+    let config = JournalConfig::default().durability(Durability::Buffered);
+    let journal = Arc::new(EventJournal::with_backend(backend.clone(), config).unwrap());
+    backend.set(Gate::Closed);
+    let (tx, rx) = mpsc::channel();
+    let position = append(&*journal, "s");
+    register(&journal, position, &tx);
+    assert_eq!(rx.try_recv().unwrap().1, Ok(()));
+    backend.set(Gate::Open);
+}
