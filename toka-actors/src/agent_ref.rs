@@ -78,9 +78,7 @@ impl<A: Agent> AgentRef<A> {
         let (kernel, to) = (&self.kernel, &self.id);
         delivery::deliver(kernel, to, Typed::new(msg), Origin::External, Some(reply)).await?;
         let reply = await_reply(&self.id, answer, timeout).await?;
-        reply
-            .downcast::<A::Reply>()
-            .map(|r| *r)
+        crate::envelope::unbox::<A::Reply>(reply)
             .map_err(|_| Error::Internal(format!("a reply of kind {} has another type", A::KIND)))
     }
 
@@ -97,9 +95,7 @@ impl<A: Agent> AgentRef<A> {
     {
         let run = crate::query::query_fn::<A>(self.id.clone(), query);
         let answer = delivery::query(&self.kernel, &self.id, run, timeout).await?;
-        answer
-            .downcast::<A::Answer>()
-            .map(|a| *a)
+        crate::envelope::unbox::<A::Answer>(answer)
             .map_err(|_| Error::Internal(format!("an answer of kind {} has another type", A::KIND)))
     }
 }

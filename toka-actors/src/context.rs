@@ -156,7 +156,7 @@ impl<A: Agent> Context<'_, A> {
         let outcome = async {
             delivery::deliver(&kernel, to.id(), msg, origin, Some(reply)).await?;
             let reply = await_reply(to.id(), answer, timeout).await?;
-            reply.downcast::<B::Reply>().map(|r| *r).map_err(|_| {
+            crate::envelope::unbox::<B::Reply>(reply).map_err(|_| {
                 Error::Internal(format!("a reply of kind {} has another type", B::KIND))
             })
         }

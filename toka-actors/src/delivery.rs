@@ -59,7 +59,7 @@ impl<M: serde::Serialize> Typed<M> {
 impl<M: serde::Serialize + Send + 'static> Payload for Typed<M> {
     fn into_envelope(self, reply: Option<ReplyPort>) -> Result<Envelope, Error> {
         Ok(Envelope::Local {
-            msg: Box::new(self.msg) as AnyBox,
+            msg: crate::envelope::any_box(self.msg),
             reply,
         })
     }

@@ -17,6 +17,7 @@ use dashmap::DashMap;
 use ractor::{ActorId, ActorRef, ActorStatus, MessagingErr};
 
 use crate::AgentId;
+use crate::id::IdHasher;
 use crate::envelope::{Envelope, ReplyPort};
 
 /// A running agent's actor.
@@ -31,13 +32,13 @@ struct Live {
 /// The tables of running agents, pending asks and topic subscribers.
 #[derive(Default)]
 pub(crate) struct Directory {
-    live: DashMap<AgentId, Live>,
-    asks: DashMap<(AgentId, u64), ReplyPort>,
+    live: DashMap<AgentId, Live, IdHasher>,
+    asks: DashMap<(AgentId, u64), ReplyPort, IdHasher>,
     topics: DashMap<String, Vec<AgentId>>,
     /// Agents halted for non-determinism, and why.
-    halted: DashMap<AgentId, String>,
+    halted: DashMap<AgentId, String, IdHasher>,
     /// How often each agent was restarted by its supervisor since the runtime started.
-    restarts: DashMap<AgentId, u64>,
+    restarts: DashMap<AgentId, u64, IdHasher>,
 }
 
 impl Directory {
