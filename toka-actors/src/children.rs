@@ -129,26 +129,30 @@ impl Children {
         if self.is_running(id) {
             return Ok(());
         }
-        if self.kernel.tree().is_elsewhere(id) {
-            return self.start_remote(id).await;
-        }
-        let (kind, start) = {
+        // One look at the tree (its lock is not held across an await).
+        let local = {
             let tree = self.kernel.tree();
-            let node = tree
-                .get(id)
-                .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
-            (
-                node.kind.clone(),
-                StartArgs {
-                    id: id.clone(),
-                    args: node.args.to_vec(),
-                    spec: node.spawn_spec(id.clone()),
-                    base: node.base,
-                    has_children: !node.children.is_empty(),
-                },
-            )
+            if tree.is_elsewhere(id) {
+                None
+            } else {
+                let node = tree
+                    .get(id)
+                    .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+                Some((
+                    self.kernel.kind(&node.kind)?,
+                    StartArgs {
+                        id: id.clone(),
+                        args: node.args.to_vec(),
+                        spec: node.spawn_spec(id.clone()),
+                        base: node.base,
+                        has_children: !node.children.is_empty(),
+                    },
+                ))
+            }
         };
-        let kind = self.kernel.kind(&kind)?;
+        let Some((kind, start)) = local else {
+            return self.start_remote(id).await;
+        };
         let actor = kind
             .start(Arc::clone(&self.kernel), start, self.myself.get_cell())
             .await?;

@@ -17,8 +17,8 @@ use dashmap::DashMap;
 use ractor::{ActorId, ActorRef, ActorStatus, MessagingErr};
 
 use crate::AgentId;
-use crate::id::IdHasher;
 use crate::envelope::{Envelope, ReplyPort};
+use crate::id::IdHasher;
 
 /// A running agent's actor.
 struct Live {

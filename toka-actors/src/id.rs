@@ -58,7 +58,7 @@ impl AgentId {
         use std::hash::BuildHasher;
         let hash = ID_HASH_KEY.hash_one(stream.as_str());
         AgentId {
-            stream: Arc::from(stream),
+            stream: Arc::from(stream.as_str()),
             hash,
         }
     }
@@ -117,7 +117,12 @@ impl AgentId {
                 id: id.chars().take(64).collect(),
                 reason,
             }),
-            None => Ok(AgentId::from_stream_string(format!("{STREAM_PREFIX}{id}"))),
+            None => {
+                let mut stream = String::with_capacity(STREAM_PREFIX.len() + id.len());
+                stream.push_str(STREAM_PREFIX);
+                stream.push_str(id);
+                Ok(AgentId::from_stream_string(stream))
+            }
         }
     }
 
