@@ -153,7 +153,7 @@ impl<A: Agent> AgentActor<A> {
                 // The reply may tell of steps the journal does not hold durably yet.
                 core.sync_own().await.map_err(failure)?;
                 if let Some(port) = reply {
-                    let _ = port.send(Ok(Box::new(answer) as AnyBox));
+                    let _ = port.send(Ok(crate::envelope::any_box(answer)));
                 }
                 core.mark_handled(seq);
                 if mode == Mode::Live {
@@ -466,13 +466,7 @@ impl<A: Agent> AgentActor<A> {
                 payload,
                 asked,
             } => self.deliver(state, seq, position, payload, asked).await,
-            Envelope::Local { msg, reply } => {
-                let msg = msg
-                    .downcast::<A::Msg>()
-                    .map(|m| *m)
-                    .map_err(|_| format!("not a message of kind {}", A::KIND));
-                self.handle_local(state, msg, reply).await
-            }
+            Envelope::Local { msg, reply } => self.local(state, msg, reply).await,
             Envelope::LocalTopic { topic, body } => {
                 let msg = match state.core.subscription(&topic) {
                     Some(decode) => decode(&body).map_err(|e| e.to_string()),
@@ -573,6 +567,19 @@ impl<A: Agent> AgentActor<A> {
                 })
             });
         let _ = reply.send(answer);
+    }
+
+    /// Handles a transient agent's message, as it came (type-erased). Not an `async fn`:
+    /// its future is the handling's alone, without room for the boxed message.
+    fn local(
+        &self,
+        state: &mut AgentState<A>,
+        msg: AnyBox,
+        reply: Option<ReplyPort>,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
+        let msg = crate::envelope::unbox::<A::Msg>(msg)
+            .map_err(|_| format!("not a message of kind {}", A::KIND));
+        self.handle_local(state, msg, reply)
     }
 
     /// Handles a message for a transient agent.
@@ -733,16 +740,25 @@ impl<A: Agent> Actor for AgentActor<A> {
     // and ractor keeps these futures inline in every actor's message loop, twice
     // (`run_with_signal` holds each both as argument and as select branch), so their size
     // is paid by every idle agent. What awaits is boxed (one allocation per message while
-    // it is handled); what needs no waiting is done before the future is even polled.
+    // it is handled); what needs no waiting is done before the future is even polled. A
+    // transient agent's message (the hot path of local messaging) gets a box of its own,
+    // sized for its handling alone: the box of every other envelope is sized for the
+    // largest arm of `dispatch` (a durable delivery), twice as large, and would be
+    // allocated and copied per message.
     fn handle(
         &self,
         _myself: ActorRef<Envelope>,
         msg: Envelope,
         state: &mut AgentState<A>,
     ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
-        match self.handle_now(state, msg) {
-            Ok(()) => Either::Left(std::future::ready(Ok(()))),
-            Err(msg) => Either::Right(Box::pin(self.dispatch(state, msg))),
+        match msg {
+            Envelope::Local { msg, reply } => {
+                Either::Right(Either::Left(Box::pin(self.local(state, msg, reply))))
+            }
+            msg => match self.handle_now(state, msg) {
+                Ok(()) => Either::Left(std::future::ready(Ok(()))),
+                Err(msg) => Either::Right(Either::Right(Box::pin(self.dispatch(state, msg)))),
+            },
         }
     }
 

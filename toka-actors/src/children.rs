@@ -6,13 +6,13 @@
 //! (restart per strategy and backoff, or escalate past the intensity: stop every child
 //! and fail, or, at the root, fail the runtime).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::envelope::{ChildStart, Envelope, StartArgs};
+use crate::id::{IdMap, IdSet};
 use crate::kernel::Kernel;
 use crate::metrics::Counters;
 use crate::supervision::{self, Plan, RestartWindow};
@@ -44,12 +44,14 @@ pub(crate) struct Children {
 /// What a supervisor keeps about its children once it has had any.
 #[derive(Default)]
 struct Running {
-    by_actor: HashMap<ActorId, AgentId>,
-    cells: HashMap<AgentId, ActorCell>,
+    /// Keyed by ractor's actor ids: numbers it hands out in sequence, so the ids' hasher
+    /// suits them too.
+    by_actor: IdMap<ActorId, AgentId>,
+    cells: IdMap<AgentId, ActorCell>,
     /// Children being stopped on purpose: their exit is not a failure.
-    stopping: HashSet<ActorId>,
+    stopping: IdSet<ActorId>,
     /// Remote children (running in another runtime) started and not halted since.
-    remote: HashSet<AgentId>,
+    remote: IdSet<AgentId>,
     window: RestartWindow,
 }
 
@@ -127,26 +129,30 @@ impl Children {
         if self.is_running(id) {
             return Ok(());
         }
-        if self.kernel.tree().is_elsewhere(id) {
-            return self.start_remote(id).await;
-        }
-        let (kind, start) = {
+        // One look at the tree (its lock is not held across an await).
+        let local = {
             let tree = self.kernel.tree();
-            let node = tree
-                .get(id)
-                .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
-            (
-                node.kind.clone(),
-                StartArgs {
-                    id: id.clone(),
-                    args: node.args.to_vec(),
-                    spec: node.spawn_spec(id.clone()),
-                    base: node.base,
-                    has_children: !node.children.is_empty(),
-                },
-            )
+            if tree.is_elsewhere(id) {
+                None
+            } else {
+                let node = tree
+                    .get(id)
+                    .ok_or_else(|| Error::UnknownAgent(id.clone()))?;
+                Some((
+                    self.kernel.kind(&node.kind)?,
+                    StartArgs {
+                        id: id.clone(),
+                        args: node.args.to_vec(),
+                        spec: node.spawn_spec(id.clone()),
+                        base: node.base,
+                        has_children: !node.children.is_empty(),
+                    },
+                ))
+            }
         };
-        let kind = self.kernel.kind(&kind)?;
+        let Some((kind, start)) = local else {
+            return self.start_remote(id).await;
+        };
         let actor = kind
             .start(Arc::clone(&self.kernel), start, self.myself.get_cell())
             .await?;

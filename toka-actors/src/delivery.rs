@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
 use crate::envelope::QueryFn;
-use crate::envelope::{AnyBox, Envelope, ReplyPort};
+use crate::envelope::{AnyBox, Envelope, ReplyPort, any_box, unbox};
 use crate::kernel::{Kernel, Kind};
 use crate::record::{self, MsgRecord, Origin, RecordKind};
 use crate::writer::Routing;
@@ -59,7 +59,7 @@ impl<M: serde::Serialize> Typed<M> {
 impl<M: serde::Serialize + Send + 'static> Payload for Typed<M> {
     fn into_envelope(self, reply: Option<ReplyPort>) -> Result<Envelope, Error> {
         Ok(Envelope::Local {
-            msg: Box::new(self.msg) as AnyBox,
+            msg: crate::envelope::any_box(self.msg),
             reply,
         })
     }
@@ -207,9 +207,7 @@ async fn remote(
     // its own timeout.
     let asked = link.ask(to.clone(), message);
     tokio::spawn(async move {
-        let answer = asked
-            .await
-            .map(|bytes| Box::new(RemoteReply(bytes)) as AnyBox);
+        let answer = asked.await.map(|bytes| any_box(RemoteReply(bytes)));
         let _ = reply.send(answer);
     });
     Ok(())
@@ -224,9 +222,9 @@ pub(crate) fn reply_as<R: serde::de::DeserializeOwned + 'static>(
     reply: AnyBox,
     kind: &str,
 ) -> Result<R, Error> {
-    match reply.downcast::<R>() {
-        Ok(reply) => Ok(*reply),
-        Err(other) => match other.downcast::<RemoteReply>() {
+    match unbox::<R>(reply) {
+        Ok(reply) => Ok(reply),
+        Err(other) => match unbox::<RemoteReply>(other) {
             Ok(encoded) => record::decode(kind, 0, &encoded.0),
             Err(_) => Err(Error::Internal(format!(
                 "a reply of kind {kind} has another type"
@@ -256,7 +254,7 @@ pub(crate) async fn remote_query(
     }
     let asked = async {
         let answer = link.query(id.clone(), query()?, timeout).await?;
-        Ok(Box::new(RemoteReply(answer)) as AnyBox)
+        Ok(any_box(RemoteReply(answer)))
     };
     Some(asked.await)
 }

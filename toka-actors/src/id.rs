@@ -10,6 +10,23 @@ use crate::Error;
 /// The prefix of every agent's journal stream.
 const STREAM_PREFIX: &str = "agent/";
 
+/// The hasher of the maps keyed by [`AgentId`] (the runtime's tables of agents, the tree,
+/// a supervisor's children): a multiply-rotate over the id's precomputed hash. That hash is
+/// SipHash under a key drawn once per process ([`AgentId`]'s `hash` field), so ids an
+/// outsider picks still spread unpredictably, and a map pays no second SipHash per lookup
+/// (nor per entry when it grows).
+pub(crate) type IdHasher = rustc_hash::FxBuildHasher;
+
+/// A `HashMap` keyed by agent ids (see [`IdHasher`]).
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdHasher>;
+
+/// A `HashSet` of agent ids (see [`IdHasher`]).
+pub(crate) type IdSet<K> = std::collections::HashSet<K, IdHasher>;
+
+/// The key of the hash every [`AgentId`] carries: random, drawn once per process.
+static ID_HASH_KEY: std::sync::LazyLock<std::hash::RandomState> =
+    std::sync::LazyLock::new(std::hash::RandomState::new);
+
 /// Longest accepted agent id, in bytes.
 pub const MAX_AGENT_ID_BYTES: usize = 128;
 
@@ -31,17 +48,17 @@ pub const MAX_AGENT_ID_BYTES: usize = 128;
 pub struct AgentId {
     /// `agent/<id>`: the journal stream, so that appends borrow it without formatting.
     stream: Arc<str>,
-    /// A hash of `stream`, computed once: ids are hashed on every message routed.
+    /// A hash of `stream` under a per-process random key, computed once: ids are hashed on
+    /// every message routed, and maps keyed by ids use it as it is ([`IdHasher`]).
     hash: u64,
 }
 
 impl AgentId {
     fn from_stream_string(stream: String) -> Self {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(stream.as_str());
+        use std::hash::BuildHasher;
+        let hash = ID_HASH_KEY.hash_one(stream.as_str());
         AgentId {
-            stream: Arc::from(stream),
+            stream: Arc::from(stream.as_str()),
             hash,
         }
     }
@@ -100,7 +117,12 @@ impl AgentId {
                 id: id.chars().take(64).collect(),
                 reason,
             }),
-            None => Ok(AgentId::from_stream_string(format!("{STREAM_PREFIX}{id}"))),
+            None => {
+                let mut stream = String::with_capacity(STREAM_PREFIX.len() + id.len());
+                stream.push_str(STREAM_PREFIX);
+                stream.push_str(id);
+                Ok(AgentId::from_stream_string(stream))
+            }
         }
     }
 

@@ -63,7 +63,9 @@ pub(crate) trait Kind: Send + Sync {
 pub(crate) struct Kernel {
     pub(crate) journal: Arc<dyn Journal>,
     pub(crate) config: RuntimeConfig,
-    kinds: HashMap<&'static str, Arc<dyn Kind>>,
+    /// Looked up on every spawn and start: a cheap hash over the short names (the table
+    /// is fixed once built, so no input can crowd it).
+    kinds: rustc_hash::FxHashMap<&'static str, Arc<dyn Kind>>,
     tree: Mutex<Tree>,
     /// Running agents, pending asks, topic subscribers.
     pub(crate) directory: Arc<Directory>,
@@ -123,7 +125,7 @@ impl Kernel {
                 .get::<RemoteHook>()
                 .map(|hook| Arc::clone(&hook.0)),
             config,
-            kinds,
+            kinds: kinds.into_iter().collect(),
             tree: Mutex::new(tree),
             directory: Arc::default(),
             progress: Arc::new(progress),

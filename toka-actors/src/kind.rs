@@ -88,12 +88,12 @@ impl<A: Agent> Kind for KindOf<A> {
     fn boxed_msg_from_json(&self, json: serde_json::Value) -> Result<AnyBox, Error> {
         let msg: A::Msg =
             serde_json::from_value(json).map_err(|e| bad_json("message", A::KIND, e))?;
-        Ok(Box::new(msg))
+        Ok(crate::envelope::any_box(msg))
     }
 
     fn boxed_msg_from_bytes(&self, bytes: &[u8]) -> Result<AnyBox, Error> {
         let msg: A::Msg = crate::record::decode(A::KIND, 0, bytes)?;
-        Ok(Box::new(msg))
+        Ok(crate::envelope::any_box(msg))
     }
 
     fn reply_to_bytes(&self, reply: AnyBox) -> Result<Vec<u8>, Error> {
@@ -104,10 +104,10 @@ impl<A: Agent> Kind for KindOf<A> {
     }
 
     fn reply_to_json(&self, reply: AnyBox) -> Result<serde_json::Value, Error> {
-        let reply = reply.downcast::<A::Reply>().map_err(|_| {
+        let reply = crate::envelope::unbox::<A::Reply>(reply).map_err(|_| {
             Error::Internal(format!("a reply of kind {} has another type", A::KIND))
         })?;
-        serde_json::to_value(*reply).map_err(|e| bad_json("reply", A::KIND, e))
+        serde_json::to_value(reply).map_err(|e| bad_json("reply", A::KIND, e))
     }
 
     fn json_queries(&self) -> Option<JsonQueries> {

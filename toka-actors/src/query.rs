@@ -95,7 +95,7 @@ pub(crate) fn query_fn<A: Queries>(id: AgentId, query: A::Query) -> QueryFn {
         };
         agent
             .query(state, query)
-            .map(|answer| Box::new(answer) as AnyBox)
+            .map(crate::envelope::any_box)
             .map_err(|e| Error::Handler {
                 id,
                 reason: e.to_string(),
@@ -129,10 +129,10 @@ impl JsonQueries {
                 Ok(query_fn::<A>(id, query))
             },
             to_json: |answer| {
-                let answer = answer.downcast::<A::Answer>().map_err(|_| {
+                let answer = crate::envelope::unbox::<A::Answer>(answer).map_err(|_| {
                     Error::Internal(format!("an answer of kind {} has another type", A::KIND))
                 })?;
-                serde_json::to_value(*answer).map_err(|e| Error::BadJson {
+                serde_json::to_value(answer).map_err(|e| Error::BadJson {
                     kind: A::KIND.to_owned(),
                     what: "answer",
                     reason: e.to_string(),

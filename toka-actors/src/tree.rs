@@ -1,10 +1,11 @@
 //! The supervision tree as the journal records it: the model recovery rebuilds from.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::id::{IdMap, IdSet};
 use crate::record::TreeRecord;
 use crate::{AgentId, Restart, SpawnSpec, SupervisorSpec};
 
@@ -145,18 +146,18 @@ pub struct AgentInfo {
 /// a spare bucket of boxes costs a pointer, not a whole node.
 #[derive(Debug, Default)]
 pub(crate) struct Tree {
-    nodes: HashMap<AgentId, Box<Node>>,
+    nodes: IdMap<AgentId, Box<Node>>,
     top: Vec<AgentId>,
     /// The kind names of the nodes, each stored once.
     kinds: HashSet<Arc<str>>,
     /// Children of this runtime's agents that run in another runtime (remote children,
     /// see [`remote`](crate::remote)): in the tree for their supervisor, never started
     /// here.
-    elsewhere: HashSet<AgentId>,
+    elsewhere: IdSet<AgentId>,
     /// Top-level agents run here for a supervisor in another runtime: agent → supervisor.
-    adopted: HashMap<AgentId, AgentId>,
+    adopted: IdMap<AgentId, AgentId>,
     /// Remote children being stopped for good: not started again meanwhile.
-    leaving: HashSet<AgentId>,
+    leaving: IdSet<AgentId>,
 }
 
 impl Tree {

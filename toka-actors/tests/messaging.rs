@@ -205,3 +205,127 @@ async fn metrics_count_messages_appends_flush_waits_and_restarts() {
     assert_eq!(restarts("t"), Some(0));
     rt.shutdown().await.unwrap();
 }
+
+/// Counts the drops of [`Tracked`] values (one test uses it).
+static TRACKED_DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A value whose drops are counted: a message dropped twice, or never, shows in the count.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Tracked(u64);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        TRACKED_DROPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Sums what it is sent. `Msg` is the message type: small ones travel inline (up to four
+/// words), larger ones on the heap; so do replies (`R`).
+struct Summer<M, R>(std::marker::PhantomData<fn(M) -> R>);
+
+/// A message with a counted drop and a number to add.
+trait Addend {
+    /// The kind name of the agent summing these.
+    const KIND: &'static str;
+    fn value(&self) -> u64;
+}
+
+/// Two words: travels inline.
+type SmallMsg = (Tracked, u64);
+/// Seventeen words: travels on the heap.
+type LargeMsg = (Tracked, [u64; 16]);
+
+impl Addend for SmallMsg {
+    const KIND: &'static str = "sum-small";
+    fn value(&self) -> u64 {
+        self.0.0 + self.1
+    }
+}
+
+impl Addend for LargeMsg {
+    const KIND: &'static str = "sum-large";
+    fn value(&self) -> u64 {
+        self.0.0 + self.1.iter().sum::<u64>()
+    }
+}
+
+/// A reply built from the sum.
+trait FromSum {
+    fn from_sum(sum: u64) -> Self;
+}
+
+impl FromSum for u64 {
+    fn from_sum(sum: u64) -> Self {
+        sum
+    }
+}
+
+impl FromSum for (String, [u64; 8]) {
+    fn from_sum(sum: u64) -> Self {
+        (sum.to_string(), [sum; 8])
+    }
+}
+
+impl<M, R> toka_actors::Agent for Summer<M, R>
+where
+    M: Addend + serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    R: FromSum + serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    const KIND: &'static str = M::KIND;
+    type Args = ();
+    type Msg = M;
+    type Reply = R;
+    type State = u64;
+
+    fn init(&self, _: &()) -> Result<u64, toka_actors::AgentError> {
+        Ok(0)
+    }
+
+    async fn handle(
+        &self,
+        _: &mut toka_actors::Context<'_, Self>,
+        sum: &mut u64,
+        msg: M,
+    ) -> Result<R, toka_actors::AgentError> {
+        *sum += msg.value();
+        Ok(R::from_sum(*sum))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_messages_and_replies_inline_or_boxed_arrive_whole() {
+    type Small = Summer<SmallMsg, u64>;
+    type Large = Summer<LargeMsg, (String, [u64; 8])>;
+    let rt = toka_actors::Runtime::builder(memory_journal())
+        .register(Small::default())
+        .register(Large::default())
+        .start()
+        .await
+        .unwrap();
+    let transient = |name: &str| SpawnSpec::new(name).unwrap().transient();
+    let small = rt.spawn::<Small>(transient("small"), ()).await.unwrap();
+    let large = rt.spawn::<Large>(transient("large"), ()).await.unwrap();
+    let (mut small_sum, mut large_sum) = (0, 0);
+    for round in 1..=100u64 {
+        small.send((Tracked(round), 1)).await.unwrap();
+        large.send((Tracked(round), [round; 16])).await.unwrap();
+        small_sum += round + 1;
+        large_sum += round + 16 * round;
+    }
+    assert_eq!(small.ask((Tracked(0), 0), T).await.unwrap(), small_sum);
+    let (text, array) = large.ask((Tracked(0), [0; 16]), T).await.unwrap();
+    assert_eq!(text, large_sum.to_string());
+    assert_eq!(array, [large_sum; 8]);
+    assert_eq!(
+        TRACKED_DROPS.load(std::sync::atomic::Ordering::SeqCst),
+        202,
+        "every message, inline or boxed, is dropped once"
+    );
+    rt.shutdown().await.unwrap();
+}
+
+impl<M, R> Default for Summer<M, R> {
+    fn default() -> Self {
+        Summer(std::marker::PhantomData)
+    }
+}
