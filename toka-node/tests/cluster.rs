@@ -163,7 +163,11 @@ impl TestCluster {
                     health["shards"].as_array().map_or(0, Vec::len)
                 })
                 .collect();
-            if counts.iter().all(|&n| n >= 2) && counts.iter().sum::<usize>() == SHARDS as usize {
+            // Dealt evenly (3, 3, 2), not just all served: 4, 2, 2 still has a hand-over
+            // to make, during which a shard answers 503.
+            let (least, most) = (counts.iter().min(), counts.iter().max());
+            let even = least.zip(most).is_some_and(|(l, m)| m - l <= 1);
+            if even && counts.iter().sum::<usize>() == SHARDS as usize {
                 break;
             }
             assert!(

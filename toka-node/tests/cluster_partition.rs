@@ -461,14 +461,17 @@ fn a_partitioned_node_loses_its_shards_and_writes_nothing_with_its_old_epoch() {
 
     let counters: Vec<String> = (0..COUNTERS).map(|i| format!("c{i}")).collect();
     for (i, id) in counters.iter().enumerate() {
-        let (status, body) = call(
-            all[i % all.len()],
-            "POST",
-            "/agents",
-            &token,
-            &json!({"id": id, "kind": "counter"}),
-        )
-        .unwrap();
+        // A shard still being handed over as the shards spread answers 503 (not applied).
+        let (status, body) = retry_503(|| {
+            call(
+                all[i % all.len()],
+                "POST",
+                "/agents",
+                &token,
+                &json!({"id": id, "kind": "counter"}),
+            )
+            .unwrap()
+        });
         assert_eq!(status, 201, "spawning {id}: {body}");
     }
     // The counters whose shards `n3` holds now (their shards come back to it after each
