@@ -322,14 +322,7 @@ impl Kernel {
         payload: Vec<u8>,
         routing: Routing,
     ) -> Result<Appended, Error> {
-        self.ask_writer(|ack| WriterMsg::Append {
-            id: id.clone(),
-            event: NewEvent::new(kind.stored(), payload),
-            routing,
-            ack: Some(ack),
-            durable: false,
-        })
-        .await
+        self.append_as(id, kind, payload, routing, false).await
     }
 
     /// Appends one record to `id`'s stream through the writer, which routes it as
@@ -344,12 +337,23 @@ impl Kernel {
         payload: Vec<u8>,
         routing: Routing,
     ) -> Result<Appended, Error> {
+        self.append_as(id, kind, payload, routing, true).await
+    }
+
+    async fn append_as(
+        &self,
+        id: &AgentId,
+        kind: RecordKind,
+        payload: Vec<u8>,
+        routing: Routing,
+        durable: bool,
+    ) -> Result<Appended, Error> {
         self.ask_writer(|ack| WriterMsg::Append {
             id: id.clone(),
             event: NewEvent::new(kind.stored(), payload),
             routing,
             ack: Some(ack),
-            durable: true,
+            durable,
         })
         .await
     }

@@ -307,6 +307,35 @@ pub(crate) fn spawn_assistant(node: &Node, auth: &str, token: &str, system: &str
     assert_eq!(status, 201, "{body}");
 }
 
+/// Checks a turn cut while the model answered its second step, then finished after a
+/// restart (or elsewhere): one turn (`entries`: user, assistant, tool, assistant), and the
+/// model (`sent`) asked step 1 once and step 2 twice, the second time as the first.
+pub(crate) fn assert_cut_turn_finished_once(
+    entries: &[Value],
+    sent: &[toka_test_support::model_server::Recorded],
+) {
+    let roles: Vec<&str> = entries
+        .iter()
+        .map(|e| e["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "tool", "assistant"],
+        "one turn, once"
+    );
+    assert_eq!(
+        sent.len(),
+        3,
+        "step 1 once, step 2 cut then asked again: {sent:#?}"
+    );
+    let asked_first = sent.iter().filter(|r| r.body == sent[0].body).count();
+    assert_eq!(asked_first, 1, "the answered step was asked again");
+    assert_eq!(
+        sent[1].body, sent[2].body,
+        "the cut step is asked again as it was"
+    );
+}
+
 /// The transcript of the assistant `helper`.
 pub(crate) fn transcript(node: &Node, token: &str) -> Vec<Value> {
     let (status, body) = node.json("POST", "/agents/helper/query", token, &json!("transcript"));
