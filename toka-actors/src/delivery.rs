@@ -165,9 +165,8 @@ pub(crate) async fn deliver(
         // In the tree but not running: a transient agent being restarted.
         Placed::Here { durable: false } => Err(Error::UnknownAgent(to.clone())),
         Placed::Elsewhere => remote(kernel, to, msg, origin, reply).await,
-        Placed::Unknown if kernel.places_elsewhere(to) => {
-            remote(kernel, to, msg, origin, reply).await
-        }
+        // Not here: with other runtimes connected, the one holding it (if any) answers.
+        Placed::Unknown if kernel.remote.is_some() => remote(kernel, to, msg, origin, reply).await,
         Placed::Unknown => Err(Error::UnknownAgent(to.clone())),
     }
 }
@@ -246,7 +245,7 @@ pub(crate) async fn remote_query(
         let tree = kernel.tree();
         match tree.get(id) {
             Some(_) => tree.is_elsewhere(id),
-            None => link.is_elsewhere(id),
+            None => true,
         }
     };
     if !elsewhere {

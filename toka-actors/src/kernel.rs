@@ -184,7 +184,7 @@ impl Kernel {
             // An agent of another runtime: its kind is checked where it lives, when a
             // message for it arrives there.
             drop(tree);
-            return if self.places_elsewhere(id) {
+            return if self.remote.is_some() {
                 Ok(())
             } else {
                 Err(Error::UnknownAgent(id.clone()))

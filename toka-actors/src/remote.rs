@@ -31,9 +31,9 @@
 //!   (that is, finds running) its remote children.
 //!
 //! # Messages to agents elsewhere
-//! A send, ask or query to an agent this runtime does not hold, which
-//! [`Remote::is_elsewhere`] places in another runtime, goes through [`Remote::deliver`],
-//! [`Remote::ask`] or [`Remote::query`]: the message (or query) travels postcard-encoded,
+//! A send, ask or query to an agent this runtime does not hold goes through
+//! [`Remote::deliver`], [`Remote::ask`] or [`Remote::query`] (an agent held nowhere is
+//! [`Error::UnknownAgent`] there, as here): the message (or query) travels postcard-encoded,
 //! and the reply (or answer) comes back encoded, decoded by the asker's own type. A
 //! durable agent's send or ask carries its [`Origin`] (agent and effect id), so the
 //! receiver drops a second copy of it (a handler re-run after a crash); a send counts
@@ -102,8 +102,9 @@ pub struct ChildExit {
 /// Connects a runtime to the runtimes holding the agents it does not (see the [module
 /// docs](self)). Every method may retry; each request is idempotent where it arrives.
 pub trait Remote: Send + Sync + 'static {
-    /// Whether agent `id` lives (or, for a child being placed, would live) in another
-    /// runtime.
+    /// Whether a child with id `id`, being placed [`Placement::Anywhere`], goes to
+    /// another runtime. (Requests for any agent this runtime does not hold go through the
+    /// other methods, whatever this says: the runtime holding the agent, if any, answers.)
     fn is_elsewhere(&self, id: &AgentId) -> bool;
 
     /// Delivers `message` to agent `to` in its runtime ([`Runtime::remote_deliver`]

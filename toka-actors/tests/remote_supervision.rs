@@ -50,8 +50,16 @@ struct Link {
 }
 
 impl Link {
+    /// The runtime holding `id`: the one whose tree runs it (a cluster's directory), else
+    /// its home.
     fn to(&self, id: &AgentId) -> Result<Arc<Runtime>, Error> {
-        self.world.get(home(id), id)
+        let holding = self.world.0.read().unwrap().values().find_map(|rt| {
+            rt.tree()
+                .iter()
+                .any(|a| a.id == *id && !a.elsewhere)
+                .then(|| Arc::clone(rt))
+        });
+        holding.map_or_else(|| self.world.get(home(id), id), Ok)
     }
 }
 
@@ -219,6 +227,13 @@ async fn a_child_placed_elsewhere_runs_there_and_is_supervised_from_here() {
         matches!(missing, Err(Error::UnknownAgent(_))),
         "{missing:?}"
     );
+    // An agent held by `a` though its id's home is `b` (a child placed with its parent)
+    // is reached from `b` too: whatever `b` does not hold goes to the other runtimes.
+    p.ask(Cmd::Spawn("b-near".into()), T).await.unwrap();
+    let x = b.agent::<Counter>(&id("b-x")).unwrap();
+    x.ask(Cmd::SendTo("b-near".into(), 2), T).await.unwrap();
+    let near = a.agent::<Counter>(&id("b-near")).unwrap();
+    assert_eq!(near.ask(Cmd::Get, T).await.unwrap(), 2);
 
     // Stopping the parent stops and removes the child in b.
     a.stop(&id("p")).await.unwrap();
