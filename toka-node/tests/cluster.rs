@@ -794,6 +794,20 @@ fn holder_of(addr: SocketAddr, token: &str, shard: u32) -> Option<usize> {
     NODES.iter().position(|n| *n == holder)
 }
 
+/// The index in `NODES` of the node holding `shard`, once `GET /cluster` on `addr` names
+/// one (its view is refreshed every tick: a shard just taken may not show yet).
+fn holder_now(addr: SocketAddr, token: &str, shard: u32) -> usize {
+    let mut holder = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            holder = holder_of(addr, token, shard);
+            holder.is_some()
+        }),
+        "no holder of shard {shard} in {addr}'s view"
+    );
+    holder.unwrap()
+}
+
 #[test]
 fn a_parent_supervises_a_child_that_runs_on_another_node() {
     let Some(url) = postgres_url() else {
@@ -804,14 +818,14 @@ fn a_parent_supervises_a_child_that_runs_on_another_node() {
     let mut nodes = cluster.nodes;
     let token = token.as_str();
     let boss_shard = home_shard("boss");
-    let boss_node = holder_of(addrs[0], token, boss_shard).unwrap();
+    let boss_node = holder_now(addrs[0], token, boss_shard);
     // A child id whose own shard another node holds.
     let child = (0..)
         .map(|i| format!("w{i}"))
         .find(|id| holder_of(addrs[0], token, home_shard(id)).is_some_and(|n| n != boss_node))
         .unwrap();
     let child_shard = home_shard(&child);
-    let child_node = holder_of(addrs[0], token, child_shard).unwrap();
+    let child_node = holder_now(addrs[0], token, child_shard);
     let spawn = json!({"id": "boss", "kind": "supervisor"});
     assert_eq!(
         call(addrs[0], "POST", "/agents", token, &spawn).unwrap().0,
@@ -881,12 +895,7 @@ fn a_parent_supervises_a_child_that_runs_on_another_node() {
     nodes[child_node].restart();
     assert!(wait_all_served(&addrs, Duration::from_secs(30)).is_ok());
     // (Shards may be being handed over to the returning node: wait for a holder.)
-    let mut boss_now = None;
-    assert!(eventually(Duration::from_secs(20), || {
-        boss_now = holder_of(addrs[0], token, boss_shard);
-        boss_now.is_some()
-    }));
-    let boss_now = boss_now.unwrap();
+    let boss_now = holder_now(addrs[0], token, boss_shard);
     nodes[boss_now].kill_9();
     let survivor = (0..3).find(|&n| n != boss_now).unwrap();
     assert!(
@@ -980,7 +989,7 @@ fn a_model_turn_cut_by_kill_9_finishes_on_another_node_asking_each_step_once() {
     let (status, body) = call(addrs[0], "POST", "/agents", token, &spawn).unwrap();
     assert_eq!(status, 201, "{body}");
     let shard = home_shard("helper");
-    let holder = holder_of(addrs[0], token, shard).unwrap();
+    let holder = holder_now(addrs[0], token, shard);
     // Asked through another node than the holder: the ask is forwarded.
     let via = addrs[(holder + 1) % 3];
 
