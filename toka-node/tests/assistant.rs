@@ -69,14 +69,6 @@ fn spawn_assistant_with(node: &Node, token: &str, tools: &[&str]) {
     );
 }
 
-fn read_notes() -> Reply {
-    Reply::Json(chat_tool_calls(
-        &[("call_1", "fs_read", json!({"path": "notes.txt"}))],
-        60,
-        12,
-    ))
-}
-
 #[test]
 fn an_assistant_answers_over_http_with_a_key_from_the_vault() {
     let tmp = tempfile::tempdir().unwrap();
@@ -87,7 +79,7 @@ fn an_assistant_answers_over_http_with_a_key_from_the_vault() {
     let token = admin_token(&tmp.path().join("data"));
     spawn_assistant(&node, &token);
 
-    server.push(read_notes());
+    server.push(common::read_notes());
     server.push(Reply::Json(chat_text("On Thursday, in room B.", 90, 8)));
     let (status, answer) = node.json(
         "POST",
@@ -145,7 +137,7 @@ fn a_turn_cut_by_kill_9_finishes_on_its_own_after_the_restart() {
     spawn_assistant(&node, &token);
 
     // Step 1 answers (a tool call); step 2 never does: the node is killed while it waits.
-    server.push(read_notes());
+    server.push(common::read_notes());
     server.push(Reply::Hang);
     let addr_token = token.clone();
     let asker = {
@@ -306,7 +298,7 @@ fn a_kill_9_right_after_a_model_answer_asks_no_recorded_step_again() {
         let token = admin_token(&tmp.path().join("data"));
         spawn_assistant(&node, &token);
 
-        server.push(read_notes());
+        server.push(common::read_notes());
         server.push(Reply::Hang);
         let asker = ask_in_background(&node, &token, "When is the meeting?");
         // The server took step 1's reply: it is answering (or answered) it.
@@ -328,7 +320,7 @@ fn a_kill_9_right_after_a_model_answer_asks_no_recorded_step_again() {
 
         if !step_1_recorded {
             // It will be asked again: the model answers it as before.
-            server.push(read_notes());
+            server.push(common::read_notes());
         }
         server.push(Reply::Json(chat_text("On Thursday, in room B.", 90, 8)));
         let node = start(tmp.path(), &config);

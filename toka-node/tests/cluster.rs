@@ -57,7 +57,7 @@ use cluster_common::{
 };
 use common::postgres_url;
 use serde_json::{Value, json};
-use toka_test_support::model_server::{ModelServer, Reply, chat_text, chat_tool_calls};
+use toka_test_support::model_server::{ModelServer, Reply, chat_text};
 use toka_test_support::rng::{Rng, seed_from_env_or_time};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -944,15 +944,6 @@ fn a_parent_supervises_a_child_that_runs_on_another_node() {
     assert_eq!(status, 404);
 }
 
-/// A model's answer that calls `fs.read` on `notes.txt`.
-fn read_notes() -> Reply {
-    Reply::Json(chat_tool_calls(
-        &[("call_1", "fs_read", json!({"path": "notes.txt"}))],
-        60,
-        12,
-    ))
-}
-
 #[test]
 fn a_model_turn_cut_by_kill_9_finishes_on_another_node_asking_each_step_once() {
     let Some(url) = postgres_url() else {
@@ -961,17 +952,13 @@ fn a_model_turn_cut_by_kill_9_finishes_on_another_node_asking_each_step_once() {
     const KEY: &str = "sk-cluster-test-9d2e4f6a8b0c1e3f";
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(ModelServer::start()).with_api_key(KEY);
-    let files = tempfile::tempdir().unwrap();
-    std::fs::write(
-        files.path().join("notes.txt"),
-        "Meeting moved to Thursday, room B.",
-    )
-    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let files = common::notes_dir(tmp.path());
     let config = format!(
         "durability = \"fsync\"\n[tools]\nfs_root = {:?}\n\
          [models.local]\nprovider = \"openai\"\nbase_url = {:?}\nmodel = \"scripted\"\n\
          api_key_secret = \"openai-key\"\ntimeout_secs = 30\nmax_retries = 0\n",
-        files.path().to_str().unwrap(),
+        files.to_str().unwrap(),
         server.base_url(),
     );
     let cluster = TestCluster::start_prepared(
@@ -994,7 +981,7 @@ fn a_model_turn_cut_by_kill_9_finishes_on_another_node_asking_each_step_once() {
     let via = addrs[(holder + 1) % 3];
 
     // Step 1 answers (a tool call); step 2 hangs: the holder is killed while it waits.
-    server.push(read_notes());
+    server.push(common::read_notes());
     server.push(Reply::Hang);
     let asker = {
         let token = token.to_owned();

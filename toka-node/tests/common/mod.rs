@@ -336,6 +336,15 @@ pub(crate) fn assert_cut_turn_finished_once(
     );
 }
 
+/// A model's answer that calls `fs.read` on `notes.txt` (see [`notes_dir`]).
+pub(crate) fn read_notes() -> toka_test_support::model_server::Reply {
+    toka_test_support::model_server::Reply::Json(toka_test_support::model_server::chat_tool_calls(
+        &[("call_1", "fs_read", json!({"path": "notes.txt"}))],
+        60,
+        12,
+    ))
+}
+
 /// The transcript of the assistant `helper`.
 pub(crate) fn transcript(node: &Node, token: &str) -> Vec<Value> {
     let (status, body) = node.json("POST", "/agents/helper/query", token, &json!("transcript"));

@@ -418,6 +418,31 @@ pub(super) fn validate_schema(schema: &str) -> Result<(), Error> {
     }
 }
 
+/// The schema version of the journal in `schema` (quoted: `s`), refused with
+/// [`Error::UnsupportedSchema`] when newer than this build knows.
+fn schema_version(
+    client: &mut impl postgres::GenericClient,
+    s: &str,
+    schema: &str,
+    op: &'static str,
+) -> Result<i32, Error> {
+    let found: i32 = client
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {s}.toka_schema"),
+            &[],
+        )
+        .map_err(|e| Error::backend(op, e))?
+        .get(0);
+    if found > PG_SCHEMA_VERSION {
+        return Err(Error::UnsupportedSchema {
+            schema: schema.to_owned(),
+            found: i64::from(found),
+            supported: i64::from(PG_SCHEMA_VERSION),
+        });
+    }
+    Ok(found)
+}
+
 pub(super) fn quote(schema: &str) -> String {
     format!("\"{schema}\"")
 }
@@ -820,20 +845,7 @@ fn check_followed(client: &mut Client, schema: &str) -> Result<(), Error> {
             format!("schema {schema:?} holds no journal yet (its writer creates it)"),
         ));
     }
-    let found: i32 = client
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) FROM {s}.toka_schema"),
-            &[],
-        )
-        .map_err(|e| Error::backend(OP, e))?
-        .get(0);
-    if found > PG_SCHEMA_VERSION {
-        return Err(Error::UnsupportedSchema {
-            schema: schema.to_owned(),
-            found: i64::from(found),
-            supported: i64::from(PG_SCHEMA_VERSION),
-        });
-    }
+    let found = schema_version(client, &s, schema, OP)?;
     if found < PG_SCHEMA_VERSION {
         return Err(failure(
             OP,
@@ -1054,20 +1066,7 @@ fn migrate(client: &mut Client, schema: &str) -> Result<(), Error> {
          );"
     ))
     .map_err(|e| Error::backend(OP, e))?;
-    let found: i32 = tx
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) FROM {s}.toka_schema"),
-            &[],
-        )
-        .map_err(|e| Error::backend(OP, e))?
-        .get(0);
-    if found > PG_SCHEMA_VERSION {
-        return Err(Error::UnsupportedSchema {
-            schema: schema.to_owned(),
-            found: i64::from(found),
-            supported: i64::from(PG_SCHEMA_VERSION),
-        });
-    }
+    let found = schema_version(&mut tx, &s, schema, OP)?;
     for (version, sql) in (1..)
         .zip(MIGRATIONS)
         .skip(usize::try_from(found).unwrap_or(0))
