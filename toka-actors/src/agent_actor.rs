@@ -109,6 +109,25 @@ fn handle_span<A: Agent>(
     span
 }
 
+/// A handling of message `seq` failed with `reason`: marks the span, logs it, and
+/// answers the asker; the actor fails with what this returns.
+fn failed<A: Agent>(
+    core: &Core<A>,
+    seq: u64,
+    reason: String,
+    reply: Option<ReplyPort>,
+) -> ActorProcessingErr {
+    tracing::Span::current().record("otel.status_code", "error");
+    tracing::warn!(agent = %core.id, seq, %reason, "handler failed");
+    if let Some(port) = reply {
+        let _ = port.send(Err(Error::Handler {
+            id: core.id.clone(),
+            reason: reason.clone(),
+        }));
+    }
+    reason.into()
+}
+
 fn failure(error: impl std::fmt::Display) -> ActorProcessingErr {
     error.to_string().into()
 }
@@ -164,14 +183,7 @@ impl<A: Agent> AgentActor<A> {
             Ok(Err(error)) => error.to_string(),
             Err(panic) => panic_message(&panic),
         };
-        tracing::Span::current().record("otel.status_code", "error");
-        tracing::warn!(agent = %core.id, seq, %reason, "handler failed");
-        if let Some(port) = reply {
-            let _ = port.send(Err(Error::Handler {
-                id: core.id.clone(),
-                reason: reason.clone(),
-            }));
-        }
+        let failure = failed(core, seq, reason.clone(), reply);
         if core.durable {
             let payload = record::encode(
                 "an attempt record",
@@ -182,7 +194,42 @@ impl<A: Agent> AgentActor<A> {
             )?;
             Box::pin(core.append_own(RecordKind::Attempt, payload)).await?;
         }
-        Err(reason.into())
+        Err(failure)
+    }
+
+    /// [`Self::run_handler`] for a transient agent's message, without what only a durable
+    /// agent has (steps to record or check, own records to wait for, a replay to halt):
+    /// the hot path of local messaging, kept lean.
+    async fn run_transient(
+        &self,
+        state: &mut AgentState<A>,
+        msg: A::Msg,
+        reply: Option<ReplyPort>,
+    ) -> Result<(), ActorProcessingErr> {
+        let AgentState { user, core } = state;
+        let seq = core.base;
+        let mut ctx = Context {
+            core,
+            seq,
+            effects: 0,
+            replaying: false,
+            now: None,
+        };
+        let outcome = AssertUnwindSafe(self.agent.handle(&mut ctx, user, msg))
+            .catch_unwind()
+            .await;
+        let reason = match outcome {
+            Ok(Ok(answer)) => {
+                if let Some(port) = reply {
+                    let _ = port.send(Ok(crate::envelope::any_box(answer)));
+                }
+                Counters::add(&core.kernel.metrics.messages_handled, 1);
+                return Ok(());
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(panic) => panic_message(&panic),
+        };
+        Err(failed(core, seq, reason, reply))
     }
 
     /// Stops the agent for non-determinism: journals why, answers the asker, and fails
@@ -591,11 +638,8 @@ impl<A: Agent> AgentActor<A> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             Ok(msg) => {
-                let seq = state.core.base;
-                let span = handle_span::<A>(&state.core, seq, false, None);
-                self.run_handler(state, seq, Mode::Live, None, msg, reply)
-                    .instrument(span)
-                    .await
+                let span = handle_span::<A>(&state.core, state.core.base, false, None);
+                self.run_transient(state, msg, reply).instrument(span).await
             }
             Err(error) => {
                 tracing::warn!(agent = %state.core.id, %error, "dropping a message that does not fit");
@@ -698,6 +742,7 @@ impl<A: Agent> Actor for AgentActor<A> {
             watermarks: None,
             extras: None,
             recorded: None,
+            last_target: None,
             steps: Vec::new(),
             steps_recorded: false,
             halt: None,

@@ -13,6 +13,7 @@ use toka_store::Timestamp;
 use tokio::task::AbortHandle;
 
 use crate::children::Children;
+use crate::delivery::LastTarget;
 use crate::envelope::Envelope;
 use crate::kernel::Kernel;
 use crate::progress::HandledCell;
@@ -53,6 +54,9 @@ pub(crate) struct Core<A: Agent> {
     /// While recovering: what the journal recorded of the handlings being replayed.
     /// `None` otherwise (boxed: most of an agent's life has nothing recorded to keep).
     pub(crate) recorded: Option<Box<Recorded>>,
+    /// The transient agent this agent last sent to, reached again without the directory
+    /// (boxed: most agents never send).
+    pub(crate) last_target: Option<Box<LastTarget>>,
     /// The outward steps of the handling in progress.
     pub(crate) steps: Vec<Step>,
     /// Whether the message being replayed was journaled in a format whose handlings

@@ -131,7 +131,9 @@ impl<A: Agent> Context<'_, A> {
             return Ok(());
         }
         let origin = self.origin(effect);
-        delivery::deliver(&self.core.kernel, to.id(), msg, origin, None).await
+        let core = &mut *self.core;
+        let last = Some(&mut core.last_target);
+        delivery::deliver_from(&core.kernel, last, to.id(), msg, origin, None).await
     }
 
     /// Asks `to` and waits up to `timeout` for the reply. The outcome (reply or error) is

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
+use ractor::{ActorRef, ActorStatus};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
@@ -115,6 +116,14 @@ impl Payload for TopicMsg<'_> {
     }
 }
 
+/// The actor of the transient agent a sender reached last, kept by the sender (a
+/// handler's core) so that sending to the same agent again skips the directory: used
+/// only while that actor runs, so it reaches the same incarnation the directory would.
+pub(crate) struct LastTarget {
+    id: AgentId,
+    actor: ActorRef<Envelope>,
+}
+
 /// Delivers `msg` to agent `to`, from `origin`; with `reply`, the handler's reply goes
 /// there. Returns once the message is in a transient agent's mailbox, or journaled with
 /// the journal's durability for a durable agent.
@@ -129,24 +138,80 @@ pub(crate) async fn deliver(
     origin: Origin,
     reply: Option<ReplyPort>,
 ) -> Result<(), Error> {
+    deliver_from(kernel, None, to, msg, origin, reply).await
+}
+
+/// [`deliver`], for a sender that keeps the transient agent it reached last in `last`.
+pub(crate) async fn deliver_from(
+    kernel: &Kernel,
+    last: Option<&mut Option<Box<LastTarget>>>,
+    to: &AgentId,
+    msg: impl Payload,
+    origin: Origin,
+    reply: Option<ReplyPort>,
+) -> Result<(), Error> {
     kernel.check_accepting()?;
-    // A running transient agent: straight to its mailbox, under the directory's read
-    // lock (no reference counting on this hot path).
+    let Some((msg, reply)) = send_local(kernel, last, to, msg, reply)? else {
+        return Ok(());
+    };
+    // Boxed: the journal's and the remote path's future is large, and a future is moved
+    // into place on every send, local ones included.
+    Box::pin(deliver_placed(kernel, to, msg, origin, reply)).await
+}
+
+/// Puts `msg` in the mailbox of `to` if it is a running transient agent (`Ok(None)`);
+/// gives it back otherwise.
+fn send_local<P: Payload>(
+    kernel: &Kernel,
+    last: Option<&mut Option<Box<LastTarget>>>,
+    to: &AgentId,
+    msg: P,
+    reply: Option<ReplyPort>,
+) -> Result<Option<(P, Option<ReplyPort>)>, Error> {
+    if let Some(Some(target)) = last.as_deref() {
+        if target.id == *to && target.actor.get_status() == ActorStatus::Running {
+            return target
+                .actor
+                .send_message(msg.into_envelope(reply)?)
+                .map(|()| None)
+                .map_err(|_| Error::UnknownAgent(to.clone()));
+        }
+    }
+    // Under the directory's read lock: no reference counting unless the sender keeps it.
     let mut pending = Some((msg, reply));
     let local = kernel.directory.send_local_with(to, |actor| {
         let Some((msg, reply)) = pending.take() else {
-            return Ok(());
+            return Ok::<_, Error>(None);
         };
         actor
             .send_message(msg.into_envelope(reply)?)
-            .map_err(|_| Error::UnknownAgent(to.clone()))
+            .map_err(|_| Error::UnknownAgent(to.clone()))?;
+        Ok(last.is_some().then(|| actor.clone()))
     });
-    if let Some(sent) = local {
-        return sent;
+    match local {
+        Some(sent) => {
+            if let (Some(actor), Some(slot)) = (sent?, last) {
+                *slot = Some(Box::new(LastTarget {
+                    id: to.clone(),
+                    actor,
+                }));
+            }
+            Ok(None)
+        }
+        None => Ok(pending),
     }
-    let Some((msg, reply)) = pending else {
-        return Ok(());
-    };
+}
+
+/// Delivers `msg` to `to`, which runs no transient actor here: journaled for a durable
+/// agent of this runtime, handed to the [`Remote`](crate::remote::Remote) for one that
+/// is not here.
+async fn deliver_placed(
+    kernel: &Kernel,
+    to: &AgentId,
+    msg: impl Payload,
+    origin: Origin,
+    reply: Option<ReplyPort>,
+) -> Result<(), Error> {
     let placed = {
         let tree = kernel.tree();
         match tree.get(to) {

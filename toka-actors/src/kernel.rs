@@ -482,7 +482,9 @@ impl Kernel {
             }
         }
         if let Some((args, spec)) = record {
-            let journaled = async {
+            // Boxed: a transient spawn, which journals nothing, should not move this
+            // future around.
+            let journaled = Box::pin(async {
                 let record = if let Placed::Elsewhere(parent) = placed {
                     // Its stream lives in the runtime that runs it: no incarnation here.
                     TreeRecord::SpawnedElsewhere {
@@ -523,7 +525,7 @@ impl Kernel {
                 let payload = record::encode("a spawn record", &record)?;
                 self.append_runtime(record::TREE_STREAM, RecordKind::Spawn, payload)
                     .await
-            }
+            })
             .await;
             if let Err(error) = journaled {
                 self.tree().remove(&id);

@@ -329,3 +329,48 @@ impl<M, R> Default for Summer<M, R> {
         Summer(std::marker::PhantomData)
     }
 }
+
+/// A sender reaches the transient agent it sent to last without the directory; that must
+/// never outlive the agent's actor: after the target is restarted, and after its id is
+/// stopped and spawned again as a durable agent, the sender's messages reach the agent
+/// that runs under the id now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_reaches_whatever_runs_under_the_id_now() {
+    let log = Log::default();
+    let rt = builder(memory_journal(), &log).start().await.unwrap();
+    let transient = |name: &str| SpawnSpec::new(name).unwrap().transient();
+    let s = rt
+        .spawn::<Counter>(transient("s"), "s".into())
+        .await
+        .unwrap();
+    let t = rt
+        .spawn::<Counter>(transient("t"), "t".into())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.ask(Cmd::SendTo("t".into(), 1), T).await.unwrap();
+    }
+    assert_eq!(t.ask(Cmd::Get, T).await.unwrap(), 3);
+
+    // Restarted by the root: a new actor, with a fresh state (transient).
+    assert!(t.ask(Cmd::Panic, T).await.is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while t.ask(Cmd::Get, T).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "t was not restarted");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    s.ask(Cmd::SendTo("t".into(), 5), T).await.unwrap();
+    assert_eq!(t.ask(Cmd::Get, T).await.unwrap(), 5);
+
+    // Stopped, then spawned again as a durable agent: the message is journaled for it.
+    rt.stop(&id("t")).await.unwrap();
+    let err = s.ask(Cmd::SendTo("t".into(), 1), T).await.unwrap_err();
+    assert!(err.to_string().contains("t"), "{err}");
+    let durable = rt
+        .spawn::<Counter>(SpawnSpec::new("t").unwrap(), "t".into())
+        .await
+        .unwrap();
+    s.ask(Cmd::SendTo("t".into(), 2), T).await.unwrap();
+    assert_eq!(durable.ask(Cmd::Get, T).await.unwrap(), 2);
+    rt.shutdown().await.unwrap();
+}
