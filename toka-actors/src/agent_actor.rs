@@ -629,17 +629,19 @@ impl<A: Agent> AgentActor<A> {
         self.handle_local(state, msg, reply)
     }
 
-    /// Handles a message for a transient agent.
-    async fn handle_local(
+    /// Handles a message for a transient agent (one that did not fit is dropped, and its
+    /// asker told why). Not an `async fn`: the future is the handling's, with no layer of
+    /// its own.
+    fn handle_local(
         &self,
         state: &mut AgentState<A>,
         msg: Result<A::Msg, String>,
         reply: Option<ReplyPort>,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
         match msg {
             Ok(msg) => {
                 let span = handle_span::<A>(&state.core, state.core.base, false, None);
-                self.run_transient(state, msg, reply).instrument(span).await
+                Either::Left(self.run_transient(state, msg, reply).instrument(span))
             }
             Err(error) => {
                 tracing::warn!(agent = %state.core.id, %error, "dropping a message that does not fit");
@@ -649,7 +651,7 @@ impl<A: Agent> AgentActor<A> {
                         reason: error,
                     }));
                 }
-                Ok(())
+                Either::Right(std::future::ready(Ok(())))
             }
         }
     }

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use ractor::{ActorRef, ActorStatus};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
@@ -131,32 +132,39 @@ pub(crate) struct LastTarget {
 /// # Errors
 /// [`Error::ShuttingDown`], [`Error::UnknownAgent`], [`Error::Encode`] or
 /// [`Error::BadJson`] for a message that does not fit, [`Error::Journal`].
-pub(crate) async fn deliver(
-    kernel: &Kernel,
-    to: &AgentId,
-    msg: impl Payload,
+pub(crate) fn deliver<'a>(
+    kernel: &'a Kernel,
+    to: &'a AgentId,
+    msg: impl Payload + Send + 'a,
     origin: Origin,
     reply: Option<ReplyPort>,
-) -> Result<(), Error> {
-    deliver_from(kernel, None, to, msg, origin, reply).await
+) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+    deliver_from(kernel, None, to, msg, origin, reply)
 }
 
 /// [`deliver`], for a sender that keeps the transient agent it reached last in `last`.
-pub(crate) async fn deliver_from(
-    kernel: &Kernel,
+///
+/// Not an `async fn`: a message for a running transient agent is in its mailbox before
+/// this returns, and the future is then a ready one; only the journal's and the remote
+/// path's (large) future is boxed and awaited.
+pub(crate) fn deliver_from<'a>(
+    kernel: &'a Kernel,
     last: Option<&mut Option<Box<LastTarget>>>,
-    to: &AgentId,
-    msg: impl Payload,
+    to: &'a AgentId,
+    msg: impl Payload + Send + 'a,
     origin: Origin,
     reply: Option<ReplyPort>,
-) -> Result<(), Error> {
-    kernel.check_accepting()?;
-    let Some((msg, reply)) = send_local(kernel, last, to, msg, reply)? else {
-        return Ok(());
-    };
-    // Boxed: the journal's and the remote path's future is large, and a future is moved
-    // into place on every send, local ones included.
-    Box::pin(deliver_placed(kernel, to, msg, origin, reply)).await
+) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+    let local = kernel
+        .check_accepting()
+        .and_then(|()| send_local(kernel, last, to, msg, reply));
+    match local {
+        Ok(None) => Either::Left(std::future::ready(Ok(()))),
+        Err(error) => Either::Left(std::future::ready(Err(error))),
+        Ok(Some((msg, reply))) => {
+            Either::Right(Box::pin(deliver_placed(kernel, to, msg, origin, reply)))
+        }
+    }
 }
 
 /// Puts `msg` in the mailbox of `to` if it is a running transient agent (`Ok(None)`);
