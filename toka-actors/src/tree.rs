@@ -1,6 +1,5 @@
 //! The supervision tree as the journal records it: the model recovery rebuilds from.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -148,8 +147,9 @@ pub struct AgentInfo {
 pub(crate) struct Tree {
     nodes: IdMap<AgentId, Box<Node>>,
     top: Vec<AgentId>,
-    /// The kind names of the nodes, each stored once.
-    kinds: HashSet<Arc<str>>,
+    /// The kind names of the nodes, each stored once (registered names only: a spawn of
+    /// an unknown kind is refused before it gets here, so a fast hash is safe).
+    kinds: rustc_hash::FxHashSet<Arc<str>>,
     /// Children of this runtime's agents that run in another runtime (remote children,
     /// see [`remote`](crate::remote)): in the tree for their supervisor, never started
     /// here.
