@@ -194,10 +194,7 @@ impl<A: Agent> Context<'_, A> {
         let outcome = async {
             let kind = kernel.kind_of(to)?;
             let (reply, answer) = oneshot::channel();
-            let msg = Json {
-                kind: &*kind,
-                value: msg,
-            };
+            let msg = Json { kind, value: msg };
             delivery::deliver(&kernel, to, msg, origin, Some(reply)).await?;
             let reply = await_reply(to, answer, timeout).await?;
             kind.reply_to_json(reply)

@@ -160,15 +160,15 @@ impl Kernel {
     }
 
     /// The registered kind `name`.
-    pub(crate) fn kind(&self, name: &str) -> Result<Arc<dyn Kind>, Error> {
+    pub(crate) fn kind(&self, name: &str) -> Result<&dyn Kind, Error> {
         self.kinds
             .get(name)
-            .cloned()
+            .map(|kind| &**kind)
             .ok_or_else(|| Error::UnknownKind(name.to_owned()))
     }
 
     /// The kind of agent `id`.
-    pub(crate) fn kind_of(&self, id: &AgentId) -> Result<Arc<dyn Kind>, Error> {
+    pub(crate) fn kind_of(&self, id: &AgentId) -> Result<&dyn Kind, Error> {
         let kind = self
             .tree()
             .get(id)

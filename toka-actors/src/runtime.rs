@@ -415,7 +415,7 @@ impl Runtime {
     ) -> Result<(), Error> {
         let kind = self.kind_here(id)?;
         let msg = delivery::Encoded {
-            kind: &*kind,
+            kind,
             topic: message.topic,
             body: message.body,
         };
@@ -435,7 +435,7 @@ impl Runtime {
     ) -> Result<Vec<u8>, Error> {
         let kind = self.kind_here(id)?;
         let msg = delivery::Encoded {
-            kind: &*kind,
+            kind,
             topic: message.topic,
             body: message.body,
         };
@@ -457,7 +457,7 @@ impl Runtime {
         query: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
-        let queries = self.queries_of(&*self.kind_here(id)?, id)?;
+        let queries = self.queries_of(self.kind_here(id)?, id)?;
         let run = (queries.from_bytes)(id.clone(), query)?;
         let answer = delivery::query(&self.kernel, id, run, timeout).await?;
         (queries.to_bytes)(answer)
@@ -465,7 +465,7 @@ impl Runtime {
 
     /// The kind of agent `id`, which must run in this runtime: a request from another
     /// runtime is never sent on to a third (no message bounces between runtimes).
-    fn kind_here(&self, id: &AgentId) -> Result<Arc<dyn Kind>, Error> {
+    fn kind_here(&self, id: &AgentId) -> Result<&dyn Kind, Error> {
         if self.kernel.tree().is_elsewhere(id) {
             return Err(Error::UnknownAgent(id.clone()));
         }
@@ -607,10 +607,7 @@ impl Runtime {
     /// [`Error::UnknownAgent`], [`Error::BadJson`], [`Error::Journal`].
     pub async fn send_json(&self, id: &AgentId, msg: serde_json::Value) -> Result<(), Error> {
         let kind = self.kernel.kind_of(id)?;
-        let msg = Json {
-            kind: &*kind,
-            value: msg,
-        };
+        let msg = Json { kind, value: msg };
         delivery::deliver(&self.kernel, id, msg, Origin::External, None).await
     }
 
@@ -626,10 +623,7 @@ impl Runtime {
     ) -> Result<serde_json::Value, Error> {
         let kind = self.kernel.kind_of(id)?;
         let (reply, answer) = oneshot::channel();
-        let msg = Json {
-            kind: &*kind,
-            value: msg,
-        };
+        let msg = Json { kind, value: msg };
         delivery::deliver(&self.kernel, id, msg, Origin::External, Some(reply)).await?;
         let reply = await_reply(id, answer, timeout).await?;
         kind.reply_to_json(reply)
@@ -649,7 +643,7 @@ impl Runtime {
         query: serde_json::Value,
         timeout: Duration,
     ) -> Result<serde_json::Value, Error> {
-        let json = self.queries_of(&*self.kernel.kind_of(id)?, id)?;
+        let json = self.queries_of(self.kernel.kind_of(id)?, id)?;
         let run = (json.from_json)(id.clone(), query)?;
         let answer = delivery::query(&self.kernel, id, run, timeout).await?;
         (json.to_json)(answer)
