@@ -37,6 +37,7 @@ use crate::agent_core::Core;
 use crate::children::Children;
 use crate::delivery;
 use crate::envelope::{AnyBox, Envelope, ReplyPort, StartArgs};
+use crate::inbox::Inbox;
 use crate::kernel::Kernel;
 use crate::metrics::Counters;
 use crate::record::{
@@ -127,6 +128,9 @@ fn failed<A: Agent>(
     }
     reason.into()
 }
+
+/// Messages a transient agent takes from its inbox per wake-up (see [`crate::inbox`]).
+const INBOX_BATCH: usize = 256;
 
 fn failure(error: impl std::fmt::Display) -> ActorProcessingErr {
     error.to_string().into()
@@ -656,6 +660,65 @@ impl<A: Agent> AgentActor<A> {
         }
     }
 
+    /// Handles what waits in a transient agent's inbox until it is empty (then idle);
+    /// past [`INBOX_BATCH`] messages it wakes itself again instead, so that its other
+    /// envelopes (and a stop) are not held up by senders that never pause.
+    async fn drain(
+        &self,
+        state: &mut AgentState<A>,
+        inbox: Arc<Inbox<Envelope>>,
+    ) -> Result<(), ActorProcessingErr> {
+        for _ in 0..INBOX_BATCH {
+            let Some(envelope) = inbox.pop_or_idle() else {
+                return Ok(());
+            };
+            self.handle_queued(state, envelope).await?;
+        }
+        // Still scheduled: this wake-up queues behind the other envelopes.
+        let _ = state.core.myself.send_message(Envelope::Wake(inbox));
+        Ok(())
+    }
+
+    /// Whether messages wait in this transient agent's inbox.
+    fn inbox_waits(&self, state: &AgentState<A>) -> bool {
+        !state.core.durable
+            && state
+                .core
+                .kernel
+                .directory
+                .inbox(&state.core.id)
+                .is_some_and(|inbox| !inbox.is_empty())
+    }
+
+    /// Handles what waits in the inbox, then `msg`, which was sent after it.
+    async fn after_inbox(
+        &self,
+        state: &mut AgentState<A>,
+        msg: Envelope,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(inbox) = state.core.kernel.directory.inbox(&state.core.id) {
+            for envelope in inbox.take() {
+                self.handle_queued(state, envelope).await?;
+            }
+        }
+        match self.handle_now(state, msg) {
+            Ok(()) => Ok(()),
+            Err(msg) => Box::pin(self.dispatch(state, msg)).await,
+        }
+    }
+
+    /// Handles one envelope taken from the inbox.
+    async fn handle_queued(
+        &self,
+        state: &mut AgentState<A>,
+        envelope: Envelope,
+    ) -> Result<(), ActorProcessingErr> {
+        match envelope {
+            Envelope::Local { msg, reply } => self.local(state, msg, reply).await,
+            other => Box::pin(self.dispatch(state, other)).await,
+        }
+    }
+
     /// A durable timer came due: journal its firing (durable agents) or handle it.
     async fn timer_due(
         &self,
@@ -799,12 +862,21 @@ impl<A: Agent> Actor for AgentActor<A> {
         state: &mut AgentState<A>,
     ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
         match msg {
-            Envelope::Local { msg, reply } => {
-                Either::Right(Either::Left(Box::pin(self.local(state, msg, reply))))
+            Envelope::Wake(inbox) => {
+                Either::Right(Either::Left(Box::pin(self.drain(state, inbox))))
             }
+            Envelope::Local { msg, reply } => Either::Right(Either::Right(Either::Left(Box::pin(
+                self.local(state, msg, reply),
+            )))),
+            // Behind every message already in the inbox (see `inbox`).
+            msg if self.inbox_waits(state) => Either::Right(Either::Right(Either::Right(
+                Either::Left(Box::pin(self.after_inbox(state, msg))),
+            ))),
             msg => match self.handle_now(state, msg) {
                 Ok(()) => Either::Left(std::future::ready(Ok(()))),
-                Err(msg) => Either::Right(Either::Right(Box::pin(self.dispatch(state, msg)))),
+                Err(msg) => Either::Right(Either::Right(Either::Right(Either::Right(Box::pin(
+                    self.dispatch(state, msg),
+                ))))),
             },
         }
     }

@@ -10,6 +10,7 @@
 //! would survive a crash, and handled only then.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
@@ -19,6 +20,7 @@ use tracing::Instrument as _;
 
 use crate::envelope::QueryFn;
 use crate::envelope::{AnyBox, Envelope, ReplyPort, any_box, unbox};
+use crate::inbox::Inbox;
 use crate::kernel::{Kernel, Kind};
 use crate::record::{self, MsgRecord, Origin, RecordKind};
 use crate::writer::Routing;
@@ -123,6 +125,7 @@ impl Payload for TopicMsg<'_> {
 pub(crate) struct LastTarget {
     id: AgentId,
     actor: ActorRef<Envelope>,
+    inbox: Arc<Inbox<Envelope>>,
 }
 
 /// Delivers `msg` to agent `to`, from `origin`; with `reply`, the handler's reply goes
@@ -167,7 +170,7 @@ pub(crate) fn deliver_from<'a>(
     }
 }
 
-/// Puts `msg` in the mailbox of `to` if it is a running transient agent (`Ok(None)`);
+/// Puts `msg` in the inbox of `to` if it is a running transient agent (`Ok(None)`);
 /// gives it back otherwise.
 fn send_local<P: Payload>(
     kernel: &Kernel,
@@ -178,36 +181,47 @@ fn send_local<P: Payload>(
 ) -> Result<Option<(P, Option<ReplyPort>)>, Error> {
     if let Some(Some(target)) = last.as_deref() {
         if target.id == *to && target.actor.get_status() == ActorStatus::Running {
-            return target
-                .actor
-                .send_message(msg.into_envelope(reply)?)
-                .map(|()| None)
-                .map_err(|_| Error::UnknownAgent(to.clone()));
+            let envelope = msg.into_envelope(reply)?;
+            return post(&target.actor, &target.inbox, envelope, to).map(|()| None);
         }
     }
     // Under the directory's read lock: no reference counting unless the sender keeps it.
     let mut pending = Some((msg, reply));
-    let local = kernel.directory.send_local_with(to, |actor| {
+    let local = kernel.directory.send_local_with(to, |actor, inbox| {
         let Some((msg, reply)) = pending.take() else {
             return Ok::<_, Error>(None);
         };
-        actor
-            .send_message(msg.into_envelope(reply)?)
-            .map_err(|_| Error::UnknownAgent(to.clone()))?;
-        Ok(last.is_some().then(|| actor.clone()))
+        post(actor, inbox, msg.into_envelope(reply)?, to)?;
+        Ok(last.is_some().then(|| (actor.clone(), Arc::clone(inbox))))
     });
     match local {
         Some(sent) => {
-            if let (Some(actor), Some(slot)) = (sent?, last) {
+            if let (Some((actor, inbox)), Some(slot)) = (sent?, last) {
                 *slot = Some(Box::new(LastTarget {
                     id: to.clone(),
                     actor,
+                    inbox,
                 }));
             }
             Ok(None)
         }
         None => Ok(pending),
     }
+}
+
+/// Puts `envelope` in a transient agent's inbox, waking its actor if the inbox was idle.
+fn post(
+    actor: &ActorRef<Envelope>,
+    inbox: &Arc<Inbox<Envelope>>,
+    envelope: Envelope,
+    to: &AgentId,
+) -> Result<(), Error> {
+    if inbox.push(envelope) {
+        actor
+            .send_message(Envelope::Wake(Arc::clone(inbox)))
+            .map_err(|_| Error::UnknownAgent(to.clone()))?;
+    }
+    Ok(())
 }
 
 /// Delivers `msg` to `to`, which runs no transient actor here: journaled for a durable

@@ -15,12 +15,15 @@
 //!   survives the agent's restarts; removing agents from the tree removes their ports
 //!   ([`Directory::forget`]), which answers those asks with "no reply".
 
+use std::sync::{Arc, OnceLock};
+
 use dashmap::DashMap;
 use ractor::{ActorId, ActorRef, ActorStatus, MessagingErr};
 
 use crate::AgentId;
 use crate::envelope::{Envelope, ReplyPort};
 use crate::id::IdHasher;
+use crate::inbox::Inbox;
 
 /// A running agent's actor.
 struct Live {
@@ -29,6 +32,19 @@ struct Live {
     /// Whether the writer forwards journaled messages to it (durable agents, once they
     /// registered for recovery).
     routed: bool,
+    /// A transient agent's inbox, made when it is first sent a message.
+    inbox: OnceLock<Arc<Inbox<Envelope>>>,
+}
+
+impl Live {
+    fn new(actor: ActorRef<Envelope>, durable: bool, routed: bool) -> Self {
+        Live {
+            actor,
+            durable,
+            routed,
+            inbox: OnceLock::new(),
+        }
+    }
 }
 
 /// The tables of running agents, pending asks and topic subscribers.
@@ -47,27 +63,13 @@ impl Directory {
     /// Records `actor` as `id`'s running actor (not yet routed journaled messages).
     pub(crate) fn started(&self, id: AgentId, actor: ActorRef<Envelope>, durable: bool) {
         self.halted.remove(&id);
-        self.live.insert(
-            id,
-            Live {
-                actor,
-                durable,
-                routed: false,
-            },
-        );
+        self.live.insert(id, Live::new(actor, durable, false));
     }
 
     /// Routes journaled messages for durable agent `id` to `actor` from now on. Called by
     /// the writer, between two appends, when the agent registers for recovery.
     pub(crate) fn route_journaled(&self, id: AgentId, actor: ActorRef<Envelope>) {
-        self.live.insert(
-            id,
-            Live {
-                actor,
-                durable: true,
-                routed: true,
-            },
-        );
+        self.live.insert(id, Live::new(actor, true, true));
     }
 
     /// Notes that `id` halted (it is not running), and why.
@@ -124,18 +126,25 @@ impl Directory {
         self.live.iter().map(|live| live.actor.clone()).collect()
     }
 
-    /// Runs `send` on running transient agent `id`'s actor under the table's read lock
-    /// (the hot path of local sends: no reference counting); `None` if `id` is durable
-    /// or not running.
+    /// Runs `send` on running transient agent `id`'s actor and inbox under the table's
+    /// read lock (the hot path of local sends: no reference counting); `None` if `id` is
+    /// durable or not running.
     pub(crate) fn send_local_with<R>(
         &self,
         id: &AgentId,
-        send: impl FnOnce(&ActorRef<Envelope>) -> R,
+        send: impl FnOnce(&ActorRef<Envelope>, &Arc<Inbox<Envelope>>) -> R,
     ) -> Option<R> {
         match self.live.get(id) {
-            Some(live) if !live.durable => Some(send(&live.actor)),
+            Some(live) if !live.durable => {
+                Some(send(&live.actor, live.inbox.get_or_init(Default::default)))
+            }
             _ => None,
         }
+    }
+
+    /// Running transient agent `id`'s inbox, if it was ever sent a message.
+    pub(crate) fn inbox(&self, id: &AgentId) -> Option<Arc<Inbox<Envelope>>> {
+        self.live.get(id).and_then(|live| live.inbox.get().cloned())
     }
 
     /// Sends `envelope` to `id`'s actor. Gives it back (`Err(Some(..))`) if `id` runs no

@@ -2,7 +2,11 @@
 
 use std::any::Any;
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
+
+use crate::inbox::Inbox;
 
 use crate::{AgentId, Error, SpawnSpec, TimerId};
 
@@ -71,6 +75,8 @@ pub(crate) enum Envelope {
     },
     /// A topic message for a transient agent: the topic's type, encoded.
     LocalTopic { topic: String, body: Vec<u8> },
+    /// Messages wait in the transient agent's inbox (see [`crate::inbox`]).
+    Wake(Arc<Inbox<Envelope>>),
     /// A durable timer is due.
     TimerDue(TimerId),
     /// A backoff elapsed: restart these children, in order.

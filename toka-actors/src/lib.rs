@@ -100,6 +100,7 @@ mod envelope;
 mod error;
 mod extensions;
 mod id;
+mod inbox;
 mod kernel;
 mod kind;
 mod metrics;

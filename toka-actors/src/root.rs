@@ -162,6 +162,7 @@ impl Actor for Root {
             Envelope::Deliver { .. }
             | Envelope::Own(_)
             | Envelope::Local { .. }
+            | Envelope::Wake(_)
             | Envelope::LocalTopic { .. }
             | Envelope::TimerDue(_)
             | Envelope::Query { .. } => {}
