@@ -374,3 +374,50 @@ async fn a_sender_reaches_whatever_runs_under_the_id_now() {
     assert_eq!(durable.ask(Cmd::Get, T).await.unwrap(), 2);
     rt.shutdown().await.unwrap();
 }
+
+/// A transient agent flooded by senders that never pause still stops when told: its
+/// actor takes at most a batch from its inbox per wake-up, so the stop is not held up
+/// behind the flood; and every ask answered before the stop was handled in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_transient_agent_stops_when_told() {
+    let log = Log::default();
+    let rt = builder(memory_journal(), &log).start().await.unwrap();
+    let t = rt
+        .spawn::<Counter>(SpawnSpec::new("flooded").unwrap().transient(), "t".into())
+        .await
+        .unwrap();
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                // Until the agent is gone, faster than it handles them. A send to a
+                // transient agent never waits, so the loop yields now and then to let the
+                // runtime's two workers run anything else.
+                'flood: loop {
+                    for _ in 0..1_000 {
+                        if t.send(Cmd::Add(1)).await.is_err() {
+                            break 'flood;
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = t.ask(Cmd::Get, T).await.unwrap();
+    assert!(before > 0, "the flood reached the agent");
+    let stopping = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(10), rt.stop(&id("flooded")))
+        .await
+        .expect("the stop was held up by the flood")
+        .unwrap();
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(10));
+    for flooder in flooders {
+        tokio::time::timeout(std::time::Duration::from_secs(10), flooder)
+            .await
+            .expect("a sender still sends to a stopped agent")
+            .unwrap();
+    }
+    rt.shutdown().await.unwrap();
+}

@@ -231,6 +231,38 @@ async fn transient_agents_answer_queries_in_mailbox_order() {
     runtime.shutdown().await.unwrap();
 }
 
+/// Read-your-writes for a transient agent under concurrent senders: a transient agent's
+/// messages wait in its inbox, and a query must still see every message its sender sent
+/// before it, however many other senders keep the inbox busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_agents_query_sees_its_senders_messages_under_concurrent_senders() {
+    let journal = open(tempfile::tempdir().unwrap().path());
+    let runtime = start(journal).await;
+    let tally = runtime
+        .spawn::<Tally>(SpawnSpec::new("busy").unwrap().transient(), ())
+        .await
+        .unwrap();
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let tally = tally.clone();
+            tokio::spawn(async move {
+                for sent in 1..=500u64 {
+                    tally.send(Add(1)).await.unwrap();
+                    if sent % 10 == 0 {
+                        let seen = tally.query(Ask::Value, WAIT).await.unwrap();
+                        assert!(seen >= sent, "a query saw {seen} after {sent} own sends");
+                    }
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    assert_eq!(tally.query(Ask::Value, WAIT).await.unwrap(), 2_000);
+    runtime.shutdown().await.unwrap();
+}
+
 /// Reads `tally` by query from its handler and keeps what it read.
 struct Watcher;
 
