@@ -13,6 +13,7 @@
 //! body_timeout_ms = 10000   # a request body must arrive within this, else 408
 //! max_connections = 512     # connections served at once; more wait to be accepted
 //! shutdown_timeout_ms = 5000  # SIGTERM: open connections are dropped after this
+//! commit_linger_us = 500    # fsync: how long a flush may wait for concurrent appends (0: never)
 //!
 //! [tools]
 //! fs_root = "/srv/toka"     # fs.read, fs.list and fs.write, confined to this directory
@@ -110,6 +111,10 @@ pub(crate) struct Config {
     /// How long a graceful shutdown waits for open connections, in milliseconds.
     /// Default: 5,000.
     pub(crate) shutdown_timeout_ms: Option<u64>,
+    /// With `fsync` durability: how long, at most, the journal holds a flush so that
+    /// concurrent appends share it, in microseconds (0: flush at once). Default: 500
+    /// (`toka_store::JournalConfig::commit_linger`).
+    pub(crate) commit_linger_us: Option<u64>,
     /// Which tools the node's tool host offers.
     #[serde(default)]
     pub(crate) tools: ToolsConfig,
