@@ -6,7 +6,9 @@
 //! position at that moment, calls [`Backend::flush`] once, and publishes the flushed
 //! position through a `watch` channel that wakes every waiter covered by it. While a flush
 //! runs, new appends pile up and share the next flush: the number of flushes grows with
-//! time spent flushing, not with the number of appenders.
+//! time spent flushing, not with the number of appenders. Under concurrency the thread
+//! may also linger briefly before a flush so that more appends join it ([`Linger`],
+//! [`JournalConfig::commit_linger`](crate::JournalConfig::commit_linger)).
 //!
 //! Instead of a task waiting, a caller can leave a callback ([`Committer::when_durable`]):
 //! the thread runs it right after the flush that covers it, in registration order, so a
