@@ -448,7 +448,9 @@ impl Linger {
         }
         if pending.linger_until.take().is_some() && !pending.closing {
             // Ran out: fewer appenders than remembered. Start over from this group.
-            let gathered = pending.written_position.saturating_sub(self.flushed_position);
+            let gathered = pending
+                .written_position
+                .saturating_sub(self.flushed_position);
             self.backlogs = [0; LINGER_MEMORY];
             self.backlogs[0] = gathered;
             self.next = 1;

@@ -55,8 +55,8 @@ pub struct JournalConfig {
 /// Default [`JournalConfig::max_record_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
-/// Default [`JournalConfig::commit_linger`]: 500 µs.
-pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_micros(500);
+/// Default [`JournalConfig::commit_linger`]: 2 ms.
+pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(2);
 
 impl Default for JournalConfig {
     fn default() -> Self {
@@ -114,7 +114,7 @@ impl JournalConfig {
 
     /// Sets how long, at most, the commit thread of an [`Durability::Fsync`] journal may
     /// hold a requested flush to let concurrent appends join it (default
-    /// [`DEFAULT_COMMIT_LINGER`], 500 µs; `Duration::ZERO` flushes at once).
+    /// [`DEFAULT_COMMIT_LINGER`], 2 ms; `Duration::ZERO` flushes at once).
     ///
     /// Every flush costs about the same whatever it covers (the engine's write and its
     /// thread hand-offs, the `fsync`), so fewer, larger groups cost less CPU per append.

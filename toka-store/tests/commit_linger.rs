@@ -104,7 +104,9 @@ fn crowd(linger: Duration) -> u64 {
         thread.join().unwrap();
     }
     let flushes = backend.flushes() - before;
-    let journal = Arc::try_unwrap(journal).ok().expect("the appenders are done");
+    let journal = Arc::try_unwrap(journal)
+        .ok()
+        .expect("the appenders are done");
     drop(journal);
     flushes
 }
