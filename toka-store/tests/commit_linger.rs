@@ -104,9 +104,7 @@ fn crowd(linger: Duration) -> u64 {
         thread.join().unwrap();
     }
     let flushes = backend.flushes() - before;
-    let journal = Arc::try_unwrap(journal)
-        .ok()
-        .expect("the appenders are done");
+    // The last handle: closing the journal joins its commit thread.
     drop(journal);
     flushes
 }
