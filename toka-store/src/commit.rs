@@ -383,8 +383,8 @@ const LINGER_MEMORY: usize = 8;
 /// as soon as the group holds as many records as the *backlog* of a recent flush (the
 /// records written but not flushed when it ended: the group it flushed plus those that
 /// arrived meanwhile), which estimates how many appenders are at work. So a lone
-/// appender, or two taking turns, never waits; a crowd gathers into groups as large as
-/// it is. A linger that runs out before that forgets the older backlogs, so after a
+/// appender never waits, and concurrent ones wait only until the others of their crowd
+/// come back (or `max` runs out): the crowd gathers into groups as large as it is. A linger that runs out before that forgets the older backlogs, so after a
 /// burst ends at most one flush waits in vain.
 struct Linger {
     max: Duration,

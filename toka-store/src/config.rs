@@ -119,10 +119,10 @@ impl JournalConfig {
     /// Every flush costs about the same whatever it covers (the engine's write and its
     /// thread hand-offs, the `fsync`), so fewer, larger groups cost less CPU per append.
     /// The wait is adaptive: it happens only when recent flushes found several appends
-    /// waiting, ends as soon as the group is as large as recent ones were, and is counted
-    /// from the end of the previous flush, so it adds at most `linger` (less the time the
-    /// previous flush took) to an append's latency. A lone appender, or two taking turns,
-    /// never waits. Durability is unchanged: an append still returns only once flushed.
+    /// waiting, ends as soon as the group is as large as recent ones were, and ends at the
+    /// latest `linger` after the previous flush ended, so it adds at most `linger` to an
+    /// append's latency. A lone appender never waits. Durability is unchanged: an append
+    /// still returns only once flushed.
     #[must_use]
     pub fn commit_linger(mut self, linger: Duration) -> Self {
         self.commit_linger = linger;
