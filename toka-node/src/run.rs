@@ -254,6 +254,9 @@ fn journal_config(dir: &DataDir, config: &Config) -> anyhow::Result<JournalConfi
     if let Some(durability) = config.durability {
         journal_config = journal_config.durability(durability.into());
     }
+    if let Some(micros) = config.commit_linger_us {
+        journal_config = journal_config.commit_linger(std::time::Duration::from_micros(micros));
+    }
     if let Some(key_file) = &dir.key_file {
         journal_config = journal_config.encryption(read_encryption_key(key_file)?);
     }

@@ -6,7 +6,9 @@
 //! position at that moment, calls [`Backend::flush`] once, and publishes the flushed
 //! position through a `watch` channel that wakes every waiter covered by it. While a flush
 //! runs, new appends pile up and share the next flush: the number of flushes grows with
-//! time spent flushing, not with the number of appenders.
+//! time spent flushing, not with the number of appenders. Under concurrency the thread
+//! may also linger briefly before a flush so that more appends join it ([`Linger`],
+//! [`JournalConfig::commit_linger`](crate::JournalConfig::commit_linger)).
 //!
 //! Instead of a task waiting, a caller can leave a callback ([`Committer::when_durable`]):
 //! the thread runs it right after the flush that covers it, in registration order, so a
@@ -57,6 +59,9 @@ struct Pending {
     /// Whether the commit thread is parked on the condition variable: only then does a
     /// change need a wake-up (each `notify_one` is a `futex` system call).
     idle: bool,
+    /// While the commit thread lingers to gather a larger group ([`Linger`]): the log
+    /// position at which it stops waiting; a write reaching it wakes the thread.
+    linger_until: Option<u64>,
     /// Callbacks waiting for their ticket to be flushed, in ticket order
     /// ([`Committer::when_durable`]).
     callbacks: Vec<(u64, DurableCallback)>,
@@ -160,10 +165,14 @@ impl Committer {
     /// `head` / `chain` are the recovered head position and its chain hash. Without
     /// `keep_anchor` (a journal opened read-only because it is damaged) the anchor is
     /// never rewritten.
+    ///
+    /// `linger` bounds how long a requested flush may wait to gather a larger group (see
+    /// [`Linger`]); zero never waits.
     pub(crate) fn start<B: Backend>(
         backend: Arc<B>,
         (head, chain): (u64, Hash),
         interval: Option<Duration>,
+        linger: Duration,
         visible_when_written: bool,
         keep_anchor: bool,
         before_flush: BeforeFlush,
@@ -193,6 +202,7 @@ impl Committer {
                     &*backend,
                     &thread_shared,
                     interval,
+                    Linger::new(linger, head),
                     keep_anchor,
                     &*before_flush,
                 );
@@ -216,7 +226,12 @@ impl Committer {
             pending.written += 1;
             pending.written_position = position;
             pending.written_chain = *chain;
-            (pending.written, was_clean && pending.idle)
+            // The group the lingering commit thread waits for is complete.
+            let gathered = pending.linger_until.is_some_and(|until| position >= until);
+            if gathered {
+                pending.linger_until = None;
+            }
+            (pending.written, (was_clean && pending.idle) || gathered)
         };
         if self.shared.visible_when_written {
             publish_max(&self.shared.visible, position);
@@ -354,19 +369,114 @@ impl Drop for Committer {
     }
 }
 
+/// How many recent flushes [`Linger`] remembers the backlog of.
+const LINGER_MEMORY: usize = 8;
+
+/// The commit thread's choice to wait, before a requested flush, for more appends to
+/// join the group: each flush costs the same whatever it covers (the engine's write, its
+/// thread hand-offs, the `fsync`), so under concurrency fewer, larger groups cost less CPU
+/// per append, at the price of latency.
+///
+/// The thread lingers only when recent flushes showed concurrency, and never longer than
+/// the configured `max` counted from the end of the previous flush (a group spans at
+/// most that much time; a flush that took longer leaves nothing to wait for). It stops
+/// as soon as the group holds as many records as the *backlog* of a recent flush (the
+/// records written but not flushed when it ended: the group it flushed plus those that
+/// arrived meanwhile), which estimates how many appenders are at work. So a lone
+/// appender never waits, and concurrent ones wait only until the others of their crowd
+/// come back (or `max` runs out): the crowd gathers into groups as large as it is. A linger that runs out before that forgets the older backlogs, so after a
+/// burst ends at most one flush waits in vain.
+struct Linger {
+    max: Duration,
+    /// Log position covered by the last successful flush.
+    flushed_position: u64,
+    /// The backlogs of the last flushes, a ring ([`LINGER_MEMORY`]).
+    backlogs: [u64; LINGER_MEMORY],
+    next: usize,
+}
+
+impl Linger {
+    fn new(max: Duration, head: u64) -> Self {
+        Linger {
+            max,
+            flushed_position: head,
+            backlogs: [0; LINGER_MEMORY],
+            next: 0,
+        }
+    }
+
+    /// The group size worth waiting for (0 or 1: do not wait).
+    fn target(&self) -> u64 {
+        self.backlogs.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Remembers a flush up to `position` that ended with the head at `head`.
+    fn flushed(&mut self, position: u64, head: u64) {
+        self.backlogs[self.next] = head.saturating_sub(self.flushed_position);
+        self.next = (self.next + 1) % LINGER_MEMORY;
+        self.flushed_position = self.flushed_position.max(position);
+    }
+
+    /// Waits, with the lock held by `pending`, until the group reaches the target, the
+    /// linger runs out (`since` + `max`) or the committer closes.
+    fn wait<'a>(
+        &mut self,
+        shared: &'a Shared,
+        mut pending: MutexGuard<'a, Pending>,
+        since: Instant,
+    ) -> MutexGuard<'a, Pending> {
+        if self.max.is_zero() {
+            return pending;
+        }
+        let target = self.target();
+        let until = self.flushed_position.saturating_add(target);
+        let deadline = since + self.max;
+        if target < 2 || pending.written_position >= until || Instant::now() >= deadline {
+            return pending;
+        }
+        pending.linger_until = Some(until);
+        loop {
+            let now = Instant::now();
+            if pending.closing || pending.linger_until.is_none() || now >= deadline {
+                break;
+            }
+            pending = shared
+                .wake
+                .wait_timeout(pending, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if pending.linger_until.take().is_some() && !pending.closing {
+            // Ran out: fewer appenders than remembered. Start over from this group.
+            let gathered = pending
+                .written_position
+                .saturating_sub(self.flushed_position);
+            self.backlogs = [0; LINGER_MEMORY];
+            self.backlogs[0] = gathered;
+            self.next = 1;
+        }
+        pending
+    }
+}
+
 fn commit_loop<B: Backend>(
     backend: &B,
     shared: &Shared,
     interval: Option<Duration>,
+    mut linger: Linger,
     keep_anchor: bool,
     before_flush: &(dyn Fn(bool) + Send),
 ) {
     let mut last_flush = Instant::now();
     loop {
-        let (target, closing) = {
+        let (target, closing, requested) = {
             let mut pending = shared.lock();
             loop {
-                if pending.closing || pending.requested > pending.flushed {
+                if pending.closing {
+                    break;
+                }
+                if pending.requested > pending.flushed {
+                    pending = linger.wait(shared, pending, last_flush);
                     break;
                 }
                 let due = interval.map(|i| last_flush + i);
@@ -394,6 +504,7 @@ fn commit_loop<B: Backend>(
                     pending.written_chain,
                 ),
                 pending.closing,
+                pending.requested > pending.flushed,
             )
         };
         let (ticket, position, chain) = target;
@@ -411,6 +522,11 @@ fn commit_loop<B: Backend>(
                 );
                 let callbacks = {
                     let mut pending = shared.lock();
+                    if requested {
+                        linger.flushed(position, pending.written_position);
+                    } else {
+                        linger.flushed_position = linger.flushed_position.max(position);
+                    }
                     pending.flushed = ticket;
                     // In ticket order: the covered ones are a prefix.
                     let covered = pending.callbacks.partition_point(|(t, _)| *t <= ticket);

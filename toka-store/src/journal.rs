@@ -523,6 +523,12 @@ impl<B: Backend> EventJournal<B> {
             // Fsync journals flush on request, and also in the background so that
             // unsynced appends nobody waits for become durable (and visible) in time.
             Some(config.flush_interval),
+            // Nobody waits for a buffered journal's flushes: no group worth gathering.
+            if buffered {
+                std::time::Duration::ZERO
+            } else {
+                config.commit_linger
+            },
             buffered,
             damage.is_none(),
             Box::new(before_flush),
@@ -563,6 +569,7 @@ impl<B: Backend> EventJournal<B> {
             Arc::clone(&backend),
             (head, GENESIS),
             None,
+            std::time::Duration::ZERO,
             false,
             false,
             Box::new(|_| {}),

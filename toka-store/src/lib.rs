@@ -115,7 +115,9 @@ pub use backend::{Backend, MemoryBackend, WriteBatch};
 #[cfg(feature = "postgres")]
 pub use backend::{FollowConfig, Lease, LeaseState, Leases, PgBackend, PgSession};
 pub use commit::DurableCallback;
-pub use config::{DEFAULT_MAX_RECORD_BYTES, Durability, JournalConfig, Retention};
+pub use config::{
+    DEFAULT_COMMIT_LINGER, DEFAULT_MAX_RECORD_BYTES, Durability, JournalConfig, Retention,
+};
 pub use crypto::EncryptionKey;
 pub use error::{Error, VersionConflict};
 pub use event::{
