@@ -62,7 +62,9 @@
 //! if one run makes no progress for 300 s (`TOKA_BENCH_HANG_SECS`).
 //!
 //! In quick mode (`TOKA_BENCH_QUICK=1`) every size shrinks (the section headers say to
-//! what) and the recovery rows have no target: 5 s is meant for 1,000,000 messages.
+//! what) and the recovery rows have no target: 1 s is meant for 1,000,000 messages.
+//! `TOKA_BENCH_ONLY=0` (Toka) or `1` (the baseline) runs one side of each workload only,
+//! for a profiler (`perf record`, `valgrind --tool=callgrind`); its ratios mean nothing.
 //!
 //! # Running
 //! ```text
