@@ -9,58 +9,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::fsync_config;
-use toka_store::backend::Entry;
-use toka_store::{
-    Backend, Error, EventJournal, ExpectedVersion, Journal, MemoryBackend, NewEvent, WriteBatch,
-};
+use common::{HookedFlush, fsync_config};
+use toka_store::{EventJournal, ExpectedVersion, Journal, NewEvent};
 
 /// A memory back-end whose flush takes `flush_time` and is counted.
 #[derive(Clone)]
 struct Counted {
-    inner: MemoryBackend,
+    backend: HookedFlush,
     flushes: Arc<AtomicU64>,
-    flush_time: Duration,
 }
 
 impl Counted {
     fn new(flush_time: Duration) -> Self {
-        Counted {
-            inner: MemoryBackend::new(),
-            flushes: Arc::new(AtomicU64::new(0)),
-            flush_time,
-        }
+        let flushes = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&flushes);
+        let backend = HookedFlush::new(Arc::new(move || {
+            std::thread::sleep(flush_time);
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }));
+        Counted { backend, flushes }
     }
 
     fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::SeqCst)
-    }
-}
-
-impl Backend for Counted {
-    type Value = <MemoryBackend as Backend>::Value;
-    type Range = <MemoryBackend as Backend>::Range;
-
-    fn apply(&self, batch: WriteBatch) -> Result<(), Error> {
-        self.inner.apply(batch)
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, Error> {
-        self.inner.get(key)
-    }
-
-    fn range(&self, start: &[u8], end: &[u8]) -> Self::Range {
-        self.inner.range(start, end)
-    }
-
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry<Self::Value>>, Error> {
-        self.inner.last_in(start, end)
-    }
-
-    fn flush(&self) -> Result<(), Error> {
-        std::thread::sleep(self.flush_time);
-        self.flushes.fetch_add(1, Ordering::SeqCst);
-        self.inner.flush()
     }
 }
 
@@ -86,7 +58,7 @@ const ROUNDS: u64 = 30;
 fn crowd(linger: Duration) -> u64 {
     let backend = Counted::new(Duration::from_millis(1));
     let config = fsync_config().commit_linger(linger);
-    let journal = Arc::new(EventJournal::with_backend(backend.clone(), config).unwrap());
+    let journal = Arc::new(EventJournal::with_backend(backend.backend.clone(), config).unwrap());
     let before = backend.flushes();
     let threads: Vec<_> = (0..APPENDERS)
         .map(|i| {
@@ -132,7 +104,7 @@ fn a_lone_appender_is_not_held_back() {
     const SEQUENTIAL: u32 = 20;
     let backend = Counted::new(Duration::ZERO);
     let config = fsync_config().commit_linger(LINGER);
-    let journal = Arc::new(EventJournal::with_backend(backend, config).unwrap());
+    let journal = Arc::new(EventJournal::with_backend(backend.backend, config).unwrap());
     let runtime = common::runtime();
 
     // Alone from the start: never held.

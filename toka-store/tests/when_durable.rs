@@ -10,11 +10,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::fsync_config;
-use toka_store::backend::Entry;
+use common::{HookedFlush, fsync_config};
 use toka_store::{
-    Backend, Durability, Error, EventJournal, ExpectedVersion, Journal, JournalConfig,
-    MemoryBackend, NewEvent, WriteBatch,
+    Durability, Error, EventJournal, ExpectedVersion, Journal, JournalConfig, NewEvent,
 };
 
 /// What the gated back-end's `flush` does when called.
@@ -31,54 +29,31 @@ enum Gate {
 /// A memory back-end whose flushes the test holds back or breaks.
 #[derive(Clone)]
 struct Gated {
-    inner: MemoryBackend,
+    backend: HookedFlush,
     gate: Arc<(Mutex<Gate>, Condvar)>,
 }
 
 impl Gated {
     fn new(gate: Gate) -> Self {
-        Gated {
-            inner: MemoryBackend::new(),
-            gate: Arc::new((Mutex::new(gate), Condvar::new())),
-        }
+        let gate = Arc::new((Mutex::new(gate), Condvar::new()));
+        let shared = Arc::clone(&gate);
+        let backend = HookedFlush::new(Arc::new(move || {
+            let (gate, changed) = &*shared;
+            let mut gate = gate.lock().unwrap();
+            while *gate == Gate::Closed {
+                gate = changed.wait(gate).unwrap();
+            }
+            match *gate {
+                Gate::Broken => Err(Error::Poisoned("the test broke the disk".into())),
+                _ => Ok(()),
+            }
+        }));
+        Gated { backend, gate }
     }
 
     fn set(&self, gate: Gate) {
         *self.gate.0.lock().unwrap() = gate;
         self.gate.1.notify_all();
-    }
-}
-
-impl Backend for Gated {
-    type Value = <MemoryBackend as Backend>::Value;
-    type Range = <MemoryBackend as Backend>::Range;
-
-    fn apply(&self, batch: WriteBatch) -> Result<(), Error> {
-        self.inner.apply(batch)
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, Error> {
-        self.inner.get(key)
-    }
-
-    fn range(&self, start: &[u8], end: &[u8]) -> Self::Range {
-        self.inner.range(start, end)
-    }
-
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry<Self::Value>>, Error> {
-        self.inner.last_in(start, end)
-    }
-
-    fn flush(&self) -> Result<(), Error> {
-        let (gate, changed) = &*self.gate;
-        let mut gate = gate.lock().unwrap();
-        while *gate == Gate::Closed {
-            gate = changed.wait(gate).unwrap();
-        }
-        match *gate {
-            Gate::Broken => Err(Error::Poisoned("the test broke the disk".into())),
-            _ => self.inner.flush(),
-        }
     }
 }
 
@@ -101,7 +76,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// Registers a callback that sends its result (and the acknowledged head it saw) on `tx`.
 fn register(
-    journal: &Arc<EventJournal<Gated>>,
+    journal: &Arc<EventJournal<HookedFlush>>,
     position: u64,
     tx: &mpsc::Sender<(u64, Result<(), String>, u64)>,
 ) {
@@ -123,7 +98,8 @@ fn register(
 #[test]
 fn callbacks_run_after_the_flush_that_covers_them_in_order() {
     let backend = Gated::new(Gate::Open);
-    let journal = Arc::new(EventJournal::with_backend(backend.clone(), fsync_config()).unwrap());
+    let journal =
+        Arc::new(EventJournal::with_backend(backend.backend.clone(), fsync_config()).unwrap());
     backend.set(Gate::Closed);
     let (tx, rx) = mpsc::channel();
     let mut positions = Vec::new();
@@ -163,7 +139,8 @@ fn callbacks_run_after_the_flush_that_covers_them_in_order() {
 #[test]
 fn a_failed_flush_fails_every_waiting_callback_and_every_later_one() {
     let backend = Gated::new(Gate::Open);
-    let journal = Arc::new(EventJournal::with_backend(backend.clone(), fsync_config()).unwrap());
+    let journal =
+        Arc::new(EventJournal::with_backend(backend.backend.clone(), fsync_config()).unwrap());
     backend.set(Gate::Closed);
     let (tx, rx) = mpsc::channel();
     for _ in 0..5 {
@@ -190,7 +167,7 @@ fn a_failed_flush_fails_every_waiting_callback_and_every_later_one() {
 fn buffered_journals_call_back_at_once() {
     let backend = Gated::new(Gate::Open);
     let config = JournalConfig::default().durability(Durability::Buffered);
-    let journal = Arc::new(EventJournal::with_backend(backend.clone(), config).unwrap());
+    let journal = Arc::new(EventJournal::with_backend(backend.backend.clone(), config).unwrap());
     backend.set(Gate::Closed);
     let (tx, rx) = mpsc::channel();
     let position = append(&*journal, "s");

@@ -74,3 +74,55 @@ pub(crate) fn with_raw_db<R>(dir: &Path, edit: impl FnOnce(&sled::Db) -> R) -> R
     db.flush().unwrap();
     result
 }
+
+/// What a [`HookedFlush`] back-end does before each flush (sleep like a disk's `fsync`,
+/// wait for a gate, fail).
+pub(crate) type FlushHook = std::sync::Arc<dyn Fn() -> Result<(), toka_store::Error> + Send + Sync>;
+
+/// A memory back-end whose `flush` runs a test's hook first: a slow, held-back or broken
+/// disk.
+#[derive(Clone)]
+pub(crate) struct HookedFlush {
+    inner: toka_store::MemoryBackend,
+    hook: FlushHook,
+}
+
+impl HookedFlush {
+    /// A fresh memory back-end whose flushes run `hook` first.
+    pub(crate) fn new(hook: FlushHook) -> Self {
+        HookedFlush {
+            inner: toka_store::MemoryBackend::new(),
+            hook,
+        }
+    }
+}
+
+impl toka_store::Backend for HookedFlush {
+    type Value = <toka_store::MemoryBackend as toka_store::Backend>::Value;
+    type Range = <toka_store::MemoryBackend as toka_store::Backend>::Range;
+
+    fn apply(&self, batch: toka_store::WriteBatch) -> Result<(), toka_store::Error> {
+        self.inner.apply(batch)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, toka_store::Error> {
+        self.inner.get(key)
+    }
+
+    fn range(&self, start: &[u8], end: &[u8]) -> Self::Range {
+        self.inner.range(start, end)
+    }
+
+    fn last_in(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Option<toka_store::backend::Entry<Self::Value>>, toka_store::Error> {
+        self.inner.last_in(start, end)
+    }
+
+    fn flush(&self) -> Result<(), toka_store::Error> {
+        (self.hook)()?;
+        self.inner.flush()
+    }
+}
