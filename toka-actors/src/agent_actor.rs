@@ -849,12 +849,12 @@ impl<A: Agent> Actor for AgentActor<A> {
     // `async fn`'s future keeps its arguments (the envelope, the event) for its whole life,
     // and ractor keeps these futures inline in every actor's message loop, twice
     // (`run_with_signal` holds each both as argument and as select branch), so their size
-    // is paid by every idle agent. What awaits is boxed (one allocation per message while
+    // is paid by every idle agent. What awaits is boxed (one allocation per envelope while
     // it is handled); what needs no waiting is done before the future is even polled. A
-    // transient agent's message (the hot path of local messaging) gets a box of its own,
-    // sized for its handling alone: the box of every other envelope is sized for the
-    // largest arm of `dispatch` (a durable delivery), twice as large, and would be
-    // allocated and copied per message.
+    // transient agent's messages (the hot path of local messaging) come from its inbox, a
+    // batch per wake-up, in a box of their own sized for a transient handling: the box of
+    // every other envelope is sized for the largest arm of `dispatch` (a durable
+    // delivery), twice as large.
     fn handle(
         &self,
         _myself: ActorRef<Envelope>,
