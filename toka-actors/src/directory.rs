@@ -15,6 +15,7 @@
 //!   survives the agent's restarts; removing agents from the tree removes their ports
 //!   ([`Directory::forget`]), which answers those asks with "no reply".
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
@@ -55,6 +56,9 @@ pub(crate) struct Directory {
     topics: DashMap<String, Vec<AgentId>>,
     /// Agents halted for non-determinism, and why.
     halted: DashMap<AgentId, String, IdHasher>,
+    /// Whether any agent ever halted: until one does, a start has no entry to clear (and
+    /// skips the table's write lock).
+    any_halted: AtomicBool,
     /// How often each agent was restarted by its supervisor since the runtime started.
     restarts: DashMap<AgentId, u64, IdHasher>,
 }
@@ -62,7 +66,9 @@ pub(crate) struct Directory {
 impl Directory {
     /// Records `actor` as `id`'s running actor (not yet routed journaled messages).
     pub(crate) fn started(&self, id: AgentId, actor: ActorRef<Envelope>, durable: bool) {
-        self.halted.remove(&id);
+        if self.any_halted.load(Ordering::Acquire) {
+            self.halted.remove(&id);
+        }
         self.live.insert(id, Live::new(actor, durable, false));
     }
 
@@ -74,6 +80,7 @@ impl Directory {
 
     /// Notes that `id` halted (it is not running), and why.
     pub(crate) fn halted(&self, id: &AgentId, reason: String) {
+        self.any_halted.store(true, Ordering::Release);
         self.halted.insert(id.clone(), reason);
     }
 
