@@ -3,7 +3,7 @@
 //! handler's [`Context`](crate::Context), a topic, a timer).
 //!
 //! [`deliver`] looks the target up once: a running transient agent gets the message in
-//! its mailbox (boxed, no encoding); a durable agent, running or not, gets it journaled
+//! its inbox (boxed, no encoding; see [`crate::inbox`]); a durable agent, running or not, gets it journaled
 //! ([`journal`]): the record goes to the single writer, which appends it in a group
 //! write; once the journal made the group durable, it hands the message to the agent's
 //! actor if it runs, and acknowledges the sender. A message is acknowledged only once it
@@ -129,7 +129,7 @@ pub(crate) struct LastTarget {
 }
 
 /// Delivers `msg` to agent `to`, from `origin`; with `reply`, the handler's reply goes
-/// there. Returns once the message is in a transient agent's mailbox, or journaled with
+/// there. Returns once the message is in a transient agent's inbox, or journaled with
 /// the journal's durability for a durable agent.
 ///
 /// # Errors
@@ -147,7 +147,7 @@ pub(crate) fn deliver<'a>(
 
 /// [`deliver`], for a sender that keeps the transient agent it reached last in `last`.
 ///
-/// Not an `async fn`: a message for a running transient agent is in its mailbox before
+/// Not an `async fn`: a message for a running transient agent is in its inbox before
 /// this returns, and the future is then a ready one; only the journal's and the remote
 /// path's (large) future is boxed and awaited.
 pub(crate) fn deliver_from<'a>(
@@ -210,12 +210,16 @@ fn send_local<P: Payload>(
 }
 
 /// Puts `envelope` in a transient agent's inbox, waking its actor if the inbox was idle.
+/// An actor that is stopping takes nothing more, as its mailbox would not.
 fn post(
     actor: &ActorRef<Envelope>,
     inbox: &Arc<Inbox<Envelope>>,
     envelope: Envelope,
     to: &AgentId,
 ) -> Result<(), Error> {
+    if actor.get_status() >= ActorStatus::Stopping {
+        return Err(Error::UnknownAgent(to.clone()));
+    }
     if inbox.push(envelope) {
         actor
             .send_message(Envelope::Wake(Arc::clone(inbox)))
