@@ -10,7 +10,7 @@
 //! would survive a crash, and handled only then.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
@@ -122,10 +122,12 @@ impl Payload for TopicMsg<'_> {
 /// The actor of the transient agent a sender reached last, kept by the sender (a
 /// handler's core) so that sending to the same agent again skips the directory: used
 /// only while that actor runs, so it reaches the same incarnation the directory would.
+/// Its inbox is held weakly: the directory's entry owns it, so when the actor is gone,
+/// whatever was left in it is dropped (an asker learns at once that no reply will come).
 pub(crate) struct LastTarget {
     id: AgentId,
     actor: ActorRef<Envelope>,
-    inbox: Arc<Inbox<Envelope>>,
+    inbox: Weak<Inbox<Envelope>>,
 }
 
 /// Delivers `msg` to agent `to`, from `origin`; with `reply`, the handler's reply goes
@@ -181,8 +183,10 @@ fn send_local<P: Payload>(
 ) -> Result<Option<(P, Option<ReplyPort>)>, Error> {
     if let Some(Some(target)) = last.as_deref() {
         if target.id == *to && target.actor.get_status() == ActorStatus::Running {
-            let envelope = msg.into_envelope(reply)?;
-            return post(&target.actor, &target.inbox, envelope, to).map(|()| None);
+            if let Some(inbox) = target.inbox.upgrade() {
+                let envelope = msg.into_envelope(reply)?;
+                return post(&target.actor, &inbox, envelope, to).map(|()| None);
+            }
         }
     }
     // Under the directory's read lock: no reference counting unless the sender keeps it.
@@ -192,7 +196,9 @@ fn send_local<P: Payload>(
             return Ok::<_, Error>(None);
         };
         post(actor, inbox, msg.into_envelope(reply)?, to)?;
-        Ok(last.is_some().then(|| (actor.clone(), Arc::clone(inbox))))
+        Ok(last
+            .is_some()
+            .then(|| (actor.clone(), Arc::downgrade(inbox))))
     });
     match local {
         Some(sent) => {
