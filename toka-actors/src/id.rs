@@ -54,13 +54,26 @@ pub struct AgentId {
 }
 
 impl AgentId {
-    fn from_stream_string(stream: String) -> Self {
+    /// The id `agent/<id>` names (`id` already validated), in one allocation: the
+    /// stream's text is put together on the stack.
+    fn with_stream_of(id: &str) -> Self {
         use std::hash::BuildHasher;
-        let hash = ID_HASH_KEY.hash_one(stream.as_str());
-        AgentId {
-            stream: Arc::from(stream.as_str()),
-            hash,
-        }
+        let mut text = [0u8; STREAM_PREFIX.len() + MAX_AGENT_ID_BYTES];
+        let len = STREAM_PREFIX.len() + id.len();
+        let stream: Arc<str> = match text.get_mut(..len) {
+            Some(buf) => {
+                buf[..STREAM_PREFIX.len()].copy_from_slice(STREAM_PREFIX.as_bytes());
+                buf[STREAM_PREFIX.len()..].copy_from_slice(id.as_bytes());
+                // Two `str`s back to back are one.
+                match std::str::from_utf8(buf) {
+                    Ok(text) => Arc::from(text),
+                    Err(_) => Arc::from(format!("{STREAM_PREFIX}{id}")),
+                }
+            }
+            None => Arc::from(format!("{STREAM_PREFIX}{id}")),
+        };
+        let hash = ID_HASH_KEY.hash_one(&*stream);
+        AgentId { stream, hash }
     }
 }
 
@@ -119,18 +132,13 @@ impl AgentId {
                 id: id.chars().take(64).collect(),
                 reason,
             }),
-            None => {
-                let mut stream = String::with_capacity(STREAM_PREFIX.len() + id.len());
-                stream.push_str(STREAM_PREFIX);
-                stream.push_str(id);
-                Ok(AgentId::from_stream_string(stream))
-            }
+            None => Ok(AgentId::with_stream_of(id)),
         }
     }
 
     /// The runtime's root supervisor (not a valid user id, never journaled).
     pub(crate) fn root() -> Self {
-        AgentId::from_stream_string(format!("{STREAM_PREFIX}$root"))
+        AgentId::with_stream_of("$root")
     }
 
     /// The id as text.
