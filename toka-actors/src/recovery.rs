@@ -12,6 +12,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use rustc_hash::FxHashMap;
 use toka_store::{Journal, Snapshot};
@@ -30,19 +31,26 @@ pub(crate) struct Rec {
     pub(crate) kind: RecordKind,
     /// The record format that wrote it.
     pub(crate) format: u32,
-    pub(crate) payload: Vec<u8>,
+    /// Its payload: its own bytes, or a share of the block the read-ahead pass copied
+    /// many records' payloads into.
+    pub(crate) payload: Bytes,
 }
 
 impl Rec {
     /// The record at `seq` of `stream`, stored as `kind`; `None` if it is not one of the
     /// runtime's.
-    fn read(stream: &str, seq: u64, kind: &str, payload: Vec<u8>) -> Result<Option<Rec>, Error> {
+    fn read(
+        stream: &str,
+        seq: u64,
+        kind: &str,
+        payload: impl FnOnce() -> Bytes,
+    ) -> Result<Option<Rec>, Error> {
         Ok(
             RecordKind::parse(kind, stream, seq)?.map(|(kind, format)| Rec {
                 seq,
                 kind,
                 format,
-                payload,
+                payload: payload(),
             }),
         )
     }
@@ -194,25 +202,45 @@ fn preload(
         return Ok(preloaded);
     }
     let started = Instant::now();
-    // Stream → (agent, first seq it replays).
-    let mut wanted: FxHashMap<String, (AgentId, u64)> = FxHashMap::default();
+    // Each agent's snapshot and where its tail begins, looked up in parts at once (each
+    // is a read of the journal, cold at start-up).
+    let agents: Vec<(&AgentId, u64)> = agents.iter().map(|(id, base)| (id, *base)).collect();
+    let per_part = agents.len().div_ceil(READ_AHEAD_PARTS as usize).max(1);
+    let looked_up: Vec<Result<Vec<Tail>, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = agents
+            .chunks(per_part)
+            .map(|part| scope.spawn(move || tails(journal, part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Internal("a read-ahead lookup panicked".into())))
+            })
+            .collect()
+    });
+    // Stream → (index in `ids`, first seq it replays).
+    let mut wanted: FxHashMap<String, (usize, u64)> = FxHashMap::default();
     wanted.reserve(agents.len());
+    let mut ids = Vec::with_capacity(agents.len());
     let mut first_position = u64::MAX;
-    for (id, base) in agents {
-        let snapshot = journal.load_snapshot(id.stream())?;
-        let from = snapshot
-            .as_ref()
-            .map_or(1, |snapshot| snapshot.seq + 1)
-            .max(base + 1);
+    for tail in looked_up
+        .into_iter()
+        .collect::<Result<Vec<_>, Error>>()?
+        .into_iter()
+        .flatten()
+    {
         // Where this agent's tail begins in the log; nothing to read if it has none.
-        if let Some(first) = journal.stream_position(id.stream(), from)? {
+        if let Some(first) = tail.first_position {
             first_position = first_position.min(first);
-            wanted.insert(id.stream().to_owned(), (id.clone(), from));
+            wanted.insert(tail.id.stream().to_owned(), (ids.len(), tail.from));
+            ids.push(tail.id.clone());
         }
         preloaded.insert(
-            id.clone(),
+            tail.id.clone(),
             ReadAhead {
-                snapshot,
+                snapshot: tail.snapshot,
                 records: Vec::new(),
             },
         );
@@ -240,12 +268,14 @@ fn preload(
             (from, to)
         })
         .collect();
-    let wanted = &wanted;
+    let (wanted, streams) = (&wanted, ids.len());
     let part_budget = budget / usize::try_from(parts).unwrap_or(1).max(1);
     let scans: Vec<Result<Scanned, Error>> = std::thread::scope(|scope| {
         let handles: Vec<_> = bounds
             .iter()
-            .map(|&(from, to)| scope.spawn(move || scan(journal, wanted, from, to, part_budget)))
+            .map(|&(from, to)| {
+                scope.spawn(move || scan(journal, wanted, streams, from, to, part_budget))
+            })
             .collect();
         handles
             .into_iter()
@@ -261,8 +291,11 @@ fn preload(
         let scanned = scanned?;
         bytes += scanned.bytes;
         records += scanned.records;
-        for (stream, recs) in scanned.lists {
-            if let Some(read) = wanted.get(stream).and_then(|(id, _)| preloaded.get_mut(id)) {
+        for (index, recs) in scanned.lists.into_iter().enumerate() {
+            if recs.is_empty() {
+                continue;
+            }
+            if let Some(read) = ids.get(index).and_then(|id| preloaded.get_mut(id)) {
                 read.records.extend(recs);
             }
         }
@@ -289,10 +322,41 @@ const READ_AHEAD_PARTS: u64 = 2;
 /// A log shorter than this is read in one part.
 const SPLIT_SCAN_AT: u64 = 64 * 1024;
 
+/// One agent's snapshot and where its replay begins, looked up by the read-ahead pass.
+struct Tail<'a> {
+    id: &'a AgentId,
+    snapshot: Option<Snapshot>,
+    /// The first sequence number it replays.
+    from: u64,
+    /// The log position of that record, if there is one.
+    first_position: Option<u64>,
+}
+
+/// Looks up each agent's snapshot and tail: `agents` are (id, incarnation base).
+fn tails<'a>(journal: &dyn Journal, agents: &[(&'a AgentId, u64)]) -> Result<Vec<Tail<'a>>, Error> {
+    agents
+        .iter()
+        .map(|&(id, base)| {
+            let snapshot = journal.load_snapshot(id.stream())?;
+            let from = snapshot
+                .as_ref()
+                .map_or(1, |snapshot| snapshot.seq + 1)
+                .max(base + 1);
+            let first_position = journal.stream_position(id.stream(), from)?;
+            Ok(Tail {
+                id,
+                snapshot,
+                from,
+                first_position,
+            })
+        })
+        .collect()
+}
+
 /// What one part of the read-ahead pass read.
-struct Scanned<'a> {
-    /// Each wanted stream's records in the part, in order.
-    lists: FxHashMap<&'a str, Vec<Rec>>,
+struct Scanned {
+    /// Each wanted stream's records in the part, in order (by the stream's index).
+    lists: Vec<Vec<Rec>>,
     bytes: usize,
     records: usize,
     /// Whether the part was read to its end (not cut short by the budget).
@@ -300,40 +364,44 @@ struct Scanned<'a> {
 }
 
 /// Reads the wanted streams' records at positions `from..to`, up to about `budget`
-/// bytes of payload.
-fn scan<'a>(
+/// bytes of payload; `wanted` maps each of the `streams` streams to its index and the
+/// first sequence number wanted.
+fn scan(
     journal: &dyn Journal,
-    wanted: &'a FxHashMap<String, (AgentId, u64)>,
+    wanted: &FxHashMap<String, (usize, u64)>,
+    streams: usize,
     from: u64,
     to: u64,
     budget: usize,
-) -> Result<Scanned<'a>, Error> {
+) -> Result<Scanned, Error> {
     let mut scanned = Scanned {
-        lists: FxHashMap::default(),
+        lists: Vec::new(),
         bytes: 0,
         records: 0,
         complete: true,
     };
+    scanned.lists.resize_with(streams, Vec::new);
+    let mut block = BytesMut::new();
     let mut failed = None;
     journal.replay(from, &mut |event| {
         if event.position >= to {
             return ControlFlow::Break(());
         }
-        let Some((stream, (_, first_seq))) = wanted.get_key_value(event.stream) else {
+        let Some(&(index, first_seq)) = wanted.get(event.stream) else {
             return ControlFlow::Continue(());
         };
-        if event.seq < *first_seq {
+        if event.seq < first_seq {
             return ControlFlow::Continue(());
         }
         scanned.bytes += event.payload.len() + 64;
         scanned.records += 1;
-        match Rec::read(
-            event.stream,
-            event.seq,
-            event.kind,
-            event.payload.into_owned(),
-        ) {
-            Ok(Some(rec)) => scanned.lists.entry(stream.as_str()).or_default().push(rec),
+        let payload = || copy_into(&mut block, &event.payload);
+        match Rec::read(event.stream, event.seq, event.kind, payload) {
+            Ok(Some(rec)) => {
+                if let Some(list) = scanned.lists.get_mut(index) {
+                    list.push(rec);
+                }
+            }
             Ok(None) => {}
             Err(error) => {
                 failed = Some(error);
@@ -352,6 +420,20 @@ fn scan<'a>(
     }
 }
 
+/// Payloads are copied into shared blocks of this size (one allocation per block, not
+/// one per record).
+const PAYLOAD_BLOCK: usize = 64 * 1024;
+
+/// Copies `payload` to the end of `block` (a new block when it is full) and takes it
+/// out as its own share of the block.
+fn copy_into(block: &mut BytesMut, payload: &[u8]) -> Bytes {
+    if block.capacity() - block.len() < payload.len() {
+        *block = BytesMut::with_capacity(PAYLOAD_BLOCK.max(payload.len()));
+    }
+    block.extend_from_slice(payload);
+    block.split().freeze()
+}
+
 /// The runtime records of `id`'s stream with sequence numbers `from..=to`.
 pub(crate) fn read_records(
     journal: &dyn Journal,
@@ -368,7 +450,8 @@ pub(crate) fn read_records(
         if event.seq > to {
             break;
         }
-        if let Some(rec) = Rec::read(id.stream(), event.seq, &event.kind, event.payload)? {
+        let payload = event.payload;
+        if let Some(rec) = Rec::read(id.stream(), event.seq, &event.kind, || payload.into())? {
             records.push(rec);
         }
     }

@@ -166,6 +166,10 @@ impl RecordKind {
     /// [`Error::RecordFormat`] for a runtime record in a format newer than [`FORMAT`]
     /// (`stream` and `seq` name the record in the error).
     pub fn parse(stored: &str, stream: &str, seq: u64) -> Result<Option<(RecordKind, u32)>, Error> {
+        // What this build writes, looked up whole (recovery parses every record).
+        if let Some(kind) = RecordKind::ALL.into_iter().find(|k| k.stored() == stored) {
+            return Ok(Some((kind, FORMAT)));
+        }
         let (name, format) = match stored.split_once('@') {
             None => (stored, 1),
             Some((name, format)) => match format.parse::<u32>() {
