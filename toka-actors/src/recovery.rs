@@ -206,19 +206,8 @@ fn preload(
     // is a read of the journal, cold at start-up).
     let agents: Vec<(&AgentId, u64)> = agents.iter().map(|(id, base)| (id, *base)).collect();
     let per_part = agents.len().div_ceil(READ_AHEAD_PARTS as usize).max(1);
-    let looked_up: Vec<Result<Vec<Tail>, Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = agents
-            .chunks(per_part)
-            .map(|part| scope.spawn(move || tails(journal, part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Internal("a read-ahead lookup panicked".into())))
-            })
-            .collect()
+    let looked_up = in_parallel(agents.chunks(per_part), "look-up", |part| {
+        tails(journal, part)
     });
     // Stream → (index in `ids`, first seq it replays).
     let mut wanted: FxHashMap<String, (usize, u64)> = FxHashMap::default();
@@ -270,21 +259,8 @@ fn preload(
         .collect();
     let (wanted, streams) = (&wanted, ids.len());
     let part_budget = budget / usize::try_from(parts).unwrap_or(1).max(1);
-    let scans: Vec<Result<Scanned, Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = bounds
-            .iter()
-            .map(|&(from, to)| {
-                scope.spawn(move || scan(journal, wanted, streams, from, to, part_budget))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Internal("a read-ahead scan panicked".into())))
-            })
-            .collect()
+    let scans = in_parallel(bounds.iter().copied(), "scan", |(from, to)| {
+        scan(journal, wanted, streams, from, to, part_budget)
     });
     let (mut bytes, mut records) = (0, 0);
     for scanned in scans {
@@ -321,6 +297,27 @@ fn preload(
 const READ_AHEAD_PARTS: u64 = 2;
 /// A log shorter than this is read in one part.
 const SPLIT_SCAN_AT: u64 = 64 * 1024;
+
+/// Runs `work` on each of `parts` at once, a thread each; the results in `parts`' order
+/// (a part whose thread panicked is an error naming `what` it did).
+fn in_parallel<P: Send, R: Send>(
+    parts: impl Iterator<Item = P>,
+    what: &str,
+    work: impl Fn(P) -> Result<R, Error> + Sync,
+) -> Vec<Result<R, Error>> {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts.map(|part| scope.spawn(move || work(part))).collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| {
+                    Err(Error::Internal(format!("a read-ahead {what} panicked")))
+                })
+            })
+            .collect()
+    })
+}
 
 /// One agent's snapshot and where its replay begins, looked up by the read-ahead pass.
 struct Tail<'a> {
