@@ -401,7 +401,10 @@ pub(crate) async fn journal(
         Some(hook) if !span.is_disabled() => hook.context_of(&span).map(Into::into),
         _ => None,
     };
-    let payload = record::encode(
+    // The body, its length, the send time, and a little for the rest (an agent origin,
+    // a topic and a trace context take more, and grow the buffer once).
+    let size_hint = body.len() + topic.map_or(0, str::len) + 24;
+    let payload = record::encode_sized(
         "a message",
         &MsgRecord {
             origin,
@@ -410,6 +413,7 @@ pub(crate) async fn journal(
             body,
             trace,
         },
+        size_hint,
     )?;
     kernel
         .append_durable(to, RecordKind::Msg, payload, Routing::Deliver(reply))

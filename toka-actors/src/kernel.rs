@@ -350,7 +350,7 @@ impl Kernel {
     ) -> Result<Appended, Error> {
         self.ask_writer(|ack| WriterMsg::Append {
             id: id.clone(),
-            event: NewEvent::new(kind.stored(), payload),
+            event: NewEvent::new_static(kind.stored(), payload),
             routing,
             ack: Some(ack),
             durable,
@@ -369,7 +369,7 @@ impl Kernel {
         self.writer()?
             .send_message(WriterMsg::Append {
                 id: id.clone(),
-                event: NewEvent::new(kind.stored(), payload),
+                event: NewEvent::new_static(kind.stored(), payload),
                 routing: Routing::OwnNotify,
                 ack: None,
                 durable: false,
@@ -395,7 +395,7 @@ impl Kernel {
         let appended = self
             .ask_writer(|ack| WriterMsg::AppendTo {
                 stream,
-                event: NewEvent::new(kind.stored(), payload),
+                event: NewEvent::new_static(kind.stored(), payload),
                 ack,
             })
             .await?;

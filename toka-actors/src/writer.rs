@@ -387,7 +387,10 @@ async fn begin_incarnation(
         .append_unsynced(
             id.stream(),
             ExpectedVersion::Any,
-            &[NewEvent::new(RecordKind::Incarnation.stored(), payload)],
+            &[NewEvent::new_static(
+                RecordKind::Incarnation.stored(),
+                payload,
+            )],
         )
         .await?
         .map_err(|c| Error::Internal(c.to_string()))?;
@@ -565,7 +568,7 @@ impl WriterState {
             .append_unsynced(
                 record::PROGRESS_STREAM,
                 ExpectedVersion::Any,
-                &[NewEvent::new(RecordKind::Progress.stored(), payload)],
+                &[NewEvent::new_static(RecordKind::Progress.stored(), payload)],
             )
             .await?
             .map_err(|c| Error::Internal(c.to_string()))?;

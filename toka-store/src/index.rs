@@ -17,7 +17,8 @@
 //! - A stream present in the in-memory map has its current version there; a stream
 //!   absent from it has its version in its last stored entry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::RandomState;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,12 +52,35 @@ pub(crate) struct StreamState {
     pub(crate) version: u64,
     /// Entries not yet checkpointed, oldest first.
     pending: VecDeque<IndexEntry>,
+    /// The version a write in progress leaves the stream at, with that write's number
+    /// ([`Streams::begin_write`]): a later batch of the same write sees it; a write that
+    /// fails leaves it behind, stale.
+    planned: Option<(u64, u64)>,
+}
+
+impl StreamState {
+    /// The version a batch of write `write` appends after.
+    pub(crate) fn version_in(&self, write: u64) -> u64 {
+        match self.planned {
+            Some((planned_in, version)) if planned_in == write => version,
+            _ => self.version,
+        }
+    }
+
+    /// Notes that write `write` leaves the stream at `version` (once written).
+    pub(crate) fn plan(&mut self, write: u64, version: u64) {
+        self.planned = Some((write, version));
+    }
 }
 
 /// Versions and unstored index entries of the streams touched since the journal opened.
 #[derive(Debug, Default)]
 pub(crate) struct Streams {
-    map: HashMap<Arc<str>, StreamState>,
+    /// Keyed by stream names, hashed with SipHash under a random key (names come from
+    /// outside).
+    map: hashbrown::HashMap<Arc<str>, StreamState, RandomState>,
+    /// Writes begun ([`Streams::begin_write`]).
+    writes: u64,
     /// Streams of the pending entries in position order, with each entry's last position.
     order: VecDeque<(Arc<str>, u64)>,
     /// When the oldest pending entry was added.
@@ -71,23 +95,25 @@ impl Streams {
         backend: &B,
         stream: &str,
     ) -> Result<(Arc<str>, &mut StreamState), Error> {
-        let key = match self.map.get_key_value(stream) {
-            Some((key, _)) => Arc::clone(key),
-            None => {
-                let key: Arc<str> = Arc::from(stream);
+        // One hash of the name, found or not.
+        let entry = match self.map.entry_ref(stream) {
+            hashbrown::hash_map::EntryRef::Occupied(entry) => entry,
+            hashbrown::hash_map::EntryRef::Vacant(entry) => {
                 let version = stored_version(backend, stream)?;
-                self.map.insert(
-                    Arc::clone(&key),
-                    StreamState {
-                        version,
-                        pending: VecDeque::new(),
-                    },
-                );
-                key
+                let state = StreamState {
+                    version,
+                    ..StreamState::default()
+                };
+                entry.insert_entry_with_key(Arc::from(stream), state)
             }
         };
-        let state = self.map.get_mut(stream).ok_or_else(missing_state)?;
-        Ok((key, state))
+        Ok((Arc::clone(entry.key()), entry.into_mut()))
+    }
+
+    /// Numbers a new write, for the versions it plans ([`StreamState::plan`]).
+    pub(crate) fn begin_write(&mut self) -> u64 {
+        self.writes += 1;
+        self.writes
     }
 
     /// The version of `stream` if it was touched since opening.
@@ -120,13 +146,6 @@ impl Streams {
     fn checkpoint_due(&self) -> bool {
         self.order.len() >= CHECKPOINT_ENTRIES
             || self.oldest.is_some_and(|t| t.elapsed() >= CHECKPOINT_AFTER)
-    }
-}
-
-fn missing_state() -> Error {
-    Error::CorruptMetadata {
-        what: "stream index".into(),
-        reason: "stream state vanished while locked".into(),
     }
 }
 

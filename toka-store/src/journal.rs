@@ -1010,8 +1010,9 @@ impl<B: Backend> Inner<B> {
         let writer = &mut *guard;
         // Pass 1: check versions and assign positions.
         let mut planned = Vec::with_capacity(items.len());
-        // Versions as this write leaves them (needed only when it has several batches).
-        let mut versions: std::collections::HashMap<Arc<str>, u64> = Default::default();
+        // Versions as this write leaves them are noted in the streams' states under this
+        // write's number (needed only when it has several batches).
+        let write = writer.streams.begin_write();
         let several = items.len() > 1;
         let mut next_position = writer.next_position;
         for item in items {
@@ -1021,11 +1022,7 @@ impl<B: Backend> Inner<B> {
                 });
             }
             let (stream_key, state) = writer.streams.get_or_load(&*self.backend, item.stream)?;
-            let version = if several {
-                *versions.entry(stream_key.clone()).or_insert(state.version)
-            } else {
-                state.version
-            };
+            let version = state.version_in(write);
             if !item.expected.matches(version) {
                 planned.push(Err(VersionConflict {
                     stream: item.stream.to_owned(),
@@ -1043,7 +1040,7 @@ impl<B: Backend> Inner<B> {
             };
             next_position += count;
             if several {
-                versions.insert(stream_key.clone(), appended.last_seq);
+                state.plan(write, appended.last_seq);
             }
             planned.push(Ok((stream_key, appended)));
         }

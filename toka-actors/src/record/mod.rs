@@ -698,6 +698,17 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     postcard::to_allocvec(value).map_err(|source| Error::Encode { what, source })
 }
 
+/// [`encode`], into a buffer allocated once with room for `size_hint` bytes (a record
+/// around a payload of known size: no reallocation as it grows).
+pub(crate) fn encode_sized<T: Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+    size_hint: usize,
+) -> Result<Vec<u8>, Error> {
+    postcard::to_extend(value, Vec::with_capacity(size_hint))
+        .map_err(|source| Error::Encode { what, source })
+}
+
 /// Decodes the record at `seq` of `stream`, for kinds whose layout is the same in every
 /// format this build reads.
 pub(crate) fn decode<'a, T: Deserialize<'a>>(

@@ -2601,14 +2601,59 @@ pub(crate) async fn multi_stream_appends_are_one_ordered_write<H: Harness>(make:
         .await,
         Err(Error::EmptyBatch { .. })
     ));
-    assert_eq!(j.head_position(), 4, "a failed write adds nothing");
+    // A write refused part-way (its second batch holds a record too large) leaves the
+    // versions it planned for its first batch behind: the next append sees the stream's.
+    let big = [ev("a", vec![0; cfg.get_max_record_bytes() + 1])];
+    let refused = j
+        .append_many_unsynced(&[
+            StreamBatch {
+                stream: "a",
+                expected: ExpectedVersion::Exact(3),
+                events: &a2,
+            },
+            StreamBatch {
+                stream: "a",
+                expected: ExpectedVersion::Exact(4),
+                events: &big,
+            },
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(Error::RecordTooLarge { .. })),
+        "{refused:?}"
+    );
+    let several = j
+        .append_many_unsynced(&[
+            StreamBatch {
+                stream: "a",
+                expected: ExpectedVersion::Exact(3),
+                events: &a2,
+            },
+            StreamBatch {
+                stream: "a",
+                expected: ExpectedVersion::Exact(4),
+                events: &a2,
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(several.iter().all(Result::is_ok), "{several:?}");
+    assert_eq!(j.stream_version("a").unwrap(), 5);
+    assert_eq!(j.head_position(), 6, "a failed write adds nothing");
     j.flush().await.unwrap();
     let j = h.reopen(j, cfg);
     let payloads: Vec<Vec<u8>> = all_events(&j).into_iter().map(|e| e.payload).collect();
     assert_eq!(
         payloads,
-        [b"1".to_vec(), b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]
+        [
+            b"1".to_vec(),
+            b"2".to_vec(),
+            b"3".to_vec(),
+            b"4".to_vec(),
+            b"4".to_vec(),
+            b"4".to_vec()
+        ]
     );
-    assert_eq!(j.stream_version("a").unwrap(), 3);
+    assert_eq!(j.stream_version("a").unwrap(), 5);
     assert!(j.verify().unwrap().first_bad.is_none());
 }
