@@ -26,7 +26,7 @@ use crate::record::{self, RecordKind, TreeRecord};
 use crate::recovery::Preloaded;
 use crate::remote::{Placement, Remote};
 use crate::tree::Tree;
-use crate::writer::{Handover, Routing, WriterMsg, WriterParts};
+use crate::writer::{Routing, WriterMsg, WriterParts};
 use crate::{AgentId, Error, RuntimeConfig, SpawnSpec};
 
 /// A boxed, sendable future.
@@ -85,9 +85,6 @@ pub(crate) struct Kernel {
     pub(crate) preloaded: Arc<Preloaded>,
     /// The writer, set by the root that owns it; `None` once stopped.
     writer: RwLock<Option<ActorRef<WriterMsg>>>,
-    /// Hands durable groups to their agents and senders: one, shared by every writer the
-    /// root starts, so that groups stay in order across a writer's restart.
-    handover: Handover,
     root: OnceLock<ActorRef<Envelope>>,
     life: Life,
 }
@@ -118,12 +115,8 @@ impl Kernel {
             .filter(|(id, node)| node.durable() && !tree.is_elsewhere(id))
             .map(|(id, _)| id)
             .collect();
-        let directory: Arc<Directory> = Arc::default();
-        let metrics: Arc<Counters> = Arc::default();
-        let handover = Handover::start(Arc::clone(&directory), Arc::clone(&metrics));
         Kernel {
             journal,
-            handover,
             recovery: Semaphore::new(config.recovery_concurrency.max(1)),
             trace: extensions
                 .get::<crate::trace::TraceHook>()
@@ -134,9 +127,9 @@ impl Kernel {
             config,
             kinds: kinds.into_iter().collect(),
             tree: Mutex::new(tree),
-            directory,
+            directory: Arc::default(),
             progress: Arc::new(progress),
-            metrics,
+            metrics: Arc::default(),
             extensions,
             preloaded,
             writer: RwLock::new(None),
@@ -157,7 +150,6 @@ impl Kernel {
             directory: Arc::clone(&self.directory),
             progress: Arc::clone(&self.progress),
             metrics: Arc::clone(&self.metrics),
-            handover: self.handover.clone(),
         }
     }
 

@@ -54,66 +54,6 @@ pub(crate) struct WriterParts {
     pub(crate) directory: Arc<Directory>,
     pub(crate) progress: Arc<Progress>,
     pub(crate) metrics: Arc<Counters>,
-    pub(crate) handover: Handover,
-}
-
-/// Hands durable groups' messages to their agents and acknowledges their senders, group
-/// after group, in a task of the runtime's own: the journal's commit thread (or the
-/// writer, in `Buffered` mode) only queues the group. From the commit thread, each wake-up
-/// of an agent or a sender was a wake-up from outside the runtime (its injection queue,
-/// often a parked worker to wake); from this task it is a push to a worker's own queue,
-/// and the commit thread is free for the next flush at once. One task, fed in the order
-/// the journal calls back, keeps stream order.
-#[derive(Clone)]
-pub(crate) struct Handover {
-    groups: tokio::sync::mpsc::UnboundedSender<DurableGroup>,
-    directory: Arc<Directory>,
-    metrics: Arc<Counters>,
-}
-
-/// A group the journal made durable (or failed to), waiting to be handed over.
-struct DurableGroup {
-    after: AfterDurable,
-    durable: Result<(), toka_store::Error>,
-    started: Instant,
-}
-
-impl Handover {
-    /// Starts the hand-over task (on the current runtime); it ends once every handle and
-    /// every queued group is gone.
-    pub(crate) fn start(directory: Arc<Directory>, metrics: Arc<Counters>) -> Self {
-        let (groups, mut queued) = tokio::sync::mpsc::unbounded_channel::<DurableGroup>();
-        let handover = Handover {
-            groups,
-            directory,
-            metrics,
-        };
-        let (directory, metrics) = (
-            Arc::clone(&handover.directory),
-            Arc::clone(&handover.metrics),
-        );
-        tokio::spawn(async move {
-            while let Some(group) = queued.recv().await {
-                group.complete(&directory, &metrics);
-            }
-        });
-        handover
-    }
-
-    /// Queues a group for the task; done at once, here, if the task is gone (the
-    /// runtime is shutting down): nobody is left waiting either way.
-    fn queue(&self, group: DurableGroup) {
-        if let Err(tokio::sync::mpsc::error::SendError(group)) = self.groups.send(group) {
-            group.complete(&self.directory, &self.metrics);
-        }
-    }
-}
-
-impl DurableGroup {
-    fn complete(self, directory: &Directory, metrics: &Counters) {
-        self.after
-            .complete(self.durable, directory, metrics, self.started);
-    }
 }
 
 /// How often progress is recorded.
@@ -569,14 +509,11 @@ impl WriterState {
     /// so that agents still get their messages in stream order.
     fn when_durable(&mut self, after: AfterDurable) {
         let position = after.position;
-        let handover = self.parts.handover.clone();
+        let directory = Arc::clone(&self.parts.directory);
+        let metrics = Arc::clone(&self.parts.metrics);
         let started = Instant::now();
         let done: DurableCallback = Box::new(move |durable| {
-            handover.queue(DurableGroup {
-                after,
-                durable,
-                started,
-            });
+            after.complete(durable, &directory, &metrics, started);
         });
         let Some(done) = self.parts.journal.when_durable(position, done) else {
             return;
