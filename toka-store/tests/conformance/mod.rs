@@ -2604,39 +2604,27 @@ pub(crate) async fn multi_stream_appends_are_one_ordered_write<H: Harness>(make:
     // A write refused part-way (its second batch holds a record too large) leaves the
     // versions it planned for its first batch behind: the next append sees the stream's.
     let big = [ev("a", vec![0; cfg.get_max_record_bytes() + 1])];
-    let refused = j
-        .append_many_unsynced(&[
+    // Two batches to "a" in one write: `a2` at version 3, then `second` at version 4.
+    let two = |second| {
+        [
             StreamBatch {
                 stream: "a",
                 expected: ExpectedVersion::Exact(3),
-                events: &a2,
+                events: &a2[..],
             },
             StreamBatch {
                 stream: "a",
                 expected: ExpectedVersion::Exact(4),
-                events: &big,
+                events: second,
             },
-        ])
-        .await;
+        ]
+    };
+    let refused = j.append_many_unsynced(&two(&big[..])).await;
     assert!(
         matches!(refused, Err(Error::RecordTooLarge { .. })),
         "{refused:?}"
     );
-    let several = j
-        .append_many_unsynced(&[
-            StreamBatch {
-                stream: "a",
-                expected: ExpectedVersion::Exact(3),
-                events: &a2,
-            },
-            StreamBatch {
-                stream: "a",
-                expected: ExpectedVersion::Exact(4),
-                events: &a2,
-            },
-        ])
-        .await
-        .unwrap();
+    let several = j.append_many_unsynced(&two(&a2[..])).await.unwrap();
     assert!(several.iter().all(Result::is_ok), "{several:?}");
     assert_eq!(j.stream_version("a").unwrap(), 5);
     assert_eq!(j.head_position(), 6, "a failed write adds nothing");
