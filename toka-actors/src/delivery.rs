@@ -3,11 +3,11 @@
 //! handler's [`Context`](crate::Context), a topic, a timer).
 //!
 //! [`deliver`] looks the target up once: a running transient agent gets the message in
-//! its inbox (boxed, no encoding; see [`crate::inbox`]); a durable agent, running or not, gets it journaled
-//! ([`journal`]): the record goes to the single writer, which appends it in a group
-//! write; once the journal made the group durable, it hands the message to the agent's
-//! actor if it runs, and acknowledges the sender. A message is acknowledged only once it
-//! would survive a crash, and handled only then.
+//! its inbox (boxed, no encoding; see [`crate::inbox`]); a durable agent, running or
+//! not, gets it journaled ([`journal`]): the record goes to the single writer, which
+//! appends it in a group write; once the journal made the group durable, it hands the
+//! message to the agent's actor if it runs, and acknowledges the sender. A message is
+//! acknowledged only once it would survive a crash, and handled only then.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Weak};

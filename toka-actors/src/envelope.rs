@@ -1,13 +1,11 @@
 //! What agent actors receive (the ractor message type shared by every agent kind).
 
 use std::any::Any;
-
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::inbox::Inbox;
-
 use crate::{AgentId, Error, SpawnSpec, TimerId};
 
 /// What an agent actor starts from.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
 use ractor::{ActorCell, ActorRef};
-use toka_store::{Appended, Journal, NewEvent};
+use toka_store::{Appended, Journal};
 use tokio::sync::{Notify, Semaphore, oneshot, watch};
 
 use crate::directory::Directory;
@@ -350,7 +350,7 @@ impl Kernel {
     ) -> Result<Appended, Error> {
         self.ask_writer(|ack| WriterMsg::Append {
             id: id.clone(),
-            event: NewEvent::new_static(kind.stored(), payload),
+            event: kind.event(payload),
             routing,
             ack: Some(ack),
             durable,
@@ -369,7 +369,7 @@ impl Kernel {
         self.writer()?
             .send_message(WriterMsg::Append {
                 id: id.clone(),
-                event: NewEvent::new_static(kind.stored(), payload),
+                event: kind.event(payload),
                 routing: Routing::OwnNotify,
                 ack: None,
                 durable: false,
@@ -395,7 +395,7 @@ impl Kernel {
         let appended = self
             .ask_writer(|ack| WriterMsg::AppendTo {
                 stream,
-                event: NewEvent::new_static(kind.stored(), payload),
+                event: kind.event(payload),
                 ack,
             })
             .await?;

@@ -387,10 +387,7 @@ async fn begin_incarnation(
         .append_unsynced(
             id.stream(),
             ExpectedVersion::Any,
-            &[NewEvent::new_static(
-                RecordKind::Incarnation.stored(),
-                payload,
-            )],
+            &[RecordKind::Incarnation.event(payload)],
         )
         .await?
         .map_err(|c| Error::Internal(c.to_string()))?;
@@ -568,7 +565,7 @@ impl WriterState {
             .append_unsynced(
                 record::PROGRESS_STREAM,
                 ExpectedVersion::Any,
-                &[NewEvent::new_static(RecordKind::Progress.stored(), payload)],
+                &[RecordKind::Progress.event(payload)],
             )
             .await?
             .map_err(|c| Error::Internal(c.to_string()))?;

@@ -384,8 +384,9 @@ const LINGER_MEMORY: usize = 8;
 /// records written but not flushed when it ended: the group it flushed plus those that
 /// arrived meanwhile), which estimates how many appenders are at work. So a lone
 /// appender never waits, and concurrent ones wait only until the others of their crowd
-/// come back (or `max` runs out): the crowd gathers into groups as large as it is. A linger that runs out before that forgets the older backlogs, so after a
-/// burst ends at most one flush waits in vain.
+/// come back (or `max` runs out): the crowd gathers into groups as large as it is. A
+/// linger that runs out before that forgets the older backlogs, so after a burst ends at
+/// most one flush waits in vain.
 struct Linger {
     max: Duration,
     /// Log position covered by the last successful flush.
@@ -410,10 +411,16 @@ impl Linger {
         self.backlogs.iter().copied().max().unwrap_or(0)
     }
 
-    /// Remembers a flush up to `position` that ended with the head at `head`.
+    /// Remembers a requested flush up to `position` that ended with the head at `head`.
     fn flushed(&mut self, position: u64, head: u64) {
         self.backlogs[self.next] = head.saturating_sub(self.flushed_position);
         self.next = (self.next + 1) % LINGER_MEMORY;
+        self.caught_up(position);
+    }
+
+    /// Notes a flush up to `position` nobody asked for (a background one): it tells
+    /// nothing of concurrency.
+    fn caught_up(&mut self, position: u64) {
         self.flushed_position = self.flushed_position.max(position);
     }
 
@@ -525,7 +532,7 @@ fn commit_loop<B: Backend>(
                     if requested {
                         linger.flushed(position, pending.written_position);
                     } else {
-                        linger.flushed_position = linger.flushed_position.max(position);
+                        linger.caught_up(position);
                     }
                     pending.flushed = ticket;
                     // In ticket order: the covered ones are a prefix.

@@ -141,6 +141,12 @@ impl RecordKind {
         self.names().1
     }
 
+    /// A new journal event of this kind (stored as [`RecordKind::stored`], borrowed, not
+    /// copied) holding `payload`.
+    pub(crate) fn event(self, payload: Vec<u8>) -> toka_store::NewEvent {
+        toka_store::NewEvent::new_static(self.stored(), payload)
+    }
+
     fn names(self) -> (&'static str, &'static str) {
         match self {
             RecordKind::Msg => ("toka.msg", "toka.msg@3"),
