@@ -39,7 +39,6 @@ use crate::delivery;
 use crate::envelope::{AnyBox, Envelope, ReplyPort, StartArgs};
 use crate::inbox::Inbox;
 use crate::kernel::Kernel;
-use crate::metrics::Counters;
 use crate::record::{
     self, AttemptRecord, HaltRecord, MsgRecord, Origin, RecordKind, SnapshotRecord,
 };
@@ -180,7 +179,7 @@ impl<A: Agent> AgentActor<A> {
                 }
                 core.mark_handled(seq);
                 if mode == Mode::Live {
-                    Counters::add(&core.kernel.metrics.messages_handled, 1);
+                    core.kernel.metrics.messages_handled.add(1);
                 }
                 return Ok(());
             }
@@ -227,7 +226,7 @@ impl<A: Agent> AgentActor<A> {
                 if let Some(port) = reply {
                     let _ = port.send(Ok(crate::envelope::any_box(answer)));
                 }
-                Counters::add(&core.kernel.metrics.messages_handled, 1);
+                core.kernel.metrics.messages_handled.add(1);
                 return Ok(());
             }
             Ok(Err(error)) => error.to_string(),

@@ -18,6 +18,7 @@ use ractor::{ActorRef, ActorStatus};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
+use crate::directory::Running;
 use crate::envelope::QueryFn;
 use crate::envelope::{AnyBox, Envelope, ReplyPort, any_box, unbox};
 use crate::inbox::Inbox;
@@ -166,21 +167,21 @@ pub(crate) fn deliver_from<'a>(
     match local {
         Ok(None) => Either::Left(std::future::ready(Ok(()))),
         Err(error) => Either::Left(std::future::ready(Err(error))),
-        Ok(Some((msg, reply))) => {
-            Either::Right(Box::pin(deliver_placed(kernel, to, msg, origin, reply)))
-        }
+        Ok(Some((msg, reply, durable))) => Either::Right(Box::pin(deliver_placed(
+            kernel, to, msg, origin, reply, durable,
+        ))),
     }
 }
 
 /// Puts `msg` in the inbox of `to` if it is a running transient agent (`Ok(None)`);
-/// gives it back otherwise.
+/// gives it back otherwise, with whether `to` runs here as a durable agent.
 fn send_local<P: Payload>(
     kernel: &Kernel,
     last: Option<&mut Option<Box<LastTarget>>>,
     to: &AgentId,
     msg: P,
     reply: Option<ReplyPort>,
-) -> Result<Option<(P, Option<ReplyPort>)>, Error> {
+) -> Result<Option<(P, Option<ReplyPort>, bool)>, Error> {
     if let Some(Some(target)) = last.as_deref() {
         if target.id == *to && target.actor.get_status() == ActorStatus::Running {
             if let Some(inbox) = target.inbox.upgrade() {
@@ -200,8 +201,8 @@ fn send_local<P: Payload>(
             .is_some()
             .then(|| (actor.clone(), Arc::downgrade(inbox))))
     });
-    match local {
-        Some(sent) => {
+    let durable = match local {
+        Running::Transient(sent) => {
             if let (Some((actor, inbox)), Some(slot)) = (sent?, last) {
                 *slot = Some(Box::new(LastTarget {
                     id: to.clone(),
@@ -209,10 +210,12 @@ fn send_local<P: Payload>(
                     inbox,
                 }));
             }
-            Ok(None)
+            return Ok(None);
         }
-        None => Ok(pending),
-    }
+        Running::Durable => true,
+        Running::No => false,
+    };
+    Ok(pending.map(|(msg, reply)| (msg, reply, durable)))
 }
 
 /// Puts `envelope` in a transient agent's inbox, waking its actor if the inbox was idle.
@@ -236,15 +239,20 @@ fn post(
 
 /// Delivers `msg` to `to`, which runs no transient actor here: journaled for a durable
 /// agent of this runtime, handed to the [`Remote`](crate::remote::Remote) for one that
-/// is not here.
+/// is not here. `running_durable`: the directory has `to` running here as a durable
+/// agent, which settles where it is without the tree (whose lock every durable send would
+/// otherwise take).
 async fn deliver_placed(
     kernel: &Kernel,
     to: &AgentId,
     msg: impl Payload,
     origin: Origin,
     reply: Option<ReplyPort>,
+    running_durable: bool,
 ) -> Result<(), Error> {
-    let placed = {
+    let placed = if running_durable {
+        Placed::Here { durable: true }
+    } else {
         let tree = kernel.tree();
         match tree.get(to) {
             Some(_) if tree.is_elsewhere(to) => Placed::Elsewhere,

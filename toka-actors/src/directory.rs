@@ -37,6 +37,16 @@ struct Live {
     inbox: OnceLock<Arc<Inbox<Envelope>>>,
 }
 
+/// What runs for an agent here, as [`Directory::send_local_with`] found it.
+pub(crate) enum Running<R> {
+    /// A transient agent's actor, which the send was run on (its result).
+    Transient(R),
+    /// A durable agent's actor: its messages go through the journal.
+    Durable,
+    /// No actor.
+    No,
+}
+
 impl Live {
     fn new(actor: ActorRef<Envelope>, durable: bool, routed: bool) -> Self {
         Live {
@@ -134,18 +144,19 @@ impl Directory {
     }
 
     /// Runs `send` on running transient agent `id`'s actor and inbox under the table's
-    /// read lock (the hot path of local sends: no reference counting); `None` if `id` is
-    /// durable or not running.
+    /// read lock (the hot path of local sends: no reference counting); otherwise says
+    /// whether `id` runs here as a durable agent.
     pub(crate) fn send_local_with<R>(
         &self,
         id: &AgentId,
         send: impl FnOnce(&ActorRef<Envelope>, &Arc<Inbox<Envelope>>) -> R,
-    ) -> Option<R> {
+    ) -> Running<R> {
         match self.live.get(id) {
             Some(live) if !live.durable => {
-                Some(send(&live.actor, live.inbox.get_or_init(Default::default)))
+                Running::Transient(send(&live.actor, live.inbox.get_or_init(Default::default)))
             }
-            _ => None,
+            Some(_) => Running::Durable,
+            None => Running::No,
         }
     }
 

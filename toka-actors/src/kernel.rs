@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
+use crossbeam_utils::CachePadded;
 use ractor::{ActorCell, ActorRef};
 use toka_store::{Appended, Journal};
 use tokio::sync::{Notify, Semaphore, oneshot, watch};
@@ -60,13 +61,23 @@ pub(crate) trait Kind: Send + Sync {
 }
 
 /// State shared by the runtime handle, the writer's callers and every agent actor.
+///
+/// Read from every worker thread at once, so it keeps apart what different threads
+/// write: aligned to a cache line (128 bytes: two lines, for the adjacent-line
+/// prefetcher), the reference counts of its `Arc`, bumped by every spawn and agent
+/// reference, sit on a line of their own instead of evicting the first fields from the
+/// other cores' caches; and the locks written on hot paths (the tree's, taken by every
+/// spawn, and the writer's, read-locked by every durable append) are padded to lines of
+/// their own ([`CachePadded`]). Measured on the spawn benchmark (10,000 transient agents
+/// from one task, 2 workers, builds alternated, 11 runs each): 0.45× ractor without, 0.48–0.52× with.
+#[repr(align(128))]
 pub(crate) struct Kernel {
     pub(crate) journal: Arc<dyn Journal>,
     pub(crate) config: RuntimeConfig,
     /// Looked up on every spawn and start: a cheap hash over the short names (the table
     /// is fixed once built, so no input can crowd it).
     kinds: rustc_hash::FxHashMap<&'static str, Arc<dyn Kind>>,
-    tree: Mutex<Tree>,
+    tree: CachePadded<Mutex<Tree>>,
     /// Running agents, pending asks, topic subscribers.
     pub(crate) directory: Arc<Directory>,
     /// Highest message sequence each durable agent has handled.
@@ -84,7 +95,7 @@ pub(crate) struct Kernel {
     /// What the start-up pass read ahead for each agent's first recovery.
     pub(crate) preloaded: Arc<Preloaded>,
     /// The writer, set by the root that owns it; `None` once stopped.
-    writer: RwLock<Option<ActorRef<WriterMsg>>>,
+    writer: CachePadded<RwLock<Option<ActorRef<WriterMsg>>>>,
     root: OnceLock<ActorRef<Envelope>>,
     life: Life,
 }
@@ -126,13 +137,13 @@ impl Kernel {
                 .map(|hook| Arc::clone(&hook.0)),
             config,
             kinds: kinds.into_iter().collect(),
-            tree: Mutex::new(tree),
+            tree: CachePadded::new(Mutex::new(tree)),
             directory: Arc::default(),
             progress: Arc::new(progress),
             metrics: Arc::default(),
             extensions,
             preloaded,
-            writer: RwLock::new(None),
+            writer: CachePadded::new(RwLock::new(None)),
             root: OnceLock::new(),
             life: Life {
                 accepting: AtomicBool::new(true),
@@ -227,6 +238,21 @@ impl Kernel {
             .ok_or(Error::ShuttingDown)
     }
 
+    /// Sends the writer `msg` (under the read lock: no reference counting of the writer's
+    /// handle, which every durable append would otherwise bump and drop).
+    ///
+    /// # Errors
+    /// [`Error::ShuttingDown`] once the writer stopped.
+    fn send_to_writer(&self, msg: WriterMsg) -> Result<(), Error> {
+        self.writer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .ok_or(Error::ShuttingDown)?
+            .send_message(msg)
+            .map_err(|_| Error::ShuttingDown)
+    }
+
     /// Whether the runtime takes new work.
     pub(crate) fn is_accepting(&self) -> bool {
         self.life.accepting.load(Ordering::Acquire)
@@ -307,9 +333,7 @@ impl Kernel {
         request: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> WriterMsg,
     ) -> Result<T, Error> {
         let (ack, done) = oneshot::channel();
-        self.writer()?
-            .send_message(request(ack))
-            .map_err(|_| Error::ShuttingDown)?;
+        self.send_to_writer(request(ack))?;
         done.await.map_err(|_| Error::ShuttingDown)?
     }
 
@@ -366,15 +390,13 @@ impl Kernel {
         kind: RecordKind,
         payload: Vec<u8>,
     ) -> Result<(), Error> {
-        self.writer()?
-            .send_message(WriterMsg::Append {
-                id: id.clone(),
-                event: kind.event(payload),
-                routing: Routing::OwnNotify,
-                ack: None,
-                durable: false,
-            })
-            .map_err(|_| Error::ShuttingDown)
+        self.send_to_writer(WriterMsg::Append {
+            id: id.clone(),
+            event: kind.event(payload),
+            routing: Routing::OwnNotify,
+            ack: None,
+            durable: false,
+        })
     }
 
     /// Waits until the journal is durable up to `position`, timing the wait.

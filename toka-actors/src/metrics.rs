@@ -1,10 +1,14 @@
 //! Cheap runtime counters, read with [`Runtime::metrics`](crate::Runtime::metrics).
 //!
 //! Every counter is an [`AtomicU64`] bumped with relaxed ordering where its event
-//! happens; nothing on the hot path allocates or locks.
+//! happens; nothing on the hot path allocates or locks. The one every agent bumps for
+//! every message it handles is [`Striped`], so that agents on different cores do not
+//! pass one cache line back and forth.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
 
 /// A snapshot of a runtime's counters, from [`Runtime::metrics`](crate::Runtime::metrics).
 ///
@@ -38,7 +42,7 @@ pub struct RuntimeMetrics {
 /// The live counters behind [`RuntimeMetrics`].
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) messages_handled: AtomicU64,
+    pub(crate) messages_handled: Striped,
     pub(crate) agent_restarts: AtomicU64,
     pub(crate) journal_appends: AtomicU64,
     pub(crate) journal_group_writes: AtomicU64,
@@ -69,7 +73,7 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> RuntimeMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RuntimeMetrics {
-            messages_handled: get(&self.messages_handled),
+            messages_handled: self.messages_handled.sum(),
             agent_restarts: get(&self.agent_restarts),
             journal_appends: get(&self.journal_appends),
             journal_group_writes: get(&self.journal_group_writes),
@@ -77,5 +81,61 @@ impl Counters {
             flush_waits: get(&self.flush_waits),
             recovery_micros: get(&self.recovery_micros),
         }
+    }
+}
+
+/// How many cells a [`Striped`] counter has: more than the cores of most hosts that run
+/// one runtime, few enough to sum on every read.
+const STRIPES: usize = 8;
+
+/// The stripe handed to the next thread that bumps a [`Striped`] counter.
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's stripe, the same for every [`Striped`] counter.
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+}
+
+/// A counter bumped from many threads at once: one cache-line-padded cell per stripe,
+/// threads given stripes in turn, the cells summed when read. A single shared atomic
+/// would move its cache line between the cores on every bump.
+#[derive(Default)]
+pub(crate) struct Striped {
+    cells: [CachePadded<AtomicU64>; STRIPES],
+}
+
+impl Striped {
+    /// Adds `n` to this thread's cell.
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        let stripe = STRIPE.with(|s| *s);
+        self.cells[stripe].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total of every cell.
+    pub(crate) fn sum(&self) -> u64 {
+        self.cells.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bumps from many threads, each on its own stripe or sharing one, all add up.
+    #[test]
+    fn a_striped_counter_sums_every_thread() {
+        let counter = Striped::default();
+        std::thread::scope(|scope| {
+            for _ in 0..2 * STRIPES + 3 {
+                scope.spawn(|| {
+                    for _ in 0..1_000 {
+                        counter.add(1);
+                    }
+                });
+            }
+        });
+        counter.add(5);
+        assert_eq!(counter.sum(), (2 * STRIPES as u64 + 3) * 1_000 + 5);
     }
 }
