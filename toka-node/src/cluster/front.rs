@@ -537,14 +537,22 @@ async fn forward(cluster: &Cluster, address: &str, request: Request) -> Response
         Err(refused) => return refused,
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let sent = cluster
-        .http
-        .request(parts.method.clone(), format!("{address}{path}"))
-        .headers(forwardable(&parts.headers))
-        .header(&FORWARDED, cluster.settings.node_id.as_str())
-        .body(body)
-        .send()
-        .await;
+    let send = || {
+        cluster
+            .http
+            .request(parts.method.clone(), format!("{address}{path}"))
+            .headers(forwardable(&parts.headers))
+            .header(&FORWARDED, cluster.settings.node_id.as_str())
+            .body(body.clone())
+            .send()
+    };
+    let mut sent = send().await;
+    // A pooled connection can die unnoticed (a partition, the holder's idle timeout): the
+    // request fails without an answer, and may or may not have reached the holder. A read
+    // is safe to send again (once; the client drops the failed connection).
+    if sent.as_ref().is_err_and(|e| !e.is_connect()) && is_read(&parts.method, parts.uri.path()) {
+        sent = send().await;
+    }
     match sent {
         Ok(answer) => streamed(answer),
         // Nothing reached the holder: surely not applied; the shard is about to move.
@@ -560,6 +568,14 @@ async fn forward(cluster: &Cluster, address: &str, request: Request) -> Response
         )
         .into_response(),
     }
+}
+
+/// Whether a request only reads (a `GET` or `HEAD`, or an agent query), so that sending
+/// it twice changes nothing.
+fn is_read(method: &Method, path: &str) -> bool {
+    *method == Method::GET
+        || *method == Method::HEAD
+        || (*method == Method::POST && path.starts_with("/agents/") && path.ends_with("/query"))
 }
 
 /// Another node's answer as this node's, its body streamed through.
@@ -724,4 +740,22 @@ async fn json_array(response: Response) -> Option<Vec<Value>> {
         .await
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only requests that change nothing are sent to a holder a second time.
+    #[test]
+    fn only_reads_are_forwarded_twice() {
+        assert!(is_read(&Method::GET, "/agents/c1"));
+        assert!(is_read(&Method::HEAD, "/status"));
+        assert!(is_read(&Method::POST, "/agents/c1/query"));
+        assert!(!is_read(&Method::POST, "/agents/c1/messages"));
+        assert!(!is_read(&Method::POST, "/agents/c1/ask"));
+        assert!(!is_read(&Method::POST, "/agents"));
+        assert!(!is_read(&Method::DELETE, "/agents/c1"));
+        assert!(!is_read(&Method::PUT, "/agents/c1/query"));
+    }
 }
