@@ -69,7 +69,8 @@ pub(crate) trait Kind: Send + Sync {
 /// other cores' caches; and the locks written on hot paths (the tree's, taken by every
 /// spawn, and the writer's, read-locked by every durable append) are padded to lines of
 /// their own ([`CachePadded`]). Measured on the spawn benchmark (10,000 transient agents
-/// from one task, 2 workers, builds alternated, 11 runs each): 0.45× ractor without, 0.48–0.52× with.
+/// from one task, 2 workers, builds alternated, 11 runs each): 0.45× ractor without,
+/// 0.48–0.52× with.
 #[repr(align(128))]
 pub(crate) struct Kernel {
     pub(crate) journal: Arc<dyn Journal>,

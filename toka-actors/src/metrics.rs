@@ -108,7 +108,8 @@ impl Striped {
     /// Adds `n` to this thread's cell.
     #[inline]
     pub(crate) fn add(&self, n: u64) {
-        let stripe = STRIPE.with(|s| *s);
+        // A thread whose locals are already gone (one exiting) counts on the first cell.
+        let stripe = STRIPE.try_with(|s| *s).unwrap_or(0);
         self.cells[stripe].fetch_add(n, Ordering::Relaxed);
     }
 
