@@ -119,7 +119,8 @@ impl JournalConfig {
     /// Every flush costs about the same whatever it covers (the engine's write and its
     /// thread hand-offs, the `fsync`), so fewer, larger groups cost less CPU per append.
     /// The wait is adaptive: it happens only when recent flushes found several appends
-    /// waiting, ends as soon as the group is as large as recent ones were, and ends at the
+    /// waiting, ends as soon as the group is as large as recent ones were (128 records at
+    /// most: a larger crowd is flushed in overlapping groups of that size), and ends at the
     /// latest `linger` after the previous flush ended, so it adds at most `linger` to an
     /// append's latency. A lone appender never waits. Durability is unchanged: an append
     /// still returns only once flushed.
