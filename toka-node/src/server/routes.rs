@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -40,8 +41,15 @@ impl<T: DeserializeOwned + 'static> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let read = req.extract::<Bytes, _>();
-        let bytes = match tokio::time::timeout(state.inner.body_timeout, read).await {
+        let mut read = std::pin::pin!(req.extract::<Bytes, _>());
+        // A small body usually arrives with its headers: taken at once, it needs no timer
+        // (arming and cancelling one was ~4 % of a durable message's instructions).
+        let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        let read = match first {
+            Poll::Ready(read) => Ok(read),
+            Poll::Pending => tokio::time::timeout(state.inner.body_timeout, read).await,
+        };
+        let bytes = match read {
             Ok(read) => {
                 read.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?
             }
