@@ -9,7 +9,8 @@
 //! - SIGTERM still exits 0;
 //! - a restart on the still-full disk fails with an error that names the full disk (not
 //!   a lock), and leaves the journal openable (sled's interrupted snapshot is cleaned);
-//! - once space is freed, a restart recovers every acknowledged message.
+//! - once space is freed, a restart recovers every acknowledged message (and perhaps the
+//!   first refused one, whose flush failed: it is in doubt, never more than that one).
 //!
 //! Mounting needs root (CI runs as root). Elsewhere set `TOKA_SKIP_MOUNT_TESTS=1` to skip.
 
@@ -186,17 +187,24 @@ fn a_full_disk_gives_503_an_unhealthy_node_one_log_line_and_loses_nothing() {
         assert!(!stderr.contains("another node"), "{stderr}");
     }
 
-    // Space freed: every acknowledged message is back.
+    // Space freed: every acknowledged message is back. The first refused message is in
+    // doubt: its record was written and the flush that should have made it durable
+    // failed, so it may or may not have reached the disk (the 503 promises only that
+    // nothing acknowledged was lost). The refusals after it never wrote anything.
     std::fs::remove_file(fs.path.join("filler")).unwrap();
     let node = start(&data, &log);
-    assert_eq!(value_of(&node, &token, "c"), json!({"value": acknowledged}));
+    let recovered = value_of(&node, &token, "c")["value"].as_u64().unwrap();
+    assert!(
+        recovered == acknowledged || recovered == acknowledged + 1,
+        "{acknowledged} messages acknowledged, {recovered} recovered"
+    );
     let (status, health) = node.call("GET", "/health", None, b"");
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     let (status, _) = node.json("POST", "/agents/c/messages", &token, &json!({"add": 1}));
     assert_eq!(status, 202);
     assert_eq!(
         value_of(&node, &token, "c"),
-        json!({"value": acknowledged + 1})
+        json!({"value": recovered + 1})
     );
     assert!(node.sigterm().success());
     drop(fs);
