@@ -1,4 +1,4 @@
-//! Traces: the HTTP request span ([`http_span`], always compiled: a plain `tracing`
+//! Traces: the HTTP request span ([`http_span`], [`traced`]; always compiled: a plain `tracing`
 //! span) and, with the `otel` feature and an `[otel]` table in the config, their export
 //! over OTLP/HTTP (protobuf) through `tracing-opentelemetry`.
 //!
@@ -40,6 +40,16 @@ pub(crate) struct OtelConfig {
 /// `http.response.status_code`, after OpenTelemetry's HTTP conventions; never the query
 /// string, a header or the body), a child of the request's `traceparent` if it has one.
 pub(crate) async fn http_span(request: Request, next: Next) -> Response {
+    traced(request, |request| next.run(request)).await
+}
+
+/// Runs `handle` on `request` inside the request's span (see [`http_span`]), for a layer
+/// that does more around the rest of the stack than open the span.
+pub(crate) async fn traced<F, Fut>(request: Request, handle: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     // Borrowed: the fields are read (and the name formatted) only if the span is enabled,
     // so a node without `[otel]` pays no allocation here.
     let route = request
@@ -57,7 +67,7 @@ pub(crate) async fn http_span(request: Request, next: Next) -> Response {
         http.response.status_code = tracing::field::Empty,
     );
     if span.is_disabled() {
-        return next.run(request).await;
+        return handle(request).await;
     }
     #[cfg(feature = "otel")]
     if let Some(parent) = request
@@ -68,7 +78,7 @@ pub(crate) async fn http_span(request: Request, next: Next) -> Response {
     {
         exporter::set_remote_parent(&span, &parent);
     }
-    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let response = tracing::Instrument::instrument(handle(request), span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {

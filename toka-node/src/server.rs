@@ -232,8 +232,8 @@ impl AppState {
 
 /// The API's router.
 ///
-/// Layers, outermost first: every error response becomes JSON ([`error::json_errors`]);
-/// `/health`, `/openapi.json`, the console and unknown routes need no token; every other
+/// Layers, outermost first: one span per request, around every error response becoming
+/// JSON ([`outermost`]); `/health`, `/openapi.json`, the console and unknown routes need no token; every other
 /// route authenticates its bearer token and checks a declared `Content-Length` before its
 /// body is read ([`auth::require_token`]).
 ///
@@ -263,10 +263,21 @@ pub(crate) fn app(state: AppState) -> Router {
         .merge(console::routes())
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::map_response(error::json_errors))
-        // Outermost: one span per request, with the final status (see `otel.rs`).
-        .layer(middleware::from_fn(crate::otel::http_span))
+        .layer(middleware::from_fn(outermost))
         .with_state(state)
+}
+
+/// The outermost layer: one span per request, with the final status (see `otel.rs`),
+/// around [`error::json_errors`]. One layer for both: each layer costs every request a
+/// boxed future and a clone of the stack below it.
+async fn outermost(
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    crate::otel::traced(request, |request| async move {
+        error::json_errors(next.run(request).await)
+    })
+    .await
 }
 
 /// The routes that need a token, each with its description.

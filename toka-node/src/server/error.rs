@@ -52,11 +52,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The outermost layer: an error response that is not JSON yet (axum's 405 for a method
-/// a route does not have, a rejection of an extractor that answers plain text, an empty
-/// error of any layer) gets the body `{"error": "<reason>"}` and `application/json`,
-/// keeping its status and other headers (such as `Allow`).
-pub(crate) async fn json_errors(response: Response) -> Response {
+/// Run by the outermost layer on every response: an error response that is not JSON yet
+/// (axum's 405 for a method a route does not have, a rejection of an extractor that
+/// answers plain text, an empty error of any layer) gets the body
+/// `{"error": "<reason>"}` and `application/json`, keeping its status and other headers
+/// (such as `Allow`).
+pub(crate) fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
