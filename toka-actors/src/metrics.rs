@@ -27,6 +27,10 @@ pub struct RuntimeMetrics {
     pub journal_appends: u64,
     /// Group writes of the journal writer (each holds one or more appends).
     pub journal_group_writes: u64,
+    /// Flushes of the journal to disk ([`Journal::flushes`](toka_store::Journal::flushes)):
+    /// each made every append written before it durable, so `journal_appends` ÷
+    /// `journal_flushes` is the mean group a flush covered.
+    pub journal_flushes: u64,
     /// Total time, in microseconds, spent waiting for appends to become durable: by
     /// senders of durable messages, by agents appending their own records, and by an
     /// agent about to handle a delivered message (usually no wait: its sender waited).
@@ -69,14 +73,16 @@ impl Counters {
         Self::add(&self.flush_waits, 1);
     }
 
-    /// The current values.
-    pub(crate) fn snapshot(&self) -> RuntimeMetrics {
+    /// The current values, with the journal's count of its flushes (counted by the
+    /// journal, not here).
+    pub(crate) fn snapshot(&self, journal_flushes: u64) -> RuntimeMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RuntimeMetrics {
             messages_handled: self.messages_handled.sum(),
             agent_restarts: get(&self.agent_restarts),
             journal_appends: get(&self.journal_appends),
             journal_group_writes: get(&self.journal_group_writes),
+            journal_flushes,
             flush_wait_micros: get(&self.flush_wait_micros),
             flush_waits: get(&self.flush_waits),
             recovery_micros: get(&self.recovery_micros),

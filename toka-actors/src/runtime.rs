@@ -275,7 +275,7 @@ impl Runtime {
     /// appends and group writes, time spent waiting for durability, and how long the
     /// last start's recovery took. Cheap (a few relaxed atomic loads).
     pub fn metrics(&self) -> RuntimeMetrics {
-        self.kernel.metrics.snapshot()
+        self.kernel.metrics.snapshot(self.kernel.journal.flushes())
     }
 
     /// The journal under the runtime.

@@ -155,11 +155,12 @@ async fn json_messages_for_apis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_messages_appends_flush_waits_and_restarts() {
+async fn metrics_count_messages_appends_flushes_waits_and_restarts() {
     const N: u64 = 20;
     let log = Log::default();
     let rt = builder(memory_journal(), &log).start().await.unwrap();
     let before = rt.metrics();
+    let head_before = rt.journal().head_position();
     let c = rt
         .spawn::<Counter>(SpawnSpec::new("c").unwrap(), "c".into())
         .await
@@ -184,6 +185,10 @@ async fn metrics_count_messages_appends_flush_waits_and_restarts() {
     assert!(m.journal_group_writes >= 1, "{m:?}");
     assert!(m.journal_group_writes <= m.journal_appends, "{m:?}");
     assert!(m.flush_waits >= N, "{m:?}");
+    // The durable sends were flushed; every flush covered at least one new record.
+    let flushes = m.journal_flushes - before.journal_flushes;
+    let records = rt.journal().head_position() - head_before;
+    assert!((1..=records).contains(&flushes), "{records} records: {m:?}");
     // A failing handler makes the root restart the agent.
     assert!(c.ask(Cmd::Fail, T).await.is_err());
     let deadline = std::time::Instant::now() + T;

@@ -34,8 +34,10 @@
 //!   `GET /metrics`, read after the journal went quiet before and after the phase) over
 //!   every request of the phase, warm-up included. For `query` it must be 0, and the
 //!   bench says so. Also how much the single journal writer batches: records per group
-//!   write (`toka_journal_appends_total` ÷ `toka_journal_group_writes_total`; the flushes
-//!   that make them durable are shared separately, by the journal's committer).
+//!   write (`toka_journal_appends_total` ÷ `toka_journal_group_writes_total`), and how
+//!   many records each flush to disk made durable (`toka_journal_appends_total` ÷
+//!   `toka_journal_flushes_total`: the journal's committer shares a flush between group
+//!   writes).
 //!
 //! The phases run in [`Settings::rounds`] rounds, alternating their order; the table shows
 //! medians over the rounds and ratios against `health` (and `query` ÷ `ask`) from the
@@ -791,6 +793,7 @@ impl Node {
             head: value("toka_journal_head_position")?,
             appends: value("toka_journal_appends_total")?,
             group_writes: value("toka_journal_group_writes_total")?,
+            flushes: value("toka_journal_flushes_total")?,
         })
     }
 
@@ -1061,6 +1064,8 @@ struct JournalMetrics {
     appends: u64,
     /// `toka_journal_group_writes_total`: the writer's group writes.
     group_writes: u64,
+    /// `toka_journal_flushes_total`: the journal's flushes to disk.
+    flushes: u64,
 }
 
 /// One phase's measurement in one round.
@@ -1083,10 +1088,11 @@ struct Sample {
     /// of the whole phase.
     head_growth: u64,
     requests_total: u64,
-    /// Records appended and group writes of the journal writer over the phase (0 when
-    /// not measured).
+    /// Records appended and group writes of the journal writer, and the journal's
+    /// flushes, over the phase (0 when not measured).
     appends: u64,
     group_writes: u64,
+    flushes: u64,
     errors: u64,
     /// Node CPU µs per request by thread name.
     threads: BTreeMap<String, f64>,
@@ -1194,6 +1200,7 @@ fn run_phase(system: &System, phase: Phase, settings: &Settings, hz: f64) -> Ben
         head_growth: growth(journal_before, journal_after, |m| m.head),
         appends: growth(journal_before, journal_after, |m| m.appends),
         group_writes: growth(journal_before, journal_after, |m| m.group_writes),
+        flushes: growth(journal_before, journal_after, |m| m.flushes),
         requests_total: result.ok_total,
         errors: result.errors,
         threads,
@@ -1262,6 +1269,8 @@ struct Summary {
     records_per_request: f64,
     /// Records per group write of the journal writer, if it wrote.
     records_per_group: Option<f64>,
+    /// Records per flush of the journal, if it flushed.
+    records_per_flush: Option<f64>,
     head_growth: u64,
     requests_total: u64,
     errors: u64,
@@ -1275,6 +1284,7 @@ impl Summary {
         let records_per_request = head_growth as f64 / requests_total.max(1) as f64;
         let appends = samples.iter().map(|s| s.appends).sum::<u64>();
         let group_writes = samples.iter().map(|s| s.group_writes).sum::<u64>();
+        let flushes = samples.iter().map(|s| s.flushes).sum::<u64>();
         Summary {
             rate: m(|s| s.rate),
             p50_us: m(|s| s.p50_us),
@@ -1287,6 +1297,8 @@ impl Summary {
             db_cpu_pct: m(|s| s.db_cpu_pct),
             records_per_request,
             records_per_group: (group_writes > 0).then(|| appends as f64 / group_writes as f64),
+            records_per_flush: (flushes > 0 && appends > 0)
+                .then(|| appends as f64 / flushes as f64),
             head_growth,
             requests_total,
             errors: samples.iter().map(|s| s.errors).sum(),
@@ -1411,7 +1423,8 @@ fn main() -> BenchResult<()> {
             let sample = run_phase(&system, phase, &settings, hz)?;
             println!(
                 "round {} {:<9} {:>8}/s  p50 {:>8}  p99 {:>8}  node {:>6.1} µs/req ({:>3.0}% cpu)  \
-                 loadgen {:>3.0}%  others {:>3.0}%  journal +{} over {} requests, {} group writes",
+                 loadgen {:>3.0}%  others {:>3.0}%  journal +{} over {} requests, {} group writes, \
+                 {} flushes",
                 round + 1,
                 phase.name,
                 fmt_rate(sample.rate),
@@ -1424,6 +1437,7 @@ fn main() -> BenchResult<()> {
                 sample.head_growth,
                 sample.requests_total,
                 sample.group_writes,
+                sample.flushes,
             );
             if settings.journal.is_some() {
                 println!(
@@ -1460,12 +1474,12 @@ fn main() -> BenchResult<()> {
     );
     let pg = settings.journal.is_some();
     println!(
-        "| Phase | Requests/s | p50 | p99 | Node CPU/request |{} CPU % node / loadgen / {}others | Journal records/request | Records/group write | Rate vs /health | CPU/request vs /health |",
+        "| Phase | Requests/s | p50 | p99 | Node CPU/request |{} CPU % node / loadgen / {}others | Journal records/request | Records/group write | Records/flush | Rate vs /health | CPU/request vs /health |",
         if pg { " PostgreSQL CPU/request |" } else { "" },
         if pg { "PostgreSQL / " } else { "" },
     );
     println!(
-        "|---|---|---|---|---|---|---|---|---|---|{}",
+        "|---|---|---|---|---|---|---|---|---|---|---|{}",
         if pg { "---|" } else { "" }
     );
     for (phase, s) in &summaries {
@@ -1475,14 +1489,16 @@ fn main() -> BenchResult<()> {
                 format!("{:.1}×", s.node_cpu_us / cpu),
             )
         });
-        let (records, per_group) = if journal_measured {
+        let (records, per_group, per_flush) = if journal_measured {
             (
                 format!("{:.2}", s.records_per_request),
                 s.records_per_group
                     .map_or("—".into(), |r| format!("{r:.1}")),
+                s.records_per_flush
+                    .map_or("—".into(), |r| format!("{r:.1}")),
             )
         } else {
-            ("n/a".to_owned(), "n/a".to_owned())
+            ("n/a".to_owned(), "n/a".to_owned(), "n/a".to_owned())
         };
         let (db_us, db_pct) = if pg {
             (
@@ -1493,7 +1509,7 @@ fn main() -> BenchResult<()> {
             (String::new(), String::new())
         };
         println!(
-            "| {} | {} | {} | {} | {:.1} µs |{db_us} {:.0} / {:.0} / {db_pct}{:.0} | {records} | {per_group} | {rate_ratio} | {cpu_ratio} |",
+            "| {} | {} | {} | {} | {:.1} µs |{db_us} {:.0} / {:.0} / {db_pct}{:.0} | {records} | {per_group} | {per_flush} | {rate_ratio} | {cpu_ratio} |",
             phase.label,
             fmt_rate(s.rate),
             fmt_us(s.p50_us),
@@ -1603,6 +1619,9 @@ fn main() -> BenchResult<()> {
             );
             if let Some(r) = s.records_per_group {
                 println!("http.{n}.journal_records_per_group_write={r:.2}");
+            }
+            if let Some(r) = s.records_per_flush {
+                println!("http.{n}.journal_records_per_flush={r:.2}");
             }
         }
         println!("http.{n}.errors={}", s.errors);

@@ -31,7 +31,7 @@
 //! every waiter and every later append gets [`Error::Poisoned`]; reopening the journal
 //! recovers what reached the disk.
 
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -135,6 +135,8 @@ struct Shared {
     /// Set (after `durable.failure`) when a flush failed: lets the hot path check for
     /// poisoning without touching the watch channel's lock.
     poisoned: AtomicBool,
+    /// Successful flushes of the back-end so far ([`Committer::flushes`]).
+    flushes: AtomicU64,
 }
 
 impl Shared {
@@ -193,6 +195,7 @@ impl Committer {
             visible,
             visible_when_written,
             poisoned: AtomicBool::new(false),
+            flushes: AtomicU64::new(0),
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -338,6 +341,12 @@ impl Committer {
             .failure
             .as_ref()
             .map(Failure::error)
+    }
+
+    /// How many times the back-end was flushed successfully since the committer started:
+    /// each flush made every write applied before it durable (group commit).
+    pub(crate) fn flushes(&self) -> u64 {
+        self.shared.flushes.load(AtomicOrdering::Relaxed)
     }
 
     /// The acknowledged head position (what subscriptions may read up to).
@@ -540,6 +549,7 @@ fn commit_loop<B: Backend>(
         last_flush = Instant::now();
         match result {
             Ok(()) => {
+                shared.flushes.fetch_add(1, AtomicOrdering::Relaxed);
                 tracing::trace!(
                     ticket,
                     position,

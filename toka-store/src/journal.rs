@@ -139,6 +139,12 @@ pub trait Journal: Send + Sync + 'static {
     /// already holds); call before a graceful shutdown of a `Buffered` journal.
     async fn flush(&self) -> Result<(), Error>;
 
+    /// How many times the journal flushed its storage to disk since it opened. Appends
+    /// share flushes (group commit), so appends ÷ flushes is the mean group a flush made
+    /// durable; a `Buffered` journal flushes on its timer. A journal that does not flush
+    /// itself (a follower's) reports 0.
+    fn flushes(&self) -> u64;
+
     /// The position of the last appended event; 0 for an empty journal. It may be ahead
     /// of [`Journal::acknowledged_head`]: an unsynced append counts here as soon as it is
     /// written.
@@ -1678,6 +1684,10 @@ impl<B: Backend> Journal for EventJournal<B> {
 
     async fn flush(&self) -> Result<(), Error> {
         self.inner.committer.flush_all().await
+    }
+
+    fn flushes(&self) -> u64 {
+        self.inner.committer.flushes()
     }
 
     fn head_position(&self) -> u64 {

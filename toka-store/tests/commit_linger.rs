@@ -140,3 +140,41 @@ fn a_lone_appender_is_not_held_back() {
         "{SEQUENTIAL} lone appends after a burst took {after:?}: held back more than once"
     );
 }
+
+/// `Journal::flushes` counts the back-end's flushes: one per lone durable append, and a
+/// crowd's appends share them.
+#[test]
+fn the_journal_counts_its_flushes() {
+    const LONE: u64 = 10;
+    const THREADS: u64 = 8;
+    const EACH: u64 = 5;
+    let backend = Counted::new(Duration::from_millis(1));
+    let journal =
+        Arc::new(EventJournal::with_backend(backend.backend.clone(), fsync_config()).unwrap());
+    let runtime = common::runtime();
+    let (backend_before, journal_before) = (backend.flushes(), journal.flushes());
+
+    for _ in 0..LONE {
+        runtime.block_on(append(&*journal, "alone"));
+    }
+    assert_eq!(journal.flushes() - journal_before, LONE);
+
+    std::thread::scope(|scope| {
+        for i in 0..THREADS {
+            let journal = &journal;
+            scope.spawn(move || {
+                let runtime = common::runtime();
+                for _ in 0..EACH {
+                    runtime.block_on(append(&**journal, &format!("crowd{i}")));
+                }
+            });
+        }
+    });
+    let counted = journal.flushes() - journal_before;
+    assert_eq!(counted, backend.flushes() - backend_before);
+    assert!(
+        counted < LONE + THREADS * EACH,
+        "{counted} flushes for {} appends: the crowd shared none",
+        LONE + THREADS * EACH
+    );
+}

@@ -287,6 +287,9 @@ impl Journal for Counting {
     async fn flush(&self) -> Result<(), StoreError> {
         Journal::flush(&*self.inner).await
     }
+    fn flushes(&self) -> u64 {
+        self.inner.flushes()
+    }
     fn head_position(&self) -> u64 {
         self.inner.head_position()
     }

@@ -672,6 +672,11 @@ pub(crate) async fn metrics(
             rt.journal_group_writes,
         ),
         (
+            "toka_journal_flushes_total",
+            "flushes of the journal to disk, each making every append written before it durable",
+            rt.journal_flushes,
+        ),
+        (
             "toka_tool_calls_total",
             "tool calls made through the tool host",
             tools.calls,

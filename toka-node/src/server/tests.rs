@@ -95,6 +95,7 @@ async fn spawn_send_ask_and_list() {
         "toka_agent_restarts_total",
         "toka_journal_appends_total",
         "toka_journal_group_writes_total",
+        "toka_journal_flushes_total",
         "toka_journal_flush_wait_seconds_sum",
         "toka_journal_flush_wait_seconds_count",
         "toka_recovery_seconds",
@@ -123,6 +124,10 @@ async fn spawn_send_ask_and_list() {
     );
     assert!(
         sample(&text, "toka_journal_flush_wait_seconds_count") >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "toka_journal_flushes_total") >= Some(1.0),
         "{text}"
     );
 }
