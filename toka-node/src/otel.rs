@@ -1,6 +1,6 @@
-//! Traces: the HTTP request span ([`http_span`], [`traced`]; always compiled: a plain `tracing`
-//! span) and, with the `otel` feature and an `[otel]` table in the config, their export
-//! over OTLP/HTTP (protobuf) through `tracing-opentelemetry`.
+//! Traces: the HTTP request span ([`http_span`], [`traced`]; always compiled: a plain
+//! `tracing` span) and, with the `otel` feature and an `[otel]` table in the config, their
+//! export over OTLP/HTTP (protobuf) through `tracing-opentelemetry`.
 //!
 //! ```toml
 //! [otel]

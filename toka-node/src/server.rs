@@ -233,9 +233,9 @@ impl AppState {
 /// The API's router.
 ///
 /// Layers, outermost first: one span per request, around every error response becoming
-/// JSON ([`outermost`]); `/health`, `/openapi.json`, the console and unknown routes need no token; every other
-/// route authenticates its bearer token and checks a declared `Content-Length` before its
-/// body is read ([`auth::require_token`]).
+/// JSON ([`outermost`]); `/health`, `/openapi.json`, the console and unknown routes need
+/// no token; every other route authenticates its bearer token and checks a declared
+/// `Content-Length` before its body is read ([`auth::require_token`]).
 ///
 /// Each API route is registered with utoipa-axum's `routes!` from its handler's
 /// `#[utoipa::path]` annotation, so it is in [`spec`] by construction; the only routes
