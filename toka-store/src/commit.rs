@@ -31,8 +31,8 @@
 //! every waiter and every later append gets [`Error::Poisoned`]; reopening the journal
 //! recovers what reached the disk.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -132,9 +132,10 @@ struct Shared {
     visible: watch::Sender<u64>,
     /// Buffered mode: the head becomes visible when written, not when flushed.
     visible_when_written: bool,
-    /// Set (after `durable.failure`) when a flush failed: lets the hot path check for
-    /// poisoning without touching the watch channel's lock.
-    poisoned: AtomicBool,
+    /// Why a flush failed, set *before* `durable.failure` wakes anyone, so that whoever
+    /// learns of the failure from the watch finds it here too; and the hot path checks
+    /// for poisoning without touching the watch channel's lock.
+    poisoned: OnceLock<Failure>,
     /// Successful flushes of the back-end so far ([`Committer::flushes`]).
     flushes: AtomicU64,
 }
@@ -194,7 +195,7 @@ impl Committer {
             durable,
             visible,
             visible_when_written,
-            poisoned: AtomicBool::new(false),
+            poisoned: OnceLock::new(),
             flushes: AtomicU64::new(0),
         });
         let thread_shared = Arc::clone(&shared);
@@ -332,15 +333,7 @@ impl Committer {
 
     /// The failure that poisoned the committer, if any.
     pub(crate) fn failure(&self) -> Option<Error> {
-        if !self.shared.poisoned.load(AtomicOrdering::Acquire) {
-            return None;
-        }
-        self.shared
-            .durable
-            .borrow()
-            .failure
-            .as_ref()
-            .map(Failure::error)
+        self.shared.poisoned.get().map(Failure::error)
     }
 
     /// How many times the back-end was flushed successfully since the committer started:
@@ -592,10 +585,11 @@ fn commit_loop<B: Backend>(
             Err(error) => {
                 tracing::error!(%error, "journal flush failed; the journal is poisoned");
                 let failure = Failure::of(&error);
+                // First: a waiter woken by the watch below may ask for the failure at once.
+                let _ = shared.poisoned.set(failure.clone());
                 shared
                     .durable
                     .send_modify(|d| d.failure = Some(failure.clone()));
-                shared.poisoned.store(true, AtomicOrdering::Release);
                 let callbacks = {
                     let mut pending = shared.lock();
                     pending.stopped = Some(failure.clone());

@@ -175,3 +175,37 @@ fn buffered_journals_call_back_at_once() {
     assert_eq!(rx.try_recv().unwrap().1, Ok(()));
     backend.set(Gate::Open);
 }
+
+/// Whoever learns of a failed flush (a durable append's error) finds the journal refusing
+/// writes at once: the failure is recorded before anyone is woken with it.
+#[test]
+fn an_append_that_saw_the_failure_finds_the_journal_poisoned() {
+    for _ in 0..20 {
+        let backend = Gated::new(Gate::Open);
+        let journal =
+            Arc::new(EventJournal::with_backend(backend.backend.clone(), fsync_config()).unwrap());
+        backend.set(Gate::Closed);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let appender = Arc::clone(&journal);
+        let append = runtime.spawn(async move {
+            let result = appender
+                .append(
+                    "s",
+                    ExpectedVersion::Any,
+                    &[NewEvent::new("t", b"x".to_vec())],
+                )
+                .await;
+            (result.is_err(), appender.write_failure().is_some())
+        });
+        backend.set(Gate::Broken);
+        let (failed, poisoned) = runtime.block_on(append).unwrap();
+        assert!(failed, "an append covered by a failed flush succeeded");
+        assert!(
+            poisoned,
+            "the append saw the failure, write_failure did not"
+        );
+    }
+}
