@@ -91,7 +91,8 @@ pub(crate) struct Durable {
     flushed: u64,
     /// Highest log position covered by a successful flush.
     flushed_position: u64,
-    failure: Option<Failure>,
+    /// A flush failed (why: [`Shared::poisoned`], set before this).
+    failed: bool,
 }
 
 /// Why the commit thread stopped: kept typed for a lost lease, so that callers can tell
@@ -132,9 +133,9 @@ struct Shared {
     visible: watch::Sender<u64>,
     /// Buffered mode: the head becomes visible when written, not when flushed.
     visible_when_written: bool,
-    /// Why a flush failed, set *before* `durable.failure` wakes anyone, so that whoever
-    /// learns of the failure from the watch finds it here too; and the hot path checks
-    /// for poisoning without touching the watch channel's lock.
+    /// Why a flush failed, set *before* `durable.failed` wakes anyone, so that whoever
+    /// learns of the failure from the watch finds it here; the hot path checks for
+    /// poisoning without touching the watch channel's lock.
     poisoned: OnceLock<Failure>,
     /// Successful flushes of the back-end so far ([`Committer::flushes`]).
     flushes: AtomicU64,
@@ -253,12 +254,13 @@ impl Committer {
         if self.request(ticket) {
             return Ok(());
         }
-        let state = durable
-            .wait_for(|d| d.flushed >= ticket || d.failure.is_some())
+        let flushed = durable
+            .wait_for(|d| d.flushed >= ticket || d.failed)
             .await
-            .map_err(|_| Error::Poisoned("the commit thread stopped".into()))?;
-        match &state.failure {
-            Some(failure) if state.flushed < ticket => Err(failure.error()),
+            .map_err(|_| Error::Poisoned("the commit thread stopped".into()))?
+            .flushed;
+        match self.failure() {
+            Some(error) if flushed < ticket => Err(error),
             _ => Ok(()),
         }
     }
@@ -587,9 +589,7 @@ fn commit_loop<B: Backend>(
                 let failure = Failure::of(&error);
                 // First: a waiter woken by the watch below may ask for the failure at once.
                 let _ = shared.poisoned.set(failure.clone());
-                shared
-                    .durable
-                    .send_modify(|d| d.failure = Some(failure.clone()));
+                shared.durable.send_modify(|d| d.failed = true);
                 let callbacks = {
                     let mut pending = shared.lock();
                     pending.stopped = Some(failure.clone());
